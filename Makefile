@@ -1,0 +1,27 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test protos clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/aal-experiment --dataset digits --model cnn --servers 2 --workers 3 \
+		--strategies entropy,least_confidence,margin --annotators 8 --budget 400 \
+		--batch-size 20 --annotator-delay 0.05 --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+protos: $(STAMP)
+	$(BIN)/python scripts/generate_protos.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,75 @@
+from aal_rpc.proto.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetTaskRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetTaskResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: _common_pb2.Task
+    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("labeled", "queued", "leased", "skipped", "latest_model_version", "models", "last_seq", "candidates_submitted", "candidates_evicted", "labels_by_strategy", "pool_capacity", "mode")
+    class LabelsByStrategyEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    LABELED_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    LEASED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    LATEST_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_EVICTED_FIELD_NUMBER: _ClassVar[int]
+    LABELS_BY_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    POOL_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    labeled: int
+    queued: int
+    leased: int
+    skipped: int
+    latest_model_version: int
+    models: int
+    last_seq: int
+    candidates_submitted: int
+    candidates_evicted: int
+    labels_by_strategy: _containers.ScalarMap[str, int]
+    pool_capacity: int
+    mode: str
+    def __init__(self, labeled: _Optional[int] = ..., queued: _Optional[int] = ..., leased: _Optional[int] = ..., skipped: _Optional[int] = ..., latest_model_version: _Optional[int] = ..., models: _Optional[int] = ..., last_seq: _Optional[int] = ..., candidates_submitted: _Optional[int] = ..., candidates_evicted: _Optional[int] = ..., labels_by_strategy: _Optional[_Mapping[str, int]] = ..., pool_capacity: _Optional[int] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class ExportLabelsRequest(_message.Message):
+    __slots__ = ("after_seq", "include_payload")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    include_payload: bool
+    def __init__(self, after_seq: _Optional[int] = ..., include_payload: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,85 @@
+from aal_rpc.proto.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ReleaseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RELEASE_REASON_UNSPECIFIED: _ClassVar[ReleaseReason]
+    RELEASE_REASON_RETURN: _ClassVar[ReleaseReason]
+    RELEASE_REASON_SKIP: _ClassVar[ReleaseReason]
+RELEASE_REASON_UNSPECIFIED: ReleaseReason
+RELEASE_REASON_RETURN: ReleaseReason
+RELEASE_REASON_SKIP: ReleaseReason
+
+class LeaseQueryRequest(_message.Message):
+    __slots__ = ("annotator_id", "wait_seconds", "lease_seconds")
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    annotator_id: str
+    wait_seconds: float
+    lease_seconds: float
+    def __init__(self, annotator_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+
+class Query(_message.Message):
+    __slots__ = ("item_id", "lease_id", "deadline_unix", "payload", "provenance")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    lease_id: str
+    deadline_unix: float
+    payload: _common_pb2.Payload
+    provenance: _common_pb2.Provenance
+    def __init__(self, item_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., deadline_unix: _Optional[float] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+
+class LeaseQueryResponse(_message.Message):
+    __slots__ = ("found", "query")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    query: Query
+    def __init__(self, found: _Optional[bool] = ..., query: _Optional[_Union[Query, _Mapping]] = ...) -> None: ...
+
+class SubmitLabelRequest(_message.Message):
+    __slots__ = ("lease_id", "item_id", "label", "annotator_id")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    item_id: str
+    label: int
+    annotator_id: str
+    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., label: _Optional[int] = ..., annotator_id: _Optional[str] = ...) -> None: ...
+
+class SubmitLabelResponse(_message.Message):
+    __slots__ = ("seq", "duplicate")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    duplicate: bool
+    def __init__(self, seq: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class ReleaseQueryRequest(_message.Message):
+    __slots__ = ("lease_id", "item_id", "annotator_id", "reason")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    item_id: str
+    annotator_id: str
+    reason: ReleaseReason
+    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., annotator_id: _Optional[str] = ..., reason: _Optional[_Union[ReleaseReason, str]] = ...) -> None: ...
+
+class ReleaseQueryResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
