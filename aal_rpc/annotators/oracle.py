@@ -1,0 +1,147 @@
+"""Simulated annotators: N concurrent threads that lease, "think" for a random time, and answer from
+the dataset's ground truth. They measure what a person would feel: the wait from submitting a label
+(or first asking) until holding the next query.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from aal_rpc.client import AnnotationClient
+from aal_rpc.data import Dataset
+from aal_rpc.grpc_utils import create_channel
+
+log = logging.getLogger(__name__)
+
+LEASE_POLL_SECONDS = 5.0  # one long poll; an annotator keeps asking until a query comes or it is told to stop
+
+
+@dataclass
+class OracleReport:
+    acknowledged: int = 0
+    duplicates: int = 0
+    errors: Counter = field(default_factory=Counter)
+    waits: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        w = np.asarray(self.waits) if self.waits else np.zeros(1)
+        return {
+            "acknowledged": self.acknowledged,
+            "duplicates": self.duplicates,
+            "errors": dict(self.errors),
+            "seconds": round(self.seconds, 3),
+            "labels_per_second": round(self.acknowledged / self.seconds, 3) if self.seconds else 0.0,
+            "wait_seconds": {"mean": float(w.mean()), "p50": float(np.percentile(w, 50)),
+                             "p99": float(np.percentile(w, 99)), "max": float(w.max()), "count": len(self.waits)},
+        }
+
+
+class OracleAnnotators:
+    """Run `annotators` simulated annotators until `budget` labels are acknowledged or `stop()` is called.
+
+    Parameters
+    ----------
+    delay:
+        Mean labeling time in seconds; each label takes a uniform random time in [0.5, 1.5] x delay.
+    acks_path:
+        If given, every acknowledged label is appended there as a JSON line as soon as it is acknowledged.
+    """
+
+    def __init__(self, target: str, dataset: Dataset, *, annotators: int = 1, delay: float = 0.0,
+                 budget: int | None = None, seed: int = 0, id_prefix: str = "oracle",
+                 acks_path: Path | None = None, retry_for: float = 120.0):
+        self.target = target
+        self.dataset = dataset
+        self.annotators = annotators
+        self.delay = delay
+        self.budget = budget
+        self.seed = seed
+        self.id_prefix = id_prefix
+        self.retry_for = retry_for
+        self.report = OracleReport()
+        self._lock = threading.Lock()
+        self._reserved = 0
+        self._stop = threading.Event()
+        self._acks = open(acks_path, "a", buffering=1) if acks_path else None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _reserve(self) -> bool:
+        with self._lock:
+            if self._stop.is_set() or (self.budget is not None and self._reserved >= self.budget):
+                return False
+            self._reserved += 1
+            return True
+
+    def _unreserve(self) -> None:
+        with self._lock:
+            self._reserved -= 1
+
+    def run(self) -> OracleReport:
+        channel = create_channel(self.target)
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=self._annotate, args=(channel, i), name=f"annotator-{i}", daemon=True)
+                   for i in range(self.annotators)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.report.seconds = time.monotonic() - t0
+        channel.close()
+        if self._acks:
+            self._acks.close()
+        return self.report
+
+    def _annotate(self, channel: grpc.Channel, index: int) -> None:
+        annotator_id = f"{self.id_prefix}-{index}"
+        client = AnnotationClient(self.target, annotator_id, channel=channel, retry_for=self.retry_for)
+        rng = random.Random(self.seed * 100_003 + index)
+        asked = time.monotonic()
+        while self._reserve():
+            query = None
+            try:
+                while query is None and not self._stop.is_set():
+                    query = client.lease(wait_seconds=LEASE_POLL_SECONDS)
+            except grpc.RpcError as exc:
+                self._count_error(exc)
+                self._unreserve()
+                continue
+            if query is None:
+                self._unreserve()
+                break
+            waited = time.monotonic() - asked
+            if self.delay > 0:
+                time.sleep(self.delay * rng.uniform(0.5, 1.5))
+            label = int(self.dataset.y_pool[self.dataset.index_of(query.item_id)])
+            try:
+                result = client.submit(query, label)
+            except grpc.RpcError as exc:
+                self._count_error(exc)
+                self._unreserve()
+                asked = time.monotonic()
+                continue
+            asked = time.monotonic()
+            with self._lock:
+                self.report.acknowledged += 1
+                self.report.duplicates += int(result.duplicate)
+                self.report.waits.append(waited)
+                if self._acks:
+                    self._acks.write(json.dumps({"item_id": query.item_id, "label": label, "seq": result.seq,
+                                                 "annotator_id": annotator_id}) + "\n")
+
+    def _count_error(self, exc: grpc.RpcError) -> None:
+        log.warning("annotator call failed: %s %s", exc.code(), exc.details())
+        with self._lock:
+            self.report.errors[exc.code().name] += 1

@@ -1,0 +1,84 @@
+"""An interactive terminal annotator for a person: shows each leased item and asks for its class.
+
+Small images are drawn with Unicode half blocks in 24-bit colour, two pixel rows per text line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from aal_rpc.client import AnnotationClient, LeasedQuery
+from aal_rpc.types import Task
+
+TARGET_WIDTH = 32  # images narrower than this are scaled up (nearest neighbour) so digits are legible
+
+
+def render_terminal(x: np.ndarray) -> str:
+    """Text drawing of an image tensor ((H, W), (1|3, H, W) in [0, 1]); a short summary for anything else."""
+    if x.ndim == 3 and x.shape[0] in (1, 3):
+        img = np.repeat(x, 3, axis=0) if x.shape[0] == 1 else x
+    elif x.ndim == 2:
+        img = np.repeat(x[None], 3, axis=0)
+    else:
+        flat = x.reshape(-1)
+        return f"vector of {flat.size} values: " + " ".join(f"{v:.3g}" for v in flat[:16]) + (
+            " ..." if flat.size > 16 else "")
+    scale = max(1, TARGET_WIDTH // img.shape[2])
+    img = img.repeat(scale, axis=1).repeat(scale, axis=2)
+    rgb = (np.clip(img, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+    if rgb.shape[0] % 2:
+        rgb = np.concatenate([rgb, np.zeros_like(rgb[:1])])
+    lines = []
+    for top, bottom in zip(rgb[0::2], rgb[1::2]):
+        cells = [f"\x1b[38;2;{t[0]};{t[1]};{t[2]}m\x1b[48;2;{b[0]};{b[1]};{b[2]}m\u2580" for t, b in zip(top, bottom)]
+        lines.append("".join(cells) + "\x1b[0m")
+    return "\n".join(lines)
+
+
+def parse_answer(answer: str, task: Task) -> int | str | None:
+    """A class index from a typed index or class name; "skip", "release", "quit" for commands; None if unknown."""
+    a = answer.strip()
+    commands = {"s": "skip", "skip": "skip", "r": "release", "release": "release", "q": "quit", "quit": "quit"}
+    if a.lower() in commands:
+        return commands[a.lower()]
+    if a.isdigit() and int(a) < task.num_classes:
+        return int(a)
+    if a in task.class_names:
+        return task.class_names.index(a)
+    return None
+
+
+def run_terminal(client: AnnotationClient, *, ask: Callable[[str], str], say: Callable[[str], None],
+                 wait_seconds: float = 30.0) -> int:
+    """Lease, show, ask, submit, until the person quits. Returns how many labels were acknowledged."""
+    task = client.task()
+    legend = "  ".join(f"{i}={name}" for i, name in enumerate(task.class_names))
+    labeled = 0
+    while True:
+        say("waiting for a query ...")
+        query: LeasedQuery | None = client.lease(wait_seconds=wait_seconds)
+        if query is None:
+            if ask("nothing to label yet; keep waiting? [Y/n]").strip().lower() in ("n", "no", "q"):
+                return labeled
+            continue
+        say(render_terminal(query.array()))
+        say(f"item {query.item_id}  (proposed by {query.provenance.strategy or '?'} "
+            f"with model v{query.provenance.model_version})")
+        while True:
+            answer = parse_answer(ask(f"class? {legend}   [s]kip [r]elease [q]uit"), task)
+            if answer is not None:
+                break
+            say("not a class; type its number or name")
+        if answer == "quit":
+            client.release(query)
+            return labeled
+        if answer == "skip":
+            client.skip(query)
+        elif answer == "release":
+            client.release(query)
+        else:
+            result = client.submit(query, answer)
+            labeled += 1
+            say(f"saved as #{result.seq}: {task.class_names[answer]}")

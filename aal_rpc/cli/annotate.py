@@ -1,0 +1,59 @@
+"""aal-annotate: label queries, either as simulated oracles (--oracle) or as a person at a terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from aal_rpc.annotators.oracle import OracleAnnotators
+from aal_rpc.annotators.terminal import run_terminal
+from aal_rpc.cli.common import coordinator_option, default_id, log_level_option, on_termination, setup_logging
+from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.data import load_dataset
+
+
+@click.command()
+@coordinator_option
+@click.option("--oracle", is_flag=True, help="Simulated annotators answering from the dataset's ground truth.")
+@click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Concurrent simulated annotators.")
+@click.option("--delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Mean labeling time in seconds (each label takes 0.5-1.5x this).")
+@click.option("--budget", type=click.IntRange(min=1), default=None, help="Stop after this many labels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a final JSON summary (with --oracle).")
+@click.option("--acks-file", type=click.Path(path_type=Path), default=None,
+              help="Append every acknowledged label here as a JSON line.")
+@click.option("--waits-file", type=click.Path(path_type=Path), default=None,
+              help="Write every measured wait (seconds) here as a JSON list.")
+@click.option("--annotator-id", default=None, help="Who is labeling (interactive mode).")
+@log_level_option
+def main(coordinator, oracle, annotators, delay, budget, seed, as_json, acks_file, waits_file, annotator_id,
+         log_level):
+    """Label queries from the coordinator's query pool."""
+    setup_logging(log_level)
+    if not oracle:
+        with AnnotationClient(coordinator, annotator_id or default_id("person")) as client:
+            n = run_terminal(client, ask=lambda text: click.prompt(text, default="", show_default=False),
+                             say=click.echo)
+        click.echo(f"{n} labels saved")
+        return
+    with CoordinatorClient(coordinator) as client:
+        dataset = load_dataset(client.task().dataset)
+    run = OracleAnnotators(coordinator, dataset, annotators=annotators, delay=delay, budget=budget, seed=seed,
+                           acks_path=acks_file)
+    on_termination(run.stop)
+    report = run.run()
+    if waits_file:
+        waits_file.write_text(json.dumps(report.waits))
+    summary = report.summary()
+    click.echo(json.dumps(summary) if as_json else
+               f"{summary['acknowledged']} labels acknowledged in {summary['seconds']:.1f}s; "
+               f"wait p50 {summary['wait_seconds']['p50'] * 1000:.1f} ms, "
+               f"p99 {summary['wait_seconds']['p99'] * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

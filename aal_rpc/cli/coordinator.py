@@ -1,0 +1,87 @@
+"""aal-coordinator: the pool coordinator (query pool S, labeled pool L, model registry) as a gRPC service."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from aal_rpc.cli.common import log_level_option, on_termination, setup_logging
+from aal_rpc.coordinator.app import create_coordinator_server
+from aal_rpc.coordinator.core import CoordinatorConfig
+from aal_rpc.coordinator.query_pool import PICK_ORDERS
+from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.data import load_dataset
+from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, parse_address
+from aal_rpc.models import ARCHITECTURES
+from aal_rpc.types import Task
+
+log = logging.getLogger("aal.coordinator")
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+def resolve_task(ctx: click.Context, data_dir: Path, dataset: str, model: str, mode: str, batch_size: int) -> Task:
+    """The task from the options; on a data dir that has one, options left at their defaults take its values."""
+    stored = None
+    if (data_dir / "aal.sqlite3").exists():
+        store = SqliteStore(data_dir)
+        stored = store.load().task
+        store.close()
+    explicit = lambda name: ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT  # noqa: E731
+    if stored is not None:
+        dataset = dataset if explicit("dataset") else stored.dataset
+        model = model if explicit("model") else stored.architecture
+        mode = mode if explicit("mode") else stored.mode
+        batch_size = batch_size if explicit("batch_size") else stored.batch_size
+    ds = load_dataset(dataset)
+    return Task(dataset=dataset, num_classes=ds.num_classes, class_names=ds.class_names,
+                input_shape=ds.input_shape, architecture=model, mode=mode, batch_size=batch_size)
+
+
+@click.command()
+@click.option("--listen", default="0.0.0.0:50051", show_default=True, metavar="HOST:PORT",
+              help="Address to bind; port 0 picks a free one. The first line printed is 'listening on HOST:PORT'.")
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="Where all state lives.")
+@click.option("--dataset", default="digits", show_default=True, help="digits, npz:PATH, cifar10:DIR or folder:DIR.")
+@click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
+@click.option("--mode", type=click.Choice(["async"]), default="async", show_default=True)
+@click.option("--batch-size", type=int, default=0, show_default=True, help="Labels per round (advisory in async mode).")
+@click.option("--pick", type=click.Choice(PICK_ORDERS), default="fresh", show_default=True,
+              help="Order in which annotators get queries.")
+@click.option("--pool-capacity", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Most candidates S holds; when full, the stalest make room for fresher ones.")
+@click.option("--lease-seconds", type=click.FloatRange(min=0.1), default=300.0, show_default=True)
+@click.option("--keep-models", type=click.IntRange(min=1), default=8, show_default=True,
+              help="How many weight blobs to keep.")
+@click.option("--max-workers", type=click.IntRange(min=4), default=DEFAULT_MAX_WORKERS, show_default=True,
+              help="RPC threads.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@log_level_option
+@click.pass_context
+def main(ctx, listen, data_dir, dataset, model, mode, batch_size, pick, pool_capacity, lease_seconds, keep_models,
+         max_workers, seed, log_level):
+    """Run the pool coordinator."""
+    setup_logging(log_level)
+    host, _ = parse_address(listen)
+    task = resolve_task(ctx, data_dir, dataset, model, mode, batch_size)
+    config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
+                               keep_models=keep_models, seed=seed)
+    try:
+        srv = create_coordinator_server(listen, data_dir, task, config, max_workers=max_workers)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"listening on {host}:{srv.port}")
+    sys.stdout.flush()  # launchers read the bound port from this first line
+    log.info("task: %s", task)
+    done = threading.Event()
+    on_termination(lambda: threading.Thread(target=lambda: (srv.stop(SHUTDOWN_GRACE_SECONDS), done.set())).start())
+    done.wait()
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()

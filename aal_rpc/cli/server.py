@@ -1,0 +1,42 @@
+"""aal-server: a trainer that follows the labeled pool, trains, evaluates and publishes versioned weights."""
+
+from __future__ import annotations
+
+import click
+
+from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, set_threads,
+                                setup_logging, threads_option)
+from aal_rpc.client import CoordinatorClient
+from aal_rpc.server import Trainer, TrainerConfig
+
+
+@click.command()
+@coordinator_option
+@click.option("--server-id", default=None, help="Name in the registry (default: server-HOST-PID).")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Minibatch size.")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--warm-start/--from-scratch", default=False, show_default=True,
+              help="Continue from this server's previous weights, or train anew each round.")
+@click.option("--min-new-labels", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train again once this many labels arrived since the last round.")
+@click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Stop after this many rounds.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
+@threads_option
+@log_level_option
+def main(coordinator, server_id, epochs, batch_size, lr, warm_start, min_new_labels, max_rounds, seed, device,
+         threads, log_level):
+    """Run a server (trainer)."""
+    setup_logging(log_level)
+    set_threads(threads)
+    config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
+                           warm_start=warm_start, seed=seed, device=device, min_new_labels=min_new_labels)
+    with CoordinatorClient(coordinator) as client:
+        trainer = Trainer(client, config)
+        on_termination(trainer.stop)
+        trainer.run(max_rounds=max_rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""aal-worker: a selector that scores its shard of the unlabeled data and submits candidates to S."""
+
+from __future__ import annotations
+
+import click
+
+from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, set_threads,
+                                setup_logging, threads_option)
+from aal_rpc.client import CoordinatorClient
+from aal_rpc.strategies import STRATEGIES
+from aal_rpc.worker import Selector, WorkerConfig
+
+
+@click.command()
+@coordinator_option
+@click.option("--worker-id", default=None, help="Name recorded in provenance (default: worker-HOST-PID).")
+@click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="entropy", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Most candidates submitted per round.")
+@click.option("--poll-seconds", type=click.FloatRange(min=0.05, max=30), default=0.5, show_default=True,
+              help="Longest wait for a new model before checking the pool's demand again.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
+@threads_option
+@log_level_option
+def main(coordinator, worker_id, shard_index, num_shards, strategy, batch_size, poll_seconds, seed, device, threads,
+         log_level):
+    """Run a worker (selector) on shard SHARD_INDEX of NUM_SHARDS."""
+    setup_logging(log_level)
+    set_threads(threads)
+    if shard_index >= num_shards:
+        raise click.BadParameter(f"must be below --num-shards ({num_shards})", param_hint="--shard-index")
+    config = WorkerConfig(worker_id=worker_id or default_id("worker"), shard_index=shard_index,
+                          num_shards=num_shards, strategy=strategy, batch_size=batch_size, seed=seed,
+                          poll_seconds=poll_seconds, device=device)
+    with CoordinatorClient(coordinator) as client:
+        selector = Selector(client, config)
+        on_termination(selector.stop)
+        selector.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The client the servers (trainers), workers (selectors) and operators use to talk to the coordinator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from aal_rpc import serde
+from aal_rpc.chunking import CHUNK_BYTES, assemble, iter_chunks, sha256_hex
+from aal_rpc.client.retry import call_with_retry
+from aal_rpc.grpc_utils import create_channel
+from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, selection_pb2, selection_pb2_grpc, training_pb2,
+                              training_pb2_grpc)
+from aal_rpc.types import LabeledRecord, ModelInfo, Payload, Task
+
+CALL_TIMEOUT = 30.0
+TRANSFER_TIMEOUT = 600.0  # a whole weight upload or download
+DEFAULT_RETRY_FOR = 120.0
+MAX_DOWNLOAD_BYTES = 4 * 1024 ** 3
+SUBMIT_BATCH_BYTES = 3 * 1024 * 1024  # candidate payloads per SubmitCandidates call, under the 4 MiB limit
+
+
+class CoordinatorClient:
+    def __init__(self, target: str, *, retry_for: float = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None):
+        self.target = target
+        self.retry_for = retry_for
+        self._channel = channel or create_channel(target)
+        self._owns_channel = channel is None
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
+        self._selection = selection_pb2_grpc.SelectionServiceStub(self._channel)
+
+    def __enter__(self) -> "CoordinatorClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_channel:
+            self._channel.close()
+
+    def _call(self, method, request, timeout: float = CALL_TIMEOUT):
+        return call_with_retry(lambda: method(request, timeout=timeout, wait_for_ready=True),
+                               retry_for=self.retry_for)
+
+    # -- admin ----------------------------------------------------------------------------------------
+
+    def task(self) -> Task:
+        return serde.task_from_proto(self._call(self._admin.GetTask, admin_pb2.GetTaskRequest()).task)
+
+    def stats(self) -> admin_pb2.GetStatsResponse:
+        return self._call(self._admin.GetStats, admin_pb2.GetStatsRequest())
+
+    def models(self) -> list[ModelInfo]:
+        resp = self._call(self._admin.ListModels, admin_pb2.ListModelsRequest())
+        return [serde.model_info_from_proto(m) for m in resp.models]
+
+    def export(self, *, include_payload: bool = True) -> Iterator[LabeledRecord]:
+        """Every record of L, in order. Resumes from the last record received if the stream breaks."""
+        after = 0
+        while True:
+            stream = self._admin.ExportLabels(
+                admin_pb2.ExportLabelsRequest(after_seq=after, include_payload=include_payload),
+                timeout=TRANSFER_TIMEOUT, wait_for_ready=True)
+            try:
+                for msg in stream:
+                    after = msg.seq
+                    yield serde.record_from_proto(msg)
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+
+    # -- training -------------------------------------------------------------------------------------
+
+    def stream_labels(self, after_seq: int, *, follow: bool, timeout: float | None = None) -> grpc.Call:
+        """The raw stream of L's records after `after_seq`; the caller resumes it on UNAVAILABLE."""
+        return self._training.StreamLabels(training_pb2.StreamLabelsRequest(after_seq=after_seq, follow=follow),
+                                           timeout=timeout, wait_for_ready=True)
+
+    def upload_model(self, data: bytes, *, server_id: str, trained_seq: int, num_labels: int, architecture: str,
+                     metrics: dict[str, float]) -> ModelInfo:
+        header = training_pb2.UploadHeader(server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
+                                           architecture=architecture, metrics=metrics, size_bytes=len(data),
+                                           sha256=sha256_hex(data))
+
+        def requests():
+            yield training_pb2.UploadModelRequest(header=header)
+            for chunk in iter_chunks(data, CHUNK_BYTES):
+                yield training_pb2.UploadModelRequest(chunk=chunk)
+
+        resp = call_with_retry(lambda: self._training.UploadModel(requests(), timeout=TRANSFER_TIMEOUT,
+                                                                  wait_for_ready=True),
+                               retry_for=self.retry_for)
+        return serde.model_info_from_proto(resp.model)
+
+    # -- selection ------------------------------------------------------------------------------------
+
+    def latest_model(self, *, after_version: int = 0, wait_seconds: float = 0.0) -> ModelInfo | None:
+        resp = self._call(self._selection.GetLatestModel, selection_pb2.GetLatestModelRequest(
+            after_version=after_version, wait_seconds=wait_seconds), CALL_TIMEOUT + wait_seconds)
+        return serde.model_info_from_proto(resp.model) if resp.found else None
+
+    def download_model(self, version: int = 0) -> tuple[ModelInfo, bytes]:
+        def once():
+            stream = self._selection.DownloadModel(selection_pb2.DownloadModelRequest(version=version),
+                                                   timeout=TRANSFER_TIMEOUT, wait_for_ready=True)
+            first = next(stream)
+            if first.WhichOneof("part") != "info":
+                raise ValueError("download stream did not start with the model info")
+            info = serde.model_info_from_proto(first.info)
+            data = assemble((m.chunk for m in stream), size_bytes=info.size_bytes, sha256=info.sha256,
+                            max_bytes=MAX_DOWNLOAD_BYTES)
+            return info, data
+
+        return call_with_retry(once, retry_for=self.retry_for)
+
+    def submit_candidates(self, *, worker_id: str, strategy: str, model_version: int,
+                          candidates: list[tuple[str, Payload, float]]) -> selection_pb2.SubmitCandidatesResponse:
+        """Submit (item_id, payload, score) triples, split into calls that stay under the message limit."""
+        total = selection_pb2.SubmitCandidatesResponse()
+        batch: list[selection_pb2.Candidate] = []
+        size = 0
+
+        def flush():
+            if not batch:
+                return
+            r = self._call(self._selection.SubmitCandidates, selection_pb2.SubmitCandidatesRequest(
+                worker_id=worker_id, strategy=strategy, model_version=model_version, candidates=batch))
+            total.accepted += r.accepted
+            total.refreshed += r.refreshed
+            total.rejected += r.rejected
+            total.evicted += r.evicted
+
+        for item_id, payload, score in candidates:
+            msg = selection_pb2.Candidate(item_id=item_id, payload=serde.payload_to_proto(payload), score=score)
+            n = msg.ByteSize()
+            if batch and size + n > SUBMIT_BATCH_BYTES:
+                flush()
+                batch, size = [], 0
+            batch.append(msg)
+            size += n
+        flush()
+        return total
+
+    def shard_state(self, *, shard_index: int, num_shards: int, labeled_after_seq: int,
+                    model_version: int) -> selection_pb2.GetShardStateResponse:
+        return self._call(self._selection.GetShardState, selection_pb2.GetShardStateRequest(
+            shard_index=shard_index, num_shards=num_shards, labeled_after_seq=labeled_after_seq,
+            model_version=model_version))

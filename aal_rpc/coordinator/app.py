@@ -1,0 +1,63 @@
+"""Assembling a coordinator process: store, domain core, servicers, health and reflection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from aal_rpc.coordinator.core import Coordinator, CoordinatorConfig
+from aal_rpc.coordinator.servicers import (AdminServicer, AnnotationServicer, SelectionServicer,
+                                           TrainingServicer)
+from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, create_server
+from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
+                              selection_pb2_grpc, training_pb2, training_pb2_grpc)
+from aal_rpc.types import Task
+
+SERVICE_NAMES = (
+    annotation_pb2.DESCRIPTOR.services_by_name["AnnotationService"].full_name,
+    training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
+    selection_pb2.DESCRIPTOR.services_by_name["SelectionService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+
+
+@dataclass
+class CoordinatorServer:
+    server: grpc.Server
+    port: int
+    coordinator: Coordinator
+    health: health.HealthServicer
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        self.health.enter_graceful_shutdown()  # probes see NOT_SERVING while calls drain
+        self.server.stop(grace).wait()
+        self.coordinator.close()
+
+
+def create_coordinator_server(address: str, data_dir: Path, task: Task,
+                              config: CoordinatorConfig = CoordinatorConfig(),
+                              max_workers: int = DEFAULT_MAX_WORKERS) -> CoordinatorServer:
+    """Open the store and bind `address` (port 0 picks a free port). The server is started, serving."""
+    server = create_server(max_workers)
+    health_servicer = health.HealthServicer()
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    coordinator = Coordinator(SqliteStore(Path(data_dir)), task, config)
+    annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(coordinator), server)
+    training_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(coordinator), server)
+    selection_pb2_grpc.add_SelectionServiceServicer_to_server(SelectionServicer(coordinator), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(coordinator), server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    server.start()
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return CoordinatorServer(server, port, coordinator, health_servicer)

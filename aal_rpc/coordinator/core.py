@@ -1,0 +1,358 @@
+"""The pool coordinator's domain logic: the query pool S, the labeled pool L and the model registry.
+
+One lock guards the in-memory pools; every change is also written through the store. A label's
+acknowledgement waits until its write is committed to disk, outside the lock, so concurrent
+submissions share one group commit. Nothing here knows about gRPC; the servicers translate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from aal_rpc.coordinator.query_pool import Lease, QueryPool
+from aal_rpc.coordinator.registry import ModelRegistry
+from aal_rpc.coordinator.store import SqliteStore, StoredLease
+from aal_rpc.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from aal_rpc.models import expected_shapes
+from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_SECONDS = 60.0  # longest long poll a client may ask for; it simply asks again
+MAX_LEASE_SECONDS = 24 * 3600.0
+STREAM_PAGE = 256  # labels read from the store per page of a StreamLabels / ExportLabels call
+SHARD_PAGE = 50_000  # labeled ids per GetShardState answer
+MAX_ID_CHARS = 256
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    pool_capacity: int = 256
+    pick: str = "fresh"
+    lease_seconds: float = 300.0
+    keep_models: int = 8
+    max_weight_bytes: int = 2 * 1024 ** 3  # vgg16 is about 540 MB; anything far bigger is a mistake
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Stats:
+    labeled: int
+    queued: int
+    leased: int
+    skipped: int
+    latest_model_version: int
+    models: int
+    last_seq: int
+    candidates_submitted: int
+    candidates_evicted: int
+    labels_by_strategy: dict[str, int]
+    pool_capacity: int
+    mode: str
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    accepted: int
+    refreshed: int
+    rejected: int
+    evicted: int
+
+
+@dataclass(frozen=True)
+class ShardState:
+    queued: list[str]
+    labeled: list[str]
+    labeled_through_seq: int
+    more: bool
+    demand: int
+
+
+def _check_id(name: str, value: str) -> None:
+    if not value:
+        raise InvalidArgument(f"{name} is required")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidArgument(f"{name} is longer than {MAX_ID_CHARS} characters")
+
+
+class Coordinator:
+    def __init__(self, store: SqliteStore, task: Task, config: CoordinatorConfig = CoordinatorConfig()):
+        self.store = store
+        self.config = config
+        self.task = task
+        self._lock = threading.Lock()
+        self._available = threading.Condition(self._lock)  # S gained an available item
+        self._labels_cv = threading.Condition()  # L's durable sequence number advanced
+        self._closed = False
+        state = store.load()
+        if state.task is None:
+            store.save_task(task).result()
+        elif state.task != task:
+            raise ValueError(f"data dir holds a different task: {state.task} (asked for {task})")
+        self.pool = QueryPool(capacity=config.pool_capacity, pick=config.pick, seed=config.seed)
+        self._labeled: set[str] = set()
+        self._lease_to_seq: dict[str, tuple[int, str]] = {}
+        self._pending: dict[str, Future] = {}  # lease_id -> write not yet committed
+        self._by_strategy: Counter[str] = Counter()
+        self._skipped: set[str] = set(state.skips)
+        for seq, item_id, lease_id, strategy in state.labels:
+            self._labeled.add(item_id)
+            self._lease_to_seq[lease_id] = (seq, item_id)
+            self._by_strategy[strategy or "unknown"] += 1
+        self._last_seq = state.labels[-1][0] if state.labels else 0
+        self._durable_seq = self._last_seq
+        for cand, queued_at, lease in state.queries:
+            self.pool.restore(cand, queued_at, Lease(lease.lease_id, lease.owner, lease.leased_at, lease.deadline)
+                              if lease else None)
+        self._candidates_submitted = 0
+        self._candidates_evicted = 0
+        self.registry = ModelRegistry(
+            store, expected_shapes=expected_shapes(task.architecture, task.input_shape, task.num_classes),
+            keep=config.keep_models, models=state.models)
+        self._reaper = threading.Thread(target=self._reap_loop, name="lease-reaper", daemon=True)
+        self._reaper.start()
+        log.info("coordinator ready: %d labeled, %d queued, %d models", len(self._labeled), len(self.pool),
+                 len(state.models))
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._available.notify_all()
+        with self._labels_cv:
+            self._labels_cv.notify_all()
+        self.registry.wake_all()
+        self._reaper.join(timeout=2)
+        self.store.close()
+
+    def _reap_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                self._expire_locked(time.time())
+                self._available.wait(timeout=0.5)
+
+    def _expire_locked(self, now: float) -> None:
+        expired = self.pool.expire(now)
+        for item_id in expired:
+            self.store.set_lease(item_id, None)
+        if expired:
+            self._available.notify_all()
+
+    # -- annotators -----------------------------------------------------------------------------------
+
+    def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0) -> Query | None:
+        """Lease the next query, waiting up to `wait_seconds` for one; None if none came."""
+        _check_id("annotator_id", annotator_id)
+        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+            raise InvalidArgument(f"wait_seconds must lie in [0, {MAX_WAIT_SECONDS}]")
+        if not 0 <= lease_seconds <= MAX_LEASE_SECONDS:
+            raise InvalidArgument(f"lease_seconds must lie in [0, {MAX_LEASE_SECONDS}]")
+        lease_seconds = lease_seconds or self.config.lease_seconds
+        deadline = time.monotonic() + wait_seconds
+        with self._lock:
+            while True:
+                now = time.time()
+                self._expire_locked(now)
+                entry = self.pool.lease(annotator_id, now, lease_seconds)
+                if entry is not None:
+                    lease = entry.lease
+                    self.store.set_lease(entry.candidate.item_id, StoredLease(
+                        lease.lease_id, lease.annotator_id, lease.leased_at, lease.deadline))
+                    return Query(entry.candidate.item_id, lease.lease_id, annotator_id, lease.deadline,
+                                 entry.candidate.payload, entry.candidate.provenance)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return None
+                self._available.wait(timeout=min(remaining, 1.0))
+
+    def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
+        """Record a label; returns (seq, duplicate) once it is on disk. Idempotent per lease."""
+        _check_id("lease_id", lease_id)
+        _check_id("item_id", item_id)
+        _check_id("annotator_id", annotator_id)
+        if not 0 <= label < self.task.num_classes:
+            raise InvalidArgument(f"label {label} is outside the class range [0, {self.task.num_classes})")
+        with self._lock:
+            done = self._lease_to_seq.get(lease_id)
+            if done is not None:
+                seq, labeled_item = done
+                if labeled_item != item_id:
+                    raise FailedPrecondition(f"lease {lease_id} was for item {labeled_item}, not {item_id}")
+                fut, duplicate = self._pending.get(lease_id), True
+            else:
+                now = time.time()
+                entry = self.pool.by_lease(lease_id)
+                if entry is None:
+                    if item_id in self.pool or item_id in self._labeled or item_id in self._skipped:
+                        raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired or is not held")
+                    raise NotFound(f"no query for item {item_id} with lease {lease_id}")
+                if entry.candidate.item_id != item_id:
+                    raise FailedPrecondition(f"lease {lease_id} is for item {entry.candidate.item_id}, not {item_id}")
+                if entry.lease.annotator_id != annotator_id:
+                    raise FailedPrecondition(f"lease {lease_id} belongs to another annotator")
+                if entry.lease.deadline <= now:
+                    self._expire_locked(now)
+                    raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired")
+                self._last_seq += 1
+                seq = self._last_seq
+                cand = entry.candidate
+                record = LabeledRecord(
+                    seq=seq, item_id=item_id, label=int(label), annotator_id=annotator_id, payload=cand.payload,
+                    provenance=cand.provenance, queued_at=entry.queued_at, leased_at=entry.lease.leased_at,
+                    labeled_at=now, lease_id=lease_id)
+                self.pool.remove(item_id)
+                self._labeled.add(item_id)
+                self._lease_to_seq[lease_id] = (seq, item_id)
+                self._by_strategy[cand.provenance.strategy or "unknown"] += 1
+                fut = self.store.append_label(record)
+                self._pending[lease_id] = fut
+                fut.add_done_callback(lambda f, lid=lease_id, s=seq: self._on_label_durable(f, lid, s))
+                duplicate = False
+        if fut is not None:
+            fut.result()  # the acknowledgement waits for the disk
+        return seq, duplicate
+
+    def _on_label_durable(self, fut: Future, lease_id: str, seq: int) -> None:
+        if fut.exception() is not None:
+            log.error("label seq %d could not be written: %s", seq, fut.exception())
+            return
+        with self._lock:
+            self._pending.pop(lease_id, None)
+        with self._labels_cv:
+            self._durable_seq = max(self._durable_seq, seq)
+            self._labels_cv.notify_all()
+
+    def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool) -> None:
+        """Give a leased query back to S, or (skip) drop it as unlabelable."""
+        _check_id("lease_id", lease_id)
+        _check_id("item_id", item_id)
+        _check_id("annotator_id", annotator_id)
+        with self._lock:
+            entry = self.pool.by_lease(lease_id)
+            if entry is None:
+                if item_id in self.pool or item_id in self._labeled or item_id in self._skipped:
+                    raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired or is not held")
+                raise NotFound(f"no query for item {item_id} with lease {lease_id}")
+            if entry.candidate.item_id != item_id or entry.lease.annotator_id != annotator_id:
+                raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
+            if skip:
+                self.pool.remove(item_id)
+                self._skipped.add(item_id)
+                fut = self.store.skip_item(item_id, annotator_id, time.time())
+            else:
+                self.pool.release(item_id)
+                fut = self.store.set_lease(item_id, None)
+                self._available.notify_all()
+        fut.result()
+
+    # -- servers (trainers) ---------------------------------------------------------------------------
+
+    def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True,
+                      is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
+        """Durable records of L after `after_seq`, in order; with `follow`, keeps waiting for new ones."""
+        if after_seq < 0:
+            raise InvalidArgument("after_seq must be non-negative")
+        cursor = after_seq
+        while True:
+            page = self.store.labels_after(cursor, STREAM_PAGE, include_payload=include_payload)
+            yield from page
+            if page:
+                cursor = page[-1].seq
+            if len(page) == STREAM_PAGE:
+                continue
+            if not follow or self._closed or not is_active():
+                return
+            with self._labels_cv:
+                self._labels_cv.wait_for(lambda: self._durable_seq > cursor or self._closed, timeout=1.0)
+
+    def publish_model(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
+                      metrics: dict[str, float], sha256: str) -> ModelInfo:
+        _check_id("server_id", server_id)
+        if architecture != self.task.architecture:
+            raise InvalidArgument(f"architecture {architecture!r} is not the task's {self.task.architecture!r}")
+        if trained_seq < 0 or num_labels < 0 or trained_seq > self._last_seq:
+            raise InvalidArgument(f"trained_seq {trained_seq} must lie in [0, {self._last_seq}]")
+        if len(data) > self.config.max_weight_bytes:
+            raise ResourceExhausted(f"weights exceed {self.config.max_weight_bytes} bytes")
+        info = self.registry.publish(data=data, server_id=server_id, trained_seq=trained_seq,
+                                     num_labels=num_labels, architecture=architecture, metrics=metrics,
+                                     sha256=sha256)
+        log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)
+        return info
+
+    # -- workers (selectors) --------------------------------------------------------------------------
+
+    def submit_candidates(self, *, worker_id: str, strategy: str, model_version: int,
+                          candidates: list[Candidate]) -> SubmitOutcome:
+        _check_id("worker_id", worker_id)
+        _check_id("strategy", strategy)
+        if model_version < 0:
+            raise InvalidArgument("model_version must be non-negative")
+        for c in candidates:
+            _check_id("item_id", c.item_id)
+            if tuple(c.payload.shape) != tuple(self.task.input_shape):
+                raise InvalidArgument(f"item {c.item_id}: payload shape {tuple(c.payload.shape)} is not the "
+                                      f"task's input shape {tuple(self.task.input_shape)}")
+        counts = Counter()
+        rows, evicted_all = [], []
+        with self._lock:
+            now = time.time()
+            for c in candidates:
+                if c.item_id in self._labeled or c.item_id in self._skipped:
+                    counts["rejected"] += 1
+                    continue
+                outcome, evicted = self.pool.offer(c, now)
+                counts[outcome] += 1
+                evicted_all.extend(evicted)
+                if outcome != "rejected":
+                    rows.append((c, now))
+            self._candidates_submitted += len(candidates)
+            self._candidates_evicted += len(evicted_all)
+            fut = self.store.put_candidates(rows, evicted_all) if rows or evicted_all else None
+            if rows:
+                self._available.notify_all()
+        if fut is not None:
+            fut.result()
+        return SubmitOutcome(counts["accepted"], counts["refreshed"], counts["rejected"], len(evicted_all))
+
+    def shard_state(self, *, shard_index: int, num_shards: int, labeled_after_seq: int,
+                    model_version: int) -> ShardState:
+        if num_shards < 1 or not 0 <= shard_index < num_shards:
+            raise InvalidArgument(f"shard {shard_index} of {num_shards} does not exist")
+        if labeled_after_seq < 0:
+            raise InvalidArgument("labeled_after_seq must be non-negative")
+        mine = lambda item_id: shard_of(item_id, num_shards) == shard_index  # noqa: E731
+        rows = self.store.label_ids_after(labeled_after_seq, SHARD_PAGE)
+        through = rows[-1][0] if rows else labeled_after_seq
+        labeled = [item_id for _, item_id in rows if mine(item_id)]
+        with self._lock:
+            queued = [i for i in self.pool.item_ids() if mine(i)]
+            labeled.extend(i for i in self._skipped if mine(i))  # skipped items are never proposed again
+            demand = self.pool.demand(model_version)
+        return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, demand)
+
+    def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
+        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+            raise InvalidArgument(f"wait_seconds must lie in [0, {MAX_WAIT_SECONDS}]")
+        return self.registry.wait_newer(after_version, wait_seconds)
+
+    # -- admin ----------------------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        latest = self.registry.latest()
+        with self._lock:
+            return Stats(
+                labeled=len(self._labeled), queued=self.pool.available_count, leased=self.pool.leased_count,
+                skipped=len(self._skipped), latest_model_version=latest.version if latest else 0,
+                models=len(self.registry.list()), last_seq=self._last_seq,
+                candidates_submitted=self._candidates_submitted, candidates_evicted=self._candidates_evicted,
+                labels_by_strategy=dict(self._by_strategy), pool_capacity=self.pool.capacity, mode=self.task.mode)

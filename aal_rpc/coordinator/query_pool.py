@@ -1,0 +1,244 @@
+"""The query pool S: scored candidates waiting for annotators, their leases, and the pick order.
+
+Pure in-memory structure, not thread-safe: the coordinator holds its lock around every call and
+persists each change through the store.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from aal_rpc.types import Candidate
+
+PICK_ORDERS = ("fresh", "score", "random")
+
+
+@dataclass
+class Lease:
+    lease_id: str
+    annotator_id: str
+    leased_at: float
+    deadline: float
+
+
+@dataclass
+class Entry:
+    candidate: Candidate
+    queued_at: float
+    token: int  # changes whenever the entry becomes available again; stale heap entries are skipped
+    lease: Lease | None = None
+
+    @property
+    def version(self) -> int:
+        return self.candidate.provenance.model_version
+
+    @property
+    def score(self) -> float:
+        return self.candidate.provenance.score
+
+
+class QueryPool:
+    """S with a capacity, deduplicated by item id, leased with deadlines.
+
+    Parameters
+    ----------
+    capacity:
+        Most candidates held (leased ones included). When full, the stalest available candidate
+        (oldest model version, then lowest score) makes room for one from a newer model version.
+    pick:
+        "fresh" serves the newest model version first, then the highest score; "score" the highest
+        score; "random" a uniform choice, as in the paper.
+    """
+
+    def __init__(self, *, capacity: int, pick: str = "fresh", seed: int = 0):
+        if pick not in PICK_ORDERS:
+            raise ValueError(f"pick must be one of {PICK_ORDERS}, got {pick!r}")
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.pick = pick
+        self._rng = random.Random(seed)
+        self._entries: dict[str, Entry] = {}
+        self._leases: dict[str, str] = {}  # lease_id -> item_id
+        self._by_version: Counter[int] = Counter()
+        self._next_token = 0
+        self._pick_heap: list[tuple] = []
+        self._stale_heap: list[tuple] = []  # (version, score, token, item_id): the eviction order
+        self._deadlines: list[tuple[float, str]] = []
+        self._random_items: list[str] = []  # available ids, for O(1) uniform picks
+        self._random_pos: dict[str, int] = {}
+
+    # -- sizes ----------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._entries
+
+    @property
+    def leased_count(self) -> int:
+        return len(self._leases)
+
+    @property
+    def available_count(self) -> int:
+        return len(self._entries) - len(self._leases)
+
+    def item_ids(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, item_id: str) -> Entry | None:
+        return self._entries.get(item_id)
+
+    def by_lease(self, lease_id: str) -> Entry | None:
+        item_id = self._leases.get(lease_id)
+        return self._entries.get(item_id) if item_id is not None else None
+
+    def demand(self, model_version: int) -> int:
+        """How many candidates of `model_version` S still wants: older ones count as replaceable."""
+        fresh = sum(n for v, n in self._by_version.items() if v >= model_version)
+        return max(0, self.capacity - fresh)
+
+    # -- availability bookkeeping -----------------------------------------------------------------------
+
+    def _make_available(self, entry: Entry) -> None:
+        self._next_token += 1
+        entry.token = self._next_token
+        item_id = entry.candidate.item_id
+        if self.pick == "random":
+            self._random_pos[item_id] = len(self._random_items)
+            self._random_items.append(item_id)
+        else:
+            key = (-entry.version, -entry.score) if self.pick == "fresh" else (-entry.score,)
+            heapq.heappush(self._pick_heap, (*key, entry.token, item_id))
+        heapq.heappush(self._stale_heap, (entry.version, entry.score, entry.token, item_id))
+        self._compact()
+
+    def _make_unavailable(self, item_id: str) -> None:
+        """Heap entries go stale by token; the random list needs an explicit swap-remove."""
+        pos = self._random_pos.pop(item_id, None)
+        if pos is not None:
+            last = self._random_items.pop()
+            if last != item_id:
+                self._random_items[pos] = last
+                self._random_pos[last] = pos
+
+    def _valid(self, token: int, item_id: str) -> bool:
+        e = self._entries.get(item_id)
+        return e is not None and e.lease is None and e.token == token
+
+    def _compact(self) -> None:
+        """Rebuild a heap once stale entries outnumber live ones, so memory stays bounded."""
+        live = self.available_count
+        for name in ("_pick_heap", "_stale_heap"):
+            heap = getattr(self, name)
+            if len(heap) > 2 * live + 64:
+                kept = [h for h in heap if self._valid(h[-2], h[-1])]
+                heapq.heapify(kept)
+                setattr(self, name, kept)
+
+    def _pop_valid(self, heap: list[tuple]) -> str | None:
+        while heap:
+            top = heap[0]
+            if self._valid(top[-2], top[-1]):
+                return top[-1]
+            heapq.heappop(heap)
+        return None
+
+    # -- candidates -------------------------------------------------------------------------------------
+
+    def offer(self, candidate: Candidate, now: float) -> tuple[str, list[str]]:
+        """Add or refresh a candidate. Returns ("accepted" | "refreshed" | "rejected", evicted item ids)."""
+        item_id = candidate.item_id
+        version = candidate.provenance.model_version
+        existing = self._entries.get(item_id)
+        if existing is not None:
+            if existing.lease is not None or version <= existing.version:
+                return "rejected", []
+            self._remove(item_id)
+            self._insert(candidate, now)
+            return "refreshed", []
+        evicted: list[str] = []
+        if len(self._entries) >= self.capacity:
+            stalest = self._pop_valid(self._stale_heap)
+            if stalest is None or self._entries[stalest].version >= version:
+                return "rejected", []
+            self._remove(stalest)
+            evicted.append(stalest)
+        self._insert(candidate, now)
+        return "accepted", evicted
+
+    def _insert(self, candidate: Candidate, queued_at: float) -> Entry:
+        entry = Entry(candidate, queued_at, token=0)
+        self._entries[candidate.item_id] = entry
+        self._by_version[entry.version] += 1
+        self._make_available(entry)
+        return entry
+
+    def _remove(self, item_id: str) -> Entry:
+        entry = self._entries.pop(item_id)
+        self._by_version[entry.version] -= 1
+        if not self._by_version[entry.version]:
+            del self._by_version[entry.version]
+        if entry.lease is not None:
+            self._leases.pop(entry.lease.lease_id, None)
+        else:
+            self._make_unavailable(item_id)
+        return entry
+
+    def remove(self, item_id: str) -> Entry:
+        """Take an item out of S for good (labeled or skipped)."""
+        return self._remove(item_id)
+
+    def restore(self, candidate: Candidate, queued_at: float, lease: Lease | None) -> None:
+        """Put back a candidate read from the store after a restart, with its lease if it had one."""
+        entry = self._insert(candidate, queued_at)
+        if lease is not None:
+            self._lease(entry, lease)
+
+    # -- leases -----------------------------------------------------------------------------------------
+
+    def lease(self, annotator_id: str, now: float, lease_seconds: float) -> Entry | None:
+        """Lease the next available candidate in pick order, or None when none is free."""
+        if self.pick == "random":
+            if not self._random_items:
+                return None
+            item_id = self._random_items[self._rng.randrange(len(self._random_items))]
+        else:
+            item_id = self._pop_valid(self._pick_heap)
+            if item_id is None:
+                return None
+            heapq.heappop(self._pick_heap)
+        entry = self._entries[item_id]
+        self._lease(entry, Lease(uuid.uuid4().hex, annotator_id, now, now + lease_seconds))
+        return entry
+
+    def _lease(self, entry: Entry, lease: Lease) -> None:
+        self._make_unavailable(entry.candidate.item_id)
+        entry.lease = lease
+        self._leases[lease.lease_id] = entry.candidate.item_id
+        heapq.heappush(self._deadlines, (lease.deadline, lease.lease_id))
+
+    def release(self, item_id: str) -> Entry:
+        """End an item's lease and make it available again."""
+        entry = self._entries[item_id]
+        if entry.lease is not None:
+            self._leases.pop(entry.lease.lease_id, None)
+            entry.lease = None
+            self._make_available(entry)
+        return entry
+
+    def expire(self, now: float) -> list[str]:
+        """Return every item whose lease deadline has passed to the available set; their ids."""
+        expired = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, lease_id = heapq.heappop(self._deadlines)
+            item_id = self._leases.get(lease_id)
+            if item_id is not None:
+                self.release(item_id)
+                expired.append(item_id)
+        return expired

@@ -1,0 +1,108 @@
+"""The model registry: versioned weights uploaded by the servers, with their provenance and metrics.
+
+Weights are checked against the task's architecture before they get a version, stored as safetensors
+files (written to a temporary name, synced, then renamed), and only the last `keep` blobs are kept.
+"Latest" means trained on the most labels, newest on a tie.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.errors import NotFound
+from aal_rpc.serde import weights_from_bytes
+from aal_rpc.types import ModelInfo
+
+
+class ModelRegistry:
+    def __init__(self, store: SqliteStore, *, expected_shapes: dict[str, tuple[int, ...]], keep: int,
+                 models: list[ModelInfo]):
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self._store = store
+        self._blob_dir = store.blob_dir
+        self._expected = expected_shapes
+        self._keep = keep
+        self._cv = threading.Condition()
+        self._models: dict[int, ModelInfo] = {m.version: m for m in models}
+        self._latest: ModelInfo | None = max(self._models.values(), key=ModelInfo.freshness, default=None)
+        for tmp in self._blob_dir.glob("*.tmp"):  # partial uploads of a crashed run
+            tmp.unlink(missing_ok=True)
+
+    def blob_path(self, version: int) -> Path:
+        return self._blob_dir / f"v{version:08d}.safetensors"
+
+    def latest(self) -> ModelInfo | None:
+        with self._cv:
+            return self._latest
+
+    def list(self) -> list[ModelInfo]:
+        with self._cv:
+            return [self._models[v] for v in sorted(self._models)]
+
+    def get(self, version: int) -> ModelInfo:
+        with self._cv:
+            m = self._latest if version == 0 else self._models.get(version)
+        if m is None:
+            raise NotFound(f"model version {version} does not exist" if version else "no model published yet")
+        return m
+
+    def read_blob(self, version: int) -> tuple[ModelInfo, bytes]:
+        m = self.get(version)
+        if not m.blob_available:
+            raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)")
+        try:
+            return m, self.blob_path(m.version).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)") from None
+
+    def publish(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
+                metrics: dict[str, float], sha256: str) -> ModelInfo:
+        """Validate and store weights; returns the new entry. Raises InvalidArgument, registry unchanged."""
+        weights_from_bytes(data, self._expected)
+        tmp = self._blob_dir / f"upload-{threading.get_ident()}-{time.monotonic_ns()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            with self._cv:
+                version = max(self._models, default=0) + 1
+                info = ModelInfo(version=version, server_id=server_id, trained_seq=trained_seq,
+                                 num_labels=num_labels, architecture=architecture, metrics=dict(metrics),
+                                 created_at=time.time(), size_bytes=len(data), sha256=sha256)
+                os.replace(tmp, self.blob_path(version))
+                self._store.insert_model(info).result()
+                self._models[version] = info
+                if self._latest is None or info.freshness() > self._latest.freshness():
+                    self._latest = info
+                self._prune()
+                self._cv.notify_all()
+                return info
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _prune(self) -> None:
+        with_blobs = [v for v in sorted(self._models) if self._models[v].blob_available]
+        for v in with_blobs[:-self._keep]:
+            if self._latest is not None and v == self._latest.version:
+                continue
+            self.blob_path(v).unlink(missing_ok=True)
+            self._store.mark_blob_pruned(v)
+            m = self._models[v]
+            self._models[v] = ModelInfo(**{**m.__dict__, "blob_available": False})
+
+    def wait_newer(self, after_version: int, timeout: float) -> ModelInfo | None:
+        """The latest model once it differs from `after_version`, waiting up to `timeout` seconds."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._latest is not None and self._latest.version != after_version,
+                              timeout=max(0.0, timeout))
+            return self._latest
+
+    def wake_all(self) -> None:
+        with self._cv:
+            self._cv.notify_all()

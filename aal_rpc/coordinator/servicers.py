@@ -1,0 +1,189 @@
+"""Thin gRPC servicers: translate aal.v1 messages, call the Coordinator, map domain errors to statuses."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+
+from aal_rpc import serde
+from aal_rpc.chunking import CHUNK_BYTES, assemble, iter_chunks
+from aal_rpc.coordinator.core import Coordinator
+from aal_rpc.errors import AalError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
+                              selection_pb2_grpc, training_pb2, training_pb2_grpc)
+from aal_rpc.types import Candidate, Provenance
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def _abort_for(context: grpc.ServicerContext, exc: Exception):
+    if isinstance(exc, AalError):
+        context.abort(_STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+    log.exception("internal error")
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+
+def _bounded_wait(requested: float, context: grpc.ServicerContext) -> float:
+    """A long poll ends a little before the caller's deadline, so it answers "nothing yet" rather than time out."""
+    remaining = context.time_remaining()
+    if remaining is None or requested < 0:
+        return requested
+    return max(0.0, min(requested, remaining - 0.1))
+
+
+def unary(fn):
+    """Run a unary handler, turning domain errors into their gRPC status."""
+    @functools.wraps(fn)
+    def wrapper(self, request, context):
+        try:
+            return fn(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status, never a crash
+            _abort_for(context, exc)
+    return wrapper
+
+
+def streaming(fn):
+    """Like `unary`, for handlers that yield responses."""
+    @functools.wraps(fn)
+    def wrapper(self, request, context):
+        try:
+            yield from fn(self, request, context)
+        except Exception as exc:  # noqa: BLE001
+            _abort_for(context, exc)
+    return wrapper
+
+
+class AnnotationServicer(annotation_pb2_grpc.AnnotationServiceServicer):
+    def __init__(self, coordinator: Coordinator):
+        self.c = coordinator
+
+    @unary
+    def LeaseQuery(self, request, context):
+        q = self.c.lease(request.annotator_id, wait_seconds=_bounded_wait(request.wait_seconds, context),
+                         lease_seconds=request.lease_seconds)
+        if q is None:
+            return annotation_pb2.LeaseQueryResponse(found=False)
+        return annotation_pb2.LeaseQueryResponse(found=True, query=annotation_pb2.Query(
+            item_id=q.item_id, lease_id=q.lease_id, deadline_unix=q.deadline,
+            payload=serde.payload_to_proto(q.payload), provenance=serde.provenance_to_proto(q.provenance)))
+
+    @unary
+    def SubmitLabel(self, request, context):
+        seq, duplicate = self.c.submit_label(lease_id=request.lease_id, item_id=request.item_id,
+                                             label=request.label, annotator_id=request.annotator_id)
+        return annotation_pb2.SubmitLabelResponse(seq=seq, duplicate=duplicate)
+
+    @unary
+    def ReleaseQuery(self, request, context):
+        self.c.release(lease_id=request.lease_id, item_id=request.item_id, annotator_id=request.annotator_id,
+                       skip=request.reason == annotation_pb2.RELEASE_REASON_SKIP)
+        return annotation_pb2.ReleaseQueryResponse()
+
+
+class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
+    def __init__(self, coordinator: Coordinator):
+        self.c = coordinator
+
+    @streaming
+    def StreamLabels(self, request, context):
+        for record in self.c.follow_labels(request.after_seq, follow=request.follow, is_active=context.is_active):
+            yield serde.record_to_proto(record)
+
+    @unary
+    def UploadModel(self, request_iterator, context):
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("an upload must start with its header")
+        h = first.header
+
+        def chunks():
+            for msg in request_iterator:
+                if msg.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("only chunks may follow the header")
+                yield msg.chunk
+
+        data = assemble(chunks(), size_bytes=h.size_bytes, sha256=h.sha256,
+                        max_bytes=self.c.config.max_weight_bytes)
+        if not context.is_active():  # the uploader gave up (or died) before the end: publish nothing
+            raise InvalidArgument("upload cancelled")
+        info = self.c.publish_model(data=data, server_id=h.server_id, trained_seq=h.trained_seq,
+                                    num_labels=h.num_labels, architecture=h.architecture,
+                                    metrics=dict(h.metrics), sha256=h.sha256)
+        return training_pb2.UploadModelResponse(model=serde.model_info_to_proto(info))
+
+
+class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
+    def __init__(self, coordinator: Coordinator):
+        self.c = coordinator
+
+    @unary
+    def GetLatestModel(self, request, context):
+        m = self.c.wait_for_model(request.after_version, _bounded_wait(request.wait_seconds, context))
+        if m is None:
+            return selection_pb2.GetLatestModelResponse(found=False)
+        return selection_pb2.GetLatestModelResponse(found=True, model=serde.model_info_to_proto(m))
+
+    @streaming
+    def DownloadModel(self, request, context):
+        if request.version < 0:
+            raise InvalidArgument("version must be non-negative")
+        info, data = self.c.registry.read_blob(request.version)
+        yield selection_pb2.DownloadModelResponse(info=serde.model_info_to_proto(info))
+        for chunk in iter_chunks(data, CHUNK_BYTES):
+            yield selection_pb2.DownloadModelResponse(chunk=chunk)
+
+    @unary
+    def SubmitCandidates(self, request, context):
+        candidates = [
+            Candidate(c.item_id, serde.payload_from_proto(c.payload),
+                      Provenance(request.worker_id, request.strategy, request.model_version, c.score))
+            for c in request.candidates]
+        out = self.c.submit_candidates(worker_id=request.worker_id, strategy=request.strategy,
+                                       model_version=request.model_version, candidates=candidates)
+        return selection_pb2.SubmitCandidatesResponse(accepted=out.accepted, refreshed=out.refreshed,
+                                                      rejected=out.rejected, evicted=out.evicted)
+
+    @unary
+    def GetShardState(self, request, context):
+        s = self.c.shard_state(shard_index=request.shard_index, num_shards=request.num_shards,
+                               labeled_after_seq=request.labeled_after_seq, model_version=request.model_version)
+        return selection_pb2.GetShardStateResponse(
+            queued_item_ids=s.queued, labeled_item_ids=s.labeled, labeled_through_seq=s.labeled_through_seq,
+            more=s.more, demand=s.demand)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, coordinator: Coordinator):
+        self.c = coordinator
+
+    @unary
+    def GetTask(self, request, context):
+        return admin_pb2.GetTaskResponse(task=serde.task_to_proto(self.c.task))
+
+    @unary
+    def GetStats(self, request, context):
+        s = self.c.stats()
+        return admin_pb2.GetStatsResponse(
+            labeled=s.labeled, queued=s.queued, leased=s.leased, skipped=s.skipped,
+            latest_model_version=s.latest_model_version, models=s.models, last_seq=s.last_seq,
+            candidates_submitted=s.candidates_submitted, candidates_evicted=s.candidates_evicted,
+            labels_by_strategy=s.labels_by_strategy, pool_capacity=s.pool_capacity, mode=s.mode)
+
+    @unary
+    def ListModels(self, request, context):
+        return admin_pb2.ListModelsResponse(models=[serde.model_info_to_proto(m) for m in self.c.registry.list()])
+
+    @streaming
+    def ExportLabels(self, request, context):
+        for record in self.c.follow_labels(request.after_seq, follow=False,
+                                           include_payload=request.include_payload):
+            yield serde.record_to_proto(record)

@@ -1,0 +1,294 @@
+"""Durable state of the coordinator: SQLite in WAL mode under --data-dir, weight blobs as files beside it.
+
+All writes go through one writer thread that commits whatever has queued up in a single transaction
+(group commit): many concurrent label submissions share one fsync, and each caller's future resolves
+only after the commit holding its write is on disk. Reads use per-thread connections, which in WAL
+mode see only committed data and never block the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Task
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 2048  # writes per transaction; bounds the latency one commit adds to the first writer
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS labels (
+    seq INTEGER PRIMARY KEY,
+    item_id TEXT NOT NULL UNIQUE,
+    lease_id TEXT NOT NULL UNIQUE,
+    label INTEGER NOT NULL,
+    annotator_id TEXT NOT NULL,
+    queued_at REAL NOT NULL, leased_at REAL NOT NULL, labeled_at REAL NOT NULL,
+    worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version INTEGER NOT NULL, score REAL NOT NULL,
+    tensor BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queries (
+    item_id TEXT PRIMARY KEY,
+    worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version INTEGER NOT NULL, score REAL NOT NULL,
+    queued_at REAL NOT NULL,
+    tensor BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BLOB NOT NULL,
+    lease_id TEXT, lease_owner TEXT, leased_at REAL, lease_deadline REAL
+);
+CREATE TABLE IF NOT EXISTS skips (item_id TEXT PRIMARY KEY, annotator_id TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    version INTEGER PRIMARY KEY,
+    server_id TEXT NOT NULL, trained_seq INTEGER NOT NULL, num_labels INTEGER NOT NULL,
+    architecture TEXT NOT NULL, metrics TEXT NOT NULL, created_at REAL NOT NULL,
+    size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, blob_available INTEGER NOT NULL
+);
+"""
+
+_LABEL_COLUMNS = ("seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
+                  "worker_id, strategy, model_version, score")
+
+
+@dataclass
+class StoredLease:
+    lease_id: str
+    owner: str
+    leased_at: float
+    deadline: float
+
+
+@dataclass
+class StoredState:
+    """Everything the coordinator rebuilds its memory from after a restart."""
+
+    task: Task | None = None
+    labels: list[tuple[int, str, str, str]] = field(default_factory=list)  # (seq, item_id, lease_id, strategy)
+    queries: list[tuple[Candidate, float, StoredLease | None]] = field(default_factory=list)
+    skips: list[str] = field(default_factory=list)
+    models: list[ModelInfo] = field(default_factory=list)
+
+
+class SqliteStore:
+    def __init__(self, data_dir: Path):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.blob_dir = self.data_dir / "models"
+        self.blob_dir.mkdir(exist_ok=True)
+        self.path = self.data_dir / "aal.sqlite3"
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        conn = self._connect()
+        conn.executescript(SCHEMA)
+        conn.close()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+
+    # -- connections -------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    # -- the writer ---------------------------------------------------------------------------------
+
+    def submit(self, op: Callable[[sqlite3.Connection], Any]) -> Future:
+        """Queue a write; the future resolves once the transaction holding it has committed."""
+        fut: Future = Future()
+        if self._closed:
+            fut.set_exception(RuntimeError("store is closed"))
+            return fut
+        self._queue.put((op, fut))
+        return fut
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            stop = False
+            while len(batch) < MAX_GROUP:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(conn, batch)
+            if stop:
+                break
+        conn.close()
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, batch: list) -> None:
+        outcomes: list[tuple[Future, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, fut in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = op(conn)
+                    conn.execute("RELEASE op")
+                    outcomes.append((fut, result, None))
+                except Exception as exc:  # one bad write must not sink its neighbours
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((fut, None, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.exception("commit of %d writes failed", len(batch))
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for _, fut in batch:
+                fut.set_exception(exc)
+            return
+        for fut, result, exc in outcomes:
+            if exc is None:
+                fut.set_result(result)
+            else:
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
+        with self._readers_lock:
+            for conn in self._readers:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._readers.clear()
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    def save_task(self, task: Task) -> Future:
+        return self.submit(lambda c: c.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('task', ?)", (task.to_json(),)))
+
+    def append_label(self, r: LabeledRecord) -> Future:
+        p, prov = r.payload, r.provenance
+
+        def op(c: sqlite3.Connection) -> int:
+            c.execute(
+                f"INSERT INTO labels ({_LABEL_COLUMNS}, tensor, dtype, shape, image_png) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
+                 prov.worker_id, prov.strategy, prov.model_version, prov.score,
+                 p.tensor, p.dtype, json.dumps(list(p.shape)), p.image_png))
+            c.execute("DELETE FROM queries WHERE item_id = ?", (r.item_id,))
+            return r.seq
+
+        return self.submit(op)
+
+    def put_candidates(self, rows: list[tuple[Candidate, float]], evicted: list[str]) -> Future:
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany("DELETE FROM queries WHERE item_id = ?", [(i,) for i in evicted])
+            c.executemany(
+                "INSERT OR REPLACE INTO queries (item_id, worker_id, strategy, model_version, score, queued_at, "
+                "tensor, dtype, shape, image_png) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(cand.item_id, cand.provenance.worker_id, cand.provenance.strategy, cand.provenance.model_version,
+                  cand.provenance.score, queued_at, cand.payload.tensor, cand.payload.dtype,
+                  json.dumps(list(cand.payload.shape)), cand.payload.image_png) for cand, queued_at in rows])
+
+        return self.submit(op)
+
+    def set_lease(self, item_id: str, lease: StoredLease | None) -> Future:
+        if lease is None:
+            args = (None, None, None, None, item_id)
+        else:
+            args = (lease.lease_id, lease.owner, lease.leased_at, lease.deadline, item_id)
+        return self.submit(lambda c: c.execute(
+            "UPDATE queries SET lease_id = ?, lease_owner = ?, leased_at = ?, lease_deadline = ? WHERE item_id = ?",
+            args))
+
+    def skip_item(self, item_id: str, annotator_id: str, at: float) -> Future:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM queries WHERE item_id = ?", (item_id,))
+            c.execute("INSERT OR IGNORE INTO skips (item_id, annotator_id, at) VALUES (?,?,?)",
+                      (item_id, annotator_id, at))
+
+        return self.submit(op)
+
+    def insert_model(self, m: ModelInfo) -> Future:
+        return self.submit(lambda c: c.execute(
+            "INSERT INTO models (version, server_id, trained_seq, num_labels, architecture, metrics, created_at, "
+            "size_bytes, sha256, blob_available) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (m.version, m.server_id, m.trained_seq, m.num_labels, m.architecture, json.dumps(m.metrics),
+             m.created_at, m.size_bytes, m.sha256, int(m.blob_available))))
+
+    def mark_blob_pruned(self, version: int) -> Future:
+        return self.submit(lambda c: c.execute("UPDATE models SET blob_available = 0 WHERE version = ?", (version,)))
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def load(self) -> StoredState:
+        c = self._reader()
+        state = StoredState()
+        row = c.execute("SELECT value FROM meta WHERE key = 'task'").fetchone()
+        state.task = Task.from_json(row[0]) if row else None
+        state.labels = c.execute("SELECT seq, item_id, lease_id, strategy FROM labels ORDER BY seq").fetchall()
+        for r in c.execute(
+                "SELECT item_id, worker_id, strategy, model_version, score, queued_at, tensor, dtype, shape, "
+                "image_png, lease_id, lease_owner, leased_at, lease_deadline FROM queries"):
+            cand = Candidate(r[0], Payload(r[6], r[7], tuple(json.loads(r[8])), r[9]),
+                             Provenance(r[1], r[2], r[3], r[4]))
+            lease = StoredLease(r[10], r[11], r[12], r[13]) if r[10] else None
+            state.queries.append((cand, r[5], lease))
+        state.skips = [r[0] for r in c.execute("SELECT item_id FROM skips")]
+        state.models = [_model_from_row(r) for r in c.execute(
+            "SELECT version, server_id, trained_seq, num_labels, architecture, metrics, created_at, size_bytes, "
+            "sha256, blob_available FROM models ORDER BY version")]
+        return state
+
+    def labels_after(self, after_seq: int, limit: int, *, include_payload: bool = True) -> list[LabeledRecord]:
+        cols = _LABEL_COLUMNS + (", tensor, dtype, shape, image_png" if include_payload else "")
+        rows = self._reader().execute(
+            f"SELECT {cols} FROM labels WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+        out = []
+        for r in rows:
+            payload = Payload(r[12], r[13], tuple(json.loads(r[14])), r[15]) if include_payload else None
+            out.append(LabeledRecord(
+                seq=r[0], item_id=r[1], lease_id=r[2], label=r[3], annotator_id=r[4], queued_at=r[5],
+                leased_at=r[6], labeled_at=r[7], provenance=Provenance(r[8], r[9], r[10], r[11]), payload=payload))
+        return out
+
+    def label_ids_after(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        return self._reader().execute(
+            "SELECT seq, item_id FROM labels WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+
+
+def _model_from_row(r) -> ModelInfo:
+    return ModelInfo(version=r[0], server_id=r[1], trained_seq=r[2], num_labels=r[3], architecture=r[4],
+                     metrics=json.loads(r[5]), created_at=r[6], size_bytes=r[7], sha256=r[8],
+                     blob_available=bool(r[9]))

@@ -1,0 +1,114 @@
+"""Translation between domain records (aal_rpc.types) and aal.v1 messages, in paired x_to_proto / x_from_proto.
+
+Also the weight format: safetensors bytes, never pickle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from aal_rpc.errors import InvalidArgument
+from aal_rpc.proto.v1 import common_pb2
+from aal_rpc.types import LabeledRecord, ModelInfo, Payload, Provenance, Task
+
+ALLOWED_DTYPES = frozenset({"float32", "float64", "float16", "uint8", "int64", "int32"})
+
+
+def payload_to_proto(p: Payload) -> common_pb2.Payload:
+    return common_pb2.Payload(tensor=common_pb2.Tensor(data=p.tensor, dtype=p.dtype, shape=list(p.shape)),
+                              image_png=p.image_png)
+
+
+def payload_from_proto(msg: common_pb2.Payload) -> Payload:
+    """Check and convert; raises InvalidArgument when dtype, shape and byte count disagree."""
+    t = msg.tensor
+    if t.dtype not in ALLOWED_DTYPES:
+        raise InvalidArgument(f"payload dtype {t.dtype!r} is not one of {sorted(ALLOWED_DTYPES)}")
+    shape = tuple(int(d) for d in t.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidArgument(f"payload shape {shape} has a negative dimension")
+    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+    if expected != len(t.data):
+        raise InvalidArgument(f"payload of shape {shape} and dtype {t.dtype} needs {expected} bytes, got {len(t.data)}")
+    return Payload(tensor=bytes(t.data), dtype=t.dtype, shape=shape, image_png=bytes(msg.image_png))
+
+
+def provenance_to_proto(p: Provenance) -> common_pb2.Provenance:
+    return common_pb2.Provenance(worker_id=p.worker_id, strategy=p.strategy, model_version=p.model_version,
+                                 score=p.score)
+
+
+def provenance_from_proto(msg: common_pb2.Provenance) -> Provenance:
+    return Provenance(worker_id=msg.worker_id, strategy=msg.strategy, model_version=msg.model_version,
+                      score=msg.score)
+
+
+def task_to_proto(t: Task) -> common_pb2.Task:
+    return common_pb2.Task(dataset=t.dataset, num_classes=t.num_classes, class_names=list(t.class_names),
+                           input_shape=list(t.input_shape), architecture=t.architecture, mode=t.mode,
+                           batch_size=t.batch_size)
+
+
+def task_from_proto(msg: common_pb2.Task) -> Task:
+    return Task(dataset=msg.dataset, num_classes=msg.num_classes, class_names=tuple(msg.class_names),
+                input_shape=tuple(msg.input_shape), architecture=msg.architecture, mode=msg.mode,
+                batch_size=msg.batch_size)
+
+
+def record_to_proto(r: LabeledRecord) -> common_pb2.LabeledRecord:
+    msg = common_pb2.LabeledRecord(
+        seq=r.seq, item_id=r.item_id, label=r.label, annotator_id=r.annotator_id,
+        queued_at_unix=r.queued_at, leased_at_unix=r.leased_at, labeled_at_unix=r.labeled_at,
+        provenance=provenance_to_proto(r.provenance))
+    if r.payload is not None:
+        msg.payload.CopyFrom(payload_to_proto(r.payload))
+    return msg
+
+
+def record_from_proto(msg: common_pb2.LabeledRecord) -> LabeledRecord:
+    return LabeledRecord(
+        seq=msg.seq, item_id=msg.item_id, label=msg.label, annotator_id=msg.annotator_id,
+        payload=payload_from_proto(msg.payload) if msg.HasField("payload") else None,
+        provenance=provenance_from_proto(msg.provenance), queued_at=msg.queued_at_unix,
+        leased_at=msg.leased_at_unix, labeled_at=msg.labeled_at_unix)
+
+
+def model_info_to_proto(m: ModelInfo) -> common_pb2.ModelInfo:
+    return common_pb2.ModelInfo(
+        version=m.version, server_id=m.server_id, trained_seq=m.trained_seq, num_labels=m.num_labels,
+        architecture=m.architecture, metrics=m.metrics, created_at_unix=m.created_at,
+        size_bytes=m.size_bytes, sha256=m.sha256, blob_available=m.blob_available)
+
+
+def model_info_from_proto(msg: common_pb2.ModelInfo) -> ModelInfo:
+    return ModelInfo(
+        version=msg.version, server_id=msg.server_id, trained_seq=msg.trained_seq, num_labels=msg.num_labels,
+        architecture=msg.architecture, metrics=dict(msg.metrics), created_at=msg.created_at_unix,
+        size_bytes=msg.size_bytes, sha256=msg.sha256, blob_available=msg.blob_available)
+
+
+def weights_to_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
+    """A state dict as safetensors bytes."""
+    return st_save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()})
+
+
+def weights_from_bytes(data: bytes, expected: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
+    """Parse safetensors bytes (never pickle) and, when given, check names and shapes against `expected`."""
+    try:
+        state = st_load(bytes(data))
+    except Exception as exc:  # safetensors raises its own error types for malformed headers
+        raise InvalidArgument(f"weights are not valid safetensors: {exc}") from exc
+    if expected is not None:
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise InvalidArgument(f"weights do not match the task's architecture: missing {missing[:5]}, "
+                                  f"unexpected {extra[:5]}")
+        for name, shape in expected.items():
+            if tuple(state[name].shape) != tuple(shape):
+                raise InvalidArgument(f"weights do not match the task's architecture: {name} has shape "
+                                      f"{tuple(state[name].shape)}, expected {tuple(shape)}")
+    return state

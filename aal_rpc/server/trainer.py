@@ -1,0 +1,121 @@
+"""The trainer loop (paper §3.1, eq. 1): g_i = A(L), repeated whenever L has grown since the last round.
+
+A follower thread streams L into memory and resumes from its last sequence number after any break;
+the training loop snapshots what has arrived, trains (from scratch or warm-started), evaluates on the
+dataset's held-out split and uploads the weights. Several trainers race on the same L (§3.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import torch
+
+from aal_rpc.client import CoordinatorClient
+from aal_rpc.data import Dataset, load_dataset
+from aal_rpc.models import build_model
+from aal_rpc.serde import record_from_proto, weights_to_bytes
+from aal_rpc.training import evaluate, train
+
+log = logging.getLogger(__name__)
+
+RECONNECT_PAUSE = 0.5
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    server_id: str
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    warm_start: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    min_new_labels: int = 1  # train again once this many labels arrived since the last round
+
+
+class Trainer:
+    def __init__(self, client: CoordinatorClient, config: TrainerConfig, dataset: Dataset | None = None):
+        self.client = client
+        self.config = config
+        self.task = client.task()
+        self.dataset = dataset or load_dataset(self.task.dataset)
+        self._xs: list[np.ndarray] = []
+        self._ys: list[int] = []
+        self._last_seq = 0
+        self._cv = threading.Condition()
+        self._stop = threading.Event()
+        self._stream = None
+        self._model: torch.nn.Module | None = None
+        self.rounds = 0
+        self.published: list[int] = []
+
+    # -- following L ----------------------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._stream = self.client.stream_labels(self._last_seq, follow=True)
+                for msg in self._stream:
+                    r = record_from_proto(msg)
+                    with self._cv:
+                        if r.seq <= self._last_seq:
+                            continue
+                        self._xs.append(r.payload.to_array().astype(np.float32, copy=False))
+                        self._ys.append(r.label)
+                        self._last_seq = r.seq
+                        self._cv.notify_all()
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    return
+                log.info("label stream broke (%s); resuming from seq %d", exc.code(), self._last_seq)
+            time.sleep(RECONNECT_PAUSE)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._stream is not None:
+            self._stream.cancel()
+        with self._cv:
+            self._cv.notify_all()
+
+    # -- training rounds ------------------------------------------------------------------------------
+
+    def run(self, *, max_rounds: int | None = None) -> None:
+        follower = threading.Thread(target=self._follow, name="label-follower", daemon=True)
+        follower.start()
+        trained_through = 0
+        try:
+            while not self._stop.is_set() and (max_rounds is None or self.rounds < max_rounds):
+                with self._cv:
+                    self._cv.wait_for(lambda: self._stop.is_set() or
+                                      len(self._ys) - trained_through >= self.config.min_new_labels, timeout=1.0)
+                    if self._stop.is_set() or len(self._ys) - trained_through < self.config.min_new_labels:
+                        continue
+                    x, y, seq = np.stack(self._xs), np.asarray(self._ys, dtype=np.int64), self._last_seq
+                self.train_round(x, y, seq)
+                trained_through = len(y)
+        finally:
+            self.stop()
+
+    def train_round(self, x: np.ndarray, y: np.ndarray, seq: int) -> None:
+        cfg = self.config
+        t0 = time.monotonic()
+        if self._model is None or not cfg.warm_start:
+            torch.manual_seed(cfg.seed + self.rounds)
+            self._model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
+        train(self._model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+              seed=cfg.seed + self.rounds, device=cfg.device)
+        metrics = evaluate(self._model, self.dataset.x_test, self.dataset.y_test, device=cfg.device)
+        metrics["train_seconds"] = time.monotonic() - t0
+        info = self.client.upload_model(weights_to_bytes(self._model.state_dict()), server_id=cfg.server_id,
+                                        trained_seq=seq, num_labels=len(y), architecture=self.task.architecture,
+                                        metrics=metrics)
+        self.rounds += 1
+        self.published.append(info.version)
+        log.info("%s published v%d: %d labels, accuracy %.4f, %.2fs", cfg.server_id, info.version, len(y),
+                 metrics.get("accuracy", float("nan")), metrics["train_seconds"])

@@ -1,0 +1,71 @@
+"""The base class every sampling strategy implements, and the seeded top-k they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Positions chosen from the scored items, best first, with each one's score (higher = more informative)."""
+
+    indices: np.ndarray
+    scores: np.ndarray
+
+
+def top_k(scores: np.ndarray, k: int, *, seed: int) -> np.ndarray:
+    """Indices of the k highest scores; equal scores are ordered by a seeded random key, so runs repeat."""
+    k = max(0, min(int(k), len(scores)))
+    tiebreak = np.random.default_rng(seed).random(len(scores))
+    return np.lexsort((tiebreak, -np.asarray(scores, dtype=np.float64)))[:k]
+
+
+class Strategy(ABC):
+    """Chooses which of a worker's unlabeled items to propose, given the model's view of them.
+
+    Parameters
+    ----------
+    seed:
+        Makes every random choice, tie-breaking included, repeatable.
+    """
+
+    name: ClassVar[str]
+    needs_model: ClassVar[bool] = True
+    needs_embeddings: ClassVar[bool] = False
+
+    def __init__(self, *, seed: int = 0):
+        self.seed = seed
+
+    @abstractmethod
+    def select(self, probs: np.ndarray, batch_size: int, *, embeddings: np.ndarray | None = None,
+               item_ids: np.ndarray | None = None) -> Selection:
+        """Choose up to `batch_size` of the N items.
+
+        Parameters
+        ----------
+        probs:
+            (N, C) class probabilities from the current model; (N, 0) when the strategy needs no model.
+        batch_size:
+            How many items to choose.
+        embeddings:
+            (N, D) penultimate-layer embeddings, given when `needs_embeddings` is true.
+        item_ids:
+            (N,) ids of the items, for strategies that keep per-item state between rounds.
+        """
+
+
+class UncertaintyStrategy(Strategy):
+    """A strategy that scores every item on its own and takes the top scores."""
+
+    @abstractmethod
+    def score(self, probs: np.ndarray) -> np.ndarray:
+        """(N,) informativeness of each item; higher is more informative."""
+
+    def select(self, probs, batch_size, *, embeddings=None, item_ids=None) -> Selection:
+        scores = self.score(np.asarray(probs, dtype=np.float64))
+        idx = top_k(scores, batch_size, seed=self.seed)
+        return Selection(idx, scores[idx])

@@ -1,0 +1,64 @@
+"""Training, evaluation and inference in plain torch, shared by the trainers and the selectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+INFERENCE_BATCH = 1024
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int = 32,
+          lr: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu") -> float:
+    """Train in place with Adam; return the mean loss of the last epoch."""
+    model.to(device).train()
+    gen = torch.Generator().manual_seed(seed)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.int64)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    last = 0.0
+    for _ in range(epochs):
+        order = torch.randperm(len(xt), generator=gen)
+        total, n = 0.0, 0
+        for start in range(0, len(xt), batch_size):
+            idx = order[start:start + batch_size]
+            xb, yb = xt[idx].to(device), yt[idx].to(device)
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            n += len(idx)
+        last = total / max(n, 1)
+    model.eval()
+    return last
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, x: np.ndarray, *, device: str = "cpu",
+                  with_embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities (N, C) and, when asked, penultimate-layer embeddings (N, D)."""
+    model.to(device).eval()
+    probs, embs = [], []
+    for start in range(0, len(x), INFERENCE_BATCH):
+        xb = torch.as_tensor(x[start:start + INFERENCE_BATCH], dtype=torch.float32, device=device)
+        if with_embeddings:
+            e = model.embed(xb)
+            logits = model.head(e)
+            embs.append(e.float().cpu().numpy())
+        else:
+            logits = model(xb)
+        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    if not probs:
+        return np.zeros((0, 0), np.float32), None
+    return np.concatenate(probs), (np.concatenate(embs) if with_embeddings else None)
+
+
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, *, device: str = "cpu") -> dict[str, float]:
+    probs, _ = predict_proba(model, x, device=device)
+    if len(y) == 0:
+        return {}
+    p = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
+    return {"accuracy": float((probs.argmax(1) == y).mean()), "loss": float(-np.log(p).mean())}

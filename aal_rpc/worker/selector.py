@@ -1,0 +1,139 @@
+"""The selector loop (paper §3.1, eq. 2): S_j = strategy_j(g*, D_j) over this worker's shard D_j.
+
+Each step waits (long poll) for a model newer than the one held, downloads it, learns which of its
+items are already queued or labeled, and, while the query pool wants candidates, submits the best
+batch among the rest. Scores are computed once per model version and reused until the next one.
+Before any model exists, the worker proposes a seeded random batch (the cold start).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from aal_rpc.client import CoordinatorClient
+from aal_rpc.data import Dataset, load_dataset, render_png
+from aal_rpc.models import build_model
+from aal_rpc.serde import weights_from_bytes
+from aal_rpc.strategies import get_strategy
+from aal_rpc.strategies.uniform import RandomStrategy
+from aal_rpc.training import predict_proba
+from aal_rpc.types import Payload
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str
+    shard_index: int = 0
+    num_shards: int = 1
+    strategy: str = "entropy"
+    batch_size: int = 20
+    seed: int = 0
+    poll_seconds: float = 0.5  # longest wait for a new model before checking the pool's demand again
+    device: str = "cpu"
+
+
+class Selector:
+    def __init__(self, client: CoordinatorClient, config: WorkerConfig, dataset: Dataset | None = None):
+        if not 0 <= config.shard_index < config.num_shards:
+            raise ValueError(f"shard {config.shard_index} of {config.num_shards} does not exist")
+        self.client = client
+        self.config = config
+        self.task = client.task()
+        self.dataset = dataset or load_dataset(self.task.dataset)
+        self.indices = self.dataset.shard_indices(config.shard_index, config.num_shards)
+        self.item_ids = np.array([str(i) for i in self.indices])
+        self._row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
+        self.strategy = get_strategy(config.strategy, seed=config.seed)
+        self._cold_start = RandomStrategy(seed=config.seed)
+        self.model = None
+        self.version = 0
+        self._probs: np.ndarray | None = None
+        self._embeddings: np.ndarray | None = None
+        self._taken = np.zeros(len(self.indices), dtype=bool)  # labeled or skipped
+        self._labeled_seq = 0
+        self._stop = threading.Event()
+        self.submitted = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, *, max_steps: int | None = None) -> None:
+        steps = 0
+        while not self._stop.is_set() and (max_steps is None or steps < max_steps):
+            self.step()
+            steps += 1
+
+    # -- one step -------------------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Follow the model, then submit what the pool wants. Returns how many candidates were submitted."""
+        info = self.client.latest_model(after_version=self.version, wait_seconds=self.config.poll_seconds)
+        if info is not None and info.version != self.version and info.blob_available:
+            self._load_model(info.version)
+        queued, demand = self._refresh_shard_state()
+        if demand <= 0:
+            return 0
+        free = ~self._taken
+        free[[self._row_of[i] for i in queued if i in self._row_of]] = False
+        rows = np.flatnonzero(free)
+        if len(rows) == 0:
+            return 0
+        k = min(self.config.batch_size, demand)
+        strategy = self.strategy
+        if strategy.needs_model and self.model is None:
+            strategy = self._cold_start
+            probs, emb = np.zeros((len(rows), 0), np.float32), None
+        else:
+            probs, emb = self._scores()
+            probs = probs[rows] if probs is not None else np.zeros((len(rows), 0), np.float32)
+            emb = emb[rows] if emb is not None else None
+        sel = strategy.select(probs, k, embeddings=emb, item_ids=self.item_ids[rows])
+        chosen = rows[sel.indices]
+        candidates = [(self.item_ids[r], self._payload(r), float(s)) for r, s in zip(chosen, sel.scores)]
+        out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=strategy.name,
+                                            model_version=self.version, candidates=candidates)
+        self.submitted += out.accepted + out.refreshed
+        log.debug("%s submitted %d (accepted %d, rejected %d) from v%d", self.config.worker_id, len(candidates),
+                  out.accepted, out.rejected, self.version)
+        return len(candidates)
+
+    def _load_model(self, version: int) -> None:
+        info, data = self.client.download_model(version)
+        model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
+        model.load_state_dict(weights_from_bytes(data))
+        model.to(self.config.device).eval()
+        self.model, self.version = model, info.version
+        self._probs = self._embeddings = None
+        log.info("%s loaded model v%d", self.config.worker_id, info.version)
+
+    def _scores(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Probabilities (and embeddings, if the strategy wants them) of the whole shard under the held model."""
+        if not self.strategy.needs_model:
+            return None, None
+        if self._probs is None:
+            x = self.dataset.x_pool[self.indices]
+            self._probs, self._embeddings = predict_proba(
+                self.model, x, device=self.config.device, with_embeddings=self.strategy.needs_embeddings)
+        return self._probs, self._embeddings
+
+    def _refresh_shard_state(self) -> tuple[list[str], int]:
+        while True:
+            s = self.client.shard_state(shard_index=self.config.shard_index, num_shards=self.config.num_shards,
+                                        labeled_after_seq=self._labeled_seq, model_version=self.version)
+            for item_id in s.labeled_item_ids:
+                row = self._row_of.get(item_id)
+                if row is not None:
+                    self._taken[row] = True
+            self._labeled_seq = s.labeled_through_seq
+            if not s.more:
+                return list(s.queued_item_ids), s.demand
+
+    def _payload(self, row: int) -> Payload:
+        x = self.dataset.x_pool[self.indices[row]]
+        return Payload.from_array(x.astype(np.float32, copy=False), image_png=render_png(x))
