@@ -1,0 +1,146 @@
+"""One experiment: the whole system on this machine as separate processes, run to a label budget.
+
+It starts one coordinator, M servers, K workers (strategies assigned across them) and one aal-annotate
+process with N simulated annotators; follows progress through the admin API; waits for a model trained
+on the whole budget; then writes summary.json, accuracy.png and wait.png.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from aal_rpc.client import CoordinatorClient
+from aal_rpc.experiment.plots import plot_accuracy, plot_waits
+from aal_rpc.experiment.processes import ProcessGroup, command
+
+POLL_SECONDS = 0.5
+FINAL_MODEL_TIMEOUT = 300.0  # seconds to wait, after the budget is spent, for a model trained on all of it
+
+
+@dataclass
+class ExperimentConfig:
+    dataset: str = "digits"
+    model: str = "cnn"
+    servers: int = 2
+    workers: int = 3
+    strategies: list[str] = field(default_factory=lambda: ["entropy", "least_confidence", "margin"])
+    assign: str = "round-robin"  # or "random" (seeded), as in the paper §4.1
+    annotators: int = 8
+    budget: int = 400
+    batch_size: int = 20
+    annotator_delay: float = 0.5
+    epochs: int = 20
+    pool_capacity: int = 0  # 0: 2 x workers x batch size
+    pick: str = "fresh"
+    warm_start: bool = False
+    seed: int = 0
+    threads: int = 1  # torch threads per process
+    out: str = "runs/experiment"
+
+    def worker_strategies(self) -> list[str]:
+        if self.assign == "random":
+            rng = random.Random(self.seed)
+            return [rng.choice(self.strategies) for _ in range(self.workers)]
+        return [self.strategies[j % len(self.strategies)] for j in range(self.workers)]
+
+    def capacity(self) -> int:
+        return self.pool_capacity or 2 * self.workers * self.batch_size
+
+
+def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
+    out = Path(cfg.out)
+    data_dir = out / "data"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("acks.jsonl", "waits.json"):
+        (out / stale).unlink(missing_ok=True)
+    procs = ProcessGroup(out / "logs")
+    strategies = cfg.worker_strategies()
+    t0 = time.time()
+    try:
+        _, address = procs.start_coordinator("coordinator", [
+            "--data-dir", data_dir, "--dataset", cfg.dataset, "--model", cfg.model, "--batch-size", cfg.batch_size,
+            "--pool-capacity", cfg.capacity(), "--pick", cfg.pick, "--seed", cfg.seed])
+        for i in range(cfg.servers):
+            procs.start(f"server-{i}", command(
+                "server", "--coordinator", address, "--server-id", f"server-{i}", "--epochs", cfg.epochs,
+                "--seed", cfg.seed * 1000 + i, "--threads", cfg.threads,
+                "--warm-start" if cfg.warm_start else "--from-scratch"))
+        for j, strategy in enumerate(strategies):
+            procs.start(f"worker-{j}", command(
+                "worker", "--coordinator", address, "--worker-id", f"worker-{j}", "--shard-index", j,
+                "--num-shards", cfg.workers, "--strategy", strategy, "--batch-size", cfg.batch_size,
+                "--seed", cfg.seed * 1000 + j, "--threads", cfg.threads))
+        annotate = procs.start("annotate", command(
+            "annotate", "--coordinator", address, "--oracle", "--annotators", cfg.annotators, "--budget", cfg.budget,
+            "--delay", cfg.annotator_delay, "--seed", cfg.seed, "--json", "--waits-file", out / "waits.json",
+            "--acks-file", out / "acks.jsonl"), capture_stdout=True)
+
+        with CoordinatorClient(address, retry_for=30.0) as client:
+            _follow_progress(client, annotate, cfg, progress)
+            annotate_summary = json.loads(annotate.stdout.read().decode().strip().splitlines()[-1])
+            procs.stop("annotate")
+            final = _wait_for_final_model(client, cfg.budget)
+            models = client.models()
+            stats = client.stats()
+            records = list(client.export(include_payload=False))
+    finally:
+        procs.stop_all()
+
+    curve = [{"labels": m.num_labels, "accuracy": m.metrics.get("accuracy"), "seconds": m.created_at - t0,
+              "version": m.version, "server_id": m.server_id} for m in sorted(models, key=lambda m: m.created_at)]
+    by_strategy: dict[str, int] = {}
+    for r in records:
+        by_strategy[r.provenance.strategy] = by_strategy.get(r.provenance.strategy, 0) + 1
+    waits = json.loads((out / "waits.json").read_text())
+    summary = {
+        "final_accuracy": final.metrics.get("accuracy") if final else None,
+        "final_model_version": final.version if final else None,
+        "labels": len(records),
+        "acknowledged": annotate_summary["acknowledged"],
+        "curve": curve,
+        "wait_seconds": {k: annotate_summary["wait_seconds"][k] for k in ("mean", "p50", "p99")},
+        "model_versions": len(models),
+        "labels_by_strategy": by_strategy,
+        "worker_strategies": strategies,
+        "candidates_submitted": stats.candidates_submitted,
+        "seconds": time.time() - t0,
+        "config": asdict(cfg),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_accuracy(curve, out / "accuracy.png", title=f"{cfg.dataset} / {cfg.model}: accuracy against labels")
+    plot_waits(waits, out / "wait.png", title=f"annotator wait ({cfg.annotators} annotators)")
+    return summary
+
+
+def _follow_progress(client: CoordinatorClient, annotate, cfg: ExperimentConfig, progress: bool) -> None:
+    with tqdm(total=cfg.budget, desc="labels", unit="label", disable=not progress, dynamic_ncols=True,
+              mininterval=1.0) as bar:
+        while annotate.poll() is None:
+            s = client.stats()
+            bar.update(min(cfg.budget, s.labeled) - bar.n)
+            bar.set_postfix(model=f"v{s.latest_model_version}", queued=s.queued, leased=s.leased)
+            time.sleep(POLL_SECONDS)
+        bar.update(min(cfg.budget, client.stats().labeled) - bar.n)
+    if annotate.returncode != 0:
+        raise RuntimeError(f"aal-annotate exited with {annotate.returncode}; see {cfg.out}/logs/annotate.log")
+
+
+def _wait_for_final_model(client: CoordinatorClient, labels: int):
+    """The latest model once one is trained on at least `labels` labels (None if none came in time)."""
+    deadline = time.monotonic() + FINAL_MODEL_TIMEOUT
+    seen = 0
+    while time.monotonic() < deadline:
+        m = client.latest_model(after_version=seen, wait_seconds=min(5.0, deadline - time.monotonic()))
+        if m is not None:
+            seen = m.version
+            if m.num_labels >= labels:
+                return m
+    return None
