@@ -9,7 +9,7 @@ import grpc
 
 from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, assemble, iter_chunks
-from aal_rpc.coordinator.core import Coordinator
+from aal_rpc.coordinator.core import MAX_WAIT_SECONDS, Coordinator
 from aal_rpc.errors import AalError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
@@ -34,8 +34,10 @@ def _abort_for(context: grpc.ServicerContext, exc: Exception):
 
 def _bounded_wait(requested: float, context: grpc.ServicerContext) -> float:
     """A long poll ends a little before the caller's deadline, so it answers "nothing yet" rather than time out."""
+    if not 0 <= requested <= MAX_WAIT_SECONDS:
+        raise InvalidArgument(f"wait_seconds must lie in [0, {MAX_WAIT_SECONDS}]")
     remaining = context.time_remaining()
-    if remaining is None or requested < 0:
+    if remaining is None:
         return requested
     return max(0.0, min(requested, remaining - 0.1))
 

@@ -1,0 +1,57 @@
+"""Sampling strategies follow the standard formulas and break ties deterministically."""
+
+import numpy as np
+import pytest
+
+from aal_rpc.strategies import STRATEGIES, get_strategy, top_k
+
+PROBS = np.array([
+    [0.98, 0.01, 0.01],  # confident
+    [0.34, 0.33, 0.33],  # uniform-ish: highest entropy, lowest confidence
+    [0.50, 0.49, 0.01],  # smallest margin
+    [0.70, 0.20, 0.10],
+])
+
+
+def test_entropy_is_normalized_shannon_entropy():
+    s = get_strategy("entropy").score(PROBS)
+    p = np.clip(PROBS, 1e-12, 1)
+    assert np.allclose(s, -(PROBS * np.log(p)).sum(1) / np.log(3))
+    assert get_strategy("entropy").select(PROBS, 1).indices.tolist() == [1]
+
+
+def test_least_confidence_is_one_minus_top_probability():
+    assert np.allclose(get_strategy("least_confidence").score(PROBS), 1 - PROBS.max(1))
+    assert get_strategy("least_confidence").select(PROBS, 1).indices.tolist() == [1]
+
+
+def test_margin_prefers_the_smallest_top_two_gap():
+    s = get_strategy("margin").score(PROBS)
+    assert np.allclose(s, 1 - np.array([0.97, 0.01, 0.01, 0.5]))
+    sel = get_strategy("margin", seed=0).select(PROBS, 2)
+    assert sorted(sel.indices.tolist()) == [1, 2]
+
+
+def test_ties_break_by_seed_and_repeat():
+    scores = np.zeros(100)
+    a = top_k(scores, 10, seed=1)
+    assert a.tolist() == top_k(scores, 10, seed=1).tolist()
+    assert a.tolist() != top_k(scores, 10, seed=2).tolist()
+
+
+def test_select_never_asks_for_more_than_there_is():
+    for name in STRATEGIES:
+        sel = get_strategy(name).select(PROBS, 10)
+        assert sorted(sel.indices.tolist()) == [0, 1, 2, 3]
+
+
+def test_random_strategy_needs_no_model_and_is_seeded():
+    r = get_strategy("random", seed=4)
+    assert not r.needs_model
+    empty = np.zeros((50, 0))
+    assert r.select(empty, 5).indices.tolist() == get_strategy("random", seed=4).select(empty, 5).indices.tolist()
+
+
+def test_unknown_strategy_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown strategy"):
+        get_strategy("oracle")
