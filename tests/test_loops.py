@@ -1,0 +1,76 @@
+"""The trainer and selector loops against a real gRPC coordinator in this process."""
+
+import numpy as np
+
+from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.data import load_dataset
+from aal_rpc.server import Trainer, TrainerConfig
+from aal_rpc.types import shard_of
+from aal_rpc.worker import Selector, WorkerConfig
+
+DIGITS = load_dataset("digits")
+
+
+def label_all(address, dataset, n):
+    with AnnotationClient(address, "oracle") as annot:
+        for _ in range(n):
+            q = annot.lease(wait_seconds=5)
+            annot.submit(q, int(dataset.y_pool[int(q.item_id)]))
+
+
+def test_cold_start_then_model_driven_selection_and_training(grpc_coordinator):
+    address, srv = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        w0 = Selector(client, WorkerConfig(worker_id="w0", shard_index=0, num_shards=2, strategy="margin",
+                                           batch_size=10, poll_seconds=0.05), dataset=DIGITS)
+        assert w0.step() == 10  # no model yet: seeded random cold start
+        s = client.stats()
+        assert s.queued == 10
+        records_before = [r for r in srv.coordinator.pool.item_ids()]
+        assert all(shard_of(i, 2) == 0 for i in records_before)
+
+        label_all(address, DIGITS, 10)
+        trainer = Trainer(client, TrainerConfig(server_id="s0", epochs=5, min_new_labels=10), dataset=DIGITS)
+        trainer.run(max_rounds=1)
+        [model] = client.models()
+        assert model.num_labels == 10 and model.server_id == "s0" and 0 <= model.metrics["accuracy"] <= 1
+
+        assert w0.step() == 10
+        assert w0.version == model.version
+        entries = [srv.coordinator.pool.get(i) for i in srv.coordinator.pool.item_ids()]
+        assert {e.candidate.provenance.strategy for e in entries} == {"margin"}
+        assert {e.candidate.provenance.model_version for e in entries} == {model.version}
+        # the worker never proposes what is labeled or queued
+        labeled = {r.item_id for r in client.export(include_payload=False)}
+        assert not labeled & set(srv.coordinator.pool.item_ids())
+
+
+def test_selection_respects_demand(grpc_coordinator):
+    address, srv = grpc_coordinator  # capacity 64
+    with CoordinatorClient(address) as client:
+        w = Selector(client, WorkerConfig(worker_id="w", strategy="random", batch_size=50, poll_seconds=0.05),
+                     dataset=DIGITS)
+        assert w.step() == 50
+        assert w.step() == 14
+        assert w.step() == 0
+        assert client.stats().queued == 64
+
+
+def test_margin_worker_picks_the_smallest_margins(grpc_coordinator):
+    address, srv = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        Selector(client, WorkerConfig(worker_id="r", strategy="random", batch_size=30, poll_seconds=0.05),
+                 dataset=DIGITS).step()
+        label_all(address, DIGITS, 30)
+        Trainer(client, TrainerConfig(server_id="s", epochs=10, min_new_labels=30), dataset=DIGITS).run(max_rounds=1)
+        w = Selector(client, WorkerConfig(worker_id="m", strategy="margin", batch_size=5, poll_seconds=0.05),
+                     dataset=DIGITS)
+        w.step()
+        probs, _ = w._scores()
+        top2 = np.sort(probs, axis=1)[:, -2:]
+        margins = top2[:, 1] - top2[:, 0]
+        chosen = {e.candidate.item_id for e in (srv.coordinator.pool.get(i) for i in srv.coordinator.pool.item_ids())
+                  if e.candidate.provenance.worker_id == "m"}
+        rows = [int(np.flatnonzero(w.item_ids == i)[0]) for i in chosen]
+        free = ~w._taken
+        assert max(margins[rows]) <= np.sort(margins[free])[4] + 1e-9
