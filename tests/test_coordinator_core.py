@@ -180,3 +180,40 @@ def test_concurrent_submissions_all_land_exactly_once(make_coordinator):
     assert not errors
     assert [r.seq for r in records] == list(range(1, 201))
     assert len({r.item_id for r in records}) == 200
+
+
+def test_sync_mode_releases_a_batch_then_waits_for_a_model_trained_on_all_labels(make_coordinator):
+    from dataclasses import replace
+    from tests.test_registry import publish, weights
+    c = make_coordinator(task=replace(TASK, mode="sync", batch_size=3))
+    submit(c, ["1", "2"])
+    assert c.lease("a") is None  # fewer than a batch of candidates: the first round is not open yet
+    submit(c, ["3", "4", "5"])
+    for _ in range(3):
+        label_one(c)
+    assert c.lease("a") is None  # round complete: closed until a model is trained on all 3 labels
+    assert c.stats().queued == 0  # what was left had been scored for the previous round
+    assert c.shard_state(shard_index=0, num_shards=1, labeled_after_seq=0, model_version=0).demand == 0
+    publish(c, weights(), labels=2)  # a model on part of L does not open the round
+    assert c.lease("a") is None
+    publish(c, weights(), labels=3)
+    assert c.shard_state(shard_index=0, num_shards=1, labeled_after_seq=0, model_version=2).demand == 256
+    assert submit(c, ["6", "7", "8"], version=1).accepted == 3
+    assert c.lease("a") is None  # candidates of an older model do not count
+    submit(c, ["9", "10", "11", "12"], version=2)
+    got = [c.lease(f"x{i}") for i in range(4)]
+    assert [q is not None for q in got] == [True, True, True, False]
+    assert {q.provenance.model_version for q in got[:3]} == {2}
+    assert submit(c, ["13"], version=1).rejected == 1
+
+
+def test_sync_mode_resumes_mid_round_after_restart(make_coordinator):
+    from dataclasses import replace
+    task = replace(TASK, mode="sync", batch_size=4)
+    c = make_coordinator(task=task)
+    submit(c, [str(i) for i in range(6)])
+    label_one(c)
+    label_one(c)
+    c.close()
+    c2 = make_coordinator(task=task)
+    assert [c2.lease(f"a{i}") is not None for i in range(3)] == [True, True, False]

@@ -125,14 +125,13 @@ class OracleAnnotators:
             if self.delay > 0:
                 time.sleep(self.delay * rng.uniform(0.5, 1.5))
             label = int(self.dataset.y_pool[self.dataset.index_of(query.item_id)])
+            asked = time.monotonic()  # the next wait runs from pressing "submit" to holding the next query
             try:
                 result = client.submit(query, label)
             except grpc.RpcError as exc:
                 self._count_error(exc)
                 self._unreserve()
-                asked = time.monotonic()
                 continue
-            asked = time.monotonic()
             with self._lock:
                 self.report.acknowledged += 1
                 self.report.duplicates += int(result.duplicate)

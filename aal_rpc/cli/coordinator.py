@@ -48,8 +48,11 @@ def resolve_task(ctx: click.Context, data_dir: Path, dataset: str, model: str, m
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="Where all state lives.")
 @click.option("--dataset", default="digits", show_default=True, help="digits, npz:PATH, cifar10:DIR or folder:DIR.")
 @click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
-@click.option("--mode", type=click.Choice(["async"]), default="async", show_default=True)
-@click.option("--batch-size", type=int, default=0, show_default=True, help="Labels per round (advisory in async mode).")
+@click.option("--mode", type=click.Choice(["async", "sync"]), default="async", show_default=True,
+              help="sync: release --batch-size queries, then wait for a model trained on all labels and rescored "
+                   "candidates before the next batch (the classic loop, for comparison).")
+@click.option("--batch-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Labels per round (required in sync mode; recorded in async mode).")
 @click.option("--pick", type=click.Choice(PICK_ORDERS), default="fresh", show_default=True,
               help="Order in which annotators get queries.")
 @click.option("--pool-capacity", type=click.IntRange(min=1), default=256, show_default=True,

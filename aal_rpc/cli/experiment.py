@@ -23,6 +23,8 @@ def _strategies(ctx, param, value: str) -> list[str]:
 @click.command()
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
+@click.option("--mode", type=click.Choice(["async", "sync"]), default="async", show_default=True,
+              help="sync: each batch waits for a model trained on all labels (the classic loop).")
 @click.option("--servers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--strategies", default="entropy,least_confidence,margin", show_default=True, callback=_strategies,
@@ -31,7 +33,7 @@ def _strategies(ctx, param, value: str) -> list[str]:
 @click.option("--annotators", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--budget", type=click.IntRange(min=1), default=400, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Candidates a worker submits per round.")
+              help="Candidates a worker submits per round; in sync mode also the labels per round.")
 @click.option("--annotator-delay", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Mean seconds an annotator takes per label.")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)

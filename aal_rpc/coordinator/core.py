@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from aal_rpc.coordinator.query_pool import Lease, QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry
 from aal_rpc.coordinator.store import SqliteStore, StoredLease
+from aal_rpc.coordinator.sync_rounds import SyncRounds
 from aal_rpc.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from aal_rpc.models import expected_shapes
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
@@ -29,6 +30,7 @@ MAX_LEASE_SECONDS = 24 * 3600.0
 STREAM_PAGE = 256  # labels read from the store per page of a StreamLabels / ExportLabels call
 SHARD_PAGE = 50_000  # labeled ids per GetShardState answer
 MAX_ID_CHARS = 256
+EVERY_VERSION = 2 ** 62  # "older than this" matches every candidate
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,14 @@ class Coordinator:
         self.registry = ModelRegistry(
             store, expected_shapes=expected_shapes(task.architecture, task.input_shape, task.num_classes),
             keep=config.keep_models, models=state.models)
+        self._sync: SyncRounds | None = None
+        if task.mode == "sync":
+            if task.batch_size < 1:
+                raise ValueError("sync mode needs a batch size of at least 1")
+            latest = self.registry.latest()
+            self._sync = SyncRounds.resume(task.batch_size, len(self._labeled), latest.version if latest else 0)
+        elif task.mode != "async":
+            raise ValueError(f"mode must be async or sync, got {task.mode!r}")
         self._reaper = threading.Thread(target=self._reap_loop, name="lease-reaper", daemon=True)
         self._reaper.start()
         log.info("coordinator ready: %d labeled, %d queued, %d models", len(self._labeled), len(self.pool),
@@ -162,7 +172,8 @@ class Coordinator:
             while True:
                 now = time.time()
                 self._expire_locked(now)
-                entry = self.pool.lease(annotator_id, now, lease_seconds)
+                gate_open = self._sync is None or self._sync_may_lease_locked()
+                entry = self.pool.lease(annotator_id, now, lease_seconds) if gate_open else None
                 if entry is not None:
                     lease = entry.lease
                     self.store.set_lease(entry.candidate.item_id, StoredLease(
@@ -173,6 +184,41 @@ class Coordinator:
                 if remaining <= 0 or self._closed:
                     return None
                 self._available.wait(timeout=min(remaining, 1.0))
+
+    # -- synchronous mode -------------------------------------------------------------------------------
+
+    def _sync_model_for_all_labels(self) -> ModelInfo | None:
+        latest = self.registry.latest()
+        return latest if latest is not None and latest.num_labels >= len(self._labeled) else None
+
+    def _sync_may_lease_locked(self) -> bool:
+        """Open the next round when its model and rescored candidates are there; then allow its leases."""
+        s, labeled = self._sync, len(self._labeled)
+        if not s.is_open(labeled):
+            model = self._sync_model_for_all_labels()
+            version = model.version if model is not None and labeled else 0
+            if not s.ready_to_open(labeled, model.num_labels if model else None, self.pool.count_at_least(version)):
+                return False
+            s.open(labeled, version)
+            self._drop_stale_locked(version)
+            log.info("sync round %d opened: model v%d, %d labels so far", s.rounds_opened, version, labeled)
+        return s.may_lease(labeled, self.pool.leased_count)
+
+    def _sync_demand_locked(self, model_version: int) -> int:
+        """Workers score only for the round to come: with the model trained on all of L, or the round's model."""
+        s, labeled = self._sync, len(self._labeled)
+        if s.is_open(labeled):
+            wanted = model_version >= s.version
+        else:
+            model = self._sync_model_for_all_labels()
+            wanted = labeled == 0 or (model is not None and model_version >= model.version)
+        return self.pool.demand(model_version) if wanted else 0
+
+    def _drop_stale_locked(self, version: int) -> None:
+        stale = self.pool.drop_older_than(version)
+        if stale:
+            self._candidates_evicted += len(stale)
+            self.store.put_candidates([], stale)
 
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         """Record a label; returns (seq, duplicate) once it is on disk. Idempotent per lease."""
@@ -217,6 +263,9 @@ class Coordinator:
                 self._pending[lease_id] = fut
                 fut.add_done_callback(lambda f, lid=lease_id, s=seq: self._on_label_durable(f, lid, s))
                 duplicate = False
+                if self._sync is not None and not self._sync.is_open(len(self._labeled)):
+                    # the round is complete: every candidate left was scored by the previous model
+                    self._drop_stale_locked(EVERY_VERSION)
         if fut is not None:
             fut.result()  # the acknowledgement waits for the disk
         return seq, duplicate
@@ -286,6 +335,8 @@ class Coordinator:
         info = self.registry.publish(data=data, server_id=server_id, trained_seq=trained_seq,
                                      num_labels=num_labels, architecture=architecture, metrics=metrics,
                                      sha256=sha256)
+        with self._lock:
+            self._available.notify_all()  # in sync mode a new model may open the next round
         log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)
         return info
 
@@ -306,8 +357,9 @@ class Coordinator:
         rows, evicted_all = [], []
         with self._lock:
             now = time.time()
+            stale = self._sync is not None and model_version < self._sync.version
             for c in candidates:
-                if c.item_id in self._labeled or c.item_id in self._skipped:
+                if stale or c.item_id in self._labeled or c.item_id in self._skipped:
                     counts["rejected"] += 1
                     continue
                 outcome, evicted = self.pool.offer(c, now)
@@ -337,7 +389,7 @@ class Coordinator:
         with self._lock:
             queued = [i for i in self.pool.item_ids() if mine(i)]
             labeled.extend(i for i in self._skipped if mine(i))  # skipped items are never proposed again
-            demand = self.pool.demand(model_version)
+            demand = self.pool.demand(model_version) if self._sync is None else self._sync_demand_locked(model_version)
         return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, demand)
 
     def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:

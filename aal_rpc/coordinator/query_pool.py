@@ -98,10 +98,20 @@ class QueryPool:
         item_id = self._leases.get(lease_id)
         return self._entries.get(item_id) if item_id is not None else None
 
+    def count_at_least(self, model_version: int) -> int:
+        """Candidates (leased or not) proposed with `model_version` or a newer model."""
+        return sum(n for v, n in self._by_version.items() if v >= model_version)
+
     def demand(self, model_version: int) -> int:
         """How many candidates of `model_version` S still wants: older ones count as replaceable."""
-        fresh = sum(n for v, n in self._by_version.items() if v >= model_version)
-        return max(0, self.capacity - fresh)
+        return max(0, self.capacity - self.count_at_least(model_version))
+
+    def drop_older_than(self, model_version: int) -> list[str]:
+        """Remove every unleased candidate of a model older than `model_version`; their ids."""
+        stale = [i for i, e in self._entries.items() if e.lease is None and e.version < model_version]
+        for item_id in stale:
+            self._remove(item_id)
+        return stale
 
     # -- availability bookkeeping -----------------------------------------------------------------------
 

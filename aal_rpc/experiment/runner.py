@@ -28,6 +28,7 @@ FINAL_MODEL_TIMEOUT = 300.0  # seconds to wait, after the budget is spent, for a
 class ExperimentConfig:
     dataset: str = "digits"
     model: str = "cnn"
+    mode: str = "async"  # or "sync": the classic loop from the same processes, for comparison
     servers: int = 2
     workers: int = 3
     strategies: list[str] = field(default_factory=lambda: ["entropy", "least_confidence", "margin"])
@@ -66,7 +67,8 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
     t0 = time.time()
     try:
         _, address = procs.start_coordinator("coordinator", [
-            "--data-dir", data_dir, "--dataset", cfg.dataset, "--model", cfg.model, "--batch-size", cfg.batch_size,
+            "--data-dir", data_dir, "--dataset", cfg.dataset, "--model", cfg.model, "--mode", cfg.mode,
+            "--batch-size", cfg.batch_size,
             "--pool-capacity", cfg.capacity(), "--pick", cfg.pick, "--seed", cfg.seed])
         for i in range(cfg.servers):
             procs.start(f"server-{i}", command(

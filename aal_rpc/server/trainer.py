@@ -89,12 +89,14 @@ class Trainer:
         follower = threading.Thread(target=self._follow, name="label-follower", daemon=True)
         follower.start()
         trained_through = 0
+        # in sync mode a round's labels arrive together; training on part of a round helps nobody
+        min_new = max(self.config.min_new_labels, self.task.batch_size if self.task.mode == "sync" else 1)
         try:
             while not self._stop.is_set() and (max_rounds is None or self.rounds < max_rounds):
                 with self._cv:
-                    self._cv.wait_for(lambda: self._stop.is_set() or
-                                      len(self._ys) - trained_through >= self.config.min_new_labels, timeout=1.0)
-                    if self._stop.is_set() or len(self._ys) - trained_through < self.config.min_new_labels:
+                    self._cv.wait_for(lambda: self._stop.is_set() or len(self._ys) - trained_through >= min_new,
+                                      timeout=1.0)
+                    if self._stop.is_set() or len(self._ys) - trained_through < min_new:
                         continue
                     x, y, seq = np.stack(self._xs), np.asarray(self._ys, dtype=np.int64), self._last_seq
                 self.train_round(x, y, seq)
