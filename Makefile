@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/aal-experiment --dataset digits --model cnn --servers 2 --workers 3 \
 		--strategies entropy,least_confidence,margin --annotators 8 --budget 400 \
-		--batch-size 20 --annotator-delay 0.05 --out runs/demo
+		--batch-size 20 --annotator-delay 0.5 --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, set_threads,
@@ -21,12 +23,19 @@ from aal_rpc.worker import Selector, WorkerConfig
               help="Most candidates submitted per round.")
 @click.option("--poll-seconds", type=click.FloatRange(min=0.05, max=30), default=0.5, show_default=True,
               help="Longest wait for a new model before checking the pool's demand again.")
+@click.option("--cm-epsilon", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="cluster_margin: HAC distance threshold (default: half the median pairwise embedding distance).")
+@click.option("--cm-margin-pool-factor", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="cluster_margin: k_m / batch size, how many smallest-margin items are considered.")
+@click.option("--cm-recluster-after", type=click.IntRange(min=0), default=0, show_default=True,
+              help="cluster_margin: recluster when the embeddings are this many model versions old (0: never; "
+                   "SIGHUP asks for a recluster at the next model).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
 @threads_option
 @log_level_option
-def main(coordinator, worker_id, shard_index, num_shards, strategy, batch_size, poll_seconds, seed, device, threads,
-         log_level):
+def main(coordinator, worker_id, shard_index, num_shards, strategy, batch_size, poll_seconds, cm_epsilon,
+         cm_margin_pool_factor, cm_recluster_after, seed, device, threads, log_level):
     """Run a worker (selector) on shard SHARD_INDEX of NUM_SHARDS."""
     setup_logging(log_level)
     set_threads(threads)
@@ -34,10 +43,15 @@ def main(coordinator, worker_id, shard_index, num_shards, strategy, batch_size, 
         raise click.BadParameter(f"must be below --num-shards ({num_shards})", param_hint="--shard-index")
     config = WorkerConfig(worker_id=worker_id or default_id("worker"), shard_index=shard_index,
                           num_shards=num_shards, strategy=strategy, batch_size=batch_size, seed=seed,
-                          poll_seconds=poll_seconds, device=device)
+                          poll_seconds=poll_seconds, device=device,
+                          strategy_options={"epsilon": cm_epsilon, "margin_pool_factor": cm_margin_pool_factor,
+                                            "recluster_after": cm_recluster_after}
+                          if strategy == "cluster_margin" else {})
     with CoordinatorClient(coordinator) as client:
         selector = Selector(client, config)
         on_termination(selector.stop)
+        if hasattr(selector.strategy, "request_recluster"):
+            signal.signal(signal.SIGHUP, lambda *_: selector.strategy.request_recluster())
         selector.run()
 
 

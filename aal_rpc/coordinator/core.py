@@ -132,6 +132,10 @@ class Coordinator:
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
+    @property
+    def closing(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -25,9 +25,11 @@ _STATUS = {
 }
 
 
-def _abort_for(context: grpc.ServicerContext, exc: Exception):
+def _abort_for(servicer, context: grpc.ServicerContext, exc: Exception):
     if isinstance(exc, AalError):
         context.abort(_STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+    if servicer.c.closing:  # calls still running when the store closes: the client retries elsewhere or later
+        context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator is shutting down")
     log.exception("internal error")
     context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
@@ -49,7 +51,7 @@ def unary(fn):
         try:
             return fn(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status, never a crash
-            _abort_for(context, exc)
+            _abort_for(self, context, exc)
     return wrapper
 
 
@@ -60,7 +62,7 @@ def streaming(fn):
         try:
             yield from fn(self, request, context)
         except Exception as exc:  # noqa: BLE001
-            _abort_for(context, exc)
+            _abort_for(self, context, exc)
     return wrapper
 
 

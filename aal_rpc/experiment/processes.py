@@ -58,12 +58,18 @@ class ProcessGroup:
         return proc.returncode
 
     def stop_all(self) -> None:
-        for name in list(self.procs):
+        """Stop the clients first, then the coordinators, so no client sees its coordinator vanish."""
+        clients = [n for n in self.procs if not n.startswith("coordinator")]
+        self._stop_together(clients)
+        self._stop_together(list(self.procs))
+
+    def _stop_together(self, names: list[str]) -> None:
+        for name in names:
             proc = self.procs[name]
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        for name in list(self.procs):
+        for name in names:
             proc = self.procs.pop(name)
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from aal_rpc.strategies.base import Selection, Strategy, UncertaintyStrategy, top_k
+from aal_rpc.strategies.cluster_margin import ClusterMarginStrategy
 from aal_rpc.strategies.entropy import EntropyStrategy
 from aal_rpc.strategies.least_confidence import LeastConfidenceStrategy
 from aal_rpc.strategies.margin import MarginStrategy
 from aal_rpc.strategies.uniform import RandomStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (RandomStrategy, EntropyStrategy, LeastConfidenceStrategy, MarginStrategy)
+    cls.name: cls for cls in (RandomStrategy, EntropyStrategy, LeastConfidenceStrategy, MarginStrategy,
+                              ClusterMarginStrategy)
 }
 
 

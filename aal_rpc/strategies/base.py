@@ -40,6 +40,9 @@ class Strategy(ABC):
     def __init__(self, *, seed: int = 0):
         self.seed = seed
 
+    def prepare(self, *, embeddings: np.ndarray, item_ids: np.ndarray, model_version: int) -> None:
+        """Called with the whole shard each time the worker loads a new model; stateless strategies ignore it."""
+
     @abstractmethod
     def select(self, probs: np.ndarray, batch_size: int, *, embeddings: np.ndarray | None = None,
                item_ids: np.ndarray | None = None) -> Selection:

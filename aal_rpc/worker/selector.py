@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class WorkerConfig:
     seed: int = 0
     poll_seconds: float = 0.5  # longest wait for a new model before checking the pool's demand again
     device: str = "cpu"
+    strategy_options: dict = field(default_factory=dict)  # keyword arguments of the strategy's constructor
 
 
 class Selector:
@@ -49,7 +50,7 @@ class Selector:
         self.indices = self.dataset.shard_indices(config.shard_index, config.num_shards)
         self.item_ids = np.array([str(i) for i in self.indices])
         self._row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
-        self.strategy = get_strategy(config.strategy, seed=config.seed)
+        self.strategy = get_strategy(config.strategy, seed=config.seed, **config.strategy_options)
         self._cold_start = RandomStrategy(seed=config.seed)
         self.model = None
         self.version = 0
@@ -120,6 +121,9 @@ class Selector:
             x = self.dataset.x_pool[self.indices]
             self._probs, self._embeddings = predict_proba(
                 self.model, x, device=self.config.device, with_embeddings=self.strategy.needs_embeddings)
+            if self._embeddings is not None:
+                self.strategy.prepare(embeddings=self._embeddings, item_ids=self.item_ids,
+                                      model_version=self.version)
         return self._probs, self._embeddings
 
     def _refresh_shard_state(self) -> tuple[list[str], int]:
