@@ -95,8 +95,8 @@ class ClusterMarginStrategy(Strategy):
         probs = np.asarray(probs, dtype=np.float64)
         n = len(probs)
         k = max(0, min(int(batch_size), n))
-        if item_ids is None:
-            raise ValueError("cluster_margin needs the item ids of the scored items")
+        if item_ids is None:  # positions stand in for ids; they match clusters prepared on positions too
+            item_ids = np.arange(n).astype(str)
         k_m = min(n, int(np.ceil(self.margin_pool_factor * k)))
         pool = top_k(-margins(probs), k_m, seed=self.seed)  # the k_m smallest margins
         if self.clusters:
