@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.experiment import ExperimentConfig, run_experiment
+from aal_rpc.experiment.suite import SCALES, run_suite
 from aal_rpc.models import ARCHITECTURES
 from aal_rpc.strategies import STRATEGIES
 
@@ -20,7 +22,7 @@ def _strategies(ctx, param, value: str) -> list[str]:
     return names
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
 @click.option("--mode", type=click.Choice(["async", "sync"]), default="async", show_default=True,
@@ -43,10 +45,17 @@ def _strategies(ctx, param, value: str) -> list[str]:
 @click.option("--warm-start/--from-scratch", default=False, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Torch threads per process.")
+@click.option("--device", default="cpu", show_default=True, help="torch device of servers and workers.")
 @click.option("--out", default="runs/experiment", show_default=True, help="Output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(quiet, **options):
-    """Run coordinator, servers, workers and simulated annotators to a label budget; write results to --out."""
+@click.pass_context
+def main(ctx, quiet, **options):
+    """Run coordinator, servers, workers and simulated annotators to a label budget; write results to --out.
+
+    `aal-experiment suite` runs the paper's studies instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     cfg = ExperimentConfig(**options)
     summary = run_experiment(cfg, progress=not quiet)
     brief = {k: summary[k] for k in ("final_accuracy", "labels", "model_versions", "wait_seconds",
@@ -57,3 +66,19 @@ def main(quiet, **options):
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.option("--scale", type=click.Choice(sorted(SCALES)), default="small", show_default=True,
+              help="small: digits on CPU in under 30 minutes; paper: CIFAR-10 / VGG-16 (GPU and data needed).")
+@click.option("--seeds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--dataset", default=None, help="Override the scale's dataset (any name, npz:PATH included).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/suite"), show_default=True)
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="Where to write the markdown report (default OUT/RESULTS.md; figures beside it).")
+@click.option("--notes", type=click.Path(path_type=Path), default=None,
+              help="A markdown file of reading notes to include in the report.")
+def suite(scale, seeds, dataset, out, report, notes):
+    """The paper's studies (sync vs async, waits, servers, strategy mix) and Cluster-Margin, with repeated seeds."""
+    run_suite(scale, seeds=seeds, out=out, dataset=dataset, report=report, notes=notes, progress=click.echo)
+    click.echo(f"wrote {out}/suite.json and {report or out / 'RESULTS.md'}")

@@ -43,6 +43,7 @@ class ExperimentConfig:
     warm_start: bool = False
     seed: int = 0
     threads: int = 1  # torch threads per process
+    device: str = "cpu"  # torch device of the servers and workers
     out: str = "runs/experiment"
 
     def worker_strategies(self) -> list[str]:
@@ -73,13 +74,13 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
         for i in range(cfg.servers):
             procs.start(f"server-{i}", command(
                 "server", "--coordinator", address, "--server-id", f"server-{i}", "--epochs", cfg.epochs,
-                "--seed", cfg.seed * 1000 + i, "--threads", cfg.threads,
+                "--seed", cfg.seed * 1000 + i, "--threads", cfg.threads, "--device", cfg.device,
                 "--warm-start" if cfg.warm_start else "--from-scratch"))
         for j, strategy in enumerate(strategies):
             procs.start(f"worker-{j}", command(
                 "worker", "--coordinator", address, "--worker-id", f"worker-{j}", "--shard-index", j,
                 "--num-shards", cfg.workers, "--strategy", strategy, "--batch-size", cfg.batch_size,
-                "--seed", cfg.seed * 1000 + j, "--threads", cfg.threads))
+                "--seed", cfg.seed * 1000 + j, "--threads", cfg.threads, "--device", cfg.device))
         annotate = procs.start("annotate", command(
             "annotate", "--coordinator", address, "--oracle", "--annotators", cfg.annotators, "--budget", cfg.budget,
             "--delay", cfg.annotator_delay, "--seed", cfg.seed, "--json", "--waits-file", out / "waits.json",

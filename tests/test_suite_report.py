@@ -1,0 +1,60 @@
+"""The suite's plan and report, on synthetic results (no processes): every study is planned, every figure and
+table is written."""
+
+import numpy as np
+from PIL import Image
+
+from aal_rpc.experiment.report import write_report
+from aal_rpc.experiment.suite import SCALES, accuracy_at, curve_average, labels_to_reach, plan
+
+
+def fake_curve(budget, top):
+    return [{"labels": n, "accuracy": top * n / budget, "seconds": float(n), "version": i + 1, "server_id": "s"}
+            for i, n in enumerate(range(10, budget + 1, 10))]
+
+
+def test_curve_metrics():
+    curve = fake_curve(100, 0.9)
+    assert accuracy_at(curve, 5) == 0.0
+    assert accuracy_at(curve, 55) == np.float64(0.9 * 50 / 100)
+    assert labels_to_reach(curve, 0.45) == 50 and labels_to_reach(curve, 0.95) is None
+    assert abs(curve_average(curve, 100) - np.mean([0.9 * k / 10 for k in range(1, 11)])) < 1e-9
+
+
+def test_plan_covers_every_study_and_repeats_seeds(tmp_path):
+    runs = plan(SCALES["small"], seeds=2, out=tmp_path)
+    assert {r.study for r in runs} == {"a", "c", "d", "e"}
+    assert len({r.run_id for r in runs}) == len(runs)
+    a = [r for r in runs if r.study == "a"]
+    assert len(a) == 2 * 3 * 3 * 2 and {r.config.mode for r in a} == {"sync", "async"}
+    c = [r for r in runs if r.study == "c" and r.key["method"] == "aal"]
+    assert {r.config.servers for r in c} == {1, 2, 4} and c[0].config.assign == "random"
+    assert c[0].config.strategies == ["entropy", "least_confidence", "margin"]
+    d = [r for r in runs if r.study == "d"]
+    assert {r.config.strategies[0] for r in d} == {"cluster_margin", "margin", "random"}
+
+
+def test_report_writes_tables_and_figures(tmp_path):
+    sc = SCALES["small"]
+    results = []
+    for r in plan(sc, seeds=2, out=tmp_path):
+        budget = r.config.budget
+        top = 0.9 + 0.01 * r.key["seed"]
+        results.append({"study": r.study, **r.key, "final_accuracy": top, "curve": fake_curve(budget, top),
+                        "wait_mean": 0.5 if r.config.mode == "sync" else 0.002, "wait_p99": 1.0, "labels": budget,
+                        "labels_by_strategy": {}, "seconds": 1.0})
+    doc = {"scale": "small", "scale_config": {**sc.__dict__, "batch_sizes": list(sc.batch_sizes),
+                                              "cm_batch_sizes": list(sc.cm_batch_sizes)},
+           "seeds": 2, "results": results, "seconds": 60.0}
+    notes = tmp_path / "notes.md"
+    notes.write_text("Our reading.")
+    md = tmp_path / "docs" / "RESULTS.md"
+    write_report(doc, out_md=md, figures_dir=tmp_path / "docs" / "figures", notes=notes)
+    text = md.read_text()
+    for heading in ("(a)", "(b)", "(c)", "(d)", "(e)", "Reading"):
+        assert f"## {heading}" in text
+    assert "250×" in text  # 0.5 s / 2 ms
+    assert "0.819 / 0.832 / 0.841" in text  # the paper's Table 1 beside ours
+    for png in ("a_sync_vs_async", "b_wait", "d_cluster_margin", "e_curves"):
+        assert f"figures/{png}.png" in text
+        assert Image.open(tmp_path / "docs" / "figures" / f"{png}.png").size[0] > 300
