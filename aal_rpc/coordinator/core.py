@@ -99,15 +99,13 @@ class Coordinator:
             raise ValueError(f"data dir holds a different task: {state.task} (asked for {task})")
         self.pool = QueryPool(capacity=config.pool_capacity, pick=config.pick, seed=config.seed)
         self._labeled: set[str] = set()
-        self._lease_to_seq: dict[str, tuple[int, str]] = {}
-        self._pending: dict[str, Future] = {}  # lease_id -> write not yet committed
-        self._by_strategy: Counter[str] = Counter()
+        # labels whose write is not committed yet: lease_id -> (seq, item_id, future). Committed ones are
+        # looked up in the store (indexed by lease id), so memory does not grow with every lease ever served.
+        self._pending: dict[str, tuple[int, str, Future]] = {}
+        self._by_strategy: Counter[str] = Counter(state.labels_by_strategy)
         self._skipped: set[str] = set(state.skips)
-        for seq, item_id, lease_id, strategy in state.labels:
-            self._labeled.add(item_id)
-            self._lease_to_seq[lease_id] = (seq, item_id)
-            self._by_strategy[strategy or "unknown"] += 1
-        self._last_seq = state.labels[-1][0] if state.labels else 0
+        self._labeled.update(state.labeled_item_ids)
+        self._last_seq = state.last_seq
         self._durable_seq = self._last_seq
         for cand, queued_at, lease in state.queries:
             self.pool.restore(cand, queued_at, Lease(lease.lease_id, lease.owner, lease.leased_at, lease.deadline)
@@ -232,15 +230,15 @@ class Coordinator:
         if not 0 <= label < self.task.num_classes:
             raise InvalidArgument(f"label {label} is outside the class range [0, {self.task.num_classes})")
         with self._lock:
-            done = self._lease_to_seq.get(lease_id)
-            if done is not None:
-                seq, labeled_item = done
+            entry = self.pool.by_lease(lease_id)
+            done = self._labeled_by_lease(lease_id) if entry is None else None
+            if done is not None:  # a retry of a submission already recorded: acknowledge it once more
+                seq, labeled_item, fut = done
                 if labeled_item != item_id:
                     raise FailedPrecondition(f"lease {lease_id} was for item {labeled_item}, not {item_id}")
-                fut, duplicate = self._pending.get(lease_id), True
+                duplicate = True
             else:
                 now = time.time()
-                entry = self.pool.by_lease(lease_id)
                 if entry is None:
                     if item_id in self.pool or item_id in self._labeled or item_id in self._skipped:
                         raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired or is not held")
@@ -261,10 +259,9 @@ class Coordinator:
                     labeled_at=now, lease_id=lease_id)
                 self.pool.remove(item_id)
                 self._labeled.add(item_id)
-                self._lease_to_seq[lease_id] = (seq, item_id)
                 self._by_strategy[cand.provenance.strategy or "unknown"] += 1
                 fut = self.store.append_label(record)
-                self._pending[lease_id] = fut
+                self._pending[lease_id] = (seq, item_id, fut)
                 fut.add_done_callback(lambda f, lid=lease_id, s=seq: self._on_label_durable(f, lid, s))
                 duplicate = False
                 if self._sync is not None and not self._sync.is_open(len(self._labeled)):
@@ -273,6 +270,13 @@ class Coordinator:
         if fut is not None:
             fut.result()  # the acknowledgement waits for the disk
         return seq, duplicate
+
+    def _labeled_by_lease(self, lease_id: str) -> tuple[int, str, Future | None] | None:
+        pending = self._pending.get(lease_id)
+        if pending is not None:
+            return pending
+        row = self.store.label_by_lease(lease_id)
+        return (row[0], row[1], None) if row else None
 
     def _on_label_durable(self, fut: Future, lease_id: str, seq: int) -> None:
         if fut.exception() is not None:

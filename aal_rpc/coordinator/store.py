@@ -70,7 +70,9 @@ class StoredState:
     """Everything the coordinator rebuilds its memory from after a restart."""
 
     task: Task | None = None
-    labels: list[tuple[int, str, str, str]] = field(default_factory=list)  # (seq, item_id, lease_id, strategy)
+    labeled_item_ids: list[str] = field(default_factory=list)
+    labels_by_strategy: dict[str, int] = field(default_factory=dict)
+    last_seq: int = 0
     queries: list[tuple[Candidate, float, StoredLease | None]] = field(default_factory=list)
     skips: list[str] = field(default_factory=list)
     models: list[ModelInfo] = field(default_factory=list)
@@ -257,7 +259,10 @@ class SqliteStore:
         state = StoredState()
         row = c.execute("SELECT value FROM meta WHERE key = 'task'").fetchone()
         state.task = Task.from_json(row[0]) if row else None
-        state.labels = c.execute("SELECT seq, item_id, lease_id, strategy FROM labels ORDER BY seq").fetchall()
+        state.labeled_item_ids = [r[0] for r in c.execute("SELECT item_id FROM labels")]
+        state.labels_by_strategy = {s or "unknown": n for s, n in c.execute(
+            "SELECT strategy, COUNT(*) FROM labels GROUP BY strategy")}
+        state.last_seq = c.execute("SELECT COALESCE(MAX(seq), 0) FROM labels").fetchone()[0]
         for r in c.execute(
                 "SELECT item_id, worker_id, strategy, model_version, score, queued_at, tensor, dtype, shape, "
                 "image_png, lease_id, lease_owner, leased_at, lease_deadline FROM queries"):
@@ -282,6 +287,10 @@ class SqliteStore:
                 seq=r[0], item_id=r[1], lease_id=r[2], label=r[3], annotator_id=r[4], queued_at=r[5],
                 leased_at=r[6], labeled_at=r[7], provenance=Provenance(r[8], r[9], r[10], r[11]), payload=payload))
         return out
+
+    def label_by_lease(self, lease_id: str) -> tuple[int, str] | None:
+        """(seq, item_id) of the label recorded under a lease, if any (lease_id is indexed: it is UNIQUE)."""
+        return self._reader().execute("SELECT seq, item_id FROM labels WHERE lease_id = ?", (lease_id,)).fetchone()
 
     def label_ids_after(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
         return self._reader().execute(

@@ -21,7 +21,8 @@ from aal_rpc.experiment.plots import plot_accuracy, plot_waits
 from aal_rpc.experiment.processes import ProcessGroup, command
 
 POLL_SECONDS = 0.5
-FINAL_MODEL_TIMEOUT = 300.0  # seconds to wait, after the budget is spent, for a model trained on all of it
+FINAL_MODEL_TIMEOUT = 300.0
+STARTUP_TIMEOUT = 120.0  # seconds for the workers to submit their first candidates  # seconds to wait, after the budget is spent, for a model trained on all of it
 
 
 @dataclass
@@ -81,6 +82,8 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
                 "worker", "--coordinator", address, "--worker-id", f"worker-{j}", "--shard-index", j,
                 "--num-shards", cfg.workers, "--strategy", strategy, "--batch-size", cfg.batch_size,
                 "--seed", cfg.seed * 1000 + j, "--threads", cfg.threads, "--device", cfg.device))
+        with CoordinatorClient(address, retry_for=30.0) as client:
+            _wait_until_serving(client, cfg.batch_size)
         annotate = procs.start("annotate", command(
             "annotate", "--coordinator", address, "--oracle", "--annotators", cfg.annotators, "--budget", cfg.budget,
             "--delay", cfg.annotator_delay, "--seed", cfg.seed, "--json", "--waits-file", out / "waits.json",
@@ -121,6 +124,14 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
     plot_accuracy(curve, out / "accuracy.png", title=f"{cfg.dataset} / {cfg.model}: accuracy against labels")
     plot_waits(waits, out / "wait.png", title=f"annotator wait ({cfg.annotators} annotators)")
     return summary
+
+
+def _wait_until_serving(client: CoordinatorClient, candidates: int) -> None:
+    """Annotators arrive at a running system: wait until the workers have filled S with a first batch, so
+    process start-up (seconds of imports) is not counted as annotator wait in either mode."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while client.stats().queued < candidates and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _follow_progress(client: CoordinatorClient, annotate, cfg: ExperimentConfig, progress: bool) -> None:

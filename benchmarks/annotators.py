@@ -1,0 +1,100 @@
+"""Targets 1 and 2: annotator wait and durable label throughput under load, against bare gRPC in the same run.
+
+Load: `annotators` concurrent simulated annotators with no labeling delay, while 2 servers train and 4
+workers score (all separate processes). Wait = from starting SubmitLabel to holding the next query.
+Baseline: bare echo round trips from the same client process at the same concurrency, served by a
+separate process with the same grpcio and server options.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.experiment.processes import ProcessGroup, command
+from aal_rpc.grpc_utils import create_channel
+from benchmarks.common import bare_unary_load, percentiles, run_threads, synthetic_npz
+
+
+def start_echo(procs: ProcessGroup, name: str = "echo", *args: str) -> int:
+    import sys
+    proc = procs.start(name, [sys.executable, "-m", "benchmarks.echo_server", *args], capture_stdout=True)
+    line = proc.stdout.readline().decode().strip()
+    return int(line.rsplit(":", 1)[1])
+
+
+def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, smoke: bool = False) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        procs = ProcessGroup(tmp / "logs")
+        try:
+            port = start_echo(procs)
+            bare = bare_unary_load(port, annotators, seconds)
+            dataset = synthetic_npz(tmp / "data.npz", items)
+            _, address = procs.start_coordinator("coordinator", [
+                "--data-dir", tmp / "coord", "--dataset", dataset, "--model", "mlp", "--pool-capacity", "8192"])
+            for i in range(0 if smoke else 2):
+                procs.start(f"server-{i}", command("server", "--coordinator", address, "--epochs", "1",
+                                                   "--threads", "1", "--min-new-labels", "500"))
+            for j in range(1 if smoke else 4):
+                procs.start(f"worker-{j}", command(
+                    "worker", "--coordinator", address, "--shard-index", j, "--num-shards", 1 if smoke else 4,
+                    "--strategy", "random" if smoke else "entropy", "--batch-size", "1024", "--poll-seconds", "0.1",
+                    "--threads", "1"))
+            with CoordinatorClient(address) as admin:
+                deadline = time.monotonic() + 120
+                while admin.stats().queued < min(4096, items // 4) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            measured = _annotator_load(address, annotators, seconds)
+        finally:
+            procs.stop_all()
+    cycles = measured["cycles_per_second"]
+    wait_ratio = measured["wait"]["p99"] / bare["p99"]
+    target_cycles = 0.5 * bare["calls_per_second"] / 2
+    return {
+        "annotators": annotators, "seconds": seconds,
+        "bare": bare, "measured": measured,
+        "wait_p99_ratio": wait_ratio, "wait_target": "p99 <= 3x bare p99", "wait_pass": wait_ratio <= 3.0,
+        "throughput_ratio": cycles / (bare["calls_per_second"] / 2),
+        "throughput_target": ">= 0.5 x (bare calls/s / 2)", "throughput_pass": cycles >= target_cycles,
+    }
+
+
+def _annotator_load(address: str, annotators: int, seconds: float) -> dict:
+    channel = create_channel(address)
+    waits: list[list[float]] = [[] for _ in range(annotators)]
+    errors: list[str] = []
+    counts = [0] * annotators
+
+    def body(i, stop):
+        client = AnnotationClient(address, f"bench-{i}", channel=channel, retry_for=5)
+        q = client.lease(wait_seconds=5)
+        while not stop.is_set() and q is not None:
+            t0 = time.perf_counter()
+            try:
+                client.submit(q, 0)
+                counts[i] += 1
+                q = client.lease(wait_seconds=5)
+            except grpc.RpcError as exc:
+                errors.append(exc.code().name)
+                q = client.lease(wait_seconds=5)
+                continue
+            waits[i].append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    run_threads(annotators, body, seconds)
+    elapsed = time.perf_counter() - t0
+    channel.close()
+    flat = [w for ws in waits for w in ws]
+    return {"wait": percentiles(flat), "cycles_per_second": sum(counts) / elapsed, "labels": sum(counts),
+            "errors": len(errors)}
+
+
+if __name__ == "__main__":
+    import json
+    print(json.dumps(run(), indent=1))

@@ -1,0 +1,84 @@
+"""Shared pieces of the benchmarks: the bare gRPC echo baseline, load loops, percentiles, synthetic data."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from aal_rpc.grpc_utils import CHANNEL_OPTIONS, create_server
+
+ECHO_SERVICE = "bench.Echo"
+
+
+def percentiles(samples: list[float]) -> dict:
+    a = np.asarray(samples, dtype=float)
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "mean": float(a.mean()),
+            "count": int(len(a))}
+
+
+def start_echo_server(chunk: bytes = b"", chunks: int = 0) -> tuple[grpc.Server, int]:
+    """A bare gRPC server, same grpcio and options as the coordinator: Unary echoes, Stream sends `chunks`."""
+    def stream(request, context):
+        for _ in range(chunks):
+            yield chunk
+
+    server = create_server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ECHO_SERVICE, {
+        "Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req),
+        "Stream": grpc.unary_stream_rpc_method_handler(stream),
+    }),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def echo_calls(port: int):
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+    return (channel, channel.unary_unary(f"/{ECHO_SERVICE}/Unary"), channel.unary_stream(f"/{ECHO_SERVICE}/Stream"))
+
+
+def run_threads(n: int, body: Callable[[int, threading.Event], None], seconds: float) -> None:
+    """Run `body(i, stop)` in n threads for `seconds`."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=body, args=(i, stop), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(30)
+
+
+def bare_unary_load(port: int, concurrency: int, seconds: float, payload: bytes = b"x" * 64) -> dict:
+    """Round-trip latencies and calls/s of bare echo calls at `concurrency`."""
+    channel, unary, _ = echo_calls(port)
+    unary(payload, timeout=10, wait_for_ready=True)
+    lat: list[list[float]] = [[] for _ in range(concurrency)]
+
+    def body(i, stop):
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            unary(payload, timeout=10)
+            lat[i].append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    run_threads(concurrency, body, seconds)
+    elapsed = time.perf_counter() - t0
+    channel.close()
+    flat = [x for xs in lat for x in xs]
+    return {**percentiles(flat), "calls_per_second": len(flat) / elapsed}
+
+
+def synthetic_npz(path: Path, n: int, dim: int = 16, classes: int = 10, seed: int = 0) -> str:
+    """A learnable synthetic dataset of n small vectors (a Gaussian mixture), as `npz:PATH`."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=2.0, size=(classes, dim))
+    y = rng.integers(0, classes, n + 2000)
+    x = (centers[y] + rng.normal(size=(n + 2000, dim))).astype(np.float32)
+    np.savez(path, x=x[:n], y=y[:n], x_test=x[n:], y_test=y[n:])
+    return f"npz:{path}"
