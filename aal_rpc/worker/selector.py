@@ -59,6 +59,7 @@ class Selector:
         self._taken = np.zeros(len(self.indices), dtype=bool)  # labeled or skipped
         self._labeled_seq = 0
         self._stop = threading.Event()
+        self._demand_left = 0
         self.submitted = 0
 
     def stop(self) -> None:
@@ -74,10 +75,13 @@ class Selector:
 
     def step(self) -> int:
         """Follow the model, then submit what the pool wants. Returns how many candidates were submitted."""
-        info = self.client.latest_model(after_version=self.version, wait_seconds=self.config.poll_seconds)
+        # while the pool still wants more, go straight on; otherwise wait (long poll) for a new model
+        wait = 0.0 if self._demand_left > 0 else self.config.poll_seconds
+        info = self.client.latest_model(after_version=self.version, wait_seconds=wait)
         if info is not None and info.version != self.version and info.blob_available:
             self._load_model(info.version)
         queued, demand = self._refresh_shard_state()
+        self._demand_left = 0
         if demand <= 0:
             return 0
         free = ~self._taken
@@ -100,6 +104,8 @@ class Selector:
         out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=strategy.name,
                                             model_version=self.version, candidates=candidates)
         self.submitted += out.accepted + out.refreshed
+        if out.accepted + out.refreshed == len(candidates):  # all taken: S may want more right away
+            self._demand_left = demand - len(candidates)
         log.debug("%s submitted %d (accepted %d, rejected %d) from v%d", self.config.worker_id, len(candidates),
                   out.accepted, out.rejected, self.version)
         return len(candidates)
