@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test protos clean
+.PHONY: demo test bench bench-smoke protos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks --out runs/bench
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m benchmarks --smoke --out runs/bench-smoke
 
 protos: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py

@@ -7,6 +7,8 @@ from concurrent import futures
 
 import grpc
 
+from aal_rpc.security import ClientSecurity, with_token
+
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's default; weights travel in 1 MiB chunks, so nothing needs more
 DEFAULT_MAX_WORKERS = 128  # threads serving RPCs; long polls and label streams each hold one while waiting
 
@@ -63,10 +65,14 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def create_server(max_workers: int = DEFAULT_MAX_WORKERS) -> grpc.Server:
+def create_server(max_workers: int = DEFAULT_MAX_WORKERS, interceptors=()) -> grpc.Server:
     return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                       options=SERVER_OPTIONS)
+                       options=SERVER_OPTIONS, interceptors=list(interceptors))
 
 
-def create_channel(target: str) -> grpc.Channel:
-    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+def create_channel(target: str, security: ClientSecurity | None = None) -> grpc.Channel:
+    """A channel with the retry policy and keepalive above; TLS and a bearer token when `security` says so."""
+    creds = security.channel_credentials() if security else None
+    channel = (grpc.secure_channel(target, creds, options=CHANNEL_OPTIONS) if creds
+               else grpc.insecure_channel(target, options=CHANNEL_OPTIONS))
+    return with_token(channel, security.token if security else None)

@@ -20,6 +20,7 @@ import numpy as np
 from aal_rpc.client import AnnotationClient
 from aal_rpc.data import Dataset
 from aal_rpc.grpc_utils import create_channel
+from aal_rpc.security import ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class OracleAnnotators:
 
     def __init__(self, target: str, dataset: Dataset, *, annotators: int = 1, delay: float = 0.0,
                  budget: int | None = None, seed: int = 0, id_prefix: str = "oracle",
-                 acks_path: Path | None = None, retry_for: float = 120.0):
+                 acks_path: Path | None = None, retry_for: float = 120.0, security: ClientSecurity | None = None):
         self.target = target
         self.dataset = dataset
         self.annotators = annotators
@@ -69,6 +70,7 @@ class OracleAnnotators:
         self.seed = seed
         self.id_prefix = id_prefix
         self.retry_for = retry_for
+        self.security = security
         self.report = OracleReport()
         self._lock = threading.Lock()
         self._reserved = 0
@@ -90,7 +92,7 @@ class OracleAnnotators:
             self._reserved -= 1
 
     def run(self) -> OracleReport:
-        channel = create_channel(self.target)
+        channel = create_channel(self.target, self.security)
         t0 = time.monotonic()
         threads = [threading.Thread(target=self._annotate, args=(channel, i), name=f"annotator-{i}", daemon=True)
                    for i in range(self.annotators)]

@@ -11,7 +11,7 @@ import click
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 
-from aal_rpc.cli.common import coordinator_option
+from aal_rpc.cli.common import coordinator_option, security_options
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.types import LabeledRecord
 
@@ -21,10 +21,11 @@ EXPORT_FIELDS = ("seq", "item_id", "label", "annotator_id", "queued_at", "leased
 
 @click.group()
 @coordinator_option
+@security_options
 @click.pass_context
-def main(ctx, coordinator):
+def main(ctx, coordinator, security):
     """Inspect a coordinator and export its labels."""
-    ctx.obj = CoordinatorClient(coordinator, retry_for=10.0)
+    ctx.obj = CoordinatorClient(coordinator, retry_for=10.0, security=security)
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -9,8 +9,9 @@ import click
 
 from aal_rpc.annotators.oracle import OracleAnnotators
 from aal_rpc.annotators.terminal import run_terminal
-from aal_rpc.cli.common import coordinator_option, default_id, log_level_option, on_termination, setup_logging
-from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, security_options,
+                                setup_logging)
+from aal_rpc.client import AnnotationClient
 from aal_rpc.data import load_dataset
 
 
@@ -29,21 +30,22 @@ from aal_rpc.data import load_dataset
 @click.option("--waits-file", type=click.Path(path_type=Path), default=None,
               help="Write every measured wait (seconds) here as a JSON list.")
 @click.option("--annotator-id", default=None, help="Who is labeling (interactive mode).")
+@security_options
 @log_level_option
 def main(coordinator, oracle, annotators, delay, budget, seed, as_json, acks_file, waits_file, annotator_id,
-         log_level):
+         security, log_level):
     """Label queries from the coordinator's query pool."""
     setup_logging(log_level)
     if not oracle:
-        with AnnotationClient(coordinator, annotator_id or default_id("person")) as client:
+        with AnnotationClient(coordinator, annotator_id or default_id("person"), security=security) as client:
             n = run_terminal(client, ask=lambda text: click.prompt(text, default="", show_default=False),
                              say=click.echo)
         click.echo(f"{n} labels saved")
         return
-    with CoordinatorClient(coordinator) as client:
+    with AnnotationClient(coordinator, "oracle", security=security) as client:
         dataset = load_dataset(client.task().dataset)
     run = OracleAnnotators(coordinator, dataset, annotators=annotators, delay=delay, budget=budget, seed=seed,
-                           acks_path=acks_file)
+                           acks_path=acks_file, security=security)
     on_termination(run.stop)
     report = run.run()
     if waits_file:

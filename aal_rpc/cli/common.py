@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -9,10 +10,12 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
 COORDINATOR_ENV = "AAL_COORDINATOR"
+TOKEN_ENV = "AAL_TOKEN"
 
 coordinator_option = click.option(
     "--coordinator", envvar=COORDINATOR_ENV, required=True, metavar="HOST:PORT",
@@ -24,6 +27,25 @@ log_level_option = click.option(
 threads_option = click.option(
     "--threads", type=int, default=0, show_default=True,
     help="Torch CPU threads (0: torch's default). Use 1 when many processes share few cores.")
+
+
+def security_options(fn):
+    """--token and --tls-* for every client command; they arrive as one `security` argument."""
+    from aal_rpc.security import ClientSecurity
+
+    path = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+    @click.option("--token", envvar=TOKEN_ENV, default=None, help=f"Bearer token of this role (env {TOKEN_ENV}).")
+    @click.option("--tls-ca", type=path, default=None, help="CA certificate: use TLS and verify the coordinator.")
+    @click.option("--tls-cert", type=path, default=None, help="Client certificate, for mutual TLS.")
+    @click.option("--tls-key", type=path, default=None, help="Client private key, for mutual TLS.")
+    @functools.wraps(fn)
+    def wrapper(*args, token, tls_ca, tls_cert, tls_key, **kwargs):
+        if (tls_cert is None) != (tls_key is None):
+            raise click.UsageError("--tls-cert and --tls-key go together")
+        return fn(*args, security=ClientSecurity(token=token, ca=tls_ca, cert=tls_cert, key=tls_key), **kwargs)
+
+    return wrapper
 
 
 def setup_logging(level: str) -> None:

@@ -17,6 +17,7 @@ from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.data import load_dataset
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, parse_address
 from aal_rpc.models import ARCHITECTURES
+from aal_rpc.security import ServerTLS, load_tokens
 from aal_rpc.types import Task
 
 log = logging.getLogger("aal.coordinator")
@@ -63,18 +64,39 @@ def resolve_task(ctx: click.Context, data_dir: Path, dataset: str, model: str, m
 @click.option("--max-workers", type=click.IntRange(min=4), default=DEFAULT_MAX_WORKERS, show_default=True,
               help="RPC threads.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tokens-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="AAL_TOKENS_FILE",
+              default=None, help="role:token lines (roles: annotator, worker, server, admin); also $AAL_TOKENS. "
+                                 "Without tokens, authentication is off.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Server certificate (PEM): serve TLS.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Server private key (PEM).")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CA of client certificates: require mutual TLS.")
 @log_level_option
 @click.pass_context
 def main(ctx, listen, data_dir, dataset, model, mode, batch_size, pick, pool_capacity, lease_seconds, keep_models,
-         max_workers, seed, log_level):
+         max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, log_level):
     """Run the pool coordinator."""
     setup_logging(log_level)
     host, _ = parse_address(listen)
     task = resolve_task(ctx, data_dir, dataset, model, mode, batch_size)
     config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
                                keep_models=keep_models, seed=seed)
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_ca is not None and tls_cert is None:
+        raise click.UsageError("--tls-ca (mutual TLS) needs --tls-cert and --tls-key")
     try:
-        srv = create_coordinator_server(listen, data_dir, task, config, max_workers=max_workers)
+        tokens = load_tokens(tokens_file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not tokens:
+        log.warning("no tokens configured: authentication is off (see --tokens-file)")
+    tls = ServerTLS(tls_cert, tls_key, tls_ca) if tls_cert else None
+    try:
+        srv = create_coordinator_server(listen, data_dir, task, config, max_workers=max_workers, tokens=tokens,
+                                        tls=tls)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"listening on {host}:{srv.port}")

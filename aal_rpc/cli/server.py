@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, set_threads,
-                                setup_logging, threads_option)
+from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, security_options,
+                                set_threads, setup_logging, threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.server import Trainer, TrainerConfig
 
@@ -24,15 +24,16 @@ from aal_rpc.server import Trainer, TrainerConfig
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
 @threads_option
+@security_options
 @log_level_option
 def main(coordinator, server_id, epochs, batch_size, lr, warm_start, min_new_labels, max_rounds, seed, device,
-         threads, log_level):
+         threads, security, log_level):
     """Run a server (trainer)."""
     setup_logging(log_level)
     set_threads(threads)
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
                            warm_start=warm_start, seed=seed, device=device, min_new_labels=min_new_labels)
-    with CoordinatorClient(coordinator) as client:
+    with CoordinatorClient(coordinator, security=security) as client:
         trainer = Trainer(client, config)
         on_termination(trainer.stop)
         trainer.run(max_rounds=max_rounds)

@@ -6,8 +6,8 @@ import signal
 
 import click
 
-from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, set_threads,
-                                setup_logging, threads_option)
+from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, security_options,
+                                set_threads, setup_logging, threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.strategies import STRATEGIES
 from aal_rpc.worker import Selector, WorkerConfig
@@ -33,9 +33,10 @@ from aal_rpc.worker import Selector, WorkerConfig
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
 @threads_option
+@security_options
 @log_level_option
 def main(coordinator, worker_id, shard_index, num_shards, strategy, batch_size, poll_seconds, cm_epsilon,
-         cm_margin_pool_factor, cm_recluster_after, seed, device, threads, log_level):
+         cm_margin_pool_factor, cm_recluster_after, seed, device, threads, security, log_level):
     """Run a worker (selector) on shard SHARD_INDEX of NUM_SHARDS."""
     setup_logging(log_level)
     set_threads(threads)
@@ -47,7 +48,7 @@ def main(coordinator, worker_id, shard_index, num_shards, strategy, batch_size, 
                           strategy_options={"epsilon": cm_epsilon, "margin_pool_factor": cm_margin_pool_factor,
                                             "recluster_after": cm_recluster_after}
                           if strategy == "cluster_margin" else {})
-    with CoordinatorClient(coordinator) as client:
+    with CoordinatorClient(coordinator, security=security) as client:
         selector = Selector(client, config)
         on_termination(selector.stop)
         if hasattr(selector.strategy, "request_recluster"):

@@ -24,6 +24,7 @@ import numpy as np
 from aal_rpc import serde
 from aal_rpc.client.retry import call_with_retry
 from aal_rpc.grpc_utils import create_channel
+from aal_rpc.security import ClientSecurity
 from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc
 from aal_rpc.types import Payload, Provenance, Task
 
@@ -66,14 +67,17 @@ class AnnotationClient:
         How long a leased query stays reserved (0: the coordinator's default).
     retry_for:
         Seconds to keep retrying a call through UNAVAILABLE.
+    security:
+        Bearer token and TLS settings (aal_rpc.security.ClientSecurity); None for a plain local channel.
     """
 
     def __init__(self, target: str, annotator_id: str, *, lease_seconds: float = 0.0,
-                 retry_for: float = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None):
+                 retry_for: float = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None,
+                 security: ClientSecurity | None = None):
         self.annotator_id = annotator_id
         self.lease_seconds = lease_seconds
         self.retry_for = retry_for
-        self._channel = channel or create_channel(target)
+        self._channel = channel or create_channel(target, security)
         self._owns_channel = channel is None
         self._stub = annotation_pb2_grpc.AnnotationServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)

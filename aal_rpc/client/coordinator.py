@@ -10,6 +10,7 @@ from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, assemble, iter_chunks, sha256_hex
 from aal_rpc.client.retry import call_with_retry
 from aal_rpc.grpc_utils import create_channel
+from aal_rpc.security import ClientSecurity
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, selection_pb2, selection_pb2_grpc, training_pb2,
                               training_pb2_grpc)
 from aal_rpc.types import LabeledRecord, ModelInfo, Payload, Task
@@ -22,10 +23,11 @@ SUBMIT_BATCH_BYTES = 3 * 1024 * 1024  # candidate payloads per SubmitCandidates 
 
 
 class CoordinatorClient:
-    def __init__(self, target: str, *, retry_for: float = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None):
+    def __init__(self, target: str, *, retry_for: float = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None,
+                 security: ClientSecurity | None = None):
         self.target = target
         self.retry_for = retry_for
-        self._channel = channel or create_channel(target)
+        self._channel = channel or create_channel(target, security)
         self._owns_channel = channel is None
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)

@@ -16,6 +16,7 @@ from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, create_server
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
+from aal_rpc.security import ServerTLS, TokenAuthInterceptor
 from aal_rpc.types import Task
 
 SERVICE_NAMES = (
@@ -41,14 +42,19 @@ class CoordinatorServer:
 
 def create_coordinator_server(address: str, data_dir: Path, task: Task,
                               config: CoordinatorConfig = CoordinatorConfig(),
-                              max_workers: int = DEFAULT_MAX_WORKERS) -> CoordinatorServer:
-    """Open the store and bind `address` (port 0 picks a free port). The server is started, serving."""
-    server = create_server(max_workers)
+                              max_workers: int = DEFAULT_MAX_WORKERS, tokens: dict[str, str] | None = None,
+                              tls: ServerTLS | None = None) -> CoordinatorServer:
+    """Open the store and bind `address` (port 0 picks a free port). The server is started, serving.
+
+    With `tokens` (token -> role), every call but health and reflection needs a bearer token of a role
+    allowed to make it; with `tls`, the port speaks TLS (mutual TLS when it names a client CA).
+    """
+    server = create_server(max_workers, interceptors=[TokenAuthInterceptor(tokens)] if tokens else [])
     health_servicer = health.HealthServicer()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
     coordinator = Coordinator(SqliteStore(Path(data_dir)), task, config)

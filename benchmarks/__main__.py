@@ -1,0 +1,125 @@
+"""Run the benchmark suite: `python -m benchmarks [--smoke] [--out DIR] [--only NAME,...]` (or `make bench`).
+
+Every figure is a ratio against a baseline measured in the same run, since the machines are shared and
+noisy. Writes OUT/results.json and OUT/results.md; a full run also rewrites docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import click
+
+from benchmarks import annotators, cluster_margin_scale, growth, model_distribution, scale_sim, worker_scoring
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
+    return f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB RAM, {platform.system()} {platform.release()}, " \
+           f"Python {platform.python_version()}"
+
+
+BENCHMARKS = {
+    "annotators": lambda smoke: annotators.run(seconds=3 if smoke else 15, smoke=smoke,
+                                               items=20_000 if smoke else 200_000),
+    "model_distribution": lambda smoke: model_distribution.run(smoke=smoke, repeats=1 if smoke else 3),
+    "worker_scoring": lambda smoke: worker_scoring.run(smoke=smoke, repeats=1 if smoke else 3),
+    "cluster_margin": lambda smoke: {"rows": cluster_margin_scale.run(
+        [2000] if smoke else [10_000, 50_000, 100_000], 32 if smoke else 512, 100 if smoke else 1000)},
+    "scale_sim": lambda smoke: scale_sim.run(smoke=smoke),
+    "growth": lambda smoke: growth.run(smoke=smoke),
+}
+
+
+def table(results: dict) -> str:
+    r = results["benchmarks"]
+    rows = ["| # | figure | measured | baseline (same run) | ratio | target | holds |", "|---|---|---|---|---|---|---|"]
+
+    def ok(v):
+        return "yes" if v else "**no**"
+
+    if "annotators" in r:
+        a = r["annotators"]
+        rows.append(f"| 1 | annotator wait p99, {a['annotators']} annotators, 2 servers + 4 workers | "
+                    f"{a['measured']['wait']['p99'] * 1e3:.2f} ms (p50 {a['measured']['wait']['p50'] * 1e3:.2f}) | "
+                    f"bare echo p99 {a['bare']['p99'] * 1e3:.2f} ms (p50 {a['bare']['p50'] * 1e3:.2f}) | "
+                    f"{a['wait_p99_ratio']:.2f}× | ≤ 3× | {ok(a['wait_pass'])} |")
+        rows.append(f"| 2 | durable label cycles/s (lease + submit) | {a['measured']['cycles_per_second']:.0f} | "
+                    f"bare {a['bare']['calls_per_second']:.0f} calls/s → {a['bare']['calls_per_second'] / 2:.0f} "
+                    f"cycles/s | {a['throughput_ratio']:.2f} | ≥ 0.5 | {ok(a['throughput_pass'])} |")
+    if "model_distribution" in r:
+        m = r["model_distribution"]
+        rows.append(f"| 3 | download of a {m['model_mb']:.1f} MB model | {m['download_mb_per_s']:.0f} MB/s | "
+                    f"bare stream {m['bare_mb_per_s']:.0f} MB/s | {m['ratio']:.2f} | ≥ 0.7 | {ok(m['pass'])} |")
+        rows.append(f"| 3b | until {m['workers']} workers hold a new version | "
+                    f"{m['all_workers_hold_new_version_seconds']:.2f} s | – | – | – | – |")
+    if "worker_scoring" in r:
+        w = r["worker_scoring"]
+        rows.append(f"| 4 | worker scoring, {w['items']} items ({w['strategy']}) | "
+                    f"{w['worker_items_per_second']:.0f} items/s | in-process inference "
+                    f"{w['inference_items_per_second']:.0f} items/s | {w['ratio']:.2f} | ≥ 0.9 | {ok(w['pass'])} |")
+    if "cluster_margin" in r:
+        for c in r["cluster_margin"]["rows"]:
+            rows.append(f"| 5 | Cluster-Margin, {c['items']} × {c['dim']} | cluster {c['cluster_seconds']:.1f} s, "
+                        f"round {c['select_seconds'] * 1e3:.0f} ms, peak {c['peak_rss_mb']:.0f} MB | – | – | – | – |")
+    if "scale_sim" in r:
+        s = r["scale_sim"]
+        rows.append(f"| 6 | scale: {s['servers']} servers, {s['workers']} workers, {s['annotators']} annotators, "
+                    f"{s['labels']} labels | {s['errors']} errors, {s['labels_per_second']:.0f} labels/s, wait p50 "
+                    f"{s['wait_p50_ms']:.1f} / p99 {s['wait_p99_ms']:.1f} ms, coordinator CPU "
+                    f"{s['coordinator_cpu_percent']:.0f}%, peak {s['coordinator_peak_rss_mb']:.0f} MB | – | – | "
+                    f"0 errors | {ok(s['pass'])} |")
+    if "growth" in r:
+        g = r["growth"]
+        for row in g["rows"]:
+            rows.append(f"| 7 | L = {row['labels']:,} | lease p50 {row['lease']['p50'] * 1e3:.2f} ms, submit p50 "
+                        f"{row['submit']['p50'] * 1e3:.2f} ms, RSS {row['rss_mb']:.0f} MB, start "
+                        f"{row['startup_seconds']:.1f} s | – | – | – | – |")
+        rows.append(f"| 7 | p50 growth, smallest → largest L | lease {g['p50_growth']['lease']:.2f}×, submit "
+                    f"{g['p50_growth']['submit']:.2f}× | – | – | ≤ 1.5× | {ok(g['pass'])} |")
+    return "\n".join(rows)
+
+
+@click.command()
+@click.option("--smoke", is_flag=True, help="Tiny sizes: checks that every benchmark still runs (seconds).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True)
+@click.option("--only", default="", help="Comma-separated subset of: " + ", ".join(BENCHMARKS))
+def main(smoke, out, only):
+    names = [n for n in only.split(",") if n] or list(BENCHMARKS)
+    results = {"machine": machine(), "smoke": smoke, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "benchmarks": {}}
+    for name in names:
+        t0 = time.perf_counter()
+        click.echo(f"running {name} ...", err=True)
+        results["benchmarks"][name] = BENCHMARKS[name](smoke)
+        click.echo(f"  {name} done in {time.perf_counter() - t0:.1f}s", err=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    md = table(results)
+    (out / "results.md").write_text(md + "\n")
+    click.echo(md)
+    if not smoke and not only:
+        notes = ROOT / "docs" / "PERFORMANCE_NOTES.md"
+        doc = ["# Performance", "", f"Latest full run of `make bench`, {results['started']}, on {results['machine']}.",
+               "Every ratio is against a baseline measured in the same run.", "", md, ""]
+        if notes.exists():
+            doc += [notes.read_text().strip(), ""]
+        (ROOT / "docs" / "PERFORMANCE.md").write_text("\n".join(doc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Role-scoped tokens and TLS / mutual TLS over real gRPC, with certificates generated on the fly."""
+
+import subprocess
+
+import grpc
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aal_rpc.cli import admin
+from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.coordinator.app import create_coordinator_server
+from aal_rpc.proto.v1 import admin_pb2
+from aal_rpc.security import ClientSecurity, ServerTLS, allowed_roles, parse_tokens
+from aal_rpc.types import Payload
+from tests.conftest import TASK
+
+TOKENS = {"ann-token": "annotator", "wrk-token": "worker", "srv-token": "server", "adm-token": "admin"}
+
+
+def code_of(call):
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
+
+
+@pytest.fixture
+def secured(tmp_path):
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK, tokens=TOKENS)
+    yield f"127.0.0.1:{srv.port}"
+    srv.stop(0)
+
+
+def client(address, token):
+    return CoordinatorClient(address, retry_for=0.5, security=ClientSecurity(token=token))
+
+
+def test_token_file_format():
+    assert parse_tokens("annotator:a1\n# comment\nworker:w1, admin:x") == {"a1": "annotator", "w1": "worker",
+                                                                          "x": "admin"}
+    with pytest.raises(ValueError):
+        parse_tokens("root:abc")
+    assert allowed_roles("/grpc.health.v1.Health/Check") is None
+    assert allowed_roles("/aal.v1.AdminService/GetTask") == {"annotator", "worker", "server", "admin"}
+
+
+def test_missing_or_unknown_token_is_unauthenticated(secured):
+    for token in (None, "forged"):
+        with AnnotationClient(secured, "a", retry_for=0.5, security=ClientSecurity(token=token)) as a:
+            assert code_of(lambda: a.lease()) == grpc.StatusCode.UNAUTHENTICATED
+        with client(secured, token) as c:
+            assert code_of(c.task) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_roles_are_confined_to_their_service(secured):
+    x = Payload.from_array(np.zeros(TASK.input_shape, np.float32))
+    with client(secured, "ann-token") as ann:
+        assert ann.task() == TASK  # every role may read the task
+        assert code_of(ann.stats) == grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: ann.upload_model(b"x" * 10, server_id="s", trained_seq=0, num_labels=0,
+                                                architecture="mlp", metrics={})) == grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: ann.submit_candidates(worker_id="w", strategy="x", model_version=0,
+                                                     candidates=[("1", x, 0.1)])) == grpc.StatusCode.PERMISSION_DENIED
+    with client(secured, "srv-token") as srv:
+        assert code_of(lambda: srv.submit_candidates(worker_id="w", strategy="x", model_version=0,
+                                                     candidates=[("1", x, 0.1)])) == grpc.StatusCode.PERMISSION_DENIED
+    with client(secured, "wrk-token") as wrk:
+        assert wrk.submit_candidates(worker_id="w", strategy="x", model_version=0,
+                                     candidates=[("1", x, 0.1)]).accepted == 1
+    with AnnotationClient(secured, "alice", security=ClientSecurity(token="ann-token")) as a:
+        q = a.lease()
+        assert a.submit(q, 1).seq == 1
+    with client(secured, "adm-token") as adm:
+        assert adm.stats().labeled == 1
+    channel = grpc.insecure_channel(secured)
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING  # probes need no token
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=aal test CA", "-keyout",
+        "ca.key", "-out", "ca.pem")
+    for name, san in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "subjectAltName=DNS:client")):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr")
+        (d / f"{name}.ext").write_text(san + "\n")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+            "-out", f"{name}.pem", "-extfile", f"{name}.ext")
+    return d
+
+
+def test_tls_serves_verified_clients_only(tmp_path, certs):
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK,
+                                    tls=ServerTLS(certs / "server.pem", certs / "server.key"))
+    address = f"127.0.0.1:{srv.port}"
+    try:
+        with CoordinatorClient(address, security=ClientSecurity(ca=certs / "ca.pem")) as c:
+            assert c.task() == TASK
+        with CoordinatorClient(address, retry_for=0.5) as plain:
+            assert code_of(lambda: plain._admin.GetTask(admin_pb2.GetTaskRequest(), timeout=2)) == \
+                grpc.StatusCode.UNAVAILABLE
+    finally:
+        srv.stop(0)
+
+
+def test_mutual_tls_requires_a_client_certificate(tmp_path, certs):
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK, tokens=TOKENS,
+                                    tls=ServerTLS(certs / "server.pem", certs / "server.key", certs / "ca.pem"))
+    address = f"127.0.0.1:{srv.port}"
+    try:
+        no_cert = ClientSecurity(token="adm-token", ca=certs / "ca.pem")
+        with CoordinatorClient(address, retry_for=0.5, security=no_cert) as c:
+            assert code_of(lambda: c._admin.GetStats(admin_pb2.GetStatsRequest(), timeout=2)) == \
+                grpc.StatusCode.UNAVAILABLE
+        result = CliRunner().invoke(admin.main, [
+            "--coordinator", address, "--token", "adm-token", "--tls-ca", str(certs / "ca.pem"),
+            "--tls-cert", str(certs / "client.pem"), "--tls-key", str(certs / "client.key"), "stats", "--json"])
+        assert result.exit_code == 0, result.output
+        assert '"labeled": 0' in result.output
+    finally:
+        srv.stop(0)
