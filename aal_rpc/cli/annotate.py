@@ -9,8 +9,8 @@ import click
 
 from aal_rpc.annotators.oracle import OracleAnnotators
 from aal_rpc.annotators.terminal import run_terminal
-from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, security_options,
-                                setup_logging)
+from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination,
+                                security_options)
 from aal_rpc.client import AnnotationClient
 from aal_rpc.data import load_dataset
 
@@ -33,9 +33,8 @@ from aal_rpc.data import load_dataset
 @security_options
 @log_level_option
 def main(coordinator, oracle, annotators, delay, budget, seed, as_json, acks_file, waits_file, annotator_id,
-         security, log_level):
+         security):
     """Label queries from the coordinator's query pool."""
-    setup_logging(log_level)
     if not oracle:
         with AnnotationClient(coordinator, annotator_id or default_id("person"), security=security) as client:
             n = run_terminal(client, ask=lambda text: click.prompt(text, default="", show_default=False),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import signal
@@ -21,8 +22,28 @@ coordinator_option = click.option(
     "--coordinator", envvar=COORDINATOR_ENV, required=True, metavar="HOST:PORT",
     help=f"The coordinator's address (env {COORDINATOR_ENV}).")
 
-log_level_option = click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+def log_level_option(fn):
+    """--log-level and --log-format (text, or json: one object per line for log pipelines)."""
+    fn = click.option("--log-format", type=click.Choice(["text", "json"]), envvar="AAL_LOG_FORMAT", default="text",
+                      show_default=True, help="json: one JSON object per line (env AAL_LOG_FORMAT).")(fn)
+    fn = click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+                      show_default=True)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, log_level, log_format, **kwargs):
+        setup_logging(log_level, log_format)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": round(record.created, 6), "level": record.levelname.lower(), "logger": record.name,
+               "msg": record.getMessage(), "pid": record.process}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
 
 threads_option = click.option(
     "--threads", type=int, default=0, show_default=True,
@@ -48,9 +69,11 @@ def security_options(fn):
     return wrapper
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
 
 
 def set_threads(threads: int) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from aal_rpc.cli.common import log_level_option, on_termination, setup_logging
+from aal_rpc.cli.common import log_level_option, on_termination
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.core import CoordinatorConfig
+from aal_rpc.coordinator.metrics import serve as serve_metrics
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.data import load_dataset
@@ -73,12 +74,13 @@ def resolve_task(ctx: click.Context, data_dir: Path, dataset: str, model: str, m
               help="Server private key (PEM).")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CA of client certificates: require mutual TLS.")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Serve Prometheus metrics on this port (0 picks one; printed on the second line).")
 @log_level_option
 @click.pass_context
 def main(ctx, listen, data_dir, dataset, model, mode, batch_size, pick, pool_capacity, lease_seconds, keep_models,
-         max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, log_level):
+         max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port):
     """Run the pool coordinator."""
-    setup_logging(log_level)
     host, _ = parse_address(listen)
     task = resolve_task(ctx, data_dir, dataset, model, mode, batch_size)
     config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
@@ -100,6 +102,9 @@ def main(ctx, listen, data_dir, dataset, model, mode, batch_size, pick, pool_cap
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"listening on {host}:{srv.port}")
+    if metrics_port is not None:
+        _, bound = serve_metrics(srv.metrics, host, metrics_port)
+        click.echo(f"metrics on {host}:{bound}")
     sys.stdout.flush()  # launchers read the bound port from this first line
     log.info("task: %s", task)
     done = threading.Event()

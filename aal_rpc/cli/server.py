@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, security_options,
-                                set_threads, setup_logging, threads_option)
+                                set_threads, threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.server import Trainer, TrainerConfig
 
@@ -27,9 +27,8 @@ from aal_rpc.server import Trainer, TrainerConfig
 @security_options
 @log_level_option
 def main(coordinator, server_id, epochs, batch_size, lr, warm_start, min_new_labels, max_rounds, seed, device,
-         threads, security, log_level):
+         threads, security):
     """Run a server (trainer)."""
-    setup_logging(log_level)
     set_threads(threads)
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
                            warm_start=warm_start, seed=seed, device=device, min_new_labels=min_new_labels)

@@ -7,7 +7,7 @@ import signal
 import click
 
 from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, security_options,
-                                set_threads, setup_logging, threads_option)
+                                set_threads, threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.strategies import STRATEGIES
 from aal_rpc.worker import Selector, WorkerConfig
@@ -36,9 +36,8 @@ from aal_rpc.worker import Selector, WorkerConfig
 @security_options
 @log_level_option
 def main(coordinator, worker_id, shard_index, num_shards, strategy, batch_size, poll_seconds, cm_epsilon,
-         cm_margin_pool_factor, cm_recluster_after, seed, device, threads, security, log_level):
+         cm_margin_pool_factor, cm_recluster_after, seed, device, threads, security):
     """Run a worker (selector) on shard SHARD_INDEX of NUM_SHARDS."""
-    setup_logging(log_level)
     set_threads(threads)
     if shard_index >= num_shards:
         raise click.BadParameter(f"must be below --num-shards ({num_shards})", param_hint="--shard-index")

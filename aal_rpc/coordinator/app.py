@@ -10,6 +10,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aal_rpc.coordinator.core import Coordinator, CoordinatorConfig
+from aal_rpc.coordinator.metrics import CoordinatorMetrics
 from aal_rpc.coordinator.servicers import (AdminServicer, AnnotationServicer, SelectionServicer,
                                            TrainingServicer)
 from aal_rpc.coordinator.store import SqliteStore
@@ -33,6 +34,7 @@ class CoordinatorServer:
     port: int
     coordinator: Coordinator
     health: health.HealthServicer
+    metrics: CoordinatorMetrics
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.health.enter_graceful_shutdown()  # probes see NOT_SERVING while calls drain
@@ -49,7 +51,9 @@ def create_coordinator_server(address: str, data_dir: Path, task: Task,
     With `tokens` (token -> role), every call but health and reflection needs a bearer token of a role
     allowed to make it; with `tls`, the port speaks TLS (mutual TLS when it names a client CA).
     """
-    server = create_server(max_workers, interceptors=[TokenAuthInterceptor(tokens)] if tokens else [])
+    metrics = CoordinatorMetrics()
+    interceptors = [metrics.interceptor()] + ([TokenAuthInterceptor(tokens)] if tokens else [])
+    server = create_server(max_workers, interceptors=interceptors)
     health_servicer = health.HealthServicer()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -57,7 +61,8 @@ def create_coordinator_server(address: str, data_dir: Path, task: Task,
     port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    coordinator = Coordinator(SqliteStore(Path(data_dir)), task, config)
+    coordinator = Coordinator(SqliteStore(Path(data_dir)), task, config, observer=metrics)
+    metrics.bind(coordinator)
     annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(coordinator), server)
     training_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(coordinator), server)
     selection_pb2_grpc.add_SelectionServiceServicer_to_server(SelectionServicer(coordinator), server)
@@ -66,4 +71,4 @@ def create_coordinator_server(address: str, data_dir: Path, task: Task,
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoordinatorServer(server, port, coordinator, health_servicer)
+    return CoordinatorServer(server, port, coordinator, health_servicer, metrics)

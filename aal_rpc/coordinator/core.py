@@ -83,8 +83,19 @@ def _check_id(name: str, value: str) -> None:
         raise InvalidArgument(f"{name} is longer than {MAX_ID_CHARS} characters")
 
 
+class Observer:
+    """What the core reports as it works (metrics implement it); every method a no-op here."""
+
+    def leased(self, annotator_id: str) -> None: ...
+    def labeled(self, annotator_id: str, strategy: str) -> None: ...
+    def candidates_submitted(self, worker_id: str, strategy: str, n: int) -> None: ...
+    def model_published(self, server_id: str) -> None: ...
+
+
 class Coordinator:
-    def __init__(self, store: SqliteStore, task: Task, config: CoordinatorConfig = CoordinatorConfig()):
+    def __init__(self, store: SqliteStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
+                 observer: Observer | None = None):
+        self.observer = observer or Observer()
         self.store = store
         self.config = config
         self.task = task
@@ -178,6 +189,7 @@ class Coordinator:
                 entry = self.pool.lease(annotator_id, now, lease_seconds) if gate_open else None
                 if entry is not None:
                     lease = entry.lease
+                    self.observer.leased(annotator_id)
                     self.store.set_lease(entry.candidate.item_id, StoredLease(
                         lease.lease_id, lease.annotator_id, lease.leased_at, lease.deadline))
                     return Query(entry.candidate.item_id, lease.lease_id, annotator_id, lease.deadline,
@@ -260,6 +272,7 @@ class Coordinator:
                 self.pool.remove(item_id)
                 self._labeled.add(item_id)
                 self._by_strategy[cand.provenance.strategy or "unknown"] += 1
+                self.observer.labeled(annotator_id, cand.provenance.strategy)
                 fut = self.store.append_label(record)
                 self._pending[lease_id] = (seq, item_id, fut)
                 fut.add_done_callback(lambda f, lid=lease_id, s=seq: self._on_label_durable(f, lid, s))
@@ -344,6 +357,7 @@ class Coordinator:
                                      num_labels=num_labels, architecture=architecture, metrics=metrics,
                                      sha256=sha256)
         with self._lock:
+            self.observer.model_published(server_id)
             self._available.notify_all()  # in sync mode a new model may open the next round
         log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)
         return info
@@ -376,6 +390,7 @@ class Coordinator:
                 if outcome != "rejected":
                     rows.append((c, now))
             self._candidates_submitted += len(candidates)
+            self.observer.candidates_submitted(worker_id, strategy, len(candidates))
             self._candidates_evicted += len(evicted_all)
             fut = self.store.put_candidates(rows, evicted_all) if rows or evicted_all else None
             if rows:

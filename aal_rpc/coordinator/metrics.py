@@ -1,0 +1,123 @@
+"""Prometheus metrics of a coordinator: pool sizes, label and lease rates, annotator wait and RPC latency
+histograms, the latest model's version and age, candidates per worker and strategy, training rounds per
+server. Each coordinator has its own registry, served over HTTP by `serve`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class CoordinatorMetrics:
+    """The observer the coordinator core reports to; also a gRPC interceptor source for RPC latency."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.pool = Gauge("aal_pool_items", "Items in each pool", ["pool"], registry=r)
+        self.labels = Counter("aal_labels", "Labels recorded in L", ["strategy"], registry=r)
+        self.leases = Counter("aal_leases", "Queries leased to annotators", registry=r)
+        self.wait = Histogram("aal_annotator_wait_seconds", "From an annotator's label to its next lease",
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.rpc = Histogram("aal_rpc_latency_seconds", "Server-side RPC latency", ["method", "code"],
+                             buckets=LATENCY_BUCKETS, registry=r)
+        self.model_version = Gauge("aal_latest_model_version", "Version of the latest model", registry=r)
+        self.model_age = Gauge("aal_latest_model_age_seconds", "Seconds since the latest model was uploaded",
+                               registry=r)
+        self.candidates = Counter("aal_candidates", "Candidates submitted", ["worker", "strategy"], registry=r)
+        self.rounds = Counter("aal_training_rounds", "Models published", ["server"], registry=r)
+        self._last_label: dict[str, float] = {}
+
+    def bind(self, coordinator) -> None:
+        """Pool sizes and model gauges are read from the coordinator at scrape time."""
+        def stat(field):
+            return lambda: getattr(coordinator.stats(), field)
+
+        for pool in ("labeled", "queued", "leased", "skipped"):
+            self.pool.labels(pool).set_function(stat(pool))
+        self.model_version.set_function(stat("latest_model_version"))
+
+        def age():
+            latest = coordinator.registry.latest()
+            return time.time() - latest.created_at if latest else float("nan")
+
+        self.model_age.set_function(age)
+
+    # -- the observer interface the core calls --------------------------------------------------------
+
+    def leased(self, annotator_id: str) -> None:
+        self.leases.inc()
+        last = self._last_label.pop(annotator_id, None)
+        if last is not None:
+            self.wait.observe(time.monotonic() - last)
+
+    def labeled(self, annotator_id: str, strategy: str) -> None:
+        self.labels.labels(strategy or "unknown").inc()
+        self._last_label[annotator_id] = time.monotonic()
+
+    def candidates_submitted(self, worker_id: str, strategy: str, n: int) -> None:
+        self.candidates.labels(worker_id, strategy).inc(n)
+
+    def model_published(self, server_id: str) -> None:
+        self.rounds.labels(server_id).inc()
+
+    def interceptor(self) -> grpc.ServerInterceptor:
+        return _LatencyInterceptor(self.rpc)
+
+
+def serve(metrics: CoordinatorMetrics, address: str, port: int):
+    """Serve /metrics on address:port (port 0 picks one); returns (http server, bound port)."""
+    server, _ = start_http_server(port, addr=address, registry=metrics.registry)
+    return server, server.server_port
+
+
+class _LatencyInterceptor(grpc.ServerInterceptor):
+    def __init__(self, histogram: Histogram):
+        self._h = histogram
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None or details.method.startswith("/grpc."):
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        h = self._h
+
+        def timed_unary(behavior):
+            def run(request, context):
+                t0 = time.perf_counter()
+                code = "OK"
+                try:
+                    return behavior(request, context)
+                except Exception:
+                    code = (context.code() or grpc.StatusCode.UNKNOWN).name if hasattr(context, "code") else "ERROR"
+                    raise
+                finally:
+                    h.labels(method, code).observe(time.perf_counter() - t0)
+            return run
+
+        def timed_stream(behavior):
+            def run(request, context):
+                t0 = time.perf_counter()
+                code = "OK"
+                try:
+                    yield from behavior(request, context)
+                except Exception:
+                    code = (context.code() or grpc.StatusCode.UNKNOWN).name if hasattr(context, "code") else "ERROR"
+                    raise
+                finally:
+                    h.labels(method, code).observe(time.perf_counter() - t0)
+            return run
+
+        kind = (handler.request_streaming, handler.response_streaming)
+        if kind == (False, False):
+            return handler._replace(unary_unary=timed_unary(handler.unary_unary))
+        if kind == (True, False):
+            return handler._replace(stream_unary=timed_unary(handler.stream_unary))
+        if kind == (False, True):
+            return handler._replace(unary_stream=timed_stream(handler.unary_stream))
+        return handler._replace(stream_stream=timed_stream(handler.stream_stream))
