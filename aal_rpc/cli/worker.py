@@ -19,6 +19,9 @@ from aal_rpc.worker import Selector, WorkerConfig
 @click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="entropy", show_default=True)
+@click.option("--strategy-by-shard", default=None, metavar="A,B,...",
+              help="Pick the strategy by shard index, round-robin over this list (one setting for a whole "
+                   "StatefulSet); overrides --strategy.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=20, show_default=True,
               help="Most candidates submitted per round.")
 @click.option("--poll-seconds", type=click.FloatRange(min=0.05, max=30), default=0.5, show_default=True,
@@ -35,12 +38,19 @@ from aal_rpc.worker import Selector, WorkerConfig
 @threads_option
 @security_options
 @log_level_option
-def main(coordinator, worker_id, shard_index, num_shards, strategy, batch_size, poll_seconds, cm_epsilon,
+def main(coordinator, worker_id, shard_index, num_shards, strategy, strategy_by_shard, batch_size, poll_seconds, cm_epsilon,
          cm_margin_pool_factor, cm_recluster_after, seed, device, threads, security):
     """Run a worker (selector) on shard SHARD_INDEX of NUM_SHARDS."""
     set_threads(threads)
     if shard_index >= num_shards:
         raise click.BadParameter(f"must be below --num-shards ({num_shards})", param_hint="--shard-index")
+    if strategy_by_shard:
+        names = [n.strip() for n in strategy_by_shard.split(",") if n.strip()]
+        unknown = [n for n in names if n not in STRATEGIES]
+        if not names or unknown:
+            raise click.BadParameter(f"unknown {unknown}; choose from {sorted(STRATEGIES)}",
+                                     param_hint="--strategy-by-shard")
+        strategy = names[shard_index % len(names)]
     config = WorkerConfig(worker_id=worker_id or default_id("worker"), shard_index=shard_index,
                           num_shards=num_shards, strategy=strategy, batch_size=batch_size, seed=seed,
                           poll_seconds=poll_seconds, device=device,
