@@ -1,0 +1,179 @@
+"""Property-based fuzzing of every RPC with malformed and hostile requests (hypothesis): the coordinator answers
+each with a status (never INTERNAL or UNKNOWN), never crashes, and keeps its pools and registry intact."""
+
+import grpc
+import pytest
+from google.protobuf.descriptor import FieldDescriptor as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.proto.v1 import admin_pb2, annotation_pb2, common_pb2, selection_pb2, training_pb2
+from tests.conftest import TASK
+from tests.test_services import queue_items
+
+BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+INTS = st.one_of(st.integers(-3, 3), st.sampled_from([2**31 - 1, -2**31, 2**62, -2**62, 10**9]))
+FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -1.0, 1e308, 60.0]))
+TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["", "1", "0", "-1", "x" * 300, "../../etc", "\x00"]))
+BYTES = st.one_of(st.binary(max_size=64), st.just(b"\x80\x04\x95pickle"))
+DTYPES = st.sampled_from(["float32", "uint8", "object", "float64", "", "<f4", "int64"])
+
+
+def message(descriptor, depth=0):
+    """A strategy for arbitrary (mostly nonsensical) instances of a message type."""
+    fields = {}
+    for f in descriptor.fields:
+        if f.type == F.TYPE_MESSAGE:
+            if f.message_type.GetOptions().map_entry:
+                value = st.dictionaries(TEXT, FLOATS, max_size=3)
+            elif depth >= 3:
+                continue
+            else:
+                value = message(f.message_type, depth + 1)
+        elif f.name == "dtype":
+            value = DTYPES
+        else:
+            value = {F.TYPE_STRING: TEXT, F.TYPE_BYTES: BYTES, F.TYPE_DOUBLE: FLOATS, F.TYPE_FLOAT: FLOATS,
+                     F.TYPE_BOOL: st.booleans(), F.TYPE_ENUM: st.integers(0, 3)}.get(f.type, INTS)
+        if f.is_repeated and not (f.type == F.TYPE_MESSAGE and f.message_type.GetOptions().map_entry):
+            value = st.lists(value, max_size=3)
+        fields[f.name] = st.one_of(st.nothing(), value) if depth else value
+    return st.fixed_dictionaries({}, optional=fields).map(lambda kw: _build(descriptor, kw))
+
+
+def _build(descriptor, kw):
+    from google.protobuf import message_factory
+    cls = message_factory.GetMessageClass(descriptor)
+    msg = cls()
+    for name, value in kw.items():
+        field = descriptor.fields_by_name[name]
+        try:
+            if field.type == F.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+                getattr(msg, name).update(value)
+            elif field.is_repeated:
+                getattr(msg, name).extend(value)
+            elif field.type == F.TYPE_MESSAGE:
+                getattr(msg, name).CopyFrom(value)
+            else:
+                setattr(msg, name, value)
+        except (ValueError, TypeError):  # out of range for the field's wire type: leave it unset
+            pass
+    return msg
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    from aal_rpc.coordinator.app import create_coordinator_server
+    from aal_rpc.coordinator.core import CoordinatorConfig
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path_factory.mktemp("fuzz"), TASK,
+                                    CoordinatorConfig(pool_capacity=64, lease_seconds=30))
+    address = f"127.0.0.1:{srv.port}"
+    queue_items(CoordinatorClient(address), [str(i) for i in range(20)])
+    with AnnotationClient(address, "seed") as a:
+        for _ in range(3):
+            a.submit(a.lease(), 1)
+    channel = grpc.insecure_channel(address)
+    yield srv, channel
+    channel.close()
+    srv.stop(0)
+
+
+def call(channel, service, method, request_cls, response_cls, kind, request):
+    path = f"/aal.v1.{service}/{method}"
+    ser, de = request_cls.SerializeToString, response_cls.FromString
+    try:
+        if kind == "unary":
+            channel.unary_unary(path, ser, de)(request, timeout=2)
+        elif kind == "server_stream":
+            for _ in channel.unary_stream(path, ser, de)(request, timeout=1):
+                pass
+        else:
+            channel.stream_unary(path, ser, de)(iter(request), timeout=2)
+    except grpc.RpcError as exc:
+        assert exc.code() not in BAD, f"{method}: {exc.code()} {exc.details()}"
+
+
+UNARY = [
+    ("AnnotationService", "LeaseQuery", annotation_pb2.LeaseQueryRequest, annotation_pb2.LeaseQueryResponse),
+    ("AnnotationService", "SubmitLabel", annotation_pb2.SubmitLabelRequest, annotation_pb2.SubmitLabelResponse),
+    ("AnnotationService", "ReleaseQuery", annotation_pb2.ReleaseQueryRequest, annotation_pb2.ReleaseQueryResponse),
+    ("SelectionService", "GetLatestModel", selection_pb2.GetLatestModelRequest, selection_pb2.GetLatestModelResponse),
+    ("SelectionService", "SubmitCandidates", selection_pb2.SubmitCandidatesRequest,
+     selection_pb2.SubmitCandidatesResponse),
+    ("SelectionService", "GetShardState", selection_pb2.GetShardStateRequest, selection_pb2.GetShardStateResponse),
+    ("AdminService", "GetTask", admin_pb2.GetTaskRequest, admin_pb2.GetTaskResponse),
+    ("AdminService", "GetStats", admin_pb2.GetStatsRequest, admin_pb2.GetStatsResponse),
+    ("AdminService", "ListModels", admin_pb2.ListModelsRequest, admin_pb2.ListModelsResponse),
+]
+SERVER_STREAMS = [
+    ("TrainingService", "StreamLabels", training_pb2.StreamLabelsRequest, common_pb2.LabeledRecord),
+    ("SelectionService", "DownloadModel", selection_pb2.DownloadModelRequest, selection_pb2.DownloadModelResponse),
+    ("AdminService", "ExportLabels", admin_pb2.ExportLabelsRequest, common_pb2.LabeledRecord),
+]
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def check_intact(srv):
+    c = srv.coordinator
+    labeled = {r.item_id for r in c.follow_labels(0, follow=False)}
+    assert c.stats().labeled == len(labeled) >= 3
+    assert not labeled & set(c.pool.item_ids())
+    assert all(m.architecture == TASK.architecture for m in c.registry.list())
+
+
+@pytest.mark.parametrize("service, method, req, resp", UNARY, ids=[u[1] for u in UNARY])
+def test_unary_rpcs_survive_hostile_requests(target, service, method, req, resp):
+    srv, channel = target
+
+    @FUZZ
+    @given(message(req.DESCRIPTOR))
+    def fuzz(request):
+        call(channel, service, method, req, resp, "unary", request)
+
+    fuzz()
+    check_intact(srv)
+
+
+@pytest.mark.parametrize("service, method, req, resp", SERVER_STREAMS, ids=[s[1] for s in SERVER_STREAMS])
+def test_streaming_rpcs_survive_hostile_requests(target, service, method, req, resp):
+    srv, channel = target
+
+    @FUZZ
+    @given(message(req.DESCRIPTOR))
+    def fuzz(request):
+        call(channel, service, method, req, resp, "server_stream", request)
+
+    fuzz()
+    check_intact(srv)
+
+
+def test_uploads_survive_hostile_streams(target):
+    srv, channel = target
+    versions = [m.version for m in srv.coordinator.registry.list()]
+
+    @FUZZ
+    @given(st.lists(message(training_pb2.UploadModelRequest.DESCRIPTOR), max_size=4))
+    def fuzz(requests):
+        call(channel, "TrainingService", "UploadModel", training_pb2.UploadModelRequest,
+             training_pb2.UploadModelResponse, "client_stream", requests)
+
+    fuzz()
+    assert [m.version for m in srv.coordinator.registry.list()] == versions
+    check_intact(srv)
+
+
+def test_garbage_bytes_never_crash_the_server(target):
+    srv, channel = target
+
+    @FUZZ
+    @given(st.sampled_from(UNARY), st.binary(max_size=200))
+    def fuzz(rpc, raw):
+        service, method, *_ = rpc
+        try:
+            channel.unary_unary(f"/aal.v1.{service}/{method}")(raw, timeout=2)
+        except grpc.RpcError as exc:
+            assert exc.code() != grpc.StatusCode.UNKNOWN
+
+    fuzz()
+    check_intact(srv)
