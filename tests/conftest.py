@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.core import Coordinator, CoordinatorConfig
 from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.experiment.processes import ProcessGroup
 from aal_rpc.types import Candidate, Payload, Provenance, Task
 
 TASK = Task(dataset="digits", num_classes=10, class_names=tuple(str(i) for i in range(10)), input_shape=(1, 8, 8),
@@ -48,3 +51,20 @@ def grpc_coordinator(tmp_path):
                                     CoordinatorConfig(pool_capacity=64, lease_seconds=30))
     yield f"127.0.0.1:{srv.port}", srv
     srv.stop(grace=0)
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """Processes a test starts; all stopped at teardown."""
+    group = ProcessGroup(tmp_path / "logs")
+    yield group
+    group.stop_all()
+
+
+def wait_until(predicate, timeout=90.0, interval=0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

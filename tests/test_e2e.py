@@ -11,25 +11,10 @@ import time
 import pytest
 
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.experiment.processes import ProcessGroup, command, read_address
+from aal_rpc.experiment.processes import command, read_address
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def procs(tmp_path):
-    group = ProcessGroup(tmp_path / "logs")
-    yield group
-    group.stop_all()
-
-
-def wait_until(predicate, timeout=90.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def admin(address, *args) -> str:
