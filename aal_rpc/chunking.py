@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 
 from aal_rpc.errors import InvalidArgument, ResourceExhausted
@@ -21,22 +23,53 @@ def sha256_hex(data: bytes) -> str:
 
 
 def assemble(chunks: Iterable[bytes], *, size_bytes: int, sha256: str, max_bytes: int) -> bytes:
-    """Join chunks, rejecting oversized chunks or totals, a short (truncated) stream, or a digest mismatch."""
+    """Join chunks, rejecting oversized chunks or totals, a short (truncated) stream, or a digest mismatch.
+
+    The digest is computed on a helper thread while chunks keep arriving (hashlib releases the GIL for
+    large buffers), so verifying costs little more than receiving.
+    """
     if size_bytes <= 0:
         raise InvalidArgument("size_bytes must be positive")
     if size_bytes > max_bytes:
         raise ResourceExhausted(f"weights of {size_bytes} bytes exceed the limit of {max_bytes}")
-    buf = bytearray()
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        if len(chunk) > CHUNK_BYTES:
-            raise InvalidArgument(f"chunk of {len(chunk)} bytes exceeds {CHUNK_BYTES}")
-        if len(buf) + len(chunk) > size_bytes:
-            raise InvalidArgument(f"stream carries more than the announced {size_bytes} bytes")
-        buf += chunk
-        digest.update(chunk)
-    if len(buf) != size_bytes:
-        raise InvalidArgument(f"truncated stream: got {len(buf)} of {size_bytes} bytes")
-    if digest.hexdigest() != sha256:
+    parts: list[bytes] = []
+    received = 0
+    hasher = _Hasher()
+    try:
+        for chunk in chunks:
+            if len(chunk) > CHUNK_BYTES:
+                raise InvalidArgument(f"chunk of {len(chunk)} bytes exceeds {CHUNK_BYTES}")
+            received += len(chunk)
+            if received > size_bytes:
+                raise InvalidArgument(f"stream carries more than the announced {size_bytes} bytes")
+            parts.append(chunk)
+            hasher.put(chunk)
+    finally:
+        digest = hasher.finish()
+    if received != size_bytes:
+        raise InvalidArgument(f"truncated stream: got {received} of {size_bytes} bytes")
+    if digest != sha256:
         raise InvalidArgument("sha256 of the received weights does not match the header")
-    return bytes(buf)
+    return b"".join(parts)
+
+
+class _Hasher:
+    """sha256 over a sequence of chunks, on its own thread."""
+
+    def __init__(self):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._digest = hashlib.sha256()
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._digest.update(chunk)
+
+    def put(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def finish(self) -> str:
+        self._queue.put(None)
+        self._thread.join()
+        return self._digest.hexdigest()

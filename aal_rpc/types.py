@@ -126,5 +126,6 @@ class Query:
 
 
 def shard_of(item_id: str, num_shards: int) -> int:
-    """The shard that owns an item: a stable hash, identical in every process and language."""
+    """The shard that owns an item: a stable hash (crc32), identical in every process and language.
+    The query pool caches the crc32 per candidate; keep the two in step."""
     return zlib.crc32(item_id.encode()) % num_shards

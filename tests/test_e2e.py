@@ -52,8 +52,10 @@ def test_coordinator_sigkill_and_restart_loses_no_acknowledged_label(tmp_path, p
     data = tmp_path / "data"
     coord, address = procs.start_coordinator("coordinator", ["--data-dir", data, "--pool-capacity", "40"])
     port = address.rsplit(":", 1)[1]
-    procs.start("worker", command("worker", "--coordinator", address, "--strategy", "random", "--batch-size", "20",
+    procs.start("worker", command("worker", "--coordinator", address, "--strategy", "margin", "--batch-size", "20",
                                   "--poll-seconds", "0.1", "--threads", "1"))
+    procs.start("server", command("server", "--coordinator", address, "--server-id", "survivor", "--epochs", "2",
+                                  "--threads", "1"))
     acks = tmp_path / "acks.jsonl"
     annotate = procs.start("annotate", command(
         "annotate", "--coordinator", address, "--oracle", "--annotators", "4", "--budget", "150", "--delay", "0.02",
@@ -84,6 +86,10 @@ def test_coordinator_sigkill_and_restart_loses_no_acknowledged_label(tmp_path, p
         records = list(client.export(include_payload=False))
     assert len(records) == len({r.item_id for r in records}), "an item was labeled twice"
     assert {r.item_id: r.label for r in records} == acknowledged
+    # the same server and worker processes carried on through both restarts, with no operator action
+    with CoordinatorClient(address) as client:
+        assert wait_until(lambda: any(m.num_labels == 150 and m.server_id == "survivor" for m in client.models()))
+    assert procs.procs["server"].poll() is None and procs.procs["worker"].poll() is None
 
 
 def _restart(procs, data, port):

@@ -410,10 +410,12 @@ class Coordinator:
         through = rows[-1][0] if rows else labeled_after_seq
         labeled = [item_id for _, item_id in rows if mine(item_id)]
         with self._lock:
-            queued = [i for i in self.pool.item_ids() if mine(i)]
+            queued = self.pool.item_ids_in_shard(shard_index, num_shards)
             labeled.extend(i for i in self._skipped if mine(i))  # skipped items are never proposed again
             demand = self.pool.demand(model_version) if self._sync is None else self._sync_demand_locked(model_version)
-        return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, demand)
+        # every shard's worker sees the same demand: each fills its share, so k workers do not send k times it
+        share = -(-demand // num_shards)
+        return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, share)
 
     def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
         if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import random
 import uuid
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class Entry:
     queued_at: float
     token: int  # changes whenever the entry becomes available again; stale heap entries are skipped
     lease: Lease | None = None
+    shard_key: int = 0  # crc32 of the item id: shard j of k holds it when shard_key % k == j
 
     @property
     def version(self) -> int:
@@ -90,6 +92,9 @@ class QueryPool:
 
     def item_ids(self) -> list[str]:
         return list(self._entries)
+
+    def item_ids_in_shard(self, shard_index: int, num_shards: int) -> list[str]:
+        return [i for i, e in self._entries.items() if e.shard_key % num_shards == shard_index]
 
     def get(self, item_id: str) -> Entry | None:
         return self._entries.get(item_id)
@@ -183,7 +188,7 @@ class QueryPool:
         return "accepted", evicted
 
     def _insert(self, candidate: Candidate, queued_at: float) -> Entry:
-        entry = Entry(candidate, queued_at, token=0)
+        entry = Entry(candidate, queued_at, token=0, shard_key=zlib.crc32(candidate.item_id.encode()))
         self._entries[candidate.item_id] = entry
         self._by_version[entry.version] += 1
         self._make_available(entry)

@@ -17,6 +17,8 @@ from aal_rpc.errors import NotFound
 from aal_rpc.serde import weights_from_bytes
 from aal_rpc.types import ModelInfo
 
+CACHED_BLOBS = 2  # newest weight blobs held in memory for downloads
+
 
 class ModelRegistry:
     def __init__(self, store: SqliteStore, *, expected_shapes: dict[str, tuple[int, ...]], keep: int,
@@ -30,6 +32,7 @@ class ModelRegistry:
         self._cv = threading.Condition()
         self._models: dict[int, ModelInfo] = {m.version: m for m in models}
         self._latest: ModelInfo | None = max(self._models.values(), key=ModelInfo.freshness, default=None)
+        self._cache: dict[int, bytes] = {}
         for tmp in self._blob_dir.glob("*.tmp"):  # partial uploads of a crashed run
             tmp.unlink(missing_ok=True)
 
@@ -55,10 +58,23 @@ class ModelRegistry:
         m = self.get(version)
         if not m.blob_available:
             raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)")
+        with self._cv:
+            cached = self._cache.get(m.version)
+        if cached is not None:
+            return m, cached
         try:
-            return m, self.blob_path(m.version).read_bytes()
+            data = self.blob_path(m.version).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)") from None
+        self._remember(m.version, data)
+        return m, data
+
+    def _remember(self, version: int, data: bytes) -> None:
+        """Keep the newest CACHED_BLOBS blobs in memory: every worker downloads each new version."""
+        with self._cv:
+            self._cache[version] = data
+            for v in sorted(self._cache)[:-CACHED_BLOBS]:
+                del self._cache[v]
 
     def publish(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
                 metrics: dict[str, float], sha256: str) -> ModelInfo:
@@ -78,6 +94,7 @@ class ModelRegistry:
                 os.replace(tmp, self.blob_path(version))
                 self._store.insert_model(info).result()
                 self._models[version] = info
+                self._remember(version, data)
                 if self._latest is None or info.freshness() > self._latest.freshness():
                     self._latest = info
                 self._prune()
@@ -92,6 +109,7 @@ class ModelRegistry:
             if self._latest is not None and v == self._latest.version:
                 continue
             self.blob_path(v).unlink(missing_ok=True)
+            self._cache.pop(v, None)
             self._store.mark_blob_pruned(v)
             m = self._models[v]
             self._models[v] = ModelInfo(**{**m.__dict__, "blob_available": False})

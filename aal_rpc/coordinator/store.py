@@ -149,6 +149,24 @@ class SqliteStore:
 
     @staticmethod
     def _commit(conn: sqlite3.Connection, batch: list) -> None:
+        """One transaction for the whole group. If any write fails, redo the group with a savepoint per write,
+        so one bad write fails alone and its neighbours still commit."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [op(conn) for op, _ in batch]
+            conn.execute("COMMIT")
+        except Exception:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            SqliteStore._commit_each(conn, batch)
+            return
+        for (_, fut), result in zip(batch, results):
+            fut.set_result(result)
+
+    @staticmethod
+    def _commit_each(conn: sqlite3.Connection, batch: list) -> None:
         outcomes: list[tuple[Future, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -158,7 +176,7 @@ class SqliteStore:
                     result = op(conn)
                     conn.execute("RELEASE op")
                     outcomes.append((fut, result, None))
-                except Exception as exc:  # one bad write must not sink its neighbours
+                except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     outcomes.append((fut, None, exc))

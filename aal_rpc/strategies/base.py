@@ -18,10 +18,23 @@ class Selection:
 
 
 def top_k(scores: np.ndarray, k: int, *, seed: int) -> np.ndarray:
-    """Indices of the k highest scores; equal scores are ordered by a seeded random key, so runs repeat."""
-    k = max(0, min(int(k), len(scores)))
-    tiebreak = np.random.default_rng(seed).random(len(scores))
-    return np.lexsort((tiebreak, -np.asarray(scores, dtype=np.float64)))[:k]
+    """Indices of the k highest scores; equal scores are ordered by a seeded random key, so runs repeat.
+
+    Linear time: a partition finds the k-th score, and only the items at or above it are sorted.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(scores)
+    k = max(0, min(int(k), n))
+    tiebreak = np.random.default_rng(seed).random(n)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    if k < n:
+        kth = np.partition(scores, n - k)[n - k]
+        candidates = np.flatnonzero(scores >= kth)  # every tie at the boundary competes on its tiebreak
+    else:
+        candidates = np.arange(n)
+    order = np.lexsort((tiebreak[candidates], -scores[candidates]))
+    return candidates[order][:k]
 
 
 class Strategy(ABC):
