@@ -58,9 +58,13 @@ def table(results: dict) -> str:
                     f"{a['measured']['wait']['p99'] * 1e3:.2f} ms (p50 {a['measured']['wait']['p50'] * 1e3:.2f}) | "
                     f"bare echo p99 {a['bare']['p99'] * 1e3:.2f} ms (p50 {a['bare']['p50'] * 1e3:.2f}) | "
                     f"{a['wait_p99_ratio']:.2f}× | ≤ 3× | {ok(a['wait_pass'])} |")
-        rows.append(f"| 2 | durable label cycles/s (lease + submit) | {a['measured']['cycles_per_second']:.0f} | "
-                    f"bare {a['bare']['calls_per_second']:.0f} calls/s → {a['bare']['calls_per_second'] / 2:.0f} "
-                    f"cycles/s | {a['throughput_ratio']:.2f} | ≥ 0.5 | {ok(a['throughput_pass'])} |")
+        m, b = a["measured"], a["bare"]
+        rows.append(f"| 2 | durable label cycles/s (lease + submit); CPU: coordinator "
+                    f"{m['coordinator_cpu_percent']:.0f}%, load generator {m['load_generator_cpu_percent']:.0f}% | "
+                    f"{m['cycles_per_second']:.0f} | bare {b['calls_per_second']:.0f} calls/s → "
+                    f"{b['calls_per_second'] / 2:.0f} cycles/s; CPU: echo server {b['server_cpu_percent']:.0f}%, "
+                    f"load generator {b['load_generator_cpu_percent']:.0f}% | {a['throughput_ratio']:.2f} | ≥ 0.5 | "
+                    f"{ok(a['throughput_pass'])} |")
     if "model_distribution" in r:
         m = r["model_distribution"]
         rows.append(f"| 3 | download of a {m['model_mb']:.1f} MB model | {m['download_mb_per_s']:.0f} MB/s | "
@@ -94,11 +98,26 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def write_performance_doc(results: dict, md: str) -> None:
+    notes = ROOT / "docs" / "PERFORMANCE_NOTES.md"
+    doc = ["# Performance", "", f"Latest full run of `make bench`, {results['started']}, on {results['machine']}.",
+           "Every ratio is against a baseline measured in the same run.", "", md, ""]
+    if notes.exists():
+        doc += [notes.read_text().strip(), ""]
+    (ROOT / "docs" / "PERFORMANCE.md").write_text("\n".join(doc))
+
+
 @click.command()
 @click.option("--smoke", is_flag=True, help="Tiny sizes: checks that every benchmark still runs (seconds).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True)
 @click.option("--only", default="", help="Comma-separated subset of: " + ", ".join(BENCHMARKS))
-def main(smoke, out, only):
+@click.option("--from-results", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Rewrite docs/PERFORMANCE.md from an earlier full run's results.json instead of running.")
+def main(smoke, out, only, from_results):
+    if from_results is not None:
+        results = json.loads(from_results.read_text())
+        write_performance_doc(results, table(results))
+        return
     names = [n for n in only.split(",") if n] or list(BENCHMARKS)
     results = {"machine": machine(), "smoke": smoke, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                "benchmarks": {}}
@@ -113,12 +132,7 @@ def main(smoke, out, only):
     (out / "results.md").write_text(md + "\n")
     click.echo(md)
     if not smoke and not only:
-        notes = ROOT / "docs" / "PERFORMANCE_NOTES.md"
-        doc = ["# Performance", "", f"Latest full run of `make bench`, {results['started']}, on {results['machine']}.",
-               "Every ratio is against a baseline measured in the same run.", "", md, ""]
-        if notes.exists():
-            doc += [notes.read_text().strip(), ""]
-        (ROOT / "docs" / "PERFORMANCE.md").write_text("\n".join(doc))
+        write_performance_doc(results, md)
 
 
 if __name__ == "__main__":

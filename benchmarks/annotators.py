@@ -8,8 +8,8 @@ separate process with the same grpcio and server options.
 
 from __future__ import annotations
 
+import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import grpc
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.experiment.processes import ProcessGroup, command
 from aal_rpc.grpc_utils import create_channel
-from benchmarks.common import bare_unary_load, percentiles, run_threads, synthetic_npz
+from benchmarks.common import bare_unary_load, cpu_seconds, percentiles, run_threads, synthetic_npz
 
 
 def start_echo(procs: ProcessGroup, name: str = "echo", *args: str) -> int:
@@ -34,9 +34,13 @@ def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, sm
         procs = ProcessGroup(tmp / "logs")
         try:
             port = start_echo(procs)
+            echo_cpu0, self_cpu0, t0 = cpu_seconds(procs.procs["echo"].pid), cpu_seconds(os.getpid()), time.perf_counter()
             bare = bare_unary_load(port, annotators, seconds)
+            elapsed = time.perf_counter() - t0
+            bare["server_cpu_percent"] = 100 * (cpu_seconds(procs.procs["echo"].pid) - echo_cpu0) / elapsed
+            bare["load_generator_cpu_percent"] = 100 * (cpu_seconds(os.getpid()) - self_cpu0) / elapsed
             dataset = synthetic_npz(tmp / "data.npz", items)
-            _, address = procs.start_coordinator("coordinator", [
+            coord, address = procs.start_coordinator("coordinator", [
                 "--data-dir", tmp / "coord", "--dataset", dataset, "--model", "mlp", "--pool-capacity", "8192"])
             for i in range(0 if smoke else 2):
                 procs.start(f"server-{i}", command("server", "--coordinator", address, "--epochs", "1",
@@ -50,7 +54,12 @@ def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, sm
                 deadline = time.monotonic() + 120
                 while admin.stats().queued < min(4096, items // 4) and time.monotonic() < deadline:
                     time.sleep(0.2)
+            coord_cpu0, self_cpu0, t0 = cpu_seconds(coord.pid), cpu_seconds(os.getpid()), time.perf_counter()
             measured = _annotator_load(address, annotators, seconds)
+            elapsed = time.perf_counter() - t0
+            # where the CPU went: the coordinator, and this process (the load generator)
+            measured["coordinator_cpu_percent"] = 100 * (cpu_seconds(coord.pid) - coord_cpu0) / elapsed
+            measured["load_generator_cpu_percent"] = 100 * (cpu_seconds(os.getpid()) - self_cpu0) / elapsed
         finally:
             procs.stop_all()
     cycles = measured["cycles_per_second"]

@@ -6,19 +6,13 @@ simulated annotators (threads of one aal-annotate process) label a fixed number 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.experiment.processes import ProcessGroup, command
-from benchmarks.common import synthetic_npz
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+from benchmarks.common import cpu_seconds, synthetic_npz
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -113,8 +113,9 @@ def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = N
                         "labels_by_strategy": summary["labels_by_strategy"], "seconds": summary["seconds"]})
         progress(f"[{i}/{len(runs)}] {run.run_id}: accuracy {summary['final_accuracy']:.4f}, "
                  f"mean wait {summary['wait_seconds']['mean'] * 1000:.1f} ms ({time.time() - t0:.0f}s elapsed)")
+    # the runs' own durations, so a resumed suite reports what the whole suite costs, not this call
     doc = {"scale": scale_name, "scale_config": asdict(scale), "seeds": seeds, "results": results,
-           "seconds": time.time() - t0}
+           "seconds": sum(r["seconds"] for r in results), "this_call_seconds": time.time() - t0}
     out.mkdir(parents=True, exist_ok=True)
     (out / "suite.json").write_text(json.dumps(doc, indent=1))
     from aal_rpc.experiment.report import write_report
