@@ -21,8 +21,8 @@ from aal_rpc.experiment.plots import plot_accuracy, plot_waits
 from aal_rpc.experiment.processes import ProcessGroup, command
 
 POLL_SECONDS = 0.5
-FINAL_MODEL_TIMEOUT = 300.0
-STARTUP_TIMEOUT = 120.0  # seconds for the workers to submit their first candidates  # seconds to wait, after the budget is spent, for a model trained on all of it
+FINAL_MODEL_TIMEOUT = 300.0  # seconds to wait, after the budget is spent, for a model trained on all of it
+STARTUP_TIMEOUT = 120.0  # seconds for the workers to submit their first candidates
 
 
 @dataclass
