@@ -22,8 +22,7 @@ import grpc
 import numpy as np
 
 from aal_rpc import serde
-from aal_rpc.client.retry import call_with_retry
-from aal_rpc.grpc_utils import create_channel
+from aal_rpc.client.retry import ChannelClient
 from aal_rpc.security import ClientSecurity
 from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc
 from aal_rpc.types import Payload, Provenance, Task
@@ -54,7 +53,7 @@ class SubmitResult:
     duplicate: bool
 
 
-class AnnotationClient:
+class AnnotationClient(ChannelClient):
     """A client for one annotator.
 
     Parameters
@@ -74,27 +73,11 @@ class AnnotationClient:
     def __init__(self, target: str, annotator_id: str, *, lease_seconds: float = 0.0,
                  retry_for: float = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None,
                  security: ClientSecurity | None = None):
+        super().__init__(target, retry_for=retry_for, channel=channel, security=security)
         self.annotator_id = annotator_id
         self.lease_seconds = lease_seconds
-        self.retry_for = retry_for
-        self._channel = channel or create_channel(target, security)
-        self._owns_channel = channel is None
         self._stub = annotation_pb2_grpc.AnnotationServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
-
-    def __enter__(self) -> "AnnotationClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns_channel:
-            self._channel.close()
-
-    def _call(self, method, request, timeout: float):
-        return call_with_retry(lambda: method(request, timeout=timeout, wait_for_ready=True),
-                               retry_for=self.retry_for)
 
     def task(self) -> Task:
         return serde.task_from_proto(self._call(self._admin.GetTask, admin_pb2.GetTaskRequest(), CALL_TIMEOUT).task)

@@ -8,8 +8,7 @@ import grpc
 
 from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, assemble, iter_chunks, sha256_hex
-from aal_rpc.client.retry import call_with_retry
-from aal_rpc.grpc_utils import create_channel
+from aal_rpc.client.retry import ChannelClient, call_with_retry
 from aal_rpc.security import ClientSecurity
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, selection_pb2, selection_pb2_grpc, training_pb2,
                               training_pb2_grpc)
@@ -22,30 +21,16 @@ MAX_DOWNLOAD_BYTES = 4 * 1024 ** 3
 SUBMIT_BATCH_BYTES = 3 * 1024 * 1024  # candidate payloads per SubmitCandidates call, under the 4 MiB limit
 
 
-class CoordinatorClient:
+class CoordinatorClient(ChannelClient):
     def __init__(self, target: str, *, retry_for: float = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None,
                  security: ClientSecurity | None = None):
-        self.target = target
-        self.retry_for = retry_for
-        self._channel = channel or create_channel(target, security)
-        self._owns_channel = channel is None
+        super().__init__(target, retry_for=retry_for, channel=channel, security=security)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
         self._selection = selection_pb2_grpc.SelectionServiceStub(self._channel)
 
-    def __enter__(self) -> "CoordinatorClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns_channel:
-            self._channel.close()
-
     def _call(self, method, request, timeout: float = CALL_TIMEOUT):
-        return call_with_retry(lambda: method(request, timeout=timeout, wait_for_ready=True),
-                               retry_for=self.retry_for)
+        return super()._call(method, request, timeout)
 
     # -- admin ----------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Retrying calls across a coordinator restart, on top of the channel's own service-config retries."""
+"""Retrying calls across a coordinator restart, on top of the channel's own service-config retries, and the
+channel handling every client shares."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
+
+from aal_rpc.grpc_utils import create_channel
+from aal_rpc.security import ClientSecurity
 
 T = TypeVar("T")
 
@@ -29,3 +33,28 @@ def call_with_retry(fn: Callable[[], T], *, retry_for: float,
                 raise
         time.sleep(backoff * (0.5 + random.random()))  # jitter spreads a crowd of reconnecting clients
         backoff = min(MAX_BACKOFF, backoff * 2)
+
+
+class ChannelClient:
+    """Owns (or borrows) a channel to the coordinator and makes retried calls with deadlines on it."""
+
+    def __init__(self, target: str, *, retry_for: float, channel: grpc.Channel | None,
+                 security: ClientSecurity | None):
+        self.target = target
+        self.retry_for = retry_for
+        self._channel = channel or create_channel(target, security)
+        self._owns_channel = channel is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_channel:
+            self._channel.close()
+
+    def _call(self, method, request, timeout: float):
+        return call_with_retry(lambda: method(request, timeout=timeout, wait_for_ready=True),
+                               retry_for=self.retry_for)

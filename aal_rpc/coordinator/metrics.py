@@ -76,6 +76,11 @@ def serve(metrics: CoordinatorMetrics, address: str, port: int):
     return server, server.server_port
 
 
+def _code_name(context: grpc.ServicerContext) -> str:
+    code = context.code() if hasattr(context, "code") else None
+    return (code or grpc.StatusCode.UNKNOWN).name
+
+
 class _LatencyInterceptor(grpc.ServerInterceptor):
     def __init__(self, histogram: Histogram):
         self._h = histogram
@@ -94,7 +99,7 @@ class _LatencyInterceptor(grpc.ServerInterceptor):
                 try:
                     return behavior(request, context)
                 except Exception:
-                    code = (context.code() or grpc.StatusCode.UNKNOWN).name if hasattr(context, "code") else "ERROR"
+                    code = _code_name(context)
                     raise
                 finally:
                     h.labels(method, code).observe(time.perf_counter() - t0)
@@ -107,7 +112,7 @@ class _LatencyInterceptor(grpc.ServerInterceptor):
                 try:
                     yield from behavior(request, context)
                 except Exception:
-                    code = (context.code() or grpc.StatusCode.UNKNOWN).name if hasattr(context, "code") else "ERROR"
+                    code = _code_name(context)
                     raise
                 finally:
                     h.labels(method, code).observe(time.perf_counter() - t0)
