@@ -72,3 +72,14 @@ def test_answers_and_terminal_rendering():
     assert parse_answer("S", TASK) == "skip"
     assert render_terminal(np.zeros(3, np.float32)).startswith("vector of 3 values")
     assert render_terminal(np.zeros((1, 8, 8), np.float32)).count("\n") == 15  # 32 px tall, two per line
+
+
+def test_every_command_module_runs_as_a_script():
+    """`python -m aal_rpc.cli.X` (what the experiment runner and cmd/ launch) registers every subcommand."""
+    import subprocess
+    import sys
+    for module, args in (("experiment", ["suite", "--help"]), ("admin", ["export", "--help"]),
+                         ("coordinator", ["--help"])):
+        out = subprocess.run([sys.executable, "-m", f"aal_rpc.cli.{module}", *args], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
