@@ -76,10 +76,11 @@ def test_answers_and_terminal_rendering():
 
 def test_every_command_module_runs_as_a_script():
     """`python -m aal_rpc.cli.X` (what the experiment runner and cmd/ launch) registers every subcommand."""
+    import os
     import subprocess
     import sys
     for module, args in (("experiment", ["suite", "--help"]), ("admin", ["export", "--help"]),
                          ("coordinator", ["--help"])):
         out = subprocess.run([sys.executable, "-m", f"aal_rpc.cli.{module}", *args], capture_output=True, text=True,
-                             timeout=120)
+                             timeout=120, env={**os.environ, "AAL_COORDINATOR": "127.0.0.1:1"})
         assert out.returncode == 0, out.stderr
