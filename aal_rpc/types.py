@@ -105,6 +105,16 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """An annotator's reservation of a query until `deadline` (unix seconds)."""
+
+    lease_id: str
+    annotator_id: str
+    leased_at: float
+    deadline: float
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A scored item proposed by a worker for the query pool S."""
 

@@ -18,14 +18,7 @@ import grpc
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.experiment.processes import ProcessGroup, command
 from aal_rpc.grpc_utils import create_channel
-from benchmarks.common import bare_unary_load, cpu_seconds, percentiles, run_threads, synthetic_npz
-
-
-def start_echo(procs: ProcessGroup, name: str = "echo", *args: str) -> int:
-    import sys
-    proc = procs.start(name, [sys.executable, "-m", "benchmarks.echo_server", *args], capture_stdout=True)
-    line = proc.stdout.readline().decode().strip()
-    return int(line.rsplit(":", 1)[1])
+from benchmarks.common import bare_unary_load, cpu_seconds, percentiles, run_threads, start_echo, synthetic_npz
 
 
 def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, smoke: bool = False) -> dict:

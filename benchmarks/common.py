@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from aal_rpc.experiment.processes import read_address
 from aal_rpc.grpc_utils import CHANNEL_OPTIONS, create_server
 
 ECHO_SERVICE = "bench.Echo"
@@ -20,6 +22,20 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_mb(pid: int, field: str) -> float:
+    """A memory figure of a process from /proc/PID/status, in MB: VmRSS (now) or VmHWM (peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_echo(procs, name: str = "echo", *args: str) -> int:
+    """Start the bare baseline (benchmarks.echo_server) as its own process; its port."""
+    proc = procs.start(name, [sys.executable, "-m", "benchmarks.echo_server", *args], capture_stdout=True)
+    return int(read_address(proc, name, procs.log_dir / f"{name}.log").rsplit(":", 1)[1])
 
 
 def percentiles(samples: list[float]) -> dict:

@@ -20,7 +20,7 @@ from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.experiment.processes import ProcessGroup
 from aal_rpc.types import Payload
-from benchmarks.common import percentiles
+from benchmarks.common import percentiles, proc_status_mb
 
 PAYLOAD = np.zeros((1, 8, 8), np.float32)
 
@@ -36,13 +36,6 @@ def grow(data_dir: Path, start: int, stop: int) -> None:
         ((i, f"synthetic-{i}", f"lease-{i}", tensor) for i in range(start + 1, stop + 1)))
     conn.commit()
     conn.close()
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def measure(data_dir: Path, procs: ProcessGroup, size: int, cycles: int) -> dict:
@@ -61,7 +54,7 @@ def measure(data_dir: Path, procs: ProcessGroup, size: int, cycles: int) -> dict
             lease_lat.append(t1 - t0)
             submit_lat.append(time.perf_counter() - t1)
         labeled = c.stats().labeled
-    mem = rss_mb(proc.pid)
+    mem = proc_status_mb(proc.pid, "VmRSS")
     procs.stop("coordinator")
     return {"labels": labeled, "rss_mb": mem, "startup_seconds": startup,
             "lease": percentiles(lease_lat), "submit": percentiles(submit_lat)}

@@ -19,8 +19,7 @@ from aal_rpc.client import CoordinatorClient
 from aal_rpc.experiment.processes import ProcessGroup
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_to_bytes
-from benchmarks.annotators import start_echo
-from benchmarks.common import echo_calls
+from benchmarks.common import echo_calls, start_echo
 
 RESNET18_PARAMS = 11_200_000
 

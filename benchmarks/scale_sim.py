@@ -12,14 +12,7 @@ from pathlib import Path
 
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.experiment.processes import ProcessGroup, command
-from benchmarks.common import cpu_seconds, synthetic_npz
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from benchmarks.common import cpu_seconds, proc_status_mb, synthetic_npz
 
 
 def run(*, servers: int = 4, workers: int = 16, annotators: int = 500, labels: int = 5000,
@@ -55,7 +48,7 @@ def run(*, servers: int = 4, workers: int = 16, annotators: int = 500, labels: i
             summary = json.loads(annotate.stdout.read().decode().strip().splitlines()[-1])
             with CoordinatorClient(address) as c:
                 stats = c.stats()
-            peak = peak_rss_mb(coord.pid)
+            peak = proc_status_mb(coord.pid, "VmHWM")
         finally:
             procs.stop_all()
     errors = sum(summary["errors"].values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -21,6 +22,13 @@ def make_candidate(item_id: str, *, version: int = 0, score: float = 0.5, strate
                    worker: str = "w0") -> Candidate:
     x = np.full((1, 8, 8), float(int(item_id) % 7) / 7, dtype=np.float32)
     return Candidate(item_id, Payload.from_array(x), Provenance(worker, strategy, version, score))
+
+
+def code_of(call):
+    """The gRPC status code `call()` fails with (it must fail)."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
 
 
 @pytest.fixture

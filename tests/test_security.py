@@ -14,15 +14,9 @@ from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.proto.v1 import admin_pb2
 from aal_rpc.security import ClientSecurity, ServerTLS, allowed_roles, parse_tokens
 from aal_rpc.types import Payload
-from tests.conftest import TASK
+from tests.conftest import TASK, code_of
 
 TOKENS = {"ann-token": "annotator", "wrk-token": "worker", "srv-token": "server", "adm-token": "admin"}
-
-
-def code_of(call):
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value.code()
 
 
 @pytest.fixture

@@ -13,13 +13,7 @@ from aal_rpc.proto.v1 import (annotation_pb2, annotation_pb2_grpc, selection_pb2
                               training_pb2_grpc)
 from aal_rpc.serde import weights_to_bytes
 from aal_rpc.types import Payload
-from tests.conftest import TASK
-
-
-def code_of(call):
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value.code()
+from tests.conftest import TASK, code_of
 
 
 @pytest.fixture

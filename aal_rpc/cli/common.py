@@ -50,6 +50,19 @@ threads_option = click.option(
     help="Torch CPU threads (0: torch's default). Use 1 when many processes share few cores.")
 
 
+def strategy_list(ctx, param, value: str | None) -> list[str] | None:
+    """Click callback: a comma-separated list of known strategy names."""
+    from aal_rpc.strategies import STRATEGIES
+
+    if value is None:
+        return None
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STRATEGIES]
+    if not names or unknown:
+        raise click.BadParameter(f"unknown {unknown}; choose from {sorted(STRATEGIES)}")
+    return names
+
+
 def security_options(fn):
     """--token and --tls-* for every client command; they arrive as one `security` argument."""
     from aal_rpc.security import ClientSecurity

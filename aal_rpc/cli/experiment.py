@@ -7,19 +7,11 @@ from pathlib import Path
 
 import click
 
+from aal_rpc.cli.common import strategy_list
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.experiment import ExperimentConfig, run_experiment
 from aal_rpc.experiment.suite import SCALES, run_suite
 from aal_rpc.models import ARCHITECTURES
-from aal_rpc.strategies import STRATEGIES
-
-
-def _strategies(ctx, param, value: str) -> list[str]:
-    names = [s.strip() for s in value.split(",") if s.strip()]
-    unknown = [s for s in names if s not in STRATEGIES]
-    if not names or unknown:
-        raise click.BadParameter(f"unknown {unknown}; choose from {sorted(STRATEGIES)}")
-    return names
 
 
 @click.group(invoke_without_command=True)
@@ -29,7 +21,7 @@ def _strategies(ctx, param, value: str) -> list[str]:
               help="sync: each batch waits for a model trained on all labels (the classic loop).")
 @click.option("--servers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--strategies", default="entropy,least_confidence,margin", show_default=True, callback=_strategies,
+@click.option("--strategies", default="entropy,least_confidence,margin", show_default=True, callback=strategy_list,
               help="Comma-separated; assigned across the workers.")
 @click.option("--assign", type=click.Choice(["round-robin", "random"]), default="round-robin", show_default=True)
 @click.option("--annotators", type=click.IntRange(min=1), default=8, show_default=True)

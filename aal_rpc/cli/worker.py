@@ -7,7 +7,7 @@ import signal
 import click
 
 from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, security_options,
-                                set_threads, threads_option)
+                                set_threads, strategy_list, threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.strategies import STRATEGIES
 from aal_rpc.worker import Selector, WorkerConfig
@@ -19,7 +19,7 @@ from aal_rpc.worker import Selector, WorkerConfig
 @click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="entropy", show_default=True)
-@click.option("--strategy-by-shard", default=None, metavar="A,B,...",
+@click.option("--strategy-by-shard", default=None, metavar="A,B,...", callback=strategy_list,
               help="Pick the strategy by shard index, round-robin over this list (one setting for a whole "
                    "StatefulSet); overrides --strategy.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=20, show_default=True,
@@ -45,12 +45,7 @@ def main(coordinator, worker_id, shard_index, num_shards, strategy, strategy_by_
     if shard_index >= num_shards:
         raise click.BadParameter(f"must be below --num-shards ({num_shards})", param_hint="--shard-index")
     if strategy_by_shard:
-        names = [n.strip() for n in strategy_by_shard.split(",") if n.strip()]
-        unknown = [n for n in names if n not in STRATEGIES]
-        if not names or unknown:
-            raise click.BadParameter(f"unknown {unknown}; choose from {sorted(STRATEGIES)}",
-                                     param_hint="--strategy-by-shard")
-        strategy = names[shard_index % len(names)]
+        strategy = strategy_by_shard[shard_index % len(strategy_by_shard)]
     config = WorkerConfig(worker_id=worker_id or default_id("worker"), shard_index=shard_index,
                           num_shards=num_shards, strategy=strategy, batch_size=batch_size, seed=seed,
                           poll_seconds=poll_seconds, device=device,

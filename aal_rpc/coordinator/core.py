@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from aal_rpc.coordinator.query_pool import Lease, QueryPool
+from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry
-from aal_rpc.coordinator.store import SqliteStore, StoredLease
+from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.coordinator.sync_rounds import SyncRounds
 from aal_rpc.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from aal_rpc.models import expected_shapes
@@ -119,8 +119,7 @@ class Coordinator:
         self._last_seq = state.last_seq
         self._durable_seq = self._last_seq
         for cand, queued_at, lease in state.queries:
-            self.pool.restore(cand, queued_at, Lease(lease.lease_id, lease.owner, lease.leased_at, lease.deadline)
-                              if lease else None)
+            self.pool.restore(cand, queued_at, lease)
         self._candidates_submitted = 0
         self._candidates_evicted = 0
         self.registry = ModelRegistry(
@@ -190,8 +189,7 @@ class Coordinator:
                 if entry is not None:
                     lease = entry.lease
                     self.observer.leased(annotator_id)
-                    self.store.set_lease(entry.candidate.item_id, StoredLease(
-                        lease.lease_id, lease.annotator_id, lease.leased_at, lease.deadline))
+                    self.store.set_lease(entry.candidate.item_id, lease)
                     return Query(entry.candidate.item_id, lease.lease_id, annotator_id, lease.deadline,
                                  entry.candidate.payload, entry.candidate.provenance)
                 remaining = deadline - time.monotonic()
@@ -252,9 +250,7 @@ class Coordinator:
             else:
                 now = time.time()
                 if entry is None:
-                    if item_id in self.pool or item_id in self._labeled or item_id in self._skipped:
-                        raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired or is not held")
-                    raise NotFound(f"no query for item {item_id} with lease {lease_id}")
+                    raise self._no_lease_error(lease_id, item_id)
                 if entry.candidate.item_id != item_id:
                     raise FailedPrecondition(f"lease {lease_id} is for item {entry.candidate.item_id}, not {item_id}")
                 if entry.lease.annotator_id != annotator_id:
@@ -284,6 +280,12 @@ class Coordinator:
             fut.result()  # the acknowledgement waits for the disk
         return seq, duplicate
 
+    def _no_lease_error(self, lease_id: str, item_id: str) -> Exception:
+        """A lease that is not held: FAILED_PRECONDITION for a known item (expired, foreign), else NOT_FOUND."""
+        if item_id in self.pool or item_id in self._labeled or item_id in self._skipped:
+            return FailedPrecondition(f"lease {lease_id} on item {item_id} has expired or is not held")
+        return NotFound(f"no query for item {item_id} with lease {lease_id}")
+
     def _labeled_by_lease(self, lease_id: str) -> tuple[int, str, Future | None] | None:
         pending = self._pending.get(lease_id)
         if pending is not None:
@@ -309,9 +311,7 @@ class Coordinator:
         with self._lock:
             entry = self.pool.by_lease(lease_id)
             if entry is None:
-                if item_id in self.pool or item_id in self._labeled or item_id in self._skipped:
-                    raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired or is not held")
-                raise NotFound(f"no query for item {item_id} with lease {lease_id}")
+                raise self._no_lease_error(lease_id, item_id)
             if entry.candidate.item_id != item_id or entry.lease.annotator_id != annotator_id:
                 raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
             if skip:
@@ -430,6 +430,6 @@ class Coordinator:
             return Stats(
                 labeled=len(self._labeled), queued=self.pool.available_count, leased=self.pool.leased_count,
                 skipped=len(self._skipped), latest_model_version=latest.version if latest else 0,
-                models=len(self.registry.list()), last_seq=self._last_seq,
+                models=len(self.registry), last_seq=self._last_seq,
                 candidates_submitted=self._candidates_submitted, candidates_evicted=self._candidates_evicted,
                 labels_by_strategy=dict(self._by_strategy), pool_capacity=self.pool.capacity, mode=self.task.mode)

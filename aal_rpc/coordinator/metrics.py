@@ -5,6 +5,7 @@ server. Each coordinator has its own registry, served over HTTP by `serve`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import grpc
@@ -92,30 +93,28 @@ class _LatencyInterceptor(grpc.ServerInterceptor):
         method = details.method.rsplit("/", 1)[-1]
         h = self._h
 
+        @contextlib.contextmanager
+        def timer(context):
+            t0 = time.perf_counter()
+            code = "OK"
+            try:
+                yield
+            except Exception:
+                code = _code_name(context)
+                raise
+            finally:
+                h.labels(method, code).observe(time.perf_counter() - t0)
+
         def timed_unary(behavior):
             def run(request, context):
-                t0 = time.perf_counter()
-                code = "OK"
-                try:
+                with timer(context):
                     return behavior(request, context)
-                except Exception:
-                    code = _code_name(context)
-                    raise
-                finally:
-                    h.labels(method, code).observe(time.perf_counter() - t0)
             return run
 
         def timed_stream(behavior):
             def run(request, context):
-                t0 = time.perf_counter()
-                code = "OK"
-                try:
+                with timer(context):
                     yield from behavior(request, context)
-                except Exception:
-                    code = _code_name(context)
-                    raise
-                finally:
-                    h.labels(method, code).observe(time.perf_counter() - t0)
             return run
 
         kind = (handler.request_streaming, handler.response_streaming)

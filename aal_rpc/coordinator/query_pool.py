@@ -13,17 +13,9 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 
-from aal_rpc.types import Candidate
+from aal_rpc.types import Candidate, Lease
 
 PICK_ORDERS = ("fresh", "score", "random")
-
-
-@dataclass
-class Lease:
-    lease_id: str
-    annotator_id: str
-    leased_at: float
-    deadline: float
 
 
 @dataclass

@@ -7,6 +7,7 @@ files (written to a temporary name, synced, then renamed), and only the last `ke
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -42,6 +43,10 @@ class ModelRegistry:
     def latest(self) -> ModelInfo | None:
         with self._cv:
             return self._latest
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._models)
 
     def list(self) -> list[ModelInfo]:
         with self._cv:
@@ -112,7 +117,7 @@ class ModelRegistry:
             self._cache.pop(v, None)
             self._store.mark_blob_pruned(v)
             m = self._models[v]
-            self._models[v] = ModelInfo(**{**m.__dict__, "blob_available": False})
+            self._models[v] = dataclasses.replace(m, blob_available=False)
 
     def wait_newer(self, after_version: int, timeout: float) -> ModelInfo | None:
         """The latest model once it differs from `after_version`, waiting up to `timeout` seconds."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Task
+from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Payload, Provenance, Task
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,6 @@ _LABEL_COLUMNS = ("seq, item_id, lease_id, label, annotator_id, queued_at, lease
 
 
 @dataclass
-class StoredLease:
-    lease_id: str
-    owner: str
-    leased_at: float
-    deadline: float
-
-
-@dataclass
 class StoredState:
     """Everything the coordinator rebuilds its memory from after a restart."""
 
@@ -73,7 +65,7 @@ class StoredState:
     labeled_item_ids: list[str] = field(default_factory=list)
     labels_by_strategy: dict[str, int] = field(default_factory=dict)
     last_seq: int = 0
-    queries: list[tuple[Candidate, float, StoredLease | None]] = field(default_factory=list)
+    queries: list[tuple[Candidate, float, Lease | None]] = field(default_factory=list)
     skips: list[str] = field(default_factory=list)
     models: list[ModelInfo] = field(default_factory=list)
 
@@ -243,11 +235,11 @@ class SqliteStore:
 
         return self.submit(op)
 
-    def set_lease(self, item_id: str, lease: StoredLease | None) -> Future:
+    def set_lease(self, item_id: str, lease: Lease | None) -> Future:
         if lease is None:
             args = (None, None, None, None, item_id)
         else:
-            args = (lease.lease_id, lease.owner, lease.leased_at, lease.deadline, item_id)
+            args = (lease.lease_id, lease.annotator_id, lease.leased_at, lease.deadline, item_id)
         return self.submit(lambda c: c.execute(
             "UPDATE queries SET lease_id = ?, lease_owner = ?, leased_at = ?, lease_deadline = ? WHERE item_id = ?",
             args))
@@ -286,7 +278,7 @@ class SqliteStore:
                 "image_png, lease_id, lease_owner, leased_at, lease_deadline FROM queries"):
             cand = Candidate(r[0], Payload(r[6], r[7], tuple(json.loads(r[8])), r[9]),
                              Provenance(r[1], r[2], r[3], r[4]))
-            lease = StoredLease(r[10], r[11], r[12], r[13]) if r[10] else None
+            lease = Lease(r[10], r[11], r[12], r[13]) if r[10] else None
             state.queries.append((cand, r[5], lease))
         state.skips = [r[0] for r in c.execute("SELECT item_id FROM skips")]
         state.models = [_model_from_row(r) for r in c.execute(

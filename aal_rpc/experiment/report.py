@@ -35,6 +35,25 @@ def _fmt(m: float, s: float, digits: int = 3) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def _mean_curve(runs: list[dict], grid: np.ndarray) -> np.ndarray:
+    """Mean over runs of the best-informed accuracy at each label count of `grid`."""
+    return np.mean([[accuracy_at(r["curve"], g) for g in grid] for r in runs], axis=0)
+
+
+def _label_curve_axes(ax, title: str) -> None:
+    ax.set_xlabel("labels")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_report(doc: dict, *, out_md: Path, figures_dir: Path, notes: Path | None = None) -> None:
     figures_dir.mkdir(parents=True, exist_ok=True)
     sc = doc["scale_config"]
@@ -74,9 +93,7 @@ def write_report(doc: dict, *, out_md: Path, figures_dir: Path, notes: Path | No
         ax.set_ylabel("async accuracy")
         ax.legend(fontsize=8)
     fig.suptitle("(a) final accuracy, synchronous vs asynchronous (cf. paper Figure 3)")
-    fig.tight_layout()
-    fig.savefig(figures_dir / "a_sync_vs_async.png")
-    plt.close(fig)
+    _save(fig, figures_dir / "a_sync_vs_async.png")
     lines += ["## (a) Synchronous vs asynchronous accuracy (paper Figure 3)", "",
               f"![sync vs async]({rel(figures_dir / 'a_sync_vs_async.png')})", "",
               "| strategy | batch | sync accuracy | async accuracy | async − sync |", "|---|---|---|---|---|"]
@@ -102,9 +119,7 @@ def write_report(doc: dict, *, out_md: Path, figures_dir: Path, notes: Path | No
     ax.set_ylabel("mean annotator wait (ms, log)")
     ax.set_title("(b) annotator wait (cf. paper Figure 4)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(figures_dir / "b_wait.png")
-    plt.close(fig)
+    _save(fig, figures_dir / "b_wait.png")
     lines += ["## (b) Annotator wait, synchronous vs asynchronous (paper Figure 4)", "",
               f"![wait]({rel(figures_dir / 'b_wait.png')})", "",
               "Wait = time from submitting a label (or first asking) to holding the next query, averaged over "
@@ -145,42 +160,30 @@ def write_report(doc: dict, *, out_md: Path, figures_dir: Path, notes: Path | No
               "and final accuracy.", "",
               "| batch | method | labels to target | final accuracy |", "|---|---|---|---|"]
     for ax, b in zip(np.atleast_1d(axes), sc["cm_batch_sizes"]):
+        grid = np.linspace(b, sc["cm_budget"], 12).round().astype(int)
         for method in ("cluster_margin", "margin", "random"):
             runs = [r for r in d if r["method"] == method and r["batch"] == b]
             need = _mean_std((labels_to_reach(r["curve"], sc["target_accuracy"]) or sc["cm_budget"]) for r in runs)
             fin = _mean_std(r["final_accuracy"] for r in runs)
             lines.append(f"| {b} | {method} | {_fmt(*need, 0)} | {_fmt(*fin)} |")
-            grid = np.linspace(b, sc["cm_budget"], 12).round().astype(int)
-            ys = np.mean([[accuracy_at(r["curve"], g) for g in grid] for r in runs], axis=0) if runs else []
-            ax.plot(grid, ys, marker="o", ms=3, label=method)
-        ax.set_title(f"batch {b}")
-        ax.set_xlabel("labels")
-        ax.set_ylabel("accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            if runs:
+                ax.plot(grid, _mean_curve(runs, grid), marker="o", ms=3, label=method)
+        _label_curve_axes(ax, f"batch {b}")
     fig.suptitle("(d) Cluster-Margin vs margin vs random")
-    fig.tight_layout()
-    fig.savefig(figures_dir / "d_cluster_margin.png")
-    plt.close(fig)
+    _save(fig, figures_dir / "d_cluster_margin.png")
     lines += ["", f"![cluster margin]({rel(figures_dir / 'd_cluster_margin.png')})", ""]
 
     # (e) curves, one server -----------------------------------------------------------------------------
     e = [r for r in res if (r["study"] == "c" and r["servers"] == 1) or r["study"] == "e"]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     grid = np.linspace(sc["budget"] / 10, sc["budget"], 10).round().astype(int)
-    curves = defaultdict(list)
+    by_method = defaultdict(list)
     for r in e:
-        curves[r["method"]].append([accuracy_at(r["curve"], g) for g in grid])
-    for method, ys in sorted(curves.items()):
-        ax.plot(grid, np.mean(ys, axis=0), marker="o", ms=3, label=method)
-    ax.set_xlabel("labels")
-    ax.set_ylabel("accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("(e) accuracy curves, one server (cf. paper Figure 2)")
-    fig.tight_layout()
-    fig.savefig(figures_dir / "e_curves.png")
-    plt.close(fig)
+        by_method[r["method"]].append(r)
+    for method, runs in sorted(by_method.items()):
+        ax.plot(grid, _mean_curve(runs, grid), marker="o", ms=3, label=method)
+    _label_curve_axes(ax, "(e) accuracy curves, one server (cf. paper Figure 2)")
+    _save(fig, figures_dir / "e_curves.png")
     lines += ["## (e) Accuracy curves with one server (paper Figure 2)", "",
               f"![curves]({rel(figures_dir / 'e_curves.png')})", ""]
 

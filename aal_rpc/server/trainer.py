@@ -53,7 +53,6 @@ class Trainer:
         self._stream = None
         self._model: torch.nn.Module | None = None
         self.rounds = 0
-        self.published: list[int] = []
 
     # -- following L ----------------------------------------------------------------------------------
 
@@ -118,6 +117,5 @@ class Trainer:
                                         trained_seq=seq, num_labels=len(y), architecture=self.task.architecture,
                                         metrics=metrics)
         self.rounds += 1
-        self.published.append(info.version)
         log.info("%s published v%d: %d labels, accuracy %.4f, %.2fs", cfg.server_id, info.version, len(y),
                  metrics.get("accuracy", float("nan")), metrics["train_seconds"])

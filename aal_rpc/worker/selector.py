@@ -60,7 +60,6 @@ class Selector:
         self._labeled_seq = 0
         self._stop = threading.Event()
         self._demand_left = 0
-        self.submitted = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -103,7 +102,6 @@ class Selector:
         candidates = [(self.item_ids[r], self._payload(r), float(s)) for r, s in zip(chosen, sel.scores)]
         out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=strategy.name,
                                             model_version=self.version, candidates=candidates)
-        self.submitted += out.accepted + out.refreshed
         if out.accepted + out.refreshed == len(candidates):  # all taken: S may want more right away
             self._demand_left = demand - len(candidates)
         log.debug("%s submitted %d (accepted %d, rejected %d) from v%d", self.config.worker_id, len(candidates),
