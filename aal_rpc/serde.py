@@ -1,18 +1,21 @@
 """Translation between domain records (aal_rpc.types) and aal.v1 messages, in paired x_to_proto / x_from_proto.
 
-Also the weight format: safetensors bytes, never pickle.
+Also the weight format: safetensors bytes, never pickle. torch is imported only by the weight functions, so
+annotation tools that use the clients do not need it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from aal_rpc.errors import InvalidArgument
 from aal_rpc.proto.v1 import common_pb2
 from aal_rpc.types import LabeledRecord, ModelInfo, Payload, Provenance, Task
+
+if TYPE_CHECKING:
+    import torch
 
 ALLOWED_DTYPES = frozenset({"float32", "float64", "float16", "uint8", "int64", "int32"})
 
@@ -92,11 +95,15 @@ def model_info_from_proto(msg: common_pb2.ModelInfo) -> ModelInfo:
 
 def weights_to_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
     """A state dict as safetensors bytes."""
+    from safetensors.torch import save as st_save
+
     return st_save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()})
 
 
 def weights_from_bytes(data: bytes, expected: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
     """Parse safetensors bytes (never pickle) and, when given, check names and shapes against `expected`."""
+    from safetensors.torch import load as st_load
+
     try:
         state = st_load(bytes(data))
     except Exception as exc:  # safetensors raises its own error types for malformed headers

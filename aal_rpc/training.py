@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,18 +13,28 @@ INFERENCE_BATCH = 1024
 
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int = 32,
-          lr: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu") -> float:
-    """Train in place with Adam; return the mean loss of the last epoch."""
+          lr: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu",
+          min_steps: int = 0, should_stop: Callable[[], bool] = lambda: False) -> float:
+    """Train in place with Adam; return the mean loss of the last epoch.
+
+    `min_steps` repeats epochs until at least that many optimizer steps were taken: a fixed compute budget per
+    round, so a round costs about the same on 20 labels as on 2,000 (as training on a large pool does).
+    `should_stop` is asked before each step; when it says yes, training ends where it is.
+    """
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.int64)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     last = 0.0
-    for _ in range(epochs):
+    steps_per_epoch = max(1, -(-len(xt) // batch_size))
+    for _ in range(max(epochs, -(-min_steps // steps_per_epoch))):
         order = torch.randperm(len(xt), generator=gen)
         total, n = 0.0, 0
         for start in range(0, len(xt), batch_size):
+            if should_stop():
+                model.eval()
+                return last
             idx = order[start:start + batch_size]
             xb, yb = xt[idx].to(device), yt[idx].to(device)
             opt.zero_grad(set_to_none=True)

@@ -10,6 +10,7 @@ from PIL import Image
 from aal_rpc import _vision
 from aal_rpc.data import load_dataset, render_png
 from aal_rpc.models import ARCHITECTURES, build_model, expected_shapes
+from aal_rpc.training import train
 from aal_rpc.types import shard_of
 
 
@@ -91,3 +92,35 @@ def test_png_payload_is_a_real_image():
     assert img.size == (8, 8)
     assert np.asarray(img)[7, 7] == 255
     assert render_png(np.zeros(5, np.float32)) == b""
+
+
+def _count_steps(model):
+    """Count optimizer steps by counting forward passes in training mode."""
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(m.training))
+    return calls
+
+
+def test_min_steps_repeats_epochs_and_should_stop_ends_training():
+    ds = load_dataset("digits")
+    x, y = ds.x_pool[:40], ds.y_pool[:40]  # 2 steps an epoch at batch 32
+    model = build_model("cnn", ds.input_shape, ds.num_classes)
+    calls = _count_steps(model)
+    train(model, x, y, epochs=1, min_steps=7)
+    assert sum(calls) == 8  # ceil(7 / 2) = 4 epochs
+    calls.clear()
+    train(model, x, y, epochs=3)
+    assert sum(calls) == 6
+    calls.clear()
+    asked = iter(range(100))
+    train(model, x, y, epochs=50, should_stop=lambda: next(asked) >= 3)
+    assert sum(calls) == 3 and not model.training
+
+
+def test_client_library_does_not_need_torch():
+    """Annotation tools import the clients; they must not pull in torch (hundreds of MB, seconds to import)."""
+    import subprocess
+    import sys
+
+    code = "import sys, aal_rpc.client, aal_rpc.cli.annotate; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

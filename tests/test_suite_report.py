@@ -23,7 +23,7 @@ def test_curve_metrics():
 
 def test_plan_covers_every_study_and_repeats_seeds(tmp_path):
     runs = plan(SCALES["small"], seeds=2, out=tmp_path)
-    assert {r.study for r in runs} == {"a", "c", "d", "e"}
+    assert {r.study for r in runs} == {"a", "c", "d", "e", "f"}
     assert len({r.run_id for r in runs}) == len(runs)
     a = [r for r in runs if r.study == "a"]
     assert len(a) == 2 * 3 * 3 * 2 and {r.config.mode for r in a} == {"sync", "async"}
@@ -32,6 +32,10 @@ def test_plan_covers_every_study_and_repeats_seeds(tmp_path):
     assert c[0].config.strategies == ["entropy", "least_confidence", "margin"]
     d = [r for r in runs if r.study == "d"]
     assert {r.config.strategies[0] for r in d} == {"cluster_margin", "margin", "random"}
+    f = [r for r in runs if r.study == "f"]
+    assert {r.config.mode for r in f} == {"sync", "async"}
+    assert {r.config.min_steps for r in f} == {SCALES["small"].slow_min_steps} and all(r.config.min_steps == 0 for r in a)
+    assert not [r for r in plan(SCALES["paper"], seeds=1, out=tmp_path) if r.study == "f"]
 
 
 def test_report_writes_tables_and_figures(tmp_path):
@@ -44,16 +48,18 @@ def test_report_writes_tables_and_figures(tmp_path):
                         "wait_mean": 0.5 if r.config.mode == "sync" else 0.002, "wait_p99": 1.0, "labels": budget,
                         "labels_by_strategy": {}, "seconds": 1.0})
     doc = {"scale": "small", "scale_config": {**sc.__dict__, "batch_sizes": list(sc.batch_sizes),
-                                              "cm_batch_sizes": list(sc.cm_batch_sizes)},
+                                              "cm_batch_sizes": list(sc.cm_batch_sizes),
+                                              "slow_batch_sizes": list(sc.slow_batch_sizes)},
            "seeds": 2, "results": results, "seconds": 60.0}
     notes = tmp_path / "notes.md"
     notes.write_text("Our reading.")
     md = tmp_path / "docs" / "RESULTS.md"
     write_report(doc, out_md=md, figures_dir=tmp_path / "docs" / "figures", notes=notes)
     text = md.read_text()
-    for heading in ("(a)", "(b)", "(c)", "(d)", "(e)", "Reading"):
+    for heading in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "Reading"):
         assert f"## {heading}" in text
     assert "250×" in text  # 0.5 s / 2 ms
+    assert "| 10 | 500.0 ± 0.0 | 2.00 ± 0.00 | 250× | 0.905 ± 0.005 | 0.905 ± 0.005 | +0.000 |" in text  # (f)
     assert "0.819 / 0.832 / 0.841" in text  # the paper's Table 1 beside ours
     for png in ("a_sync_vs_async", "b_wait", "d_cluster_margin", "e_curves"):
         assert f"figures/{png}.png" in text

@@ -14,6 +14,8 @@ from aal_rpc.server import Trainer, TrainerConfig
 @coordinator_option
 @click.option("--server-id", default=None, help="Name in the registry (default: server-HOST-PID).")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--min-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Optimizer steps per round at least; epochs repeat until then (a fixed compute per round).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Minibatch size.")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--warm-start/--from-scratch", default=False, show_default=True,
@@ -26,12 +28,13 @@ from aal_rpc.server import Trainer, TrainerConfig
 @threads_option
 @security_options
 @log_level_option
-def main(coordinator, server_id, epochs, batch_size, lr, warm_start, min_new_labels, max_rounds, seed, device,
+def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, min_new_labels, max_rounds, seed, device,
          threads, security):
     """Run a server (trainer)."""
     set_threads(threads)
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
-                           warm_start=warm_start, seed=seed, device=device, min_new_labels=min_new_labels)
+                           warm_start=warm_start, seed=seed, device=device, min_new_labels=min_new_labels,
+                           min_steps=min_steps)
     with CoordinatorClient(coordinator, security=security) as client:
         trainer = Trainer(client, config)
         on_termination(trainer.stop)

@@ -39,6 +39,7 @@ class ExperimentConfig:
     batch_size: int = 20
     annotator_delay: float = 0.5
     epochs: int = 20
+    min_steps: int = 0  # optimizer steps per training round at least
     pool_capacity: int = 0  # 0: 2 x workers x batch size
     pick: str = "fresh"
     warm_start: bool = False
@@ -75,6 +76,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
         for i in range(cfg.servers):
             procs.start(f"server-{i}", command(
                 "server", "--coordinator", address, "--server-id", f"server-{i}", "--epochs", cfg.epochs,
+                "--min-steps", cfg.min_steps,
                 "--seed", cfg.seed * 1000 + i, "--threads", cfg.threads, "--device", cfg.device,
                 "--warm-start" if cfg.warm_start else "--from-scratch"))
         for j, strategy in enumerate(strategies):

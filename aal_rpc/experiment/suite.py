@@ -7,6 +7,7 @@ Studies:
   (c) 1, 2 and 4 servers for entropy, least confidence, margin and the AAL mix      -> Table 1
   (d) cluster_margin vs margin vs random at growing batch sizes (sync batch mode)   -> labels to a target
   (e) accuracy curves of every method with one server                               -> Figure 2
+  (f) sync vs async again, where each training round takes seconds (--min-steps)    -> wait ratio and accuracy
 
 Runs are resumable: a run whose summary.json exists with the same configuration is not run again.
 """
@@ -40,17 +41,20 @@ class Scale:
     epochs: int
     device: str
     target_accuracy: float  # study (d): labels needed to reach this
+    slow_min_steps: int  # study (f): optimizer steps per training round, so that a round takes seconds
+    slow_batch_sizes: tuple[int, ...]  # study (f)
 
 
 SCALES = {
-    # The embedded digits data on 2 CPU cores: 80 runs with 2 seeds, about 33 minutes (the aim is under 30).
+    # The embedded digits data on 2 CPU cores: 84 runs with 2 seeds, under 30 minutes.
     "small": Scale(dataset="digits", model="cnn", budget=150, batch_sizes=(10, 25, 50), cm_batch_sizes=(25, 50, 100),
-                   cm_budget=300, workers=3, annotators=8, annotator_delay=0.2, epochs=15, device="cpu",
-                   target_accuracy=0.93),
+                   cm_budget=200, workers=3, annotators=8, annotator_delay=0.2, epochs=15, device="cpu",
+                   target_accuracy=0.93, slow_min_steps=300, slow_batch_sizes=(10,)),
     # The paper's setting (CIFAR-10 / VGG-16, 10 workers, batch sizes 1000-5000); needs a GPU and the data.
     "paper": Scale(dataset="cifar10:data/cifar10", model="vgg16", budget=20000, batch_sizes=(1000, 2500, 5000),
                    cm_batch_sizes=(1000, 2500, 5000), cm_budget=20000, workers=10, annotators=64,
-                   annotator_delay=1.0, epochs=20, device="cuda", target_accuracy=0.75),
+                   annotator_delay=1.0, epochs=20, device="cuda", target_accuracy=0.75, slow_min_steps=0,
+                   slow_batch_sizes=()),
 }
 
 
@@ -81,6 +85,11 @@ def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None) -> 
             for servers in (1, 2, 4):
                 runs.append(Run("c", {"method": method, "servers": servers, "seed": seed}, replace(
                     base, servers=servers, strategies=strategies, assign="random", batch_size=scale.batch_sizes[0],
+                    seed=seed)))
+        for b in scale.slow_batch_sizes:
+            for mode in ("sync", "async"):
+                runs.append(Run("f", {"strategy": "entropy", "batch": b, "mode": mode, "seed": seed}, replace(
+                    base, mode=mode, servers=1, strategies=["entropy"], batch_size=b, min_steps=scale.slow_min_steps,
                     seed=seed)))
         runs.append(Run("e", {"method": "random", "servers": 1, "seed": seed}, replace(
             base, servers=1, strategies=["random"], batch_size=scale.batch_sizes[0], seed=seed)))

@@ -37,6 +37,7 @@ class TrainerConfig:
     seed: int = 0
     device: str = "cpu"
     min_new_labels: int = 1  # train again once this many labels arrived since the last round
+    min_steps: int = 0  # optimizer steps per round at least (epochs repeat until then)
 
 
 class Trainer:
@@ -110,7 +111,9 @@ class Trainer:
             torch.manual_seed(cfg.seed + self.rounds)
             self._model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
         train(self._model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-              seed=cfg.seed + self.rounds, device=cfg.device)
+              seed=cfg.seed + self.rounds, device=cfg.device, min_steps=cfg.min_steps, should_stop=self._stop.is_set)
+        if self._stop.is_set():  # stopped mid-round: these weights are half-trained, publish nothing
+            return
         metrics = evaluate(self._model, self.dataset.x_test, self.dataset.y_test, device=cfg.device)
         metrics["train_seconds"] = time.monotonic() - t0
         info = self.client.upload_model(weights_to_bytes(self._model.state_dict()), server_id=cfg.server_id,
