@@ -182,10 +182,10 @@ def test_concurrent_submissions_all_land_exactly_once(make_coordinator):
     assert len({r.item_id for r in records}) == 200
 
 
-def test_sync_mode_releases_a_batch_then_waits_for_a_model_trained_on_all_labels(make_coordinator):
+def test_sync_mode_releases_a_batch_then_waits_for_a_model_trained_on_all_labels(make_embedded_coordinator):
     from dataclasses import replace
     from tests.test_registry import publish, weights
-    c = make_coordinator(task=replace(TASK, mode="sync", batch_size=3))
+    c = make_embedded_coordinator(task=replace(TASK, mode="sync", batch_size=3))
     submit(c, ["1", "2"])
     assert c.lease("a") is None  # fewer than a batch of candidates: the first round is not open yet
     submit(c, ["3", "4", "5"])
@@ -207,24 +207,24 @@ def test_sync_mode_releases_a_batch_then_waits_for_a_model_trained_on_all_labels
     assert submit(c, ["13"], version=1).rejected == 1
 
 
-def test_sync_mode_resumes_mid_round_after_restart(make_coordinator):
+def test_sync_mode_resumes_mid_round_after_restart(make_embedded_coordinator):
     from dataclasses import replace
     task = replace(TASK, mode="sync", batch_size=4)
-    c = make_coordinator(task=task)
+    c = make_embedded_coordinator(task=task)
     submit(c, [str(i) for i in range(6)])
     label_one(c)
     label_one(c)
     c.close()
-    c2 = make_coordinator(task=task)
+    c2 = make_embedded_coordinator(task=task)
     assert [c2.lease(f"a{i}") is not None for i in range(3)] == [True, True, False]
 
 
-def test_online_backup_restores_everything(make_coordinator, tmp_path):
+def test_online_backup_restores_everything(make_embedded_coordinator, tmp_path):
     from aal_rpc.coordinator.backup import backup
     from aal_rpc.coordinator.core import Coordinator
     from aal_rpc.coordinator.store import SqliteStore
     from tests.test_registry import publish, weights
-    c = make_coordinator()
+    c = make_embedded_coordinator()
     submit(c, [str(i) for i in range(5)])
     label_one(c)
     label_one(c)

@@ -21,15 +21,13 @@ def weights(seed=0, **override):
 
 
 def publish(c, data, *, labels, server="s"):
-    return c.publish_model(data=data, server_id=server, trained_seq=labels, num_labels=labels, architecture="mlp",
+    return c.publish_model(data=data, server_id=server, trained_seq=0, num_labels=labels, architecture="mlp",
                            metrics={"accuracy": 0.5}, sha256=sha256_hex(data))
 
 
 @pytest.fixture
 def coordinator(make_coordinator):
-    c = make_coordinator(CoordinatorConfig(keep_models=2))
-    c._last_seq = 100  # as if 100 labels had arrived, so trained_seq values up to it are plausible
-    return c
+    return make_coordinator(CoordinatorConfig(keep_models=2))
 
 
 def test_latest_means_most_labels_then_newest(coordinator):
@@ -52,8 +50,8 @@ def test_mismatched_shapes_are_refused_and_registry_unchanged(coordinator):
         publish(coordinator, missing, labels=1)
     with pytest.raises(InvalidArgument, match="safetensors"):
         publish(coordinator, b"\x80\x04not safetensors", labels=1)
-    assert coordinator.registry.list() == []
-    assert not list(coordinator.store.blob_dir.iterdir())
+    assert coordinator.registry.list() == [] and coordinator.registry.latest() is None
+    assert coordinator.store.read_blob(1) is None
 
 
 def test_only_the_last_blobs_are_kept_but_latest_never_pruned(coordinator):

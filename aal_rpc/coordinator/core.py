@@ -19,17 +19,16 @@ from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.coordinator.sync_rounds import SyncRounds
-from aal_rpc.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from aal_rpc.coordinator.validation import (check_candidates, check_label, check_lease_ids, check_lease_request,
+                                            check_publish, check_shard_request, check_wait)
+from aal_rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from aal_rpc.models import expected_shapes
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
 log = logging.getLogger(__name__)
 
-MAX_WAIT_SECONDS = 60.0  # longest long poll a client may ask for; it simply asks again
-MAX_LEASE_SECONDS = 24 * 3600.0
 STREAM_PAGE = 256  # labels read from the store per page of a StreamLabels / ExportLabels call
 SHARD_PAGE = 50_000  # labeled ids per GetShardState answer
-MAX_ID_CHARS = 256
 EVERY_VERSION = 2 ** 62  # "older than this" matches every candidate
 
 
@@ -74,13 +73,6 @@ class ShardState:
     labeled_through_seq: int
     more: bool
     demand: int
-
-
-def _check_id(name: str, value: str) -> None:
-    if not value:
-        raise InvalidArgument(f"{name} is required")
-    if len(value) > MAX_ID_CHARS:
-        raise InvalidArgument(f"{name} is longer than {MAX_ID_CHARS} characters")
 
 
 class Observer:
@@ -173,11 +165,7 @@ class Coordinator:
 
     def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0) -> Query | None:
         """Lease the next query, waiting up to `wait_seconds` for one; None if none came."""
-        _check_id("annotator_id", annotator_id)
-        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
-            raise InvalidArgument(f"wait_seconds must lie in [0, {MAX_WAIT_SECONDS}]")
-        if not 0 <= lease_seconds <= MAX_LEASE_SECONDS:
-            raise InvalidArgument(f"lease_seconds must lie in [0, {MAX_LEASE_SECONDS}]")
+        check_lease_request(annotator_id, wait_seconds, lease_seconds)
         lease_seconds = lease_seconds or self.config.lease_seconds
         deadline = time.monotonic() + wait_seconds
         with self._lock:
@@ -234,11 +222,7 @@ class Coordinator:
 
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         """Record a label; returns (seq, duplicate) once it is on disk. Idempotent per lease."""
-        _check_id("lease_id", lease_id)
-        _check_id("item_id", item_id)
-        _check_id("annotator_id", annotator_id)
-        if not 0 <= label < self.task.num_classes:
-            raise InvalidArgument(f"label {label} is outside the class range [0, {self.task.num_classes})")
+        check_label(self.task, lease_id, item_id, label, annotator_id)
         with self._lock:
             entry = self.pool.by_lease(lease_id)
             done = self._labeled_by_lease(lease_id) if entry is None else None
@@ -305,9 +289,7 @@ class Coordinator:
 
     def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool) -> None:
         """Give a leased query back to S, or (skip) drop it as unlabelable."""
-        _check_id("lease_id", lease_id)
-        _check_id("item_id", item_id)
-        _check_id("annotator_id", annotator_id)
+        check_lease_ids(lease_id, item_id, annotator_id)
         with self._lock:
             entry = self.pool.by_lease(lease_id)
             if entry is None:
@@ -346,13 +328,9 @@ class Coordinator:
 
     def publish_model(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
                       metrics: dict[str, float], sha256: str) -> ModelInfo:
-        _check_id("server_id", server_id)
-        if architecture != self.task.architecture:
-            raise InvalidArgument(f"architecture {architecture!r} is not the task's {self.task.architecture!r}")
-        if trained_seq < 0 or num_labels < 0 or trained_seq > self._last_seq:
-            raise InvalidArgument(f"trained_seq {trained_seq} must lie in [0, {self._last_seq}]")
-        if len(data) > self.config.max_weight_bytes:
-            raise ResourceExhausted(f"weights exceed {self.config.max_weight_bytes} bytes")
+        check_publish(self.task, server_id=server_id, architecture=architecture, trained_seq=trained_seq,
+                      num_labels=num_labels, last_seq=self._last_seq, size=len(data),
+                      max_bytes=self.config.max_weight_bytes)
         info = self.registry.publish(data=data, server_id=server_id, trained_seq=trained_seq,
                                      num_labels=num_labels, architecture=architecture, metrics=metrics,
                                      sha256=sha256)
@@ -366,15 +344,7 @@ class Coordinator:
 
     def submit_candidates(self, *, worker_id: str, strategy: str, model_version: int,
                           candidates: list[Candidate]) -> SubmitOutcome:
-        _check_id("worker_id", worker_id)
-        _check_id("strategy", strategy)
-        if model_version < 0:
-            raise InvalidArgument("model_version must be non-negative")
-        for c in candidates:
-            _check_id("item_id", c.item_id)
-            if tuple(c.payload.shape) != tuple(self.task.input_shape):
-                raise InvalidArgument(f"item {c.item_id}: payload shape {tuple(c.payload.shape)} is not the "
-                                      f"task's input shape {tuple(self.task.input_shape)}")
+        check_candidates(self.task, worker_id, strategy, model_version, candidates)
         counts = Counter()
         rows, evicted_all = [], []
         with self._lock:
@@ -401,10 +371,7 @@ class Coordinator:
 
     def shard_state(self, *, shard_index: int, num_shards: int, labeled_after_seq: int,
                     model_version: int) -> ShardState:
-        if num_shards < 1 or not 0 <= shard_index < num_shards:
-            raise InvalidArgument(f"shard {shard_index} of {num_shards} does not exist")
-        if labeled_after_seq < 0:
-            raise InvalidArgument("labeled_after_seq must be non-negative")
+        check_shard_request(shard_index, num_shards, labeled_after_seq)
         mine = lambda item_id: shard_of(item_id, num_shards) == shard_index  # noqa: E731
         rows = self.store.label_ids_after(labeled_after_seq, SHARD_PAGE)
         through = rows[-1][0] if rows else labeled_after_seq
@@ -418,8 +385,7 @@ class Coordinator:
         return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, share)
 
     def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
-        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
-            raise InvalidArgument(f"wait_seconds must lie in [0, {MAX_WAIT_SECONDS}]")
+        check_wait(wait_seconds)
         return self.registry.wait_newer(after_version, wait_seconds)
 
     # -- admin ----------------------------------------------------------------------------------------

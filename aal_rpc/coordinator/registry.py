@@ -1,17 +1,15 @@
 """The model registry: versioned weights uploaded by the servers, with their provenance and metrics.
 
-Weights are checked against the task's architecture before they get a version, stored as safetensors
-files (written to a temporary name, synced, then renamed), and only the last `keep` blobs are kept.
+Weights are checked against the task's architecture before they get a version, stored through the
+store (safetensors bytes), and only the last `keep` blobs are kept.
 "Latest" means trained on the most labels, newest on a tie.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
-from pathlib import Path
 
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.errors import NotFound
@@ -27,18 +25,12 @@ class ModelRegistry:
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self._store = store
-        self._blob_dir = store.blob_dir
         self._expected = expected_shapes
         self._keep = keep
         self._cv = threading.Condition()
         self._models: dict[int, ModelInfo] = {m.version: m for m in models}
         self._latest: ModelInfo | None = max(self._models.values(), key=ModelInfo.freshness, default=None)
         self._cache: dict[int, bytes] = {}
-        for tmp in self._blob_dir.glob("*.tmp"):  # partial uploads of a crashed run
-            tmp.unlink(missing_ok=True)
-
-    def blob_path(self, version: int) -> Path:
-        return self._blob_dir / f"v{version:08d}.safetensors"
 
     def latest(self) -> ModelInfo | None:
         with self._cv:
@@ -67,10 +59,9 @@ class ModelRegistry:
             cached = self._cache.get(m.version)
         if cached is not None:
             return m, cached
-        try:
-            data = self.blob_path(m.version).read_bytes()
-        except FileNotFoundError:
-            raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)") from None
+        data = self._store.read_blob(m.version)
+        if data is None:
+            raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)")
         self._remember(m.version, data)
         return m, data
 
@@ -85,35 +76,27 @@ class ModelRegistry:
                 metrics: dict[str, float], sha256: str) -> ModelInfo:
         """Validate and store weights; returns the new entry. Raises InvalidArgument, registry unchanged."""
         weights_from_bytes(data, self._expected)
-        tmp = self._blob_dir / f"upload-{threading.get_ident()}-{time.monotonic_ns()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            with self._cv:
-                version = max(self._models, default=0) + 1
-                info = ModelInfo(version=version, server_id=server_id, trained_seq=trained_seq,
-                                 num_labels=num_labels, architecture=architecture, metrics=dict(metrics),
-                                 created_at=time.time(), size_bytes=len(data), sha256=sha256)
-                os.replace(tmp, self.blob_path(version))
-                self._store.insert_model(info).result()
-                self._models[version] = info
-                self._remember(version, data)
-                if self._latest is None or info.freshness() > self._latest.freshness():
-                    self._latest = info
-                self._prune()
-                self._cv.notify_all()
-                return info
-        finally:
-            tmp.unlink(missing_ok=True)
+        with self._cv:
+            version = max(self._models, default=0) + 1
+            info = ModelInfo(version=version, server_id=server_id, trained_seq=trained_seq,
+                             num_labels=num_labels, architecture=architecture, metrics=dict(metrics),
+                             created_at=time.time(), size_bytes=len(data), sha256=sha256)
+            self._store.write_blob(version, data)
+            self._store.insert_model(info).result()
+            self._models[version] = info
+            self._remember(version, data)
+            if self._latest is None or info.freshness() > self._latest.freshness():
+                self._latest = info
+            self._prune()
+            self._cv.notify_all()
+            return info
 
     def _prune(self) -> None:
         with_blobs = [v for v in sorted(self._models) if self._models[v].blob_available]
         for v in with_blobs[:-self._keep]:
             if self._latest is not None and v == self._latest.version:
                 continue
-            self.blob_path(v).unlink(missing_ok=True)
+            self._store.delete_blob(v)
             self._cache.pop(v, None)
             self._store.mark_blob_pruned(v)
             m = self._models[v]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -76,6 +77,8 @@ class SqliteStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.blob_dir = self.data_dir / "models"
         self.blob_dir.mkdir(exist_ok=True)
+        for tmp in self.blob_dir.glob("*.tmp"):  # partial uploads of a crashed run
+            tmp.unlink(missing_ok=True)
         self.path = self.data_dir / "aal.sqlite3"
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -261,6 +264,32 @@ class SqliteStore:
 
     def mark_blob_pruned(self, version: int) -> Future:
         return self.submit(lambda c: c.execute("UPDATE models SET blob_available = 0 WHERE version = ?", (version,)))
+
+    # -- weight blobs: files beside the database ------------------------------------------------------
+
+    def _blob_path(self, version: int) -> Path:
+        return self.blob_dir / f"v{version:08d}.safetensors"
+
+    def write_blob(self, version: int, data: bytes) -> None:
+        """Durably store a version's weights (written to a temporary name, synced, then renamed)."""
+        tmp = self.blob_dir / f"upload-{threading.get_ident()}-{version}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._blob_path(version))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_blob(self, version: int) -> bytes | None:
+        try:
+            return self._blob_path(version).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete_blob(self, version: int) -> None:
+        self._blob_path(version).unlink(missing_ok=True)
 
     # -- reads ----------------------------------------------------------------------------------------
 

@@ -1,0 +1,579 @@
+"""The PostgreSQL store: the coordinator's whole state in one database, so several coordinator replicas can
+serve behind one Service (`aal-coordinator --store postgresql://...`).
+
+The database is the only authority; a replica keeps nothing in memory but caches of immutable things
+(weight blobs by version). How the invariants hold across replicas:
+
+- leases are taken with row locks (`FOR UPDATE SKIP LOCKED`): two replicas never hand out the same query,
+  and an expired lease is simply a row that may be taken again;
+- a label is recorded in one transaction that locks its query row, inserts into L and deletes from S; the
+  lease id is UNIQUE in L, so a retried submission is recognised on any replica, and item ids are UNIQUE in
+  L, so no item is labeled twice;
+- sequence numbers come from database sequences. Writes that add to L or S hold one transaction-scoped
+  advisory lock, so label sequence numbers become visible in order (a trainer streaming L after seq n never
+  skips a label that commits late) and a candidate cannot slip into S while its item is being labeled;
+- weight blobs live in the database (bytea), next to their registry row, written in the same transaction;
+- every write that can end a long poll sends NOTIFY aal_events; each replica LISTENs and wakes its waiters.
+
+The same record-level contract as the SQLite store (tests/test_store_contract.py runs on both) plus the
+atomic operations the shared-database coordinator (aal_rpc/coordinator/shared.py) is built on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aal_rpc.coordinator.store import StoredState
+from aal_rpc.errors import FailedPrecondition, NotFound
+from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Payload, Provenance, Task
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "aal_events"
+SCHEMA_LOCK = 0x4161_6C01  # advisory lock keys ("Aal" + n)
+POOL_LOCK = 0x4161_6C02
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE SEQUENCE IF NOT EXISTS label_seq",
+    "CREATE SEQUENCE IF NOT EXISTS model_version_seq",
+    """CREATE TABLE IF NOT EXISTS labels (
+        seq BIGINT PRIMARY KEY, item_id TEXT NOT NULL UNIQUE, lease_id TEXT NOT NULL UNIQUE,
+        label INTEGER NOT NULL, annotator_id TEXT NOT NULL,
+        queued_at DOUBLE PRECISION NOT NULL, leased_at DOUBLE PRECISION NOT NULL,
+        labeled_at DOUBLE PRECISION NOT NULL,
+        worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version BIGINT NOT NULL,
+        score DOUBLE PRECISION NOT NULL,
+        tensor BYTEA NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BYTEA NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS queries (
+        item_id TEXT PRIMARY KEY, shard_key BIGINT NOT NULL,
+        worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version BIGINT NOT NULL,
+        score DOUBLE PRECISION NOT NULL, queued_at DOUBLE PRECISION NOT NULL,
+        tensor BYTEA NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BYTEA NOT NULL,
+        lease_id TEXT UNIQUE, lease_owner TEXT, leased_at DOUBLE PRECISION, lease_deadline DOUBLE PRECISION)""",
+    "CREATE INDEX IF NOT EXISTS queries_fresh ON queries (model_version DESC, score DESC)",
+    "CREATE INDEX IF NOT EXISTS queries_score ON queries (score DESC)",
+    """CREATE TABLE IF NOT EXISTS skips (
+        item_id TEXT PRIMARY KEY, shard_key BIGINT NOT NULL, annotator_id TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS models (
+        version BIGINT PRIMARY KEY, server_id TEXT NOT NULL, trained_seq BIGINT NOT NULL,
+        num_labels BIGINT NOT NULL, architecture TEXT NOT NULL, metrics TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL, size_bytes BIGINT NOT NULL, sha256 TEXT NOT NULL,
+        blob_available BOOLEAN NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS models_fresh ON models (num_labels DESC, version DESC)",
+    "CREATE TABLE IF NOT EXISTS model_blobs (version BIGINT PRIMARY KEY, data BYTEA NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    "INSERT INTO counters (name, value) VALUES ('candidates_submitted', 0), ('candidates_evicted', 0) "
+    "ON CONFLICT DO NOTHING",
+]
+
+_QUERY_COLUMNS = ("item_id, worker_id, strategy, model_version, score, queued_at, tensor, dtype, shape, image_png, "
+                  "lease_id, lease_owner, leased_at, lease_deadline")
+_LABEL_COLUMNS = ("seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
+                  "worker_id, strategy, model_version, score")
+_MODEL_COLUMNS = ("version, server_id, trained_seq, num_labels, architecture, metrics, created_at, size_bytes, "
+                  "sha256, blob_available")
+# "available": not leased, or leased past its deadline (an expired lease needs no reaper to end it)
+_AVAILABLE = "(lease_id IS NULL OR lease_deadline <= %(now)s)"
+_PICK_ORDER = {"fresh": "model_version DESC, score DESC", "score": "score DESC", "random": "random()"}
+
+
+def _import_psycopg():
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError("the PostgreSQL store needs psycopg: pip install 'aal-rpc[postgres]'") from exc
+    return psycopg, psycopg_pool
+
+
+def shard_key(item_id: str) -> int:
+    return zlib.crc32(item_id.encode())
+
+
+def _committed(write: Callable[[], Any]) -> Future:
+    """Run a write now; a future like the SQLite store's: resolved once committed, or failed with its error."""
+    fut: Future = Future()
+    try:
+        fut.set_result(write())
+    except Exception as exc:
+        fut.set_exception(exc)
+    return fut
+
+
+def _query_from_row(r) -> tuple[Candidate, float, Lease | None]:
+    cand = Candidate(r[0], Payload(bytes(r[6]), r[7], tuple(json.loads(r[8])), bytes(r[9])),
+                     Provenance(r[1], r[2], r[3], r[4]))
+    lease = Lease(r[10], r[11], r[12], r[13]) if r[10] else None
+    return cand, r[5], lease
+
+
+def _model_from_row(r) -> ModelInfo:
+    return ModelInfo(version=r[0], server_id=r[1], trained_seq=r[2], num_labels=r[3], architecture=r[4],
+                     metrics=json.loads(r[5]), created_at=r[6], size_bytes=r[7], sha256=r[8],
+                     blob_available=bool(r[9]))
+
+
+@dataclass(frozen=True)
+class Offered:
+    accepted: int
+    refreshed: int
+    rejected: int
+    evicted: list[str]
+
+
+@dataclass(frozen=True)
+class PoolCounts:
+    labeled: int
+    queued: int
+    leased: int
+    skipped: int
+    last_seq: int
+    candidates_submitted: int
+    candidates_evicted: int
+    labels_by_strategy: dict[str, int]
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, pool_size: int = 16):
+        psycopg, psycopg_pool = _import_psycopg()
+        self._psycopg = psycopg
+        self.url = url
+        self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, timeout=30.0, open=False)
+        self._pool.open(wait=True, timeout=30.0)
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # replicas starting together
+            for statement in SCHEMA:
+                cur.execute(statement)
+        self._listeners: list[Callable[[str], None]] = []
+        self._closed = threading.Event()
+        self._listener = threading.Thread(target=self._listen_loop, name="pg-listen", daemon=True)
+        self._listener.start()
+
+    # -- connections, notifications ---------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        """A cursor in one transaction: committed when the block ends, rolled back if it raises."""
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    def on_event(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(kind)` whenever any replica changes S ("queries"), L ("labels") or the registry
+        ("models"); "*" after the listening connection was re-established (anything may have changed)."""
+        self._listeners.append(callback)
+
+    def _notify(self, cur, kind: str) -> None:
+        cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, kind))  # delivered when the transaction commits
+
+    def _dispatch(self, kind: str) -> None:
+        for callback in self._listeners:
+            callback(kind)
+
+    def _listen_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                with self._psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._dispatch("*")
+                    while not self._closed.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            self._dispatch(note.payload)
+            except self._psycopg.Error as exc:
+                if self._closed.is_set():
+                    return
+                log.warning("notification connection lost (%s); reconnecting", exc)
+                self._closed.wait(1.0)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._listener.join(timeout=3)
+        self._pool.close()
+
+    # -- the record-level contract (as SqliteStore) -------------------------------------------------------
+
+    def save_task(self, task: Task) -> Future:
+        return _committed(lambda: self._execute(
+            "INSERT INTO meta (key, value) VALUES ('task', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (task.to_json(),)))
+
+    def _execute(self, sql: str, args: tuple = ()) -> None:
+        with self._tx() as cur:
+            cur.execute(sql, args)
+
+    def append_label(self, r: LabeledRecord) -> Future:
+        """Insert a fully formed record (its seq given); the shared coordinator uses record_label instead."""
+        def write() -> int:
+            with self._tx() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))
+                self._insert_label(cur, r)
+                cur.execute("SELECT setval('label_seq', GREATEST(%s, (SELECT last_value FROM label_seq)))", (r.seq,))
+                cur.execute("DELETE FROM queries WHERE item_id = %s", (r.item_id,))
+                self._notify(cur, "labels")
+            return r.seq
+
+        return _committed(write)
+
+    @staticmethod
+    def _insert_label(cur, r: LabeledRecord) -> None:
+        p, prov = r.payload, r.provenance
+        cur.execute(
+            f"INSERT INTO labels ({_LABEL_COLUMNS}, tensor, dtype, shape, image_png) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
+             prov.worker_id, prov.strategy, prov.model_version, prov.score,
+             p.tensor, p.dtype, json.dumps(list(p.shape)), p.image_png))
+
+    def put_candidates(self, rows: list[tuple[Candidate, float]], evicted: list[str]) -> Future:
+        def write() -> None:
+            with self._tx() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))
+                self._write_candidates(cur, rows, evicted)
+
+        return _committed(write)
+
+    def _write_candidates(self, cur, rows: list[tuple[Candidate, float]], evicted: list[str]) -> None:
+        if evicted:
+            cur.execute("DELETE FROM queries WHERE item_id = ANY(%s)", (evicted,))
+        if rows:
+            cur.execute("DELETE FROM queries WHERE item_id = ANY(%s)", ([c.item_id for c, _ in rows],))
+            cur.executemany(
+                "INSERT INTO queries (item_id, shard_key, worker_id, strategy, model_version, score, queued_at, "
+                "tensor, dtype, shape, image_png) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                [(c.item_id, shard_key(c.item_id), c.provenance.worker_id, c.provenance.strategy,
+                  c.provenance.model_version, c.provenance.score, queued_at, c.payload.tensor, c.payload.dtype,
+                  json.dumps(list(c.payload.shape)), c.payload.image_png) for c, queued_at in rows])
+            self._notify(cur, "queries")
+
+    def set_lease(self, item_id: str, lease: Lease | None) -> Future:
+        args = (None, None, None, None) if lease is None else (lease.lease_id, lease.annotator_id,
+                                                               lease.leased_at, lease.deadline)
+
+        def write() -> None:
+            with self._tx() as cur:
+                cur.execute("UPDATE queries SET lease_id = %s, lease_owner = %s, leased_at = %s, "
+                            "lease_deadline = %s WHERE item_id = %s", (*args, item_id))
+                if lease is None:
+                    self._notify(cur, "queries")
+
+        return _committed(write)
+
+    def skip_item(self, item_id: str, annotator_id: str, at: float) -> Future:
+        def write() -> None:
+            with self._tx() as cur:
+                self._skip(cur, item_id, annotator_id, at)
+
+        return _committed(write)
+
+    @staticmethod
+    def _skip(cur, item_id: str, annotator_id: str, at: float) -> None:
+        cur.execute("DELETE FROM queries WHERE item_id = %s", (item_id,))
+        cur.execute("INSERT INTO skips (item_id, shard_key, annotator_id, at) VALUES (%s,%s,%s,%s) "
+                    "ON CONFLICT DO NOTHING", (item_id, shard_key(item_id), annotator_id, at))
+
+    def insert_model(self, m: ModelInfo) -> Future:
+        def write() -> None:
+            with self._tx() as cur:
+                self._insert_model(cur, m)
+                cur.execute("SELECT setval('model_version_seq', "
+                            "GREATEST(%s, (SELECT last_value FROM model_version_seq)))", (m.version,))
+
+        return _committed(write)
+
+    def _insert_model(self, cur, m: ModelInfo) -> None:
+        cur.execute(f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    (m.version, m.server_id, m.trained_seq, m.num_labels, m.architecture, json.dumps(m.metrics),
+                     m.created_at, m.size_bytes, m.sha256, m.blob_available))
+        self._notify(cur, "models")
+
+    def mark_blob_pruned(self, version: int) -> Future:
+        return _committed(lambda: self._execute("UPDATE models SET blob_available = FALSE WHERE version = %s",
+                                                (version,)))
+
+    def write_blob(self, version: int, data: bytes) -> None:
+        self._execute("INSERT INTO model_blobs (version, data) VALUES (%s, %s) "
+                      "ON CONFLICT (version) DO UPDATE SET data = EXCLUDED.data", (version, data))
+
+    def read_blob(self, version: int) -> bytes | None:
+        with self._tx() as cur:
+            cur.execute("SELECT data FROM model_blobs WHERE version = %s", (version,), binary=True)
+            row = cur.fetchone()
+        return bytes(row[0]) if row else None
+
+    def delete_blob(self, version: int) -> None:
+        self._execute("DELETE FROM model_blobs WHERE version = %s", (version,))
+
+    def load(self) -> StoredState:
+        state = StoredState()
+        with self._tx() as cur:
+            state.task = self.load_task(cur)
+            cur.execute("SELECT item_id FROM labels")
+            state.labeled_item_ids = [r[0] for r in cur.fetchall()]
+            cur.execute("SELECT strategy, COUNT(*) FROM labels GROUP BY strategy")
+            state.labels_by_strategy = {s or "unknown": n for s, n in cur.fetchall()}
+            cur.execute("SELECT COALESCE(MAX(seq), 0) FROM labels")
+            state.last_seq = cur.fetchone()[0]
+            cur.execute(f"SELECT {_QUERY_COLUMNS} FROM queries", binary=True)
+            state.queries = [_query_from_row(r) for r in cur.fetchall()]
+            cur.execute("SELECT item_id FROM skips")
+            state.skips = [r[0] for r in cur.fetchall()]
+            cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY version")
+            state.models = [_model_from_row(r) for r in cur.fetchall()]
+        return state
+
+    def load_task(self, cur=None) -> Task | None:
+        if cur is None:
+            with self._tx() as cur:
+                return self.load_task(cur)
+        cur.execute("SELECT value FROM meta WHERE key = 'task'")
+        row = cur.fetchone()
+        return Task.from_json(row[0]) if row else None
+
+    def labels_after(self, after_seq: int, limit: int, *, include_payload: bool = True) -> list[LabeledRecord]:
+        cols = _LABEL_COLUMNS + (", tensor, dtype, shape, image_png" if include_payload else "")
+        with self._tx() as cur:
+            cur.execute(f"SELECT {cols} FROM labels WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit),
+                        binary=include_payload)
+            rows = cur.fetchall()
+        out = []
+        for r in rows:
+            payload = (Payload(bytes(r[12]), r[13], tuple(json.loads(r[14])), bytes(r[15]))
+                       if include_payload else None)
+            out.append(LabeledRecord(
+                seq=r[0], item_id=r[1], lease_id=r[2], label=r[3], annotator_id=r[4], queued_at=r[5],
+                leased_at=r[6], labeled_at=r[7], provenance=Provenance(r[8], r[9], r[10], r[11]), payload=payload))
+        return out
+
+    def label_by_lease(self, lease_id: str) -> tuple[int, str] | None:
+        with self._tx() as cur:
+            cur.execute("SELECT seq, item_id FROM labels WHERE lease_id = %s", (lease_id,))
+            row = cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    def label_ids_after(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        with self._tx() as cur:
+            cur.execute("SELECT seq, item_id FROM labels WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit))
+            return [(r[0], r[1]) for r in cur.fetchall()]
+
+    # -- atomic pool operations for the shared-database coordinator --------------------------------------------
+
+    def lease_next(self, annotator_id: str, now: float, lease_seconds: float, pick: str
+                   ) -> tuple[Candidate, float, Lease] | None:
+        """Lease the next available query in pick order; None when none is free. Rows other replicas are
+        leasing right now are skipped, not waited for."""
+        lease = Lease(uuid.uuid4().hex, annotator_id, now, now + lease_seconds)
+        with self._tx() as cur:
+            cur.execute(
+                f"UPDATE queries q SET lease_id = %(lease_id)s, lease_owner = %(owner)s, leased_at = %(now)s, "
+                f"lease_deadline = %(deadline)s FROM (SELECT item_id FROM queries WHERE {_AVAILABLE} "
+                f"ORDER BY {_PICK_ORDER[pick]} LIMIT 1 FOR UPDATE SKIP LOCKED) next "
+                f"WHERE q.item_id = next.item_id RETURNING " + ", ".join(f"q.{c}" for c in _QUERY_COLUMNS.split(", ")),
+                {"lease_id": lease.lease_id, "owner": annotator_id, "now": now, "deadline": lease.deadline},
+                binary=True)
+            row = cur.fetchone()
+        if row is None:
+            return None
+        cand, queued_at, _ = _query_from_row(row)
+        return cand, queued_at, lease
+
+    def _locked_lease(self, cur, lease_id: str) -> tuple[str, str, float, float, float] | None:
+        """(item_id, owner, leased_at, deadline, queued_at) of the query held under `lease_id`, row-locked."""
+        cur.execute("SELECT item_id, lease_owner, leased_at, lease_deadline, queued_at FROM queries "
+                    "WHERE lease_id = %s FOR UPDATE", (lease_id,))
+        return cur.fetchone()
+
+    def _no_lease_error(self, cur, lease_id: str, item_id: str) -> Exception:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM queries WHERE item_id = %(i)s) OR EXISTS (SELECT 1 FROM labels "
+                    "WHERE item_id = %(i)s) OR EXISTS (SELECT 1 FROM skips WHERE item_id = %(i)s)", {"i": item_id})
+        if cur.fetchone()[0]:
+            return FailedPrecondition(f"lease {lease_id} on item {item_id} has expired or is not held")
+        return NotFound(f"no query for item {item_id} with lease {lease_id}")
+
+    def record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, now: float
+                     ) -> tuple[int, bool, str]:
+        """Move a leased query into L in one transaction; returns (seq, duplicate, strategy). A retry of a
+        submission already recorded (on any replica) returns its seq with duplicate=True."""
+        with self._tx() as cur:
+            held = self._locked_lease(cur, lease_id)
+            if held is None:
+                cur.execute("SELECT seq, item_id, strategy FROM labels WHERE lease_id = %s", (lease_id,))
+                done = cur.fetchone()
+                if done is None:
+                    raise self._no_lease_error(cur, lease_id, item_id)
+                if done[1] != item_id:
+                    raise FailedPrecondition(f"lease {lease_id} was for item {done[1]}, not {item_id}")
+                return done[0], True, done[2]
+            held_item, owner, _, deadline, _ = held
+            if held_item != item_id:
+                raise FailedPrecondition(f"lease {lease_id} is for item {held_item}, not {item_id}")
+            if owner != annotator_id:
+                raise FailedPrecondition(f"lease {lease_id} belongs to another annotator")
+            if deadline <= now:
+                raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired")
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))  # seqs become visible in order
+            cur.execute(
+                f"INSERT INTO labels ({_LABEL_COLUMNS}, tensor, dtype, shape, image_png) "
+                "SELECT nextval('label_seq'), item_id, lease_id, %s, %s, queued_at, leased_at, %s, worker_id, "
+                "strategy, model_version, score, tensor, dtype, shape, image_png FROM queries WHERE item_id = %s "
+                "RETURNING seq, strategy", (label, annotator_id, now, item_id))
+            seq, strategy = cur.fetchone()
+            cur.execute("DELETE FROM queries WHERE item_id = %s", (item_id,))
+            self._notify(cur, "labels")
+        return seq, False, strategy
+
+    def release_lease(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool, now: float) -> None:
+        with self._tx() as cur:
+            held = self._locked_lease(cur, lease_id)
+            if held is None or held[3] <= now:
+                raise self._no_lease_error(cur, lease_id, item_id)
+            if held[0] != item_id or held[1] != annotator_id:
+                raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
+            if skip:
+                self._skip(cur, item_id, annotator_id, now)
+            else:
+                cur.execute("UPDATE queries SET lease_id = NULL, lease_owner = NULL, leased_at = NULL, "
+                            "lease_deadline = NULL WHERE item_id = %s", (item_id,))
+                self._notify(cur, "queries")
+
+    def offer(self, candidates: list[Candidate], *, now: float, capacity: int, min_version: int = 0) -> Offered:
+        """Add or refresh candidates with the embedded pool's rules (aal_rpc/coordinator/query_pool.py):
+        items in L or skipped are rejected; a queued item is refreshed only by a newer model version and only
+        when not leased; when S is full the stalest available candidate (oldest version, lowest score) makes
+        room for one of a newer version. Candidates older than `min_version` are rejected."""
+        accepted = refreshed = rejected = 0
+        evicted: list[str] = []
+        rows: list[tuple[Candidate, float]] = []
+        ids = [c.item_id for c in candidates]
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))
+            cur.execute("SELECT item_id FROM labels WHERE item_id = ANY(%(ids)s) UNION "
+                        "SELECT item_id FROM skips WHERE item_id = ANY(%(ids)s)", {"ids": ids})
+            done = {r[0] for r in cur.fetchall()}
+            cur.execute(f"SELECT item_id, model_version, NOT {_AVAILABLE} FROM queries WHERE item_id = ANY(%(ids)s)",
+                        {"ids": ids, "now": now})
+            queued = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+            cur.execute("SELECT COUNT(*) FROM queries")
+            size = cur.fetchone()[0]
+            stalest: list[tuple[int, str]] | None = None  # fetched when S first overflows
+            for c in candidates:
+                version = c.provenance.model_version
+                if c.item_id in done or version < min_version:
+                    rejected += 1
+                    continue
+                if c.item_id in queued:
+                    old_version, leased = queued[c.item_id]
+                    if leased or version <= old_version:
+                        rejected += 1
+                        continue
+                    queued[c.item_id] = (version, False)
+                    refreshed += 1
+                    rows.append((c, now))
+                    continue
+                if size >= capacity:
+                    if stalest is None:
+                        cur.execute(f"SELECT model_version, item_id FROM queries WHERE {_AVAILABLE} "
+                                    "ORDER BY model_version, score", {"now": now})
+                        stalest = [(v, i) for v, i in cur.fetchall() if i not in queued][::-1]
+                    if not stalest or stalest[-1][0] >= version:
+                        rejected += 1
+                        continue
+                    evicted.append(stalest.pop()[1])
+                    size -= 1
+                queued[c.item_id] = (version, False)
+                size += 1
+                accepted += 1
+                rows.append((c, now))
+            self._write_candidates(cur, rows, evicted)
+            cur.execute("UPDATE counters SET value = value + CASE name WHEN 'candidates_submitted' THEN %s "
+                        "ELSE %s END", (len(candidates), len(evicted)))
+        return Offered(accepted, refreshed, rejected, evicted)
+
+    def count_at_least(self, version: int) -> int:
+        with self._tx() as cur:
+            cur.execute("SELECT COUNT(*) FROM queries WHERE model_version >= %s", (version,))
+            return cur.fetchone()[0]
+
+    def shard_items(self, shard_index: int, num_shards: int) -> tuple[list[str], list[str]]:
+        """Queued and skipped item ids of one shard."""
+        with self._tx() as cur:
+            cur.execute("SELECT item_id FROM queries WHERE shard_key %% %s = %s", (num_shards, shard_index))
+            queued = [r[0] for r in cur.fetchall()]
+            cur.execute("SELECT item_id FROM skips WHERE shard_key %% %s = %s", (num_shards, shard_index))
+            return queued, [r[0] for r in cur.fetchall()]
+
+    def counts(self, now: float) -> PoolCounts:
+        with self._tx() as cur:
+            cur.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM labels")
+            labeled, last_seq = cur.fetchone()
+            cur.execute(f"SELECT COUNT(*) FILTER (WHERE {_AVAILABLE}), COUNT(*) FILTER (WHERE NOT {_AVAILABLE}) "
+                        "FROM queries", {"now": now})
+            queued, leased = cur.fetchone()
+            cur.execute("SELECT COUNT(*) FROM skips")
+            skipped = cur.fetchone()[0]
+            cur.execute("SELECT name, value FROM counters")
+            counters = dict(cur.fetchall())
+            cur.execute("SELECT strategy, COUNT(*) FROM labels GROUP BY strategy")
+            by_strategy = {s or "unknown": n for s, n in cur.fetchall()}
+        return PoolCounts(labeled, queued, leased, skipped, last_seq, counters["candidates_submitted"],
+                          counters["candidates_evicted"], by_strategy)
+
+    def last_seq(self) -> int:
+        with self._tx() as cur:
+            cur.execute("SELECT COALESCE(MAX(seq), 0) FROM labels")
+            return cur.fetchone()[0]
+
+    # -- the shared registry ------------------------------------------------------------------------------
+
+    def publish_model(self, info: ModelInfo, data: bytes, *, keep: int) -> ModelInfo:
+        """Give `info` the next version from the database, store it with its blob, and prune blobs beyond the
+        newest `keep` (never the latest model's). Returns the stored entry."""
+        with self._tx() as cur:
+            cur.execute("SELECT nextval('model_version_seq')")
+            version = cur.fetchone()[0]
+            stored = dataclasses.replace(info, version=version, created_at=time.time())
+            self._insert_model(cur, stored)
+            cur.execute("INSERT INTO model_blobs (version, data) VALUES (%s, %s)", (version, data))
+            cur.execute("SELECT version FROM models ORDER BY num_labels DESC, version DESC LIMIT 1")
+            latest = cur.fetchone()[0]
+            cur.execute("SELECT version FROM models WHERE blob_available ORDER BY version DESC OFFSET %s", (keep,))
+            prune = [v for (v,) in cur.fetchall() if v != latest]
+            if prune:
+                cur.execute("DELETE FROM model_blobs WHERE version = ANY(%s)", (prune,))
+                cur.execute("UPDATE models SET blob_available = FALSE WHERE version = ANY(%s)", (prune,))
+        return stored
+
+    def latest_model(self) -> ModelInfo | None:
+        with self._tx() as cur:
+            cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY num_labels DESC, version DESC LIMIT 1")
+            row = cur.fetchone()
+        return _model_from_row(row) if row else None
+
+    def get_model(self, version: int) -> ModelInfo | None:
+        with self._tx() as cur:
+            cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models WHERE version = %s", (version,))
+            row = cur.fetchone()
+        return _model_from_row(row) if row else None
+
+    def list_models(self) -> list[ModelInfo]:
+        with self._tx() as cur:
+            cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY version")
+            return [_model_from_row(r) for r in cur.fetchall()]
+
+    def count_models(self) -> int:
+        with self._tx() as cur:
+            cur.execute("SELECT COUNT(*) FROM models")
+            return cur.fetchone()[0]

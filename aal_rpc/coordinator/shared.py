@@ -1,0 +1,265 @@
+"""The coordinator for a shared PostgreSQL store: any number of replicas serve the same pools.
+
+It offers exactly what the embedded Coordinator (core.py) offers to the servicers, but keeps no pool state
+in memory: every operation is a transaction in the database (pg_store.py says how the invariants hold
+across replicas), and long polls wake on the database's notifications, whichever replica made the change.
+Synchronous mode (rounds gated on a model) needs one coordinator and stays with the embedded store.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from aal_rpc.coordinator.core import (SHARD_PAGE, STREAM_PAGE, CoordinatorConfig, Observer, ShardState, Stats,
+                                      SubmitOutcome)
+from aal_rpc.coordinator.pg_store import PostgresStore
+from aal_rpc.coordinator.registry import CACHED_BLOBS
+from aal_rpc.coordinator.validation import (check_candidates, check_label, check_lease_ids, check_lease_request,
+                                            check_publish, check_shard_request, check_wait)
+from aal_rpc.errors import InvalidArgument, NotFound
+from aal_rpc.serde import weights_from_bytes
+from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5  # longest a waiter sleeps without a notification (one lost on a reconnect, say)
+
+
+class _Signal:
+    """A condition that waiters block on until the database reports a change of one kind."""
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._generation = 0
+
+    def fire(self) -> None:
+        with self._cv:
+            self._generation += 1
+            self._cv.notify_all()
+
+    def generation(self) -> int:
+        with self._cv:
+            return self._generation
+
+    def wait(self, since: int, timeout: float) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: self._generation != since, timeout=max(0.0, min(timeout, POLL_SECONDS)))
+
+
+class SharedRegistry:
+    """The model registry over the shared database: versions from a sequence, blobs in the database."""
+
+    def __init__(self, store: PostgresStore, *, expected_shapes: dict[str, tuple[int, ...]], keep: int,
+                 changed: _Signal):
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self._store = store
+        self._expected = expected_shapes
+        self._keep = keep
+        self._changed = changed
+        self._cache: dict[int, bytes] = {}
+        self._cache_lock = threading.Lock()
+
+    def latest(self) -> ModelInfo | None:
+        return self._store.latest_model()
+
+    def __len__(self) -> int:
+        return self._store.count_models()
+
+    def list(self) -> list[ModelInfo]:
+        return self._store.list_models()
+
+    def get(self, version: int) -> ModelInfo:
+        m = self._store.latest_model() if version == 0 else self._store.get_model(version)
+        if m is None:
+            raise NotFound(f"model version {version} does not exist" if version else "no model published yet")
+        return m
+
+    def read_blob(self, version: int) -> tuple[ModelInfo, bytes]:
+        m = self.get(version)
+        with self._cache_lock:
+            cached = self._cache.get(m.version)
+        data = cached if cached is not None else (self._store.read_blob(m.version) if m.blob_available else None)
+        if data is None:
+            raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)")
+        self._remember(m.version, data)
+        return m, data
+
+    def _remember(self, version: int, data: bytes) -> None:
+        with self._cache_lock:  # versions are immutable, so a cached blob never goes stale
+            self._cache[version] = data
+            for v in sorted(self._cache)[:-CACHED_BLOBS]:
+                del self._cache[v]
+
+    def publish(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
+                metrics: dict[str, float], sha256: str) -> ModelInfo:
+        weights_from_bytes(data, self._expected)
+        info = ModelInfo(version=0, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
+                         architecture=architecture, metrics=dict(metrics), size_bytes=len(data), sha256=sha256)
+        stored = self._store.publish_model(info, data, keep=self._keep)
+        self._remember(stored.version, data)
+        return stored
+
+    def wait_newer(self, after_version: int, timeout: float) -> ModelInfo | None:
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            since = self._changed.generation()
+            latest = self._store.latest_model()
+            remaining = deadline - time.monotonic()
+            if (latest is not None and latest.version != after_version) or remaining <= 0:
+                return latest
+            self._changed.wait(since, remaining)
+
+    def wake_all(self) -> None:
+        self._changed.fire()
+
+
+class SharedCoordinator:
+    def __init__(self, store: PostgresStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
+                 observer: Observer | None = None):
+        if task.mode != "async":
+            raise ValueError("sync mode runs on one coordinator with the embedded store, not on a shared database")
+        from aal_rpc.models import expected_shapes
+
+        self.observer = observer or Observer()
+        self.store = store
+        self.config = config
+        self.task = task
+        stored = store.load_task()
+        if stored is None:
+            store.save_task(task).result()
+        elif stored != task:
+            raise ValueError(f"the database holds a different task: {stored} (asked for {task})")
+        self._closed = False
+        self._signals = {kind: _Signal() for kind in ("queries", "labels", "models")}
+        store.on_event(self._on_event)
+        self.registry = SharedRegistry(
+            store, expected_shapes=expected_shapes(task.architecture, task.input_shape, task.num_classes),
+            keep=config.keep_models, changed=self._signals["models"])
+        log.info("shared coordinator ready on %s", _redacted(store.url))
+
+    def _on_event(self, kind: str) -> None:
+        for name, signal in self._signals.items():
+            if kind in (name, "*"):
+                signal.fire()
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+        for signal in self._signals.values():
+            signal.fire()
+        self.store.close()
+
+    # -- annotators -----------------------------------------------------------------------------------
+
+    def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0) -> Query | None:
+        check_lease_request(annotator_id, wait_seconds, lease_seconds)
+        lease_seconds = lease_seconds or self.config.lease_seconds
+        deadline = time.monotonic() + wait_seconds
+        queries = self._signals["queries"]
+        while True:
+            since = queries.generation()
+            got = self.store.lease_next(annotator_id, time.time(), lease_seconds, self.config.pick)
+            if got is not None:
+                cand, _, lease = got
+                self.observer.leased(annotator_id)
+                return Query(cand.item_id, lease.lease_id, annotator_id, lease.deadline, cand.payload,
+                             cand.provenance)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                return None
+            queries.wait(since, remaining)  # also wakes at least every POLL_SECONDS: leases expire silently
+
+    def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
+        check_label(self.task, lease_id, item_id, label, annotator_id)
+        seq, duplicate, strategy = self.store.record_label(lease_id=lease_id, item_id=item_id, label=int(label),
+                                                           annotator_id=annotator_id, now=time.time())
+        if not duplicate:
+            self.observer.labeled(annotator_id, strategy)
+        return seq, duplicate
+
+    def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool) -> None:
+        check_lease_ids(lease_id, item_id, annotator_id)
+        self.store.release_lease(lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, skip=skip,
+                                 now=time.time())
+
+    # -- servers (trainers) ---------------------------------------------------------------------------
+
+    def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True,
+                      is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
+        if after_seq < 0:
+            raise InvalidArgument("after_seq must be non-negative")
+        cursor = after_seq
+        labels = self._signals["labels"]
+        while True:
+            since = labels.generation()
+            page = self.store.labels_after(cursor, STREAM_PAGE, include_payload=include_payload)
+            yield from page
+            if page:
+                cursor = page[-1].seq
+            if len(page) == STREAM_PAGE:
+                continue
+            if not follow or self._closed or not is_active():
+                return
+            labels.wait(since, 1.0)
+
+    def publish_model(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
+                      metrics: dict[str, float], sha256: str) -> ModelInfo:
+        check_publish(self.task, server_id=server_id, architecture=architecture, trained_seq=trained_seq,
+                      num_labels=num_labels, last_seq=self.store.last_seq(), size=len(data),
+                      max_bytes=self.config.max_weight_bytes)
+        info = self.registry.publish(data=data, server_id=server_id, trained_seq=trained_seq,
+                                     num_labels=num_labels, architecture=architecture, metrics=metrics,
+                                     sha256=sha256)
+        self.observer.model_published(server_id)
+        log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)
+        return info
+
+    # -- workers (selectors) --------------------------------------------------------------------------
+
+    def submit_candidates(self, *, worker_id: str, strategy: str, model_version: int,
+                          candidates: list[Candidate]) -> SubmitOutcome:
+        check_candidates(self.task, worker_id, strategy, model_version, candidates)
+        out = self.store.offer(candidates, now=time.time(), capacity=self.config.pool_capacity)
+        self.observer.candidates_submitted(worker_id, strategy, len(candidates))
+        return SubmitOutcome(out.accepted, out.refreshed, out.rejected, len(out.evicted))
+
+    def shard_state(self, *, shard_index: int, num_shards: int, labeled_after_seq: int,
+                    model_version: int) -> ShardState:
+        check_shard_request(shard_index, num_shards, labeled_after_seq)
+        rows = self.store.label_ids_after(labeled_after_seq, SHARD_PAGE)
+        through = rows[-1][0] if rows else labeled_after_seq
+        labeled = [item_id for _, item_id in rows if shard_of(item_id, num_shards) == shard_index]
+        queued, skipped = self.store.shard_items(shard_index, num_shards)
+        demand = max(0, self.config.pool_capacity - self.store.count_at_least(model_version))
+        share = -(-demand // num_shards)  # as in the embedded coordinator: each shard fills its share
+        return ShardState(queued, labeled + skipped, through, len(rows) == SHARD_PAGE, share)
+
+    def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
+        check_wait(wait_seconds)
+        return self.registry.wait_newer(after_version, wait_seconds)
+
+    # -- admin ----------------------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        c = self.store.counts(time.time())
+        latest = self.registry.latest()
+        return Stats(labeled=c.labeled, queued=c.queued, leased=c.leased, skipped=c.skipped,
+                     latest_model_version=latest.version if latest else 0, models=len(self.registry),
+                     last_seq=c.last_seq, candidates_submitted=c.candidates_submitted,
+                     candidates_evicted=c.candidates_evicted, labels_by_strategy=c.labels_by_strategy,
+                     pool_capacity=self.config.pool_capacity, mode=self.task.mode)
+
+
+def _redacted(url: str) -> str:
+    """The store URL without its password, for logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
