@@ -11,7 +11,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/aal
 COPY pyproject.toml README.md /src/
 COPY aal_rpc /src/aal_rpc
-RUN /opt/aal/bin/pip install ${PIP_EXTRA_ARGS} "/src[vision]"
+RUN /opt/aal/bin/pip install ${PIP_EXTRA_ARGS} "/src[vision,postgres]"
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 RUN useradd --system --uid 10001 --home-dir /home/aal --create-home aal \

@@ -12,20 +12,23 @@ from aal_rpc.cli import admin, annotate, coordinator, server, worker
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
+SHARED = K8S / "shared-store"  # overlay: coordinator replicas on PostgreSQL
 COMMANDS = {"aal-coordinator": coordinator.main, "aal-server": server.main, "aal-worker": worker.main,
             "aal-annotate": annotate.main, "aal-admin": admin.main}
 
 
-def documents():
-    for path in sorted(K8S.glob("*.yaml")):
+def documents(folder: Path = K8S):
+    """The resources of a kustomization folder (not the kustomization itself, not its delete patches)."""
+    for path in sorted(folder.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
+            if doc and "$patch" not in doc:
                 yield path.name, doc
 
 
-@pytest.mark.parametrize("name, doc", list(documents()), ids=lambda x: x if isinstance(x, str) else x["kind"])
+@pytest.mark.parametrize("name, doc", [*documents(), *documents(SHARED)],
+                         ids=lambda x: x if isinstance(x, str) else x["kind"])
 def test_manifest_is_valid(name, doc):
     kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
@@ -33,10 +36,29 @@ def test_manifest_is_valid(name, doc):
 def test_kustomization_lists_every_manifest():
     k = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert set(k["resources"]) == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    shared = yaml.safe_load((SHARED / "kustomization.yaml").read_text())
+    patches = {p["path"] for p in shared["patches"]}
+    assert set(shared["resources"]) | patches == {"../"} | {p.name for p in SHARED.glob("*.yaml")} - {
+        "kustomization.yaml"}
 
 
-def _workloads():
-    return [doc for _, doc in documents() if doc["kind"] in ("Deployment", "StatefulSet")]
+def _workloads(folder: Path = K8S):
+    return [doc for _, doc in documents(folder) if doc["kind"] in ("Deployment", "StatefulSet")]
+
+
+def test_shared_store_overlay_runs_stateless_coordinator_replicas():
+    [deleted] = [yaml.safe_load((SHARED / p["path"]).read_text())
+                 for p in yaml.safe_load((SHARED / "kustomization.yaml").read_text())["patches"]]
+    assert (deleted["$patch"], deleted["kind"], deleted["metadata"]["name"]) == ("delete", "StatefulSet",
+                                                                                 "aal-coordinator")
+    [coord] = _workloads(SHARED)
+    assert coord["kind"] == "Deployment" and coord["spec"]["replicas"] >= 2
+    service = next(doc for _, doc in documents() if doc["kind"] == "Service" and doc["metadata"]["name"] ==
+                   "aal-coordinator")
+    assert service["spec"]["selector"].items() <= coord["spec"]["template"]["metadata"]["labels"].items()
+    c = coord["spec"]["template"]["spec"]["containers"][0]
+    assert "--store=$(AAL_STORE)" in c["args"] and not any(a.startswith("--data-dir") for a in c["args"])
+    assert {"secretRef": {"name": "aal-store"}} in c["envFrom"]
 
 
 def test_workloads_match_the_design():
@@ -55,8 +77,9 @@ def test_workloads_match_the_design():
 
 def test_container_commands_are_accepted_by_their_cli(tmp_path):
     config = next(doc for _, doc in documents() if doc["kind"] == "ConfigMap")["data"]
-    values = {**config, "POD_NAME": "pod-0", "POD_INDEX": "0"}
-    for d in _workloads():
+    store = next(doc for _, doc in documents(SHARED) if doc["kind"] == "Secret")["stringData"]
+    values = {**config, **store, "POD_NAME": "pod-0", "POD_INDEX": "0"}
+    for d in [*_workloads(), *_workloads(SHARED)]:
         for c in d["spec"]["template"]["spec"]["containers"]:
             [name] = c["command"]
             args = []

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from aal_rpc.cli.common import log_level_option, on_termination
-from aal_rpc.coordinator.app import create_coordinator_server
+from aal_rpc.coordinator.app import create_coordinator_server, is_database_url
 from aal_rpc.coordinator.core import CoordinatorConfig
 from aal_rpc.coordinator.metrics import serve as serve_metrics
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
@@ -26,13 +26,29 @@ log = logging.getLogger("aal.coordinator")
 SHUTDOWN_GRACE_SECONDS = 5.0
 
 
-def resolve_task(ctx: click.Context, data_dir: Path, dataset: str, model: str, mode: str, batch_size: int) -> Task:
-    """The task from the options; on a data dir that has one, options left at their defaults take its values."""
-    stored = None
-    if (data_dir / "aal.sqlite3").exists():
-        store = SqliteStore(data_dir)
-        stored = store.load().task
-        store.close()
+def stored_task(store: str, data_dir: Path | None) -> Task | None:
+    """The task already recorded in the store, if any."""
+    if is_database_url(store):
+        from aal_rpc.coordinator.pg_store import PostgresStore
+
+        pg = PostgresStore(store, pool_size=1)
+        try:
+            return pg.load_task()
+        finally:
+            pg.close()
+    if data_dir is not None and (data_dir / "aal.sqlite3").exists():
+        sqlite = SqliteStore(data_dir)
+        try:
+            return sqlite.load().task
+        finally:
+            sqlite.close()
+    return None
+
+
+def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset: str, model: str, mode: str,
+                 batch_size: int) -> Task:
+    """The task from the options; on a store that has one, options left at their defaults take its values."""
+    stored = stored_task(store, data_dir)
     explicit = lambda name: ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT  # noqa: E731
     if stored is not None:
         dataset = dataset if explicit("dataset") else stored.dataset
@@ -47,7 +63,11 @@ def resolve_task(ctx: click.Context, data_dir: Path, dataset: str, model: str, m
 @click.command()
 @click.option("--listen", default="0.0.0.0:50051", show_default=True, metavar="HOST:PORT",
               help="Address to bind; port 0 picks a free one. The first line printed is 'listening on HOST:PORT'.")
-@click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="Where all state lives.")
+@click.option("--store", default="sqlite", show_default=True, envvar="AAL_STORE", metavar="sqlite|postgresql://...",
+              help="sqlite: embedded, under --data-dir (one coordinator). A postgresql:// URL: all state in that "
+                   "database, so several coordinator replicas can serve it at once (async mode). Also $AAL_STORE.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the embedded store keeps all state (required with --store sqlite).")
 @click.option("--dataset", default="digits", show_default=True, help="digits, npz:PATH, cifar10:DIR or folder:DIR.")
 @click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
 @click.option("--mode", type=click.Choice(["async", "sync"]), default="async", show_default=True,
@@ -78,11 +98,18 @@ def resolve_task(ctx: click.Context, data_dir: Path, dataset: str, model: str, m
               help="Serve Prometheus metrics on this port (0 picks one; printed on the second line).")
 @log_level_option
 @click.pass_context
-def main(ctx, listen, data_dir, dataset, model, mode, batch_size, pick, pool_capacity, lease_seconds, keep_models,
+def main(ctx, listen, store, data_dir, dataset, model, mode, batch_size, pick, pool_capacity, lease_seconds, keep_models,
          max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port):
     """Run the pool coordinator."""
     host, _ = parse_address(listen)
-    task = resolve_task(ctx, data_dir, dataset, model, mode, batch_size)
+    if store != "sqlite" and not is_database_url(store):
+        raise click.BadParameter("use sqlite or a postgresql:// URL", param_hint="--store")
+    if store == "sqlite" and data_dir is None:
+        raise click.UsageError("--data-dir is required with the embedded store (--store sqlite)")
+    try:
+        task = resolve_task(ctx, store, data_dir, dataset, model, mode, batch_size)
+    except (RuntimeError, ConnectionError) as exc:  # psycopg missing, database unreachable
+        raise click.ClickException(str(exc)) from exc
     config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
                                keep_models=keep_models, seed=seed)
     if (tls_cert is None) != (tls_key is None):
@@ -98,8 +125,8 @@ def main(ctx, listen, data_dir, dataset, model, mode, batch_size, pick, pool_cap
     tls = ServerTLS(tls_cert, tls_key, tls_ca) if tls_cert else None
     try:
         srv = create_coordinator_server(listen, data_dir, task, config, max_workers=max_workers, tokens=tokens,
-                                        tls=tls)
-    except ValueError as exc:
+                                        tls=tls, store=None if store == "sqlite" else store)
+    except (ValueError, ConnectionError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"listening on {host}:{srv.port}")
     if metrics_port is not None:

@@ -42,14 +42,38 @@ class CoordinatorServer:
         self.coordinator.close()
 
 
-def create_coordinator_server(address: str, data_dir: Path, task: Task,
+def is_database_url(store: str | None) -> bool:
+    return bool(store) and store.startswith(("postgresql://", "postgres://"))
+
+
+def open_coordinator(store: str | None, data_dir: Path | None, task: Task, config: CoordinatorConfig,
+                     observer=None) -> Coordinator:
+    """The embedded coordinator on SQLite under `data_dir`, or, for a postgresql:// URL, the shared-database
+    coordinator that several replicas can run at once."""
+    if is_database_url(store):
+        from aal_rpc.coordinator.pg_store import PostgresStore
+        from aal_rpc.coordinator.shared import SharedCoordinator
+
+        pg = PostgresStore(store)
+        try:
+            return SharedCoordinator(pg, task, config, observer=observer)
+        except Exception:
+            pg.close()
+            raise
+    if data_dir is None:
+        raise ValueError("the embedded store needs a data dir (--data-dir)")
+    return Coordinator(SqliteStore(Path(data_dir)), task, config, observer=observer)
+
+
+def create_coordinator_server(address: str, data_dir: Path | None, task: Task,
                               config: CoordinatorConfig = CoordinatorConfig(),
                               max_workers: int = DEFAULT_MAX_WORKERS, tokens: dict[str, str] | None = None,
-                              tls: ServerTLS | None = None) -> CoordinatorServer:
+                              tls: ServerTLS | None = None, store: str | None = None) -> CoordinatorServer:
     """Open the store and bind `address` (port 0 picks a free port). The server is started, serving.
 
-    With `tokens` (token -> role), every call but health and reflection needs a bearer token of a role
-    allowed to make it; with `tls`, the port speaks TLS (mutual TLS when it names a client CA).
+    `store` is None (SQLite under `data_dir`) or a postgresql:// URL. With `tokens` (token -> role), every call
+    but health and reflection needs a bearer token of a role allowed to make it; with `tls`, the port speaks
+    TLS (mutual TLS when it names a client CA).
     """
     metrics = CoordinatorMetrics()
     interceptors = [metrics.interceptor()] + ([TokenAuthInterceptor(tokens)] if tokens else [])
@@ -61,7 +85,7 @@ def create_coordinator_server(address: str, data_dir: Path, task: Task,
     port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    coordinator = Coordinator(SqliteStore(Path(data_dir)), task, config, observer=metrics)
+    coordinator = open_coordinator(store, data_dir, task, config, observer=metrics)
     metrics.bind(coordinator)
     annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(coordinator), server)
     training_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(coordinator), server)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -99,6 +100,11 @@ def _import_psycopg():
     return psycopg, psycopg_pool
 
 
+def redacted(url: str) -> str:
+    """A database URL without its password, for logs and messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def shard_key(item_id: str) -> int:
     return zlib.crc32(item_id.encode())
 
@@ -147,12 +153,17 @@ class PoolCounts:
 
 
 class PostgresStore:
-    def __init__(self, url: str, *, pool_size: int = 16):
+    def __init__(self, url: str, *, pool_size: int = 16, connect_timeout: float = 30.0):
         psycopg, psycopg_pool = _import_psycopg()
         self._psycopg = psycopg
         self.url = url
         self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, timeout=30.0, open=False)
-        self._pool.open(wait=True, timeout=30.0)
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise ConnectionError(f"could not connect to the database {redacted(url)} within {connect_timeout:g} s"
+                                  ) from exc
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # replicas starting together
             for statement in SCHEMA:

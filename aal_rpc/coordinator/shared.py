@@ -9,14 +9,13 @@ Synchronous mode (rounds gated on a model) needs one coordinator and stays with 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 from aal_rpc.coordinator.core import (SHARD_PAGE, STREAM_PAGE, CoordinatorConfig, Observer, ShardState, Stats,
                                       SubmitOutcome)
-from aal_rpc.coordinator.pg_store import PostgresStore
+from aal_rpc.coordinator.pg_store import PostgresStore, redacted
 from aal_rpc.coordinator.registry import CACHED_BLOBS
 from aal_rpc.coordinator.validation import (check_candidates, check_label, check_lease_ids, check_lease_request,
                                             check_publish, check_shard_request, check_wait)
@@ -140,7 +139,7 @@ class SharedCoordinator:
         self.registry = SharedRegistry(
             store, expected_shapes=expected_shapes(task.architecture, task.input_shape, task.num_classes),
             keep=config.keep_models, changed=self._signals["models"])
-        log.info("shared coordinator ready on %s", _redacted(store.url))
+        log.info("shared coordinator ready on %s", redacted(store.url))
 
     def _on_event(self, kind: str) -> None:
         for name, signal in self._signals.items():
@@ -258,8 +257,3 @@ class SharedCoordinator:
                      last_seq=c.last_seq, candidates_submitted=c.candidates_submitted,
                      candidates_evicted=c.candidates_evicted, labels_by_strategy=c.labels_by_strategy,
                      pool_capacity=self.config.pool_capacity, mode=self.task.mode)
-
-
-def _redacted(url: str) -> str:
-    """The store URL without its password, for logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

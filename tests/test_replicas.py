@@ -1,0 +1,108 @@
+"""Several coordinator replicas on one PostgreSQL database: every label lands exactly once, whichever replica
+leased the query and whichever one the label (or its retry) was sent to."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from aal_rpc.client import CoordinatorClient
+from aal_rpc.coordinator.core import CoordinatorConfig
+from aal_rpc.coordinator.pg_store import PostgresStore
+from aal_rpc.coordinator.shared import SharedCoordinator
+from aal_rpc.experiment.processes import command
+from tests.conftest import TASK, make_candidate, wait_until
+
+
+@pytest.fixture
+def replicas(postgres):
+    url = postgres.new_database()
+    config = CoordinatorConfig(pool_capacity=1000, lease_seconds=30)
+    opened = [SharedCoordinator(PostgresStore(url, pool_size=8), TASK, config) for _ in range(2)]
+    yield opened
+    for c in opened:
+        c.close()
+
+
+def test_two_replicas_under_concurrent_annotators_record_every_label_once(replicas):
+    a, b = replicas
+    a.submit_candidates(worker_id="w0", strategy="margin", model_version=0,
+                        candidates=[make_candidate(str(i)) for i in range(150)])
+    b.submit_candidates(worker_id="w1", strategy="entropy", model_version=0,
+                        candidates=[make_candidate(str(i)) for i in range(100, 300)])  # 100-149 are duplicates
+    acks: list[tuple[str, int]] = []
+    errors: list[Exception] = []
+    lock = threading.Lock()
+
+    def annotate(n: int) -> None:
+        name = f"ann-{n}"
+        lease_from, submit_to = (a, b) if n % 2 else (b, a)  # lease on one replica, label through the other
+        try:
+            while (q := lease_from.lease(name)) is not None:
+                seq, duplicate = submit_to.submit_label(lease_id=q.lease_id, item_id=q.item_id, label=1,
+                                                        annotator_id=name)
+                retry = lease_from.submit_label(lease_id=q.lease_id, item_id=q.item_id, label=1, annotator_id=name)
+                assert not duplicate and retry == (seq, True)  # a retry on any replica is recognised
+                with lock:
+                    acks.append((q.item_id, seq))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=annotate, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    records = list(a.follow_labels(0, follow=False))
+    assert len(records) == 300 and len({r.item_id for r in records}) == 300
+    assert sorted((r.item_id, r.seq) for r in records) == sorted(acks)
+    assert [r.seq for r in records] == sorted(r.seq for r in records)
+    assert a.stats().labeled == b.stats().labeled == 300
+    assert a.stats().queued == b.stats().queued == 0
+
+
+def test_a_long_poll_on_one_replica_wakes_for_a_candidate_sent_to_another(replicas):
+    a, b = replicas
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(a.lease("ann", wait_seconds=20)))
+    waiter.start()
+    b.submit_candidates(worker_id="w", strategy="margin", model_version=0, candidates=[make_candidate("42")])
+    waiter.join(20)
+    assert got and got[0] is not None and got[0].item_id == "42"
+
+
+@pytest.mark.e2e
+def test_two_coordinator_processes_on_one_database_serve_the_whole_system(tmp_path, procs, postgres):
+    url = postgres.new_database()
+    args = ["--store", url, "--model", "mlp", "--pool-capacity", "60", "--lease-seconds", "30"]
+    _, address_a = procs.start_coordinator("coordinator-a", args)
+    _, address_b = procs.start_coordinator("coordinator-b", args)
+    procs.start("server", command("server", "--coordinator", address_a, "--epochs", "2", "--threads", "1"))
+    for shard, address in enumerate((address_a, address_b)):
+        procs.start(f"worker-{shard}", command(
+            "worker", "--coordinator", address, "--shard-index", shard, "--num-shards", "2", "--strategy", "margin",
+            "--batch-size", "10", "--poll-seconds", "0.1", "--threads", "1"))
+    annotators = {}
+    for name, address in (("a", address_a), ("b", address_b)):
+        annotators[name] = procs.start(f"annotate-{name}", command(
+            "annotate", "--coordinator", address, "--oracle", "--annotators", "4", "--budget", "60",
+            "--delay", "0.02", "--json", "--acks-file", tmp_path / f"acks-{name}.jsonl"), capture_stdout=True)
+    acknowledged = {}
+    for name, proc in annotators.items():
+        proc.wait(timeout=240)
+        summary = json.loads(proc.stdout.read().decode().strip().splitlines()[-1])
+        assert summary["acknowledged"] == 60 and summary["errors"] == {}
+        for line in (tmp_path / f"acks-{name}.jsonl").read_text().splitlines():
+            ack = json.loads(line)
+            assert ack["item_id"] not in acknowledged
+            acknowledged[ack["item_id"]] = (ack["label"], ack["seq"])
+    with CoordinatorClient(address_a) as a, CoordinatorClient(address_b) as b:
+        for client in (a, b):
+            labeled = {r.item_id: (r.label, r.seq) for r in client.export(include_payload=False)}
+            assert labeled == acknowledged and len(labeled) == 120
+        # the server publishes through replica a; replica b serves the same registry
+        assert wait_until(lambda: b.stats().latest_model_version >= 1)
+        assert b.models() == a.models()
