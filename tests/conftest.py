@@ -78,8 +78,16 @@ def make_coordinator(request, tmp_path):
         from aal_rpc.coordinator.shared import SharedCoordinator
 
         url = request.getfixturevalue("postgres").new_database()
-        make, opened = _coordinators(lambda task, config: SharedCoordinator(PostgresStore(url, pool_size=8), task,
-                                                                            config))
+
+        def open_shared(task, config):
+            store = PostgresStore(url, pool_size=8)
+            try:
+                return SharedCoordinator(store, task, config)
+            except Exception:
+                store.close()
+                raise
+
+        make, opened = _coordinators(open_shared)
     yield make
     for c in opened:
         if not c.closing:

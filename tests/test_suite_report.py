@@ -64,3 +64,24 @@ def test_report_writes_tables_and_figures(tmp_path):
     for png in ("a_sync_vs_async", "b_wait", "d_cluster_margin", "e_curves"):
         assert f"figures/{png}.png" in text
         assert Image.open(tmp_path / "docs" / "figures" / f"{png}.png").size[0] > 300
+
+
+def test_suite_runs_each_distinct_experiment_once(tmp_path, monkeypatch):
+    import aal_rpc.experiment.suite as suite
+
+    ran = []
+
+    def fake_run(config, progress=False):
+        ran.append(config)
+        top = 0.9 if config.mode == "sync" else 0.89
+        return {"final_accuracy": top, "wait_seconds": {"mean": 0.5 if config.mode == "sync" else 0.002, "p99": 1.0},
+                "curve": fake_curve(config.budget, top), "labels": config.budget, "labels_by_strategy": {},
+                "seconds": 2.0}
+
+    monkeypatch.setattr(suite, "run_experiment", fake_run)
+    runs = plan(SCALES["small"], seeds=2, out=tmp_path)
+    doc = suite.run_suite("small", seeds=2, out=tmp_path, progress=lambda line: None)
+    # study c's single-server runs of one strategy are study a's async runs at the first batch size
+    assert len(ran) == len(runs) - 2 * 3 and len(doc["results"]) == len(runs)
+    assert doc["seconds"] == 2.0 * len(ran)
+    assert (tmp_path / "RESULTS.md").exists()

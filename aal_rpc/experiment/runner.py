@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,7 +144,10 @@ def _follow_progress(client: CoordinatorClient, annotate, cfg: ExperimentConfig,
             s = client.stats()
             bar.update(min(cfg.budget, s.labeled) - bar.n)
             bar.set_postfix(model=f"v{s.latest_model_version}", queued=s.queued, leased=s.leased)
-            time.sleep(POLL_SECONDS)
+            try:
+                annotate.wait(POLL_SECONDS)  # returns as soon as the annotators are done
+            except subprocess.TimeoutExpired:
+                pass
         bar.update(min(cfg.budget, client.stats().labeled) - bar.n)
     if annotate.returncode != 0:
         raise RuntimeError(f"aal-annotate exited with {annotate.returncode}; see {cfg.out}/logs/annotate.log")
