@@ -19,3 +19,7 @@ class FailedPrecondition(AalError):
 
 class ResourceExhausted(AalError):
     """A size or capacity bound was exceeded."""
+
+
+class Unavailable(AalError):
+    """A dependency (the shared database) cannot be reached right now; the caller should retry."""

@@ -132,9 +132,15 @@ class PostgresServer:
         if self.user:
             shutil.chown(self.root, self.user)
         self._run("initdb", "-D", self.data, "-U", "aal", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.start_server()
+        self._names = itertools.count()
+
+    def start_server(self) -> None:
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", self.data, "-l", self.root / "server.log",
                   "-o", f"-k {self.root} -c listen_addresses= -c max_connections=200")
-        self._names = itertools.count()
+
+    def stop_server(self) -> None:
+        self._run("pg_ctl", "stop", "-m", "fast", "-w", "-D", self.data)
 
     def _run(self, tool: str, *args) -> None:
         subprocess.run([str(self.bindir / tool), *map(str, args)], check=True, capture_output=True, user=self.user,
@@ -154,7 +160,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "stop", "-m", "fast", "-w", "-D", self.data)
+            self.stop_server()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -168,16 +174,29 @@ def _postgres_bindir() -> Path | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    """The session's PostgreSQL server. Missing binaries skip the test on a developer's machine and fail it in CI
-    (.ci/run installs Debian's postgresql), so the PostgreSQL tests never silently stop running there."""
+def _start_postgres() -> PostgresServer:
+    """Missing binaries skip the test on a developer's machine and fail it in CI (.ci/run installs Debian's
+    postgresql), so the PostgreSQL tests never silently stop running there."""
     bindir = _postgres_bindir()
     if bindir is None:
         message = "PostgreSQL server binaries not found (apt-get install postgresql)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    server = PostgresServer(bindir)
+    return PostgresServer(bindir)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The session's PostgreSQL server; each test takes a fresh database from it."""
+    server = _start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of the test's own, which it may stop and start."""
+    server = _start_postgres()
     yield server
     server.stop()

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import threading
 
+import grpc
 import pytest
 
-from aal_rpc.client import CoordinatorClient
+from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.core import CoordinatorConfig
 from aal_rpc.coordinator.pg_store import PostgresStore
 from aal_rpc.coordinator.shared import SharedCoordinator
 from aal_rpc.experiment.processes import command
-from tests.conftest import TASK, make_candidate, wait_until
+from tests.conftest import TASK, code_of, make_candidate, wait_until
 
 
 @pytest.fixture
@@ -106,3 +108,27 @@ def test_two_coordinator_processes_on_one_database_serve_the_whole_system(tmp_pa
         # the server publishes through replica a; replica b serves the same registry
         assert wait_until(lambda: b.stats().latest_model_version >= 1)
         assert b.models() == a.models()
+
+
+def test_the_coordinator_rides_out_a_database_restart(own_postgres):
+    """While the database is down calls fail with UNAVAILABLE (never a crash); clients retry, and once it is back
+    the label goes through and nothing acknowledged is lost."""
+    srv = create_coordinator_server("127.0.0.1:0", None, TASK, CoordinatorConfig(lease_seconds=60),
+                                    store=own_postgres.new_database())
+    address = f"127.0.0.1:{srv.port}"
+    try:
+        srv.coordinator.submit_candidates(worker_id="w", strategy="margin", model_version=0,
+                                          candidates=[make_candidate("1"), make_candidate("2")])
+        with CoordinatorClient(address, retry_for=0) as quick, AnnotationClient(address, "ann", retry_for=60) as ann:
+            first = ann.lease(wait_seconds=5)
+            assert ann.submit(first, label=4).seq == 1
+            second = ann.lease(wait_seconds=5)
+            own_postgres.stop_server()
+            assert code_of(lambda: quick.stats()) == grpc.StatusCode.UNAVAILABLE
+            threading.Timer(1.0, own_postgres.start_server).start()
+            result = ann.submit(second, label=7)  # retried until the database is back
+            assert (result.seq, result.duplicate) == (2, False)
+            assert {r.item_id: r.label for r in quick.export(include_payload=False)} == {first.item_id: 4,
+                                                                                          second.item_id: 7}
+    finally:
+        srv.stop(grace=0)

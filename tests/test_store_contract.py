@@ -10,7 +10,7 @@ import pytest
 
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.types import LabeledRecord, Lease, ModelInfo, Provenance
-from conftest import TASK, make_candidate
+from tests.conftest import TASK, make_candidate
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -75,6 +75,25 @@ class ShardState:
     demand: int
 
 
+def follow_records(store, after_seq: int, *, follow: bool, include_payload: bool, keep_going: Callable[[], bool],
+                   wait_for_more: Callable[[int], None]) -> Iterator[LabeledRecord]:
+    """Records of L after `after_seq` from `store`, page by page, in order; with `follow`, then waits
+    (`wait_for_more(last seq seen)`) and goes on while `keep_going()`."""
+    if after_seq < 0:
+        raise InvalidArgument("after_seq must be non-negative")
+    cursor = after_seq
+    while True:
+        page = store.labels_after(cursor, STREAM_PAGE, include_payload=include_payload)
+        yield from page
+        if page:
+            cursor = page[-1].seq
+        if len(page) == STREAM_PAGE:
+            continue
+        if not follow or not keep_going():
+            return
+        wait_for_more(cursor)
+
+
 class Observer:
     """What the core reports as it works (metrics implement it); every method a no-op here."""
 
@@ -311,20 +330,12 @@ class Coordinator:
     def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True,
                       is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
         """Durable records of L after `after_seq`, in order; with `follow`, keeps waiting for new ones."""
-        if after_seq < 0:
-            raise InvalidArgument("after_seq must be non-negative")
-        cursor = after_seq
-        while True:
-            page = self.store.labels_after(cursor, STREAM_PAGE, include_payload=include_payload)
-            yield from page
-            if page:
-                cursor = page[-1].seq
-            if len(page) == STREAM_PAGE:
-                continue
-            if not follow or self._closed or not is_active():
-                return
+        def wait_for_more(cursor: int) -> None:
             with self._labels_cv:
                 self._labels_cv.wait_for(lambda: self._durable_seq > cursor or self._closed, timeout=1.0)
+
+        return follow_records(self.store, after_seq, follow=follow, include_payload=include_payload,
+                              keep_going=lambda: not self._closed and is_active(), wait_for_more=wait_for_more)
 
     def publish_model(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
                       metrics: dict[str, float], sha256: str) -> ModelInfo:

@@ -35,13 +35,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aal_rpc.coordinator.store import StoredState
-from aal_rpc.errors import FailedPrecondition, NotFound
+from aal_rpc.coordinator.store import LABEL_INSERT_COLUMNS, StoredState, label_row
+from aal_rpc.errors import FailedPrecondition, NotFound, Unavailable
 from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Payload, Provenance, Task
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "aal_events"
+CONNECTION_WAIT = 5.0  # seconds a call waits for a database connection before answering UNAVAILABLE; under the
+#                        clients' call deadlines (10 s), so they see a status they retry, not a deadline
 SCHEMA_LOCK = 0x4161_6C01  # advisory lock keys ("Aal" + n)
 POOL_LOCK = 0x4161_6C02
 
@@ -156,8 +158,10 @@ class PostgresStore:
     def __init__(self, url: str, *, pool_size: int = 16, connect_timeout: float = 30.0):
         psycopg, psycopg_pool = _import_psycopg()
         self._psycopg = psycopg
+        self._lost = (psycopg.OperationalError, psycopg_pool.PoolTimeout)  # the database is down or unreachable
         self.url = url
-        self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, timeout=30.0, open=False)
+        self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, timeout=CONNECTION_WAIT,
+                                                 open=False)
         try:
             self._pool.open(wait=True, timeout=connect_timeout)
         except psycopg_pool.PoolTimeout as exc:
@@ -177,9 +181,14 @@ class PostgresStore:
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
-        """A cursor in one transaction: committed when the block ends, rolled back if it raises."""
-        with self._pool.connection() as conn, conn.cursor() as cur:
-            yield cur
+        """A cursor in one transaction: committed when the block ends, rolled back if it raises. Losing the
+        database becomes Unavailable (UNAVAILABLE, which clients retry); a write whose commit was cut off is
+        recognised when retried (lease ids are unique in L)."""
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except self._lost as exc:
+            raise Unavailable(f"the database is unavailable: {str(exc).strip()[:200]}") from exc
 
     def on_event(self, callback: Callable[[str], None]) -> None:
         """Call `callback(kind)` whenever any replica changes S ("queries"), L ("labels") or the registry
@@ -231,23 +240,14 @@ class PostgresStore:
         def write() -> int:
             with self._tx() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))
-                self._insert_label(cur, r)
+                cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 16)})",
+                            label_row(r))
                 cur.execute("SELECT setval('label_seq', GREATEST(%s, (SELECT last_value FROM label_seq)))", (r.seq,))
                 cur.execute("DELETE FROM queries WHERE item_id = %s", (r.item_id,))
                 self._notify(cur, "labels")
             return r.seq
 
         return _committed(write)
-
-    @staticmethod
-    def _insert_label(cur, r: LabeledRecord) -> None:
-        p, prov = r.payload, r.provenance
-        cur.execute(
-            f"INSERT INTO labels ({_LABEL_COLUMNS}, tensor, dtype, shape, image_png) "
-            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-            (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
-             prov.worker_id, prov.strategy, prov.model_version, prov.score,
-             p.tensor, p.dtype, json.dumps(list(p.shape)), p.image_png))
 
     def put_candidates(self, rows: list[tuple[Candidate, float]], evicted: list[str]) -> Future:
         def write() -> None:

@@ -19,7 +19,57 @@ from aal_rpc.types import ModelInfo
 CACHED_BLOBS = 2  # newest weight blobs held in memory for downloads
 
 
-class ModelRegistry:
+class BlobCache:
+    """The newest CACHED_BLOBS weight blobs in memory, read through to the store: every worker downloads each
+    new version, and a version's weights never change, so a cached blob never goes stale."""
+
+    def __init__(self, store):
+        self._store = store
+        self._blobs: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+
+    def read(self, m: ModelInfo) -> bytes:
+        with self._lock:
+            data = self._blobs.get(m.version)
+        if data is None:
+            data = self._store.read_blob(m.version) if m.blob_available else None
+            if data is None:
+                raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)")
+            self.remember(m.version, data)
+        return data
+
+    def remember(self, version: int, data: bytes) -> None:
+        with self._lock:
+            self._blobs[version] = data
+            for v in sorted(self._blobs)[:-CACHED_BLOBS]:
+                del self._blobs[v]
+
+    def forget(self, version: int) -> None:
+        with self._lock:
+            self._blobs.pop(version, None)
+
+
+class RegistryReads:
+    """`get` and `read_blob` of both registries (this one and the shared-database one), over their `_lookup`."""
+
+    _cache: BlobCache
+
+    def _lookup(self, version: int) -> ModelInfo | None:
+        raise NotImplementedError
+
+    def get(self, version: int) -> ModelInfo:
+        """A version's entry; version 0 is the latest."""
+        m = self._lookup(version)
+        if m is None:
+            raise NotFound(f"model version {version} does not exist" if version else "no model published yet")
+        return m
+
+    def read_blob(self, version: int) -> tuple[ModelInfo, bytes]:
+        m = self.get(version)
+        return m, self._cache.read(m)
+
+
+class ModelRegistry(RegistryReads):
     def __init__(self, store: SqliteStore, *, expected_shapes: dict[str, tuple[int, ...]], keep: int,
                  models: list[ModelInfo]):
         if keep < 1:
@@ -30,7 +80,7 @@ class ModelRegistry:
         self._cv = threading.Condition()
         self._models: dict[int, ModelInfo] = {m.version: m for m in models}
         self._latest: ModelInfo | None = max(self._models.values(), key=ModelInfo.freshness, default=None)
-        self._cache: dict[int, bytes] = {}
+        self._cache = BlobCache(store)
 
     def latest(self) -> ModelInfo | None:
         with self._cv:
@@ -44,33 +94,9 @@ class ModelRegistry:
         with self._cv:
             return [self._models[v] for v in sorted(self._models)]
 
-    def get(self, version: int) -> ModelInfo:
+    def _lookup(self, version: int) -> ModelInfo | None:
         with self._cv:
-            m = self._latest if version == 0 else self._models.get(version)
-        if m is None:
-            raise NotFound(f"model version {version} does not exist" if version else "no model published yet")
-        return m
-
-    def read_blob(self, version: int) -> tuple[ModelInfo, bytes]:
-        m = self.get(version)
-        if not m.blob_available:
-            raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)")
-        with self._cv:
-            cached = self._cache.get(m.version)
-        if cached is not None:
-            return m, cached
-        data = self._store.read_blob(m.version)
-        if data is None:
-            raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)")
-        self._remember(m.version, data)
-        return m, data
-
-    def _remember(self, version: int, data: bytes) -> None:
-        """Keep the newest CACHED_BLOBS blobs in memory: every worker downloads each new version."""
-        with self._cv:
-            self._cache[version] = data
-            for v in sorted(self._cache)[:-CACHED_BLOBS]:
-                del self._cache[v]
+            return self._latest if version == 0 else self._models.get(version)
 
     def publish(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
                 metrics: dict[str, float], sha256: str) -> ModelInfo:
@@ -84,7 +110,7 @@ class ModelRegistry:
             self._store.write_blob(version, data)
             self._store.insert_model(info).result()
             self._models[version] = info
-            self._remember(version, data)
+            self._cache.remember(version, data)
             if self._latest is None or info.freshness() > self._latest.freshness():
                 self._latest = info
             self._prune()
@@ -97,7 +123,7 @@ class ModelRegistry:
             if self._latest is not None and v == self._latest.version:
                 continue
             self._store.delete_blob(v)
-            self._cache.pop(v, None)
+            self._cache.forget(v)
             self._store.mark_blob_pruned(v)
             m = self._models[v]
             self._models[v] = dataclasses.replace(m, blob_available=False)

@@ -11,7 +11,7 @@ from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, assemble, iter_chunks
 from aal_rpc.coordinator.core import Coordinator
 from aal_rpc.coordinator.validation import MAX_WAIT_SECONDS
-from aal_rpc.errors import AalError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from aal_rpc.errors import AalError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
 from aal_rpc.types import Candidate, Provenance
@@ -23,6 +23,7 @@ _STATUS = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,  # clients retry it with backoff
 }
 
 

@@ -13,13 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from aal_rpc.coordinator.core import (SHARD_PAGE, STREAM_PAGE, CoordinatorConfig, Observer, ShardState, Stats,
-                                      SubmitOutcome)
+from aal_rpc.coordinator.core import (SHARD_PAGE, CoordinatorConfig, Observer, ShardState, Stats, SubmitOutcome,
+                                      follow_records)
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
-from aal_rpc.coordinator.registry import CACHED_BLOBS
+from aal_rpc.coordinator.registry import BlobCache, RegistryReads
 from aal_rpc.coordinator.validation import (check_candidates, check_label, check_lease_ids, check_lease_request,
                                             check_publish, check_shard_request, check_wait)
-from aal_rpc.errors import InvalidArgument, NotFound
 from aal_rpc.serde import weights_from_bytes
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
@@ -49,7 +48,7 @@ class _Signal:
             self._cv.wait_for(lambda: self._generation != since, timeout=max(0.0, min(timeout, POLL_SECONDS)))
 
 
-class SharedRegistry:
+class SharedRegistry(RegistryReads):
     """The model registry over the shared database: versions from a sequence, blobs in the database."""
 
     def __init__(self, store: PostgresStore, *, expected_shapes: dict[str, tuple[int, ...]], keep: int,
@@ -60,8 +59,7 @@ class SharedRegistry:
         self._expected = expected_shapes
         self._keep = keep
         self._changed = changed
-        self._cache: dict[int, bytes] = {}
-        self._cache_lock = threading.Lock()
+        self._cache = BlobCache(store)
 
     def latest(self) -> ModelInfo | None:
         return self._store.latest_model()
@@ -72,27 +70,8 @@ class SharedRegistry:
     def list(self) -> list[ModelInfo]:
         return self._store.list_models()
 
-    def get(self, version: int) -> ModelInfo:
-        m = self._store.latest_model() if version == 0 else self._store.get_model(version)
-        if m is None:
-            raise NotFound(f"model version {version} does not exist" if version else "no model published yet")
-        return m
-
-    def read_blob(self, version: int) -> tuple[ModelInfo, bytes]:
-        m = self.get(version)
-        with self._cache_lock:
-            cached = self._cache.get(m.version)
-        data = cached if cached is not None else (self._store.read_blob(m.version) if m.blob_available else None)
-        if data is None:
-            raise NotFound(f"weights of model version {m.version} were pruned (--keep-models)")
-        self._remember(m.version, data)
-        return m, data
-
-    def _remember(self, version: int, data: bytes) -> None:
-        with self._cache_lock:  # versions are immutable, so a cached blob never goes stale
-            self._cache[version] = data
-            for v in sorted(self._cache)[:-CACHED_BLOBS]:
-                del self._cache[v]
+    def _lookup(self, version: int) -> ModelInfo | None:
+        return self._store.latest_model() if version == 0 else self._store.get_model(version)
 
     def publish(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
                 metrics: dict[str, float], sha256: str) -> ModelInfo:
@@ -100,7 +79,7 @@ class SharedRegistry:
         info = ModelInfo(version=0, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
                          architecture=architecture, metrics=dict(metrics), size_bytes=len(data), sha256=sha256)
         stored = self._store.publish_model(info, data, keep=self._keep)
-        self._remember(stored.version, data)
+        self._cache.remember(stored.version, data)
         return stored
 
     def wait_newer(self, after_version: int, timeout: float) -> ModelInfo | None:
@@ -195,21 +174,15 @@ class SharedCoordinator:
 
     def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True,
                       is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
-        if after_seq < 0:
-            raise InvalidArgument("after_seq must be non-negative")
-        cursor = after_seq
         labels = self._signals["labels"]
-        while True:
-            since = labels.generation()
-            page = self.store.labels_after(cursor, STREAM_PAGE, include_payload=include_payload)
-            yield from page
-            if page:
-                cursor = page[-1].seq
-            if len(page) == STREAM_PAGE:
-                continue
-            if not follow or self._closed or not is_active():
-                return
-            labels.wait(since, 1.0)
+        seen = [labels.generation()]  # taken before each read, so a label committed meanwhile wakes the wait
+
+        def wait_for_more(_cursor: int) -> None:
+            labels.wait(seen[0], 1.0)
+            seen[0] = labels.generation()
+
+        return follow_records(self.store, after_seq, follow=follow, include_payload=include_payload,
+                              keep_going=lambda: not self._closed and is_active(), wait_for_more=wait_for_more)
 
     def publish_model(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
                       metrics: dict[str, float], sha256: str) -> ModelInfo:

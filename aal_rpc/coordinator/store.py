@@ -56,6 +56,15 @@ CREATE TABLE IF NOT EXISTS models (
 
 _LABEL_COLUMNS = ("seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
                   "worker_id, strategy, model_version, score")
+LABEL_INSERT_COLUMNS = _LABEL_COLUMNS + ", tensor, dtype, shape, image_png"
+
+
+def label_row(r: LabeledRecord) -> tuple:
+    """A labeled record as the values of LABEL_INSERT_COLUMNS (both stores use the same columns)."""
+    p, prov = r.payload, r.provenance
+    return (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
+            prov.worker_id, prov.strategy, prov.model_version, prov.score,
+            p.tensor, p.dtype, json.dumps(list(p.shape)), p.image_png)
 
 
 @dataclass
@@ -212,15 +221,8 @@ class SqliteStore:
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('task', ?)", (task.to_json(),)))
 
     def append_label(self, r: LabeledRecord) -> Future:
-        p, prov = r.payload, r.provenance
-
         def op(c: sqlite3.Connection) -> int:
-            c.execute(
-                f"INSERT INTO labels ({_LABEL_COLUMNS}, tensor, dtype, shape, image_png) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
-                 prov.worker_id, prov.strategy, prov.model_version, prov.score,
-                 p.tensor, p.dtype, json.dumps(list(p.shape)), p.image_png))
+            c.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join('?' * 16)})", label_row(r))
             c.execute("DELETE FROM queries WHERE item_id = ?", (r.item_id,))
             return r.seq
 
