@@ -35,6 +35,8 @@ def test_plan_covers_every_study_and_repeats_seeds(tmp_path):
     f = [r for r in runs if r.study == "f"]
     assert {r.config.mode for r in f} == {"sync", "async"}
     assert {r.config.min_steps for r in f} == {SCALES["small"].slow_min_steps} and all(r.config.min_steps == 0 for r in a)
+    assert {(r.config.annotator_delay, r.config.budget) for r in f} == {(SCALES["small"].slow_annotator_delay,
+                                                                         SCALES["small"].slow_budget)}
     assert not [r for r in plan(SCALES["paper"], seeds=1, out=tmp_path) if r.study == "f"]
 
 

@@ -61,7 +61,9 @@ def _slow_training_section(res: list[dict], sc: dict) -> list[str]:
         return []
     lines = ["## (f) When training takes seconds", "",
              f"Entropy, one server, every training round at least {sc['slow_min_steps']} optimizer steps "
-             "(`--min-steps`), so a round costs seconds however few labels there are, as on a real pool.", "",
+             "(`--min-steps`), so a round costs seconds however few labels there are, as on a real pool; "
+             f"annotators as slow as people ({sc['slow_annotator_delay']} s a label), budget {sc['slow_budget']}.",
+             "",
              "| batch | sync mean wait (ms) | async mean wait (ms) | sync / async | sync accuracy | async accuracy "
              "| async − sync |", "|---|---|---|---|---|---|---|"]
     for b in sc["slow_batch_sizes"]:

@@ -45,18 +45,21 @@ class Scale:
     target_accuracy: float  # study (d): labels needed to reach this
     slow_min_steps: int  # study (f): optimizer steps per training round, so that a round takes seconds
     slow_batch_sizes: tuple[int, ...]  # study (f)
+    slow_annotator_delay: float  # study (f): seconds per label, as slow as people, so a model serves ~a batch
+    slow_budget: int  # study (f)
 
 
 SCALES = {
-    # The embedded digits data on 2 CPU cores: 84 runs with 2 seeds, under 30 minutes.
+    # The embedded digits data on 2 CPU cores: 84 runs (78 distinct) with 2 seeds, about 29 minutes.
     "small": Scale(dataset="digits", model="cnn", budget=150, batch_sizes=(10, 25, 50), cm_batch_sizes=(25, 50, 100),
                    cm_budget=200, workers=3, annotators=8, annotator_delay=0.2, epochs=15, device="cpu",
-                   target_accuracy=0.90, slow_min_steps=200, slow_batch_sizes=(10,)),
+                   target_accuracy=0.90, slow_min_steps=200, slow_batch_sizes=(10,), slow_annotator_delay=1.0,
+                   slow_budget=100),
     # The paper's setting (CIFAR-10 / VGG-16, 10 workers, batch sizes 1000-5000); needs a GPU and the data.
     "paper": Scale(dataset="cifar10:data/cifar10", model="vgg16", budget=20000, batch_sizes=(1000, 2500, 5000),
                    cm_batch_sizes=(1000, 2500, 5000), cm_budget=20000, workers=10, annotators=64,
                    annotator_delay=1.0, epochs=20, device="cuda", target_accuracy=0.75, slow_min_steps=0,
-                   slow_batch_sizes=()),
+                   slow_batch_sizes=(), slow_annotator_delay=1.0, slow_budget=0),
 }
 
 
@@ -92,7 +95,7 @@ def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None) -> 
             for mode in ("sync", "async"):
                 runs.append(Run("f", {"strategy": "entropy", "batch": b, "mode": mode, "seed": seed}, replace(
                     base, mode=mode, servers=1, strategies=["entropy"], batch_size=b, min_steps=scale.slow_min_steps,
-                    seed=seed)))
+                    annotator_delay=scale.slow_annotator_delay, budget=scale.slow_budget, seed=seed)))
         runs.append(Run("e", {"method": "random", "servers": 1, "seed": seed}, replace(
             base, servers=1, strategies=["random"], batch_size=scale.batch_sizes[0], seed=seed)))
         for method in ("cluster_margin", "margin", "random"):
