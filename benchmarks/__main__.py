@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from benchmarks import annotators, cluster_margin_scale, growth, model_distribution, scale_sim, worker_scoring
+from benchmarks import (annotators, cluster_margin_scale, growth, model_distribution, scale_sim, store_backends,
+                        worker_scoring)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +43,7 @@ BENCHMARKS = {
         [2000] if smoke else [10_000, 50_000, 100_000], 32 if smoke else 512, 100 if smoke else 1000)},
     "scale_sim": lambda smoke: scale_sim.run(smoke=smoke),
     "growth": lambda smoke: growth.run(smoke=smoke),
+    "store_backends": lambda smoke: store_backends.run(smoke=smoke),
 }
 
 
@@ -95,6 +97,13 @@ def table(results: dict) -> str:
                         f"{row['startup_seconds']:.1f} s | – | – | – | – |")
         rows.append(f"| 7 | p50 growth, smallest → largest L | lease {g['p50_growth']['lease']:.2f}×, submit "
                     f"{g['p50_growth']['submit']:.2f}× | – | – | ≤ 1.5× | {ok(g['pass'])} |")
+    if "store_backends" in r and "skipped" not in r["store_backends"]:
+        s = r["store_backends"]
+        p, q = s["postgresql"], s["sqlite"]
+        rows.append(f"| 8 | durable label cycles/s, PostgreSQL store, {s['threads']} threads in-process "
+                    f"({s['measured_at']}) | {p['cycles_per_second']:.0f} (submit p50 {p['submit_p50_ms']:.2f} / "
+                    f"p99 {p['submit_p99_ms']:.2f} ms) | embedded SQLite {q['cycles_per_second']:.0f} (p50 "
+                    f"{q['submit_p50_ms']:.2f} / p99 {q['submit_p99_ms']:.2f} ms) | {s['ratio']:.2f} | – | – |")
     return "\n".join(rows)
 
 

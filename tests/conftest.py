@@ -3,14 +3,8 @@ real PostgreSQL server (Debian's postgresql) started for the session."""
 
 from __future__ import annotations
 
-import glob
-import itertools
 import os
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -18,6 +12,7 @@ import pytest
 
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.core import Coordinator, CoordinatorConfig
+from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.experiment.processes import ProcessGroup
 from aal_rpc.types import Candidate, Payload, Provenance, Task
@@ -120,70 +115,16 @@ def wait_until(predicate, timeout=90.0, interval=0.2) -> bool:
     return False
 
 
-class PostgresServer:
-    """A throwaway PostgreSQL cluster: initdb into a temporary dir, listening only on a Unix socket there (no TCP
-    port at all), trust authentication for the user `aal`. Run as the `postgres` user when we are root."""
-
-    def __init__(self, bindir: Path):
-        self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="aalpg-"))  # short: a socket path has ~100 characters at most
-        self.data = self.root / "data"
-        self.user = "postgres" if os.geteuid() == 0 else None
-        if self.user:
-            shutil.chown(self.root, self.user)
-        self._run("initdb", "-D", self.data, "-U", "aal", "--auth=trust", "-E", "UTF8", "--no-sync")
-        self.start_server()
-        self._names = itertools.count()
-
-    def start_server(self) -> None:
-        self._run("pg_ctl", "start", "-w", "-t", "60", "-D", self.data, "-l", self.root / "server.log",
-                  "-o", f"-k {self.root} -c listen_addresses= -c max_connections=200")
-
-    def stop_server(self) -> None:
-        self._run("pg_ctl", "stop", "-m", "fast", "-w", "-D", self.data)
-
-    def _run(self, tool: str, *args) -> None:
-        subprocess.run([str(self.bindir / tool), *map(str, args)], check=True, capture_output=True, user=self.user,
-                       cwd=self.root)
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://aal@/{database}?host={self.root}"
-
-    def new_database(self) -> str:
-        """A fresh, empty database; its URL."""
-        import psycopg
-
-        name = f"t{os.getpid()}_{next(self._names)}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
-
-    def stop(self) -> None:
-        try:
-            self.stop_server()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _postgres_bindir() -> Path | None:
-    found = [shutil.which("pg_ctl")] + sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
-    for pg_ctl in filter(None, found):
-        bindir = Path(pg_ctl).resolve().parent
-        if (bindir / "initdb").exists():
-            return bindir
-    return None
-
-
-def _start_postgres() -> PostgresServer:
+def _start_postgres() -> LocalPostgres:
     """Missing binaries skip the test on a developer's machine and fail it in CI (.ci/run installs Debian's
     postgresql), so the PostgreSQL tests never silently stop running there."""
-    bindir = _postgres_bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         message = "PostgreSQL server binaries not found (apt-get install postgresql)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return PostgresServer(bindir)
+    return LocalPostgres(bindir)
 
 
 @pytest.fixture(scope="session")

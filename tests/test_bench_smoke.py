@@ -17,11 +17,14 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
                    timeout=600, capture_output=True)
     results = json.loads((tmp_path / "results.json").read_text())
     b = results["benchmarks"]
-    assert set(b) == {"annotators", "model_distribution", "worker_scoring", "cluster_margin", "scale_sim", "growth"}
+    assert set(b) == {"annotators", "model_distribution", "worker_scoring", "cluster_margin", "scale_sim", "growth",
+                      "store_backends"}
     assert b["annotators"]["measured"]["labels"] > 0 and b["annotators"]["bare"]["count"] > 0
     assert b["model_distribution"]["download_mb_per_s"] > 0 and b["model_distribution"]["bare_mb_per_s"] > 0
     assert b["worker_scoring"]["ratio"] > 0
     assert b["cluster_margin"]["rows"][0]["clusters"] >= 1
     assert b["scale_sim"]["errors"] == 0 and b["scale_sim"]["labeled_in_pool"] == b["scale_sim"]["labels"]
     assert [r["labels"] for r in b["growth"]["rows"]] == [1_050, 5_050]
+    s = b["store_backends"]
+    assert "skipped" in s or (s["postgresql"]["labels"] > 0 and s["sqlite"]["labels"] > 0)
     assert "| 1 |" in (tmp_path / "results.md").read_text()

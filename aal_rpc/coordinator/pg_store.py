@@ -388,6 +388,9 @@ class PostgresStore:
         leasing right now are skipped, not waited for."""
         lease = Lease(uuid.uuid4().hex, annotator_id, now, now + lease_seconds)
         with self._tx() as cur:
+            # A lease need not wait for the disk, as in the embedded store: one lost in a crash only means the
+            # query is available again and its label is refused (FAILED_PRECONDITION) until leased anew.
+            cur.execute("SET LOCAL synchronous_commit TO OFF")
             cur.execute(
                 f"UPDATE queries q SET lease_id = %(lease_id)s, lease_owner = %(owner)s, leased_at = %(now)s, "
                 f"lease_deadline = %(deadline)s FROM (SELECT item_id FROM queries WHERE {_AVAILABLE} "

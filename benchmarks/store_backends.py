@@ -1,0 +1,86 @@
+"""Figure 8: what the PostgreSQL store costs. Durable label cycles (lease + submit, each acknowledged only once
+committed) with 8 annotator threads on a coordinator in this process (no gRPC, so the store is what differs):
+the shared-database coordinator on a local PostgreSQL server against the embedded coordinator on SQLite, in
+the same run. `python -m benchmarks --only store_backends`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aal_rpc.coordinator.core import Coordinator, CoordinatorConfig
+from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
+from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.types import Candidate, Payload, Provenance, Task
+
+TASK = Task(dataset="digits", num_classes=10, class_names=tuple(map(str, range(10))), input_shape=(1, 8, 8),
+            architecture="mlp")
+THREADS = 8
+
+
+def _candidates(n: int) -> list[Candidate]:
+    x = np.random.default_rng(0).random((1, 8, 8), dtype=np.float32)
+    payload = Payload.from_array(x, image_png=b"\x89PNG" + bytes(200))
+    return [Candidate(f"item-{i}", payload, Provenance("w0", "margin", 0, 0.5)) for i in range(n)]
+
+
+def cycles(coordinator, *, items: int, seconds: float) -> dict:
+    """Lease + submit as fast as THREADS annotators can for `seconds` (S stocked beforehand with `items`)."""
+    for start in range(0, items, 1000):
+        coordinator.submit_candidates(worker_id="w0", strategy="margin", model_version=0,
+                                      candidates=_candidates(items)[start:start + 1000])
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def annotate(name: str) -> None:
+        mine = []
+        while time.perf_counter() < stop_at and (q := coordinator.lease(name)) is not None:
+            t0 = time.perf_counter()
+            coordinator.submit_label(lease_id=q.lease_id, item_id=q.item_id, label=1, annotator_id=name)
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=annotate, args=(f"a{i}",)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    lat = np.array(latencies)
+    return {"labels": len(lat), "cycles_per_second": len(lat) / elapsed,
+            "submit_p50_ms": float(np.percentile(lat, 50) * 1e3), "submit_p99_ms": float(np.percentile(lat, 99) * 1e3)}
+
+
+def run(*, seconds: float = 10.0, items: int = 40_000, smoke: bool = False) -> dict:
+    if smoke:
+        seconds, items = 1.0, 2_000
+    bindir = postgres_bindir()
+    if bindir is None:
+        return {"skipped": "no PostgreSQL server binaries (apt-get install postgresql)"}
+    config = CoordinatorConfig(pool_capacity=items, lease_seconds=600)
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = Coordinator(SqliteStore(Path(tmp) / "data"), TASK, config)
+        try:
+            embedded = cycles(sqlite, items=items, seconds=seconds)
+        finally:
+            sqlite.close()
+    from aal_rpc.coordinator.pg_store import PostgresStore
+    from aal_rpc.coordinator.shared import SharedCoordinator
+
+    with LocalPostgres(bindir) as server:
+        shared = SharedCoordinator(PostgresStore(server.new_database(), pool_size=THREADS + 2), TASK, config)
+        try:
+            postgres = cycles(shared, items=items, seconds=seconds)
+        finally:
+            shared.close()
+    return {"threads": THREADS, "seconds": seconds, "sqlite": embedded, "postgresql": postgres,
+            "ratio": postgres["cycles_per_second"] / embedded["cycles_per_second"],
+            "measured_at": time.strftime("%Y-%m-%d %H:%M")}
