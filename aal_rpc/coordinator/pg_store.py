@@ -158,7 +158,9 @@ class PostgresStore:
     def __init__(self, url: str, *, pool_size: int = 16, connect_timeout: float = 30.0):
         psycopg, psycopg_pool = _import_psycopg()
         self._psycopg = psycopg
-        self._lost = (psycopg.OperationalError, psycopg_pool.PoolTimeout)  # the database is down or unreachable
+        # the database is down or unreachable, or aborted the transaction to break a deadlock (a lease expiring
+        # just as its label commits while a worker's refresh deletes the row): all worth retrying
+        self._lost = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
         self.url = url
         self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, timeout=CONNECTION_WAIT,
                                                  open=False)
@@ -188,7 +190,8 @@ class PostgresStore:
             with self._pool.connection() as conn, conn.cursor() as cur:
                 yield cur
         except self._lost as exc:
-            raise Unavailable(f"the database is unavailable: {str(exc).strip()[:200]}") from exc
+            raise Unavailable(f"the database is unavailable or aborted the transaction, retry: "
+                              f"{str(exc).strip()[:200]}") from exc
 
     def on_event(self, callback: Callable[[str], None]) -> None:
         """Call `callback(kind)` whenever any replica changes S ("queries"), L ("labels") or the registry
