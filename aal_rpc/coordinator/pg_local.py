@@ -39,8 +39,13 @@ class LocalPostgres:
         self._names = itertools.count()
 
     def _run(self, tool: str, *args) -> None:
-        subprocess.run([str(self.bindir / tool), *map(str, args)], check=True, capture_output=True, user=self.user,
-                       cwd=self.root)
+        done = subprocess.run([str(self.bindir / tool), *map(str, args)], capture_output=True, user=self.user,
+                              cwd=self.root)
+        if done.returncode != 0:
+            log = self.root / "server.log"
+            tail = log.read_text()[-1000:] if log.exists() else ""
+            raise RuntimeError(f"{tool} {' '.join(map(str, args[:1]))} failed ({done.returncode}): "
+                               f"{done.stderr.decode().strip()}\n{tail}")
 
     def start_server(self) -> None:
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", self.data, "-l", self.root / "server.log",

@@ -42,8 +42,9 @@ from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Payload, P
 log = logging.getLogger(__name__)
 
 CHANNEL = "aal_events"
-CONNECTION_WAIT = 5.0  # seconds a call waits for a database connection before answering UNAVAILABLE; under the
-#                        clients' call deadlines (10 s), so they see a status they retry, not a deadline
+CONNECTION_WAIT = 1.0  # seconds a call waits for a database connection before answering UNAVAILABLE: the
+#                        channel's retries (5 attempts) then still end inside the clients' call deadlines
+#                        (10 s) with a status their retry loops go on retrying, not DEADLINE_EXCEEDED
 SCHEMA_LOCK = 0x4161_6C01  # advisory lock keys ("Aal" + n)
 POOL_LOCK = 0x4161_6C02
 
