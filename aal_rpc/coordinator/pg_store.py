@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aal_rpc.coordinator.store import LABEL_INSERT_COLUMNS, StoredState, label_row
+from aal_rpc.coordinator.store import LABEL_INSERT_COLUMNS, StoredState, label_row, model_from_row
 from aal_rpc.errors import FailedPrecondition, NotFound, Unavailable
 from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Payload, Provenance, Task
 
@@ -127,12 +127,6 @@ def _query_from_row(r) -> tuple[Candidate, float, Lease | None]:
                      Provenance(r[1], r[2], r[3], r[4]))
     lease = Lease(r[10], r[11], r[12], r[13]) if r[10] else None
     return cand, r[5], lease
-
-
-def _model_from_row(r) -> ModelInfo:
-    return ModelInfo(version=r[0], server_id=r[1], trained_seq=r[2], num_labels=r[3], architecture=r[4],
-                     metrics=json.loads(r[5]), created_at=r[6], size_bytes=r[7], sha256=r[8],
-                     blob_available=bool(r[9]))
 
 
 @dataclass(frozen=True)
@@ -347,7 +341,7 @@ class PostgresStore:
             cur.execute("SELECT item_id FROM skips")
             state.skips = [r[0] for r in cur.fetchall()]
             cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY version")
-            state.models = [_model_from_row(r) for r in cur.fetchall()]
+            state.models = [model_from_row(r) for r in cur.fetchall()]
         return state
 
     def load_task(self, cur=None) -> Task | None:
@@ -467,11 +461,11 @@ class PostgresStore:
                             "lease_deadline = NULL WHERE item_id = %s", (item_id,))
                 self._notify(cur, "queries")
 
-    def offer(self, candidates: list[Candidate], *, now: float, capacity: int, min_version: int = 0) -> Offered:
+    def offer(self, candidates: list[Candidate], *, now: float, capacity: int) -> Offered:
         """Add or refresh candidates with the embedded pool's rules (aal_rpc/coordinator/query_pool.py):
         items in L or skipped are rejected; a queued item is refreshed only by a newer model version and only
         when not leased; when S is full the stalest available candidate (oldest version, lowest score) makes
-        room for one of a newer version. Candidates older than `min_version` are rejected."""
+        room for one of a newer version."""
         accepted = refreshed = rejected = 0
         evicted: list[str] = []
         rows: list[tuple[Candidate, float]] = []
@@ -489,7 +483,7 @@ class PostgresStore:
             stalest: list[tuple[int, str]] | None = None  # fetched when S first overflows
             for c in candidates:
                 version = c.provenance.model_version
-                if c.item_id in done or version < min_version:
+                if c.item_id in done:
                     rejected += 1
                     continue
                 if c.item_id in queued:
@@ -578,18 +572,18 @@ class PostgresStore:
         with self._tx() as cur:
             cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY num_labels DESC, version DESC LIMIT 1")
             row = cur.fetchone()
-        return _model_from_row(row) if row else None
+        return model_from_row(row) if row else None
 
     def get_model(self, version: int) -> ModelInfo | None:
         with self._tx() as cur:
             cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models WHERE version = %s", (version,))
             row = cur.fetchone()
-        return _model_from_row(row) if row else None
+        return model_from_row(row) if row else None
 
     def list_models(self) -> list[ModelInfo]:
         with self._tx() as cur:
             cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY version")
-            return [_model_from_row(r) for r in cur.fetchall()]
+            return [model_from_row(r) for r in cur.fetchall()]
 
     def count_models(self) -> int:
         with self._tx() as cur:

@@ -312,7 +312,7 @@ class SqliteStore:
             lease = Lease(r[10], r[11], r[12], r[13]) if r[10] else None
             state.queries.append((cand, r[5], lease))
         state.skips = [r[0] for r in c.execute("SELECT item_id FROM skips")]
-        state.models = [_model_from_row(r) for r in c.execute(
+        state.models = [model_from_row(r) for r in c.execute(
             "SELECT version, server_id, trained_seq, num_labels, architecture, metrics, created_at, size_bytes, "
             "sha256, blob_available FROM models ORDER BY version")]
         return state
@@ -338,7 +338,7 @@ class SqliteStore:
             "SELECT seq, item_id FROM labels WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
 
 
-def _model_from_row(r) -> ModelInfo:
+def model_from_row(r) -> ModelInfo:
     return ModelInfo(version=r[0], server_id=r[1], trained_seq=r[2], num_labels=r[3], architecture=r[4],
                      metrics=json.loads(r[5]), created_at=r[6], size_bytes=r[7], sha256=r[8],
                      blob_available=bool(r[9]))
