@@ -87,6 +87,8 @@ def test_bad_labels_are_refused_and_change_nothing(make_coordinator):
         c.submit_label(lease_id=q.lease_id, item_id=q.item_id, label=1, annotator_id="mallory")
     with pytest.raises(FailedPrecondition):
         c.submit_label(lease_id="forged", item_id=q.item_id, label=1, annotator_id="a")
+    with pytest.raises(InvalidArgument, match="NUL"):  # no database text column can hold it
+        c.lease("a\x00b")
     s = c.stats()
     assert (s.labeled, s.leased) == (0, 1)
 

@@ -62,12 +62,14 @@ def _build(descriptor, kw):
     return msg
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def target(request, tmp_path_factory):
+    """A coordinator on each backend: the embedded store, and the shared store on a real PostgreSQL server."""
     from aal_rpc.coordinator.app import create_coordinator_server
     from aal_rpc.coordinator.core import CoordinatorConfig
+    store = request.getfixturevalue("postgres").new_database() if request.param == "postgresql" else None
     srv = create_coordinator_server("127.0.0.1:0", tmp_path_factory.mktemp("fuzz"), TASK,
-                                    CoordinatorConfig(pool_capacity=64, lease_seconds=30))
+                                    CoordinatorConfig(pool_capacity=64, lease_seconds=30), store=store)
     address = f"127.0.0.1:{srv.port}"
     queue_items(CoordinatorClient(address), [str(i) for i in range(20)])
     with AnnotationClient(address, "seed") as a:
@@ -118,7 +120,8 @@ def check_intact(srv):
     c = srv.coordinator
     labeled = {r.item_id for r in c.follow_labels(0, follow=False)}
     assert c.stats().labeled == len(labeled) >= 3
-    assert not labeled & set(c.pool.item_ids())
+    queued = c.shard_state(shard_index=0, num_shards=1, labeled_after_seq=0, model_version=0).queued
+    assert queued and not labeled & set(queued)
     assert all(m.architecture == TASK.architecture for m in c.registry.list())
 
 

@@ -19,6 +19,8 @@ def check_id(name: str, value: str) -> None:
         raise InvalidArgument(f"{name} is required")
     if len(value) > MAX_ID_CHARS:
         raise InvalidArgument(f"{name} is longer than {MAX_ID_CHARS} characters")
+    if "\x00" in value:  # no database text type holds it (PostgreSQL refuses it outright)
+        raise InvalidArgument(f"{name} contains a NUL character")
 
 
 def check_wait(wait_seconds: float) -> None:
