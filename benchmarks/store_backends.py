@@ -7,7 +7,6 @@ the same run. `python -m benchmarks --only store_backends`.
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from aal_rpc.coordinator.core import Coordinator, CoordinatorConfig
 from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.types import Candidate, Payload, Provenance, Task
+from benchmarks.common import percentiles, run_threads
 
 TASK = Task(dataset="digits", num_classes=10, class_names=tuple(map(str, range(10))), input_shape=(1, 8, 8),
             architecture="mlp")
@@ -31,32 +31,24 @@ def _candidates(n: int) -> list[Candidate]:
 
 def cycles(coordinator, *, items: int, seconds: float) -> dict:
     """Lease + submit as fast as THREADS annotators can for `seconds` (S stocked beforehand with `items`)."""
+    stock = _candidates(items)
     for start in range(0, items, 1000):
         coordinator.submit_candidates(worker_id="w0", strategy="margin", model_version=0,
-                                      candidates=_candidates(items)[start:start + 1000])
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
+                                      candidates=stock[start:start + 1000])
+    latencies: list[list[float]] = [[] for _ in range(THREADS)]
 
-    def annotate(name: str) -> None:
-        mine = []
-        while time.perf_counter() < stop_at and (q := coordinator.lease(name)) is not None:
+    def annotate(i, stop) -> None:
+        while not stop.is_set() and (q := coordinator.lease(f"a{i}")) is not None:
             t0 = time.perf_counter()
-            coordinator.submit_label(lease_id=q.lease_id, item_id=q.item_id, label=1, annotator_id=name)
-            mine.append(time.perf_counter() - t0)
-        with lock:
-            latencies.extend(mine)
+            coordinator.submit_label(lease_id=q.lease_id, item_id=q.item_id, label=1, annotator_id=f"a{i}")
+            latencies[i].append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=annotate, args=(f"a{i}",)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(THREADS, annotate, seconds)
     elapsed = time.perf_counter() - t0
-    lat = np.array(latencies)
-    return {"labels": len(lat), "cycles_per_second": len(lat) / elapsed,
-            "submit_p50_ms": float(np.percentile(lat, 50) * 1e3), "submit_p99_ms": float(np.percentile(lat, 99) * 1e3)}
+    lat = percentiles([x for xs in latencies for x in xs])
+    return {"labels": lat["count"], "cycles_per_second": lat["count"] / elapsed,
+            "submit_p50_ms": lat["p50"] * 1e3, "submit_p99_ms": lat["p99"] * 1e3}
 
 
 def run(*, seconds: float = 10.0, items: int = 40_000, smoke: bool = False) -> dict:

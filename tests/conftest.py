@@ -10,10 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
-from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.core import Coordinator, CoordinatorConfig
+from aal_rpc.coordinator.app import create_coordinator_server, open_coordinator
+from aal_rpc.coordinator.core import CoordinatorConfig
 from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
-from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.experiment.processes import ProcessGroup
 from aal_rpc.types import Candidate, Payload, Provenance, Task
 
@@ -39,54 +38,34 @@ def task() -> Task:
     return TASK
 
 
-def _coordinators(open_coordinator):
-    """A factory that opens (or reopens) coordinators on one store, closing them all at teardown."""
+def _coordinators(store: str | None, data_dir):
+    """Yield a factory that opens (or reopens) coordinators on one store, as the app does; all closed after."""
     opened = []
 
     def make(config: CoordinatorConfig = CoordinatorConfig(), task: Task = TASK):
-        c = open_coordinator(task, config)
+        c = open_coordinator(store, data_dir, task, config)
         opened.append(c)
         return c
 
-    return make, opened
+    yield make
+    for c in opened:
+        if not c.closing:
+            c.close()
 
 
 @pytest.fixture
 def make_embedded_coordinator(tmp_path):
     """Coordinators on the embedded SQLite store of one data dir (what only one coordinator can do: sync mode,
     online backup of the data dir)."""
-    make, opened = _coordinators(lambda task, config: Coordinator(SqliteStore(tmp_path / "data"), task, config))
-    yield make
-    for c in opened:
-        if not c.closing:
-            c.close()
+    yield from _coordinators(None, tmp_path / "data")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def make_coordinator(request, tmp_path):
     """Coordinators on one store, for each backend: the embedded Coordinator on SQLite, and the
     shared-database SharedCoordinator on a fresh PostgreSQL database. The same tests hold for both."""
-    if request.param == "sqlite":
-        make, opened = _coordinators(lambda task, config: Coordinator(SqliteStore(tmp_path / "data"), task, config))
-    else:
-        from aal_rpc.coordinator.pg_store import PostgresStore
-        from aal_rpc.coordinator.shared import SharedCoordinator
-
-        url = request.getfixturevalue("postgres").new_database()
-
-        def open_shared(task, config):
-            store = PostgresStore(url, pool_size=8)
-            try:
-                return SharedCoordinator(store, task, config)
-            except Exception:
-                store.close()
-                raise
-
-        make, opened = _coordinators(open_shared)
-    yield make
-    for c in opened:
-        if not c.closing:
-            c.close()
+    url = request.getfixturevalue("postgres").new_database() if request.param == "postgresql" else None
+    yield from _coordinators(url, tmp_path / "data")
 
 
 @pytest.fixture

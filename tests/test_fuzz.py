@@ -125,27 +125,17 @@ def check_intact(srv):
     assert all(m.architecture == TASK.architecture for m in c.registry.list())
 
 
-@pytest.mark.parametrize("service, method, req, resp", UNARY, ids=[u[1] for u in UNARY])
-def test_unary_rpcs_survive_hostile_requests(target, service, method, req, resp):
+RPCS = [(*rpc, "unary") for rpc in UNARY] + [(*rpc, "server_stream") for rpc in SERVER_STREAMS]
+
+
+@pytest.mark.parametrize("service, method, req, resp, kind", RPCS, ids=[r[1] for r in RPCS])
+def test_rpcs_survive_hostile_requests(target, service, method, req, resp, kind):
     srv, channel = target
 
     @FUZZ
     @given(message(req.DESCRIPTOR))
     def fuzz(request):
-        call(channel, service, method, req, resp, "unary", request)
-
-    fuzz()
-    check_intact(srv)
-
-
-@pytest.mark.parametrize("service, method, req, resp", SERVER_STREAMS, ids=[s[1] for s in SERVER_STREAMS])
-def test_streaming_rpcs_survive_hostile_requests(target, service, method, req, resp):
-    srv, channel = target
-
-    @FUZZ
-    @given(message(req.DESCRIPTOR))
-    def fuzz(request):
-        call(channel, service, method, req, resp, "server_stream", request)
+        call(channel, service, method, req, resp, kind, request)
 
     fuzz()
     check_intact(srv)

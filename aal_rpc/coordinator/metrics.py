@@ -9,7 +9,8 @@ import contextlib
 import time
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -20,34 +21,19 @@ class CoordinatorMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.pool = Gauge("aal_pool_items", "Items in each pool", ["pool"], registry=r)
         self.labels = Counter("aal_labels", "Labels recorded in L", ["strategy"], registry=r)
         self.leases = Counter("aal_leases", "Queries leased to annotators", registry=r)
         self.wait = Histogram("aal_annotator_wait_seconds", "From an annotator's label to its next lease",
                               buckets=LATENCY_BUCKETS, registry=r)
         self.rpc = Histogram("aal_rpc_latency_seconds", "Server-side RPC latency", ["method", "code"],
                              buckets=LATENCY_BUCKETS, registry=r)
-        self.model_version = Gauge("aal_latest_model_version", "Version of the latest model", registry=r)
-        self.model_age = Gauge("aal_latest_model_age_seconds", "Seconds since the latest model was uploaded",
-                               registry=r)
         self.candidates = Counter("aal_candidates", "Candidates submitted", ["worker", "strategy"], registry=r)
         self.rounds = Counter("aal_training_rounds", "Models published", ["server"], registry=r)
         self._last_label: dict[str, float] = {}
 
     def bind(self, coordinator) -> None:
         """Pool sizes and model gauges are read from the coordinator at scrape time."""
-        def stat(field):
-            return lambda: getattr(coordinator.stats(), field)
-
-        for pool in ("labeled", "queued", "leased", "skipped"):
-            self.pool.labels(pool).set_function(stat(pool))
-        self.model_version.set_function(stat("latest_model_version"))
-
-        def age():
-            latest = coordinator.registry.latest()
-            return time.time() - latest.created_at if latest else float("nan")
-
-        self.model_age.set_function(age)
+        self.registry.register(_StateCollector(coordinator))
 
     # -- the observer interface the core calls --------------------------------------------------------
 
@@ -69,6 +55,26 @@ class CoordinatorMetrics:
 
     def interceptor(self) -> grpc.ServerInterceptor:
         return _LatencyInterceptor(self.rpc)
+
+
+class _StateCollector:
+    """Pool sizes and the latest model's version and age, from one snapshot of the coordinator per scrape (on
+    the shared store a snapshot is a database round trip, so not one per gauge)."""
+
+    def __init__(self, coordinator):
+        self._coordinator = coordinator
+
+    def collect(self):
+        stats = self._coordinator.stats()
+        latest = self._coordinator.registry.latest()
+        pool = GaugeMetricFamily("aal_pool_items", "Items in each pool", labels=["pool"])
+        for name in ("labeled", "queued", "leased", "skipped"):
+            pool.add_metric([name], getattr(stats, name))
+        yield pool
+        yield GaugeMetricFamily("aal_latest_model_version", "Version of the latest model",
+                                value=stats.latest_model_version)
+        yield GaugeMetricFamily("aal_latest_model_age_seconds", "Seconds since the latest model was uploaded",
+                                value=time.time() - latest.created_at if latest else float("nan"))
 
 
 def serve(metrics: CoordinatorMetrics, address: str, port: int):

@@ -35,9 +35,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aal_rpc.coordinator.store import LABEL_INSERT_COLUMNS, StoredState, label_row, model_from_row
+from aal_rpc.coordinator.store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, MODEL_COLUMNS, QUERY_COLUMNS,
+                                       StoredState, label_from_row, label_row, model_from_row, model_row, query_from_row)
 from aal_rpc.errors import FailedPrecondition, NotFound, Unavailable
-from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Payload, Provenance, Task
+from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Task
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,6 @@ SCHEMA = [
     "ON CONFLICT DO NOTHING",
 ]
 
-_QUERY_COLUMNS = ("item_id, worker_id, strategy, model_version, score, queued_at, tensor, dtype, shape, image_png, "
-                  "lease_id, lease_owner, leased_at, lease_deadline")
-_LABEL_COLUMNS = ("seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
-                  "worker_id, strategy, model_version, score")
-_MODEL_COLUMNS = ("version, server_id, trained_seq, num_labels, architecture, metrics, created_at, size_bytes, "
-                  "sha256, blob_available")
 # "available": not leased, or leased past its deadline (an expired lease needs no reaper to end it)
 _AVAILABLE = "(lease_id IS NULL OR lease_deadline <= %(now)s)"
 _PICK_ORDER = {"fresh": "model_version DESC, score DESC", "score": "score DESC", "random": "random()"}
@@ -122,13 +117,6 @@ def _committed(write: Callable[[], Any]) -> Future:
     return fut
 
 
-def _query_from_row(r) -> tuple[Candidate, float, Lease | None]:
-    cand = Candidate(r[0], Payload(bytes(r[6]), r[7], tuple(json.loads(r[8])), bytes(r[9])),
-                     Provenance(r[1], r[2], r[3], r[4]))
-    lease = Lease(r[10], r[11], r[12], r[13]) if r[10] else None
-    return cand, r[5], lease
-
-
 @dataclass(frozen=True)
 class Offered:
     accepted: int
@@ -147,6 +135,8 @@ class PoolCounts:
     candidates_submitted: int
     candidates_evicted: int
     labels_by_strategy: dict[str, int]
+    latest_model_version: int
+    models: int
 
 
 class PostgresStore:
@@ -304,9 +294,7 @@ class PostgresStore:
         return _committed(write)
 
     def _insert_model(self, cur, m: ModelInfo) -> None:
-        cur.execute(f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                    (m.version, m.server_id, m.trained_seq, m.num_labels, m.architecture, json.dumps(m.metrics),
-                     m.created_at, m.size_bytes, m.sha256, m.blob_available))
+        cur.execute(f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({','.join(['%s'] * 10)})", model_row(m))
         self._notify(cur, "models")
 
     def mark_blob_pruned(self, version: int) -> Future:
@@ -336,11 +324,11 @@ class PostgresStore:
             state.labels_by_strategy = {s or "unknown": n for s, n in cur.fetchall()}
             cur.execute("SELECT COALESCE(MAX(seq), 0) FROM labels")
             state.last_seq = cur.fetchone()[0]
-            cur.execute(f"SELECT {_QUERY_COLUMNS} FROM queries", binary=True)
-            state.queries = [_query_from_row(r) for r in cur.fetchall()]
+            cur.execute(f"SELECT {QUERY_COLUMNS} FROM queries", binary=True)
+            state.queries = [query_from_row(r) for r in cur.fetchall()]
             cur.execute("SELECT item_id FROM skips")
             state.skips = [r[0] for r in cur.fetchall()]
-            cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY version")
+            cur.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY version")
             state.models = [model_from_row(r) for r in cur.fetchall()]
         return state
 
@@ -353,19 +341,12 @@ class PostgresStore:
         return Task.from_json(row[0]) if row else None
 
     def labels_after(self, after_seq: int, limit: int, *, include_payload: bool = True) -> list[LabeledRecord]:
-        cols = _LABEL_COLUMNS + (", tensor, dtype, shape, image_png" if include_payload else "")
+        cols = LABEL_INSERT_COLUMNS if include_payload else LABEL_COLUMNS
         with self._tx() as cur:
             cur.execute(f"SELECT {cols} FROM labels WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit),
                         binary=include_payload)
             rows = cur.fetchall()
-        out = []
-        for r in rows:
-            payload = (Payload(bytes(r[12]), r[13], tuple(json.loads(r[14])), bytes(r[15]))
-                       if include_payload else None)
-            out.append(LabeledRecord(
-                seq=r[0], item_id=r[1], lease_id=r[2], label=r[3], annotator_id=r[4], queued_at=r[5],
-                leased_at=r[6], labeled_at=r[7], provenance=Provenance(r[8], r[9], r[10], r[11]), payload=payload))
-        return out
+        return [label_from_row(r, include_payload=include_payload) for r in rows]
 
     def label_by_lease(self, lease_id: str) -> tuple[int, str] | None:
         with self._tx() as cur:
@@ -393,13 +374,13 @@ class PostgresStore:
                 f"UPDATE queries q SET lease_id = %(lease_id)s, lease_owner = %(owner)s, leased_at = %(now)s, "
                 f"lease_deadline = %(deadline)s FROM (SELECT item_id FROM queries WHERE {_AVAILABLE} "
                 f"ORDER BY {_PICK_ORDER[pick]} LIMIT 1 FOR UPDATE SKIP LOCKED) next "
-                f"WHERE q.item_id = next.item_id RETURNING " + ", ".join(f"q.{c}" for c in _QUERY_COLUMNS.split(", ")),
+                f"WHERE q.item_id = next.item_id RETURNING " + ", ".join(f"q.{c}" for c in QUERY_COLUMNS.split(", ")),
                 {"lease_id": lease.lease_id, "owner": annotator_id, "now": now, "deadline": lease.deadline},
                 binary=True)
             row = cur.fetchone()
         if row is None:
             return None
-        cand, queued_at, _ = _query_from_row(row)
+        cand, queued_at, _ = query_from_row(row)
         return cand, queued_at, lease
 
     def _locked_lease(self, cur, lease_id: str) -> tuple[str, str, float, float, float] | None:
@@ -438,7 +419,7 @@ class PostgresStore:
                 raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired")
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))  # seqs become visible in order
             cur.execute(
-                f"INSERT INTO labels ({_LABEL_COLUMNS}, tensor, dtype, shape, image_png) "
+                f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) "
                 "SELECT nextval('label_seq'), item_id, lease_id, %s, %s, queued_at, leased_at, %s, worker_id, "
                 "strategy, model_version, score, tensor, dtype, shape, image_png FROM queries WHERE item_id = %s "
                 "RETURNING seq, strategy", (label, annotator_id, now, item_id))
@@ -540,8 +521,11 @@ class PostgresStore:
             counters = dict(cur.fetchall())
             cur.execute("SELECT strategy, COUNT(*) FROM labels GROUP BY strategy")
             by_strategy = {s or "unknown": n for s, n in cur.fetchall()}
+            cur.execute("SELECT (SELECT version FROM models ORDER BY num_labels DESC, version DESC LIMIT 1), "
+                        "(SELECT COUNT(*) FROM models)")
+            latest, models = cur.fetchone()
         return PoolCounts(labeled, queued, leased, skipped, last_seq, counters["candidates_submitted"],
-                          counters["candidates_evicted"], by_strategy)
+                          counters["candidates_evicted"], by_strategy, latest or 0, models)
 
     def last_seq(self) -> int:
         with self._tx() as cur:
@@ -570,22 +554,18 @@ class PostgresStore:
 
     def latest_model(self) -> ModelInfo | None:
         with self._tx() as cur:
-            cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY num_labels DESC, version DESC LIMIT 1")
+            cur.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY num_labels DESC, version DESC LIMIT 1")
             row = cur.fetchone()
         return model_from_row(row) if row else None
 
     def get_model(self, version: int) -> ModelInfo | None:
         with self._tx() as cur:
-            cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models WHERE version = %s", (version,))
+            cur.execute(f"SELECT {MODEL_COLUMNS} FROM models WHERE version = %s", (version,))
             row = cur.fetchone()
         return model_from_row(row) if row else None
 
     def list_models(self) -> list[ModelInfo]:
         with self._tx() as cur:
-            cur.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY version")
+            cur.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY version")
             return [model_from_row(r) for r in cur.fetchall()]
 
-    def count_models(self) -> int:
-        with self._tx() as cur:
-            cur.execute("SELECT COUNT(*) FROM models")
-            return cur.fetchone()[0]

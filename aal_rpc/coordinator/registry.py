@@ -80,6 +80,7 @@ class ModelRegistry(RegistryReads):
         self._cv = threading.Condition()
         self._models: dict[int, ModelInfo] = {m.version: m for m in models}
         self._latest: ModelInfo | None = max(self._models.values(), key=ModelInfo.freshness, default=None)
+        self._next_version = max(self._models, default=0) + 1  # reserved before a blob is written, lock released
         self._cache = BlobCache(store)
 
     def latest(self) -> ModelInfo | None:
@@ -103,11 +104,14 @@ class ModelRegistry(RegistryReads):
         """Validate and store weights; returns the new entry. Raises InvalidArgument, registry unchanged."""
         weights_from_bytes(data, self._expected)
         with self._cv:
-            version = max(self._models, default=0) + 1
+            version = self._next_version
+            self._next_version += 1
+        # written and synced without the lock: readers and long polls are not held up by a large blob's fsync
+        self._store.write_blob(version, data)
+        with self._cv:
             info = ModelInfo(version=version, server_id=server_id, trained_seq=trained_seq,
                              num_labels=num_labels, architecture=architecture, metrics=dict(metrics),
                              created_at=time.time(), size_bytes=len(data), sha256=sha256)
-            self._store.write_blob(version, data)
             self._store.insert_model(info).result()
             self._models[version] = info
             self._cache.remember(version, data)

@@ -64,9 +64,6 @@ class SharedRegistry(RegistryReads):
     def latest(self) -> ModelInfo | None:
         return self._store.latest_model()
 
-    def __len__(self) -> int:
-        return self._store.count_models()
-
     def list(self) -> list[ModelInfo]:
         return self._store.list_models()
 
@@ -223,10 +220,9 @@ class SharedCoordinator:
     # -- admin ----------------------------------------------------------------------------------------
 
     def stats(self) -> Stats:
-        c = self.store.counts(time.time())
-        latest = self.registry.latest()
+        c = self.store.counts(time.time())  # one transaction: a consistent snapshot
         return Stats(labeled=c.labeled, queued=c.queued, leased=c.leased, skipped=c.skipped,
-                     latest_model_version=latest.version if latest else 0, models=len(self.registry),
+                     latest_model_version=c.latest_model_version, models=c.models,
                      last_seq=c.last_seq, candidates_submitted=c.candidates_submitted,
                      candidates_evicted=c.candidates_evicted, labels_by_strategy=c.labels_by_strategy,
                      pool_capacity=self.config.pool_capacity, mode=self.task.mode)

@@ -54,17 +54,50 @@ CREATE TABLE IF NOT EXISTS models (
 );
 """
 
-_LABEL_COLUMNS = ("seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
+LABEL_COLUMNS = ("seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
                   "worker_id, strategy, model_version, score")
-LABEL_INSERT_COLUMNS = _LABEL_COLUMNS + ", tensor, dtype, shape, image_png"
+LABEL_INSERT_COLUMNS = LABEL_COLUMNS + ", tensor, dtype, shape, image_png"
+QUERY_COLUMNS = ("item_id, worker_id, strategy, model_version, score, queued_at, tensor, dtype, shape, image_png, "
+                 "lease_id, lease_owner, leased_at, lease_deadline")
+MODEL_COLUMNS = ("version, server_id, trained_seq, num_labels, architecture, metrics, created_at, size_bytes, "
+                 "sha256, blob_available")
+
+# Rows <-> records, shared by both stores (the PostgreSQL store has the same columns).
 
 
 def label_row(r: LabeledRecord) -> tuple:
-    """A labeled record as the values of LABEL_INSERT_COLUMNS (both stores use the same columns)."""
+    """A labeled record as the values of LABEL_INSERT_COLUMNS."""
     p, prov = r.payload, r.provenance
     return (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
             prov.worker_id, prov.strategy, prov.model_version, prov.score,
             p.tensor, p.dtype, json.dumps(list(p.shape)), p.image_png)
+
+
+def label_from_row(r, *, include_payload: bool) -> LabeledRecord:
+    """A row of LABEL_COLUMNS (then tensor, dtype, shape, image_png with `include_payload`)."""
+    payload = Payload(bytes(r[12]), r[13], tuple(json.loads(r[14])), bytes(r[15])) if include_payload else None
+    return LabeledRecord(seq=r[0], item_id=r[1], lease_id=r[2], label=r[3], annotator_id=r[4], queued_at=r[5],
+                         leased_at=r[6], labeled_at=r[7], provenance=Provenance(r[8], r[9], r[10], r[11]),
+                         payload=payload)
+
+
+def query_from_row(r) -> tuple[Candidate, float, Lease | None]:
+    """A row of QUERY_COLUMNS as (candidate, queued_at, lease or None)."""
+    cand = Candidate(r[0], Payload(bytes(r[6]), r[7], tuple(json.loads(r[8])), bytes(r[9])),
+                     Provenance(r[1], r[2], r[3], r[4]))
+    return cand, r[5], Lease(r[10], r[11], r[12], r[13]) if r[10] else None
+
+
+def model_row(m: ModelInfo) -> tuple:
+    """A registry entry as the values of MODEL_COLUMNS."""
+    return (m.version, m.server_id, m.trained_seq, m.num_labels, m.architecture, json.dumps(m.metrics),
+            m.created_at, m.size_bytes, m.sha256, m.blob_available)
+
+
+def model_from_row(r) -> ModelInfo:
+    return ModelInfo(version=r[0], server_id=r[1], trained_seq=r[2], num_labels=r[3], architecture=r[4],
+                     metrics=json.loads(r[5]), created_at=r[6], size_bytes=r[7], sha256=r[8],
+                     blob_available=bool(r[9]))
 
 
 @dataclass
@@ -258,11 +291,8 @@ class SqliteStore:
         return self.submit(op)
 
     def insert_model(self, m: ModelInfo) -> Future:
-        return self.submit(lambda c: c.execute(
-            "INSERT INTO models (version, server_id, trained_seq, num_labels, architecture, metrics, created_at, "
-            "size_bytes, sha256, blob_available) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (m.version, m.server_id, m.trained_seq, m.num_labels, m.architecture, json.dumps(m.metrics),
-             m.created_at, m.size_bytes, m.sha256, int(m.blob_available))))
+        return self.submit(lambda c: c.execute(f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({','.join('?' * 10)})",
+                                               model_row(m)))
 
     def mark_blob_pruned(self, version: int) -> Future:
         return self.submit(lambda c: c.execute("UPDATE models SET blob_available = 0 WHERE version = ?", (version,)))
@@ -304,30 +334,16 @@ class SqliteStore:
         state.labels_by_strategy = {s or "unknown": n for s, n in c.execute(
             "SELECT strategy, COUNT(*) FROM labels GROUP BY strategy")}
         state.last_seq = c.execute("SELECT COALESCE(MAX(seq), 0) FROM labels").fetchone()[0]
-        for r in c.execute(
-                "SELECT item_id, worker_id, strategy, model_version, score, queued_at, tensor, dtype, shape, "
-                "image_png, lease_id, lease_owner, leased_at, lease_deadline FROM queries"):
-            cand = Candidate(r[0], Payload(r[6], r[7], tuple(json.loads(r[8])), r[9]),
-                             Provenance(r[1], r[2], r[3], r[4]))
-            lease = Lease(r[10], r[11], r[12], r[13]) if r[10] else None
-            state.queries.append((cand, r[5], lease))
+        state.queries = [query_from_row(r) for r in c.execute(f"SELECT {QUERY_COLUMNS} FROM queries")]
         state.skips = [r[0] for r in c.execute("SELECT item_id FROM skips")]
-        state.models = [model_from_row(r) for r in c.execute(
-            "SELECT version, server_id, trained_seq, num_labels, architecture, metrics, created_at, size_bytes, "
-            "sha256, blob_available FROM models ORDER BY version")]
+        state.models = [model_from_row(r) for r in c.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY version")]
         return state
 
     def labels_after(self, after_seq: int, limit: int, *, include_payload: bool = True) -> list[LabeledRecord]:
-        cols = _LABEL_COLUMNS + (", tensor, dtype, shape, image_png" if include_payload else "")
+        cols = LABEL_INSERT_COLUMNS if include_payload else LABEL_COLUMNS
         rows = self._reader().execute(
             f"SELECT {cols} FROM labels WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
-        out = []
-        for r in rows:
-            payload = Payload(r[12], r[13], tuple(json.loads(r[14])), r[15]) if include_payload else None
-            out.append(LabeledRecord(
-                seq=r[0], item_id=r[1], lease_id=r[2], label=r[3], annotator_id=r[4], queued_at=r[5],
-                leased_at=r[6], labeled_at=r[7], provenance=Provenance(r[8], r[9], r[10], r[11]), payload=payload))
-        return out
+        return [label_from_row(r, include_payload=include_payload) for r in rows]
 
     def label_by_lease(self, lease_id: str) -> tuple[int, str] | None:
         """(seq, item_id) of the label recorded under a lease, if any (lease_id is indexed: it is UNIQUE)."""
@@ -337,8 +353,3 @@ class SqliteStore:
         return self._reader().execute(
             "SELECT seq, item_id FROM labels WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
 
-
-def model_from_row(r) -> ModelInfo:
-    return ModelInfo(version=r[0], server_id=r[1], trained_seq=r[2], num_labels=r[3], architecture=r[4],
-                     metrics=json.loads(r[5]), created_at=r[6], size_bytes=r[7], sha256=r[8],
-                     blob_available=bool(r[9]))
