@@ -1,5 +1,8 @@
 """The trainer and selector loops against a real gRPC coordinator in this process."""
 
+import threading
+import time
+
 import numpy as np
 
 from aal_rpc.client import AnnotationClient, CoordinatorClient
@@ -43,6 +46,31 @@ def test_cold_start_then_model_driven_selection_and_training(grpc_coordinator):
         # the worker never proposes what is labeled or queued
         labeled = {r.item_id for r in client.export(include_payload=False)}
         assert not labeled & set(srv.coordinator.pool.item_ids())
+
+
+def test_first_round_waits_for_the_initial_labeled_set(grpc_coordinator):
+    address, _ = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        Selector(client, WorkerConfig(worker_id="r", strategy="random", batch_size=12, poll_seconds=0.05),
+                 dataset=DIGITS).step()
+        label_all(address, DIGITS, 10)
+        trainer = Trainer(client, TrainerConfig(server_id="s", epochs=2, min_labels=12), dataset=DIGITS)
+        thread = threading.Thread(target=trainer.run, kwargs={"max_rounds": 1})
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while len(trainer._ys) < 10 and time.monotonic() < deadline:  # the follower has seen all ten
+                time.sleep(0.02)
+            assert len(trainer._ys) == 10
+            time.sleep(0.3)
+            assert trainer.rounds == 0 and client.models() == []
+            label_all(address, DIGITS, 2)
+            thread.join(30)
+        finally:
+            trainer.stop()
+            thread.join(10)
+        [model] = client.models()
+        assert model.num_labels == 12
 
 
 def test_selection_respects_demand(grpc_coordinator):

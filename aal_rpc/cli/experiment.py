@@ -33,6 +33,8 @@ from aal_rpc.models import ARCHITECTURES
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--min-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Optimizer steps per training round at least (a fixed compute per round).")
+@click.option("--initial-labels", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Labels (seeded-random) before the first model is trained; 0: one batch, as the sync loop has.")
 @click.option("--pool-capacity", type=click.IntRange(min=0), default=0, show_default=True,
               help="0: 2 x workers x batch size.")
 @click.option("--pick", type=click.Choice(PICK_ORDERS), default="fresh", show_default=True)

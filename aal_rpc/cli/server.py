@@ -22,19 +22,22 @@ from aal_rpc.server import Trainer, TrainerConfig
               help="Continue from this server's previous weights, or train anew each round.")
 @click.option("--min-new-labels", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train again once this many labels arrived since the last round.")
+@click.option("--min-labels", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train the first model once L holds this many labels (an initial labeled set); until then "
+                   "workers offer seeded-random candidates.")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Stop after this many rounds.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
 @threads_option
 @security_options
 @log_level_option
-def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, min_new_labels, max_rounds, seed, device,
-         threads, security):
+def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, min_new_labels, min_labels, max_rounds,
+         seed, device, threads, security):
     """Run a server (trainer)."""
     set_threads(threads)
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
                            warm_start=warm_start, seed=seed, device=device, min_new_labels=min_new_labels,
-                           min_steps=min_steps)
+                           min_labels=min_labels, min_steps=min_steps)
     with CoordinatorClient(coordinator, security=security) as client:
         trainer = Trainer(client, config)
         on_termination(trainer.stop)

@@ -41,6 +41,7 @@ class ExperimentConfig:
     annotator_delay: float = 0.5
     epochs: int = 20
     min_steps: int = 0  # optimizer steps per training round at least
+    initial_labels: int = 0  # labels before the first model (0: one batch, like the sync loop's first round)
     pool_capacity: int = 0  # 0: 2 x workers x batch size
     pick: str = "fresh"
     warm_start: bool = False
@@ -54,6 +55,9 @@ class ExperimentConfig:
             rng = random.Random(self.seed)
             return [rng.choice(self.strategies) for _ in range(self.workers)]
         return [self.strategies[j % len(self.strategies)] for j in range(self.workers)]
+
+    def first_model_labels(self) -> int:
+        return self.initial_labels or self.batch_size
 
     def capacity(self) -> int:
         return self.pool_capacity or 2 * self.workers * self.batch_size
@@ -77,7 +81,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
         for i in range(cfg.servers):
             procs.start(f"server-{i}", command(
                 "server", "--coordinator", address, "--server-id", f"server-{i}", "--epochs", cfg.epochs,
-                "--min-steps", cfg.min_steps,
+                "--min-steps", cfg.min_steps, "--min-labels", cfg.first_model_labels(),
                 "--seed", cfg.seed * 1000 + i, "--threads", cfg.threads, "--device", cfg.device,
                 "--warm-start" if cfg.warm_start else "--from-scratch"))
         for j, strategy in enumerate(strategies):

@@ -37,6 +37,7 @@ class TrainerConfig:
     seed: int = 0
     device: str = "cpu"
     min_new_labels: int = 1  # train again once this many labels arrived since the last round
+    min_labels: int = 1  # the first round waits for this many labels (an initial labeled set)
     min_steps: int = 0  # optimizer steps per round at least (epochs repeat until then)
 
 
@@ -91,12 +92,16 @@ class Trainer:
         trained_through = 0
         # in sync mode a round's labels arrive together; training on part of a round helps nobody
         min_new = max(self.config.min_new_labels, self.task.batch_size if self.task.mode == "sync" else 1)
+
+        def ready() -> bool:
+            n = len(self._ys)
+            return n >= self.config.min_labels and n - trained_through >= min_new
+
         try:
             while not self._stop.is_set() and (max_rounds is None or self.rounds < max_rounds):
                 with self._cv:
-                    self._cv.wait_for(lambda: self._stop.is_set() or len(self._ys) - trained_through >= min_new,
-                                      timeout=1.0)
-                    if self._stop.is_set() or len(self._ys) - trained_through < min_new:
+                    self._cv.wait_for(lambda: self._stop.is_set() or ready(), timeout=1.0)
+                    if self._stop.is_set() or not ready():
                         continue
                     x, y, seq = np.stack(self._xs), np.asarray(self._ys, dtype=np.int64), self._last_seq
                 self.train_round(x, y, seq)
