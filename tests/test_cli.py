@@ -84,3 +84,32 @@ def test_every_command_module_runs_as_a_script():
         out = subprocess.run([sys.executable, "-m", f"aal_rpc.cli.{module}", *args], capture_output=True, text=True,
                              timeout=120, env={**os.environ, "AAL_COORDINATOR": "127.0.0.1:1"})
         assert out.returncode == 0, out.stderr
+
+
+def test_programs_exit_with_the_commands_status_and_flushed_output(tmp_path):
+    """run_program skips the interpreter's teardown; exit codes, stdout, stderr and log lines must survive it."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "prog.py"
+    script.write_text(
+        "import logging, sys, click\n"
+        "from aal_rpc.cli.common import run_program\n"
+        "@click.command()\n"
+        "@click.argument('how')\n"
+        "def main(how):\n"
+        "    logging.basicConfig(stream=sys.stderr, level=logging.INFO)\n"
+        "    logging.getLogger('t').info('log line')\n"
+        "    click.echo('out line', nl=False)\n"  # no newline: only a flush writes it
+        "    if how == 'usage':\n"
+        "        raise click.UsageError('bad option')\n"
+        "    if how == 'message':\n"
+        "        sys.exit('fatal: message')\n"
+        "    if how == 'crash':\n"
+        "        raise RuntimeError('boom')\n"
+        "run_program(main)\n")
+    for how, code, in_err in (("ok", 0, "log line"), ("usage", 2, "bad option"), ("message", 1, "fatal: message"),
+                              ("crash", 1, "RuntimeError: boom")):
+        r = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=60)
+        assert r.returncode == code, (how, r.stderr)
+        assert r.stdout.startswith("out line") and in_err in r.stderr, (how, r.stdout, r.stderr)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from aal_rpc import _vision
-from aal_rpc.data import load_dataset, render_png
+from aal_rpc.data import _digits_arrays, load_dataset, render_png
 from aal_rpc.models import ARCHITECTURES, build_model, expected_shapes
 from aal_rpc.training import train
 from aal_rpc.types import shard_of
@@ -20,6 +20,14 @@ def test_digits_split_is_fixed_and_disjoint():
     assert len(a.x_pool) + len(a.x_test) == 1797
     assert np.array_equal(a.y_pool, b.y_pool)
     assert 0.0 <= a.x_pool.min() and a.x_pool.max() <= 1.0
+
+
+def test_digits_read_from_the_bundled_file_equal_sklearns_load_digits():
+    from sklearn.datasets import load_digits
+
+    images, target = _digits_arrays()
+    d = load_digits()
+    assert np.array_equal(images, d.images) and np.array_equal(target, d.target)
 
 
 @pytest.mark.parametrize("shape, expected", [((30, 5), (5,)), ((30, 6, 6), (1, 6, 6)), ((30, 3, 4, 4), (3, 4, 4))])

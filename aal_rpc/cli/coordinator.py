@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from aal_rpc.cli.common import log_level_option, on_termination
+from aal_rpc.cli.common import log_level_option, on_termination, run_program
 from aal_rpc.coordinator.app import create_coordinator_server, is_database_url
 from aal_rpc.coordinator.core import CoordinatorConfig
 from aal_rpc.coordinator.metrics import serve as serve_metrics
@@ -140,5 +140,10 @@ def main(ctx, listen, store, data_dir, dataset, model, mode, batch_size, pick, p
     log.info("stopped")
 
 
+def run() -> None:
+    """The aal-coordinator program (see run_program: no slow interpreter teardown after a clean stop)."""
+    run_program(main)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -6,8 +6,8 @@ import signal
 
 import click
 
-from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, security_options,
-                                set_threads, strategy_list, threads_option)
+from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, run_program,
+                                security_options, set_threads, strategy_list, threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.strategies import STRATEGIES
 from aal_rpc.worker import Selector, WorkerConfig
@@ -60,5 +60,10 @@ def main(coordinator, worker_id, shard_index, num_shards, strategy, strategy_by_
         selector.run()
 
 
+def run() -> None:
+    """The aal-worker program (see run_program: no slow interpreter teardown after a clean stop)."""
+    run_program(main)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -9,7 +9,6 @@ over the centroids, each point taking its centroid's cluster.
 from __future__ import annotations
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
 
 DEFAULT_MAX_EXACT = 4000  # 8 million distances, about 64 MB and a few seconds on 2 cores
 DEFAULT_N_FINE = 2000
@@ -20,6 +19,8 @@ def hac_average(x: np.ndarray, epsilon: float) -> np.ndarray:
     """Exact average-linkage clusters (0-based ids) merging while the average distance is at most epsilon."""
     if len(x) == 1:
         return np.zeros(1, dtype=np.int64)
+    from scipy.cluster.hierarchy import fcluster, linkage  # here, not at import: 0.3 s every worker would pay
+
     z = linkage(np.asarray(x, dtype=np.float64), method="average", metric="euclidean")
     return fcluster(z, t=epsilon, criterion="distance").astype(np.int64) - 1
 
