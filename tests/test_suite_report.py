@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from aal_rpc.experiment.report import write_report
-from aal_rpc.experiment.suite import SCALES, accuracy_at, curve_average, labels_to_reach, plan
+from aal_rpc.experiment.suite import SCALES, accuracy_at, curve_average, labels_per_model, labels_to_reach, plan
 
 
 def fake_curve(budget, top):
@@ -19,6 +19,8 @@ def test_curve_metrics():
     assert accuracy_at(curve, 55) == np.float64(0.9 * 50 / 100)
     assert labels_to_reach(curve, 0.45) == 50 and labels_to_reach(curve, 0.95) is None
     assert abs(curve_average(curve, 100) - np.mean([0.9 * k / 10 for k in range(1, 11)])) < 1e-9
+    assert labels_per_model(curve) == 10.0
+    assert labels_per_model([{"labels": n} for n in (30, 10, 12, 40)]) == 10.0  # in label order, not publish order
 
 
 def test_plan_covers_every_study_and_repeats_seeds(tmp_path):
@@ -38,6 +40,9 @@ def test_plan_covers_every_study_and_repeats_seeds(tmp_path):
     assert {(r.config.annotator_delay, r.config.budget) for r in f} == {(SCALES["small"].slow_annotator_delay,
                                                                          SCALES["small"].slow_budget)}
     assert not [r for r in plan(SCALES["paper"], seeds=1, out=tmp_path) if r.study == "f"]
+    # study (f) runs at least slow_seeds seeds; the other studies run --seeds
+    assert {r.key["seed"] for r in f} == set(range(max(2, SCALES["small"].slow_seeds)))
+    assert {r.key["seed"] for r in runs if r.study != "f"} == {0, 1}
 
 
 def test_report_writes_tables_and_figures(tmp_path):
@@ -61,7 +66,7 @@ def test_report_writes_tables_and_figures(tmp_path):
     for heading in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "Reading"):
         assert f"## {heading}" in text
     assert "250×" in text  # 0.5 s / 2 ms
-    assert "| 10 | 500.0 ± 0.0 | 2.00 ± 0.00 | 250× | 0.905 ± 0.005 | 0.905 ± 0.005 | +0.000 |" in text  # (f)
+    assert "| 10 | 500.0 ± 0.0 | 2.00 ± 0.00 | 250× | 10.0 / 10.0 | 0.915 ± 0.011 | 0.915 ± 0.011 | +0.000 |" in text  # (f)
     assert "0.819 / 0.832 / 0.841" in text  # the paper's Table 1 beside ours
     for png in ("a_sync_vs_async", "b_wait", "d_cluster_margin", "e_curves"):
         assert f"figures/{png}.png" in text

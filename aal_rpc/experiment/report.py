@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aal_rpc.experiment.suite import accuracy_at, curve_average, labels_to_reach  # noqa: E402
+from aal_rpc.experiment.suite import accuracy_at, curve_average, labels_per_model, labels_to_reach  # noqa: E402
 
 # Table 1 of Huang et al. (IJCAI 2021): average accuracy over the curve, by method and number of servers.
 PAPER_TABLE1 = {
@@ -59,19 +59,25 @@ def _slow_training_section(res: list[dict], sc: dict) -> list[str]:
     f = [r for r in res if r["study"] == "f"]
     if not f:
         return []
+    seeds = len({r["seed"] for r in f})
     lines = ["## (f) When training takes seconds", "",
              f"Entropy, one server, every training round at least {sc['slow_min_steps']} optimizer steps "
              "(`--min-steps`), so a round costs seconds however few labels there are, as on a real pool; "
-             f"annotators as slow as people ({sc['slow_annotator_delay']} s a label), budget {sc['slow_budget']}.",
+             f"annotators as slow as people ({sc['slow_annotator_delay']} s a label), budget {sc['slow_budget']}; "
+             f"{seeds} seeds (this comparison is the noisiest, and the one the system is for). *Labels per model*: "
+             "how many labels arrived between one published model and the next — the batch in sync mode; in "
+             "async mode how many labels each model chose, i.e. how stale the choosing model was.",
              "",
-             "| batch | sync mean wait (ms) | async mean wait (ms) | sync / async | sync accuracy | async accuracy "
-             "| async − sync |", "|---|---|---|---|---|---|---|"]
+             "| batch | sync mean wait (ms) | async mean wait (ms) | sync / async | labels per model, sync / async "
+             "| sync accuracy | async accuracy | async − sync |", "|---|---|---|---|---|---|---|---|"]
     for b in sc["slow_batch_sizes"]:
-        pick = lambda mode, key: _mean_std(r[key] for r in f if r["batch"] == b and r["mode"] == mode)  # noqa: E731
+        runs = {mode: [r for r in f if r["batch"] == b and r["mode"] == mode] for mode in ("sync", "async")}
+        pick = lambda mode, key: _mean_std(r[key] for r in runs[mode])  # noqa: E731
         sw, aw = pick("sync", "wait_mean"), pick("async", "wait_mean")
         sa, aa = pick("sync", "final_accuracy"), pick("async", "final_accuracy")
+        sl, al = (np.mean([labels_per_model(r["curve"]) for r in runs[mode]]) for mode in ("sync", "async"))
         lines.append(f"| {b} | {_fmt(sw[0] * 1000, sw[1] * 1000, 1)} | {_fmt(aw[0] * 1000, aw[1] * 1000, 2)} | "
-                     f"{sw[0] / aw[0]:.0f}× | {_fmt(*sa)} | {_fmt(*aa)} | {aa[0] - sa[0]:+.3f} |")
+                     f"{sw[0] / aw[0]:.0f}× | {sl:.1f} / {al:.1f} | {_fmt(*sa)} | {_fmt(*aa)} | {aa[0] - sa[0]:+.3f} |")
     return lines + [""]
 
 
@@ -89,7 +95,7 @@ def write_report(doc: dict, *, out_md: Path, figures_dir: Path, notes: Path | No
         f"{sc['annotator_delay']} s), {sc['epochs']} epochs per training round (study f: at least "
         f"{sc.get('slow_min_steps', 0)} optimizer steps), budget {sc['budget']} labels "
         f"({sc['cm_budget']} in study d). Every number is the mean ± standard deviation over "
-        f"{doc['seeds']} seeds; every run is the full system (coordinator, servers, workers, annotators as "
+        f"{doc['seeds']} seeds ({max(doc['seeds'], sc.get('slow_seeds', 0))} in study f); every run is the full system (coordinator, servers, workers, annotators as "
         "separate processes over gRPC).",
         "",
     ]
