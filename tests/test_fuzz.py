@@ -100,6 +100,7 @@ UNARY = [
     ("AnnotationService", "LeaseQuery", annotation_pb2.LeaseQueryRequest, annotation_pb2.LeaseQueryResponse),
     ("AnnotationService", "SubmitLabel", annotation_pb2.SubmitLabelRequest, annotation_pb2.SubmitLabelResponse),
     ("AnnotationService", "ReleaseQuery", annotation_pb2.ReleaseQueryRequest, annotation_pb2.ReleaseQueryResponse),
+    ("TrainingService", "BeginRound", training_pb2.BeginRoundRequest, training_pb2.BeginRoundResponse),
     ("SelectionService", "GetLatestModel", selection_pb2.GetLatestModelRequest, selection_pb2.GetLatestModelResponse),
     ("SelectionService", "SubmitCandidates", selection_pb2.SubmitCandidatesRequest,
      selection_pb2.SubmitCandidatesResponse),

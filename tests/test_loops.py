@@ -73,6 +73,38 @@ def test_first_round_waits_for_the_initial_labeled_set(grpc_coordinator):
         assert model.num_labels == 12
 
 
+def test_two_trainers_do_not_train_on_the_same_labels(grpc_coordinator):
+    """Started together on one labeled set, one trainer takes the round and the other waits for new labels
+    instead of repeating it; later rounds never repeat one either (the coordinator staggers rounds)."""
+    address, _ = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        Selector(client, WorkerConfig(worker_id="r", strategy="random", batch_size=20, poll_seconds=0.05),
+                 dataset=DIGITS).step()
+        label_all(address, DIGITS, 10)
+        trainers = [Trainer(client, TrainerConfig(server_id=f"s{i}", epochs=2, min_labels=10), dataset=DIGITS)
+                    for i in range(2)]
+        threads = [threading.Thread(target=t.run) for t in trainers]
+        for t in threads:
+            t.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(client.models()) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)  # time enough for a second round on the same labels, were one allowed
+            assert [m.num_labels for m in client.models()] == [10]
+            label_all(address, DIGITS, 5)  # new labels: rounds go on, never two on the same labels
+            while max(m.num_labels for m in client.models()) < 15 and time.monotonic() < deadline + 30:
+                time.sleep(0.05)
+            time.sleep(1.0)
+            counts = [m.num_labels for m in client.models()]
+            assert max(counts) == 15 and len(counts) == len(set(counts)), counts
+        finally:
+            for t in trainers:
+                t.stop()
+            for t in threads:
+                t.join(10)
+
+
 def test_selection_respects_demand(grpc_coordinator):
     address, srv = grpc_coordinator  # capacity 64
     with CoordinatorClient(address) as client:

@@ -83,6 +83,18 @@ class CoordinatorClient(ChannelClient):
                                retry_for=self.retry_for)
         return serde.model_info_from_proto(resp.model)
 
+    def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
+        """(0, "") when this server may begin a training round on `num_labels` labels now, else (seconds to
+        wait before asking again, why). A coordinator without BeginRound (older) always says begin."""
+        try:
+            resp = self._call(self._training.BeginRound, training_pb2.BeginRoundRequest(
+                server_id=server_id, num_labels=num_labels, round_seconds=round_seconds), CALL_TIMEOUT)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return 0.0, ""
+            raise
+        return resp.wait_seconds, resp.reason
+
     # -- selection ------------------------------------------------------------------------------------
 
     def latest_model(self, *, after_version: int = 0, wait_seconds: float = 0.0) -> ModelInfo | None:

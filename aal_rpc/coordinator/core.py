@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry
+from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.coordinator.sync_rounds import SyncRounds
-from aal_rpc.coordinator.validation import (check_candidates, check_label, check_lease_ids, check_lease_request,
-                                            check_publish, check_shard_request, check_wait)
+from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_label, check_lease_ids,
+                                            check_lease_request, check_publish, check_shard_request, check_wait)
 from aal_rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from aal_rpc.models import expected_shapes
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
@@ -114,6 +115,7 @@ class Coordinator:
         self._available = threading.Condition(self._lock)  # S gained an available item
         self._labels_cv = threading.Condition()  # L's durable sequence number advanced
         self._closed = False
+        self._rounds: dict[str, RoundClaim] = {}  # training rounds in progress (a restart forgets them: harmless)
         state = store.load()
         if state.task is None:
             store.save_task(task).result()
@@ -337,6 +339,21 @@ class Coordinator:
         return follow_records(self.store, after_seq, follow=follow, include_payload=include_payload,
                               keep_going=lambda: not self._closed and is_active(), wait_for_more=wait_for_more)
 
+    def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
+        """May `server_id` begin a training round on `num_labels` labels now? (0, "") and the claim is recorded,
+        or (seconds to wait, why): rounds are staggered across servers (coordinator/rounds.py)."""
+        check_begin_round(server_id, num_labels, round_seconds)
+        latest = self.registry.latest()
+        with self._lock:
+            now = time.monotonic()
+            wait, why = decide(list(self._rounds.values()), server_id=server_id, num_labels=num_labels,
+                               round_seconds=round_seconds, published_labels=latest.num_labels if latest else 0,
+                               now=now, sync=self.task.mode == "sync")
+            if wait == 0:
+                self._rounds = {k: c for k, c in self._rounds.items() if c.live(now)}
+                self._rounds[server_id] = RoundClaim(server_id, num_labels, now, round_seconds)
+        return wait, why
+
     def publish_model(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
                       metrics: dict[str, float], sha256: str) -> ModelInfo:
         check_publish(self.task, server_id=server_id, architecture=architecture, trained_seq=trained_seq,
@@ -346,6 +363,7 @@ class Coordinator:
                                      num_labels=num_labels, architecture=architecture, metrics=metrics,
                                      sha256=sha256)
         with self._lock:
+            self._rounds.pop(server_id, None)  # its round is over
             self.observer.model_published(server_id)
             self._available.notify_all()  # in sync mode a new model may open the next round
         log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)

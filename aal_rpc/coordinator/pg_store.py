@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, MODEL_COLUMNS, QUERY_COLUMNS,
                                        StoredState, label_from_row, label_row, model_from_row, model_row, query_from_row)
 from aal_rpc.errors import FailedPrecondition, NotFound, Unavailable
@@ -48,6 +49,7 @@ CONNECTION_WAIT = 1.0  # seconds a call waits for a database connection before a
 #                        (10 s) with a status their retry loops go on retrying, not DEADLINE_EXCEEDED
 SCHEMA_LOCK = 0x4161_6C01  # advisory lock keys ("Aal" + n)
 POOL_LOCK = 0x4161_6C02
+ROUND_LOCK = 0x4161_6C03
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -79,6 +81,9 @@ SCHEMA = [
         blob_available BOOLEAN NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS models_fresh ON models (num_labels DESC, version DESC)",
     "CREATE TABLE IF NOT EXISTS model_blobs (version BIGINT PRIMARY KEY, data BYTEA NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS rounds (
+        server_id TEXT PRIMARY KEY, num_labels BIGINT NOT NULL, started DOUBLE PRECISION NOT NULL,
+        round_seconds DOUBLE PRECISION NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
     "INSERT INTO counters (name, value) VALUES ('candidates_submitted', 0), ('candidates_evicted', 0) "
     "ON CONFLICT DO NOTHING",
@@ -543,6 +548,7 @@ class PostgresStore:
             stored = dataclasses.replace(info, version=version, created_at=time.time())
             self._insert_model(cur, stored)
             cur.execute("INSERT INTO model_blobs (version, data) VALUES (%s, %s)", (version, data))
+            cur.execute("DELETE FROM rounds WHERE server_id = %s", (info.server_id,))  # its round is over
             cur.execute("SELECT version FROM models ORDER BY num_labels DESC, version DESC LIMIT 1")
             latest = cur.fetchone()[0]
             cur.execute("SELECT version FROM models WHERE blob_available ORDER BY version DESC OFFSET %s", (keep,))
@@ -551,6 +557,26 @@ class PostgresStore:
                 cur.execute("DELETE FROM model_blobs WHERE version = ANY(%s)", (prune,))
                 cur.execute("UPDATE models SET blob_available = FALSE WHERE version = ANY(%s)", (prune,))
         return stored
+
+    def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
+        """rounds.decide over every replica's claims, on the database's clock; a granted claim is recorded."""
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROUND_LOCK,))
+            cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8, "
+                        "(SELECT COALESCE(MAX(num_labels), 0) FROM models)")
+            now, published = cur.fetchone()
+            cur.execute("SELECT server_id, num_labels, started, round_seconds FROM rounds")
+            claims = [RoundClaim(*row) for row in cur.fetchall()]
+            wait, why = decide(claims, server_id=server_id, num_labels=num_labels, round_seconds=round_seconds,
+                               published_labels=published, now=now)
+            if wait == 0:
+                cur.execute("INSERT INTO rounds (server_id, num_labels, started, round_seconds) "
+                            "VALUES (%s, %s, %s, %s) ON CONFLICT (server_id) DO UPDATE SET "
+                            "num_labels = EXCLUDED.num_labels, started = EXCLUDED.started, "
+                            "round_seconds = EXCLUDED.round_seconds", (server_id, num_labels, now, round_seconds))
+                cur.execute("DELETE FROM rounds WHERE server_id = ANY(%s)",
+                            ([c.server_id for c in claims if not c.live(now)],))
+        return wait, why
 
     def latest_model(self) -> ModelInfo | None:
         with self._tx() as cur:

@@ -126,6 +126,12 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                                     metrics=dict(h.metrics), sha256=h.sha256)
         return training_pb2.UploadModelResponse(model=serde.model_info_to_proto(info))
 
+    @unary
+    def BeginRound(self, request, context):
+        wait, why = self.c.begin_round(server_id=request.server_id, num_labels=request.num_labels,
+                                       round_seconds=request.round_seconds)
+        return training_pb2.BeginRoundResponse(wait_seconds=wait, reason=why)
+
 
 class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
     def __init__(self, coordinator: Coordinator):

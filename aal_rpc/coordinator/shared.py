@@ -17,8 +17,8 @@ from aal_rpc.coordinator.core import (SHARD_PAGE, CoordinatorConfig, Observer, S
                                       follow_records)
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
 from aal_rpc.coordinator.registry import BlobCache, RegistryReads
-from aal_rpc.coordinator.validation import (check_candidates, check_label, check_lease_ids, check_lease_request,
-                                            check_publish, check_shard_request, check_wait)
+from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_label, check_lease_ids,
+                                            check_lease_request, check_publish, check_shard_request, check_wait)
 from aal_rpc.serde import weights_from_bytes
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
@@ -180,6 +180,10 @@ class SharedCoordinator:
 
         return follow_records(self.store, after_seq, follow=follow, include_payload=include_payload,
                               keep_going=lambda: not self._closed and is_active(), wait_for_more=wait_for_more)
+
+    def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
+        check_begin_round(server_id, num_labels, round_seconds)
+        return self.store.begin_round(server_id=server_id, num_labels=num_labels, round_seconds=round_seconds)
 
     def publish_model(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
                       metrics: dict[str, float], sha256: str) -> ModelInfo:

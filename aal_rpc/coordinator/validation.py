@@ -67,6 +67,16 @@ def check_shard_request(shard_index: int, num_shards: int, labeled_after_seq: in
         raise InvalidArgument("labeled_after_seq must be non-negative")
 
 
+def check_begin_round(server_id: str, num_labels: int, round_seconds: float) -> None:
+    from aal_rpc.coordinator.rounds import MAX_ROUND_SECONDS
+
+    check_id("server_id", server_id)
+    if num_labels < 0:
+        raise InvalidArgument("num_labels must be non-negative")
+    if not 0 <= round_seconds <= MAX_ROUND_SECONDS:  # NaN fails this too
+        raise InvalidArgument(f"round_seconds must lie in [0, {MAX_ROUND_SECONDS:.0f}]")
+
+
 def check_publish(task: Task, *, server_id: str, architecture: str, trained_seq: int, num_labels: int,
                   last_seq: int, size: int, max_bytes: int) -> None:
     check_id("server_id", server_id)

@@ -2,7 +2,8 @@
 
 A follower thread streams L into memory and resumes from its last sequence number after any break;
 the training loop snapshots what has arrived, trains (from scratch or warm-started), evaluates on the
-dataset's held-out split and uploads the weights. Several trainers race on the same L (§3.2).
+dataset's held-out split and uploads the weights. Several trainers race on the same L (§3.2); before each
+round a trainer asks the coordinator, which staggers their rounds (coordinator/rounds.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aal_rpc.training import evaluate, train
 log = logging.getLogger(__name__)
 
 RECONNECT_PAUSE = 0.5
+MAX_ROUND_WAIT = 5.0  # longest pause before asking again to begin a round (new labels may change the answer)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Trainer:
         self._stop = threading.Event()
         self._stream = None
         self._model: torch.nn.Module | None = None
+        self._round_seconds = 0.0  # the last round's time, train to publish (the coordinator spaces rounds by it)
         self.rounds = 0
 
     # -- following L ----------------------------------------------------------------------------------
@@ -104,6 +107,15 @@ class Trainer:
                     if self._stop.is_set() or not ready():
                         continue
                     x, y, seq = np.stack(self._xs), np.asarray(self._ys, dtype=np.int64), self._last_seq
+                # staggered with the other servers: a round that repeats one, or starts on another's heels, waits
+                wait, why = self.client.begin_round(server_id=self.config.server_id, num_labels=len(y),
+                                                    round_seconds=self._round_seconds)
+                if wait > 0:
+                    log.debug("%s waits %.2fs before a round on %d labels: %s", self.config.server_id, wait,
+                              len(y), why)
+                    with self._cv:
+                        self._cv.wait_for(self._stop.is_set, timeout=min(wait, MAX_ROUND_WAIT))
+                    continue
                 self.train_round(x, y, seq)
                 trained_through = len(y)
         finally:
@@ -124,6 +136,7 @@ class Trainer:
         info = self.client.upload_model(weights_to_bytes(self._model.state_dict()), server_id=cfg.server_id,
                                         trained_seq=seq, num_labels=len(y), architecture=self.task.architecture,
                                         metrics=metrics)
+        self._round_seconds = time.monotonic() - t0
         self.rounds += 1
         log.info("%s published v%d: %d labels, accuracy %.4f, %.2fs", cfg.server_id, info.version, len(y),
                  metrics.get("accuracy", float("nan")), metrics["train_seconds"])

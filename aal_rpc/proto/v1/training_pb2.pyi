@@ -7,6 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class BeginRoundRequest(_message.Message):
+    __slots__ = ("server_id", "num_labels", "round_seconds")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_LABELS_FIELD_NUMBER: _ClassVar[int]
+    ROUND_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
+    num_labels: int
+    round_seconds: float
+    def __init__(self, server_id: _Optional[str] = ..., num_labels: _Optional[int] = ..., round_seconds: _Optional[float] = ...) -> None: ...
+
+class BeginRoundResponse(_message.Message):
+    __slots__ = ("wait_seconds", "reason")
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    wait_seconds: float
+    reason: str
+    def __init__(self, wait_seconds: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class StreamLabelsRequest(_message.Message):
     __slots__ = ("after_seq", "follow")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]

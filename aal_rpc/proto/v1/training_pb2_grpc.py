@@ -45,6 +45,11 @@ class TrainingServiceStub:
                 request_serializer=aal__rpc_dot_proto_dot_v1_dot_training__pb2.UploadModelRequest.SerializeToString,
                 response_deserializer=aal__rpc_dot_proto_dot_v1_dot_training__pb2.UploadModelResponse.FromString,
                 _registered_method=True)
+        self.BeginRound = channel.unary_unary(
+                '/aal.v1.TrainingService/BeginRound',
+                request_serializer=aal__rpc_dot_proto_dot_v1_dot_training__pb2.BeginRoundRequest.SerializeToString,
+                response_deserializer=aal__rpc_dot_proto_dot_v1_dot_training__pb2.BeginRoundResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -64,6 +69,15 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BeginRound(self, request, context):
+        """Ask to begin a training round on num_labels labels. The coordinator staggers servers' rounds: it
+        answers wait_seconds > 0 when the round would repeat one published or in progress, or would start
+        too close to another server's. Publishing (UploadModel) ends the server's claim.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +90,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.UploadModel,
                     request_deserializer=aal__rpc_dot_proto_dot_v1_dot_training__pb2.UploadModelRequest.FromString,
                     response_serializer=aal__rpc_dot_proto_dot_v1_dot_training__pb2.UploadModelResponse.SerializeToString,
+            ),
+            'BeginRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginRound,
+                    request_deserializer=aal__rpc_dot_proto_dot_v1_dot_training__pb2.BeginRoundRequest.FromString,
+                    response_serializer=aal__rpc_dot_proto_dot_v1_dot_training__pb2.BeginRoundResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +151,33 @@ class TrainingService:
             '/aal.v1.TrainingService/UploadModel',
             aal__rpc_dot_proto_dot_v1_dot_training__pb2.UploadModelRequest.SerializeToString,
             aal__rpc_dot_proto_dot_v1_dot_training__pb2.UploadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aal.v1.TrainingService/BeginRound',
+            aal__rpc_dot_proto_dot_v1_dot_training__pb2.BeginRoundRequest.SerializeToString,
+            aal__rpc_dot_proto_dot_v1_dot_training__pb2.BeginRoundResponse.FromString,
             options,
             channel_credentials,
             insecure,
