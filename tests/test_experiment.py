@@ -17,6 +17,8 @@ def test_small_experiment_writes_summary_and_figures(tmp_path):
     assert on_disk == json.loads(json.dumps(summary))
     assert summary["labels"] == summary["acknowledged"] == 40
     assert 0 <= summary["final_accuracy"] <= 1 and summary["model_versions"] >= 1
+    assert len(summary["retrained_accuracies"]) == cfg.eval_repeats == 3  # the chosen labels, retrained afresh
+    assert summary["retrained_accuracy"] == pytest.approx(sum(summary["retrained_accuracies"]) / 3)
     assert sum(summary["labels_by_strategy"].values()) == 40
     assert set(summary["labels_by_strategy"]) <= {"random", "entropy", "margin"}
     assert {"mean", "p50", "p99"} <= set(summary["wait_seconds"])

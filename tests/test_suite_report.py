@@ -51,7 +51,8 @@ def test_report_writes_tables_and_figures(tmp_path):
     for r in plan(sc, seeds=2, out=tmp_path):
         budget = r.config.budget
         top = 0.9 + 0.01 * r.key["seed"]
-        results.append({"study": r.study, **r.key, "final_accuracy": top, "curve": fake_curve(budget, top),
+        results.append({"study": r.study, **r.key, "final_accuracy": top, "retrained_accuracy": top - 0.005,
+                        "curve": fake_curve(budget, top),
                         "wait_mean": 0.5 if r.config.mode == "sync" else 0.002, "wait_p99": 1.0, "labels": budget,
                         "labels_by_strategy": {}, "seconds": 1.0})
     doc = {"scale": "small", "scale_config": {**sc.__dict__, "batch_sizes": list(sc.batch_sizes),
@@ -66,7 +67,10 @@ def test_report_writes_tables_and_figures(tmp_path):
     for heading in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "Reading"):
         assert f"## {heading}" in text
     assert "250×" in text  # 0.5 s / 2 ms
-    assert "| 10 | 500.0 ± 0.0 | 2.00 ± 0.00 | 250× | 10.0 / 10.0 | 0.915 ± 0.011 | 0.915 ± 0.011 | +0.000 |" in text  # (f)
+    # (f): wait ratio, labels per model, the retrained accuracies, and the final models' gap
+    assert ("| 10 | 500.0 ± 0.0 | 2.00 ± 0.00 | 250× | 10.0 / 10.0 | 0.910 ± 0.011 | 0.910 ± 0.011 | +0.000 | "
+            "+0.000 |") in text
+    assert "| 25 | margin | 200 ± 0 | 0.905 ± 0.005 | 0.900 ± 0.005 |" in text  # (d): final model and retrained
     assert "0.819 / 0.832 / 0.841" in text  # the paper's Table 1 beside ours
     for png in ("a_sync_vs_async", "b_wait", "d_cluster_margin", "e_curves"):
         assert f"figures/{png}.png" in text
@@ -81,7 +85,7 @@ def test_suite_runs_each_distinct_experiment_once(tmp_path, monkeypatch):
     def fake_run(config, progress=False):
         ran.append(config)
         top = 0.9 if config.mode == "sync" else 0.89
-        return {"final_accuracy": top, "wait_seconds": {"mean": 0.5 if config.mode == "sync" else 0.002, "p99": 1.0},
+        return {"final_accuracy": top, "retrained_accuracy": top, "wait_seconds": {"mean": 0.5 if config.mode == "sync" else 0.002, "p99": 1.0},
                 "curve": fake_curve(config.budget, top), "labels": config.budget, "labels_by_strategy": {},
                 "seconds": 2.0}
 

@@ -39,6 +39,9 @@ from aal_rpc.models import ARCHITECTURES
               help="0: 2 x workers x batch size.")
 @click.option("--pick", type=click.Choice(PICK_ORDERS), default="fresh", show_default=True)
 @click.option("--warm-start/--from-scratch", default=False, show_default=True)
+@click.option("--eval-repeats", type=click.IntRange(min=0), default=3, show_default=True,
+              help="After the run, train this many models afresh on the chosen labels and report their mean "
+                   "accuracy (retrained_accuracy) beside the final model's: the labels' worth, less one run's luck.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Torch threads per process.")
 @click.option("--device", default="cpu", show_default=True, help="torch device of servers and workers.")
@@ -54,7 +57,7 @@ def main(ctx, quiet, **options):
         return
     cfg = ExperimentConfig(**options)
     summary = run_experiment(cfg, progress=not quiet)
-    brief = {k: summary[k] for k in ("final_accuracy", "labels", "model_versions", "wait_seconds",
+    brief = {k: summary[k] for k in ("final_accuracy", "retrained_accuracy", "labels", "model_versions", "wait_seconds",
                                      "labels_by_strategy")}
     click.echo(json.dumps(brief, indent=2))
     click.echo(f"wrote {cfg.out}/summary.json, accuracy.png, wait.png")

@@ -130,11 +130,13 @@ def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = N
             summary = run_experiment(run.config, progress=False)
         by_config[same] = summary
         results.append({"study": run.study, **run.key, "final_accuracy": summary["final_accuracy"],
+                        "retrained_accuracy": summary.get("retrained_accuracy"),
                         "wait_mean": summary["wait_seconds"]["mean"], "wait_p99": summary["wait_seconds"]["p99"],
                         "curve": summary["curve"], "labels": summary["labels"],
                         "labels_by_strategy": summary["labels_by_strategy"],
                         "seconds": 0.0 if shared else summary["seconds"]})
-        progress(f"[{i}/{len(runs)}] {run.run_id}: accuracy {summary['final_accuracy']:.4f}, "
+        progress(f"[{i}/{len(runs)}] {run.run_id}: accuracy {summary['final_accuracy']:.4f} "
+                 f"(retrained {summary.get('retrained_accuracy') or float('nan'):.4f}), "
                  f"mean wait {summary['wait_seconds']['mean'] * 1000:.1f} ms ({time.time() - t0:.0f}s elapsed)")
     # the runs' own durations, so a resumed suite reports what the whole suite costs, not this call
     doc = {"scale": scale_name, "scale_config": asdict(scale), "seeds": seeds, "results": results,
