@@ -51,6 +51,7 @@ class Trainer:
         self.dataset = dataset or load_dataset(self.task.dataset)
         self._xs: list[np.ndarray] = []
         self._ys: list[int] = []
+        self._seqs: list[int] = []  # each record's seq: a round on the first n labels trained through _seqs[n-1]
         self._last_seq = 0
         self._cv = threading.Condition()
         self._stop = threading.Event()
@@ -72,6 +73,7 @@ class Trainer:
                             continue
                         self._xs.append(r.payload.to_array().astype(np.float32, copy=False))
                         self._ys.append(r.label)
+                        self._seqs.append(r.seq)
                         self._last_seq = r.seq
                         self._cv.notify_all()
             except grpc.RpcError as exc:
@@ -106,16 +108,18 @@ class Trainer:
                     self._cv.wait_for(lambda: self._stop.is_set() or ready(), timeout=1.0)
                     if self._stop.is_set() or not ready():
                         continue
-                    x, y, seq = np.stack(self._xs), np.asarray(self._ys, dtype=np.int64), self._last_seq
+                    n = len(self._ys)
                 # staggered with the other servers: a round that repeats one, or starts on another's heels, waits
-                wait, why = self.client.begin_round(server_id=self.config.server_id, num_labels=len(y),
+                wait, why = self.client.begin_round(server_id=self.config.server_id, num_labels=n,
                                                     round_seconds=self._round_seconds)
                 if wait > 0:
-                    log.debug("%s waits %.2fs before a round on %d labels: %s", self.config.server_id, wait,
-                              len(y), why)
+                    log.debug("%s waits %.2fs before a round on %d labels: %s", self.config.server_id, wait, n, why)
                     with self._cv:
                         self._cv.wait_for(self._stop.is_set, timeout=min(wait, MAX_ROUND_WAIT))
                     continue
+                with self._cv:  # the n labels claimed; L only grows, and records arrive in seq order
+                    x, y = np.stack(self._xs[:n]), np.asarray(self._ys[:n], dtype=np.int64)
+                    seq = self._seqs[n - 1]
                 self.train_round(x, y, seq)
                 trained_through = len(y)
         finally:
