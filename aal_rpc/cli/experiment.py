@@ -66,7 +66,7 @@ def main(ctx, quiet, **options):
 
 @main.command()
 @click.option("--scale", type=click.Choice(sorted(SCALES)), default="small", show_default=True,
-              help="small: digits on CPU (about 26 minutes on 2 cores); paper: CIFAR-10 / VGG-16 (GPU and data needed).")
+              help="small: digits on CPU (about 28 minutes on 2 cores); paper: CIFAR-10 / VGG-16 (GPU and data needed).")
 @click.option("--seeds", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--dataset", default=None, help="Override the scale's dataset (any name, npz:PATH included).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/suite"), show_default=True)

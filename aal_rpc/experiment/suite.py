@@ -51,7 +51,7 @@ class Scale:
 
 
 SCALES = {
-    # The embedded digits data on 2 CPU cores: 96 runs (90 distinct) with 2 seeds (4 in study f), about 26 minutes.
+    # The embedded digits data on 2 CPU cores: 96 runs (90 distinct) with 2 seeds (4 in study f), about 28 minutes.
     "small": Scale(dataset="digits", model="cnn", budget=150, batch_sizes=(10, 25, 50), cm_batch_sizes=(25, 50, 100),
                    cm_budget=200, workers=3, annotators=8, annotator_delay=0.2, epochs=15, device="cpu",
                    target_accuracy=0.90, slow_min_steps=200, slow_batch_sizes=(10, 20), slow_annotator_delay=1.0,
