@@ -10,6 +10,7 @@ from aal_rpc.data import load_dataset
 from aal_rpc.server import Trainer, TrainerConfig
 from aal_rpc.types import shard_of
 from aal_rpc.worker import Selector, WorkerConfig
+from tests.conftest import wait_until
 
 DIGITS = load_dataset("digits")
 
@@ -19,6 +20,11 @@ def label_all(address, dataset, n):
         for _ in range(n):
             q = annot.lease(wait_seconds=5)
             annot.submit(q, int(dataset.y_pool[int(q.item_id)]))
+
+
+def queue_random(client, n):
+    Selector(client, WorkerConfig(worker_id="r", strategy="random", batch_size=n, poll_seconds=0.05),
+             dataset=DIGITS).step()
 
 
 def test_cold_start_then_model_driven_selection_and_training(grpc_coordinator):
@@ -51,17 +57,13 @@ def test_cold_start_then_model_driven_selection_and_training(grpc_coordinator):
 def test_first_round_waits_for_the_initial_labeled_set(grpc_coordinator):
     address, _ = grpc_coordinator
     with CoordinatorClient(address) as client:
-        Selector(client, WorkerConfig(worker_id="r", strategy="random", batch_size=12, poll_seconds=0.05),
-                 dataset=DIGITS).step()
+        queue_random(client, 12)
         label_all(address, DIGITS, 10)
         trainer = Trainer(client, TrainerConfig(server_id="s", epochs=2, min_labels=12), dataset=DIGITS)
         thread = threading.Thread(target=trainer.run, kwargs={"max_rounds": 1})
         thread.start()
         try:
-            deadline = time.monotonic() + 10
-            while len(trainer._ys) < 10 and time.monotonic() < deadline:  # the follower has seen all ten
-                time.sleep(0.02)
-            assert len(trainer._ys) == 10
+            assert wait_until(lambda: len(trainer._ys) == 10, timeout=10, interval=0.02)  # the follower saw all ten
             time.sleep(0.3)
             assert trainer.rounds == 0 and client.models() == []
             label_all(address, DIGITS, 2)
@@ -78,8 +80,7 @@ def test_two_trainers_do_not_train_on_the_same_labels(grpc_coordinator):
     instead of repeating it; later rounds never repeat one either (the coordinator staggers rounds)."""
     address, _ = grpc_coordinator
     with CoordinatorClient(address) as client:
-        Selector(client, WorkerConfig(worker_id="r", strategy="random", batch_size=20, poll_seconds=0.05),
-                 dataset=DIGITS).step()
+        queue_random(client, 20)
         label_all(address, DIGITS, 10)
         trainers = [Trainer(client, TrainerConfig(server_id=f"s{i}", epochs=2, min_labels=10), dataset=DIGITS)
                     for i in range(2)]
@@ -87,14 +88,11 @@ def test_two_trainers_do_not_train_on_the_same_labels(grpc_coordinator):
         for t in threads:
             t.start()
         try:
-            deadline = time.monotonic() + 30
-            while len(client.models()) < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            assert wait_until(client.models, timeout=30, interval=0.05)
             time.sleep(1.0)  # time enough for a second round on the same labels, were one allowed
             assert [m.num_labels for m in client.models()] == [10]
             label_all(address, DIGITS, 5)  # new labels: rounds go on, never two on the same labels
-            while max(m.num_labels for m in client.models()) < 15 and time.monotonic() < deadline + 30:
-                time.sleep(0.05)
+            assert wait_until(lambda: max(m.num_labels for m in client.models()) == 15, timeout=30, interval=0.05)
             time.sleep(1.0)
             counts = [m.num_labels for m in client.models()]
             assert max(counts) == 15 and len(counts) == len(set(counts)), counts
@@ -119,8 +117,7 @@ def test_selection_respects_demand(grpc_coordinator):
 def test_margin_worker_picks_the_smallest_margins(grpc_coordinator):
     address, srv = grpc_coordinator
     with CoordinatorClient(address) as client:
-        Selector(client, WorkerConfig(worker_id="r", strategy="random", batch_size=30, poll_seconds=0.05),
-                 dataset=DIGITS).step()
+        queue_random(client, 30)
         label_all(address, DIGITS, 30)
         Trainer(client, TrainerConfig(server_id="s", epochs=10, min_new_labels=30), dataset=DIGITS).run(max_rounds=1)
         w = Selector(client, WorkerConfig(worker_id="m", strategy="margin", batch_size=5, poll_seconds=0.05),

@@ -150,8 +150,10 @@ def retrained_accuracies(cfg: ExperimentConfig, records: list) -> list[float]:
 
     from aal_rpc.data import load_dataset
     from aal_rpc.models import build_model
+    from aal_rpc.server import TrainerConfig
     from aal_rpc.training import evaluate, train
 
+    recipe = TrainerConfig(server_id="retrain", epochs=cfg.epochs, min_steps=cfg.min_steps, device=cfg.device)
     ds = load_dataset(cfg.dataset)
     x = np.stack([r.payload.to_array().astype(np.float32, copy=False) for r in records])
     y = np.asarray([r.label for r in records], dtype=np.int64)
@@ -160,8 +162,9 @@ def retrained_accuracies(cfg: ExperimentConfig, records: list) -> list[float]:
         seed = EVAL_SEED + 100 * cfg.seed + k
         torch.manual_seed(seed)
         model = build_model(cfg.model, ds.input_shape, ds.num_classes)
-        train(model, x, y, epochs=cfg.epochs, seed=seed, device=cfg.device, min_steps=cfg.min_steps)
-        accuracies.append(evaluate(model, ds.x_test, ds.y_test, device=cfg.device)["accuracy"])
+        train(model, x, y, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr, seed=seed,
+              device=recipe.device, min_steps=recipe.min_steps)
+        accuracies.append(evaluate(model, ds.x_test, ds.y_test, device=recipe.device)["accuracy"])
     return accuracies
 
 
