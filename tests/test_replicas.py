@@ -66,6 +66,17 @@ def test_two_replicas_under_concurrent_annotators_record_every_label_once(replic
     assert a.stats().queued == b.stats().queued == 0
 
 
+def test_round_claims_are_shared_by_the_replicas(replicas):
+    """Servers talking to different replicas are staggered as if they shared one coordinator."""
+    a, b = replicas
+    assert a.begin_round(server_id="s0", num_labels=10, round_seconds=0.0) == (0.0, "")
+    wait, why = b.begin_round(server_id="s1", num_labels=10, round_seconds=0.0)
+    assert wait > 0 and "10 labels" in why
+    assert b.begin_round(server_id="s1", num_labels=11, round_seconds=600.0) == (0.0, "")
+    wait, why = a.begin_round(server_id="s0", num_labels=12, round_seconds=600.0)  # s1 began just now, via b
+    assert 0 < wait <= 300.0 and "apart across 2 servers" in why
+
+
 def test_a_long_poll_on_one_replica_wakes_for_a_candidate_sent_to_another(replicas):
     a, b = replicas
     got = []
