@@ -85,7 +85,8 @@ def test_suite_runs_each_distinct_experiment_once(tmp_path, monkeypatch):
     def fake_run(config, progress=False):
         ran.append(config)
         top = 0.9 if config.mode == "sync" else 0.89
-        return {"final_accuracy": top, "retrained_accuracy": top, "wait_seconds": {"mean": 0.5 if config.mode == "sync" else 0.002, "p99": 1.0},
+        return {"final_accuracy": top, "retrained_accuracy": top,
+                "wait_seconds": {"mean": 0.5 if config.mode == "sync" else 0.002, "p99": 1.0},
                 "curve": fake_curve(config.budget, top), "labels": config.budget, "labels_by_strategy": {},
                 "seconds": 2.0}
 

@@ -57,8 +57,8 @@ def main(ctx, quiet, **options):
         return
     cfg = ExperimentConfig(**options)
     summary = run_experiment(cfg, progress=not quiet)
-    brief = {k: summary[k] for k in ("final_accuracy", "retrained_accuracy", "labels", "model_versions", "wait_seconds",
-                                     "labels_by_strategy")}
+    brief = {k: summary[k] for k in ("final_accuracy", "retrained_accuracy", "labels", "model_versions",
+                                     "wait_seconds", "labels_by_strategy")}
     click.echo(json.dumps(brief, indent=2))
     click.echo(f"wrote {cfg.out}/summary.json, accuracy.png, wait.png")
 

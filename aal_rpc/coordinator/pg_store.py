@@ -574,8 +574,9 @@ class PostgresStore:
                             "VALUES (%s, %s, %s, %s) ON CONFLICT (server_id) DO UPDATE SET "
                             "num_labels = EXCLUDED.num_labels, started = EXCLUDED.started, "
                             "round_seconds = EXCLUDED.round_seconds", (server_id, num_labels, now, round_seconds))
-                cur.execute("DELETE FROM rounds WHERE server_id = ANY(%s)",
-                            ([c.server_id for c in claims if not c.live(now)],))
+                expired = [c.server_id for c in claims if not c.live(now)]
+                if expired:
+                    cur.execute("DELETE FROM rounds WHERE server_id = ANY(%s)", (expired,))
         return wait, why
 
     def latest_model(self) -> ModelInfo | None:

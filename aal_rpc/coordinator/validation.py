@@ -6,6 +6,7 @@ INVALID_ARGUMENT.
 
 from __future__ import annotations
 
+from aal_rpc.coordinator.rounds import MAX_ROUND_SECONDS
 from aal_rpc.errors import InvalidArgument, ResourceExhausted
 from aal_rpc.types import Candidate, Task
 
@@ -68,8 +69,6 @@ def check_shard_request(shard_index: int, num_shards: int, labeled_after_seq: in
 
 
 def check_begin_round(server_id: str, num_labels: int, round_seconds: float) -> None:
-    from aal_rpc.coordinator.rounds import MAX_ROUND_SECONDS
-
     check_id("server_id", server_id)
     if num_labels < 0:
         raise InvalidArgument("num_labels must be non-negative")

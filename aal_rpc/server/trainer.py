@@ -52,7 +52,6 @@ class Trainer:
         self._xs: list[np.ndarray] = []
         self._ys: list[int] = []
         self._seqs: list[int] = []  # each record's seq: a round on the first n labels trained through _seqs[n-1]
-        self._last_seq = 0
         self._cv = threading.Condition()
         self._stop = threading.Event()
         self._stream = None
@@ -74,13 +73,16 @@ class Trainer:
                         self._xs.append(r.payload.to_array().astype(np.float32, copy=False))
                         self._ys.append(r.label)
                         self._seqs.append(r.seq)
-                        self._last_seq = r.seq
                         self._cv.notify_all()
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     return
                 log.info("label stream broke (%s); resuming from seq %d", exc.code(), self._last_seq)
             time.sleep(RECONNECT_PAUSE)
+
+    @property
+    def _last_seq(self) -> int:
+        return self._seqs[-1] if self._seqs else 0
 
     def stop(self) -> None:
         self._stop.set()
