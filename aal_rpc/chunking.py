@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 
 from aal_rpc.errors import InvalidArgument, ResourceExhausted
 
@@ -23,16 +24,26 @@ def sha256_hex(data: bytes) -> str:
 
 
 def assemble(chunks: Iterable[bytes], *, size_bytes: int, sha256: str, max_bytes: int) -> bytes:
-    """Join chunks, rejecting oversized chunks or totals, a short (truncated) stream, or a digest mismatch.
+    """Join chunks, rejecting oversized chunks or totals, a short (truncated) stream, or a digest mismatch."""
+    parts: list[bytes] = []
+    _receive(chunks, parts.append, size_bytes=size_bytes, sha256=sha256, max_bytes=max_bytes)
+    return b"".join(parts)
 
-    The digest is computed on a helper thread while chunks keep arriving (hashlib releases the GIL for
-    large buffers), so verifying costs little more than receiving.
-    """
+
+def receive_into(chunks: Iterable[bytes], f: BinaryIO, *, size_bytes: int, sha256: str, max_bytes: int) -> None:
+    """Write chunks to the file `f` as they arrive, with the checks of `assemble`: memory stays at one chunk
+    however large the stream (an abandoned upload leaves nothing behind in the process)."""
+    _receive(chunks, f.write, size_bytes=size_bytes, sha256=sha256, max_bytes=max_bytes)
+
+
+def _receive(chunks: Iterable[bytes], sink: Callable[[bytes], object], *, size_bytes: int, sha256: str,
+             max_bytes: int) -> None:
+    """The digest is computed on a helper thread while chunks keep arriving (hashlib releases the GIL for
+    large buffers), so verifying costs little more than receiving."""
     if size_bytes <= 0:
         raise InvalidArgument("size_bytes must be positive")
     if size_bytes > max_bytes:
         raise ResourceExhausted(f"weights of {size_bytes} bytes exceed the limit of {max_bytes}")
-    parts: list[bytes] = []
     received = 0
     hasher = _Hasher()
     try:
@@ -42,7 +53,7 @@ def assemble(chunks: Iterable[bytes], *, size_bytes: int, sha256: str, max_bytes
             received += len(chunk)
             if received > size_bytes:
                 raise InvalidArgument(f"stream carries more than the announced {size_bytes} bytes")
-            parts.append(chunk)
+            sink(chunk)
             hasher.put(chunk)
     finally:
         digest = hasher.finish()
@@ -50,7 +61,6 @@ def assemble(chunks: Iterable[bytes], *, size_bytes: int, sha256: str, max_bytes
         raise InvalidArgument(f"truncated stream: got {received} of {size_bytes} bytes")
     if digest != sha256:
         raise InvalidArgument("sha256 of the received weights does not match the header")
-    return b"".join(parts)
 
 
 class _Hasher:

@@ -119,3 +119,49 @@ def weights_from_bytes(data: bytes, expected: dict[str, tuple[int, ...]] | None 
                 raise InvalidArgument(f"weights do not match the task's architecture: {name} has shape "
                                       f"{tuple(state[name].shape)}, expected {tuple(shape)}")
     return state
+
+
+# safetensors' dtype names for the torch dtypes a state dict holds
+_SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64",
+                       "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+_FLOAT_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})
+
+WeightSpec = dict[str, tuple[tuple[int, ...], str]]  # tensor name -> (shape, safetensors dtype)
+
+
+def weight_spec(architecture: str, input_shape: tuple[int, ...], num_classes: int) -> WeightSpec:
+    """Names, shapes and dtypes of an architecture's state dict: what uploaded weights must match exactly."""
+    import torch
+
+    from aal_rpc.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(architecture, tuple(input_shape), num_classes)
+    return {k: (tuple(v.shape), _SAFETENSORS_DTYPES[str(v.dtype).removeprefix("torch.")])
+            for k, v in model.state_dict().items()}
+
+
+def check_weights_file(path, spec: WeightSpec) -> None:
+    """Raise InvalidArgument unless the safetensors file at `path` holds exactly the tensors of `spec` (names,
+    shapes, dtypes) with finite values. Reads one tensor at a time, never the whole file into memory."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = set(f.keys())
+            missing, extra = sorted(set(spec) - names), sorted(names - set(spec))
+            if missing or extra:
+                raise InvalidArgument(f"weights do not match the task's architecture: missing {missing[:5]}, "
+                                      f"unexpected {extra[:5]}")
+            for name, (shape, dtype) in spec.items():
+                piece = f.get_slice(name)
+                got_shape, got_dtype = tuple(piece.get_shape()), piece.get_dtype()
+                if got_shape != shape or got_dtype != dtype:
+                    raise InvalidArgument(f"weights do not match the task's architecture: {name} is {got_dtype} "
+                                          f"of shape {got_shape}, expected {dtype} of shape {shape}")
+                if dtype in _FLOAT_DTYPES and not f.get_tensor(name).isfinite().all():
+                    raise InvalidArgument(f"weights hold NaN or infinite values in {name}")
+    except InvalidArgument:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for malformed headers
+        raise InvalidArgument(f"weights are not valid safetensors: {exc}") from exc

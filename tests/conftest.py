@@ -26,6 +26,17 @@ def make_candidate(item_id: str, *, version: int = 0, score: float = 0.5, strate
     return Candidate(item_id, Payload.from_array(x), Provenance(worker, strategy, version, score))
 
 
+def fill_labels(c, n: int) -> None:
+    """Label items (ids from 10000 on) until L holds at least `n` records: models and rounds may not claim more
+    labels than L holds."""
+    while c.stats().last_seq < n:
+        item_id = str(10_000 + c.stats().last_seq)
+        c.submit_candidates(worker_id="fill", strategy="random", model_version=0,
+                            candidates=[make_candidate(item_id)])
+        q = c.lease("filler")
+        c.submit_label(lease_id=q.lease_id, item_id=q.item_id, label=0, annotator_id="filler")
+
+
 def code_of(call):
     """The gRPC status code `call()` fails with (it must fail)."""
     with pytest.raises(grpc.RpcError) as info:

@@ -11,6 +11,7 @@ from aal_rpc.serde import weights_to_bytes
 from aal_rpc.chunking import sha256_hex
 from aal_rpc.models import build_model
 from tests.conftest import TASK, make_candidate
+from tests.test_registry import publish, weights
 
 
 def submit(c, ids, version=0, strategy="entropy"):
@@ -42,7 +43,8 @@ def test_labeled_items_are_not_queued_again(make_coordinator):
     c = make_coordinator()
     submit(c, ["1"])
     label_one(c)
-    assert submit(c, ["1"], version=5).rejected == 1
+    publish(c, weights(), labels=1)
+    assert submit(c, ["1"], version=1).rejected == 1
 
 
 def test_resubmission_is_counted_once(make_coordinator):
@@ -111,7 +113,8 @@ def test_skip_drops_the_item_for_good(make_coordinator):
     q = c.lease("a")
     c.release(lease_id=q.lease_id, item_id=q.item_id, annotator_id="a", skip=True)
     assert c.stats().skipped == 1 and c.stats().queued == 0
-    assert submit(c, ["1"], version=3).rejected == 1
+    publish(c, weights(), labels=0)
+    assert submit(c, ["1"], version=1).rejected == 1
     state = c.shard_state(shard_index=0, num_shards=1, labeled_after_seq=0, model_version=0)
     assert "1" in state.labeled
 
@@ -186,7 +189,6 @@ def test_concurrent_submissions_all_land_exactly_once(make_coordinator):
 
 def test_sync_mode_releases_a_batch_then_waits_for_a_model_trained_on_all_labels(make_embedded_coordinator):
     from dataclasses import replace
-    from tests.test_registry import publish, weights
     c = make_embedded_coordinator(task=replace(TASK, mode="sync", batch_size=3))
     submit(c, ["1", "2"])
     assert c.lease("a") is None  # fewer than a batch of candidates: the first round is not open yet
@@ -225,7 +227,6 @@ def test_online_backup_restores_everything(make_embedded_coordinator, tmp_path):
     from aal_rpc.coordinator.backup import backup
     from aal_rpc.coordinator.core import Coordinator
     from aal_rpc.coordinator.store import SqliteStore
-    from tests.test_registry import publish, weights
     c = make_embedded_coordinator()
     submit(c, [str(i) for i in range(5)])
     label_one(c)

@@ -1,22 +1,40 @@
 """Property-based fuzzing of every RPC with malformed and hostile requests (hypothesis): the coordinator answers
-each with a status (never INTERNAL or UNKNOWN), never crashes, and keeps its pools and registry intact."""
+each with a status (never INTERNAL or UNKNOWN), never crashes, and keeps its pools and registry intact.
+
+Random messages are mostly malformed and refused early, so besides them the fuzzer sends plausible requests
+(the task's shapes, real weights) with one hostile value: non-finite floats, int64 extremes, large maps and
+bytes, versions never published. After each property, memory and store must agree and every invariant of S, L
+and the registry hold."""
+
+import io
+import math
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf.descriptor import FieldDescriptor as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aal_rpc.chunking import iter_chunks, sha256_hex
 from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.models import build_model
 from aal_rpc.proto.v1 import admin_pb2, annotation_pb2, common_pb2, selection_pb2, training_pb2
+from aal_rpc.serde import payload_to_proto, weights_to_bytes
+from aal_rpc.types import Payload
 from tests.conftest import TASK
 from tests.test_services import queue_items
 
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
-INTS = st.one_of(st.integers(-3, 3), st.sampled_from([2**31 - 1, -2**31, 2**62, -2**62, 10**9]))
+INT64_EXTREMES = [2**63 - 1, -2**63, 2**62, -2**62, 2**31 - 1, -2**31, 10**9]
+INTS = st.one_of(st.integers(-3, 3), st.sampled_from(INT64_EXTREMES))
 FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -1.0, 1e308, 60.0]))
+NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf, -math.nan])
 TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["", "1", "0", "-1", "x" * 300, "../../etc", "\x00"]))
-BYTES = st.one_of(st.binary(max_size=64), st.just(b"\x80\x04\x95pickle"))
+LARGE_BYTES = [b"\0" * 3_500_000, b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8_000]
+BYTES = st.one_of(st.binary(max_size=64), st.just(b"\x80\x04\x95pickle"), st.sampled_from(LARGE_BYTES))
+LARGE_MAPS = [{f"metric{i}": 0.5 for i in range(20_000)}, {"x" * 3_000_000: 1.0}]
+MAPS = st.one_of(st.dictionaries(TEXT, FLOATS, max_size=3), st.sampled_from(LARGE_MAPS))
 DTYPES = st.sampled_from(["float32", "uint8", "object", "float64", "", "<f4", "int64"])
 
 
@@ -26,7 +44,7 @@ def message(descriptor, depth=0):
     for f in descriptor.fields:
         if f.type == F.TYPE_MESSAGE:
             if f.message_type.GetOptions().map_entry:
-                value = st.dictionaries(TEXT, FLOATS, max_size=3)
+                value = MAPS
             elif depth >= 3:
                 continue
             else:
@@ -118,12 +136,27 @@ FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(Healt
 
 
 def check_intact(srv):
+    """Memory and store agree, and every invariant of L, S and the registry holds."""
     c = srv.coordinator
-    labeled = {r.item_id for r in c.follow_labels(0, follow=False)}
-    assert c.stats().labeled == len(labeled) >= 3
+    records = list(c.follow_labels(0, follow=False))
+    labeled = {r.item_id for r in records}
+    stats = c.stats()
+    assert stats.labeled == len(labeled) == len(records) >= 3
+    assert [r.seq for r in records] == sorted({r.seq for r in records}) and stats.last_seq == records[-1].seq
+    stored = c.store.load()  # what a restart would rebuild from
+    assert sorted(stored.labeled_item_ids) == sorted(labeled)
+    assert len(stored.queries) == stats.queued + stats.leased
     queued = c.shard_state(shard_index=0, num_shards=1, labeled_after_seq=0, model_version=0).queued
+    assert sorted(queued) == sorted(cand.item_id for cand, _, _ in stored.queries)
     assert queued and not labeled & set(queued)
-    assert all(m.architecture == TASK.architecture for m in c.registry.list())
+    published = {m.version for m in c.registry.list()}
+    for cand, _, _ in stored.queries:
+        assert math.isfinite(cand.provenance.score)
+        assert cand.provenance.model_version == 0 or cand.provenance.model_version in published
+        assert np.isfinite(cand.payload.to_array()).all()
+    for m in c.registry.list():
+        assert m.architecture == TASK.architecture and 0 <= m.num_labels <= m.trained_seq <= stats.last_seq
+        assert len(m.metrics) <= 32 and all(math.isfinite(v) for v in m.metrics.values())
 
 
 RPCS = [(*rpc, "unary") for rpc in UNARY] + [(*rpc, "server_stream") for rpc in SERVER_STREAMS]
@@ -167,7 +200,101 @@ def test_garbage_bytes_never_crash_the_server(target):
         try:
             channel.unary_unary(f"/aal.v1.{service}/{method}")(raw, timeout=2)
         except grpc.RpcError as exc:
-            assert exc.code() != grpc.StatusCode.UNKNOWN
+            assert exc.code() not in BAD, f"{method}: {exc.code()} {exc.details()}"
 
     fuzz()
     check_intact(srv)
+
+
+# -- plausible requests with one hostile value ----------------------------------------------------------------
+
+def _png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 7).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+VERSIONS = st.one_of(st.integers(0, 4), st.sampled_from(INT64_EXTREMES))
+PNGS = st.one_of(st.just(b""), st.builds(_png), st.binary(max_size=64), st.sampled_from(LARGE_BYTES))
+VALUES = st.one_of(st.just(0.5), NON_FINITE)
+
+
+@st.composite
+def plausible_candidates(draw):
+    x = np.full(TASK.input_shape, 0.5, np.float32)
+    x.flat[draw(st.integers(0, x.size - 1))] = draw(VALUES)
+    cands = [selection_pb2.Candidate(item_id=draw(st.sampled_from(["f1", "f2", "f3", "x" * 300])),
+                                     score=draw(st.one_of(st.floats(-1, 1), NON_FINITE)),
+                                     payload=payload_to_proto(Payload.from_array(x, image_png=draw(PNGS))))
+             for _ in range(draw(st.integers(1, 3)))]
+    return selection_pb2.SubmitCandidatesRequest(worker_id="w", strategy="margin", model_version=draw(VERSIONS),
+                                                 candidates=cands)
+
+
+def _weights(kind: str) -> bytes:
+    import torch
+
+    sd = build_model(TASK.architecture, TASK.input_shape, TASK.num_classes).state_dict()
+    if kind == "int8":
+        sd = {k: v.to(torch.int8) for k, v in sd.items()}
+    elif kind == "nan":
+        sd["head.bias"] = torch.full_like(sd["head.bias"], math.nan)
+    elif kind == "inf":
+        sd["head.weight"] = torch.full_like(sd["head.weight"], math.inf)
+    return weights_to_bytes(sd)
+
+
+@st.composite
+def plausible_uploads(draw):
+    data = _weights(draw(st.sampled_from(["ok", "int8", "nan", "inf"])))
+    header = training_pb2.UploadHeader(
+        server_id="s", architecture=TASK.architecture, trained_seq=draw(st.one_of(st.integers(0, 3), INTS)),
+        num_labels=draw(st.one_of(st.integers(0, 3), INTS)),
+        metrics=draw(st.one_of(st.just({"accuracy": 0.5}), MAPS, st.builds(lambda v: {"accuracy": v}, NON_FINITE))),
+        size_bytes=len(data), sha256=sha256_hex(data))
+    return [training_pb2.UploadModelRequest(header=header)] + [
+        training_pb2.UploadModelRequest(chunk=c) for c in iter_chunks(data)]
+
+
+def test_plausible_candidates_with_a_hostile_value(target):
+    srv, channel = target
+
+    @FUZZ
+    @given(plausible_candidates())
+    def fuzz(request):
+        call(channel, "SelectionService", "SubmitCandidates", selection_pb2.SubmitCandidatesRequest,
+             selection_pb2.SubmitCandidatesResponse, "unary", request)
+
+    fuzz()
+    check_intact(srv)
+
+
+def test_plausible_uploads_with_a_hostile_value(target):
+    srv, channel = target
+
+    @FUZZ
+    @given(plausible_uploads())
+    def fuzz(requests):
+        call(channel, "TrainingService", "UploadModel", training_pb2.UploadModelRequest,
+             training_pb2.UploadModelResponse, "client_stream", requests)
+
+    fuzz()
+    check_intact(srv)
+
+
+def test_plausible_round_claims_with_a_hostile_value(target):
+    srv, channel = target
+
+    @FUZZ
+    @given(INTS, st.one_of(st.floats(0, 10), NON_FINITE))
+    def fuzz(num_labels, round_seconds):
+        call(channel, "TrainingService", "BeginRound", training_pb2.BeginRoundRequest,
+             training_pb2.BeginRoundResponse, "unary",
+             training_pb2.BeginRoundRequest(server_id="s", num_labels=num_labels, round_seconds=round_seconds))
+
+    fuzz()
+    check_intact(srv)
+    stats = srv.coordinator.stats()
+    assert srv.coordinator.begin_round(server_id="honest", num_labels=stats.last_seq, round_seconds=0.0)[0] >= 0

@@ -10,7 +10,7 @@ from aal_rpc.coordinator.core import CoordinatorConfig
 from aal_rpc.errors import InvalidArgument, NotFound
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_from_bytes, weights_to_bytes
-from tests.conftest import TASK
+from tests.conftest import TASK, fill_labels
 
 
 def weights(seed=0, **override):
@@ -21,8 +21,10 @@ def weights(seed=0, **override):
 
 
 def publish(c, data, *, labels, server="s"):
-    return c.publish_model(data=data, server_id=server, trained_seq=0, num_labels=labels, architecture="mlp",
-                           metrics={"accuracy": 0.5}, sha256=sha256_hex(data))
+    """Publish weights trained on `labels` labels (labeling filler items first when L holds fewer)."""
+    fill_labels(c, labels)
+    return c.publish_model(data=data, server_id=server, trained_seq=c.stats().last_seq, num_labels=labels,
+                           architecture="mlp", metrics={"accuracy": 0.5}, sha256=sha256_hex(data))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from aal_rpc.coordinator.core import CoordinatorConfig
 from aal_rpc.coordinator.pg_store import PostgresStore
 from aal_rpc.coordinator.shared import SharedCoordinator
 from aal_rpc.experiment.processes import command
-from tests.conftest import TASK, code_of, make_candidate, wait_until
+from tests.conftest import TASK, code_of, fill_labels, make_candidate, wait_until
 
 
 @pytest.fixture
@@ -69,6 +69,7 @@ def test_two_replicas_under_concurrent_annotators_record_every_label_once(replic
 def test_round_claims_are_shared_by_the_replicas(replicas):
     """Servers talking to different replicas are staggered as if they shared one coordinator."""
     a, b = replicas
+    fill_labels(a, 12)
     assert a.begin_round(server_id="s0", num_labels=10, round_seconds=0.0) == (0.0, "")
     wait, why = b.begin_round(server_id="s1", num_labels=10, round_seconds=0.0)
     assert wait > 0 and "10 labels" in why

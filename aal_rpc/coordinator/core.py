@@ -2,7 +2,9 @@
 
 One lock guards the in-memory pools; every change is also written through the store. A label's
 acknowledgement waits until its write is committed to disk, outside the lock, so concurrent
-submissions share one group commit. Nothing here knows about gRPC; the servicers translate.
+submissions share one group commit. The store is the truth: when a write fails to commit, the pools
+are rebuilt from the store, so a change that fails changes nothing. Nothing here knows about gRPC; the
+servicers translate.
 """
 
 from __future__ import annotations
@@ -11,19 +13,20 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry
 from aal_rpc.coordinator.rounds import RoundClaim, decide
-from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.chunking import iter_chunks, sha256_hex
+from aal_rpc.coordinator.store import SqliteStore, StoredState
 from aal_rpc.coordinator.sync_rounds import SyncRounds
 from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_label, check_lease_ids,
                                             check_lease_request, check_publish, check_shard_request, check_wait)
-from aal_rpc.errors import FailedPrecondition, InvalidArgument, NotFound
-from aal_rpc.models import expected_shapes
+from aal_rpc.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from aal_rpc.serde import weight_spec
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
 log = logging.getLogger(__name__)
@@ -116,40 +119,70 @@ class Coordinator:
         self._labels_cv = threading.Condition()  # L's durable sequence number advanced
         self._closed = False
         self._rounds: dict[str, RoundClaim] = {}  # training rounds in progress (a restart forgets them: harmless)
+        if task.mode == "sync" and task.batch_size < 1:
+            raise ValueError("sync mode needs a batch size of at least 1")
+        if task.mode not in ("async", "sync"):
+            raise ValueError(f"mode must be async or sync, got {task.mode!r}")
         state = store.load()
         if state.task is None:
             store.save_task(task).result()
         elif state.task != task:
             raise ValueError(f"data dir holds a different task: {state.task} (asked for {task})")
-        self.pool = QueryPool(capacity=config.pool_capacity, pick=config.pick, seed=config.seed)
-        self._labeled: set[str] = set()
         # labels whose write is not committed yet: lease_id -> (seq, item_id, future). Committed ones are
         # looked up in the store (indexed by lease id), so memory does not grow with every lease ever served.
+        # Its own lock: the store's writer thread resolves these while a resync may hold the pool lock.
         self._pending: dict[str, tuple[int, str, Future]] = {}
-        self._by_strategy: Counter[str] = Counter(state.labels_by_strategy)
-        self._skipped: set[str] = set(state.skips)
-        self._labeled.update(state.labeled_item_ids)
-        self._last_seq = state.last_seq
-        self._durable_seq = self._last_seq
-        for cand, queued_at, lease in state.queries:
-            self.pool.restore(cand, queued_at, lease)
+        self._pending_lock = threading.Lock()
+        self._write_failed = threading.Event()  # a write nobody waits on (a lease) failed: resync soon
         self._candidates_submitted = 0
         self._candidates_evicted = 0
         self.registry = ModelRegistry(
-            store, expected_shapes=expected_shapes(task.architecture, task.input_shape, task.num_classes),
+            store, spec=weight_spec(task.architecture, task.input_shape, task.num_classes),
             keep=config.keep_models, models=state.models)
-        self._sync: SyncRounds | None = None
-        if task.mode == "sync":
-            if task.batch_size < 1:
-                raise ValueError("sync mode needs a batch size of at least 1")
-            latest = self.registry.latest()
-            self._sync = SyncRounds.resume(task.batch_size, len(self._labeled), latest.version if latest else 0)
-        elif task.mode != "async":
-            raise ValueError(f"mode must be async or sync, got {task.mode!r}")
+        self._load(state)
+        self._durable_seq = self._last_seq
         self._reaper = threading.Thread(target=self._reap_loop, name="lease-reaper", daemon=True)
         self._reaper.start()
         log.info("coordinator ready: %d labeled, %d queued, %d models", len(self._labeled), len(self.pool),
                  len(state.models))
+
+    def _load(self, state: StoredState) -> None:
+        """(Re)build the in-memory pools from what the store holds; the caller holds the lock or is __init__."""
+        self.pool = QueryPool(capacity=self.config.pool_capacity, pick=self.config.pick, seed=self.config.seed)
+        for cand, queued_at, lease in state.queries:
+            self.pool.restore(cand, queued_at, lease)
+        self._labeled: set[str] = set(state.labeled_item_ids)
+        self._skipped: set[str] = set(state.skips)
+        self._by_strategy: Counter[str] = Counter(state.labels_by_strategy)
+        self._last_seq = state.last_seq
+        self._sync: SyncRounds | None = None
+        if self.task.mode == "sync":
+            latest = self.registry.latest()
+            self._sync = SyncRounds.resume(self.task.batch_size, len(self._labeled), latest.version if latest else 0)
+
+    def _resync(self) -> None:
+        """Make memory equal the store again after a write failed to commit."""
+        with self._lock:
+            self._write_failed.clear()
+            self.store.flush()  # every write issued so far (all under this lock) has committed or failed
+            self._load(self.store.load())
+            self._available.notify_all()
+        log.warning("pools reloaded from the store after a failed write: %d labeled, %d queued",
+                    len(self._labeled), len(self.pool))
+
+    def _settle(self, fut: Future):
+        """The result of a write the caller waits for. If it failed, nothing changed: memory is reloaded from the
+        store and the caller is told to retry."""
+        try:
+            return fut.result()
+        except Exception as exc:  # noqa: BLE001 - whatever the store raised, the change did not happen
+            log.error("a write failed to commit (%s: %s)", type(exc).__name__, exc)
+            self._resync()
+            raise Unavailable("the change could not be stored and was not made; retry") from None
+
+    def _watch(self, fut: Future) -> None:
+        """A write nobody waits for (a lease, an expiry): if it fails, the reaper reloads memory from the store."""
+        fut.add_done_callback(lambda f: f.exception() is not None and self._write_failed.set())
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -169,6 +202,8 @@ class Coordinator:
 
     def _reap_loop(self) -> None:
         while True:
+            if self._write_failed.is_set() and not self._closed:
+                self._resync()
             with self._lock:
                 if self._closed:
                     return
@@ -178,7 +213,7 @@ class Coordinator:
     def _expire_locked(self, now: float) -> None:
         expired = self.pool.expire(now)
         for item_id in expired:
-            self.store.set_lease(item_id, None)
+            self._watch(self.store.set_lease(item_id, None))
         if expired:
             self._available.notify_all()
 
@@ -198,7 +233,7 @@ class Coordinator:
                 if entry is not None:
                     lease = entry.lease
                     self.observer.leased(annotator_id)
-                    self.store.set_lease(entry.candidate.item_id, lease)
+                    self._watch(self.store.set_lease(entry.candidate.item_id, lease))
                     return Query(entry.candidate.item_id, lease.lease_id, annotator_id, lease.deadline,
                                  entry.candidate.payload, entry.candidate.provenance)
                 remaining = deadline - time.monotonic()
@@ -239,7 +274,7 @@ class Coordinator:
         stale = self.pool.drop_older_than(version)
         if stale:
             self._candidates_evicted += len(stale)
-            self.store.put_candidates([], stale)
+            self._watch(self.store.put_candidates([], stale))
 
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         """Record a label; returns (seq, duplicate) once it is on disk. Idempotent per lease."""
@@ -275,14 +310,15 @@ class Coordinator:
                 self._by_strategy[cand.provenance.strategy or "unknown"] += 1
                 self.observer.labeled(annotator_id, cand.provenance.strategy)
                 fut = self.store.append_label(record)
-                self._pending[lease_id] = (seq, item_id, fut)
+                with self._pending_lock:
+                    self._pending[lease_id] = (seq, item_id, fut)
                 fut.add_done_callback(lambda f, lid=lease_id, s=seq: self._on_label_durable(f, lid, s))
                 duplicate = False
                 if self._sync is not None and not self._sync.is_open(len(self._labeled)):
                     # the round is complete: every candidate left was scored by the previous model
                     self._drop_stale_locked(EVERY_VERSION)
         if fut is not None:
-            fut.result()  # the acknowledgement waits for the disk
+            self._settle(fut)  # the acknowledgement waits for the disk
         return seq, duplicate
 
     def _no_lease_error(self, lease_id: str, item_id: str) -> Exception:
@@ -292,18 +328,18 @@ class Coordinator:
         return NotFound(f"no query for item {item_id} with lease {lease_id}")
 
     def _labeled_by_lease(self, lease_id: str) -> tuple[int, str, Future | None] | None:
-        pending = self._pending.get(lease_id)
+        with self._pending_lock:
+            pending = self._pending.get(lease_id)
         if pending is not None:
             return pending
         row = self.store.label_by_lease(lease_id)
         return (row[0], row[1], None) if row else None
 
     def _on_label_durable(self, fut: Future, lease_id: str, seq: int) -> None:
-        if fut.exception() is not None:
-            log.error("label seq %d could not be written: %s", seq, fut.exception())
-            return
-        with self._lock:
+        with self._pending_lock:
             self._pending.pop(lease_id, None)
+        if fut.exception() is not None:
+            return  # its submitter reloads the pools and answers UNAVAILABLE
         with self._labels_cv:
             self._durable_seq = max(self._durable_seq, seq)
             self._labels_cv.notify_all()
@@ -325,7 +361,7 @@ class Coordinator:
                 self.pool.release(item_id)
                 fut = self.store.set_lease(item_id, None)
                 self._available.notify_all()
-        fut.result()
+        self._settle(fut)
 
     # -- servers (trainers) ---------------------------------------------------------------------------
 
@@ -342,7 +378,7 @@ class Coordinator:
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         """May `server_id` begin a training round on `num_labels` labels now? (0, "") and the claim is recorded,
         or (seconds to wait, why): rounds are staggered across servers (coordinator/rounds.py)."""
-        check_begin_round(server_id, num_labels, round_seconds)
+        check_begin_round(server_id, num_labels, round_seconds, last_seq=self._last_seq)
         latest = self.registry.latest()
         with self._lock:
             now = time.monotonic()
@@ -354,14 +390,16 @@ class Coordinator:
                 self._rounds[server_id] = RoundClaim(server_id, num_labels, now, round_seconds)
         return wait, why
 
-    def publish_model(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
-                      metrics: dict[str, float], sha256: str) -> ModelInfo:
+    def receive_model(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, server_id: str,
+                      trained_seq: int, num_labels: int, architecture: str, metrics: dict[str, float]) -> ModelInfo:
+        """Check an upload's header, stream its weights into the registry and publish them as a new version."""
         check_publish(self.task, server_id=server_id, architecture=architecture, trained_seq=trained_seq,
-                      num_labels=num_labels, last_seq=self._last_seq, size=len(data),
+                      num_labels=num_labels, metrics=metrics, last_seq=self._last_seq, size=size_bytes,
                       max_bytes=self.config.max_weight_bytes)
-        info = self.registry.publish(data=data, server_id=server_id, trained_seq=trained_seq,
-                                     num_labels=num_labels, architecture=architecture, metrics=metrics,
-                                     sha256=sha256)
+        info = self.registry.receive(
+            chunks, size_bytes=size_bytes, sha256=sha256, max_bytes=self.config.max_weight_bytes,
+            info=ModelInfo(version=0, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
+                           architecture=architecture, metrics=dict(metrics)))
         with self._lock:
             self._rounds.pop(server_id, None)  # its round is over
             self.observer.model_published(server_id)
@@ -369,11 +407,17 @@ class Coordinator:
         log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)
         return info
 
+    def publish_model(self, *, data: bytes, sha256: str | None = None, **header) -> ModelInfo:
+        """`receive_model` for weights already in memory (in-process callers)."""
+        return self.receive_model(iter_chunks(data), size_bytes=len(data), sha256=sha256 or sha256_hex(data),
+                                  **header)
+
     # -- workers (selectors) --------------------------------------------------------------------------
 
     def submit_candidates(self, *, worker_id: str, strategy: str, model_version: int,
                           candidates: list[Candidate]) -> SubmitOutcome:
-        check_candidates(self.task, worker_id, strategy, model_version, candidates)
+        check_candidates(self.task, worker_id, strategy, model_version, candidates,
+                         is_published=self.registry.is_published)
         counts = Counter()
         rows, evicted_all = [], []
         with self._lock:
@@ -395,7 +439,7 @@ class Coordinator:
             if rows:
                 self._available.notify_all()
         if fut is not None:
-            fut.result()
+            self._settle(fut)
         return SubmitOutcome(counts["accepted"], counts["refreshed"], counts["rejected"], len(evicted_all))
 
     def shard_state(self, *, shard_index: int, num_shards: int, labeled_after_seq: int,

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import re
+import tempfile
 import threading
 import time
 import uuid
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, MODEL_COLUMNS, QUERY_COLUMNS,
@@ -309,6 +310,12 @@ class PostgresStore:
     def write_blob(self, version: int, data: bytes) -> None:
         self._execute("INSERT INTO model_blobs (version, data) VALUES (%s, %s) "
                       "ON CONFLICT (version) DO UPDATE SET data = EXCLUDED.data", (version, data))
+
+    @contextmanager
+    def upload_file(self) -> Iterator[BinaryIO]:
+        """A temporary file for an upload to stream into (the blob goes into the database once checked)."""
+        with tempfile.NamedTemporaryFile(prefix="aal-upload-", suffix=".tmp") as f:
+            yield f
 
     def read_blob(self, version: int) -> bytes | None:
         with self._tx() as cur:

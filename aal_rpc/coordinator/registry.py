@@ -1,7 +1,8 @@
 """The model registry: versioned weights uploaded by the servers, with their provenance and metrics.
 
-Weights are checked against the task's architecture before they get a version, stored through the
-store (safetensors bytes), and only the last `keep` blobs are kept.
+An upload streams into a temporary blob of the store (memory stays at one chunk), is checked against the
+task's architecture (names, shapes, dtypes, finite values) before it gets a version, and then becomes that
+version's blob; only the last `keep` blobs are kept.
 "Latest" means trained on the most labels, newest on a tie.
 """
 
@@ -10,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterable
+from typing import BinaryIO
 
+from aal_rpc.chunking import receive_into
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.errors import NotFound
-from aal_rpc.serde import weights_from_bytes
+from aal_rpc.serde import WeightSpec, check_weights_file
 from aal_rpc.types import ModelInfo
 
 CACHED_BLOBS = 2  # newest weight blobs held in memory for downloads
@@ -49,13 +53,33 @@ class BlobCache:
             self._blobs.pop(version, None)
 
 
-class RegistryReads:
-    """`get` and `read_blob` of both registries (this one and the shared-database one), over their `_lookup`."""
+class RegistryBase:
+    """What both registries (this one and the shared-database one) share: receiving an upload, and `get` and
+    `read_blob` over their `_lookup`."""
 
     _cache: BlobCache
+    _store: SqliteStore
+    _spec: WeightSpec
 
     def _lookup(self, version: int) -> ModelInfo | None:
         raise NotImplementedError
+
+    def _publish_file(self, f: BinaryIO, info: ModelInfo) -> ModelInfo:
+        """Give checked weights in `f` the next version, as `info` says; the store takes the file over."""
+        raise NotImplementedError
+
+    def receive(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, max_bytes: int,
+                info: ModelInfo) -> ModelInfo:
+        """Stream an upload into a temporary blob, check it, and publish it; returns the stored entry. Raises
+        InvalidArgument (registry unchanged) for a truncated, corrupt or mismatched upload."""
+        with self._store.upload_file() as f:
+            receive_into(chunks, f, size_bytes=size_bytes, sha256=sha256, max_bytes=max_bytes)
+            f.flush()
+            check_weights_file(f.name, self._spec)
+            return self._publish_file(f, dataclasses.replace(info, size_bytes=size_bytes, sha256=sha256))
+
+    def is_published(self, version: int) -> bool:
+        return self._lookup(version) is not None
 
     def get(self, version: int) -> ModelInfo:
         """A version's entry; version 0 is the latest."""
@@ -69,13 +93,12 @@ class RegistryReads:
         return m, self._cache.read(m)
 
 
-class ModelRegistry(RegistryReads):
-    def __init__(self, store: SqliteStore, *, expected_shapes: dict[str, tuple[int, ...]], keep: int,
-                 models: list[ModelInfo]):
+class ModelRegistry(RegistryBase):
+    def __init__(self, store: SqliteStore, *, spec: WeightSpec, keep: int, models: list[ModelInfo]):
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self._store = store
-        self._expected = expected_shapes
+        self._spec = spec
         self._keep = keep
         self._cv = threading.Condition()
         self._models: dict[int, ModelInfo] = {m.version: m for m in models}
@@ -99,22 +122,16 @@ class ModelRegistry(RegistryReads):
         with self._cv:
             return self._latest if version == 0 else self._models.get(version)
 
-    def publish(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
-                metrics: dict[str, float], sha256: str) -> ModelInfo:
-        """Validate and store weights; returns the new entry. Raises InvalidArgument, registry unchanged."""
-        weights_from_bytes(data, self._expected)
+    def _publish_file(self, f: BinaryIO, info: ModelInfo) -> ModelInfo:
         with self._cv:
             version = self._next_version
             self._next_version += 1
-        # written and synced without the lock: readers and long polls are not held up by a large blob's fsync
-        self._store.write_blob(version, data)
+        # synced and renamed without the lock: readers and long polls are not held up by a large blob's fsync
+        self._store.keep_blob(version, f)
         with self._cv:
-            info = ModelInfo(version=version, server_id=server_id, trained_seq=trained_seq,
-                             num_labels=num_labels, architecture=architecture, metrics=dict(metrics),
-                             created_at=time.time(), size_bytes=len(data), sha256=sha256)
+            info = dataclasses.replace(info, version=version, created_at=time.time())
             self._store.insert_model(info).result()
             self._models[version] = info
-            self._cache.remember(version, data)
             if self._latest is None or info.freshness() > self._latest.freshness():
                 self._latest = info
             self._prune()

@@ -8,7 +8,7 @@ import logging
 import grpc
 
 from aal_rpc import serde
-from aal_rpc.chunking import CHUNK_BYTES, assemble, iter_chunks
+from aal_rpc.chunking import CHUNK_BYTES, iter_chunks
 from aal_rpc.coordinator.core import Coordinator
 from aal_rpc.coordinator.validation import MAX_WAIT_SECONDS
 from aal_rpc.errors import AalError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
@@ -17,6 +17,9 @@ from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotat
 from aal_rpc.types import Candidate, Provenance
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MODELS_PAGE = 100  # registry entries per ListModels answer (each at most ~4 KB: metrics are bounded)
+MAX_MODELS_PAGE = 500
 
 _STATUS = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -28,6 +31,9 @@ _STATUS = {
 
 
 def _abort_for(servicer, context: grpc.ServicerContext, exc: Exception):
+    if not context.is_active():  # the caller cancelled or went away (an abandoned upload): nobody to answer
+        log.debug("call ended by its caller: %s", type(exc).__name__)
+        context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled by its caller")
     if isinstance(exc, AalError):
         context.abort(_STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
     if servicer.c.closing:  # calls still running when the store closes: the client retries elsewhere or later
@@ -116,14 +122,12 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                 if msg.WhichOneof("part") != "chunk":
                     raise InvalidArgument("only chunks may follow the header")
                 yield msg.chunk
+            if not context.is_active():  # the uploader gave up (or died) before the end: publish nothing
+                raise InvalidArgument("upload cancelled")
 
-        data = assemble(chunks(), size_bytes=h.size_bytes, sha256=h.sha256,
-                        max_bytes=self.c.config.max_weight_bytes)
-        if not context.is_active():  # the uploader gave up (or died) before the end: publish nothing
-            raise InvalidArgument("upload cancelled")
-        info = self.c.publish_model(data=data, server_id=h.server_id, trained_seq=h.trained_seq,
-                                    num_labels=h.num_labels, architecture=h.architecture,
-                                    metrics=dict(h.metrics), sha256=h.sha256)
+        info = self.c.receive_model(chunks(), size_bytes=h.size_bytes, sha256=h.sha256, server_id=h.server_id,
+                                    trained_seq=h.trained_seq, num_labels=h.num_labels,
+                                    architecture=h.architecture, metrics=dict(h.metrics))
         return training_pb2.UploadModelResponse(model=serde.model_info_to_proto(info))
 
     @unary
@@ -192,7 +196,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @unary
     def ListModels(self, request, context):
-        return admin_pb2.ListModelsResponse(models=[serde.model_info_to_proto(m) for m in self.c.registry.list()])
+        if not 0 <= request.page_size <= MAX_MODELS_PAGE:
+            raise InvalidArgument(f"page_size must lie in [0, {MAX_MODELS_PAGE}]")
+        if request.after_version < 0:
+            raise InvalidArgument("after_version must be non-negative")
+        size = request.page_size or DEFAULT_MODELS_PAGE
+        later = [m for m in self.c.registry.list() if m.version > request.after_version]
+        page = later[:size]
+        return admin_pb2.ListModelsResponse(models=[serde.model_info_to_proto(m) for m in page],
+                                            more=len(later) > size)
 
     @streaming
     def ExportLabels(self, request, context):

@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 
+from aal_rpc.chunking import iter_chunks, sha256_hex
 from aal_rpc.coordinator.core import (SHARD_PAGE, CoordinatorConfig, Observer, ShardState, Stats, SubmitOutcome,
                                       follow_records)
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
-from aal_rpc.coordinator.registry import BlobCache, RegistryReads
+from aal_rpc.coordinator.registry import BlobCache, RegistryBase
 from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_label, check_lease_ids,
                                             check_lease_request, check_publish, check_shard_request, check_wait)
-from aal_rpc.serde import weights_from_bytes
+from aal_rpc.serde import WeightSpec
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
 log = logging.getLogger(__name__)
@@ -48,15 +50,14 @@ class _Signal:
             self._cv.wait_for(lambda: self._generation != since, timeout=max(0.0, min(timeout, POLL_SECONDS)))
 
 
-class SharedRegistry(RegistryReads):
+class SharedRegistry(RegistryBase):
     """The model registry over the shared database: versions from a sequence, blobs in the database."""
 
-    def __init__(self, store: PostgresStore, *, expected_shapes: dict[str, tuple[int, ...]], keep: int,
-                 changed: _Signal):
+    def __init__(self, store: PostgresStore, *, spec: WeightSpec, keep: int, changed: _Signal):
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self._store = store
-        self._expected = expected_shapes
+        self._spec = spec
         self._keep = keep
         self._changed = changed
         self._cache = BlobCache(store)
@@ -70,11 +71,9 @@ class SharedRegistry(RegistryReads):
     def _lookup(self, version: int) -> ModelInfo | None:
         return self._store.latest_model() if version == 0 else self._store.get_model(version)
 
-    def publish(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
-                metrics: dict[str, float], sha256: str) -> ModelInfo:
-        weights_from_bytes(data, self._expected)
-        info = ModelInfo(version=0, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
-                         architecture=architecture, metrics=dict(metrics), size_bytes=len(data), sha256=sha256)
+    def _publish_file(self, f: BinaryIO, info: ModelInfo) -> ModelInfo:
+        f.seek(0)
+        data = f.read()
         stored = self._store.publish_model(info, data, keep=self._keep)
         self._cache.remember(stored.version, data)
         return stored
@@ -98,7 +97,7 @@ class SharedCoordinator:
                  observer: Observer | None = None):
         if task.mode != "async":
             raise ValueError("sync mode runs on one coordinator with the embedded store, not on a shared database")
-        from aal_rpc.models import expected_shapes
+        from aal_rpc.serde import weight_spec
 
         self.observer = observer or Observer()
         self.store = store
@@ -113,7 +112,7 @@ class SharedCoordinator:
         self._signals = {kind: _Signal() for kind in ("queries", "labels", "models")}
         store.on_event(self._on_event)
         self.registry = SharedRegistry(
-            store, expected_shapes=expected_shapes(task.architecture, task.input_shape, task.num_classes),
+            store, spec=weight_spec(task.architecture, task.input_shape, task.num_classes),
             keep=config.keep_models, changed=self._signals["models"])
         log.info("shared coordinator ready on %s", redacted(store.url))
 
@@ -182,26 +181,32 @@ class SharedCoordinator:
                               keep_going=lambda: not self._closed and is_active(), wait_for_more=wait_for_more)
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
-        check_begin_round(server_id, num_labels, round_seconds)
+        check_begin_round(server_id, num_labels, round_seconds, last_seq=self.store.last_seq())
         return self.store.begin_round(server_id=server_id, num_labels=num_labels, round_seconds=round_seconds)
 
-    def publish_model(self, *, data: bytes, server_id: str, trained_seq: int, num_labels: int, architecture: str,
-                      metrics: dict[str, float], sha256: str) -> ModelInfo:
+    def receive_model(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, server_id: str,
+                      trained_seq: int, num_labels: int, architecture: str, metrics: dict[str, float]) -> ModelInfo:
         check_publish(self.task, server_id=server_id, architecture=architecture, trained_seq=trained_seq,
-                      num_labels=num_labels, last_seq=self.store.last_seq(), size=len(data),
+                      num_labels=num_labels, metrics=metrics, last_seq=self.store.last_seq(), size=size_bytes,
                       max_bytes=self.config.max_weight_bytes)
-        info = self.registry.publish(data=data, server_id=server_id, trained_seq=trained_seq,
-                                     num_labels=num_labels, architecture=architecture, metrics=metrics,
-                                     sha256=sha256)
+        info = self.registry.receive(
+            chunks, size_bytes=size_bytes, sha256=sha256, max_bytes=self.config.max_weight_bytes,
+            info=ModelInfo(version=0, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
+                           architecture=architecture, metrics=dict(metrics)))
         self.observer.model_published(server_id)
         log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)
         return info
+
+    def publish_model(self, *, data: bytes, sha256: str | None = None, **header) -> ModelInfo:
+        return self.receive_model(iter_chunks(data), size_bytes=len(data), sha256=sha256 or sha256_hex(data),
+                                  **header)
 
     # -- workers (selectors) --------------------------------------------------------------------------
 
     def submit_candidates(self, *, worker_id: str, strategy: str, model_version: int,
                           candidates: list[Candidate]) -> SubmitOutcome:
-        check_candidates(self.task, worker_id, strategy, model_version, candidates)
+        check_candidates(self.task, worker_id, strategy, model_version, candidates,
+                         is_published=self.registry.is_published)
         out = self.store.offer(candidates, now=time.time(), capacity=self.config.pool_capacity)
         self.observer.candidates_submitted(worker_id, strategy, len(candidates))
         return SubmitOutcome(out.accepted, out.refreshed, out.rejected, len(out.evicted))

@@ -13,12 +13,14 @@ import logging
 import os
 import queue
 import sqlite3
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Payload, Provenance, Task
 
@@ -119,7 +121,7 @@ class SqliteStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.blob_dir = self.data_dir / "models"
         self.blob_dir.mkdir(exist_ok=True)
-        for tmp in self.blob_dir.glob("*.tmp"):  # partial uploads of a crashed run
+        for tmp in self.blob_dir.glob("upload-*.tmp"):  # partial uploads of a crashed run
             tmp.unlink(missing_ok=True)
         self.path = self.data_dir / "aal.sqlite3"
         self._local = threading.local()
@@ -161,6 +163,10 @@ class SqliteStore:
             return fut
         self._queue.put((op, fut))
         return fut
+
+    def flush(self) -> None:
+        """Return once every write queued so far has committed or failed."""
+        self.submit(lambda c: None).result()
 
     def _write_loop(self) -> None:
         conn = self._connect()
@@ -302,17 +308,26 @@ class SqliteStore:
     def _blob_path(self, version: int) -> Path:
         return self.blob_dir / f"v{version:08d}.safetensors"
 
-    def write_blob(self, version: int, data: bytes) -> None:
-        """Durably store a version's weights (written to a temporary name, synced, then renamed)."""
-        tmp = self.blob_dir / f"upload-{threading.get_ident()}-{version}.tmp"
+    @contextmanager
+    def upload_file(self) -> Iterator[BinaryIO]:
+        """A temporary file beside the blobs for an upload to stream into; removed on exit unless kept."""
+        f = tempfile.NamedTemporaryFile(dir=self.blob_dir, prefix="upload-", suffix=".tmp", delete=False)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._blob_path(version))
+            with f:
+                yield f
         finally:
-            tmp.unlink(missing_ok=True)
+            Path(f.name).unlink(missing_ok=True)
+
+    def keep_blob(self, version: int, f: BinaryIO) -> None:
+        """Make an upload file (from `upload_file`) version `version`'s blob, durably: synced, then renamed."""
+        f.flush()
+        os.fsync(f.fileno())
+        os.replace(f.name, self._blob_path(version))
+
+    def write_blob(self, version: int, data: bytes) -> None:
+        with self.upload_file() as f:
+            f.write(data)
+            self.keep_blob(version, f)
 
     def read_blob(self, version: int) -> bytes | None:
         try:

@@ -1,18 +1,30 @@
 """Checks of every request the coordinator takes, shared by both coordinators (embedded and shared-database).
 
 Each raises aal_rpc.errors.InvalidArgument with a message naming the field; the servicers turn that into
-INVALID_ARGUMENT.
+INVALID_ARGUMENT. The limits below are the documented ones (the .proto comments and the README list them):
+whatever passes here can be stored, served and trained on without corrupting L or stopping training.
 """
 
 from __future__ import annotations
 
+import io
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
 from aal_rpc.coordinator.rounds import MAX_ROUND_SECONDS
 from aal_rpc.errors import InvalidArgument, ResourceExhausted
-from aal_rpc.types import Candidate, Task
+from aal_rpc.types import Candidate, Payload, Task
 
 MAX_WAIT_SECONDS = 60.0  # longest long poll a client may ask for; it simply asks again
 MAX_LEASE_SECONDS = 24 * 3600.0
 MAX_ID_CHARS = 256
+MAX_PNG_BYTES = 2 * 1024 * 1024  # an item's picture for people; several fit in one 4 MiB message
+MAX_PNG_PIXELS = 4096 * 4096  # decoded size bound: a small PNG may not claim a huge canvas
+MAX_METRICS = 32  # held-out metrics per model version (accuracy, loss, ...)
+MAX_METRIC_NAME_CHARS = 64
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def check_id(name: str, value: str) -> None:
@@ -48,17 +60,65 @@ def check_label(task: Task, lease_id: str, item_id: str, label: int, annotator_i
         raise InvalidArgument(f"label {label} is outside the class range [0, {task.num_classes})")
 
 
-def check_candidates(task: Task, worker_id: str, strategy: str, model_version: int,
-                     candidates: list[Candidate]) -> None:
+def check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise InvalidArgument(f"{name} must be a finite number, got {value}")
+
+
+def check_candidates(task: Task, worker_id: str, strategy: str, model_version: int, candidates: list[Candidate],
+                     *, is_published: Callable[[int], bool]) -> None:
+    """A worker's batch: ids, a model version that was published (0 before any model), finite scores, and
+    payloads of the task's input shape with finite values and a valid picture."""
     check_id("worker_id", worker_id)
     check_id("strategy", strategy)
     if model_version < 0:
         raise InvalidArgument("model_version must be non-negative")
+    if model_version and not is_published(model_version):
+        raise InvalidArgument(f"model_version {model_version} was never published")
     for c in candidates:
         check_id("item_id", c.item_id)
+        check_finite(f"item {c.item_id}: score", c.provenance.score)
         if tuple(c.payload.shape) != tuple(task.input_shape):
             raise InvalidArgument(f"item {c.item_id}: payload shape {tuple(c.payload.shape)} is not the "
                                   f"task's input shape {tuple(task.input_shape)}")
+        check_payload(f"item {c.item_id}", c.payload)
+
+
+def check_payload(name: str, payload: Payload) -> None:
+    """Values a trainer can learn from (no NaN or infinity) and, when present, a PNG a browser can show."""
+    x = payload.to_array()
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise InvalidArgument(f"{name}: payload tensor holds NaN or infinite values")
+    if payload.image_png:
+        check_png(name, payload.image_png)
+
+
+def check_png(name: str, data: bytes) -> None:
+    if len(data) > MAX_PNG_BYTES:
+        raise ResourceExhausted(f"{name}: image_png of {len(data)} bytes exceeds {MAX_PNG_BYTES}")
+    if not data.startswith(PNG_SIGNATURE):
+        raise InvalidArgument(f"{name}: image_png is not a PNG")
+    from PIL import Image  # imported here: only coordinators check pictures
+
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+            width, height = img.size
+            if width * height > MAX_PNG_PIXELS:
+                raise InvalidArgument(f"{name}: image_png of {width}x{height} pixels exceeds {MAX_PNG_PIXELS}")
+            img.verify()  # chunk checksums and structure, without decoding the pixels
+    except InvalidArgument:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for damaged files
+        raise InvalidArgument(f"{name}: image_png is not a valid PNG ({type(exc).__name__})") from None
+
+
+def check_metrics(metrics: Mapping[str, float]) -> None:
+    if len(metrics) > MAX_METRICS:
+        raise InvalidArgument(f"metrics holds {len(metrics)} entries; at most {MAX_METRICS}")
+    for name, value in metrics.items():
+        if not name or len(name) > MAX_METRIC_NAME_CHARS:
+            raise InvalidArgument(f"metric names must have 1 to {MAX_METRIC_NAME_CHARS} characters")
+        check_finite(f"metric {name}", value)
 
 
 def check_shard_request(shard_index: int, num_shards: int, labeled_after_seq: int) -> None:
@@ -68,20 +128,28 @@ def check_shard_request(shard_index: int, num_shards: int, labeled_after_seq: in
         raise InvalidArgument("labeled_after_seq must be non-negative")
 
 
-def check_begin_round(server_id: str, num_labels: int, round_seconds: float) -> None:
+def check_begin_round(server_id: str, num_labels: int, round_seconds: float, *, last_seq: int) -> None:
     check_id("server_id", server_id)
-    if num_labels < 0:
-        raise InvalidArgument("num_labels must be non-negative")
+    if not 0 <= num_labels <= last_seq:  # a claim beyond what L holds would hold every other server back
+        raise InvalidArgument(f"num_labels {num_labels} must lie in [0, {last_seq}], the labels L holds")
     if not 0 <= round_seconds <= MAX_ROUND_SECONDS:  # NaN fails this too
         raise InvalidArgument(f"round_seconds must lie in [0, {MAX_ROUND_SECONDS:.0f}]")
 
 
 def check_publish(task: Task, *, server_id: str, architecture: str, trained_seq: int, num_labels: int,
-                  last_seq: int, size: int, max_bytes: int) -> None:
+                  metrics: Mapping[str, float], last_seq: int, size: int, max_bytes: int) -> None:
+    """An upload's header, checked before any of its bytes are received. A model claims at most the labels L
+    held up to `trained_seq`: "latest" is the model on the most labels, so an inflated claim would stay
+    latest for good."""
     check_id("server_id", server_id)
     if architecture != task.architecture:
         raise InvalidArgument(f"architecture {architecture!r} is not the task's {task.architecture!r}")
-    if trained_seq < 0 or num_labels < 0 or trained_seq > last_seq:
+    if not 0 <= trained_seq <= last_seq:
         raise InvalidArgument(f"trained_seq {trained_seq} must lie in [0, {last_seq}]")
+    if not 0 <= num_labels <= trained_seq:
+        raise InvalidArgument(f"num_labels {num_labels} must lie in [0, trained_seq {trained_seq}]")
+    check_metrics(metrics)
+    if size <= 0:
+        raise InvalidArgument("size_bytes must be positive")
     if size > max_bytes:
-        raise ResourceExhausted(f"weights exceed {max_bytes} bytes")
+        raise ResourceExhausted(f"weights of {size} bytes exceed the limit of {max_bytes}")

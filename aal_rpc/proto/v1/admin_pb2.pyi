@@ -57,14 +57,20 @@ class GetStatsResponse(_message.Message):
     def __init__(self, labeled: _Optional[int] = ..., queued: _Optional[int] = ..., leased: _Optional[int] = ..., skipped: _Optional[int] = ..., latest_model_version: _Optional[int] = ..., models: _Optional[int] = ..., last_seq: _Optional[int] = ..., candidates_submitted: _Optional[int] = ..., candidates_evicted: _Optional[int] = ..., labels_by_strategy: _Optional[_Mapping[str, int]] = ..., pool_capacity: _Optional[int] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("after_version", "page_size")
+    AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    after_version: int
+    page_size: int
+    def __init__(self, after_version: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "more")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
-    def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ...) -> None: ...
+    more: bool
+    def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class ExportLabelsRequest(_message.Message):
     __slots__ = ("after_seq", "include_payload")

@@ -63,7 +63,11 @@ class TrainingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadModel(self, request_iterator, context):
-        """Upload weights (safetensors) as a header followed by chunks of at most 1 MiB.
+        """Upload weights (safetensors) as a header followed by chunks of at most 1 MiB. The coordinator streams
+        them to disk and checks them before they get a version: exactly the task architecture's tensor names,
+        shapes and dtypes (float32 parameters, int64 batch-norm counters), every float finite, size and sha256
+        as the header says. Anything else is INVALID_ARGUMENT with the registry unchanged; a size over the
+        coordinator's --max-weight-bytes is RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
