@@ -1,19 +1,30 @@
-"""Role-scoped bearer tokens and TLS.
+"""Role-scoped bearer tokens, the caller's identity, and TLS.
 
 Four roles, each allowed only its own service: annotators the AnnotationService, workers the
 SelectionService, servers the TrainingService, admins everything. GetTask is open to every role (all
 processes must agree on the task); health checks and reflection need no token. A missing or unknown
-token gets UNAUTHENTICATED, a known token outside its role PERMISSION_DENIED.
+token gets UNAUTHENTICATED, a known token outside its role PERMISSION_DENIED. Clients send theirs as
+`authorization: Bearer <token>`; inside a call, `current_caller()` names who made it.
 
-Tokens come from a file (or the AAL_TOKENS variable) of `role:token` entries, one per line or comma
-separated. Clients send theirs as `authorization: Bearer <token>`.
+The tokens file (or the AAL_TOKENS variable) holds one entry per line, in one of two forms:
+
+    role:token               the token may hold any printable ASCII but whitespace (':', '#' and ','
+                             included); everything after the first ':' is the token
+    role identity token      three fields separated by whitespace, no ':' in the first two: calls
+                             with this token act as `identity` (e.g. the annotator it was issued to)
+
+A line whose first non-blank character is '#' is a comment; blank lines are skipped. A file that is
+given must hold at least one token, and no token may appear twice.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hmac
 import logging
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,28 +42,89 @@ SERVICE_ROLES = {
 }
 ANY_ROLE_METHODS = frozenset({"/aal.v1.AdminService/GetTask"})
 PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII but space: what a gRPC metadata value carries as sent
+# Entries were once comma separated too; a token that looks like the rest of such a list is refused, not misread.
+_COMMA_LIST = re.compile(rf",\s*(?:{'|'.join(ROLES)}):")
 
 
-def parse_tokens(text: str) -> dict[str, str]:
-    """token -> role from `role:token` entries separated by newlines or commas; '#' starts a comment."""
-    tokens: dict[str, str] = {}
-    for raw in text.replace(",", "\n").splitlines():
-        entry = raw.split("#", 1)[0].strip()
-        if not entry:
+@dataclass(frozen=True)
+class Principal:
+    """Who a token speaks for: its role and, when its tokens-file entry names one, an identity."""
+
+    role: str
+    identity: str | None = None
+
+
+def parse_tokens(text: str, source: str = "tokens") -> dict[str, Principal]:
+    """token -> Principal from the lines of a tokens file (format in the module docstring).
+
+    A malformed line or a repeated token raises ValueError naming `source`, the line number and at most the
+    line's role: never any part of a token.
+    """
+    tokens: dict[str, Principal] = {}
+    first_seen: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
             continue
-        role, sep, token = entry.partition(":")
-        role, token = role.strip(), token.strip()
-        if not sep or role not in ROLES or not token:
-            raise ValueError(f"bad token entry {entry.split(':')[0]!r}...: expected role:token with role in {ROLES}")
-        tokens[token] = role
+        head = fields[0].partition(":")[0]
+        where = f"{source} line {number}" + (f" ({head})" if head in ROLES else "")
+        if len(fields) == 1 and ":" in fields[0]:
+            role, _, token = fields[0].partition(":")
+            identity = None
+        elif len(fields) == 3 and ":" not in fields[0] + fields[1]:
+            role, identity, token = fields
+        else:
+            raise ValueError(f"{where}: expected 'role:token' or 'role identity token' (no spaces in a token, "
+                             f"no ':' in an identity)")
+        if role not in ROLES:
+            raise ValueError(f"{where}: the role must be one of {', '.join(ROLES)}")
+        if not token:
+            raise ValueError(f"{where}: the token is empty")
+        if not TOKEN_CHARS.fullmatch(token):
+            raise ValueError(f"{where}: a token holds printable ASCII characters only")
+        if _COMMA_LIST.search(token):
+            raise ValueError(f"{where}: commas no longer separate entries; put one entry per line")
+        if token in tokens:
+            raise ValueError(f"{where}: the same token is already on line {first_seen[token]}")
+        tokens[token] = Principal(role, identity)
+        first_seen[token] = number
     return tokens
 
 
-def load_tokens(path: Path | None) -> dict[str, str]:
-    """Tokens from `path`, else from $AAL_TOKENS; empty means authentication is off."""
+def load_tokens(path: Path | None) -> dict[str, Principal]:
+    """Tokens from `path`, else from $AAL_TOKENS when it is set; {} (authentication off) when neither is given.
+
+    A file or variable that is given but holds no token is refused (ValueError): an operator who meant to
+    turn authentication on must not find it silently off.
+    """
     if path is not None:
-        return parse_tokens(Path(path).read_text())
-    return parse_tokens(os.environ.get(TOKENS_ENV, ""))
+        source = str(path)
+        try:
+            text = Path(path).read_bytes().decode()
+        except UnicodeDecodeError:  # its message would quote a byte of the file
+            raise ValueError(f"{source} is not UTF-8 text") from None
+    elif TOKENS_ENV in os.environ:
+        text, source = os.environ[TOKENS_ENV], f"${TOKENS_ENV}"
+    else:
+        return {}
+    tokens = parse_tokens(text, source)
+    if not tokens:
+        raise ValueError(f"{source} holds no token (only blank or comment lines): authentication would be off. "
+                         f"Add 'role:token' lines, or give no tokens to run without authentication.")
+    return tokens
+
+
+_CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("aal_caller", default=None)
+
+
+def current_caller() -> Principal | None:
+    """The authenticated caller of the RPC being served: its role and, when its token names one, its identity.
+
+    Call it from inside a servicer method (also inside its generator, or while iterating its request
+    stream). None when the coordinator runs without tokens (anyone may claim any id then), and outside calls.
+    """
+    return _CALLER.get()
 
 
 def allowed_roles(method: str) -> frozenset[str] | None:
@@ -79,15 +151,59 @@ def _denied(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str)
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
-    def __init__(self, tokens: dict[str, str]):
-        self._tokens = dict(tokens)
+def _as_caller(handler: grpc.RpcMethodHandler, caller: Principal) -> grpc.RpcMethodHandler:
+    """`handler` with its behaviour run where current_caller() is `caller`.
 
-    def _role_of(self, presented: str) -> str | None:
-        for token, role in self._tokens.items():  # constant-time comparison against every known token
+    Each call runs in a context of its own (a copy of the serving thread's), so nothing is left behind in
+    the pool thread; a response stream is resumed in that same context at every step.
+    """
+    def call_context() -> contextvars.Context:
+        ctx = contextvars.copy_context()
+        ctx.run(_CALLER.set, caller)
+        return ctx
+
+    def unary(behavior):
+        def run(request, context):
+            return call_context().run(behavior, request, context)
+        return run
+
+    def streaming(behavior):
+        def run(request, context):
+            ctx = call_context()
+            responses = ctx.run(behavior, request, context)
+            try:
+                while True:
+                    try:
+                        response = ctx.run(next, responses)
+                    except StopIteration:
+                        return
+                    yield response
+            finally:
+                if hasattr(responses, "close"):
+                    ctx.run(responses.close)
+        return run
+
+    if handler.response_streaming:
+        field = "stream_stream" if handler.request_streaming else "unary_stream"
+        return handler._replace(**{field: streaming(getattr(handler, field))})
+    field = "stream_unary" if handler.request_streaming else "unary_unary"
+    return handler._replace(**{field: unary(getattr(handler, field))})
+
+
+class TokenAuthInterceptor(grpc.ServerInterceptor):
+    """Admits a call only with a bearer token of a role allowed to make it; servicers find the caller with
+    current_caller()."""
+
+    def __init__(self, tokens: Mapping[str, Principal | str]):
+        """`tokens`: token -> Principal (what load_tokens returns), or token -> role name (no identity)."""
+        self._tokens = {t: p if isinstance(p, Principal) else Principal(p) for t, p in tokens.items()}
+
+    def _caller_of(self, presented: str) -> Principal | None:
+        found = None
+        for token, caller in self._tokens.items():  # constant-time comparison against every known token
             if hmac.compare_digest(token.encode(), presented.encode()):
-                return role
-        return None
+                found = caller
+        return found
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -98,13 +214,13 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
             return handler
         auth = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
         scheme, _, presented = auth.partition(" ")
-        role = self._role_of(presented.strip()) if scheme.lower() == "bearer" and presented else None
-        if role is None:
+        caller = self._caller_of(presented.strip()) if scheme.lower() == "bearer" and presented else None
+        if caller is None:
             return _denied(handler, grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
-        if role not in roles:
+        if caller.role not in roles:
             return _denied(handler, grpc.StatusCode.PERMISSION_DENIED,
-                           f"the {role} role may not call {handler_call_details.method}")
-        return handler
+                           f"the {caller.role} role may not call {handler_call_details.method}")
+        return _as_caller(handler, caller)
 
 
 @dataclass(frozen=True)
@@ -127,6 +243,11 @@ class ClientSecurity:
     ca: Path | None = None
     cert: Path | None = None  # with key: a client certificate, for mutual TLS
     key: Path | None = None
+
+    def __post_init__(self):
+        if self.token and self.ca is None:
+            log.warning("the bearer token will travel in the clear (no TLS): anyone on the network path can "
+                        "read and replay it; give the coordinator's CA certificate (--tls-ca) to use TLS")
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
         if self.ca is None:
@@ -161,6 +282,7 @@ class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
 
 
 def with_token(channel: grpc.Channel, token: str | None) -> grpc.Channel:
+    """`channel` sending `token` as a bearer token with every call (unchanged without one)."""
     if not token:
         return channel
     return grpc.intercept_channel(channel, _Metadata((("authorization", f"Bearer {token}"),)))

@@ -65,14 +65,57 @@ def test_workloads_match_the_design():
     kinds = {d["metadata"]["name"]: d for d in _workloads()}
     coord = kinds["aal-coordinator"]
     assert coord["kind"] == "StatefulSet" and coord["spec"]["volumeClaimTemplates"]
-    c = coord["spec"]["template"]["spec"]["containers"][0]
-    assert c["readinessProbe"]["grpc"]["port"] == 50051 and c["livenessProbe"]["grpc"]["port"] == 50051
     assert kinds["aal-server"]["kind"] == "Deployment"
     assert kinds["aal-worker"]["kind"] == "StatefulSet"
     for d in _workloads():
         assert d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     config = next(doc for _, doc in documents() if doc["kind"] == "ConfigMap")["data"]
     assert int(config["AAL_NUM_SHARDS"]) == kinds["aal-worker"]["spec"]["replicas"]
+
+
+def _arg(container: dict, flag: str) -> str | None:
+    values = [a.partition("=")[2] for a in container.get("args", []) if a.partition("=")[0] == flag]
+    assert len(values) <= 1, f"{flag} given twice"
+    return values[0] if values else None
+
+
+def _secret_behind(pod: dict, container: dict, path: str) -> tuple[str, set[str]]:
+    """(Secret name, the keys the volume projects) of the secret volume that `path` lies in."""
+    [mount] = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    keys = {i["path"] for i in volume["secret"]["items"]}
+    assert path.removeprefix(mount["mountPath"].rstrip("/") + "/") in keys, f"{path} is not projected"
+    return volume["secret"]["secretName"], keys
+
+
+@pytest.mark.parametrize("folder", [K8S, SHARED], ids=["k8s", "shared-store"])
+def test_coordinator_serves_tls_and_probes_a_plaintext_health_port(folder):
+    """Tokens never cross the network in the clear; kubelet's gRPC probes, which cannot speak TLS, ask the
+    coordinator's health-only port, and nothing routes other traffic there."""
+    [coord] = [d for d in _workloads(folder) if d["metadata"]["name"] == "aal-coordinator"]
+    pod = coord["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    assert _arg(c, "--tokens-file")
+    assert _secret_behind(pod, c, _arg(c, "--tls-cert"))[0] == "aal-tls"
+    assert _secret_behind(pod, c, _arg(c, "--tls-key"))[0] == "aal-tls"
+    health = int(_arg(c, "--health-port"))
+    assert c["readinessProbe"]["grpc"]["port"] == health and c["livenessProbe"]["grpc"]["port"] == health
+    assert {"name": "health", "containerPort": health} in c["ports"]
+    service = next(doc for _, doc in documents() if doc["kind"] == "Service")
+    assert health not in {p["port"] for p in service["spec"]["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= {"grpc", "metrics"}
+
+
+def test_clients_verify_the_coordinator_with_the_ca_only():
+    tls = next(doc for _, doc in documents() if doc["kind"] == "Secret" and doc["metadata"]["name"] == "aal-tls")
+    assert {"tls.crt", "tls.key", "ca.crt"} <= tls["stringData"].keys()
+    clients = [d for d in _workloads() if d["metadata"]["name"] != "aal-coordinator"]
+    assert {d["metadata"]["name"] for d in clients} == {"aal-server", "aal-worker"}
+    for d in clients:
+        pod = d["spec"]["template"]["spec"]
+        for c in pod["containers"]:
+            assert _secret_behind(pod, c, _arg(c, "--tls-ca")) == ("aal-tls", {"ca.crt"}), d["metadata"]["name"]
+            assert any(e["name"] == "AAL_TOKEN" for e in c["env"])
 
 
 def test_container_commands_are_accepted_by_their_cli(tmp_path):

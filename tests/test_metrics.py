@@ -1,11 +1,12 @@
 """The Prometheus endpoint reports pools, rates, waits, RPC latency, models, candidates and training rounds."""
 
+import socket
 import urllib.request
 
 import numpy as np
 
 from aal_rpc.chunking import sha256_hex
-from aal_rpc.coordinator.metrics import serve
+from aal_rpc.coordinator.metrics import CoordinatorMetrics, serve
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_to_bytes
 from aal_rpc.client import AnnotationClient, CoordinatorClient
@@ -46,3 +47,21 @@ def test_metrics_endpoint(grpc_coordinator):
     assert m['aal_training_rounds_total{server="s1"}'] == 1 and m["aal_latest_model_version"] == 1
     assert 0 <= m["aal_latest_model_age_seconds"] < 60
     assert m['aal_rpc_latency_seconds_count{code="OK",method="SubmitLabel"}'] == 2
+
+
+def test_metrics_server_starts_without_name_lookups(monkeypatch):
+    """Against a resolver that does not answer, a reverse lookup at bind time stalls the coordinator's start;
+    the metrics server binds and serves with none."""
+    def no_lookups(*args, **kwargs):
+        raise AssertionError("the metrics server looked a name up")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookups)
+    monkeypatch.setattr(socket, "gethostbyaddr", no_lookups)
+    metrics = CoordinatorMetrics()
+    metrics.leases.inc()
+    http, port = serve(metrics, "127.0.0.1", 0)
+    try:
+        assert scrape(port)["aal_leases_total"] == 1
+    finally:
+        http.shutdown()
+        http.server_close()

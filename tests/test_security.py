@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aal_rpc.cli import admin
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.proto.v1 import admin_pb2
-from aal_rpc.security import ClientSecurity, ServerTLS, allowed_roles, parse_tokens
+from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc
+from aal_rpc.security import ClientSecurity, Principal, ServerTLS, allowed_roles, parse_tokens
 from aal_rpc.types import Payload
 from tests.conftest import TASK, code_of
 
@@ -31,8 +31,9 @@ def client(address, token):
 
 
 def test_token_file_format():
-    assert parse_tokens("annotator:a1\n# comment\nworker:w1, admin:x") == {"a1": "annotator", "w1": "worker",
-                                                                          "x": "admin"}
+    assert parse_tokens("annotator:a1\n# comment\nworker:w1\n  admin:x  \nannotator alice a2") == {
+        "a1": Principal("annotator"), "w1": Principal("worker"), "x": Principal("admin"),
+        "a2": Principal("annotator", "alice")}
     with pytest.raises(ValueError):
         parse_tokens("root:abc")
     assert allowed_roles("/grpc.health.v1.Health/Check") is None
@@ -121,3 +122,51 @@ def test_mutual_tls_requires_a_client_certificate(tmp_path, certs):
         assert '"labeled": 0' in result.output
     finally:
         srv.stop(0)
+
+
+def _health(address: str, service: str = "") -> int:
+    with grpc.insecure_channel(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                         timeout=5).status
+
+
+def test_health_port_answers_probes_in_plaintext_beside_a_tls_port(tmp_path, certs):
+    """Kubelet's gRPC probes cannot speak TLS: the health port answers Check in plaintext, from the same
+    health servicer (so draining shows there), and serves nothing else."""
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK, tokens=TOKENS,
+                                    tls=ServerTLS(certs / "server.pem", certs / "server.key"),
+                                    health_address="127.0.0.1:0")
+    health_address = f"127.0.0.1:{srv.health_port}"
+    try:
+        assert srv.health_port not in (None, 0, srv.port)
+        assert _health(health_address) == health_pb2.HealthCheckResponse.SERVING
+        assert _health(health_address, "aal.v1.AnnotationService") == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(health_address) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=5)
+            assert code_of(lambda: next(watch)) == grpc.StatusCode.UNIMPLEMENTED
+            assert code_of(lambda: admin_pb2_grpc.AdminServiceStub(channel).GetStats(
+                admin_pb2.GetStatsRequest(), metadata=(("authorization", "Bearer adm-token"),), timeout=5)) == \
+                grpc.StatusCode.UNIMPLEMENTED
+        srv.health.enter_graceful_shutdown()  # what stop() does first, while calls drain
+        assert _health(health_address) == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        srv.stop(0)
+
+
+def test_coordinator_warns_when_tokens_travel_in_the_clear(tmp_path, procs):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("admin:adm-token\n")
+    procs.start_coordinator("coordinator", ["--data-dir", tmp_path / "data", "--tokens-file", tokens])
+    assert procs.stop("coordinator") == 0
+    log = (procs.log_dir / "coordinator.log").read_text()
+    assert "tokens travel in the clear" in log and "adm-token" not in log
+
+
+def test_coordinator_health_port_option(tmp_path, procs, certs):
+    proc, _ = procs.start_coordinator("coordinator", [
+        "--data-dir", tmp_path / "data", "--tls-cert", certs / "server.pem", "--tls-key", certs / "server.key",
+        "--health-port", "0"])
+    health_line = proc.stdout.readline().decode().strip()
+    assert health_line.startswith("health on 127.0.0.1:")
+    assert _health(health_line.removeprefix("health on ")) == health_pb2.HealthCheckResponse.SERVING
+    assert procs.stop("coordinator") == 0

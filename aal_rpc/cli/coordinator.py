@@ -86,8 +86,9 @@ def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset:
               help="RPC threads.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tokens-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="AAL_TOKENS_FILE",
-              default=None, help="role:token lines (roles: annotator, worker, server, admin); also $AAL_TOKENS. "
-                                 "Without tokens, authentication is off.")
+              default=None, help="One 'role:token' or 'role identity token' line per token (roles: annotator, "
+                                 "worker, server, admin; '#' starts a comment line); also $AAL_TOKENS, same "
+                                 "format. Without tokens, authentication is off.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Server certificate (PEM): serve TLS.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -95,43 +96,53 @@ def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset:
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CA of client certificates: require mutual TLS.")
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
-              help="Serve Prometheus metrics on this port (0 picks one; printed on the second line).")
+              help="Serve Prometheus metrics on this port (0 picks one; printed as 'metrics on HOST:PORT').")
+@click.option("--health-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Also answer grpc.health.v1 Check, and nothing else, in plaintext on this port, for probes "
+                   "that cannot speak TLS (Kubernetes' gRPC probes). 0 picks one; printed as 'health on HOST:PORT'.")
 @log_level_option
 @click.pass_context
 def main(ctx, listen, store, data_dir, dataset, model, mode, batch_size, pick, pool_capacity, lease_seconds, keep_models,
-         max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port):
+         max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port, health_port):
     """Run the pool coordinator."""
     host, _ = parse_address(listen)
     if store != "sqlite" and not is_database_url(store):
         raise click.BadParameter("use sqlite or a postgresql:// URL", param_hint="--store")
     if store == "sqlite" and data_dir is None:
         raise click.UsageError("--data-dir is required with the embedded store (--store sqlite)")
-    try:
-        task = resolve_task(ctx, store, data_dir, dataset, model, mode, batch_size)
-    except (RuntimeError, ConnectionError) as exc:  # psycopg missing, database unreachable
-        raise click.ClickException(str(exc)) from exc
-    config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
-                               keep_models=keep_models, seed=seed)
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if tls_ca is not None and tls_cert is None:
         raise click.UsageError("--tls-ca (mutual TLS) needs --tls-cert and --tls-key")
     try:
         tokens = load_tokens(tokens_file)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:  # the message never holds any part of a token (see parse_tokens)
+        raise click.ClickException(f"refusing to start: {exc}") from exc
     if not tokens:
         log.warning("no tokens configured: authentication is off (see --tokens-file)")
+    elif tls_cert is None:
+        log.warning("tokens travel in the clear without TLS: anyone on the network path can read and replay "
+                    "them (serve TLS with --tls-cert/--tls-key)")
+    try:
+        task = resolve_task(ctx, store, data_dir, dataset, model, mode, batch_size)
+    except (RuntimeError, ConnectionError) as exc:  # psycopg missing, database unreachable
+        raise click.ClickException(str(exc)) from exc
+    config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
+                               keep_models=keep_models, seed=seed)
     tls = ServerTLS(tls_cert, tls_key, tls_ca) if tls_cert else None
+    health_address = None if health_port is None else f"{listen.rpartition(':')[0]}:{health_port}"  # host as given
     try:
         srv = create_coordinator_server(listen, data_dir, task, config, max_workers=max_workers, tokens=tokens,
-                                        tls=tls, store=None if store == "sqlite" else store)
+                                        tls=tls, store=None if store == "sqlite" else store,
+                                        health_address=health_address)
     except (ValueError, ConnectionError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"listening on {host}:{srv.port}")
     if metrics_port is not None:
         _, bound = serve_metrics(srv.metrics, host, metrics_port)
         click.echo(f"metrics on {host}:{bound}")
+    if srv.health_port is not None:
+        click.echo(f"health on {host}:{srv.health_port}")
     sys.stdout.flush()  # launchers read the bound port from this first line
     log.info("task: %s", task)
     done = threading.Event()

@@ -1,7 +1,9 @@
-"""Assembling a coordinator process: store, domain core, servicers, health and reflection."""
+"""Assembling a coordinator process: store, domain core, servicers, health and reflection, and the optional
+plaintext health-only port for probes that cannot speak TLS."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aal_rpc.coordinator.core import Coordinator, CoordinatorConfig
+from aal_rpc.coordinator.decoding import RequestDecodingInterceptor
 from aal_rpc.coordinator.metrics import CoordinatorMetrics
 from aal_rpc.coordinator.servicers import (AdminServicer, AnnotationServicer, SelectionServicer,
                                            TrainingServicer)
@@ -17,7 +20,7 @@ from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, create_server
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
-from aal_rpc.security import ServerTLS, TokenAuthInterceptor
+from aal_rpc.security import Principal, ServerTLS, TokenAuthInterceptor
 from aal_rpc.types import Task
 
 SERVICE_NAMES = (
@@ -26,6 +29,7 @@ SERVICE_NAMES = (
     selection_pb2.DESCRIPTOR.services_by_name["SelectionService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
+HEALTH_PORT_THREADS = 2  # the health port answers only Check, which returns at once
 
 
 @dataclass
@@ -35,10 +39,14 @@ class CoordinatorServer:
     coordinator: Coordinator
     health: health.HealthServicer
     metrics: CoordinatorMetrics
+    health_server: grpc.Server | None = None
+    health_port: int | None = None
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.health.enter_graceful_shutdown()  # probes see NOT_SERVING while calls drain
         self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
         self.coordinator.close()
 
 
@@ -65,18 +73,45 @@ def open_coordinator(store: str | None, data_dir: Path | None, task: Task, confi
     return Coordinator(SqliteStore(Path(data_dir)), task, config, observer=observer)
 
 
+def create_health_server(address: str, health_servicer: health.HealthServicer) -> tuple[grpc.Server, int]:
+    """A started plaintext server on `address` that answers grpc.health.v1 Check and nothing else.
+
+    Kubelet's gRPC probes cannot speak TLS, so with TLS on the main port they are pointed here. It is safe in
+    plaintext: it takes no token, reads nothing but the serving status of the coordinator's services, and
+    changes nothing. It shares `health_servicer` with the main port, so a draining coordinator shows
+    NOT_SERVING here too. Watch is left out: each watch holds a thread, and a few would starve the probes.
+    """
+    check = grpc.unary_unary_rpc_method_handler(
+        health_servicer.Check, request_deserializer=health_pb2.HealthCheckRequest.FromString,
+        response_serializer=health_pb2.HealthCheckResponse.SerializeToString)
+    server = create_server(HEALTH_PORT_THREADS, interceptors=[RequestDecodingInterceptor()])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(health.SERVICE_NAME, {"Check": check}),))
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    server.start()
+    return server, port
+
+
 def create_coordinator_server(address: str, data_dir: Path | None, task: Task,
                               config: CoordinatorConfig = CoordinatorConfig(),
-                              max_workers: int = DEFAULT_MAX_WORKERS, tokens: dict[str, str] | None = None,
-                              tls: ServerTLS | None = None, store: str | None = None) -> CoordinatorServer:
+                              max_workers: int = DEFAULT_MAX_WORKERS,
+                              tokens: Mapping[str, Principal | str] | None = None,
+                              tls: ServerTLS | None = None, store: str | None = None,
+                              health_address: str | None = None) -> CoordinatorServer:
     """Open the store and bind `address` (port 0 picks a free port). The server is started, serving.
 
-    `store` is None (SQLite under `data_dir`) or a postgresql:// URL. With `tokens` (token -> role), every call
-    but health and reflection needs a bearer token of a role allowed to make it; with `tls`, the port speaks
-    TLS (mutual TLS when it names a client CA).
+    `store` is None (SQLite under `data_dir`) or a postgresql:// URL. With `tokens` (token -> Principal or role
+    name), every call but health and reflection needs a bearer token of a role allowed to make it; with `tls`,
+    the port speaks TLS (mutual TLS when it names a client CA). With `health_address`, the health service's
+    Check is served there too, in plaintext (see create_health_server).
     """
     metrics = CoordinatorMetrics()
-    interceptors = [metrics.interceptor()] + ([TokenAuthInterceptor(tokens)] if tokens else [])
+    # Decoding wraps what auth returns: a refused call never decodes its request (auth's refusal takes raw
+    # bytes), so garbage without a valid token gets UNAUTHENTICATED, garbage with one INVALID_ARGUMENT.
+    interceptors = [metrics.interceptor(), RequestDecodingInterceptor()]
+    if tokens:
+        interceptors.append(TokenAuthInterceptor(tokens))
     server = create_server(max_workers, interceptors=interceptors)
     health_servicer = health.HealthServicer()
     for name in ("", *SERVICE_NAMES):
@@ -85,7 +120,14 @@ def create_coordinator_server(address: str, data_dir: Path | None, task: Task,
     port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    coordinator = open_coordinator(store, data_dir, task, config, observer=metrics)
+    health_server, health_port = (create_health_server(health_address, health_servicer) if health_address
+                                  else (None, None))
+    try:
+        coordinator = open_coordinator(store, data_dir, task, config, observer=metrics)
+    except BaseException:
+        if health_server is not None:
+            health_server.stop(0)
+        raise
     metrics.bind(coordinator)
     annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(coordinator), server)
     training_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(coordinator), server)
@@ -95,4 +137,4 @@ def create_coordinator_server(address: str, data_dir: Path | None, task: Task,
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoordinatorServer(server, port, coordinator, health_servicer, metrics)
+    return CoordinatorServer(server, port, coordinator, health_servicer, metrics, health_server, health_port)

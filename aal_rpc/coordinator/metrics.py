@@ -6,10 +6,14 @@ server. Each coordinator has its own registry, served over HTTP by `serve`.
 from __future__ import annotations
 
 import contextlib
+import socket
+import socketserver
+import threading
 import time
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -77,9 +81,38 @@ class _StateCollector:
                                 value=time.time() - latest.created_at if latest else float("nan"))
 
 
+class _MetricsHTTPServer(socketserver.ThreadingMixIn, WSGIServer):
+    """A WSGI server that binds without looking anything up.
+
+    http.server's server_bind asks socket.getfqdn for a server name (a reverse DNS query), which against a
+    resolver that does not answer stalls the coordinator's start for seconds; the name is only used in the
+    WSGI environment, where the bound address does as well.
+    """
+
+    daemon_threads = True  # a scrape in flight never holds up the process's exit
+
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+        self.setup_environ()
+
+
+class _MetricsHTTPServer6(_MetricsHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - one line per scrape on stderr is noise
+        pass
+
+
 def serve(metrics: CoordinatorMetrics, address: str, port: int):
-    """Serve /metrics on address:port (port 0 picks one); returns (http server, bound port)."""
-    server, _ = start_http_server(port, addr=address, registry=metrics.registry)
+    """Serve /metrics on address:port (port 0 picks one) from a daemon thread; returns (http server, bound
+    port). Stop it with `shutdown()`. Binding is the only network operation before it serves."""
+    server_class = _MetricsHTTPServer6 if ":" in address else _MetricsHTTPServer  # an IPv6 literal, e.g. "::"
+    server = server_class((address, port), _QuietHandler)
+    server.set_app(make_wsgi_app(metrics.registry))
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server, server.server_port
 
 
