@@ -23,3 +23,7 @@ class ResourceExhausted(AalError):
 
 class Unavailable(AalError):
     """A dependency (the shared database) cannot be reached right now; the caller should retry."""
+
+
+class PermissionDenied(AalError):
+    """The caller is known but may not do this (e.g. correct another annotator's label)."""

@@ -22,7 +22,7 @@ ALLOWED_DTYPES = frozenset({"float32", "float64", "float16", "uint8", "int64", "
 
 def payload_to_proto(p: Payload) -> common_pb2.Payload:
     return common_pb2.Payload(tensor=common_pb2.Tensor(data=p.tensor, dtype=p.dtype, shape=list(p.shape)),
-                              image_png=p.image_png)
+                              image_png=p.image_png, text=p.text)
 
 
 def payload_from_proto(msg: common_pb2.Payload) -> Payload:
@@ -36,7 +36,7 @@ def payload_from_proto(msg: common_pb2.Payload) -> Payload:
     expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
     if expected != len(t.data):
         raise InvalidArgument(f"payload of shape {shape} and dtype {t.dtype} needs {expected} bytes, got {len(t.data)}")
-    return Payload(tensor=bytes(t.data), dtype=t.dtype, shape=shape, image_png=bytes(msg.image_png))
+    return Payload(tensor=bytes(t.data), dtype=t.dtype, shape=shape, image_png=bytes(msg.image_png), text=msg.text)
 
 
 def provenance_to_proto(p: Provenance) -> common_pb2.Provenance:
@@ -65,7 +65,7 @@ def record_to_proto(r: LabeledRecord) -> common_pb2.LabeledRecord:
     msg = common_pb2.LabeledRecord(
         seq=r.seq, item_id=r.item_id, label=r.label, annotator_id=r.annotator_id,
         queued_at_unix=r.queued_at, leased_at_unix=r.leased_at, labeled_at_unix=r.labeled_at,
-        provenance=provenance_to_proto(r.provenance))
+        provenance=provenance_to_proto(r.provenance), supersedes_seq=r.supersedes)
     if r.payload is not None:
         msg.payload.CopyFrom(payload_to_proto(r.payload))
     return msg
@@ -76,7 +76,7 @@ def record_from_proto(msg: common_pb2.LabeledRecord) -> LabeledRecord:
         seq=msg.seq, item_id=msg.item_id, label=msg.label, annotator_id=msg.annotator_id,
         payload=payload_from_proto(msg.payload) if msg.HasField("payload") else None,
         provenance=provenance_from_proto(msg.provenance), queued_at=msg.queued_at_unix,
-        leased_at=msg.leased_at_unix, labeled_at=msg.labeled_at_unix)
+        leased_at=msg.leased_at_unix, labeled_at=msg.labeled_at_unix, supersedes=msg.supersedes_seq)
 
 
 def model_info_to_proto(m: ModelInfo) -> common_pb2.ModelInfo:

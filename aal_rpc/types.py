@@ -14,25 +14,27 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Payload:
-    """What travels with an item: the raw tensor a trainer needs, and a PNG a person can look at."""
+    """What travels with an item: the raw tensor a trainer needs, and what a person looks at: a PNG for images,
+    the text for text items."""
 
     tensor: bytes
     dtype: str
     shape: tuple[int, ...]
     image_png: bytes = b""
+    text: str = ""
 
     @classmethod
-    def from_array(cls, x: np.ndarray, image_png: bytes = b"") -> "Payload":
+    def from_array(cls, x: np.ndarray, image_png: bytes = b"", text: str = "") -> "Payload":
         x = np.ascontiguousarray(x)
         return cls(tensor=x.astype(x.dtype.newbyteorder("<"), copy=False).tobytes(),
-                   dtype=x.dtype.name, shape=tuple(int(d) for d in x.shape), image_png=image_png)
+                   dtype=x.dtype.name, shape=tuple(int(d) for d in x.shape), image_png=image_png, text=text)
 
     def to_array(self) -> np.ndarray:
         return np.frombuffer(self.tensor, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.shape)
 
     @property
     def nbytes(self) -> int:
-        return len(self.tensor) + len(self.image_png)
+        return len(self.tensor) + len(self.image_png) + len(self.text.encode())
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class LabeledRecord:
     leased_at: float
     labeled_at: float
     lease_id: str = ""
+    supersedes: int = 0  # a correction: the seq of the record it replaces; 0 for an item's first label
 
 
 @dataclass(frozen=True)

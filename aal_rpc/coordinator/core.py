@@ -17,17 +17,20 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from aal_rpc.coordinator import corrections
 from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry
 from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.chunking import iter_chunks, sha256_hex
 from aal_rpc.coordinator.store import SqliteStore, StoredState
 from aal_rpc.coordinator.sync_rounds import SyncRounds
-from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_label, check_lease_ids,
-                                            check_lease_request, check_publish, check_shard_request, check_wait)
+from aal_rpc.coordinator.validation import (DEFAULT_DEFER_SECONDS, check_begin_round, check_candidates,
+                                            check_correction, check_id, check_label, check_lease_request,
+                                            check_publish, check_release, check_renew, check_shard_request,
+                                            check_wait)
 from aal_rpc.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from aal_rpc.serde import weight_spec
-from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
+from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Query, Task, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class CoordinatorConfig:
     pool_capacity: int = 256
     pick: str = "fresh"
     lease_seconds: float = 300.0
+    defer_seconds: float = DEFAULT_DEFER_SECONDS  # a deferred item is not offered to the same annotator this long
     keep_models: int = 8
     max_weight_bytes: int = 2 * 1024 ** 3  # vgg16 is about 540 MB; anything far bigger is a mistake
     seed: int = 0
@@ -71,6 +75,18 @@ class SubmitOutcome:
 
 
 @dataclass(frozen=True)
+class ItemView:
+    """Where an item stands, for GetItem: "queued" or "leased" in S (with its candidate's payload and
+    provenance), "labeled" (with the record holding its current label), or "skipped" (nothing else kept)."""
+
+    item_id: str
+    state: str
+    payload: Payload | None = None
+    provenance: Provenance | None = None
+    record: LabeledRecord | None = None
+
+
+@dataclass(frozen=True)
 class ShardState:
     queued: list[str]
     labeled: list[str]
@@ -80,14 +96,15 @@ class ShardState:
 
 
 def follow_records(store, after_seq: int, *, follow: bool, include_payload: bool, keep_going: Callable[[], bool],
-                   wait_for_more: Callable[[int], None]) -> Iterator[LabeledRecord]:
+                   wait_for_more: Callable[[int], None], latest_only: bool = False) -> Iterator[LabeledRecord]:
     """Records of L after `after_seq` from `store`, page by page, in order; with `follow`, then waits
-    (`wait_for_more(last seq seen)`) and goes on while `keep_going()`."""
+    (`wait_for_more(last seq seen)`) and goes on while `keep_going()`. `latest_only` leaves out records that a
+    correction superseded."""
     if after_seq < 0:
         raise InvalidArgument("after_seq must be non-negative")
     cursor = after_seq
     while True:
-        page = store.labels_after(cursor, STREAM_PAGE, include_payload=include_payload)
+        page = store.labels_after(cursor, STREAM_PAGE, include_payload=include_payload, latest_only=latest_only)
         yield from page
         if page:
             cursor = page[-1].seq
@@ -133,6 +150,7 @@ class Coordinator:
         # Its own lock: the store's writer thread resolves these while a resync may hold the pool lock.
         self._pending: dict[str, tuple[int, str, Future]] = {}
         self._pending_lock = threading.Lock()
+        self._corrections_lock = threading.Lock()  # one correction at a time: each supersedes the latest record
         self._write_failed = threading.Event()  # a write nobody waits on (a lease) failed: resync soon
         self._candidates_submitted = 0
         self._candidates_evicted = 0
@@ -344,9 +362,12 @@ class Coordinator:
             self._durable_seq = max(self._durable_seq, seq)
             self._labels_cv.notify_all()
 
-    def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool) -> None:
-        """Give a leased query back to S, or (skip) drop it as unlabelable."""
-        check_lease_ids(lease_id, item_id, annotator_id)
+    def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool = False,
+                defer: bool = False, defer_seconds: float = 0.0) -> None:
+        """Give a leased query back to S; with `defer` ("don't know") not to this annotator again for
+        `defer_seconds` (0: the configured time); or (skip) drop it as unlabelable. Deferrals live in memory: a
+        restart forgets them."""
+        check_release(lease_id, item_id, annotator_id, defer_seconds)
         with self._lock:
             entry = self.pool.by_lease(lease_id)
             if entry is None:
@@ -358,14 +379,66 @@ class Coordinator:
                 self._skipped.add(item_id)
                 fut = self.store.skip_item(item_id, annotator_id, time.time())
             else:
-                self.pool.release(item_id)
+                if defer:
+                    self.pool.defer(item_id, annotator_id, time.time() + (defer_seconds or self.config.defer_seconds))
+                else:
+                    self.pool.release(item_id)
                 fut = self.store.set_lease(item_id, None)
                 self._available.notify_all()
         self._settle(fut)
 
+    def renew_lease(self, *, lease_id: str, item_id: str, annotator_id: str, lease_seconds: float = 0.0) -> float:
+        """Extend a held lease to now + `lease_seconds` (0: the default); returns the new deadline."""
+        check_renew(lease_id, item_id, annotator_id, lease_seconds)
+        with self._lock:
+            now = time.time()
+            entry = self.pool.by_lease(lease_id)
+            if entry is None or entry.lease.deadline <= now:
+                raise self._no_lease_error(lease_id, item_id)
+            if entry.candidate.item_id != item_id or entry.lease.annotator_id != annotator_id:
+                raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
+            entry = self.pool.renew(lease_id, now + (lease_seconds or self.config.lease_seconds))
+            fut = self.store.set_lease(item_id, entry.lease)
+        self._settle(fut)
+        return entry.lease.deadline
+
+    def correct_label(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool = False
+                      ) -> tuple[int, int, bool]:
+        """Append a correction of an item's label (coordinator/corrections.py); returns (seq, the seq it
+        supersedes, duplicate) once on disk."""
+        check_correction(self.task, item_id, label, annotator_id)
+        with self._corrections_lock:
+            latest = self.store.latest_label(item_id)
+            if not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
+                                      is_admin=is_admin):
+                return latest.seq, latest.supersedes, True
+            with self._lock:
+                self._last_seq += 1
+                record = corrections.record(latest, seq=self._last_seq, label=label, annotator_id=annotator_id,
+                                            now=time.time())
+                fut = self.store.append_label(record)
+                fut.add_done_callback(lambda f, s=record.seq: self._on_label_durable(f, record.lease_id, s))
+            self._settle(fut)
+        return record.seq, record.supersedes, False
+
+    def get_item(self, item_id: str) -> ItemView:
+        check_id("item_id", item_id)
+        with self._lock:
+            entry = self.pool.get(item_id)
+            if entry is not None:
+                state = "leased" if entry.lease is not None else "queued"
+                return ItemView(item_id, state, entry.candidate.payload, entry.candidate.provenance)
+            skipped = item_id in self._skipped
+        if skipped:
+            return ItemView(item_id, "skipped")
+        latest = self.store.latest_label(item_id)
+        if latest is None:
+            raise NotFound(f"item {item_id} is not in S or L")
+        return ItemView(item_id, "labeled", latest.payload, latest.provenance, latest)
+
     # -- servers (trainers) ---------------------------------------------------------------------------
 
-    def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True,
+    def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True, latest_only: bool = False,
                       is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
         """Durable records of L after `after_seq`, in order; with `follow`, keeps waiting for new ones."""
         def wait_for_more(cursor: int) -> None:
@@ -373,7 +446,8 @@ class Coordinator:
                 self._labels_cv.wait_for(lambda: self._durable_seq > cursor or self._closed, timeout=1.0)
 
         return follow_records(self.store, after_seq, follow=follow, include_payload=include_payload,
-                              keep_going=lambda: not self._closed and is_active(), wait_for_more=wait_for_more)
+                              latest_only=latest_only, keep_going=lambda: not self._closed and is_active(),
+                              wait_for_more=wait_for_more)
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         """May `server_id` begin a training round on `num_labels` labels now? (0, "") and the claim is recorded,

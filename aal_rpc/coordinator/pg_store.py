@@ -36,9 +36,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from aal_rpc.coordinator import corrections
 from aal_rpc.coordinator.rounds import RoundClaim, decide
-from aal_rpc.coordinator.store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, MODEL_COLUMNS, QUERY_COLUMNS,
-                                       StoredState, label_from_row, label_row, model_from_row, model_row, query_from_row)
+from aal_rpc.coordinator.store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS,
+                                       QUERY_COLUMNS, StoredState, label_from_row, label_row, model_from_row, model_row, query_from_row)
 from aal_rpc.errors import FailedPrecondition, NotFound, Unavailable
 from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Task
 
@@ -57,7 +58,7 @@ SCHEMA = [
     "CREATE SEQUENCE IF NOT EXISTS label_seq",
     "CREATE SEQUENCE IF NOT EXISTS model_version_seq",
     """CREATE TABLE IF NOT EXISTS labels (
-        seq BIGINT PRIMARY KEY, item_id TEXT NOT NULL UNIQUE, lease_id TEXT NOT NULL UNIQUE,
+        seq BIGINT PRIMARY KEY, item_id TEXT NOT NULL, lease_id TEXT NOT NULL UNIQUE,
         label INTEGER NOT NULL, annotator_id TEXT NOT NULL,
         queued_at DOUBLE PRECISION NOT NULL, leased_at DOUBLE PRECISION NOT NULL,
         labeled_at DOUBLE PRECISION NOT NULL,
@@ -70,6 +71,19 @@ SCHEMA = [
         score DOUBLE PRECISION NOT NULL, queued_at DOUBLE PRECISION NOT NULL,
         tensor BYTEA NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BYTEA NOT NULL,
         lease_id TEXT UNIQUE, lease_owner TEXT, leased_at DOUBLE PRECISION, lease_deadline DOUBLE PRECISION)""",
+    # corrections and text items (databases made before them are brought up to date here): an item has one first
+    # label (supersedes = 0), then any number of corrections, each naming the record it supersedes
+    "ALTER TABLE labels ADD COLUMN IF NOT EXISTS supersedes BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE labels ADD COLUMN IF NOT EXISTS text TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE queries ADD COLUMN IF NOT EXISTS text TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE labels DROP CONSTRAINT IF EXISTS labels_item_id_key",
+    "CREATE UNIQUE INDEX IF NOT EXISTS labels_first ON labels (item_id) WHERE supersedes = 0",
+    "CREATE INDEX IF NOT EXISTS labels_item ON labels (item_id, seq)",
+    "CREATE INDEX IF NOT EXISTS labels_superseded ON labels (supersedes) WHERE supersedes > 0",
+    # "don't know": the item is not offered to this annotator again until `until`
+    """CREATE TABLE IF NOT EXISTS deferrals (
+        item_id TEXT NOT NULL, annotator_id TEXT NOT NULL, until DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (item_id, annotator_id))""",
     "CREATE INDEX IF NOT EXISTS queries_fresh ON queries (model_version DESC, score DESC)",
     "CREATE INDEX IF NOT EXISTS queries_score ON queries (score DESC)",
     """CREATE TABLE IF NOT EXISTS skips (
@@ -234,7 +248,7 @@ class PostgresStore:
         def write() -> int:
             with self._tx() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))
-                cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 16)})",
+                cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 18)})",
                             label_row(r))
                 cur.execute("SELECT setval('label_seq', GREATEST(%s, (SELECT last_value FROM label_seq)))", (r.seq,))
                 cur.execute("DELETE FROM queries WHERE item_id = %s", (r.item_id,))
@@ -258,10 +272,10 @@ class PostgresStore:
             cur.execute("DELETE FROM queries WHERE item_id = ANY(%s)", ([c.item_id for c, _ in rows],))
             cur.executemany(
                 "INSERT INTO queries (item_id, shard_key, worker_id, strategy, model_version, score, queued_at, "
-                "tensor, dtype, shape, image_png) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                "tensor, dtype, shape, image_png, text) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 [(c.item_id, shard_key(c.item_id), c.provenance.worker_id, c.provenance.strategy,
                   c.provenance.model_version, c.provenance.score, queued_at, c.payload.tensor, c.payload.dtype,
-                  json.dumps(list(c.payload.shape)), c.payload.image_png) for c, queued_at in rows])
+                  json.dumps(list(c.payload.shape)), c.payload.image_png, c.payload.text) for c, queued_at in rows])
             self._notify(cur, "queries")
 
     def set_lease(self, item_id: str, lease: Lease | None) -> Future:
@@ -287,6 +301,7 @@ class PostgresStore:
     @staticmethod
     def _skip(cur, item_id: str, annotator_id: str, at: float) -> None:
         cur.execute("DELETE FROM queries WHERE item_id = %s", (item_id,))
+        cur.execute("DELETE FROM deferrals WHERE item_id = %s", (item_id,))
         cur.execute("INSERT INTO skips (item_id, shard_key, annotator_id, at) VALUES (%s,%s,%s,%s) "
                     "ON CONFLICT DO NOTHING", (item_id, shard_key(item_id), annotator_id, at))
 
@@ -330,9 +345,9 @@ class PostgresStore:
         state = StoredState()
         with self._tx() as cur:
             state.task = self.load_task(cur)
-            cur.execute("SELECT item_id FROM labels")
+            cur.execute("SELECT item_id FROM labels WHERE supersedes = 0")
             state.labeled_item_ids = [r[0] for r in cur.fetchall()]
-            cur.execute("SELECT strategy, COUNT(*) FROM labels GROUP BY strategy")
+            cur.execute("SELECT strategy, COUNT(*) FROM labels WHERE supersedes = 0 GROUP BY strategy")
             state.labels_by_strategy = {s or "unknown": n for s, n in cur.fetchall()}
             cur.execute("SELECT COALESCE(MAX(seq), 0) FROM labels")
             state.last_seq = cur.fetchone()[0]
@@ -352,13 +367,23 @@ class PostgresStore:
         row = cur.fetchone()
         return Task.from_json(row[0]) if row else None
 
-    def labels_after(self, after_seq: int, limit: int, *, include_payload: bool = True) -> list[LabeledRecord]:
+    def labels_after(self, after_seq: int, limit: int, *, include_payload: bool = True,
+                     latest_only: bool = False) -> list[LabeledRecord]:
         cols = LABEL_INSERT_COLUMNS if include_payload else LABEL_COLUMNS
         with self._tx() as cur:
-            cur.execute(f"SELECT {cols} FROM labels WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit),
-                        binary=include_payload)
+            cur.execute(f"SELECT {cols} FROM labels WHERE seq > %s {LATEST_ONLY if latest_only else ''} "
+                        "ORDER BY seq LIMIT %s", (after_seq, limit), binary=include_payload)
             rows = cur.fetchall()
         return [label_from_row(r, include_payload=include_payload) for r in rows]
+
+    def latest_label(self, item_id: str, cur=None) -> LabeledRecord | None:
+        if cur is None:
+            with self._tx() as cur:
+                return self.latest_label(item_id, cur)
+        cur.execute(f"SELECT {LABEL_INSERT_COLUMNS} FROM labels WHERE item_id = %s ORDER BY seq DESC LIMIT 1",
+                    (item_id,), binary=True)
+        row = cur.fetchone()
+        return label_from_row(row, include_payload=True) if row else None
 
     def label_by_lease(self, lease_id: str) -> tuple[int, str] | None:
         with self._tx() as cur:
@@ -384,8 +409,9 @@ class PostgresStore:
             cur.execute("SET LOCAL synchronous_commit TO OFF")
             cur.execute(
                 f"UPDATE queries q SET lease_id = %(lease_id)s, lease_owner = %(owner)s, leased_at = %(now)s, "
-                f"lease_deadline = %(deadline)s FROM (SELECT item_id FROM queries WHERE {_AVAILABLE} "
-                f"ORDER BY {_PICK_ORDER[pick]} LIMIT 1 FOR UPDATE SKIP LOCKED) next "
+                f"lease_deadline = %(deadline)s FROM (SELECT item_id FROM queries WHERE {_AVAILABLE} AND NOT EXISTS "
+                f"(SELECT 1 FROM deferrals d WHERE d.item_id = queries.item_id AND d.annotator_id = %(owner)s "
+                f"AND d.until > %(now)s) ORDER BY {_PICK_ORDER[pick]} LIMIT 1 FOR UPDATE SKIP LOCKED) next "
                 f"WHERE q.item_id = next.item_id RETURNING " + ", ".join(f"q.{c}" for c in QUERY_COLUMNS.split(", ")),
                 {"lease_id": lease.lease_id, "owner": annotator_id, "now": now, "deadline": lease.deadline},
                 binary=True)
@@ -433,14 +459,62 @@ class PostgresStore:
             cur.execute(
                 f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) "
                 "SELECT nextval('label_seq'), item_id, lease_id, %s, %s, queued_at, leased_at, %s, worker_id, "
-                "strategy, model_version, score, tensor, dtype, shape, image_png FROM queries WHERE item_id = %s "
+                "strategy, model_version, score, 0, tensor, dtype, shape, image_png, text FROM queries "
+                "WHERE item_id = %s "
                 "RETURNING seq, strategy", (label, annotator_id, now, item_id))
             seq, strategy = cur.fetchone()
             cur.execute("DELETE FROM queries WHERE item_id = %s", (item_id,))
+            cur.execute("DELETE FROM deferrals WHERE item_id = %s", (item_id,))
             self._notify(cur, "labels")
         return seq, False, strategy
 
-    def release_lease(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool, now: float) -> None:
+    def record_correction(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool, now: float
+                          ) -> tuple[int, int, bool]:
+        """Append a correction of an item's current label in one transaction; returns (seq, supersedes,
+        duplicate). The rule (who may correct, what is a retry) is corrections.decide."""
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))  # seqs become visible in order
+            latest = self.latest_label(item_id, cur)
+            if not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
+                                      is_admin=is_admin):
+                return latest.seq, latest.supersedes, True
+            cur.execute("SELECT nextval('label_seq')")
+            record = corrections.record(latest, seq=cur.fetchone()[0], label=label, annotator_id=annotator_id,
+                                        now=now)
+            cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 18)})",
+                        label_row(record))
+            self._notify(cur, "labels")
+        return record.seq, record.supersedes, False
+
+    def renew_lease(self, *, lease_id: str, item_id: str, annotator_id: str, lease_seconds: float, now: float
+                    ) -> float:
+        """Extend a held lease to now + lease_seconds; returns the new deadline."""
+        with self._tx() as cur:
+            held = self._locked_lease(cur, lease_id)
+            if held is None or held[3] <= now:
+                raise self._no_lease_error(cur, lease_id, item_id)
+            if held[0] != item_id or held[1] != annotator_id:
+                raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
+            cur.execute("UPDATE queries SET lease_deadline = %s WHERE lease_id = %s", (now + lease_seconds, lease_id))
+        return now + lease_seconds
+
+    def find_item(self, item_id: str, now: float) -> tuple[Candidate, Lease | None] | LabeledRecord | str | None:
+        """Where an item is: (candidate, live lease or None) in S, its current record in L, "skipped", or None."""
+        with self._tx() as cur:
+            cur.execute(f"SELECT {QUERY_COLUMNS} FROM queries WHERE item_id = %s", (item_id,), binary=True)
+            row = cur.fetchone()
+            if row is not None:
+                cand, _, lease = query_from_row(row)
+                return cand, lease if lease is not None and lease.deadline > now else None
+            latest = self.latest_label(item_id, cur)
+            if latest is not None:
+                return latest
+            cur.execute("SELECT 1 FROM skips WHERE item_id = %s", (item_id,))
+            return "skipped" if cur.fetchone() else None
+
+    def release_lease(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool, now: float,
+                      defer_until: float = 0.0) -> None:
+        """End a lease: back to S (with `defer_until`, not for this annotator before then), or skip the item."""
         with self._tx() as cur:
             held = self._locked_lease(cur, lease_id)
             if held is None or held[3] <= now:
@@ -452,6 +526,10 @@ class PostgresStore:
             else:
                 cur.execute("UPDATE queries SET lease_id = NULL, lease_owner = NULL, leased_at = NULL, "
                             "lease_deadline = NULL WHERE item_id = %s", (item_id,))
+                if defer_until:
+                    cur.execute("INSERT INTO deferrals (item_id, annotator_id, until) VALUES (%s, %s, %s) "
+                                "ON CONFLICT (item_id, annotator_id) DO UPDATE SET until = EXCLUDED.until",
+                                (item_id, annotator_id, defer_until))
                 self._notify(cur, "queries")
 
     def offer(self, candidates: list[Candidate], *, now: float, capacity: int) -> Offered:
@@ -522,7 +600,7 @@ class PostgresStore:
 
     def counts(self, now: float) -> PoolCounts:
         with self._tx() as cur:
-            cur.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM labels")
+            cur.execute("SELECT COUNT(*) FILTER (WHERE supersedes = 0), COALESCE(MAX(seq), 0) FROM labels")
             labeled, last_seq = cur.fetchone()
             cur.execute(f"SELECT COUNT(*) FILTER (WHERE {_AVAILABLE}), COUNT(*) FILTER (WHERE NOT {_AVAILABLE}) "
                         "FROM queries", {"now": now})
@@ -531,7 +609,7 @@ class PostgresStore:
             skipped = cur.fetchone()[0]
             cur.execute("SELECT name, value FROM counters")
             counters = dict(cur.fetchall())
-            cur.execute("SELECT strategy, COUNT(*) FROM labels GROUP BY strategy")
+            cur.execute("SELECT strategy, COUNT(*) FROM labels WHERE supersedes = 0 GROUP BY strategy")
             by_strategy = {s or "unknown": n for s, n in cur.fetchall()}
             cur.execute("SELECT (SELECT version FROM models ORDER BY num_labels DESC, version DESC LIMIT 1), "
                         "(SELECT COUNT(*) FROM models)")

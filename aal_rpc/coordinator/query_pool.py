@@ -6,6 +6,7 @@ persists each change through the store.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 import uuid
@@ -65,6 +66,7 @@ class QueryPool:
         self._deadlines: list[tuple[float, str]] = []
         self._random_items: list[str] = []  # available ids, for O(1) uniform picks
         self._random_pos: dict[str, int] = {}
+        self._deferred: dict[str, dict[str, float]] = {}  # item_id -> {annotator_id: not offered to them until}
 
     # -- sizes ----------------------------------------------------------------------------------------
 
@@ -187,6 +189,7 @@ class QueryPool:
         return entry
 
     def _remove(self, item_id: str) -> Entry:
+        self._deferred.pop(item_id, None)
         entry = self._entries.pop(item_id)
         self._by_version[entry.version] -= 1
         if not self._by_version[entry.version]:
@@ -209,17 +212,32 @@ class QueryPool:
 
     # -- leases -----------------------------------------------------------------------------------------
 
+    def _deferred_for(self, item_id: str, annotator_id: str, now: float) -> bool:
+        return self._deferred.get(item_id, {}).get(annotator_id, 0.0) > now
+
     def lease(self, annotator_id: str, now: float, lease_seconds: float) -> Entry | None:
-        """Lease the next available candidate in pick order, or None when none is free."""
+        """Lease the next available candidate in pick order that `annotator_id` did not defer, or None."""
         if self.pick == "random":
             if not self._random_items:
                 return None
             item_id = self._random_items[self._rng.randrange(len(self._random_items))]
+            if self._deferred_for(item_id, annotator_id, now):
+                allowed = [i for i in self._random_items if not self._deferred_for(i, annotator_id, now)]
+                if not allowed:
+                    return None
+                item_id = allowed[self._rng.randrange(len(allowed))]
         else:
-            item_id = self._pop_valid(self._pick_heap)
+            set_aside, item_id = [], None
+            while (top := self._pop_valid(self._pick_heap)) is not None:
+                popped = heapq.heappop(self._pick_heap)
+                if not self._deferred_for(top, annotator_id, now):
+                    item_id = top
+                    break
+                set_aside.append(popped)
+            for popped in set_aside:
+                heapq.heappush(self._pick_heap, popped)
             if item_id is None:
                 return None
-            heapq.heappop(self._pick_heap)
         entry = self._entries[item_id]
         self._lease(entry, Lease(uuid.uuid4().hex, annotator_id, now, now + lease_seconds))
         return entry
@@ -229,6 +247,18 @@ class QueryPool:
         entry.lease = lease
         self._leases[lease.lease_id] = entry.candidate.item_id
         heapq.heappush(self._deadlines, (lease.deadline, lease.lease_id))
+
+    def defer(self, item_id: str, annotator_id: str, until: float) -> Entry:
+        """End an item's lease; it is available again, but not to `annotator_id` before `until`."""
+        self._deferred.setdefault(item_id, {})[annotator_id] = until
+        return self.release(item_id)
+
+    def renew(self, lease_id: str, deadline: float) -> Entry:
+        """Move a held lease's deadline."""
+        entry = self.by_lease(lease_id)
+        entry.lease = dataclasses.replace(entry.lease, deadline=deadline)
+        heapq.heappush(self._deadlines, (deadline, lease_id))
+        return entry
 
     def release(self, item_id: str) -> Entry:
         """End an item's lease and make it available again."""
@@ -245,7 +275,7 @@ class QueryPool:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, lease_id = heapq.heappop(self._deadlines)
             item_id = self._leases.get(lease_id)
-            if item_id is not None:
+            if item_id is not None and self._entries[item_id].lease.deadline <= now:  # else renewed since
                 self.release(item_id)
                 expired.append(item_id)
         return expired

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 
@@ -11,13 +12,17 @@ from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, iter_chunks
 from aal_rpc.coordinator.core import Coordinator
 from aal_rpc.coordinator.validation import MAX_WAIT_SECONDS
-from aal_rpc.errors import AalError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
+                            ResourceExhausted, Unavailable)
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
+from aal_rpc.security import current_caller
 from aal_rpc.types import Candidate, Provenance
 
 log = logging.getLogger(__name__)
 
+ITEM_STATES = {"queued": annotation_pb2.ITEM_STATE_QUEUED, "leased": annotation_pb2.ITEM_STATE_LEASED,
+               "labeled": annotation_pb2.ITEM_STATE_LABELED, "skipped": annotation_pb2.ITEM_STATE_SKIPPED}
 DEFAULT_MODELS_PAGE = 100  # registry entries per ListModels answer (each at most ~4 KB: metrics are bounded)
 MAX_MODELS_PAGE = 500
 
@@ -26,6 +31,7 @@ _STATUS = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,  # clients retry it with backoff
 }
 
@@ -74,13 +80,29 @@ def streaming(fn):
     return wrapper
 
 
+def _annotator(claimed: str) -> str:
+    """Who is annotating: the identity the caller's token names, when it names one (a client cannot claim
+    another), else the annotator_id it sends."""
+    caller = current_caller()
+    if caller is None or not caller.identity:
+        return claimed
+    if claimed and claimed != caller.identity:
+        raise PermissionDenied(f"this token belongs to annotator {caller.identity!r}, not {claimed!r}")
+    return caller.identity
+
+
+def _is_admin() -> bool:
+    caller = current_caller()
+    return caller is not None and caller.role == "admin"
+
+
 class AnnotationServicer(annotation_pb2_grpc.AnnotationServiceServicer):
     def __init__(self, coordinator: Coordinator):
         self.c = coordinator
 
     @unary
     def LeaseQuery(self, request, context):
-        q = self.c.lease(request.annotator_id, wait_seconds=_bounded_wait(request.wait_seconds, context),
+        q = self.c.lease(_annotator(request.annotator_id), wait_seconds=_bounded_wait(request.wait_seconds, context),
                          lease_seconds=request.lease_seconds)
         if q is None:
             return annotation_pb2.LeaseQueryResponse(found=False)
@@ -91,14 +113,42 @@ class AnnotationServicer(annotation_pb2_grpc.AnnotationServiceServicer):
     @unary
     def SubmitLabel(self, request, context):
         seq, duplicate = self.c.submit_label(lease_id=request.lease_id, item_id=request.item_id,
-                                             label=request.label, annotator_id=request.annotator_id)
+                                             label=request.label, annotator_id=_annotator(request.annotator_id))
         return annotation_pb2.SubmitLabelResponse(seq=seq, duplicate=duplicate)
 
     @unary
     def ReleaseQuery(self, request, context):
-        self.c.release(lease_id=request.lease_id, item_id=request.item_id, annotator_id=request.annotator_id,
-                       skip=request.reason == annotation_pb2.RELEASE_REASON_SKIP)
+        self.c.release(lease_id=request.lease_id, item_id=request.item_id,
+                       annotator_id=_annotator(request.annotator_id),
+                       skip=request.reason == annotation_pb2.RELEASE_REASON_SKIP,
+                       defer=request.reason == annotation_pb2.RELEASE_REASON_DEFER,
+                       defer_seconds=request.defer_seconds)
         return annotation_pb2.ReleaseQueryResponse()
+
+    @unary
+    def RenewLease(self, request, context):
+        deadline = self.c.renew_lease(lease_id=request.lease_id, item_id=request.item_id,
+                                      annotator_id=_annotator(request.annotator_id),
+                                      lease_seconds=request.lease_seconds)
+        return annotation_pb2.RenewLeaseResponse(deadline_unix=deadline)
+
+    @unary
+    def CorrectLabel(self, request, context):
+        seq, supersedes, duplicate = self.c.correct_label(item_id=request.item_id, label=request.label,
+                                                          annotator_id=_annotator(request.annotator_id),
+                                                          is_admin=_is_admin())
+        return annotation_pb2.CorrectLabelResponse(seq=seq, supersedes_seq=supersedes, duplicate=duplicate)
+
+    @unary
+    def GetItem(self, request, context):
+        item = self.c.get_item(request.item_id)
+        resp = annotation_pb2.GetItemResponse(item_id=item.item_id, state=ITEM_STATES[item.state])
+        if item.payload is not None:
+            resp.payload.CopyFrom(serde.payload_to_proto(item.payload))
+            resp.provenance.CopyFrom(serde.provenance_to_proto(item.provenance))
+        if item.record is not None:
+            resp.current.CopyFrom(serde.record_to_proto(dataclasses.replace(item.record, payload=None)))
+        return resp
 
 
 class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
@@ -208,6 +258,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @streaming
     def ExportLabels(self, request, context):
-        for record in self.c.follow_labels(request.after_seq, follow=False,
-                                           include_payload=request.include_payload):
+        for record in self.c.follow_labels(request.after_seq, follow=False, include_payload=request.include_payload,
+                                           latest_only=request.latest_only):
             yield serde.record_to_proto(record)

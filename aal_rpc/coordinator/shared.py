@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from aal_rpc.chunking import iter_chunks, sha256_hex
-from aal_rpc.coordinator.core import (SHARD_PAGE, CoordinatorConfig, Observer, ShardState, Stats, SubmitOutcome,
-                                      follow_records)
+from aal_rpc.coordinator.core import (SHARD_PAGE, CoordinatorConfig, ItemView, Observer, ShardState, Stats,
+                                      SubmitOutcome, follow_records)
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
 from aal_rpc.coordinator.registry import BlobCache, RegistryBase
-from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_label, check_lease_ids,
-                                            check_lease_request, check_publish, check_shard_request, check_wait)
+from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_correction, check_id,
+                                            check_label, check_lease_request, check_publish, check_release,
+                                            check_renew, check_shard_request, check_wait)
+from aal_rpc.errors import NotFound
 from aal_rpc.serde import WeightSpec
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
@@ -161,14 +163,40 @@ class SharedCoordinator:
             self.observer.labeled(annotator_id, strategy)
         return seq, duplicate
 
-    def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool) -> None:
-        check_lease_ids(lease_id, item_id, annotator_id)
+    def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool = False,
+                defer: bool = False, defer_seconds: float = 0.0) -> None:
+        check_release(lease_id, item_id, annotator_id, defer_seconds)
+        now = time.time()
+        until = now + (defer_seconds or self.config.defer_seconds) if defer else 0.0
         self.store.release_lease(lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, skip=skip,
-                                 now=time.time())
+                                 now=now, defer_until=until)
+
+    def renew_lease(self, *, lease_id: str, item_id: str, annotator_id: str, lease_seconds: float = 0.0) -> float:
+        check_renew(lease_id, item_id, annotator_id, lease_seconds)
+        return self.store.renew_lease(lease_id=lease_id, item_id=item_id, annotator_id=annotator_id,
+                                      lease_seconds=lease_seconds or self.config.lease_seconds, now=time.time())
+
+    def correct_label(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool = False
+                      ) -> tuple[int, int, bool]:
+        check_correction(self.task, item_id, label, annotator_id)
+        return self.store.record_correction(item_id=item_id, label=label, annotator_id=annotator_id,
+                                            is_admin=is_admin, now=time.time())
+
+    def get_item(self, item_id: str) -> ItemView:
+        check_id("item_id", item_id)
+        found = self.store.find_item(item_id, time.time())
+        if found is None:
+            raise NotFound(f"item {item_id} is not in S or L")
+        if found == "skipped":
+            return ItemView(item_id, "skipped")
+        if isinstance(found, LabeledRecord):
+            return ItemView(item_id, "labeled", found.payload, found.provenance, found)
+        cand, lease = found
+        return ItemView(item_id, "leased" if lease else "queued", cand.payload, cand.provenance)
 
     # -- servers (trainers) ---------------------------------------------------------------------------
 
-    def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True,
+    def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True, latest_only: bool = False,
                       is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
         labels = self._signals["labels"]
         seen = [labels.generation()]  # taken before each read, so a label committed meanwhile wakes the wait
@@ -178,7 +206,8 @@ class SharedCoordinator:
             seen[0] = labels.generation()
 
         return follow_records(self.store, after_seq, follow=follow, include_payload=include_payload,
-                              keep_going=lambda: not self._closed and is_active(), wait_for_more=wait_for_more)
+                              latest_only=latest_only, keep_going=lambda: not self._closed and is_active(),
+                              wait_for_more=wait_for_more)
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         check_begin_round(server_id, num_labels, round_seconds, last_seq=self.store.last_seq())

@@ -28,24 +28,32 @@ log = logging.getLogger(__name__)
 
 MAX_GROUP = 2048  # writes per transaction; bounds the latency one commit adds to the first writer
 
+# L is append-only: a correction is a new record naming the one it supersedes, so an item has one first label
+# (supersedes = 0) and any number of corrections.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS labels (
     seq INTEGER PRIMARY KEY,
-    item_id TEXT NOT NULL UNIQUE,
+    item_id TEXT NOT NULL,
     lease_id TEXT NOT NULL UNIQUE,
     label INTEGER NOT NULL,
     annotator_id TEXT NOT NULL,
     queued_at REAL NOT NULL, leased_at REAL NOT NULL, labeled_at REAL NOT NULL,
     worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version INTEGER NOT NULL, score REAL NOT NULL,
-    tensor BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BLOB NOT NULL
+    supersedes INTEGER NOT NULL DEFAULT 0,
+    tensor BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BLOB NOT NULL,
+    text TEXT NOT NULL DEFAULT ''
 );
+CREATE UNIQUE INDEX IF NOT EXISTS labels_first ON labels (item_id) WHERE supersedes = 0;
+CREATE INDEX IF NOT EXISTS labels_item ON labels (item_id, seq);
+CREATE INDEX IF NOT EXISTS labels_superseded ON labels (supersedes) WHERE supersedes > 0;
 CREATE TABLE IF NOT EXISTS queries (
     item_id TEXT PRIMARY KEY,
     worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version INTEGER NOT NULL, score REAL NOT NULL,
     queued_at REAL NOT NULL,
     tensor BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BLOB NOT NULL,
-    lease_id TEXT, lease_owner TEXT, leased_at REAL, lease_deadline REAL
+    lease_id TEXT, lease_owner TEXT, leased_at REAL, lease_deadline REAL,
+    text TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS skips (item_id TEXT PRIMARY KEY, annotator_id TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
@@ -56,11 +64,24 @@ CREATE TABLE IF NOT EXISTS models (
 );
 """
 
+# Databases made before corrections and text items: labels.item_id was UNIQUE, and text columns were missing.
+MIGRATE_V1 = """
+ALTER TABLE labels RENAME TO labels_v1;
+{labels}
+INSERT INTO labels (seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, worker_id,
+    strategy, model_version, score, tensor, dtype, shape, image_png)
+    SELECT seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, worker_id, strategy,
+    model_version, score, tensor, dtype, shape, image_png FROM labels_v1;
+DROP TABLE labels_v1;
+ALTER TABLE queries ADD COLUMN text TEXT NOT NULL DEFAULT '';
+"""
+
+LATEST_ONLY = "AND seq NOT IN (SELECT supersedes FROM labels WHERE supersedes > 0)"
 LABEL_COLUMNS = ("seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
-                  "worker_id, strategy, model_version, score")
-LABEL_INSERT_COLUMNS = LABEL_COLUMNS + ", tensor, dtype, shape, image_png"
+                  "worker_id, strategy, model_version, score, supersedes")
+LABEL_INSERT_COLUMNS = LABEL_COLUMNS + ", tensor, dtype, shape, image_png, text"
 QUERY_COLUMNS = ("item_id, worker_id, strategy, model_version, score, queued_at, tensor, dtype, shape, image_png, "
-                 "lease_id, lease_owner, leased_at, lease_deadline")
+                 "lease_id, lease_owner, leased_at, lease_deadline, text")
 MODEL_COLUMNS = ("version, server_id, trained_seq, num_labels, architecture, metrics, created_at, size_bytes, "
                  "sha256, blob_available")
 
@@ -71,21 +92,21 @@ def label_row(r: LabeledRecord) -> tuple:
     """A labeled record as the values of LABEL_INSERT_COLUMNS."""
     p, prov = r.payload, r.provenance
     return (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
-            prov.worker_id, prov.strategy, prov.model_version, prov.score,
-            p.tensor, p.dtype, json.dumps(list(p.shape)), p.image_png)
+            prov.worker_id, prov.strategy, prov.model_version, prov.score, r.supersedes,
+            p.tensor, p.dtype, json.dumps(list(p.shape)), p.image_png, p.text)
 
 
 def label_from_row(r, *, include_payload: bool) -> LabeledRecord:
-    """A row of LABEL_COLUMNS (then tensor, dtype, shape, image_png with `include_payload`)."""
-    payload = Payload(bytes(r[12]), r[13], tuple(json.loads(r[14])), bytes(r[15])) if include_payload else None
+    """A row of LABEL_COLUMNS (then tensor, dtype, shape, image_png, text with `include_payload`)."""
+    payload = Payload(bytes(r[13]), r[14], tuple(json.loads(r[15])), bytes(r[16]), r[17]) if include_payload else None
     return LabeledRecord(seq=r[0], item_id=r[1], lease_id=r[2], label=r[3], annotator_id=r[4], queued_at=r[5],
                          leased_at=r[6], labeled_at=r[7], provenance=Provenance(r[8], r[9], r[10], r[11]),
-                         payload=payload)
+                         supersedes=r[12], payload=payload)
 
 
 def query_from_row(r) -> tuple[Candidate, float, Lease | None]:
     """A row of QUERY_COLUMNS as (candidate, queued_at, lease or None)."""
-    cand = Candidate(r[0], Payload(bytes(r[6]), r[7], tuple(json.loads(r[8])), bytes(r[9])),
+    cand = Candidate(r[0], Payload(bytes(r[6]), r[7], tuple(json.loads(r[8])), bytes(r[9]), r[14]),
                      Provenance(r[1], r[2], r[3], r[4]))
     return cand, r[5], Lease(r[10], r[11], r[12], r[13]) if r[10] else None
 
@@ -129,6 +150,11 @@ class SqliteStore:
         self._readers_lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         conn = self._connect()
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(labels)")]
+        if columns and "supersedes" not in columns:
+            labels = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS labels"):SCHEMA.index(");", SCHEMA.index(
+                "CREATE TABLE IF NOT EXISTS labels")) + 2]
+            conn.executescript("BEGIN;" + MIGRATE_V1.format(labels=labels) + "COMMIT;")
         conn.executescript(SCHEMA)
         conn.close()
         self._closed = False
@@ -261,7 +287,7 @@ class SqliteStore:
 
     def append_label(self, r: LabeledRecord) -> Future:
         def op(c: sqlite3.Connection) -> int:
-            c.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join('?' * 16)})", label_row(r))
+            c.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join('?' * 18)})", label_row(r))
             c.execute("DELETE FROM queries WHERE item_id = ?", (r.item_id,))
             return r.seq
 
@@ -272,10 +298,11 @@ class SqliteStore:
             c.executemany("DELETE FROM queries WHERE item_id = ?", [(i,) for i in evicted])
             c.executemany(
                 "INSERT OR REPLACE INTO queries (item_id, worker_id, strategy, model_version, score, queued_at, "
-                "tensor, dtype, shape, image_png) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "tensor, dtype, shape, image_png, text) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(cand.item_id, cand.provenance.worker_id, cand.provenance.strategy, cand.provenance.model_version,
                   cand.provenance.score, queued_at, cand.payload.tensor, cand.payload.dtype,
-                  json.dumps(list(cand.payload.shape)), cand.payload.image_png) for cand, queued_at in rows])
+                  json.dumps(list(cand.payload.shape)), cand.payload.image_png, cand.payload.text)
+                 for cand, queued_at in rows])
 
         return self.submit(op)
 
@@ -345,20 +372,29 @@ class SqliteStore:
         state = StoredState()
         row = c.execute("SELECT value FROM meta WHERE key = 'task'").fetchone()
         state.task = Task.from_json(row[0]) if row else None
-        state.labeled_item_ids = [r[0] for r in c.execute("SELECT item_id FROM labels")]
+        state.labeled_item_ids = [r[0] for r in c.execute("SELECT item_id FROM labels WHERE supersedes = 0")]
         state.labels_by_strategy = {s or "unknown": n for s, n in c.execute(
-            "SELECT strategy, COUNT(*) FROM labels GROUP BY strategy")}
+            "SELECT strategy, COUNT(*) FROM labels WHERE supersedes = 0 GROUP BY strategy")}
         state.last_seq = c.execute("SELECT COALESCE(MAX(seq), 0) FROM labels").fetchone()[0]
         state.queries = [query_from_row(r) for r in c.execute(f"SELECT {QUERY_COLUMNS} FROM queries")]
         state.skips = [r[0] for r in c.execute("SELECT item_id FROM skips")]
         state.models = [model_from_row(r) for r in c.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY version")]
         return state
 
-    def labels_after(self, after_seq: int, limit: int, *, include_payload: bool = True) -> list[LabeledRecord]:
+    def labels_after(self, after_seq: int, limit: int, *, include_payload: bool = True,
+                     latest_only: bool = False) -> list[LabeledRecord]:
+        """Records of L after `after_seq` in seq order; `latest_only` leaves out records a correction superseded."""
         cols = LABEL_INSERT_COLUMNS if include_payload else LABEL_COLUMNS
         rows = self._reader().execute(
-            f"SELECT {cols} FROM labels WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+            f"SELECT {cols} FROM labels WHERE seq > ? {LATEST_ONLY if latest_only else ''} ORDER BY seq LIMIT ?",
+            (after_seq, limit)).fetchall()
         return [label_from_row(r, include_payload=include_payload) for r in rows]
+
+    def latest_label(self, item_id: str) -> LabeledRecord | None:
+        """The record that holds an item's current label (its last correction, else its first label)."""
+        row = self._reader().execute(f"SELECT {LABEL_INSERT_COLUMNS} FROM labels WHERE item_id = ? "
+                                     "ORDER BY seq DESC LIMIT 1", (item_id,)).fetchone()
+        return label_from_row(row, include_payload=True) if row else None
 
     def label_by_lease(self, lease_id: str) -> tuple[int, str] | None:
         """(seq, item_id) of the label recorded under a lease, if any (lease_id is indexed: it is UNIQUE)."""

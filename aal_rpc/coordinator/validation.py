@@ -24,6 +24,8 @@ MAX_PNG_BYTES = 2 * 1024 * 1024  # an item's picture for people; several fit in 
 MAX_PNG_PIXELS = 4096 * 4096  # decoded size bound: a small PNG may not claim a huge canvas
 MAX_METRICS = 32  # held-out metrics per model version (accuracy, loss, ...)
 MAX_METRIC_NAME_CHARS = 64
+MAX_TEXT_CHARS = 100_000  # a text item's text, for people to read
+DEFAULT_DEFER_SECONDS = 600.0  # "don't know": the item is not offered to the same annotator again this long
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -54,10 +56,32 @@ def check_lease_ids(lease_id: str, item_id: str, annotator_id: str) -> None:
     check_id("annotator_id", annotator_id)
 
 
-def check_label(task: Task, lease_id: str, item_id: str, label: int, annotator_id: str) -> None:
+def check_release(lease_id: str, item_id: str, annotator_id: str, defer_seconds: float) -> None:
     check_lease_ids(lease_id, item_id, annotator_id)
+    if not 0 <= defer_seconds <= MAX_LEASE_SECONDS:
+        raise InvalidArgument(f"defer_seconds must lie in [0, {MAX_LEASE_SECONDS}]")
+
+
+def check_renew(lease_id: str, item_id: str, annotator_id: str, lease_seconds: float) -> None:
+    check_lease_ids(lease_id, item_id, annotator_id)
+    if not 0 <= lease_seconds <= MAX_LEASE_SECONDS:
+        raise InvalidArgument(f"lease_seconds must lie in [0, {MAX_LEASE_SECONDS}]")
+
+
+def check_correction(task: Task, item_id: str, label: int, annotator_id: str) -> None:
+    check_id("item_id", item_id)
+    check_id("annotator_id", annotator_id)
+    check_class(task, label)
+
+
+def check_class(task: Task, label: int) -> None:
     if not 0 <= label < task.num_classes:
         raise InvalidArgument(f"label {label} is outside the class range [0, {task.num_classes})")
+
+
+def check_label(task: Task, lease_id: str, item_id: str, label: int, annotator_id: str) -> None:
+    check_lease_ids(lease_id, item_id, annotator_id)
+    check_class(task, label)
 
 
 def check_finite(name: str, value: float) -> None:
@@ -91,6 +115,8 @@ def check_payload(name: str, payload: Payload) -> None:
         raise InvalidArgument(f"{name}: payload tensor holds NaN or infinite values")
     if payload.image_png:
         check_png(name, payload.image_png)
+    if len(payload.text) > MAX_TEXT_CHARS or "\x00" in payload.text:
+        raise InvalidArgument(f"{name}: text must have at most {MAX_TEXT_CHARS} characters and no NUL")
 
 
 def check_png(name: str, data: bytes) -> None:

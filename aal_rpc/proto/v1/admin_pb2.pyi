@@ -73,9 +73,11 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class ExportLabelsRequest(_message.Message):
-    __slots__ = ("after_seq", "include_payload")
+    __slots__ = ("after_seq", "include_payload", "latest_only")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    LATEST_ONLY_FIELD_NUMBER: _ClassVar[int]
     after_seq: int
     include_payload: bool
-    def __init__(self, after_seq: _Optional[int] = ..., include_payload: _Optional[bool] = ...) -> None: ...
+    latest_only: bool
+    def __init__(self, after_seq: _Optional[int] = ..., include_payload: _Optional[bool] = ..., latest_only: _Optional[bool] = ...) -> None: ...

@@ -12,9 +12,24 @@ class ReleaseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RELEASE_REASON_UNSPECIFIED: _ClassVar[ReleaseReason]
     RELEASE_REASON_RETURN: _ClassVar[ReleaseReason]
     RELEASE_REASON_SKIP: _ClassVar[ReleaseReason]
+    RELEASE_REASON_DEFER: _ClassVar[ReleaseReason]
+
+class ItemState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ITEM_STATE_UNSPECIFIED: _ClassVar[ItemState]
+    ITEM_STATE_QUEUED: _ClassVar[ItemState]
+    ITEM_STATE_LEASED: _ClassVar[ItemState]
+    ITEM_STATE_LABELED: _ClassVar[ItemState]
+    ITEM_STATE_SKIPPED: _ClassVar[ItemState]
 RELEASE_REASON_UNSPECIFIED: ReleaseReason
 RELEASE_REASON_RETURN: ReleaseReason
 RELEASE_REASON_SKIP: ReleaseReason
+RELEASE_REASON_DEFER: ReleaseReason
+ITEM_STATE_UNSPECIFIED: ItemState
+ITEM_STATE_QUEUED: ItemState
+ITEM_STATE_LEASED: ItemState
+ITEM_STATE_LABELED: ItemState
+ITEM_STATE_SKIPPED: ItemState
 
 class LeaseQueryRequest(_message.Message):
     __slots__ = ("annotator_id", "wait_seconds", "lease_seconds")
@@ -69,17 +84,77 @@ class SubmitLabelResponse(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class ReleaseQueryRequest(_message.Message):
-    __slots__ = ("lease_id", "item_id", "annotator_id", "reason")
+    __slots__ = ("lease_id", "item_id", "annotator_id", "reason", "defer_seconds")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    DEFER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     item_id: str
     annotator_id: str
     reason: ReleaseReason
-    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., annotator_id: _Optional[str] = ..., reason: _Optional[_Union[ReleaseReason, str]] = ...) -> None: ...
+    defer_seconds: float
+    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., annotator_id: _Optional[str] = ..., reason: _Optional[_Union[ReleaseReason, str]] = ..., defer_seconds: _Optional[float] = ...) -> None: ...
 
 class ReleaseQueryResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RenewLeaseRequest(_message.Message):
+    __slots__ = ("lease_id", "item_id", "annotator_id", "lease_seconds")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    item_id: str
+    annotator_id: str
+    lease_seconds: float
+    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., annotator_id: _Optional[str] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+
+class RenewLeaseResponse(_message.Message):
+    __slots__ = ("deadline_unix",)
+    DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    deadline_unix: float
+    def __init__(self, deadline_unix: _Optional[float] = ...) -> None: ...
+
+class CorrectLabelRequest(_message.Message):
+    __slots__ = ("item_id", "label", "annotator_id")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    label: int
+    annotator_id: str
+    def __init__(self, item_id: _Optional[str] = ..., label: _Optional[int] = ..., annotator_id: _Optional[str] = ...) -> None: ...
+
+class CorrectLabelResponse(_message.Message):
+    __slots__ = ("seq", "supersedes_seq", "duplicate")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDES_SEQ_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    supersedes_seq: int
+    duplicate: bool
+    def __init__(self, seq: _Optional[int] = ..., supersedes_seq: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class GetItemRequest(_message.Message):
+    __slots__ = ("item_id",)
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    def __init__(self, item_id: _Optional[str] = ...) -> None: ...
+
+class GetItemResponse(_message.Message):
+    __slots__ = ("item_id", "state", "payload", "provenance", "current")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    state: ItemState
+    payload: _common_pb2.Payload
+    provenance: _common_pb2.Provenance
+    current: _common_pb2.LabeledRecord
+    def __init__(self, item_id: _Optional[str] = ..., state: _Optional[_Union[ItemState, str]] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., current: _Optional[_Union[_common_pb2.LabeledRecord, _Mapping]] = ...) -> None: ...

@@ -49,27 +49,71 @@ class AnnotationServiceStub:
                 request_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.ReleaseQueryRequest.SerializeToString,
                 response_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.ReleaseQueryResponse.FromString,
                 _registered_method=True)
+        self.RenewLease = channel.unary_unary(
+                '/aal.v1.AnnotationService/RenewLease',
+                request_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.RenewLeaseRequest.SerializeToString,
+                response_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.RenewLeaseResponse.FromString,
+                _registered_method=True)
+        self.CorrectLabel = channel.unary_unary(
+                '/aal.v1.AnnotationService/CorrectLabel',
+                request_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.CorrectLabelRequest.SerializeToString,
+                response_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.CorrectLabelResponse.FromString,
+                _registered_method=True)
+        self.GetItem = channel.unary_unary(
+                '/aal.v1.AnnotationService/GetItem',
+                request_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemRequest.SerializeToString,
+                response_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemResponse.FromString,
+                _registered_method=True)
 
 
 class AnnotationServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def LeaseQuery(self, request, context):
-        """Lease the next query. Waits up to wait_seconds for one when S is empty (long poll).
+        """Lease the next query. Waits up to wait_seconds for one when S is empty (long poll); found=false when
+        none came. Items this annotator deferred are not offered to it until their deferral ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SubmitLabel(self, request, context):
-        """Submit the label for a leased query. Idempotent per lease: a retry is counted once.
+        """Submit the label for a leased query; answers once the label is on disk. Idempotent per lease.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseQuery(self, request, context):
-        """Give a leased query back to S (RETURN) or drop it as unlabelable (SKIP).
+        """Give a leased query back: RETURN (for anyone), DEFER ("don't know": back to S, but not offered to
+        this annotator again for defer_seconds), or SKIP (the item cannot be labeled; never offered again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewLease(self, request, context):
+        """Keep a held lease: its deadline becomes now + lease_seconds. A tool that shows an item for long
+        renews it well before deadline_unix; an expired lease cannot be renewed (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CorrectLabel(self, request, context):
+        """Correct an item's label (an undo). L stays append-only: the correction is a new record that
+        supersedes the item's current one (LabeledRecord.supersedes_seq); trainers and exports use each
+        item's latest record. Only the annotator who gave the current label, or an admin token, may correct.
+        NOT_FOUND when the item has no label. Correcting to the label it already has changes nothing and
+        answers duplicate=true.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetItem(self, request, context):
+        """An item by id, to show it again or review it: its state, payload and provenance, and its current
+        label once labeled. NOT_FOUND for an item the coordinator never saw (never proposed by a worker).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,6 +136,21 @@ def add_AnnotationServiceServicer_to_server(servicer, server):
                     servicer.ReleaseQuery,
                     request_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.ReleaseQueryRequest.FromString,
                     response_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.ReleaseQueryResponse.SerializeToString,
+            ),
+            'RenewLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewLease,
+                    request_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.RenewLeaseRequest.FromString,
+                    response_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.RenewLeaseResponse.SerializeToString,
+            ),
+            'CorrectLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CorrectLabel,
+                    request_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.CorrectLabelRequest.FromString,
+                    response_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.CorrectLabelResponse.SerializeToString,
+            ),
+            'GetItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetItem,
+                    request_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemRequest.FromString,
+                    response_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +234,87 @@ class AnnotationService:
             '/aal.v1.AnnotationService/ReleaseQuery',
             aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.ReleaseQueryRequest.SerializeToString,
             aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.ReleaseQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aal.v1.AnnotationService/RenewLease',
+            aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.RenewLeaseRequest.SerializeToString,
+            aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.RenewLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CorrectLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aal.v1.AnnotationService/CorrectLabel',
+            aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.CorrectLabelRequest.SerializeToString,
+            aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.CorrectLabelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aal.v1.AnnotationService/GetItem',
+            aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemRequest.SerializeToString,
+            aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,12 +17,14 @@ class Tensor(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Payload(_message.Message):
-    __slots__ = ("tensor", "image_png")
+    __slots__ = ("tensor", "image_png", "text")
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     IMAGE_PNG_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     tensor: Tensor
     image_png: bytes
-    def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image_png: _Optional[bytes] = ...) -> None: ...
+    text: str
+    def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image_png: _Optional[bytes] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Provenance(_message.Message):
     __slots__ = ("worker_id", "strategy", "model_version", "score")
@@ -55,7 +57,7 @@ class Task(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., input_shape: _Optional[_Iterable[int]] = ..., architecture: _Optional[str] = ..., mode: _Optional[str] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class LabeledRecord(_message.Message):
-    __slots__ = ("seq", "item_id", "payload", "label", "annotator_id", "queued_at_unix", "leased_at_unix", "labeled_at_unix", "provenance")
+    __slots__ = ("seq", "item_id", "payload", "label", "annotator_id", "queued_at_unix", "leased_at_unix", "labeled_at_unix", "provenance", "supersedes_seq")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +67,7 @@ class LabeledRecord(_message.Message):
     LEASED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     LABELED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDES_SEQ_FIELD_NUMBER: _ClassVar[int]
     seq: int
     item_id: str
     payload: Payload
@@ -74,7 +77,8 @@ class LabeledRecord(_message.Message):
     leased_at_unix: float
     labeled_at_unix: float
     provenance: Provenance
-    def __init__(self, seq: _Optional[int] = ..., item_id: _Optional[str] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., label: _Optional[int] = ..., annotator_id: _Optional[str] = ..., queued_at_unix: _Optional[float] = ..., leased_at_unix: _Optional[float] = ..., labeled_at_unix: _Optional[float] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
+    supersedes_seq: int
+    def __init__(self, seq: _Optional[int] = ..., item_id: _Optional[str] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., label: _Optional[int] = ..., annotator_id: _Optional[str] = ..., queued_at_unix: _Optional[float] = ..., leased_at_unix: _Optional[float] = ..., labeled_at_unix: _Optional[float] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., supersedes_seq: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("version", "server_id", "trained_seq", "num_labels", "architecture", "metrics", "created_at_unix", "size_bytes", "sha256", "blob_available")

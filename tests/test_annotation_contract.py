@@ -1,0 +1,218 @@
+"""The annotation contract a real tool needs (issue 11), over real gRPC on both backends: "don't know" (defer),
+lease renewal, corrections that supersede without rewriting L, items by id, text payloads, and the annotator's
+identity taken from its token."""
+
+import sqlite3
+
+import grpc
+import numpy as np
+import pytest
+
+from aal_rpc.coordinator.app import create_coordinator_server
+from aal_rpc.coordinator.core import CoordinatorConfig
+from aal_rpc.coordinator.query_pool import QueryPool
+from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
+                              selection_pb2_grpc, training_pb2, training_pb2_grpc)
+from aal_rpc.security import load_tokens
+from aal_rpc.serde import payload_to_proto
+from aal_rpc.types import Payload
+from tests.conftest import TASK, code_of, make_candidate
+
+A = annotation_pb2
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def env(request, tmp_path):
+    store = request.getfixturevalue("postgres").new_database() if request.param == "postgresql" else None
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK,
+                                    CoordinatorConfig(lease_seconds=30), store=store)
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+    yield Env(channel)
+    channel.close()
+    srv.stop(0)
+
+
+class Env:
+    def __init__(self, channel):
+        self.annotation = annotation_pb2_grpc.AnnotationServiceStub(channel)
+        self.selection = selection_pb2_grpc.SelectionServiceStub(channel)
+        self.admin = admin_pb2_grpc.AdminServiceStub(channel)
+        self.training = training_pb2_grpc.TrainingServiceStub(channel)
+
+    def queue(self, *ids, text=""):
+        x = np.zeros(TASK.input_shape, np.float32)
+        self.selection.SubmitCandidates(selection_pb2.SubmitCandidatesRequest(
+            worker_id="w", strategy="margin", candidates=[
+                selection_pb2.Candidate(item_id=i, score=0.5, payload=payload_to_proto(Payload.from_array(x, text=text)))
+                for i in ids]), timeout=10)
+
+    def lease(self, who, **kw):
+        r = self.annotation.LeaseQuery(A.LeaseQueryRequest(annotator_id=who, **kw), timeout=10)
+        return r.query if r.found else None
+
+    def submit(self, q, label, who):
+        return self.annotation.SubmitLabel(A.SubmitLabelRequest(lease_id=q.lease_id, item_id=q.item_id, label=label,
+                                                                annotator_id=who), timeout=10)
+
+    def release(self, q, who, reason):
+        return self.annotation.ReleaseQuery(A.ReleaseQueryRequest(lease_id=q.lease_id, item_id=q.item_id,
+                                                                  annotator_id=who, reason=reason), timeout=10)
+
+    def correct(self, item_id, label, who):
+        return self.annotation.CorrectLabel(A.CorrectLabelRequest(item_id=item_id, label=label, annotator_id=who),
+                                            timeout=10)
+
+    def item(self, item_id):
+        return self.annotation.GetItem(A.GetItemRequest(item_id=item_id), timeout=10)
+
+    def export(self, latest_only=False):
+        return list(self.admin.ExportLabels(admin_pb2.ExportLabelsRequest(latest_only=latest_only), timeout=10))
+
+
+def test_defer_gives_the_item_to_others_but_not_back_to_its_annotator(env):
+    env.queue("1")
+    q = env.lease("ann")
+    env.release(q, "ann", A.RELEASE_REASON_DEFER)
+    assert env.lease("ann") is None  # "don't know" is not handed straight back
+    other = env.lease("bob")
+    assert other.item_id == "1"
+    env.release(other, "bob", A.RELEASE_REASON_RETURN)
+    env.queue("2")
+    assert env.lease("ann").item_id == "2"
+    assert env.admin.GetStats(admin_pb2.GetStatsRequest(), timeout=10).skipped == 0
+
+
+def test_return_and_skip_keep_their_meaning(env):
+    env.queue("1")
+    env.release(env.lease("ann"), "ann", A.RELEASE_REASON_RETURN)
+    q = env.lease("ann")
+    assert q.item_id == "1"  # RETURN: back for anyone, the same annotator included
+    env.release(q, "ann", A.RELEASE_REASON_SKIP)
+    assert env.lease("bob") is None and env.item("1").state == A.ITEM_STATE_SKIPPED
+
+
+def test_a_held_lease_is_renewed_and_only_by_its_holder(env):
+    env.queue("1")
+    q = env.lease("ann", lease_seconds=20)
+    renewed = env.annotation.RenewLease(A.RenewLeaseRequest(lease_id=q.lease_id, item_id="1", annotator_id="ann",
+                                                            lease_seconds=600), timeout=10)
+    assert renewed.deadline_unix > q.deadline_unix + 500
+    assert code_of(lambda: env.annotation.RenewLease(A.RenewLeaseRequest(
+        lease_id=q.lease_id, item_id="1", annotator_id="bob"), timeout=10)) == grpc.StatusCode.FAILED_PRECONDITION
+    assert env.submit(q, 4, "ann").seq == 1
+    assert code_of(lambda: env.annotation.RenewLease(A.RenewLeaseRequest(
+        lease_id=q.lease_id, item_id="1", annotator_id="ann"), timeout=10)) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_renewed_lease_outlives_its_first_deadline():
+    """With an injected clock: the first deadline passing does not expire a lease renewed beyond it."""
+    pool = QueryPool(capacity=4)
+    pool.offer(make_candidate("1"), now=0.0)
+    entry = pool.lease("ann", now=0.0, lease_seconds=10.0)
+    pool.renew(entry.lease.lease_id, deadline=100.0)
+    assert pool.expire(now=50.0) == [] and pool.leased_count == 1
+    assert pool.expire(now=101.0) == ["1"] and pool.available_count == 1
+
+
+def test_a_correction_supersedes_without_rewriting_l(env):
+    env.queue("1", "2")
+    first = env.submit(env.lease("ann"), 3, "ann")
+    env.submit(env.lease("ann"), 7, "ann")
+    assert code_of(lambda: env.correct("1", 5, "bob")) == grpc.StatusCode.PERMISSION_DENIED
+    fix = env.correct("1", 5, "ann")
+    assert (fix.seq, fix.supersedes_seq, fix.duplicate) == (3, first.seq, False)
+    again = env.correct("1", 5, "ann")  # a retried correction is recorded once
+    assert (again.seq, again.duplicate) == (3, True)
+    history = env.export()
+    assert [(r.item_id, r.label, r.supersedes_seq) for r in history] == [("1", 3, 0), ("2", 7, 0), ("1", 5, 1)]
+    assert sorted((r.item_id, r.label) for r in env.export(latest_only=True)) == [("1", 5), ("2", 7)]
+    stats = env.admin.GetStats(admin_pb2.GetStatsRequest(), timeout=10)
+    assert (stats.labeled, stats.last_seq) == (2, 3)
+    streamed = list(env.training.StreamLabels(training_pb2.StreamLabelsRequest(after_seq=2), timeout=10))
+    assert [(r.item_id, r.label, r.supersedes_seq) for r in streamed] == [("1", 5, 1)]  # trainers see it
+    assert streamed[0].payload.tensor.data  # self-contained: a trainer needs no other record
+    current = env.item("1")
+    assert current.state == A.ITEM_STATE_LABELED and current.current.label == 5 and current.current.seq == 3
+    assert code_of(lambda: env.correct("9", 1, "ann")) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: env.correct("1", 10, "ann")) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_items_by_id(env):
+    env.queue("1", "2", text="a short review")
+    item = env.item("1")
+    assert item.state == A.ITEM_STATE_QUEUED and item.payload.text == "a short review"
+    q = env.lease("ann")
+    assert env.item(q.item_id).state == A.ITEM_STATE_LEASED
+    assert q.payload.text == "a short review"
+    assert code_of(lambda: env.item("never-seen")) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: env.queue("3", text="nul\x00")) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_annotator_is_the_one_its_token_names(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("annotator alice tok-alice\nannotator:tok-anon\nadmin:tok-admin\nworker:tok-worker\n")
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK, CoordinatorConfig(lease_seconds=30),
+                                    tokens=load_tokens(tokens))
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+        as_ = lambda t: (("authorization", f"Bearer {t}"),)  # noqa: E731
+        ann = annotation_pb2_grpc.AnnotationServiceStub(channel)
+        selection_pb2_grpc.SelectionServiceStub(channel).SubmitCandidates(selection_pb2.SubmitCandidatesRequest(
+            worker_id="w", strategy="margin", candidates=[selection_pb2.Candidate(
+                item_id=i, score=0.5, payload=payload_to_proto(make_candidate(i).payload)) for i in ("1", "2")]),
+            metadata=as_("tok-worker"), timeout=10)
+        assert code_of(lambda: ann.LeaseQuery(A.LeaseQueryRequest(annotator_id="bob"), metadata=as_("tok-alice"),
+                                              timeout=10)) == grpc.StatusCode.PERMISSION_DENIED
+        q = ann.LeaseQuery(A.LeaseQueryRequest(), metadata=as_("tok-alice"), timeout=10).query
+        ann.SubmitLabel(A.SubmitLabelRequest(lease_id=q.lease_id, item_id=q.item_id, label=2),
+                        metadata=as_("tok-alice"), timeout=10)
+        [record] = srv.coordinator.follow_labels(0, follow=False)
+        assert record.annotator_id == "alice"
+        # a token without an identity keeps the claimed id; only alice or an admin may correct alice's label
+        assert code_of(lambda: ann.CorrectLabel(A.CorrectLabelRequest(item_id=q.item_id, label=4, annotator_id="bob"),
+                                                metadata=as_("tok-anon"), timeout=10)) == grpc.StatusCode.PERMISSION_DENIED
+        fixed = ann.CorrectLabel(A.CorrectLabelRequest(item_id=q.item_id, label=4, annotator_id="ops"),
+                                 metadata=as_("tok-admin"), timeout=10)
+        assert not fixed.duplicate and srv.coordinator.get_item(q.item_id).record.label == 4
+        channel.close()
+    finally:
+        srv.stop(0)
+
+
+def test_an_old_embedded_database_is_brought_up_to_date(tmp_path):
+    """A data dir written before corrections and text items (labels.item_id UNIQUE, no text columns) opens with
+    its labels and queries, and takes corrections."""
+    from aal_rpc.coordinator.core import Coordinator
+    from aal_rpc.coordinator.store import SqliteStore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "aal.sqlite3")
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE labels (seq INTEGER PRIMARY KEY, item_id TEXT NOT NULL UNIQUE, lease_id TEXT NOT NULL UNIQUE,
+            label INTEGER NOT NULL, annotator_id TEXT NOT NULL, queued_at REAL NOT NULL, leased_at REAL NOT NULL,
+            labeled_at REAL NOT NULL, worker_id TEXT NOT NULL, strategy TEXT NOT NULL,
+            model_version INTEGER NOT NULL, score REAL NOT NULL, tensor BLOB NOT NULL, dtype TEXT NOT NULL,
+            shape TEXT NOT NULL, image_png BLOB NOT NULL);
+        CREATE TABLE queries (item_id TEXT PRIMARY KEY, worker_id TEXT NOT NULL, strategy TEXT NOT NULL,
+            model_version INTEGER NOT NULL, score REAL NOT NULL, queued_at REAL NOT NULL, tensor BLOB NOT NULL,
+            dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BLOB NOT NULL, lease_id TEXT, lease_owner TEXT,
+            leased_at REAL, lease_deadline REAL);
+    """)
+    x = make_candidate("1").payload
+    db.execute("INSERT INTO meta VALUES ('task', ?)", (TASK.to_json(),))
+    db.execute("INSERT INTO labels VALUES (1, '1', 'l1', 3, 'ann', 1, 2, 3, 'w', 'margin', 0, 0.5, ?, 'float32', "
+               "'[1, 8, 8]', x'')", (x.tensor,))
+    db.execute("INSERT INTO queries VALUES ('2', 'w', 'margin', 0, 0.5, 1, ?, 'float32', '[1, 8, 8]', x'', NULL, "
+               "NULL, NULL, NULL)", (x.tensor,))
+    db.commit()
+    db.close()
+    c = Coordinator(SqliteStore(data), TASK)
+    try:
+        s = c.stats()
+        assert (s.labeled, s.queued, s.last_seq) == (1, 1, 1)
+        assert c.correct_label(item_id="1", label=6, annotator_id="ann") == (2, 1, False)
+        assert [(r.label, r.supersedes) for r in c.follow_labels(0, follow=False)] == [(3, 0), (6, 1)]
+    finally:
+        c.close()
