@@ -216,3 +216,35 @@ def test_an_old_embedded_database_is_brought_up_to_date(tmp_path):
         assert [(r.label, r.supersedes) for r in c.follow_labels(0, follow=False)] == [(3, 0), (6, 1)]
     finally:
         c.close()
+
+
+def test_the_annotation_client_speaks_the_whole_contract(grpc_coordinator):
+    from aal_rpc.client import AnnotationClient
+
+    address, srv = grpc_coordinator
+    env = Env(grpc.insecure_channel(address))
+    env.queue("1", text="hello")
+    with AnnotationClient(address, "ann") as a, AnnotationClient(address, "bob") as b:
+        q = a.lease()
+        assert q.text == "hello" and a.renew(q).deadline_unix >= q.deadline_unix
+        a.defer(q)
+        assert a.lease() is None and b.lease().item_id == "1"
+        env.queue("2", text="hello")
+        first = a.lease()
+        done = a.submit(first, 1)
+        fix = a.correct(first.item_id, 2)
+        assert (fix.supersedes, fix.duplicate) == (done.seq, False)
+        item = a.get_item(first.item_id)
+        assert (item.state, item.label, item.labeled_by, item.seq) == ("labeled", 2, "ann", fix.seq)
+        assert item.payload.text == "hello"
+
+
+def test_a_long_poll_whose_caller_left_takes_nothing(env):
+    """A cancelled LeaseQuery neither holds its thread nor takes the next item: a live annotator gets it."""
+    waiting = env.annotation.LeaseQuery.future(A.LeaseQueryRequest(annotator_id="gone", wait_seconds=30), timeout=40)
+    for _ in range(3):  # calls made after it: by their answers, the long poll is waiting in the coordinator
+        env.admin.GetStats(admin_pb2.GetStatsRequest(), timeout=10)
+    waiting.cancel()
+    env.queue("1")
+    q = env.lease("live", wait_seconds=10)
+    assert q is not None and q.item_id == "1"

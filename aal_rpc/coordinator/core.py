@@ -237,8 +237,10 @@ class Coordinator:
 
     # -- annotators -----------------------------------------------------------------------------------
 
-    def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0) -> Query | None:
-        """Lease the next query, waiting up to `wait_seconds` for one; None if none came."""
+    def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0,
+              is_active: Callable[[], bool] = lambda: True) -> Query | None:
+        """Lease the next query, waiting up to `wait_seconds` for one; None if none came or the caller left
+        (`is_active()` false: checked at every wake-up, see `wake_waiters`)."""
         check_lease_request(annotator_id, wait_seconds, lease_seconds)
         lease_seconds = lease_seconds or self.config.lease_seconds
         deadline = time.monotonic() + wait_seconds
@@ -255,9 +257,14 @@ class Coordinator:
                     return Query(entry.candidate.item_id, lease.lease_id, annotator_id, lease.deadline,
                                  entry.candidate.payload, entry.candidate.provenance)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
+                if remaining <= 0 or self._closed or not is_active():
                     return None
                 self._available.wait(timeout=min(remaining, 1.0))
+
+    def wake_waiters(self) -> None:
+        """Wake every long poll to look again (a caller went away)."""
+        with self._lock:
+            self._available.notify_all()
 
     # -- synchronous mode -------------------------------------------------------------------------------
 

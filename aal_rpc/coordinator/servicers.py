@@ -102,8 +102,13 @@ class AnnotationServicer(annotation_pb2_grpc.AnnotationServiceServicer):
 
     @unary
     def LeaseQuery(self, request, context):
-        q = self.c.lease(_annotator(request.annotator_id), wait_seconds=_bounded_wait(request.wait_seconds, context),
-                         lease_seconds=request.lease_seconds)
+        annotator = _annotator(request.annotator_id)
+        context.add_callback(self.c.wake_waiters)  # a caller that leaves ends its long poll at once
+        q = self.c.lease(annotator, wait_seconds=_bounded_wait(request.wait_seconds, context),
+                         lease_seconds=request.lease_seconds, is_active=context.is_active)
+        if q is not None and not context.is_active():  # taken for a caller that has gone: give it straight back
+            self.c.release(lease_id=q.lease_id, item_id=q.item_id, annotator_id=annotator)
+            q = None
         if q is None:
             return annotation_pb2.LeaseQueryResponse(found=False)
         return annotation_pb2.LeaseQueryResponse(found=True, query=annotation_pb2.Query(

@@ -137,7 +137,8 @@ class SharedCoordinator:
 
     # -- annotators -----------------------------------------------------------------------------------
 
-    def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0) -> Query | None:
+    def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0,
+              is_active: Callable[[], bool] = lambda: True) -> Query | None:
         check_lease_request(annotator_id, wait_seconds, lease_seconds)
         lease_seconds = lease_seconds or self.config.lease_seconds
         deadline = time.monotonic() + wait_seconds
@@ -151,9 +152,12 @@ class SharedCoordinator:
                 return Query(cand.item_id, lease.lease_id, annotator_id, lease.deadline, cand.payload,
                              cand.provenance)
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0 or self._closed or not is_active():
                 return None
             queries.wait(since, remaining)  # also wakes at least every POLL_SECONDS: leases expire silently
+
+    def wake_waiters(self) -> None:
+        self._signals["queries"].fire()
 
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         check_label(self.task, lease_id, item_id, label, annotator_id)
