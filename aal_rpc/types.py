@@ -138,7 +138,12 @@ class Query:
     provenance: Provenance
 
 
+def shard_key(item_id: str) -> int:
+    """An item's stable hash (crc32 of its UTF-8 id), identical in every process and language; shard j of k
+    holds the items whose key % k == j. The query pool and the PostgreSQL store keep it per item."""
+    return zlib.crc32(item_id.encode())
+
+
 def shard_of(item_id: str, num_shards: int) -> int:
-    """The shard that owns an item: a stable hash (crc32), identical in every process and language.
-    The query pool caches the crc32 per candidate; keep the two in step."""
-    return zlib.crc32(item_id.encode()) % num_shards
+    """The shard that owns an item."""
+    return shard_key(item_id) % num_shards

@@ -29,7 +29,6 @@ import tempfile
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS,
                                        QUERY_COLUMNS, StoredState, label_from_row, label_row, model_from_row, model_row, query_from_row)
 from aal_rpc.errors import FailedPrecondition, NotFound, Unavailable
-from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Task
+from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Task, shard_key
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +120,6 @@ def _import_psycopg():
 def redacted(url: str) -> str:
     """A database URL without its password, for logs and messages."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
-def shard_key(item_id: str) -> int:
-    return zlib.crc32(item_id.encode())
 
 
 def _committed(write: Callable[[], Any]) -> Future:

@@ -10,11 +10,10 @@ import dataclasses
 import heapq
 import random
 import uuid
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 
-from aal_rpc.types import Candidate, Lease
+from aal_rpc.types import Candidate, Lease, shard_key
 
 PICK_ORDERS = ("fresh", "score", "random")
 
@@ -182,7 +181,7 @@ class QueryPool:
         return "accepted", evicted
 
     def _insert(self, candidate: Candidate, queued_at: float) -> Entry:
-        entry = Entry(candidate, queued_at, token=0, shard_key=zlib.crc32(candidate.item_id.encode()))
+        entry = Entry(candidate, queued_at, token=0, shard_key=shard_key(candidate.item_id))
         self._entries[candidate.item_id] = entry
         self._by_version[entry.version] += 1
         self._make_available(entry)
