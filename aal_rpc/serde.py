@@ -41,12 +41,12 @@ def payload_from_proto(msg: common_pb2.Payload) -> Payload:
 
 def provenance_to_proto(p: Provenance) -> common_pb2.Provenance:
     return common_pb2.Provenance(worker_id=p.worker_id, strategy=p.strategy, model_version=p.model_version,
-                                 score=p.score)
+                                 score=p.score, cluster=p.cluster)
 
 
 def provenance_from_proto(msg: common_pb2.Provenance) -> Provenance:
     return Provenance(worker_id=msg.worker_id, strategy=msg.strategy, model_version=msg.model_version,
-                      score=msg.score)
+                      score=msg.score, cluster=msg.cluster if msg.HasField("cluster") else None)
 
 
 def task_to_proto(t: Task) -> common_pb2.Task:

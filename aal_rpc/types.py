@@ -45,6 +45,7 @@ class Provenance:
     strategy: str = ""
     model_version: int = 0
     score: float = 0.0
+    cluster: int | None = None  # Cluster-Margin's cluster of the item in its worker's shard
 
 
 @dataclass(frozen=True)

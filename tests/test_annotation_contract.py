@@ -248,3 +248,17 @@ def test_a_long_poll_whose_caller_left_takes_nothing(env):
     env.queue("1")
     q = env.lease("live", wait_seconds=10)
     assert q is not None and q.item_id == "1"
+
+
+def test_a_candidates_cluster_travels_to_its_annotator_and_into_l(env):
+    x = payload_to_proto(make_candidate("1").payload)
+    env.selection.SubmitCandidates(selection_pb2.SubmitCandidatesRequest(
+        worker_id="w", strategy="cluster_margin",
+        candidates=[selection_pb2.Candidate(item_id="1", score=0.5, payload=x, cluster=7),
+                    selection_pb2.Candidate(item_id="2", score=0.4, payload=x)]), timeout=10)
+    q = env.lease("ann")
+    assert q.provenance.HasField("cluster") and q.provenance.cluster == 7
+    env.submit(q, 1, "ann")
+    assert not env.lease("ann").provenance.HasField("cluster")
+    [record] = env.export()
+    assert record.provenance.cluster == 7

@@ -75,6 +75,8 @@ SCHEMA = [
     "ALTER TABLE labels ADD COLUMN IF NOT EXISTS supersedes BIGINT NOT NULL DEFAULT 0",
     "ALTER TABLE labels ADD COLUMN IF NOT EXISTS text TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE queries ADD COLUMN IF NOT EXISTS text TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE labels ADD COLUMN IF NOT EXISTS cluster BIGINT",
+    "ALTER TABLE queries ADD COLUMN IF NOT EXISTS cluster BIGINT",
     "ALTER TABLE labels DROP CONSTRAINT IF EXISTS labels_item_id_key",
     "CREATE UNIQUE INDEX IF NOT EXISTS labels_first ON labels (item_id) WHERE supersedes = 0",
     "CREATE INDEX IF NOT EXISTS labels_item ON labels (item_id, seq)",
@@ -243,7 +245,7 @@ class PostgresStore:
         def write() -> int:
             with self._tx() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))
-                cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 18)})",
+                cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 19)})",
                             label_row(r))
                 cur.execute("SELECT setval('label_seq', GREATEST(%s, (SELECT last_value FROM label_seq)))", (r.seq,))
                 cur.execute("DELETE FROM queries WHERE item_id = %s", (r.item_id,))
@@ -267,10 +269,11 @@ class PostgresStore:
             cur.execute("DELETE FROM queries WHERE item_id = ANY(%s)", ([c.item_id for c, _ in rows],))
             cur.executemany(
                 "INSERT INTO queries (item_id, shard_key, worker_id, strategy, model_version, score, queued_at, "
-                "tensor, dtype, shape, image_png, text) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                "tensor, dtype, shape, image_png, text, cluster) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 [(c.item_id, shard_key(c.item_id), c.provenance.worker_id, c.provenance.strategy,
                   c.provenance.model_version, c.provenance.score, queued_at, c.payload.tensor, c.payload.dtype,
-                  json.dumps(list(c.payload.shape)), c.payload.image_png, c.payload.text) for c, queued_at in rows])
+                  json.dumps(list(c.payload.shape)), c.payload.image_png, c.payload.text, c.provenance.cluster)
+                 for c, queued_at in rows])
             self._notify(cur, "queries")
 
     def set_lease(self, item_id: str, lease: Lease | None) -> Future:
@@ -454,7 +457,7 @@ class PostgresStore:
             cur.execute(
                 f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) "
                 "SELECT nextval('label_seq'), item_id, lease_id, %s, %s, queued_at, leased_at, %s, worker_id, "
-                "strategy, model_version, score, 0, tensor, dtype, shape, image_png, text FROM queries "
+                "strategy, model_version, score, 0, cluster, tensor, dtype, shape, image_png, text FROM queries "
                 "WHERE item_id = %s "
                 "RETURNING seq, strategy", (label, annotator_id, now, item_id))
             seq, strategy = cur.fetchone()
@@ -476,7 +479,7 @@ class PostgresStore:
             cur.execute("SELECT nextval('label_seq')")
             record = corrections.record(latest, seq=cur.fetchone()[0], label=label, annotator_id=annotator_id,
                                         now=now)
-            cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 18)})",
+            cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 19)})",
                         label_row(record))
             self._notify(cur, "labels")
         return record.seq, record.supersedes, False

@@ -216,7 +216,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
     def SubmitCandidates(self, request, context):
         candidates = [
             Candidate(c.item_id, serde.payload_from_proto(c.payload),
-                      Provenance(request.worker_id, request.strategy, request.model_version, c.score))
+                      Provenance(request.worker_id, request.strategy, request.model_version, c.score,
+                                 c.cluster if c.HasField("cluster") else None))
             for c in request.candidates]
         out = self.c.submit_candidates(worker_id=request.worker_id, strategy=request.strategy,
                                        model_version=request.model_version, candidates=candidates)

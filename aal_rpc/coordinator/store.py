@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS labels (
     annotator_id TEXT NOT NULL,
     queued_at REAL NOT NULL, leased_at REAL NOT NULL, labeled_at REAL NOT NULL,
     worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version INTEGER NOT NULL, score REAL NOT NULL,
-    supersedes INTEGER NOT NULL DEFAULT 0,
+    supersedes INTEGER NOT NULL DEFAULT 0, cluster INTEGER,
     tensor BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BLOB NOT NULL,
     text TEXT NOT NULL DEFAULT ''
 );
@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS queries (
     queued_at REAL NOT NULL,
     tensor BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BLOB NOT NULL,
     lease_id TEXT, lease_owner TEXT, leased_at REAL, lease_deadline REAL,
-    text TEXT NOT NULL DEFAULT ''
+    text TEXT NOT NULL DEFAULT '', cluster INTEGER
 );
 CREATE TABLE IF NOT EXISTS skips (item_id TEXT PRIMARY KEY, annotator_id TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
@@ -74,14 +74,15 @@ INSERT INTO labels (seq, item_id, lease_id, label, annotator_id, queued_at, leas
     model_version, score, tensor, dtype, shape, image_png FROM labels_v1;
 DROP TABLE labels_v1;
 ALTER TABLE queries ADD COLUMN text TEXT NOT NULL DEFAULT '';
+ALTER TABLE queries ADD COLUMN cluster INTEGER;
 """
 
 LATEST_ONLY = "AND seq NOT IN (SELECT supersedes FROM labels WHERE supersedes > 0)"
 LABEL_COLUMNS = ("seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
-                  "worker_id, strategy, model_version, score, supersedes")
+                  "worker_id, strategy, model_version, score, supersedes, cluster")
 LABEL_INSERT_COLUMNS = LABEL_COLUMNS + ", tensor, dtype, shape, image_png, text"
 QUERY_COLUMNS = ("item_id, worker_id, strategy, model_version, score, queued_at, tensor, dtype, shape, image_png, "
-                 "lease_id, lease_owner, leased_at, lease_deadline, text")
+                 "lease_id, lease_owner, leased_at, lease_deadline, text, cluster")
 MODEL_COLUMNS = ("version, server_id, trained_seq, num_labels, architecture, metrics, created_at, size_bytes, "
                  "sha256, blob_available")
 
@@ -92,22 +93,22 @@ def label_row(r: LabeledRecord) -> tuple:
     """A labeled record as the values of LABEL_INSERT_COLUMNS."""
     p, prov = r.payload, r.provenance
     return (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
-            prov.worker_id, prov.strategy, prov.model_version, prov.score, r.supersedes,
+            prov.worker_id, prov.strategy, prov.model_version, prov.score, r.supersedes, prov.cluster,
             p.tensor, p.dtype, json.dumps(list(p.shape)), p.image_png, p.text)
 
 
 def label_from_row(r, *, include_payload: bool) -> LabeledRecord:
     """A row of LABEL_COLUMNS (then tensor, dtype, shape, image_png, text with `include_payload`)."""
-    payload = Payload(bytes(r[13]), r[14], tuple(json.loads(r[15])), bytes(r[16]), r[17]) if include_payload else None
+    payload = Payload(bytes(r[14]), r[15], tuple(json.loads(r[16])), bytes(r[17]), r[18]) if include_payload else None
     return LabeledRecord(seq=r[0], item_id=r[1], lease_id=r[2], label=r[3], annotator_id=r[4], queued_at=r[5],
-                         leased_at=r[6], labeled_at=r[7], provenance=Provenance(r[8], r[9], r[10], r[11]),
+                         leased_at=r[6], labeled_at=r[7], provenance=Provenance(r[8], r[9], r[10], r[11], r[13]),
                          supersedes=r[12], payload=payload)
 
 
 def query_from_row(r) -> tuple[Candidate, float, Lease | None]:
     """A row of QUERY_COLUMNS as (candidate, queued_at, lease or None)."""
     cand = Candidate(r[0], Payload(bytes(r[6]), r[7], tuple(json.loads(r[8])), bytes(r[9]), r[14]),
-                     Provenance(r[1], r[2], r[3], r[4]))
+                     Provenance(r[1], r[2], r[3], r[4], r[15]))
     return cand, r[5], Lease(r[10], r[11], r[12], r[13]) if r[10] else None
 
 
@@ -287,7 +288,7 @@ class SqliteStore:
 
     def append_label(self, r: LabeledRecord) -> Future:
         def op(c: sqlite3.Connection) -> int:
-            c.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join('?' * 18)})", label_row(r))
+            c.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join('?' * 19)})", label_row(r))
             c.execute("DELETE FROM queries WHERE item_id = ?", (r.item_id,))
             return r.seq
 
@@ -298,10 +299,11 @@ class SqliteStore:
             c.executemany("DELETE FROM queries WHERE item_id = ?", [(i,) for i in evicted])
             c.executemany(
                 "INSERT OR REPLACE INTO queries (item_id, worker_id, strategy, model_version, score, queued_at, "
-                "tensor, dtype, shape, image_png, text) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "tensor, dtype, shape, image_png, text, cluster) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(cand.item_id, cand.provenance.worker_id, cand.provenance.strategy, cand.provenance.model_version,
                   cand.provenance.score, queued_at, cand.payload.tensor, cand.payload.dtype,
-                  json.dumps(list(cand.payload.shape)), cand.payload.image_png, cand.payload.text)
+                  json.dumps(list(cand.payload.shape)), cand.payload.image_png, cand.payload.text,
+                  cand.provenance.cluster)
                  for cand, queued_at in rows])
 
         return self.submit(op)

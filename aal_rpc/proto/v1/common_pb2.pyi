@@ -27,16 +27,18 @@ class Payload(_message.Message):
     def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image_png: _Optional[bytes] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Provenance(_message.Message):
-    __slots__ = ("worker_id", "strategy", "model_version", "score")
+    __slots__ = ("worker_id", "strategy", "model_version", "score", "cluster")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     strategy: str
     model_version: int
     score: float
-    def __init__(self, worker_id: _Optional[str] = ..., strategy: _Optional[str] = ..., model_version: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+    cluster: int
+    def __init__(self, worker_id: _Optional[str] = ..., strategy: _Optional[str] = ..., model_version: _Optional[int] = ..., score: _Optional[float] = ..., cluster: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("dataset", "num_classes", "class_names", "input_shape", "architecture", "mode", "batch_size")

@@ -38,14 +38,16 @@ class DownloadModelResponse(_message.Message):
     def __init__(self, info: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("item_id", "payload", "score")
+    __slots__ = ("item_id", "payload", "score", "cluster")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     payload: _common_pb2.Payload
     score: float
-    def __init__(self, item_id: _Optional[str] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    cluster: int
+    def __init__(self, item_id: _Optional[str] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., score: _Optional[float] = ..., cluster: _Optional[int] = ...) -> None: ...
 
 class SubmitCandidatesRequest(_message.Message):
     __slots__ = ("worker_id", "strategy", "model_version", "candidates")
