@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aal_rpc.coordinator.core import Coordinator, CoordinatorConfig
+from aal_rpc.coordinator.core import CoordinatorConfig, EmbeddedCoordinator
 from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.types import Candidate, Payload, Provenance, Task
@@ -59,7 +59,7 @@ def run(*, seconds: float = 10.0, items: int = 40_000, smoke: bool = False) -> d
         return {"skipped": "no PostgreSQL server binaries (apt-get install postgresql)"}
     config = CoordinatorConfig(pool_capacity=items, lease_seconds=600)
     with tempfile.TemporaryDirectory() as tmp:
-        sqlite = Coordinator(SqliteStore(Path(tmp) / "data"), TASK, config)
+        sqlite = EmbeddedCoordinator(SqliteStore(Path(tmp) / "data"), TASK, config)
         try:
             embedded = cycles(sqlite, items=items, seconds=seconds)
         finally:

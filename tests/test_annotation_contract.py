@@ -182,7 +182,7 @@ def test_the_annotator_is_the_one_its_token_names(tmp_path):
 def test_an_old_embedded_database_is_brought_up_to_date(tmp_path):
     """A data dir written before corrections and text items (labels.item_id UNIQUE, no text columns) opens with
     its labels and queries, and takes corrections."""
-    from aal_rpc.coordinator.core import Coordinator
+    from aal_rpc.coordinator.core import EmbeddedCoordinator
     from aal_rpc.coordinator.store import SqliteStore
 
     data = tmp_path / "data"
@@ -208,7 +208,7 @@ def test_an_old_embedded_database_is_brought_up_to_date(tmp_path):
                "NULL, NULL, NULL)", (x.tensor,))
     db.commit()
     db.close()
-    c = Coordinator(SqliteStore(data), TASK)
+    c = EmbeddedCoordinator(SqliteStore(data), TASK)
     try:
         s = c.stats()
         assert (s.labeled, s.queued, s.last_seq) == (1, 1, 1)

@@ -225,7 +225,7 @@ def test_sync_mode_resumes_mid_round_after_restart(make_embedded_coordinator):
 
 def test_online_backup_restores_everything(make_embedded_coordinator, tmp_path):
     from aal_rpc.coordinator.backup import backup
-    from aal_rpc.coordinator.core import Coordinator
+    from aal_rpc.coordinator.core import EmbeddedCoordinator
     from aal_rpc.coordinator.store import SqliteStore
     c = make_embedded_coordinator()
     submit(c, [str(i) for i in range(5)])
@@ -234,7 +234,7 @@ def test_online_backup_restores_everything(make_embedded_coordinator, tmp_path):
     publish(c, weights(), labels=2)
     result = backup(tmp_path / "data", tmp_path / "backup")  # while it runs
     assert result == {"labels": 2, "models_copied": 1}
-    restored = Coordinator(SqliteStore(tmp_path / "backup"), TASK)
+    restored = EmbeddedCoordinator(SqliteStore(tmp_path / "backup"), TASK)
     try:
         s = restored.stats()
         assert (s.labeled, s.queued, s.latest_model_version) == (2, 3, 1)

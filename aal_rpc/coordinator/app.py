@@ -11,7 +11,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aal_rpc.coordinator.core import Coordinator, CoordinatorConfig
+from aal_rpc.coordinator.contract import Coordinator
+from aal_rpc.coordinator.core import CoordinatorConfig, EmbeddedCoordinator
 from aal_rpc.coordinator.decoding import RequestDecodingInterceptor
 from aal_rpc.coordinator.metrics import CoordinatorMetrics
 from aal_rpc.coordinator.servicers import (AdminServicer, AnnotationServicer, SelectionServicer,
@@ -70,7 +71,7 @@ def open_coordinator(store: str | None, data_dir: Path | None, task: Task, confi
             raise
     if data_dir is None:
         raise ValueError("the embedded store needs a data dir (--data-dir)")
-    return Coordinator(SqliteStore(Path(data_dir)), task, config, observer=observer)
+    return EmbeddedCoordinator(SqliteStore(Path(data_dir)), task, config, observer=observer)
 
 
 def create_health_server(address: str, health_servicer: health.HealthServicer) -> tuple[grpc.Server, int]:

@@ -124,7 +124,9 @@ class Observer:
     def model_published(self, server_id: str) -> None: ...
 
 
-class Coordinator:
+class EmbeddedCoordinator:
+    """The coordinator on the embedded store (contract.Coordinator): pools in memory, written through to SQLite."""
+
     def __init__(self, store: SqliteStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
                  observer: Observer | None = None):
         self.observer = observer or Observer()
@@ -537,6 +539,12 @@ class Coordinator:
         # every shard's worker sees the same demand: each fills its share, so k workers do not send k times it
         share = -(-demand // num_shards)
         return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, share)
+
+    def read_model(self, version: int) -> tuple[ModelInfo, bytes]:
+        return self.registry.read_blob(version)
+
+    def list_models(self, *, after_version: int, limit: int) -> tuple[list[ModelInfo], bool]:
+        return self.registry.page(after_version=after_version, limit=limit)
 
     def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
         check_wait(wait_seconds)

@@ -81,6 +81,14 @@ class RegistryBase:
     def is_published(self, version: int) -> bool:
         return self._lookup(version) is not None
 
+    def page(self, *, after_version: int, limit: int) -> tuple[list[ModelInfo], bool]:
+        """Entries with a version above `after_version`, at most `limit`, and whether more follow."""
+        later = [m for m in self.list() if m.version > after_version]
+        return later[:limit], len(later) > limit
+
+    def list(self) -> list[ModelInfo]:
+        raise NotImplementedError
+
     def get(self, version: int) -> ModelInfo:
         """A version's entry; version 0 is the latest."""
         m = self._lookup(version)

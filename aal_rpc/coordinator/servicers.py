@@ -10,7 +10,7 @@ import grpc
 
 from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, iter_chunks
-from aal_rpc.coordinator.core import Coordinator
+from aal_rpc.coordinator.contract import Coordinator
 from aal_rpc.coordinator.validation import MAX_WAIT_SECONDS
 from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                             ResourceExhausted, Unavailable)
@@ -207,7 +207,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
     def DownloadModel(self, request, context):
         if request.version < 0:
             raise InvalidArgument("version must be non-negative")
-        info, data = self.c.registry.read_blob(request.version)
+        info, data = self.c.read_model(request.version)
         yield selection_pb2.DownloadModelResponse(info=serde.model_info_to_proto(info))
         for chunk in iter_chunks(data, CHUNK_BYTES):
             yield selection_pb2.DownloadModelResponse(chunk=chunk)
@@ -256,11 +256,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument(f"page_size must lie in [0, {MAX_MODELS_PAGE}]")
         if request.after_version < 0:
             raise InvalidArgument("after_version must be non-negative")
-        size = request.page_size or DEFAULT_MODELS_PAGE
-        later = [m for m in self.c.registry.list() if m.version > request.after_version]
-        page = later[:size]
-        return admin_pb2.ListModelsResponse(models=[serde.model_info_to_proto(m) for m in page],
-                                            more=len(later) > size)
+        page, more = self.c.list_models(after_version=request.after_version,
+                                        limit=request.page_size or DEFAULT_MODELS_PAGE)
+        return admin_pb2.ListModelsResponse(models=[serde.model_info_to_proto(m) for m in page], more=more)
 
     @streaming
     def ExportLabels(self, request, context):

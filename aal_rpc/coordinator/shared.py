@@ -255,6 +255,12 @@ class SharedCoordinator:
         share = -(-demand // num_shards)  # as in the embedded coordinator: each shard fills its share
         return ShardState(queued, labeled + skipped, through, len(rows) == SHARD_PAGE, share)
 
+    def read_model(self, version: int) -> tuple[ModelInfo, bytes]:
+        return self.registry.read_blob(version)
+
+    def list_models(self, *, after_version: int, limit: int) -> tuple[list[ModelInfo], bool]:
+        return self.registry.page(after_version=after_version, limit=limit)
+
     def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
         check_wait(wait_seconds)
         return self.registry.wait_newer(after_version, wait_seconds)
