@@ -55,3 +55,25 @@ def test_random_strategy_needs_no_model_and_is_seeded():
 def test_unknown_strategy_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown strategy"):
         get_strategy("oracle")
+
+
+@pytest.mark.parametrize("pick", ["fresh", "score"])
+def test_a_mix_of_strategies_shares_the_labels(make_coordinator, pick):
+    """Entropy's raw scores sit far below margin's; on the shared rank scale each worker's best candidates
+    still reach annotators in turn, so labels follow the configured mix."""
+    from collections import Counter
+
+    from aal_rpc.coordinator.core import CoordinatorConfig
+    from aal_rpc.strategies import get_strategy
+    from tests.conftest import make_candidate
+
+    c = make_coordinator(CoordinatorConfig(pool_capacity=64, pick=pick))
+    rng = np.random.default_rng(0)
+    for worker, name in enumerate(["entropy", "margin"]):
+        probs = rng.dirichlet(np.ones(10) * 0.3, size=100)
+        sel = get_strategy(name, seed=worker).select(probs, 20)
+        cands = [make_candidate(str(1000 * worker + int(i)), score=float(s), strategy=name)
+                 for i, s in zip(sel.indices, sel.scores)]
+        c.submit_candidates(worker_id=f"w{worker}", strategy=name, model_version=0, candidates=cands)
+    firsts = Counter(c.lease(f"a{i}").provenance.strategy for i in range(20))
+    assert abs(firsts["entropy"] - firsts["margin"]) <= 2

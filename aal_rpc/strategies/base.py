@@ -11,10 +11,21 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Selection:
-    """Positions chosen from the scored items, best first, with each one's score (higher = more informative)."""
+    """Positions chosen from the scored items, best first, with each one's score (higher = more informative)
+    on the scale every strategy shares (`rank_scores`), and, for strategies that cluster, each one's cluster
+    (-1: none)."""
 
     indices: np.ndarray
     scores: np.ndarray
+    clusters: np.ndarray | None = None
+
+
+def rank_scores(k: int, n: int) -> np.ndarray:
+    """The scores of a strategy's k choices, best first, out of the n items it scored: the j-th gets 1 - j/n,
+    its rank within the shard. Raw scores are not comparable across strategies (margin's sit near 1, normalized
+    entropy's near 0.6), so the query pool, which orders candidates of different workers by score, compares
+    ranks: every strategy in a mix gets its share of the labels."""
+    return 1.0 - np.arange(k, dtype=np.float64) / max(n, 1)
 
 
 def top_k(scores: np.ndarray, k: int, *, seed: int) -> np.ndarray:
@@ -84,4 +95,4 @@ class UncertaintyStrategy(Strategy):
     def select(self, probs, batch_size, *, embeddings=None, item_ids=None) -> Selection:
         scores = self.score(np.asarray(probs, dtype=np.float64))
         idx = top_k(scores, batch_size, seed=self.seed)
-        return Selection(idx, scores[idx])
+        return Selection(idx, rank_scores(len(idx), len(scores)))

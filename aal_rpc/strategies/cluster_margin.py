@@ -20,7 +20,7 @@ import logging
 
 import numpy as np
 
-from aal_rpc.strategies.base import Selection, Strategy, top_k
+from aal_rpc.strategies.base import Selection, Strategy, rank_scores, top_k
 from aal_rpc.strategies.clustering import DEFAULT_MAX_EXACT, DEFAULT_N_FINE, cluster, default_epsilon
 from aal_rpc.strategies.margin import margins
 
@@ -109,5 +109,5 @@ class ClusterMarginStrategy(Strategy):
         rng = np.random.default_rng((self.seed, self._rounds))
         self._rounds += 1
         chosen = round_robin([np.asarray(g) for _, g in sorted(groups.items())], k, rng)
-        scores = 1.0 - np.arange(len(chosen)) / max(len(chosen), 1)
-        return Selection(chosen, scores)
+        clusters = np.array([self.clusters.get(str(item_ids[i]), -1) for i in chosen], dtype=np.int64)
+        return Selection(chosen, rank_scores(len(chosen), n), clusters)

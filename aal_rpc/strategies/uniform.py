@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from aal_rpc.strategies.base import Selection, Strategy
+from aal_rpc.strategies.base import Selection, Strategy, rank_scores
 
 
 class RandomStrategy(Strategy):
@@ -13,4 +13,4 @@ class RandomStrategy(Strategy):
         n = len(probs) if item_ids is None else len(item_ids)
         k = max(0, min(int(batch_size), n))
         idx = np.random.default_rng(self.seed).permutation(n)[:k]
-        return Selection(idx, np.zeros(k))
+        return Selection(idx, rank_scores(k, n))
