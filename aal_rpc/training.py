@@ -1,4 +1,8 @@
-"""Training, evaluation and inference in plain torch, shared by the trainers and the selectors."""
+"""Training, evaluation and inference in plain torch, shared by the trainers and the selectors.
+
+Inputs are cast to the model's `input_dtype` (float32, or int64 for the `text` model's n-gram buckets), so
+a batch of bucket ids that travelled as float32 still indexes the embedding table exactly (ids < 2**24).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from aal_rpc.models import input_dtype
 
 INFERENCE_BATCH = 1024
 
@@ -23,24 +29,29 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     """
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
-    xt = torch.as_tensor(x, dtype=torch.float32)
+    xt = torch.as_tensor(x, dtype=input_dtype(model))
     yt = torch.as_tensor(y, dtype=torch.int64)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opts = optimizers(model, lr=lr, weight_decay=weight_decay)
     last = 0.0
-    steps_per_epoch = max(1, -(-len(xt) // batch_size))
+    bounds = batch_bounds(len(xt), batch_size)
+    steps_per_epoch = max(1, len(bounds))
     for _ in range(max(epochs, -(-min_steps // steps_per_epoch))):
         order = torch.randperm(len(xt), generator=gen)
         total, n = 0.0, 0
-        for start in range(0, len(xt), batch_size):
+        for start, end in bounds:
             if should_stop():
                 model.eval()
                 return last
-            idx = order[start:start + batch_size]
+            idx = order[start:end]
+            if len(idx) == 1:  # one label in all (or batch_size 1): batchnorm cannot normalize one value
+                idx = idx.repeat(2)
             xb, yb = xt[idx].to(device), yt[idx].to(device)
-            opt.zero_grad(set_to_none=True)
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
-            opt.step()
+            for opt in opts:
+                opt.step()
             total += float(loss.detach()) * len(idx)
             n += len(idx)
         last = total / max(n, 1)
@@ -48,14 +59,36 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     return last
 
 
+def optimizers(model: nn.Module, *, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+    """Adam, and SparseAdam for embedding tables with sparse gradients (the text model's n-gram buckets): a
+    step then costs the rows a batch touches, not the whole table (no weight decay there; SparseAdam has none)."""
+    sparse = {id(p) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse
+              for p in m.parameters()}
+    dense = [p for p in model.parameters() if id(p) not in sparse]
+    opts: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay)]
+    if sparse:
+        opts.append(torch.optim.SparseAdam([p for p in model.parameters() if id(p) in sparse], lr=lr))
+    return opts
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch of an epoch over n items. A last batch of one item joins the one before:
+    batchnorm in training mode refuses a batch of one where a map is 1x1 (the CIFAR networks on 8x8 inputs)."""
+    starts = list(range(0, n, max(1, batch_size)))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], n]))
+
+
 @torch.inference_mode()
 def predict_proba(model: nn.Module, x: np.ndarray, *, device: str = "cpu",
                   with_embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities (N, C) and, when asked, penultimate-layer embeddings (N, D)."""
     model.to(device).eval()
+    dtype = input_dtype(model)
     probs, embs = [], []
     for start in range(0, len(x), INFERENCE_BATCH):
-        xb = torch.as_tensor(x[start:start + INFERENCE_BATCH], dtype=torch.float32, device=device)
+        xb = torch.as_tensor(x[start:start + INFERENCE_BATCH], dtype=dtype, device=device)
         if with_embeddings:
             e = model.embed(xb)
             logits = model.head(e)

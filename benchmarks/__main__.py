@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from benchmarks import (annotators, cluster_margin_scale, growth, model_distribution, scale_sim, store_backends,
-                        worker_scoring)
+from benchmarks import (annotators, cluster_margin_scale, cnn_vs_textbook, growth, model_distribution, scale_sim,
+                        store_backends, worker_scoring)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +44,7 @@ BENCHMARKS = {
     "scale_sim": lambda smoke: scale_sim.run(smoke=smoke),
     "growth": lambda smoke: growth.run(smoke=smoke),
     "store_backends": lambda smoke: store_backends.run(smoke=smoke),
+    "cnn_vs_textbook": lambda smoke: cnn_vs_textbook.run(smoke=smoke),
 }
 
 
@@ -104,6 +105,13 @@ def table(results: dict) -> str:
                     f"({s['measured_at']}) | {p['cycles_per_second']:.0f} (submit p50 {p['submit_p50_ms']:.2f} / "
                     f"p99 {p['submit_p99_ms']:.2f} ms) | embedded SQLite {q['cycles_per_second']:.0f} (p50 "
                     f"{q['submit_p50_ms']:.2f} / p99 {q['submit_p99_ms']:.2f} ms) | {s['ratio']:.2f} | – | – |")
+    if "cnn_vs_textbook" in r:
+        for c in r["cnn_vs_textbook"]["rows"]:
+            shape = "×".join(map(str, c["input_shape"][1:]))
+            rows.append(f"| 9 | `cnn` accuracy, {c['labels']} random labels of {c['dataset']} ({shape}), "
+                        f"{c['seeds']} seeds, same labels and recipe | {c['cnn_mean']:.3f} ± {c['cnn_std']:.3f} | "
+                        f"textbook CNN {c['textbook_mean']:.3f} ± {c['textbook_std']:.3f} | {c['ratio']:.3f} | "
+                        f"≥ 1 | {ok(c['pass'])} |")
     return "\n".join(rows)
 
 

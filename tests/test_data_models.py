@@ -1,4 +1,4 @@
-"""Datasets by name, model factories, PNG payloads, and the torchvision extra failing clearly."""
+"""Datasets by name, item ids, model factories, PNG payloads, and the torchvision extra failing clearly."""
 
 import io
 
@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from aal_rpc import _vision
-from aal_rpc.data import _digits_arrays, load_dataset, render_png
+from aal_rpc.coordinator.validation import MAX_ID_CHARS
+from aal_rpc.data import MAX_ITEM_ID_CHARS, Dataset, _digits_arrays, load_dataset, render_png
 from aal_rpc.models import ARCHITECTURES, build_model, expected_shapes
 from aal_rpc.training import train
 from aal_rpc.types import shard_of
@@ -61,6 +62,101 @@ def test_shards_partition_the_pool():
     assert all(shard_of(str(i), 3) == 1 for i in shards[1])
 
 
+def test_digits_ids_are_pool_rows():
+    ds = load_dataset("digits")
+    assert ds.item_ids[:3] == ("0", "1", "2") and len(ds.item_ids) == len(ds.x_pool)
+    assert ds.index_of("17") == 17 and ds.texts is None
+    with pytest.raises(KeyError):
+        ds.index_of(str(len(ds.x_pool)))
+
+
+def test_npz_ids_name_the_items_and_shards_follow_them(tmp_path):
+    path = tmp_path / "d.npz"
+    ids = np.array([f"img-{i:03d}" for i in range(40)])
+    np.savez(path, x=np.arange(40, dtype=np.float32).reshape(40, 1) * np.ones((1, 3), np.float32), y=np.arange(40) % 2,
+             id=ids)
+    ds = load_dataset(f"npz:{path}")
+    assert len(ds.item_ids) == 30 and set(ds.item_ids) < set(ids.tolist())
+    for row, item_id in enumerate(ds.item_ids):  # each id still names its own row after the split
+        assert ds.index_of(item_id) == row and ds.x_pool[row, 0] == int(item_id[4:])
+    shards = [ds.shard_indices(j, 4) for j in range(4)]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(30))
+    for j, rows in enumerate(shards):
+        assert all(shard_of(ds.item_ids[r], 4) == j for r in rows)
+
+
+@pytest.mark.parametrize("ids, match", [(["a", "b", "a"], "unique"), (["a", "", "c"], "non-empty"),
+                                        (["a", "b\x00", "c"], "NUL"), (["a", "b" * 257, "c"], "longer than 256")])
+def test_bad_ids_are_refused(ids, match):
+    x = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError, match=match):
+        Dataset("d", x, np.zeros(3, np.int64), x, np.zeros(3, np.int64), ("0",), item_ids=tuple(ids))
+
+
+def test_npz_ids_may_be_bytes_or_integers(tmp_path):
+    path = tmp_path / "d.npz"
+    x, y = np.zeros((3, 2), np.float32), np.zeros(3)
+    np.savez(path, x=x, y=y, x_test=x, y_test=y, id=np.array([b"a", b"b", b"c"]))
+    assert load_dataset(f"npz:{path}").item_ids == ("a", "b", "c")
+    np.savez(path, x=x, y=y, x_test=x, y_test=y, id=np.array([10, 20, 30]))
+    assert load_dataset(f"npz:{path}").index_of("20") == 1
+
+
+def test_npz_with_duplicate_ids_is_refused(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((4, 2), np.float32), y=np.zeros(4), id=np.array(["a", "b", "a", "c"]),
+             x_test=np.zeros((1, 2), np.float32), y_test=np.zeros(1))
+    with pytest.raises(ValueError, match="unique.*'a'"):
+        load_dataset(f"npz:{path}")
+
+
+def test_the_id_limit_is_the_coordinators():
+    assert MAX_ITEM_ID_CHARS == MAX_ID_CHARS
+
+
+def _write_image(path, color, size=(10, 6)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def test_folder_reads_images_without_torchvision_and_ids_are_relative_paths(tmp_path):
+    for i in range(4):
+        _write_image(tmp_path / "cat" / f"c{i}.png", (255, 0, 0))
+        _write_image(tmp_path / "dog" / "sub" / f"d{i}.jpg", (0, 0, 255))
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    ds = load_dataset(f"folder:{tmp_path}")
+    assert ds.class_names == ("cat", "dog") and ds.input_shape == (3, 32, 32)
+    assert len(ds.x_pool) == 6 and len(ds.x_test) == 2
+    for row, item_id in enumerate(ds.item_ids):
+        cls = item_id.split("/")[0]
+        assert ds.y_pool[row] == ds.class_names.index(cls)
+        red = ds.x_pool[row, 0].mean()
+        assert (red > 0.99) if cls == "cat" else (red < 0.01)
+    assert set(ds.item_ids) <= {f"cat/c{i}.png" for i in range(4)} | {f"dog/sub/d{i}.jpg" for i in range(4)}
+
+
+def test_folder_with_train_and_test(tmp_path):
+    for split, n in (("train", 3), ("test", 2)):
+        for cls, color in (("a", (0, 0, 0)), ("b", (255, 255, 255))):
+            for i in range(n):
+                _write_image(tmp_path / split / cls / f"{i}.png", color)
+    ds = load_dataset(f"folder:{tmp_path}")
+    assert ds.item_ids == ("train/a/0.png", "train/a/1.png", "train/a/2.png", "train/b/0.png", "train/b/1.png",
+                           "train/b/2.png")
+    assert ds.y_pool.tolist() == [0, 0, 0, 1, 1, 1] and ds.y_test.tolist() == [0, 0, 1, 1]
+
+
+def test_digits28_is_the_digits_redrawn_at_28x28_the_same_in_every_load():
+    a, b, small = load_dataset("digits28"), load_dataset("digits28"), load_dataset("digits")
+    assert a.input_shape == (1, 28, 28) and a.num_classes == 10
+    assert np.array_equal(a.x_pool, b.x_pool) and np.array_equal(a.y_pool, small.y_pool)
+    assert 0.0 <= a.x_pool.min() and a.x_pool.max() <= 1.0
+    # each digit gets its own pose: the centres of mass of the ink scatter
+    ink = np.clip(a.x_pool[:200, 0] - 0.3, 0, None)
+    rows = (ink.sum(2) * np.arange(28)).sum(1) / ink.sum((1, 2))
+    assert rows.std() > 1.0
+
+
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_models_expose_embeddings(arch):
     model = build_model(arch, (1, 8, 8), 10)
@@ -74,10 +170,12 @@ def test_torchvision_models_fail_clearly_when_torchvision_cannot_load(monkeypatc
     def broken():
         raise RuntimeError("this model or dataset needs torchvision, which could not be loaded")
 
-    monkeypatch.setattr("aal_rpc.models.import_torchvision", broken)
+    monkeypatch.setattr("aal_rpc.models.tv.import_torchvision", broken)
     with pytest.raises(RuntimeError, match="needs torchvision"):
-        build_model("resnet18", (3, 32, 32), 10)
-    assert {"mlp", "cnn", "resnet18", "vgg16"} <= set(ARCHITECTURES)
+        build_model("tv:resnet18", (3, 32, 32), 10)
+    with pytest.raises(RuntimeError, match="needs torchvision"):
+        build_model("tv:vgg16", (3, 32, 32), 10)
+    assert {"mlp", "cnn", "resnet18", "vgg16", "text", "tv:resnet18", "tv:vgg16"} <= set(ARCHITECTURES)
 
 
 def test_import_torchvision_wraps_the_failure(monkeypatch):

@@ -1,4 +1,5 @@
-"""Model factories by name: `mlp` and `cnn` in plain torch, `resnet18` and `vgg16` through torchvision.
+"""Model factories by name, all plain torch: `mlp`, `cnn`, `resnet18`, `vgg16` (CIFAR-style) and `text` (hashed
+n-grams); torchvision's ImageNet-shaped networks as `tv:resnet18` and `tv:vgg16` (torchvision imported lazily).
 
 Every model is a `Classifier`: `features` maps an input batch to its penultimate-layer embedding,
 `head` maps embeddings to class logits. Strategies that need embeddings (Cluster-Margin) call `embed`.
@@ -9,70 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
-from aal_rpc._vision import import_torchvision
-
-
-class Classifier(nn.Module):
-    def __init__(self, features: nn.Module, embedding_dim: int, num_classes: int):
-        super().__init__()
-        self.features = features
-        self.embedding_dim = embedding_dim
-        self.head = nn.Linear(embedding_dim, num_classes)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-def _mlp(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
-    d = 1
-    for s in input_shape:
-        d *= s
-    features = nn.Sequential(nn.Flatten(), nn.Linear(d, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU())
-    return Classifier(features, 128, num_classes)
-
-
-def _cnn(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
-    if len(input_shape) != 3:
-        raise ValueError(f"cnn needs image input (C, H, W); got {input_shape}")
-    c = input_shape[0]
-    features = nn.Sequential(
-        nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2) if min(input_shape[1:]) >= 8 else nn.Identity(),
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-        nn.Linear(64 * 16, 128), nn.ReLU(), nn.Dropout(0.25),
-    )
-    return Classifier(features, 128, num_classes)
-
-
-def _resnet18(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
-    tv = import_torchvision()
-    net = tv.models.resnet18(weights=None)
-    if input_shape[0] != 3:
-        net.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=7, stride=2, padding=3, bias=False)
-    net.fc = nn.Identity()
-    return Classifier(net, 512, num_classes)
-
-
-def _vgg16(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
-    tv = import_torchvision()
-    net = tv.models.vgg16(weights=None)
-    if input_shape[0] != 3:
-        net.features[0] = nn.Conv2d(input_shape[0], 64, kernel_size=3, padding=1)
-    features = nn.Sequential(net.features, net.avgpool, nn.Flatten(), *list(net.classifier.children())[:-1])
-    return Classifier(features, 4096, num_classes)
-
+from aal_rpc.models.cifar import resnet18, vgg16
+from aal_rpc.models.classifier import Classifier
+from aal_rpc.models.small import cnn, mlp
+from aal_rpc.models.text import text
+from aal_rpc.models.tv import tv_resnet18, tv_vgg16
 
 ARCHITECTURES: dict[str, Callable[[tuple[int, ...], int], Classifier]] = {
-    "mlp": _mlp,
-    "cnn": _cnn,
-    "resnet18": _resnet18,
-    "vgg16": _vgg16,
+    "mlp": mlp,
+    "cnn": cnn,
+    "resnet18": resnet18,
+    "vgg16": vgg16,
+    "text": text,
+    "tv:resnet18": tv_resnet18,
+    "tv:vgg16": tv_vgg16,
 }
 
 
@@ -89,3 +41,11 @@ def expected_shapes(architecture: str, input_shape: tuple[int, ...], num_classes
     with torch.device("meta"):
         model = build_model(architecture, input_shape, num_classes)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def input_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype a model's input batch must have: int64 for `text`, float32 for the rest."""
+    return getattr(model, "input_dtype", torch.float32)
+
+
+__all__ = ["ARCHITECTURES", "Classifier", "build_model", "expected_shapes", "input_dtype"]
