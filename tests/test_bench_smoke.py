@@ -18,7 +18,7 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     b = results["benchmarks"]
     assert set(b) == {"annotators", "model_distribution", "worker_scoring", "cluster_margin", "scale_sim", "growth",
-                      "store_backends"}
+                      "store_backends", "cnn_vs_textbook"}
     assert b["annotators"]["measured"]["labels"] > 0 and b["annotators"]["bare"]["count"] > 0
     assert b["model_distribution"]["download_mb_per_s"] > 0 and b["model_distribution"]["bare_mb_per_s"] > 0
     assert b["worker_scoring"]["ratio"] > 0

@@ -15,7 +15,7 @@ from aal_rpc.coordinator.core import CoordinatorConfig
 from aal_rpc.coordinator.metrics import serve as serve_metrics
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.coordinator.store import SqliteStore
-from aal_rpc.data import load_dataset
+from aal_rpc.data import DATASETS, load_dataset
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, parse_address
 from aal_rpc.models import ARCHITECTURES
 from aal_rpc.security import ServerTLS, load_tokens
@@ -68,7 +68,7 @@ def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset:
                    "database, so several coordinator replicas can serve it at once (async mode). Also $AAL_STORE.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Where the embedded store keeps all state (required with --store sqlite).")
-@click.option("--dataset", default="digits", show_default=True, help="digits, npz:PATH, cifar10:DIR or folder:DIR.")
+@click.option("--dataset", default="digits", show_default=True, help=f"{DATASETS}.")
 @click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
 @click.option("--mode", type=click.Choice(["async", "sync"]), default="async", show_default=True,
               help="sync: release --batch-size queries, then wait for a model trained on all labels and rescored "

@@ -9,13 +9,14 @@ import click
 
 from aal_rpc.cli.common import strategy_list
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
+from aal_rpc.data import DATASETS
 from aal_rpc.experiment import ExperimentConfig, run_experiment
 from aal_rpc.experiment.suite import SCALES, run_suite
 from aal_rpc.models import ARCHITECTURES
 
 
 @click.group(invoke_without_command=True)
-@click.option("--dataset", default="digits", show_default=True)
+@click.option("--dataset", default="digits", show_default=True, help=f"{DATASETS}.")
 @click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
 @click.option("--mode", type=click.Choice(["async", "sync"]), default="async", show_default=True,
               help="sync: each batch waits for a model trained on all labels (the classic loop).")

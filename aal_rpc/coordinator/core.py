@@ -46,7 +46,7 @@ class CoordinatorConfig:
     lease_seconds: float = 300.0
     defer_seconds: float = DEFAULT_DEFER_SECONDS  # a deferred item is not offered to the same annotator this long
     keep_models: int = 8
-    max_weight_bytes: int = 2 * 1024 ** 3  # vgg16 is about 540 MB; anything far bigger is a mistake
+    max_weight_bytes: int = 2 * 1024 ** 3  # tv:vgg16 is about 540 MB (vgg16 60 MB); far bigger is a mistake
     seed: int = 0
 
 

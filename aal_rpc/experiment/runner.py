@@ -155,7 +155,7 @@ def retrained_accuracies(cfg: ExperimentConfig, records: list) -> list[float]:
 
     recipe = TrainerConfig(server_id="retrain", epochs=cfg.epochs, min_steps=cfg.min_steps, device=cfg.device)
     ds = load_dataset(cfg.dataset)
-    x = np.stack([r.payload.to_array().astype(np.float32, copy=False) for r in records])
+    x = np.stack([r.payload.to_array() for r in records])  # train() casts to what the model takes
     y = np.asarray([r.label for r in records], dtype=np.int64)
     accuracies = []
     for k in range(cfg.eval_repeats):

@@ -56,7 +56,8 @@ SCALES = {
                    cm_budget=200, workers=3, annotators=8, annotator_delay=0.2, epochs=15, device="cpu",
                    target_accuracy=0.90, slow_min_steps=200, slow_batch_sizes=(10, 20), slow_annotator_delay=1.0,
                    slow_budget=100, slow_seeds=4),
-    # The paper's setting (CIFAR-10 / VGG-16, 10 workers, batch sizes 1000-5000); needs a GPU and the data.
+    # The paper's setting (CIFAR-10 / VGG-16, 10 workers, batch sizes 1000-5000); needs a GPU and CIFAR-10's
+    # binary version (cifar-10-binary.tar.gz) unpacked under data/cifar10.
     "paper": Scale(dataset="cifar10:data/cifar10", model="vgg16", budget=20000, batch_sizes=(1000, 2500, 5000),
                    cm_batch_sizes=(1000, 2500, 5000), cm_budget=20000, workers=10, annotators=64,
                    annotator_delay=1.0, epochs=20, device="cuda", target_accuracy=0.75, slow_min_steps=0,
