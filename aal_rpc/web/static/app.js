@@ -1,0 +1,514 @@
+"use strict";
+/* aal-web's page: one item at a time, one key per class.
+
+   The page holds two leases: the item on screen and the next one, leased in the background with its image
+   already decoded, so a key press shows the next item at once; the label goes to the server meanwhile and is
+   counted when the coordinator has it on disk. While open, the page renews its leases (heartbeat); when it
+   closes it gives them back (pagehide + sendBeacon); if it vanishes without a word, aal-web and then the
+   coordinator's lease expiry return its items to the pool. */
+
+const UNDO_DEPTH = 20; // labels of this page that Undo reaches back over
+const LONG_POLL_SECONDS = 10; // the longest wait aal-web allows a lease request (aal_rpc/web/app.py)
+const MAX_BACKOFF_MS = 10000;
+const STAGE_MARGIN = 16; // px kept free around an image
+const SEND_AFTER_MS = 100; // a key's request goes out after the next frame is drawn, or after this long at most
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  session: sessionStorage.getItem("aal.session"), // a login, kept across reloads of this tab
+  tab: null, // this page's registration with aal-web: its leases are held under it
+  generation: 0, // bumps whenever the page re-registers; answers for an older registration are dropped
+  classes: [],
+  keys: new Map(), // key -> class index
+  current: null, // the item on screen
+  next: null, // the item shown on the next key press: leased, its image decoded
+  filling: false,
+  history: [], // this page's labels, newest last: {item, label, ack}
+  correcting: null, // index into history while an earlier label is being changed
+  pendingSince: null, // when a key was pressed whose next item is not on screen yet
+  heartbeat: null,
+  unsent: new Map(), // lease -> the label or give-back a key set off, until its request goes out
+};
+
+// Key press (or click) -> the next item on screen, in ms, measured to the frame that shows it; and key press ->
+// the label on the coordinator's disk. benchmarks/web_latency.py reads both.
+window.aalLatencies = [];
+window.aalAckLatencies = [];
+window.aalNotReady = 0; // key presses that found the next item still on its way
+
+class ApiError extends Error {
+  constructor(status, message, expired) {
+    super(message);
+    this.status = status;
+    this.expired = expired || "";
+  }
+}
+
+async function api(path, body) {
+  let response;
+  try {
+    response = await fetch("/api/" + path, {
+      method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new ApiError(0, "aal-web cannot be reached");
+  }
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => ({error: response.statusText}));
+  if (!response.ok) throw new ApiError(response.status, data.error || response.statusText, data.expired);
+  return data;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// -- login ----------------------------------------------------------------------------------------------
+
+function showLogin(message) {
+  state.session = null;
+  state.tab = null;
+  state.generation++;
+  sessionStorage.removeItem("aal.session");
+  clearInterval(state.heartbeat);
+  $("desk").hidden = true;
+  $("logout").hidden = true;
+  $("who").textContent = "";
+  $("stats").textContent = "";
+  $("login").hidden = false;
+  $("login-error").textContent = message || "";
+  $("token").focus();
+}
+
+$("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const r = await api("login", {token: $("token").value, name: $("name").value});
+    $("token").value = "";
+    state.session = r.session;
+    sessionStorage.setItem("aal.session", r.session);
+    await openTab();
+  } catch (err) {
+    $("login-error").textContent = err.message;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  const session = state.session;
+  showLogin("");
+  await api("logout", {session}).catch(() => {});
+});
+
+// An error that ends the login or this page's registration; true when handled here. `tab`: the registration
+// the failed request was made under, when it may be an older one than the page's now.
+function handleExpired(err, tab) {
+  if (err.expired === "tab") {
+    if (tab && tab !== state.tab) return false;
+    openTab();
+    return true;
+  }
+  if (err.expired === "session" || err.status === 401) {
+    showLogin(err.expired ? "Your login has ended; please log in again." : err.message);
+    return true;
+  }
+  if (err.status === 403) {
+    showLogin("This token may not label: " + err.message);
+    return true;
+  }
+  return false;
+}
+
+// -- the desk -------------------------------------------------------------------------------------------
+
+async function openTab() {
+  const generation = ++state.generation;
+  state.tab = null;
+  state.current = state.next = null;
+  state.correcting = null;
+  let r;
+  for (let backoff = 500; ; backoff = Math.min(2 * backoff, MAX_BACKOFF_MS)) {
+    try {
+      r = await api("tab", {session: state.session});
+      break;
+    } catch (err) {
+      if (generation !== state.generation) return;
+      if (err.status !== 0 && handleExpired(err)) return;
+      setStatus(err.message + "; retrying");
+      await sleep(backoff);
+    }
+  }
+  if (generation !== state.generation) return;
+  state.tab = r.tab;
+  state.classes = r.class_names;
+  state.keys = assignKeys(r.class_names);
+  buildButtons();
+  $("who").textContent = r.annotator;
+  showStats(r.stats);
+  $("login").hidden = true;
+  $("desk").hidden = false;
+  $("logout").hidden = false;
+  setStatus("");
+  clearInterval(state.heartbeat);
+  state.heartbeat = setInterval(heartbeat, r.heartbeat_seconds * 1000);
+  render();
+  fill();
+}
+
+// Keys 1..9, 0 for the first ten classes in order; when the classes are themselves the digits, each its own.
+function assignKeys(names) {
+  const digits = names.length <= 10 && new Set(names).size === names.length && names.every((n) => /^[0-9]$/.test(n));
+  const keys = new Map();
+  names.forEach((name, i) => {
+    const key = digits ? name : i < 9 ? String(i + 1) : i === 9 ? "0" : null;
+    if (key !== null) keys.set(key, i);
+  });
+  return keys;
+}
+
+function buildButtons() {
+  const keyOf = new Map([...state.keys].map(([key, i]) => [i, key]));
+  const buttons = state.classes.map((name, i) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "class";
+    b.dataset.class = String(i);
+    b.append(name);
+    if (keyOf.has(i) && keyOf.get(i) !== name) {
+      const kbd = document.createElement("kbd");
+      kbd.textContent = keyOf.get(i);
+      b.append(" ", kbd);
+    }
+    b.addEventListener("click", (event) => {
+      b.blur(); // Enter or Space must not label the next item with this class again
+      choose(i, event.timeStamp);
+    });
+    return b;
+  });
+  $("classes").replaceChildren(...buttons);
+  const keys = [...state.keys.keys()];
+  const n = keys.length;
+  const byName = n && keys.every((k, i) => k === state.classes[i]);
+  let labelKeys = "";
+  if (n) labelKeys = byName ? `${keys[0]}–${keys[n - 1]} label` : n === 10 ? "1–9, 0 label" : `1–${n} label`;
+  $("keys").textContent = `Keys: ${labelKeys ? labelKeys + " · " : ""}S skip · D don't know · U undo · Esc cancel`;
+}
+
+function showStats(stats) {
+  const el = $("stats");
+  el.dataset.labels = String(stats.labels);
+  el.dataset.corrections = String(stats.corrections);
+  const changed = stats.corrections ? ` · ${stats.corrections} changed` : "";
+  el.textContent = `${stats.labels} label${stats.labels === 1 ? "" : "s"}${changed} · ${stats.per_minute} / min`;
+}
+
+function setStatus(message) {
+  $("status").textContent = message;
+}
+
+let flashTimer = null;
+function flash(message) {
+  $("banner").textContent = message;
+  clearTimeout(flashTimer);
+  flashTimer = setTimeout(() => {
+    if (state.correcting === null) $("banner").textContent = "";
+  }, 2500);
+}
+
+// -- items ----------------------------------------------------------------------------------------------
+
+async function prepare(raw) {
+  const item = {...raw};
+  if (raw.image) {
+    const img = new Image();
+    img.className = "item-image";
+    img.alt = "item " + raw.item;
+    img.src = raw.image;
+    try {
+      await img.decode(); // decoded now, so showing it later costs nothing
+    } catch (e) {
+      // a PNG the browser cannot decode is shown as broken; the person can skip it
+    }
+    item.el = img;
+  } else {
+    const div = document.createElement("div");
+    div.className = "item-text";
+    div.textContent = raw.text; // text, never HTML
+    item.el = div;
+  }
+  return item;
+}
+
+// Nearest-neighbour upscaling by a whole factor keeps small images crisp; larger ones are fitted down.
+function fit(el) {
+  if (!(el instanceof HTMLImageElement) || !el.naturalWidth) return;
+  const stage = $("stage");
+  const room = (size) => Math.max(1, size - 2 * STAGE_MARGIN);
+  const s = Math.min(room(stage.clientWidth) / el.naturalWidth, room(stage.clientHeight) / el.naturalHeight);
+  const scale = s >= 1 ? Math.floor(s) : s;
+  el.classList.toggle("pixelated", scale >= 2);
+  el.style.width = `${Math.round(el.naturalWidth * scale)}px`;
+  el.style.height = `${Math.round(el.naturalHeight * scale)}px`;
+}
+
+function render() {
+  const stage = $("stage");
+  const entry = state.correcting !== null ? state.history[state.correcting] : null;
+  const shown = entry ? entry.item : state.current;
+  for (const b of $("classes").children) b.classList.toggle("was", !!entry && Number(b.dataset.class) === entry.label);
+  $("desk").classList.toggle("correcting", !!entry);
+  if (entry) {
+    const was = state.classes[entry.label];
+    $("banner").textContent = `Changing your label “${was}” for item ${entry.item.item}: press the right class, or Esc.`;
+  } else if ($("banner").textContent.startsWith("Changing")) {
+    $("banner").textContent = "";
+  }
+  if (!shown) {
+    const p = document.createElement("p");
+    p.className = "waiting";
+    p.textContent = "Waiting for items to label…";
+    stage.replaceChildren(p);
+    stage.dataset.item = stage.dataset.lease = stage.dataset.deadline = "";
+    $("meta").textContent = "";
+    return;
+  }
+  stage.replaceChildren(shown.el);
+  fit(shown.el);
+  stage.dataset.item = shown.item;
+  stage.dataset.lease = entry ? "" : shown.lease;
+  stage.dataset.deadline = entry ? "" : String(shown.deadline);
+  const source = shown.strategy ? ` · proposed by ${shown.strategy}, model v${shown.model_version}` : "";
+  $("meta").textContent = `item ${shown.item}${source}`;
+  if (!entry && state.pendingSince !== null) {
+    const since = state.pendingSince;
+    state.pendingSince = null;
+    requestAnimationFrame(() => window.aalLatencies.push(performance.now() - since));
+  }
+}
+
+// Keep an item on screen and the next one ready, for as long as this page is registered.
+async function fill() {
+  if (state.filling) return;
+  state.filling = true;
+  let backoff = 500;
+  try {
+    while (state.tab && (!state.current || !state.next)) {
+      const {session, tab, generation} = state;
+      let r;
+      try {
+        r = await api("lease", {session, tab, wait: LONG_POLL_SECONDS});
+      } catch (err) {
+        if (generation !== state.generation) continue;
+        if (err.status !== 0 && handleExpired(err)) return;
+        setStatus(`${err.message}; retrying`);
+        await sleep(backoff);
+        backoff = Math.min(2 * backoff, MAX_BACKOFF_MS);
+        continue;
+      }
+      backoff = 500;
+      if (generation !== state.generation) continue; // the old registration's leases were given back
+      if ($("status").textContent.endsWith("retrying")) setStatus("");
+      if (!r.item) {
+        if (!state.current) render();
+        continue;
+      }
+      const item = await prepare(r.item);
+      if (generation !== state.generation) continue;
+      if (!state.current) {
+        state.current = item;
+        if (state.correcting === null) render();
+      } else {
+        state.next = item;
+      }
+    }
+  } finally {
+    state.filling = false;
+  }
+}
+
+// Resolves once the frame under way is drawn (or SEND_AFTER_MS later, in a tab whose frames have stopped): the
+// network work a key sets off waits until the next item is on screen.
+function afterFrame() {
+  return new Promise((resolve) => {
+    requestAnimationFrame(() => setTimeout(resolve, 0));
+    setTimeout(resolve, SEND_AFTER_MS);
+  });
+}
+
+// Send what a key did to the item `lease` after the frame; should the page close first, the close says it.
+async function send(path, body) {
+  state.unsent.set(body.lease, {path, ...body});
+  await afterFrame();
+  if (!state.unsent.delete(body.lease)) throw new ApiError(0, "the page was closed");
+  return api(path, body);
+}
+
+function advance(since) {
+  if (!state.next) window.aalNotReady++;
+  state.current = state.next;
+  state.next = null;
+  state.pendingSince = since;
+  render();
+  afterFrame().then(fill);
+}
+
+function choose(label, since) {
+  if (state.correcting !== null) return correct(label);
+  const item = state.current;
+  if (!item || !state.tab) return;
+  const {session, tab} = state;
+  advance(since);
+  const entry = {item, label};
+  entry.ack = send("label", {session, tab, lease: item.lease, label}).then((r) => {
+    window.aalAckLatencies.push(performance.now() - since);
+    showStats(r.stats);
+    if ($("status").textContent.startsWith("Item")) setStatus("");
+    return r;
+  });
+  state.history.push(entry);
+  if (state.history.length > UNDO_DEPTH) state.history.shift();
+  entry.ack.catch((err) => {
+    const i = state.history.indexOf(entry);
+    if (i >= 0 && state.correcting === null) state.history.splice(i, 1);
+    if (!handleExpired(err, tab)) setStatus(`Item ${item.item} was not saved: ${err.message}`);
+  });
+}
+
+function giveBack(how, since) {
+  const item = state.current;
+  if (state.correcting !== null || !item || !state.tab) return;
+  const {session, tab} = state;
+  advance(since);
+  send(how, {session, tab, lease: item.lease}).catch((err) => {
+    const what = how === "skip" ? "skipped" : "put back";
+    if (!handleExpired(err, tab)) setStatus(`Item ${item.item} could not be ${what}: ${err.message}`);
+  });
+}
+
+function undo() {
+  if (!state.history.length) {
+    flash("Nothing to undo yet.");
+    return;
+  }
+  state.correcting = state.correcting === null ? state.history.length - 1 : Math.max(0, state.correcting - 1);
+  render();
+}
+
+function cancelCorrection() {
+  if (state.correcting === null) return;
+  state.correcting = null;
+  render();
+}
+
+async function correct(label) {
+  const entry = state.history[state.correcting];
+  state.correcting = null;
+  render(); // back to the current item at once; the change is saved in the background
+  try {
+    await entry.ack; // the label being changed must be in L first
+    if (entry.label === label) return;
+    const r = await api("correct", {session: state.session, item: entry.item.item, label});
+    entry.label = label;
+    showStats(r.stats);
+    flash(`Item ${entry.item.item} is now “${state.classes[label]}”.`);
+  } catch (err) {
+    if (!handleExpired(err)) setStatus(`Item ${entry.item.item} was not changed: ${err.message}`);
+  }
+}
+
+// -- staying alive, and leaving ---------------------------------------------------------------------------
+
+async function heartbeat() {
+  if (!state.tab) return;
+  const {session, tab, generation} = state;
+  let r;
+  try {
+    r = await api("heartbeat", {session, tab});
+  } catch (err) {
+    if (generation === state.generation && !handleExpired(err)) setStatus(`${err.message}; retrying`);
+    return;
+  }
+  if (generation !== state.generation) return;
+  showStats(r.stats);
+  const lost = new Set(r.lost); // expired while the computer slept, say: drop them and lease others
+  if (state.next && lost.has(state.next.lease)) state.next = null;
+  if (state.current && lost.has(state.current.lease)) {
+    state.current = state.next;
+    state.next = null;
+    render();
+  }
+  for (const item of [state.current, state.next]) {
+    if (item && r.deadlines[item.lease]) item.deadline = r.deadlines[item.lease];
+  }
+  if (state.current && state.correcting === null) $("stage").dataset.deadline = String(state.current.deadline);
+  if ($("status").textContent.endsWith("retrying")) setStatus("");
+  fill();
+}
+
+addEventListener("pagehide", () => {
+  if (state.tab) {
+    const done = [...state.unsent.values()].filter((u) => u.tab === state.tab)
+      .map(({path, lease, label}) => ({action: path, lease, label}));
+    state.unsent.clear();
+    const body = JSON.stringify({session: state.session, tab: state.tab, done});
+    navigator.sendBeacon("/api/close", new Blob([body], {type: "text/plain"}));
+  }
+  state.tab = null;
+  state.generation++;
+  clearInterval(state.heartbeat);
+});
+
+addEventListener("pageshow", (event) => {
+  if (event.persisted && state.session) openTab(); // back from the back/forward cache: register again
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") heartbeat(); // timers of hidden tabs are throttled
+});
+
+addEventListener("resize", () => {
+  const el = $("stage").firstElementChild;
+  if (el) fit(el);
+});
+
+document.addEventListener("keydown", (event) => {
+  if ($("desk").hidden || event.target.closest("input, textarea, select")) return;
+  if (event.altKey || event.metaKey) return;
+  if (event.ctrlKey) {
+    if (event.key === "z") {
+      event.preventDefault();
+      undo();
+    }
+    return;
+  }
+  if (event.repeat) return; // a held key labels one item, not a run of them
+  const key = event.key;
+  if (state.keys.has(key)) {
+    event.preventDefault();
+    choose(state.keys.get(key), event.timeStamp);
+  } else if (key === "s" || key === "S") {
+    giveBack("skip", event.timeStamp);
+  } else if (key === "d" || key === "D") {
+    giveBack("defer", event.timeStamp);
+  } else if (key === "u" || key === "U" || key === "Backspace") {
+    event.preventDefault();
+    undo();
+  } else if (key === "Escape") {
+    cancelCorrection();
+  }
+});
+
+$("skip").addEventListener("click", (event) => {
+  event.currentTarget.blur();
+  giveBack("skip", event.timeStamp);
+});
+$("defer").addEventListener("click", (event) => {
+  event.currentTarget.blur();
+  giveBack("defer", event.timeStamp);
+});
+$("undo").addEventListener("click", (event) => {
+  event.currentTarget.blur();
+  undo();
+});
+
+if (state.session) openTab();
+else showLogin("");

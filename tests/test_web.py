@@ -1,0 +1,408 @@
+"""aal-web: the sessions core against a real coordinator, and the page in a real browser.
+
+The browser tests run Debian's headless chromium, driven by selenium through chromium-driver, against aal-web
+started as its command on 127.0.0.1:0 and a real coordinator; a person's keys and clicks go in, and L must then
+hold exactly the labels the page had acknowledged. Without chromium, chromium-driver or selenium they skip on a
+developer's machine and fail in CI (CI set), where .ci/run installs them.
+"""
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aal_rpc.cli import web as web_cli
+from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.coordinator.app import create_coordinator_server
+from aal_rpc.coordinator.core import CoordinatorConfig
+from aal_rpc.data.images import digits_arrays, render_png
+from aal_rpc.experiment.processes import command, read_address
+from aal_rpc.security import ClientSecurity, Principal, ServerTLS
+from aal_rpc.types import Payload
+from aal_rpc.web import coordinator_clients
+from aal_rpc.web.sessions import Expired, NotHeld, NotLabeledHere, Sessions
+from tests.conftest import TASK, code_of, wait_until
+
+WAIT = 30.0  # seconds a browser step may take on a loaded 2-core machine
+
+
+def digit_candidates(ids):
+    """Candidates that look like what workers send: the bundled digits, each with its PNG."""
+    images, _ = digits_arrays()
+    out = []
+    for i in ids:
+        x = (images[int(i)] / 16.0).astype(np.float32)[None]
+        out.append((str(i), Payload.from_array(x, image_png=render_png(x)), 0.5))
+    return out
+
+
+def queue_digits(address, ids, security=None):
+    with CoordinatorClient(address, retry_for=5, security=security) as c:
+        assert c.submit_candidates(worker_id="w", strategy="margin", model_version=0,
+                                   candidates=digit_candidates(ids)).accepted == len(ids)
+
+
+# -- the sessions core, no browser ----------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def desk(grpc_coordinator):
+    """Sessions on a real coordinator with an injected clock; yields (sessions, clock, admin client)."""
+    address, _ = grpc_coordinator
+    connect, channel = coordinator_clients(address, ClientSecurity(), lease_seconds=60, retry_for=5)
+    clock = Clock()
+    sessions = Sessions(connect, heartbeat_seconds=1, tab_timeout=10, clock=clock)
+    admin = CoordinatorClient(address, retry_for=5)
+    queue_digits(address, range(6))
+    yield sessions, clock, admin
+    sessions.close()
+    admin.close()
+    channel.close()
+
+
+def test_a_silent_page_gives_its_leases_back(desk):
+    sessions, clock, admin = desk
+    session = sessions.login(None, "alice")
+    _, tab = sessions.open_tab(session.session_id)
+    _, other = sessions.open_tab(session.session_id)
+    for t in (tab, other):
+        assert sessions.lease(session.session_id, t.tab_id, 0) is not None
+    assert admin.stats().leased == 2
+    clock.now += 5
+    sessions.heartbeat(session.session_id, other.tab_id)  # `other` is still open
+    clock.now += 6
+    assert sessions.reap() == 1
+    assert admin.stats().leased == 1
+    with pytest.raises(Expired) as info:
+        sessions.lease(session.session_id, tab.tab_id, 0)
+    assert info.value.what == "tab"
+
+
+def test_closing_a_page_or_logging_out_gives_leases_back(desk):
+    sessions, _, admin = desk
+    session = sessions.login(None, "alice")
+    _, tab = sessions.open_tab(session.session_id)
+    _, other = sessions.open_tab(session.session_id)
+    for t in (tab, tab, other):
+        sessions.lease(session.session_id, t.tab_id, 0)
+    sessions.close_tab(session.session_id, tab.tab_id)
+    assert admin.stats().leased == 1
+    sessions.logout(session.session_id)
+    assert admin.stats().leased == 0
+    with pytest.raises(Expired) as info:
+        sessions.open_tab(session.session_id)
+    assert info.value.what == "session"
+
+
+def test_a_closing_page_says_what_its_last_keys_did(desk):
+    sessions, _, admin = desk
+    session = sessions.login(None, "alice")
+    _, tab = sessions.open_tab(session.session_id)
+    labeled, skipped, kept = (sessions.lease(session.session_id, tab.tab_id, 0) for _ in range(3))
+    sessions.close_tab(session.session_id, tab.tab_id, [("label", labeled.lease_id, 6), ("skip", skipped.lease_id, 0)])
+    assert [(r.item_id, r.label) for r in admin.export(include_payload=False)] == [(labeled.item_id, 6)]
+    stats = admin.stats()
+    assert (stats.skipped, stats.leased, stats.queued) == (1, 0, 4)  # `kept` went back to the pool
+
+
+def test_heartbeat_renews_leases_and_reports_lost_ones(desk):
+    sessions, _, _ = desk
+    session = sessions.login(None, "alice")
+    _, tab = sessions.open_tab(session.session_id)
+    kept = sessions.lease(session.session_id, tab.tab_id, 0)
+    gone = sessions.lease(session.session_id, tab.tab_id, 0)
+    session.client.release(gone)  # behind the page's back, as an expiry during a laptop's sleep would
+    deadlines, lost, _ = sessions.heartbeat(session.session_id, tab.tab_id)
+    assert lost == [gone.lease_id]
+    assert deadlines[kept.lease_id] >= kept.deadline_unix
+    with pytest.raises(NotHeld):
+        sessions.submit(session.session_id, tab.tab_id, gone.lease_id, 1)
+
+
+def test_labels_count_and_only_this_sessions_labels_can_be_corrected(desk):
+    sessions, _, admin = desk
+    alice, bob = sessions.login(None, "alice"), sessions.login(None, "bob")
+    _, a_tab = sessions.open_tab(alice.session_id)
+    _, b_tab = sessions.open_tab(bob.session_id)
+    qa = sessions.lease(alice.session_id, a_tab.tab_id, 0)
+    qb = sessions.lease(bob.session_id, b_tab.tab_id, 0)
+    result, stats = sessions.submit(alice.session_id, a_tab.tab_id, qa.lease_id, 2)
+    assert not result.duplicate and stats["labels"] == 1 and stats["per_minute"] > 0
+    sessions.submit(bob.session_id, b_tab.tab_id, qb.lease_id, 4)
+    with pytest.raises(NotLabeledHere):
+        sessions.correct(alice.session_id, qb.item_id, 5)  # bob's label
+    fixed, stats = sessions.correct(alice.session_id, qa.item_id, 7)
+    assert stats == {**stats, "labels": 1, "corrections": 1}
+    records = list(admin.export(include_payload=False))
+    assert [(r.item_id, r.label, r.annotator_id) for r in records] == [
+        (qa.item_id, 2, "alice"), (qb.item_id, 4, "bob"), (qa.item_id, 7, "alice")]
+    assert records[-1].seq == fixed.seq and records[-1].supersedes == records[0].seq
+
+
+def test_login_needs_a_token_the_coordinator_accepts(tmp_path):
+    tokens = {"ann-token": Principal("annotator"), "wrk-token": Principal("worker")}
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK, tokens=tokens)
+    address = f"127.0.0.1:{srv.port}"
+    connect, channel = coordinator_clients(address, ClientSecurity(), lease_seconds=60, retry_for=1)
+    sessions = Sessions(connect, heartbeat_seconds=1, tab_timeout=10)
+    try:
+        import grpc
+
+        assert code_of(lambda: sessions.login("forged", "")) == grpc.StatusCode.UNAUTHENTICATED
+        assert code_of(lambda: sessions.login(None, "alice")) == grpc.StatusCode.UNAUTHENTICATED
+        session = sessions.login("ann-token", "")
+        assert session.annotator_id.startswith("web-") and "ann-token" not in session.annotator_id
+        worker = sessions.login("wrk-token", "w")  # every role may read the task, but only annotators label
+        _, tab = sessions.open_tab(worker.session_id)
+        assert code_of(lambda: sessions.lease(worker.session_id, tab.tab_id, 0)) == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        sessions.close()
+        channel.close()
+        srv.stop(0)
+
+
+def test_cli_refuses_inconsistent_options(tmp_path):
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    runner = CliRunner()
+    result = runner.invoke(web_cli.main, ["--coordinator", "127.0.0.1:1", "--tls-cert", str(cert)])
+    assert result.exit_code == 2 and "--tls-cert and --tls-key go together" in result.output
+    result = runner.invoke(web_cli.main, ["--coordinator", "127.0.0.1:1", "--lease-seconds", "10",
+                                          "--heartbeat-seconds", "5"])
+    assert result.exit_code == 2 and "--heartbeat-seconds" in result.output
+
+
+def test_cli_says_what_to_install_without_the_web_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn now raises ImportError
+    result = CliRunner().invoke(web_cli.main, ["--coordinator", "127.0.0.1:1"])
+    assert result.exit_code == 1 and "pip install 'aal-rpc[web]'" in result.output
+
+
+# -- in a real browser --------------------------------------------------------------------------------------
+
+def browser_binaries() -> tuple[str, str]:
+    """Debian's chromium and chromium-driver, and selenium: skip without them, but fail in CI."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        selenium_ok = False
+    else:
+        selenium_ok = True
+    if chromium and driver and selenium_ok:
+        return chromium, driver
+    message = "browser tests need chromium, chromium-driver (apt-get install chromium chromium-driver) and selenium"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def browsers(tmp_path):
+    """Opens headless chromium browsers, each with a profile of its own; all quit at teardown."""
+    chromium, driver_path = browser_binaries()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opened = []
+
+    def open_browser(*args: str):
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium  # never Selenium Manager: nothing is downloaded
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+                    f"--user-data-dir={tmp_path / f'profile-{len(opened)}'}", *args):
+            options.add_argument(arg)
+        service = Service(executable_path=driver_path, log_output=str(tmp_path / f"chromedriver-{len(opened)}.log"))
+        driver = webdriver.Chrome(options=options, service=service)
+        opened.append(driver)
+        return Page(driver)
+
+    yield open_browser
+    for driver in opened:
+        driver.quit()
+
+
+class Page:
+    """The labeling page in one browser, as a person sees and uses it."""
+
+    def __init__(self, driver):
+        from selenium.webdriver.common.by import By
+
+        self.driver, self.by = driver, By
+
+    def el(self, element_id):
+        return self.driver.find_element(self.by.ID, element_id)
+
+    def wait(self, predicate, what: str):
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        WebDriverWait(self.driver, WAIT, poll_frequency=0.05).until(lambda _: predicate(), message=what)
+
+    def login(self, url: str, *, token: str = "", name: str = "") -> None:
+        self.driver.get(url)
+        self.wait(lambda: self.el("login").is_displayed(), "the login form")
+        self.el("token").send_keys(token)
+        self.el("name").send_keys(name)
+        self.el("login").submit()
+
+    def item(self) -> str:
+        return self.el("stage").get_attribute("data-item")
+
+    def count(self, what: str) -> int:
+        return int(self.el("stats").get_attribute(f"data-{what}") or 0)
+
+    def press(self, key: str) -> None:
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(self.driver).send_keys(key).perform()
+
+    def click(self, css: str) -> None:
+        self.driver.find_element(self.by.CSS_SELECTOR, css).click()
+
+    def act(self, action) -> str:
+        """Do `action` on the item on screen; once the next item shows, return the one acted on."""
+        self.wait(lambda: self.item(), "an item on screen")
+        before = self.item()
+        action()
+        self.wait(lambda: self.item() not in ("", before), f"the item after {before}")
+        return before
+
+
+def start_web(procs, coordinator: str, *args: str, name: str = "web") -> str:
+    """aal-web as a subprocess on 127.0.0.1:0; its HOST:PORT from its first line."""
+    proc = procs.start(name, command("web", "--coordinator", coordinator, "--listen", "127.0.0.1:0", *args),
+                       capture_stdout=True)
+    return read_address(proc, name, procs.log_dir / f"{name}.log")
+
+
+def latest_labels(records) -> dict[str, int]:
+    latest = {}
+    for r in sorted(records, key=lambda r: r.seq):
+        latest[r.item_id] = r.label
+    return latest
+
+
+@pytest.mark.e2e
+def test_a_person_labels_with_keys_and_mouse_undoes_defers_and_skips(grpc_coordinator, procs, browsers):
+    address, _ = grpc_coordinator
+    queue_digits(address, range(30))
+    web = start_web(procs, address, "--lease-seconds", "60", "--heartbeat-seconds", "0.5")
+    page = browsers()
+    page.login(f"http://{web}/", name="alice")
+    page.wait(lambda: page.item(), "the first item")
+    assert page.el("who").text == "alice"
+    image = page.el("stage").find_element(page.by.TAG_NAME, "img")
+    assert image.value_of_css_property("image-rendering") == "pixelated" and image.size["width"] >= 8 * 16
+
+    deadline = float(page.el("stage").get_attribute("data-deadline"))
+    page.wait(lambda: float(page.el("stage").get_attribute("data-deadline") or 0) > deadline, "a renewed lease")
+
+    labels = {page.act(lambda: page.press("3")): 3}  # the digits' own keys
+    labels[page.act(lambda: page.click('button.class[data-class="5"]'))] = 5
+    deferred = page.act(lambda: page.press("d"))
+    skipped = page.act(lambda: page.click("#skip"))
+    labels[page.act(lambda: page.press("7"))] = 7
+    last = page.act(lambda: page.press("1"))
+    labels[last] = 1
+    page.wait(lambda: page.count("labels") == 4, "four labels acknowledged")
+
+    page.press("u")  # undo: the last labeled item comes back, to be labeled again
+    page.wait(lambda: page.item() == last, "the last labeled item back on screen")
+    page.press("9")
+    labels[last] = 9
+    page.wait(lambda: page.count("corrections") == 1, "the correction acknowledged")
+    assert page.count("labels") == 4 and page.item() != last
+
+    with CoordinatorClient(address, retry_for=5) as admin:
+        records = list(admin.export(include_payload=False))
+        assert latest_labels(records) == labels  # exactly what was acknowledged; nothing deferred or skipped
+        assert len(records) == len(labels) + 1 and {r.annotator_id for r in records} == {"alice"}
+        first, correction = [r for r in records if r.item_id == last]
+        assert correction.supersedes == first.seq and (first.label, correction.label) == (1, 9)
+        assert admin.stats().skipped == 1 and deferred not in labels and skipped not in labels
+        with AnnotationClient(address, "carol", retry_for=5) as carol:
+            assert carol.get_item(skipped).state == "skipped"
+            assert carol.get_item(deferred).state == "queued"  # back in the pool, for others than alice
+        page.wait(lambda: admin.stats().leased == 2, "the item on screen and the next one leased")
+
+        shown = page.el("stage").get_attribute("data-lease")
+        page.driver.refresh()  # the login survives a reload; the old page's leases go back, the new one leases
+        page.wait(lambda: page.el("stage").get_attribute("data-lease") not in ("", shown), "an item after reload")
+        page.wait(lambda: admin.stats().leased == 2, "only the reloaded page's two leases held")
+        assert page.count("labels") == 4 and page.el("who").text == "alice"
+
+        page.driver.get("about:blank")  # closing the page gives both back now, not when the 60 s leases end
+        assert wait_until(lambda: admin.stats().leased == 0, timeout=WAIT)
+
+
+def make_certs(directory):
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl), and the server key's SPKI hash."""
+    def ssl(*args, **kwargs):
+        return subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, **kwargs)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=aal web test CA", "-keyout",
+        "ca.key", "-out", "ca.pem")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out",
+        "server.csr")
+    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+        "-out", "server.pem", "-extfile", "server.ext")
+    pubkey = ssl("x509", "-in", "server.pem", "-pubkey", "-noout").stdout
+    der = ssl("pkey", "-pubin", "-outform", "der", input=pubkey).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@pytest.mark.e2e
+def test_annotators_with_tokens_label_at_once_over_tls(tmp_path, procs, browsers):
+    spki = make_certs(tmp_path)
+    tokens = {"tok-alice": Principal("annotator", "alice"), "tok-bob": Principal("annotator", "bob"),
+              "tok-worker": Principal("worker"), "tok-admin": Principal("admin")}
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK, CoordinatorConfig(lease_seconds=30),
+                                    tokens=tokens, tls=ServerTLS(tmp_path / "server.pem", tmp_path / "server.key"))
+    address = f"127.0.0.1:{srv.port}"
+    try:
+        queue_digits(address, range(20), security=ClientSecurity(token="tok-worker", ca=tmp_path / "ca.pem"))
+        web = start_web(procs, address, "--tls-ca", tmp_path / "ca.pem", "--tls-cert", tmp_path / "server.pem",
+                        "--tls-key", tmp_path / "server.key")
+        trust = f"--ignore-certificate-errors-spki-list={spki}"  # this server's key only, as a CA install would
+        alice, bob = browsers(trust), browsers(trust)
+
+        alice.login(f"https://{web}/", token="forged", name="alice")
+        alice.wait(lambda: "token" in alice.el("login-error").text, "the coordinator refusing a forged token")
+        bob.login(f"https://{web}/", token="tok-worker", name="bob")
+        bob.wait(lambda: "may not label" in bob.el("login-error").text, "the coordinator refusing a worker token")
+
+        alice.login(f"https://{web}/", token="tok-alice", name="alice")
+        bob.login(f"https://{web}/", token="tok-bob", name="bob")
+        acked = {}
+        for page, keys in ((alice, "12"), (bob, "34"), (alice, "5"), (bob, "6")):
+            for key in keys:
+                acked[page.act(lambda: page.press(key))] = int(key)
+        alice.wait(lambda: alice.count("labels") == 3, "alice's labels acknowledged")
+        bob.wait(lambda: bob.count("labels") == 3, "bob's labels acknowledged")
+
+        admin = ClientSecurity(token="tok-admin", ca=tmp_path / "ca.pem")
+        with CoordinatorClient(address, retry_for=5, security=admin) as c:
+            records = list(c.export(include_payload=False))
+        assert latest_labels(records) == acked and len(records) == 6
+        assert {r.annotator_id for r in records} == {"alice", "bob"}
+        with CoordinatorClient(address, retry_for=5, security=admin) as c:
+            alice.wait(lambda: c.stats().leased == 4, "each page's item on screen and the next one leased")
+            procs.stop("web")  # SIGTERM: aal-web gives every open page's leases back before it exits
+            assert c.stats().leased == 0
+    finally:
+        procs.stop("web")  # before its coordinator, so that it can give its leases back on the way out
+        srv.stop(0)
