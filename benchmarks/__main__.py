@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from benchmarks import (annotators, cluster_margin_scale, cnn_vs_textbook, growth, model_distribution, scale_sim,
-                        store_backends, worker_scoring)
+                        store_backends, web_latency, worker_scoring)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +45,7 @@ BENCHMARKS = {
     "growth": lambda smoke: growth.run(smoke=smoke),
     "store_backends": lambda smoke: store_backends.run(smoke=smoke),
     "cnn_vs_textbook": lambda smoke: cnn_vs_textbook.run(smoke=smoke),
+    "web_latency": lambda smoke: web_latency.run(smoke=smoke),
 }
 
 
@@ -112,6 +113,8 @@ def table(results: dict) -> str:
                         f"{c['seeds']} seeds, same labels and recipe | {c['cnn_mean']:.3f} ± {c['cnn_std']:.3f} | "
                         f"textbook CNN {c['textbook_mean']:.3f} ± {c['textbook_std']:.3f} | {c['ratio']:.3f} | "
                         f"≥ 1 | {ok(c['pass'])} |")
+    if "web_latency" in r:
+        rows.extend(web_latency.rows(r["web_latency"]))
     return "\n".join(rows)
 
 
