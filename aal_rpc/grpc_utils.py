@@ -12,25 +12,43 @@ from aal_rpc.security import ClientSecurity, with_token
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's default; weights travel in 1 MiB chunks, so nothing needs more
 DEFAULT_MAX_WORKERS = 128  # threads serving RPCs; long polls and label streams each hold one while waiting
 
-# Keepalive: dead peers (a killed worker, a dropped laptop) are detected and their streams reaped.
-KEEPALIVE_TIME_MS = 20_000  # ping after this long without activity
-KEEPALIVE_TIMEOUT_MS = 10_000  # declare the peer dead when a ping is unanswered this long
+# Keepalive. A connection whose peer vanished without a FIN or RST (a pulled cable, a partition, a NAT that
+# forgot it) still looks ESTABLISHED and READY; only an unanswered ping shows it is dead. After KEEPALIVE_TIME_MS
+# without reading anything a ping goes out, and PING_TIMEOUT_MS later without its answer the connection is
+# closed: its calls fail with UNAVAILABLE and are retried on a new one (client/retry.py). So a dead connection
+# is found within 15 s, well inside the call deadlines (30 s); the server finds dead clients the same way.
+KEEPALIVE_TIME_MS = 10_000  # ping after this long without reading anything
+KEEPALIVE_TIMEOUT_MS = 5_000  # declare the connection dead when a ping is unanswered this long
+PING_TIMEOUT_MS = KEEPALIVE_TIMEOUT_MS  # gRPC >= 1.60 waits this long (default 60 s) for any ping's answer
 KEEPALIVE_PERMIT_WITHOUT_CALLS = 1  # idle workers keep their channel warm between model versions
-MIN_PING_INTERVAL_MS = 10_000  # the server accepts client pings this often, below KEEPALIVE_TIME_MS
+# The server accepts a client ping this often; half the clients' interval, so timer jitter never earns a
+# strike (after two strikes gRPC closes the connection with GOAWAY too_many_pings).
+MIN_PING_INTERVAL_MS = KEEPALIVE_TIME_MS // 2
+# A connection attempt is given up after this long (gRPC's default is 20 s). An attempt made while the network
+# is cut hangs on a handshake that never completes; giving it up soon lets the channel reconnect within a few
+# seconds of the link returning. A TLS handshake needs a few round trips, far less than this.
+CONNECT_TIMEOUT_MS = 5_000
+# A long poll asks the server to wait `wait_seconds`; its deadline allows this much more for the answer to
+# travel. The server ends the poll a little before the deadline (coordinator/servicers.py), so a healthy poll
+# never fails with DEADLINE_EXCEEDED, and a poll on a dead connection fails soon after its wait.
+LONG_POLL_MARGIN_SECONDS = 5.0
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),  # larger requests get RESOURCE_EXHAUSTED
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
     ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.http2.ping_timeout_ms", PING_TIMEOUT_MS),
     ("grpc.keepalive_permit_without_calls", KEEPALIVE_PERMIT_WITHOUT_CALLS),
     ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
     ("grpc.http2.max_pings_without_data", 0),  # streams may idle for long; never starve keepalive pings
     ("grpc.so_reuseport", 0),  # a port-0 bind must never share its port with another process
 ]
 
-# Clients retry UNAVAILABLE (a coordinator restarting) with exponential backoff. Every aal.v1 call is
-# safe to repeat: label submissions are idempotent per lease, uploads get a new version only once whole.
+# The channel retries a call that failed with UNAVAILABLE before reaching the coordinator, a few times within
+# the call's deadline; client/retry.py then retries UNAVAILABLE and DEADLINE_EXCEEDED for as long as its caller
+# allows. Every aal.v1 call is safe to repeat: label submissions are idempotent per lease, candidates and shard
+# state by item, uploads get a version only once whole, downloads, polls and exports only read.
 RETRY_SERVICE_CONFIG = {
     "methodConfig": [{
         "name": [{"service": f"aal.v1.{s}"} for s in
@@ -50,11 +68,16 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
     ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.http2.ping_timeout_ms", PING_TIMEOUT_MS),
     ("grpc.keepalive_permit_without_calls", KEEPALIVE_PERMIT_WITHOUT_CALLS),
+    # gRPC's default allows two pings while no data is sent; a long poll or a quiet label stream sends none,
+    # and keepalive would stop probing exactly when a dead connection must be found
+    ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 1),
     ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
     ("grpc.initial_reconnect_backoff_ms", 100),  # reconnect fast after a coordinator restart
     ("grpc.max_reconnect_backoff_ms", 2_000),  # ...and keep trying often while it is down
+    ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),  # gRPC takes this as the connect timeout
 ]
 
 

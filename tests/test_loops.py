@@ -1,16 +1,21 @@
 """The trainer and selector loops against a real gRPC coordinator in this process."""
 
+import logging
 import threading
 import time
 
 import numpy as np
+import torch
 
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.data import load_dataset
+from aal_rpc.models import build_model
+from aal_rpc.serde import weights_to_bytes
 from aal_rpc.server import Trainer, TrainerConfig
+from aal_rpc.strategies.base import Selection, Strategy
 from aal_rpc.types import shard_of
 from aal_rpc.worker import Selector, WorkerConfig
-from tests.conftest import wait_until
+from tests.conftest import TASK, wait_until
 
 DIGITS = load_dataset("digits")
 
@@ -131,3 +136,99 @@ def test_margin_worker_picks_the_smallest_margins(grpc_coordinator):
         rows = [int(np.flatnonzero(w.item_ids == i)[0]) for i in chosen]
         free = ~w._taken
         assert max(margins[rows]) <= np.sort(margins[free])[4] + 1e-9
+
+
+class Recording:
+    """A client that records every call a selector makes through it (name, keyword arguments)."""
+
+    def __init__(self, client: CoordinatorClient):
+        self._client = client
+        self.calls: list[tuple[str, dict]] = []
+
+    def __getattr__(self, name):
+        method = getattr(self._client, name)
+
+        def call(*args, **kwargs):
+            self.calls.append((name, kwargs))
+            return method(*args, **kwargs)
+        return call
+
+    def of(self, name: str) -> list[dict]:
+        return [kwargs for n, kwargs in self.calls if n == name]
+
+
+def model_with(value: float) -> torch.nn.Module:
+    model = build_model(TASK.architecture, TASK.input_shape, TASK.num_classes)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(value)
+    return model
+
+
+def publish_v1(client: CoordinatorClient) -> None:
+    """A published version 1 for the selector to hold (the coordinator refuses candidates of unknown versions)."""
+    client.upload_model(weights_to_bytes(model_with(0.01).state_dict()), server_id="s", trained_seq=0, num_labels=0,
+                        architecture=TASK.architecture, metrics={})
+
+
+def test_a_worker_whose_model_gives_nan_submits_nothing_backs_off_and_says_why_once(grpc_coordinator, caplog):
+    address, srv = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        publish_v1(client)
+        recording = Recording(client)
+        w = Selector(recording, WorkerConfig(worker_id="w", strategy="entropy", batch_size=10, poll_seconds=0.01),
+                     dataset=DIGITS)
+        w.set_model(model_with(float("nan")), 1)  # what a diverged round would have published
+        with caplog.at_level(logging.INFO, logger="aal_rpc.worker.selector"):
+            assert [w.step() for _ in range(4)] == [0, 0, 0, 0]
+        assert recording.of("submit_candidates") == []  # no empty batches either
+        waits = [kwargs["wait_seconds"] for kwargs in recording.of("latest_model")]
+        assert len(waits) == 4 and all(b > a > 0 for a, b in zip(waits, waits[1:]))  # it waits longer each time
+        said = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+        assert len(said) == 1 and "nothing to propose" in said[0], said
+        assert client.stats().candidates_submitted == 0
+
+
+class HalfNonFinite(Strategy):
+    """Picks the first items, scoring every other one NaN or infinite."""
+
+    name = "half_non_finite"
+
+    def select(self, probs, batch_size, *, embeddings=None, item_ids=None) -> Selection:
+        idx = np.arange(min(batch_size, len(probs)))
+        scores = np.where(idx % 2 == 0, np.where(idx % 4 == 0, np.nan, np.inf), 0.5)
+        return Selection(idx, scores)
+
+
+def test_non_finite_scores_are_never_submitted(grpc_coordinator, caplog):
+    address, srv = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        publish_v1(client)
+        w = Selector(client, WorkerConfig(worker_id="w", batch_size=10, poll_seconds=0.01), dataset=DIGITS)
+        w.set_model(model_with(0.01), 1)
+        w.strategy = HalfNonFinite()
+        with caplog.at_level(logging.INFO, logger="aal_rpc.worker.selector"):
+            assert w.step() == 5
+            assert w.step() == 5
+        scores = [srv.coordinator.pool.get(i).candidate.provenance.score for i in srv.coordinator.pool.item_ids()]
+        assert len(scores) == 10 and all(np.isfinite(scores))
+        said = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+        assert len(said) == 1 and "5 of its 10 picks" in said[0], said
+
+
+def test_a_diverged_round_is_not_published_and_the_trainer_carries_on(grpc_coordinator, caplog):
+    """Weights that are not all finite would be refused by the coordinator (INVALID_ARGUMENT, which ends a
+    server): the trainer publishes nothing for that round, says so, and trains the next one afresh."""
+    address, _ = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        queue_random(client, 10)
+        label_all(address, DIGITS, 10)
+        trainer = Trainer(client, TrainerConfig(server_id="s", epochs=2, lr=1e30, min_new_labels=10), dataset=DIGITS)
+        with caplog.at_level(logging.WARNING, logger="aal_rpc.server.trainer"):
+            trainer.train_round(DIGITS.x_pool[:10], DIGITS.y_pool[:10].astype(np.int64), 10)
+        assert client.models() == [] and trainer.rounds == 0
+        assert any("diverged" in r.getMessage() for r in caplog.records)
+        trainer.config = TrainerConfig(server_id="s", epochs=2, min_new_labels=10)
+        trainer.train_round(DIGITS.x_pool[:10], DIGITS.y_pool[:10].astype(np.int64), 10)
+        [model] = client.models()
+        assert model.num_labels == 10

@@ -1,6 +1,10 @@
 """Simulated annotators: N concurrent threads that lease, "think" for a random time, and answer from
 the dataset's ground truth. They measure what a person would feel: the wait from submitting a label
 (or first asking) until holding the next query.
+
+They ride out an outage of any length (their calls retry until the coordinator answers again). A failure that
+concerns one query (its lease expired) is counted and they go on; any other (a token without the annotator
+role, say) stops them all, and `run()` raises it: repeating it could only fail the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import grpc
 import numpy as np
 
 from aal_rpc.client import AnnotationClient
+from aal_rpc.client.retry import TRANSIENT
 from aal_rpc.data import Dataset
 from aal_rpc.grpc_utils import create_channel
 from aal_rpc.security import ClientSecurity
@@ -25,6 +30,7 @@ from aal_rpc.security import ClientSecurity
 log = logging.getLogger(__name__)
 
 LEASE_POLL_SECONDS = 5.0  # one long poll; an annotator keeps asking until a query comes or it is told to stop
+PER_QUERY = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)  # one lease gone: count, go on
 
 
 @dataclass
@@ -57,11 +63,14 @@ class OracleAnnotators:
         Mean labeling time in seconds; each label takes a uniform random time in [0.5, 1.5] x delay.
     acks_path:
         If given, every acknowledged label is appended there as a JSON line as soon as it is acknowledged.
+    retry_for:
+        Seconds each call keeps retrying through an outage; None (the default): until the coordinator answers.
     """
 
     def __init__(self, target: str, dataset: Dataset, *, annotators: int = 1, delay: float = 0.0,
                  budget: int | None = None, seed: int = 0, id_prefix: str = "oracle",
-                 acks_path: Path | None = None, retry_for: float = 120.0, security: ClientSecurity | None = None):
+                 acks_path: Path | None = None, retry_for: float | None = None,
+                 security: ClientSecurity | None = None):
         self.target = target
         self.dataset = dataset
         self.annotators = annotators
@@ -75,10 +84,16 @@ class OracleAnnotators:
         self._lock = threading.Lock()
         self._reserved = 0
         self._stop = threading.Event()
+        self._clients: list[AnnotationClient] = []
+        self._fatal: grpc.RpcError | None = None
         self._acks = open(acks_path, "a", buffering=1) if acks_path else None
 
     def stop(self) -> None:
         self._stop.set()
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:  # a call waiting out an outage gives up now
+            client.stop_retrying()
 
     def _reserve(self) -> bool:
         with self._lock:
@@ -104,11 +119,17 @@ class OracleAnnotators:
         channel.close()
         if self._acks:
             self._acks.close()
+        if self._fatal is not None:
+            raise self._fatal
         return self.report
 
     def _annotate(self, channel: grpc.Channel, index: int) -> None:
         annotator_id = f"{self.id_prefix}-{index}"
         client = AnnotationClient(self.target, annotator_id, channel=channel, retry_for=self.retry_for)
+        with self._lock:
+            self._clients.append(client)
+        if self._stop.is_set():
+            return
         rng = random.Random(self.seed * 100_003 + index)
         asked = time.monotonic()
         while self._reserve():
@@ -117,7 +138,7 @@ class OracleAnnotators:
                 while query is None and not self._stop.is_set():
                     query = client.lease(wait_seconds=LEASE_POLL_SECONDS)
             except grpc.RpcError as exc:
-                self._count_error(exc)
+                self._failed(exc)
                 self._unreserve()
                 continue
             if query is None:
@@ -131,7 +152,7 @@ class OracleAnnotators:
             try:
                 result = client.submit(query, label)
             except grpc.RpcError as exc:
-                self._count_error(exc)
+                self._failed(exc)
                 self._unreserve()
                 continue
             with self._lock:
@@ -142,7 +163,14 @@ class OracleAnnotators:
                     self._acks.write(json.dumps({"item_id": query.item_id, "label": label, "seq": result.seq,
                                                  "annotator_id": annotator_id}) + "\n")
 
-    def _count_error(self, exc: grpc.RpcError) -> None:
+    def _failed(self, exc: grpc.RpcError) -> None:
+        if self._stop.is_set():  # stopping: an unfinished call does not matter
+            return
+        if exc.code() not in PER_QUERY + TRANSIENT:  # every further call would fail the same way
+            with self._lock:
+                self._fatal = self._fatal or exc
+            self.stop()
+            return
         log.warning("annotator call failed: %s %s", exc.code(), exc.details())
         with self._lock:
             self.report.errors[exc.code().name] += 1

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import grpc
 import numpy as np
 
 from aal_rpc.client import AnnotationClient, LeasedQuery
 from aal_rpc.types import Task
 
+LEASE_GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)  # expired while the person thought
 TARGET_WIDTH = 32  # images narrower than this are scaled up (nearest neighbour) so digits are legible
 
 
@@ -71,14 +73,21 @@ def run_terminal(client: AnnotationClient, *, ask: Callable[[str], str], say: Ca
             if answer is not None:
                 break
             say("not a class; type its number or name")
-        if answer == "quit":
-            client.release(query)
-            return labeled
-        if answer == "skip":
-            client.skip(query)
-        elif answer == "release":
-            client.release(query)
-        else:
-            result = client.submit(query, answer)
-            labeled += 1
-            say(f"saved as #{result.seq}: {task.class_names[answer]}")
+        try:
+            if answer == "quit":
+                client.release(query)
+                return labeled
+            if answer == "skip":
+                client.skip(query)
+            elif answer == "release":
+                client.release(query)
+            else:
+                result = client.submit(query, answer)
+                labeled += 1
+                say(f"saved as #{result.seq}: {task.class_names[answer]}")
+        except grpc.RpcError as exc:
+            if exc.code() not in LEASE_GONE:
+                raise
+            if answer == "quit":
+                return labeled
+            say(f"not saved: the lease on this item ran out ({exc.details()}); it went back to the pool")

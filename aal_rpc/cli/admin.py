@@ -1,4 +1,8 @@
-"""aal-admin: inspect a running coordinator (stats, models) and export the labeled pool."""
+"""aal-admin: inspect a running coordinator (stats, models) and export the labeled pool.
+
+One-shot commands: a coordinator that cannot be reached fails the command at once (after the channel's own
+quick retries), with one line naming the cause, rather than being waited for.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import click
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 
-from aal_rpc.cli.common import coordinator_option, security_options
+from aal_rpc.cli.common import Group, coordinator_option, security_options
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.types import LabeledRecord
 
@@ -19,13 +23,13 @@ EXPORT_FIELDS = ("seq", "item_id", "label", "annotator_id", "queued_at", "leased
                  "strategy", "model_version", "score")
 
 
-@click.group()
+@click.group(cls=Group)
 @coordinator_option
 @security_options
 @click.pass_context
 def main(ctx, coordinator, security):
     """Inspect a coordinator and export its labels."""
-    ctx.obj = CoordinatorClient(coordinator, retry_for=10.0, security=security)
+    ctx.obj = CoordinatorClient(coordinator, retry_for=0, wait_for_ready=False, security=security)
     ctx.call_on_close(ctx.obj.close)
 
 

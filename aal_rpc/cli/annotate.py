@@ -1,4 +1,8 @@
-"""aal-annotate: label queries, either as simulated oracles (--oracle) or as a person at a terminal."""
+"""aal-annotate: label queries, either as simulated oracles (--oracle) or as a person at a terminal.
+
+Both ride out an outage of any length once they have reached the coordinator; a wrong token or TLS setting
+ends the command at once with one line.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,16 @@ from pathlib import Path
 
 import click
 
+# aal_rpc.cli.common first: it sets gRPC's log level, which grpc reads when it is first imported
+from aal_rpc.cli.common import (Command, coordinator_option, default_id, first_contact, log_level_option,
+                                on_termination, security_options)
 from aal_rpc.annotators.oracle import OracleAnnotators
 from aal_rpc.annotators.terminal import run_terminal
-from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination,
-                                security_options)
 from aal_rpc.client import AnnotationClient
 from aal_rpc.data import load_dataset
 
 
-@click.command()
+@click.command(cls=Command)
 @coordinator_option
 @click.option("--oracle", is_flag=True, help="Simulated annotators answering from the dataset's ground truth.")
 @click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
@@ -36,12 +41,15 @@ def main(coordinator, oracle, annotators, delay, budget, seed, as_json, acks_fil
          security):
     """Label queries from the coordinator's query pool."""
     if not oracle:
-        with AnnotationClient(coordinator, annotator_id or default_id("person"), security=security) as client:
+        with AnnotationClient(coordinator, annotator_id or default_id("person"), retry_for=None,
+                              security=security) as client:
+            first_contact(client)
             n = run_terminal(client, ask=lambda text: click.prompt(text, default="", show_default=False),
                              say=click.echo)
         click.echo(f"{n} labels saved")
         return
-    with AnnotationClient(coordinator, "oracle", security=security) as client:
+    with AnnotationClient(coordinator, "oracle", retry_for=None, security=security) as client:
+        first_contact(client)
         dataset = load_dataset(client.task().dataset)
     run = OracleAnnotators(coordinator, dataset, annotators=annotators, delay=delay, budget=budget, seed=seed,
                            acks_path=acks_file, security=security)

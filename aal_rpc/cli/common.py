@@ -1,4 +1,9 @@
-"""Options and helpers every command shares."""
+"""Options and helpers every command shares, and the one place that turns a failed call into one line.
+
+Every command that talks to the coordinator is a `Command` (or `Group`): a call that fails ends it with one
+line on stderr naming the cause (describe_rpc_error: TLS mismatch, token, unreachable, with the status) and
+exit status 1, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -15,11 +21,24 @@ from pathlib import Path
 
 import click
 
+# gRPC's core logs at INFO (a failed TLS handshake, say) to stderr unless told otherwise; a command's error is
+# one line. Read when grpc is first imported, so every command module imports this module before anything else.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 COORDINATOR_ENV = "AAL_COORDINATOR"
 TOKEN_ENV = "AAL_TOKEN"
+PROBE_TIMEOUT = 3.0  # seconds for the connection that diagnoses an unreachable coordinator
+_TARGET = "aal.coordinator"  # click context meta keys: where, and how, the command reaches the coordinator
+_SECURITY = "aal.security"
+
+
+def _remember_coordinator(ctx: click.Context, param, value: str) -> str:
+    ctx.meta[_TARGET] = value
+    return value
+
 
 coordinator_option = click.option(
-    "--coordinator", envvar=COORDINATOR_ENV, required=True, metavar="HOST:PORT",
+    "--coordinator", envvar=COORDINATOR_ENV, required=True, metavar="HOST:PORT", callback=_remember_coordinator,
     help=f"The coordinator's address (env {COORDINATOR_ENV}).")
 
 def log_level_option(fn):
@@ -77,7 +96,9 @@ def security_options(fn):
     def wrapper(*args, token, tls_ca, tls_cert, tls_key, **kwargs):
         if (tls_cert is None) != (tls_key is None):
             raise click.UsageError("--tls-cert and --tls-key go together")
-        return fn(*args, security=ClientSecurity(token=token, ca=tls_ca, cert=tls_cert, key=tls_key), **kwargs)
+        security = ClientSecurity(token=token, ca=tls_ca, cert=tls_cert, key=tls_key)
+        click.get_current_context().meta[_SECURITY] = security
+        return fn(*args, security=security, **kwargs)
 
     return wrapper
 
@@ -137,3 +158,118 @@ def run_program(command: click.Command) -> None:
     sys.stderr.flush()
     os._exit(code or 0)
 
+
+# -- failed calls: one line naming the cause ---------------------------------------------------------------
+
+
+def describe_rpc_error(exc, target: str | None, security=None) -> str:
+    """One line saying why a call to the coordinator at `target` failed, and what to do: the token, the TLS
+    settings, the address, or else the coordinator's own status; the status code and message always follow.
+
+    `exc` is a grpc.RpcError; `security` the command's ClientSecurity. The aal-coordinator command and any tool
+    that calls the coordinator can print this line for a failed call.
+    """
+    import grpc
+
+    code = exc.code()
+    details = " ".join((exc.details() or "").split())
+    status = f"{code.name}: {details}" if details else code.name
+    where = f"the coordinator at {target}" if target else "the coordinator"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"{where} refused the token ({status}): pass a valid --token (or set {TOKEN_ENV})"
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return f"{where} refused this token's role the call ({status}): use a token of the role this command needs"
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        cause, _ = diagnose_connection(target, security, details)
+        return f"cannot reach {where}: {cause} ({status})"
+    return f"{where} answered {status}"
+
+
+def diagnose_connection(target: str | None, security, details: str = "") -> tuple[str, bool]:
+    """Why the coordinator at `target` does not answer, as (cause, misconfigured): misconfigured when the
+    command's own settings are wrong (TLS, certificates), so waiting for the coordinator cannot help.
+
+    Reads gRPC's `details` of the failure, then opens one TCP connection: refused, unresolved or unanswered say
+    the coordinator is down or out of reach; one that speaks TLS to a command without --tls-ca says TLS.
+    """
+    from aal_rpc.grpc_utils import parse_address
+
+    tls = security is not None and security.ca is not None
+    upper = details.upper()
+    if "WRONG_VERSION_NUMBER" in upper:
+        return "it does not speak TLS: drop --tls-ca (or serve TLS there)", True
+    if "CERTIFICATE_VERIFY_FAILED" in upper:
+        return ("TLS: its certificate is not signed by the CA given with --tls-ca, or not issued for this host "
+                "name"), True
+    if tls and "HANDSHAKE" in upper:
+        return "the TLS handshake failed (check --tls-ca, --tls-cert and --tls-key)", True
+    try:
+        host, port = parse_address(target or "")
+    except ValueError:
+        return "no answer", False
+    try:
+        sock = socket.create_connection((host, port), timeout=PROBE_TIMEOUT)
+    except ConnectionRefusedError:
+        return "nothing listens there (connection refused): is it running, and is HOST:PORT right?", False
+    except socket.gaierror as e:
+        return f"the host name {host!r} does not resolve ({e.strerror})", False
+    except OSError as e:
+        return f"no connection within {PROBE_TIMEOUT:.0f}s ({e.strerror or e}): the network does not reach it", False
+    with sock:
+        if not tls and _speaks_tls(sock, host):
+            return "it speaks TLS: pass --tls-ca with the CA certificate that signed its certificate", True
+    if tls and security.cert is None and "SOCKET CLOSED" in upper:
+        return ("it closed the connection during the TLS handshake: it may require a client certificate "
+                "(mutual TLS: --tls-cert and --tls-key)"), True
+    return "it accepts connections but does not answer", False
+
+
+def _speaks_tls(sock: socket.socket, host: str) -> bool:
+    """Does the server on `sock` complete a TLS handshake? (Its certificate is not checked: this only asks
+    which protocol it speaks.)"""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with context.wrap_socket(sock, server_hostname=host or None, do_handshake_on_connect=False) as tls:
+            tls.do_handshake()
+    except (ssl.SSLError, OSError):
+        return False
+    return True
+
+
+class _OneLineErrors:
+    """A failed call to the coordinator ends the command with one line (describe_rpc_error) and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        import grpc
+
+        try:
+            return super().invoke(ctx)
+        except grpc.RpcError as exc:
+            raise click.ClickException(describe_rpc_error(exc, ctx.meta.get(_TARGET),
+                                                          ctx.meta.get(_SECURITY))) from None
+
+
+class Command(_OneLineErrors, click.Command):
+    """A click command that talks to the coordinator: `@click.command(cls=Command)`."""
+
+
+class Group(_OneLineErrors, click.Group):
+    """A click group whose subcommands talk to the coordinator: `@click.group(cls=Group)`."""
+
+
+def first_contact(client) -> None:
+    """A long-running command's first call (client.check()), made without waiting: a wrong token or role, or a
+    misconfigured connection (diagnose_connection), fails the command now, with one line. A coordinator that is
+    merely down or out of reach is waited for, as in any later outage."""
+    import grpc
+
+    from aal_rpc.client.retry import TRANSIENT
+
+    try:
+        client.check()
+    except grpc.RpcError as exc:
+        if exc.code() not in TRANSIENT or diagnose_connection(client.target, client.security,
+                                                              " ".join((exc.details() or "").split()))[1]:
+            raise

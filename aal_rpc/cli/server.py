@@ -1,16 +1,20 @@
-"""aal-server: a trainer that follows the labeled pool, trains, evaluates and publishes versioned weights."""
+"""aal-server: a trainer that follows the labeled pool, trains, evaluates and publishes versioned weights.
+
+It rides out an outage of any length (its calls and its label stream resume once the coordinator answers
+again); a wrong token or TLS setting, or any other refused call, ends it with one line.
+"""
 
 from __future__ import annotations
 
 import click
 
-from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, run_program,
-                                security_options, set_threads, threads_option)
+from aal_rpc.cli.common import (Command, coordinator_option, default_id, first_contact, log_level_option,
+                                on_termination, run_program, security_options, set_threads, threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.server import Trainer, TrainerConfig
 
 
-@click.command()
+@click.command(cls=Command)
 @coordinator_option
 @click.option("--server-id", default=None, help="Name in the registry (default: server-HOST-PID).")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
@@ -38,9 +42,10 @@ def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, 
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
                            warm_start=warm_start, seed=seed, device=device, min_new_labels=min_new_labels,
                            min_labels=min_labels, min_steps=min_steps)
-    with CoordinatorClient(coordinator, security=security) as client:
+    with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
+        first_contact(client)
         trainer = Trainer(client, config)
-        on_termination(trainer.stop)
+        on_termination(lambda: (client.stop_retrying(), trainer.stop()))
         trainer.run(max_rounds=max_rounds)
 
 

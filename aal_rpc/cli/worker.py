@@ -1,4 +1,8 @@
-"""aal-worker: a selector that scores its shard of the unlabeled data and submits candidates to S."""
+"""aal-worker: a selector that scores its shard of the unlabeled data and submits candidates to S.
+
+It rides out an outage of any length (its calls retry until the coordinator answers again); a wrong token or
+TLS setting, or any other refused call, ends it with one line.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,15 @@ import signal
 
 import click
 
-from aal_rpc.cli.common import (coordinator_option, default_id, log_level_option, on_termination, run_program,
-                                security_options, set_threads, strategy_list, threads_option)
+from aal_rpc.cli.common import (Command, coordinator_option, default_id, first_contact, log_level_option,
+                                on_termination, run_program, security_options, set_threads, strategy_list,
+                                threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.strategies import STRATEGIES
 from aal_rpc.worker import Selector, WorkerConfig
 
 
-@click.command()
+@click.command(cls=Command)
 @coordinator_option
 @click.option("--worker-id", default=None, help="Name recorded in provenance (default: worker-HOST-PID).")
 @click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True)
@@ -52,9 +57,10 @@ def main(coordinator, worker_id, shard_index, num_shards, strategy, strategy_by_
                           strategy_options={"epsilon": cm_epsilon, "margin_pool_factor": cm_margin_pool_factor,
                                             "recluster_after": cm_recluster_after}
                           if strategy == "cluster_margin" else {})
-    with CoordinatorClient(coordinator, security=security) as client:
+    with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
+        first_contact(client)
         selector = Selector(client, config)
-        on_termination(selector.stop)
+        on_termination(lambda: (client.stop_retrying(), selector.stop()))
         if hasattr(selector.strategy, "request_recluster"):
             signal.signal(signal.SIGHUP, lambda *_: selector.strategy.request_recluster())
         selector.run()

@@ -9,13 +9,15 @@
             show(query.image_png)                 # a PNG for people; query.array() for programs
             client.submit(query, label=3)         # on disk when this returns
 
-Every call has a deadline. Calls that fail with UNAVAILABLE (the coordinator restarting) are retried
-with backoff for `retry_for` seconds. Submissions are idempotent per lease: a retried submission whose
+Every call has a deadline. Calls that fail with UNAVAILABLE or DEADLINE_EXCEEDED (the coordinator
+restarting, the network cut) are retried with backoff for `retry_for` seconds (None: until the coordinator
+answers again; client/retry.py). Submissions are idempotent per lease: a retried submission whose
 first attempt was recorded is acknowledged once, with `duplicate=True`, and never counted twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import grpc
@@ -23,8 +25,9 @@ import numpy as np
 
 from aal_rpc import serde
 from aal_rpc.client.retry import ChannelClient
+from aal_rpc.grpc_utils import LONG_POLL_MARGIN_SECONDS
 from aal_rpc.security import ClientSecurity
-from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc
+from aal_rpc.proto.v1 import admin_pb2, annotation_pb2, annotation_pb2_grpc
 from aal_rpc.types import Payload, Provenance, Task
 
 CALL_TIMEOUT = 10.0  # seconds for one call, long polls excepted
@@ -43,6 +46,11 @@ class LeasedQuery:
     def image_png(self) -> bytes:
         return self.payload.image_png
 
+    @property
+    def text(self) -> str:
+        """A text item's text ("" for images)."""
+        return self.payload.text
+
     def array(self) -> np.ndarray:
         return self.payload.to_array()
 
@@ -51,6 +59,24 @@ class LeasedQuery:
 class SubmitResult:
     seq: int
     duplicate: bool
+    supersedes: int = 0  # a correction: the record it superseded
+
+
+ITEM_STATES = {annotation_pb2.ITEM_STATE_QUEUED: "queued", annotation_pb2.ITEM_STATE_LEASED: "leased",
+               annotation_pb2.ITEM_STATE_LABELED: "labeled", annotation_pb2.ITEM_STATE_SKIPPED: "skipped"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """An item looked up by id: "queued", "leased", "labeled" (with its current `label`) or "skipped"."""
+
+    item_id: str
+    state: str
+    payload: Payload | None
+    provenance: Provenance | None
+    label: int | None = None
+    labeled_by: str = ""
+    seq: int = 0
 
 
 class AnnotationClient(ChannelClient):
@@ -65,19 +91,18 @@ class AnnotationClient(ChannelClient):
     lease_seconds:
         How long a leased query stays reserved (0: the coordinator's default).
     retry_for:
-        Seconds to keep retrying a call through UNAVAILABLE.
+        Seconds to keep retrying a call through an outage (UNAVAILABLE, DEADLINE_EXCEEDED); None: no limit.
     security:
         Bearer token and TLS settings (aal_rpc.security.ClientSecurity); None for a plain local channel.
     """
 
     def __init__(self, target: str, annotator_id: str, *, lease_seconds: float = 0.0,
-                 retry_for: float = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None,
+                 retry_for: float | None = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None,
                  security: ClientSecurity | None = None):
         super().__init__(target, retry_for=retry_for, channel=channel, security=security)
         self.annotator_id = annotator_id
         self.lease_seconds = lease_seconds
         self._stub = annotation_pb2_grpc.AnnotationServiceStub(self._channel)
-        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
 
     def task(self) -> Task:
         return serde.task_from_proto(self._call(self._admin.GetTask, admin_pb2.GetTaskRequest(), CALL_TIMEOUT).task)
@@ -86,7 +111,7 @@ class AnnotationClient(ChannelClient):
         """Lease the next query, waiting up to `wait_seconds` for one; None when none came."""
         resp = self._call(self._stub.LeaseQuery, annotation_pb2.LeaseQueryRequest(
             annotator_id=self.annotator_id, wait_seconds=wait_seconds, lease_seconds=self.lease_seconds),
-            CALL_TIMEOUT + wait_seconds)
+            wait_seconds + LONG_POLL_MARGIN_SECONDS)
         if not resp.found:
             return None
         q = resp.query
@@ -112,3 +137,32 @@ class AnnotationClient(ChannelClient):
         self._call(self._stub.ReleaseQuery, annotation_pb2.ReleaseQueryRequest(
             lease_id=query.lease_id, item_id=query.item_id, annotator_id=self.annotator_id, reason=reason),
             CALL_TIMEOUT)
+
+    def defer(self, query: LeasedQuery, *, defer_seconds: float = 0.0) -> None:
+        """"Don't know": back to the pool for others, not offered to this annotator again for `defer_seconds`
+        (0: the coordinator's default)."""
+        self._call(self._stub.ReleaseQuery, annotation_pb2.ReleaseQueryRequest(
+            lease_id=query.lease_id, item_id=query.item_id, annotator_id=self.annotator_id,
+            reason=annotation_pb2.RELEASE_REASON_DEFER, defer_seconds=defer_seconds), CALL_TIMEOUT)
+
+    def renew(self, query: LeasedQuery) -> LeasedQuery:
+        """Keep a query open: its lease runs `lease_seconds` (or the coordinator's default) from now."""
+        resp = self._call(self._stub.RenewLease, annotation_pb2.RenewLeaseRequest(
+            lease_id=query.lease_id, item_id=query.item_id, annotator_id=self.annotator_id,
+            lease_seconds=self.lease_seconds), CALL_TIMEOUT)
+        return dataclasses.replace(query, deadline_unix=resp.deadline_unix)
+
+    def correct(self, item_id: str, label: int) -> SubmitResult:
+        """Change the label this annotator gave `item_id` (an undo): a new record in L supersedes the old one."""
+        resp = self._call(self._stub.CorrectLabel, annotation_pb2.CorrectLabelRequest(
+            item_id=item_id, label=int(label), annotator_id=self.annotator_id), CALL_TIMEOUT)
+        return SubmitResult(resp.seq, resp.duplicate, resp.supersedes_seq)
+
+    def get_item(self, item_id: str) -> Item:
+        """An item by id, with its state and, once labeled, its current label."""
+        resp = self._call(self._stub.GetItem, annotation_pb2.GetItemRequest(item_id=item_id), CALL_TIMEOUT)
+        labeled = resp.state == annotation_pb2.ITEM_STATE_LABELED
+        return Item(resp.item_id, ITEM_STATES.get(resp.state, "unknown"),
+                    serde.payload_from_proto(resp.payload) if resp.HasField("payload") else None,
+                    serde.provenance_from_proto(resp.provenance) if resp.HasField("provenance") else None,
+                    resp.current.label if labeled else None, resp.current.annotator_id, resp.current.seq)

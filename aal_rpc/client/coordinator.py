@@ -1,4 +1,8 @@
-"""The client the servers (trainers), workers (selectors) and operators use to talk to the coordinator."""
+"""The client the servers (trainers), workers (selectors) and operators use to talk to the coordinator.
+
+Calls retry through outages by the shared policy (client/retry.py): for `retry_for` seconds, or without limit
+when it is None, as the daemons run it. Streams (L's records, exports) resume after the last record received.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,39 @@ import grpc
 
 from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, assemble, iter_chunks, sha256_hex
-from aal_rpc.client.retry import ChannelClient, call_with_retry
+from aal_rpc.client.retry import ChannelClient, ResumableStream
+from aal_rpc.grpc_utils import LONG_POLL_MARGIN_SECONDS
 from aal_rpc.security import ClientSecurity
-from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, selection_pb2, selection_pb2_grpc, training_pb2,
-                              training_pb2_grpc)
+from aal_rpc.proto.v1 import admin_pb2, selection_pb2, selection_pb2_grpc, training_pb2, training_pb2_grpc
 from aal_rpc.types import LabeledRecord, ModelInfo, Payload, Task
 
-CALL_TIMEOUT = 30.0
-TRANSFER_TIMEOUT = 600.0  # a whole weight upload or download
+CALL_TIMEOUT = 30.0  # seconds for one call, long polls excepted (they take their wait + LONG_POLL_MARGIN_SECONDS)
+TRANSFER_TIMEOUT = 600.0  # a whole weight upload or download, or one stretch of an export
 DEFAULT_RETRY_FOR = 120.0
 MAX_DOWNLOAD_BYTES = 4 * 1024 ** 3
 SUBMIT_BATCH_BYTES = 3 * 1024 * 1024  # candidate payloads per SubmitCandidates call, under the 4 MiB limit
 
 
 class CoordinatorClient(ChannelClient):
-    def __init__(self, target: str, *, retry_for: float = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None,
-                 security: ClientSecurity | None = None):
-        super().__init__(target, retry_for=retry_for, channel=channel, security=security)
-        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+    """A client for servers, workers and operators.
+
+    Parameters
+    ----------
+    target:
+        The coordinator's HOST:PORT.
+    retry_for:
+        Seconds to keep retrying a call through an outage (UNAVAILABLE, DEADLINE_EXCEEDED); None: no limit.
+    wait_for_ready:
+        False: a call fails at once while the coordinator cannot be reached (one-shot commands).
+    security:
+        Bearer token and TLS settings (aal_rpc.security.ClientSecurity); None for a plain local channel.
+    """
+
+    def __init__(self, target: str, *, retry_for: float | None = DEFAULT_RETRY_FOR,
+                 channel: grpc.Channel | None = None, security: ClientSecurity | None = None,
+                 wait_for_ready: bool = True):
+        super().__init__(target, retry_for=retry_for, channel=channel, security=security,
+                         wait_for_ready=wait_for_ready)
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
         self._selection = selection_pb2_grpc.SelectionServiceStub(self._channel)
 
@@ -41,31 +60,34 @@ class CoordinatorClient(ChannelClient):
         return self._call(self._admin.GetStats, admin_pb2.GetStatsRequest())
 
     def models(self) -> list[ModelInfo]:
-        resp = self._call(self._admin.ListModels, admin_pb2.ListModelsRequest())
-        return [serde.model_info_from_proto(m) for m in resp.models]
+        """The whole registry in version order (ListModels answers a page at a time)."""
+        infos: list[ModelInfo] = []
+        while True:
+            resp = self._call(self._admin.ListModels, admin_pb2.ListModelsRequest(
+                after_version=infos[-1].version if infos else 0))
+            infos.extend(serde.model_info_from_proto(m) for m in resp.models)
+            if not resp.more or not resp.models:
+                return infos
 
     def export(self, *, include_payload: bool = True) -> Iterator[LabeledRecord]:
         """Every record of L, in order. Resumes from the last record received if the stream breaks."""
-        after = 0
-        while True:
-            stream = self._admin.ExportLabels(
-                admin_pb2.ExportLabelsRequest(after_seq=after, include_payload=include_payload),
-                timeout=TRANSFER_TIMEOUT, wait_for_ready=True)
-            try:
-                for msg in stream:
-                    after = msg.seq
-                    yield serde.record_from_proto(msg)
-                return
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
+        stream = ResumableStream(self, lambda after: self._admin.ExportLabels(
+            admin_pb2.ExportLabelsRequest(after_seq=after, include_payload=include_payload),
+            timeout=TRANSFER_TIMEOUT, wait_for_ready=self.wait_for_ready), after_seq=0)
+        for msg in stream:
+            yield serde.record_from_proto(msg)
 
     # -- training -------------------------------------------------------------------------------------
 
     def stream_labels(self, after_seq: int, *, follow: bool, timeout: float | None = None) -> grpc.Call:
-        """The raw stream of L's records after `after_seq`; the caller resumes it on UNAVAILABLE."""
+        """The raw stream of L's records after `after_seq`, not resumed (follow_labels resumes it)."""
         return self._training.StreamLabels(training_pb2.StreamLabelsRequest(after_seq=after_seq, follow=follow),
-                                           timeout=timeout, wait_for_ready=True)
+                                           timeout=timeout, wait_for_ready=self.wait_for_ready)
+
+    def follow_labels(self, after_seq: int) -> ResumableStream:
+        """L's records (StreamLabelsResponse messages) after `after_seq`, then each new one as it is committed,
+        without end: resumed after the last record received whenever the stream breaks. `cancel()` ends it."""
+        return ResumableStream(self, lambda after: self.stream_labels(after, follow=True), after_seq=after_seq)
 
     def upload_model(self, data: bytes, *, server_id: str, trained_seq: int, num_labels: int, architecture: str,
                      metrics: dict[str, float]) -> ModelInfo:
@@ -78,9 +100,8 @@ class CoordinatorClient(ChannelClient):
             for chunk in iter_chunks(data, CHUNK_BYTES):
                 yield training_pb2.UploadModelRequest(chunk=chunk)
 
-        resp = call_with_retry(lambda: self._training.UploadModel(requests(), timeout=TRANSFER_TIMEOUT,
-                                                                  wait_for_ready=True),
-                               retry_for=self.retry_for)
+        resp = self._retrying(lambda: self._training.UploadModel(requests(), timeout=TRANSFER_TIMEOUT,
+                                                                 wait_for_ready=self.wait_for_ready))
         return serde.model_info_from_proto(resp.model)
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
@@ -98,14 +119,15 @@ class CoordinatorClient(ChannelClient):
     # -- selection ------------------------------------------------------------------------------------
 
     def latest_model(self, *, after_version: int = 0, wait_seconds: float = 0.0) -> ModelInfo | None:
+        """The latest model if newer than `after_version`, waiting up to `wait_seconds` for one; else None."""
         resp = self._call(self._selection.GetLatestModel, selection_pb2.GetLatestModelRequest(
-            after_version=after_version, wait_seconds=wait_seconds), CALL_TIMEOUT + wait_seconds)
+            after_version=after_version, wait_seconds=wait_seconds), wait_seconds + LONG_POLL_MARGIN_SECONDS)
         return serde.model_info_from_proto(resp.model) if resp.found else None
 
     def download_model(self, version: int = 0) -> tuple[ModelInfo, bytes]:
         def once():
             stream = self._selection.DownloadModel(selection_pb2.DownloadModelRequest(version=version),
-                                                   timeout=TRANSFER_TIMEOUT, wait_for_ready=True)
+                                                   timeout=TRANSFER_TIMEOUT, wait_for_ready=self.wait_for_ready)
             first = next(stream)
             if first.WhichOneof("part") != "info":
                 raise ValueError("download stream did not start with the model info")
@@ -114,7 +136,7 @@ class CoordinatorClient(ChannelClient):
                             max_bytes=MAX_DOWNLOAD_BYTES)
             return info, data
 
-        return call_with_retry(once, retry_for=self.retry_for)
+        return self._retrying(once)
 
     def submit_candidates(self, *, worker_id: str, strategy: str, model_version: int,
                           candidates: list[tuple[str, Payload, float]]) -> selection_pb2.SubmitCandidatesResponse:

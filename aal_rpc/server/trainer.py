@@ -1,9 +1,11 @@
 """The trainer loop (paper §3.1, eq. 1): g_i = A(L), repeated whenever L has grown since the last round.
 
-A follower thread streams L into memory and resumes from its last sequence number after any break;
-the training loop snapshots what has arrived, trains (from scratch or warm-started), evaluates on the
-dataset's held-out split and uploads the weights. Several trainers race on the same L (§3.2); before each
-round a trainer asks the coordinator, which staggers their rounds (coordinator/rounds.py).
+A follower thread streams L into memory; the client resumes the stream after its last record whenever it
+breaks, however long the coordinator is out of reach (client/retry.py). The training loop snapshots what has
+arrived, trains (from scratch or warm-started), evaluates on the dataset's held-out split and uploads the
+weights. Several trainers race on the same L (§3.2); before each round a trainer asks the coordinator, which
+staggers their rounds (coordinator/rounds.py). Weights that are not all finite (a diverged round) are never
+published.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from aal_rpc.training import evaluate, train
 
 log = logging.getLogger(__name__)
 
-RECONNECT_PAUSE = 0.5
 MAX_ROUND_WAIT = 5.0  # longest pause before asking again to begin a round (new labels may change the answer)
 
 
@@ -54,7 +55,8 @@ class Trainer:
         self._seqs: list[int] = []  # each record's seq: a round on the first n labels trained through _seqs[n-1]
         self._cv = threading.Condition()
         self._stop = threading.Event()
-        self._stream = None
+        self._stream = client.follow_labels(0)  # opened by the follower thread
+        self._failure: grpc.RpcError | None = None  # what ended the follower, if not a stop
         self._model: torch.nn.Module | None = None
         self._round_seconds = 0.0  # the last round's time, train to publish (the coordinator spaces rounds by it)
         self.rounds = 0
@@ -62,38 +64,30 @@ class Trainer:
     # -- following L ----------------------------------------------------------------------------------
 
     def _follow(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._stream = self.client.stream_labels(self._last_seq, follow=True)
-                for msg in self._stream:
-                    r = record_from_proto(msg)
-                    with self._cv:
-                        if r.seq <= self._last_seq:
-                            continue
-                        self._xs.append(r.payload.to_array().astype(np.float32, copy=False))
-                        self._ys.append(r.label)
-                        self._seqs.append(r.seq)
-                        self._cv.notify_all()
-            except grpc.RpcError as exc:
-                if self._stop.is_set():
-                    return
-                log.info("label stream broke (%s); resuming from seq %d", exc.code(), self._last_seq)
-            time.sleep(RECONNECT_PAUSE)
-
-    @property
-    def _last_seq(self) -> int:
-        return self._seqs[-1] if self._seqs else 0
+        try:
+            for msg in self._stream:
+                r = record_from_proto(msg)
+                with self._cv:
+                    self._xs.append(r.payload.to_array().astype(np.float32, copy=False))
+                    self._ys.append(r.label)
+                    self._seqs.append(r.seq)
+                    self._cv.notify_all()
+        except grpc.RpcError as exc:  # not an outage (those are ridden out): a token without the server role, say
+            if not self._stop.is_set():
+                self._failure = exc
+                self.stop()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._stream is not None:
-            self._stream.cancel()
+        self._stream.cancel()
         with self._cv:
             self._cv.notify_all()
 
     # -- training rounds ------------------------------------------------------------------------------
 
     def run(self, *, max_rounds: int | None = None) -> None:
+        """Train rounds until stopped (or `max_rounds`). Outages are ridden out by the client's retries; any other
+        failed call, the label stream's included, ends the loop with its error."""
         follower = threading.Thread(target=self._follow, name="label-follower", daemon=True)
         follower.start()
         trained_through = 0
@@ -124,8 +118,13 @@ class Trainer:
                     seq = self._seqs[n - 1]
                 self.train_round(x, y, seq)
                 trained_through = len(y)
+        except grpc.RpcError:
+            if not self._stop.is_set():
+                raise  # stopped while a call was unanswered (ChannelClient.stop_retrying): nothing is lost
         finally:
             self.stop()
+        if self._failure is not None:
+            raise self._failure
 
     def train_round(self, x: np.ndarray, y: np.ndarray, seq: int) -> None:
         cfg = self.config
@@ -137,9 +136,15 @@ class Trainer:
               seed=cfg.seed + self.rounds, device=cfg.device, min_steps=cfg.min_steps, should_stop=self._stop.is_set)
         if self._stop.is_set():  # stopped mid-round: these weights are half-trained, publish nothing
             return
+        state = self._model.state_dict()
+        if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+            log.warning("%s: the round on %d labels diverged (weights not all finite); not published, and the next "
+                        "round starts afresh", cfg.server_id, len(y))
+            self._model = None
+            return
         metrics = evaluate(self._model, self.dataset.x_test, self.dataset.y_test, device=cfg.device)
         metrics["train_seconds"] = time.monotonic() - t0
-        info = self.client.upload_model(weights_to_bytes(self._model.state_dict()), server_id=cfg.server_id,
+        info = self.client.upload_model(weights_to_bytes(state), server_id=cfg.server_id,
                                         trained_seq=seq, num_labels=len(y), architecture=self.task.architecture,
                                         metrics=metrics)
         self._round_seconds = time.monotonic() - t0

@@ -4,6 +4,10 @@ Each step waits (long poll) for a model newer than the one held, downloads it, l
 items are already queued or labeled, and, while the query pool wants candidates, submits the best
 batch among the rest. Scores are computed once per model version and reused until the next one.
 Before any model exists, the worker proposes a seeded random batch (the cold start).
+
+Items the model gives non-finite outputs, and candidates a strategy scores non-finite, are never proposed. A
+worker that has nothing to propose while the pool wants candidates (a diverged model, an exhausted shard)
+submits nothing, says why once, and waits longer and longer for a new model before looking again.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import grpc
 import numpy as np
+import torch
 
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.data import Dataset, load_dataset, render_png
@@ -24,6 +30,8 @@ from aal_rpc.training import predict_proba
 from aal_rpc.types import Payload
 
 log = logging.getLogger(__name__)
+
+MAX_IDLE_WAIT = 30.0  # longest wait for a new model while nothing can be proposed (the pool is looked at after it)
 
 
 @dataclass(frozen=True)
@@ -58,16 +66,26 @@ class Selector:
         self._embeddings: np.ndarray | None = None
         self._taken = np.zeros(len(self.indices), dtype=bool)  # labeled or skipped
         self._labeled_seq = 0
+        self._usable: np.ndarray | None = None  # items the held model gives finite outputs
         self._stop = threading.Event()
         self._demand_left = 0
+        self._wait = config.poll_seconds  # the next long poll's wait while the pool wants nothing more now
+        self._said: set[tuple[str, int]] = set()  # (what, model version) already logged
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self, *, max_steps: int | None = None) -> None:
+        """Step until stopped. Outages are ridden out by the client's retries (a daemon's client retries without
+        limit); any other failed call ends the loop with its error."""
         steps = 0
         while not self._stop.is_set() and (max_steps is None or steps < max_steps):
-            self.step()
+            try:
+                self.step()
+            except grpc.RpcError:
+                if self._stop.is_set():  # stopped while a call was unanswered (see ChannelClient.stop_retrying)
+                    return
+                raise
             steps += 1
 
     # -- one step -------------------------------------------------------------------------------------
@@ -75,7 +93,7 @@ class Selector:
     def step(self) -> int:
         """Follow the model, then submit what the pool wants. Returns how many candidates were submitted."""
         # while the pool still wants more, go straight on; otherwise wait (long poll) for a new model
-        wait = 0.0 if self._demand_left > 0 else self.config.poll_seconds
+        wait = 0.0 if self._demand_left > 0 else self._wait
         info = self.client.latest_model(after_version=self.version, wait_seconds=wait)
         if info is not None and info.version != self.version and info.blob_available:
             self._load_model(info.version)
@@ -85,21 +103,42 @@ class Selector:
             return 0
         free = ~self._taken
         free[[self._row_of[i] for i in queued if i in self._row_of]] = False
-        rows = np.flatnonzero(free)
-        if len(rows) == 0:
-            return 0
-        k = min(self.config.batch_size, demand)
         strategy = self.strategy
         if strategy.needs_model and self.model is None:
             strategy = self._cold_start
+            rows = np.flatnonzero(free)
             probs, emb = np.zeros((len(rows), 0), np.float32), None
         else:
             probs, emb = self._scores()
+            if probs is not None:  # never propose what the model gives non-finite outputs
+                broken = int((free & ~self._usable).sum())
+                free &= self._usable
+                if broken and free.any():
+                    self._say_once("non-finite outputs", logging.WARNING, "model v%d gives non-finite outputs for "
+                                   "%d free items of this shard; they are not proposed", self.version, broken)
+                elif broken:
+                    return self._idle("non-finite outputs", logging.WARNING, "model v%d gives non-finite outputs "
+                                      "for every free item of this shard", self.version)
+            rows = np.flatnonzero(free)
             probs = probs[rows] if probs is not None else np.zeros((len(rows), 0), np.float32)
             emb = emb[rows] if emb is not None else None
+        if len(rows) == 0:
+            return self._idle("exhausted", logging.INFO, "every item of shard %d of %d is labeled, skipped or queued",
+                              self.config.shard_index, self.config.num_shards)
+        k = min(self.config.batch_size, demand)
         sel = strategy.select(probs, k, embeddings=emb, item_ids=self.item_ids[rows])
-        chosen = rows[sel.indices]
-        candidates = [(self.item_ids[r], self._payload(r), float(s)) for r, s in zip(chosen, sel.scores)]
+        chosen, scores = rows[sel.indices], np.asarray(sel.scores, dtype=np.float64)
+        finite = np.isfinite(scores)
+        if not finite.all():  # the coordinator refuses a batch holding one; drop them instead
+            self._say_once("non-finite scores", logging.WARNING, "strategy %s scored %d of its %d picks non-finite "
+                           "under model v%d; they are not proposed", strategy.name, int((~finite).sum()),
+                           len(scores), self.version)
+            chosen, scores = chosen[finite], scores[finite]
+        if len(chosen) == 0:
+            return self._idle("picked nothing", logging.WARNING, "strategy %s picked nothing from %d free items "
+                              "under model v%d", strategy.name, len(rows), self.version)
+        self._wait = self.config.poll_seconds
+        candidates = [(self.item_ids[r], self._payload(r), float(v)) for r, v in zip(chosen, scores)]
         out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=strategy.name,
                                             model_version=self.version, candidates=candidates)
         if out.accepted + out.refreshed == len(candidates):  # all taken: S may want more right away
@@ -108,14 +147,38 @@ class Selector:
                   out.accepted, out.rejected, self.version)
         return len(candidates)
 
+    def _idle(self, what: str, level: int, message: str, *args) -> int:
+        """Nothing to propose although the pool wants candidates: say why (once per model version), and wait
+        longer for a new model before looking again, up to MAX_IDLE_WAIT."""
+        self._say_once(what, level, message + "; nothing to propose: waiting for a new model or a change in the "
+                       "pool", *args)
+        self._wait = min(MAX_IDLE_WAIT, max(2 * self._wait, self.config.poll_seconds))
+        return 0
+
+    def _say_once(self, what: str, level: int, message: str, *args) -> None:
+        if (what, self.version) not in self._said:
+            self._said.add((what, self.version))
+            log.log(level, "%s: " + message, self.config.worker_id, *args)
+
     def _load_model(self, version: int) -> None:
-        info, data = self.client.download_model(version)
+        try:
+            info, data = self.client.download_model(version)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            log.info("%s: model v%d was pruned before it could be downloaded; waiting for the next",
+                     self.config.worker_id, version)
+            return
         model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
         model.load_state_dict(weights_from_bytes(data))
-        model.to(self.config.device).eval()
-        self.model, self.version = model, info.version
-        self._probs = self._embeddings = None
+        self.set_model(model, info.version)
         log.info("%s loaded model v%d", self.config.worker_id, info.version)
+
+    def set_model(self, model: torch.nn.Module, version: int) -> None:
+        """Hold `model` as registry version `version`: the shard is scored anew under it at the next step."""
+        self.model, self.version = model.to(self.config.device).eval(), version
+        self._probs = self._embeddings = self._usable = None
+        self._wait = self.config.poll_seconds
 
     def _scores(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Probabilities (and embeddings, if the strategy wants them) of the whole shard under the held model."""
@@ -123,11 +186,15 @@ class Selector:
             return None, None
         if self._probs is None:
             x = self.dataset.x_pool[self.indices]
-            self._probs, self._embeddings = predict_proba(
-                self.model, x, device=self.config.device, with_embeddings=self.strategy.needs_embeddings)
-            if self._embeddings is not None:
-                self.strategy.prepare(embeddings=self._embeddings, item_ids=self.item_ids,
-                                      model_version=self.version)
+            probs, emb = predict_proba(self.model, x, device=self.config.device,
+                                       with_embeddings=self.strategy.needs_embeddings)
+            usable = np.isfinite(probs).all(axis=1)
+            if emb is not None:
+                usable &= np.isfinite(emb).all(axis=1)
+                if usable.any():  # clusters of the items that can be proposed
+                    self.strategy.prepare(embeddings=emb[usable], item_ids=self.item_ids[usable],
+                                          model_version=self.version)
+            self._probs, self._embeddings, self._usable = probs, emb, usable
         return self._probs, self._embeddings
 
     def _refresh_shard_state(self) -> tuple[list[str], int]:
