@@ -38,7 +38,7 @@ def run(*, items: int = 200_000, repeats: int = 3, strategy: str = "entropy", sm
                 step_s, infer_s = [], []
                 for r in range(repeats):
                     client.upload_model(weights_to_bytes(model.state_dict()), server_id="bench", trained_seq=0,
-                                        num_labels=r + 1, architecture="mlp", metrics={})
+                                        num_labels=0, architecture="mlp", metrics={})  # newest wins a tie
                     w = Selector(client, WorkerConfig(worker_id=f"w{r}", strategy=strategy, batch_size=256,
                                                       poll_seconds=0.05), dataset=dataset)
                     x = dataset.x_pool[w.indices]

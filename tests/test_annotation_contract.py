@@ -262,3 +262,29 @@ def test_a_candidates_cluster_travels_to_its_annotator_and_into_l(env):
     assert not env.lease("ann").provenance.HasField("cluster")
     [record] = env.export()
     assert record.provenance.cluster == 7
+
+
+def test_a_trainer_that_streamed_a_label_trains_on_its_correction(grpc_coordinator):
+    from aal_rpc.client import AnnotationClient, CoordinatorClient
+    from aal_rpc.server import Trainer, TrainerConfig
+
+    address, _ = grpc_coordinator
+    env = Env(grpc.insecure_channel(address))
+    env.queue("1", "2")
+    rounds = []
+    with AnnotationClient(address, "ann") as a, CoordinatorClient(address) as client:
+        first = a.lease()
+        a.submit(first, 3)
+        trainer = Trainer(client, TrainerConfig(server_id="s", epochs=1, min_labels=1))
+        real_round = trainer.train_round
+
+        def train_round(x, y, seq):
+            rounds.append(y.tolist())  # labels in the order their items joined L
+            real_round(x, y, seq)
+            if len(rounds) == 1:  # the first round streamed the label: now correct it, and label one more
+                a.correct(first.item_id, 8)
+                a.submit(a.lease(), 5)
+
+        trainer.train_round = train_round
+        trainer.run(max_rounds=2)
+    assert rounds == [[3], [8, 5]]  # the first item's row now holds its correction

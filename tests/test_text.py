@@ -175,3 +175,20 @@ def test_strategies_run_unchanged_on_text(topics, name):
     if name == "entropy":  # the most uncertain texts under the text model
         h = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1)
         assert h[sel.indices].min() >= np.delete(h, sel.indices).max() - 1e-6
+
+
+@pytest.mark.e2e
+def test_a_text_dataset_runs_end_to_end(tmp_path):
+    """aal-experiment on a jsonl file: workers propose texts by their ids, annotators label them, trainers learn the
+    text model from L, and the texts reach the annotators."""
+    from aal_rpc.experiment import ExperimentConfig, run_experiment
+
+    name = write_jsonl(tmp_path / "reviews.jsonl", topic_sentences(400))
+    cfg = ExperimentConfig(dataset=name, model="text", servers=1, workers=2, strategies=["entropy", "margin"],
+                           annotators=3, budget=60, batch_size=10, annotator_delay=0.02, epochs=20, min_steps=200,
+                           out=str(tmp_path / "run"))
+    summary = run_experiment(cfg, progress=False)
+    assert summary["labels"] == summary["acknowledged"] == 60
+    assert summary["model_versions"] >= 1 and summary["final_accuracy"] > 0.4  # four topics: chance is 0.25
+    logs = list((tmp_path / "run" / "logs").glob("*.log"))
+    assert logs and not [p for p in logs if "Traceback" in p.read_text()]

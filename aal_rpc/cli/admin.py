@@ -20,7 +20,7 @@ from aal_rpc.client import CoordinatorClient
 from aal_rpc.types import LabeledRecord
 
 EXPORT_FIELDS = ("seq", "item_id", "label", "annotator_id", "queued_at", "leased_at", "labeled_at", "worker_id",
-                 "strategy", "model_version", "score")
+                 "strategy", "model_version", "score", "supersedes")
 
 
 @click.group(cls=Group)
@@ -68,16 +68,19 @@ def _row(r: LabeledRecord) -> dict:
     p = r.provenance
     return {"seq": r.seq, "item_id": r.item_id, "label": r.label, "annotator_id": r.annotator_id,
             "queued_at": r.queued_at, "leased_at": r.leased_at, "labeled_at": r.labeled_at,
-            "worker_id": p.worker_id, "strategy": p.strategy, "model_version": p.model_version, "score": p.score}
+            "worker_id": p.worker_id, "strategy": p.strategy, "model_version": p.model_version, "score": p.score,
+            "supersedes": r.supersedes}
 
 
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "npz"]), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--history", is_flag=True, help="Every record, corrected ones included (default: each item's "
+              "current label once).")
 @click.pass_obj
-def export(client: CoordinatorClient, fmt: str, out: Path):
+def export(client: CoordinatorClient, fmt: str, out: Path, history: bool):
     """Write the labeled pool with every record's provenance (npz adds the item tensors as `x`)."""
-    records = list(client.export(include_payload=fmt == "npz"))
+    records = list(client.export(include_payload=fmt == "npz", latest_only=not history))
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         with open(out, "w") as f:

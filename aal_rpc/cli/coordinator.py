@@ -137,6 +137,8 @@ def main(ctx, listen, store, data_dir, dataset, model, mode, batch_size, pick, p
                                         health_address=health_address)
     except (ValueError, ConnectionError) as exc:
         raise click.ClickException(str(exc)) from exc
+    done = threading.Event()  # the stop signal is handled before anyone can learn the port and send it
+    on_termination(lambda: threading.Thread(target=lambda: (srv.stop(SHUTDOWN_GRACE_SECONDS), done.set())).start())
     click.echo(f"listening on {host}:{srv.port}")
     if metrics_port is not None:
         _, bound = serve_metrics(srv.metrics, host, metrics_port)
@@ -145,8 +147,6 @@ def main(ctx, listen, store, data_dir, dataset, model, mode, batch_size, pick, p
         click.echo(f"health on {host}:{srv.health_port}")
     sys.stdout.flush()  # launchers read the bound port from this first line
     log.info("task: %s", task)
-    done = threading.Event()
-    on_termination(lambda: threading.Thread(target=lambda: (srv.stop(SHUTDOWN_GRACE_SECONDS), done.set())).start())
     done.wait()
     log.info("stopped")
 

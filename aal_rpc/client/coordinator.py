@@ -69,10 +69,11 @@ class CoordinatorClient(ChannelClient):
             if not resp.more or not resp.models:
                 return infos
 
-    def export(self, *, include_payload: bool = True) -> Iterator[LabeledRecord]:
-        """Every record of L, in order. Resumes from the last record received if the stream breaks."""
+    def export(self, *, include_payload: bool = True, latest_only: bool = False) -> Iterator[LabeledRecord]:
+        """Every record of L in order (`latest_only`: without the records corrections superseded, i.e. each item's
+        current label once). Resumes from the last record received if the stream breaks."""
         stream = ResumableStream(self, lambda after: self._admin.ExportLabels(
-            admin_pb2.ExportLabelsRequest(after_seq=after, include_payload=include_payload),
+            admin_pb2.ExportLabelsRequest(after_seq=after, include_payload=include_payload, latest_only=latest_only),
             timeout=TRANSFER_TIMEOUT, wait_for_ready=self.wait_for_ready), after_seq=0)
         for msg in stream:
             yield serde.record_from_proto(msg)
@@ -139,8 +140,8 @@ class CoordinatorClient(ChannelClient):
         return self._retrying(once)
 
     def submit_candidates(self, *, worker_id: str, strategy: str, model_version: int,
-                          candidates: list[tuple[str, Payload, float]]) -> selection_pb2.SubmitCandidatesResponse:
-        """Submit (item_id, payload, score) triples, split into calls that stay under the message limit."""
+                          candidates: list[tuple]) -> selection_pb2.SubmitCandidatesResponse:
+        """Submit (item_id, payload, score[, cluster]) tuples, split into calls that stay under the message limit."""
         total = selection_pb2.SubmitCandidatesResponse()
         batch: list[selection_pb2.Candidate] = []
         size = 0
@@ -155,8 +156,9 @@ class CoordinatorClient(ChannelClient):
             total.rejected += r.rejected
             total.evicted += r.evicted
 
-        for item_id, payload, score in candidates:
-            msg = selection_pb2.Candidate(item_id=item_id, payload=serde.payload_to_proto(payload), score=score)
+        for item_id, payload, score, *cluster in candidates:
+            msg = selection_pb2.Candidate(item_id=item_id, payload=serde.payload_to_proto(payload), score=score,
+                                          cluster=cluster[0] if cluster else None)
             n = msg.ByteSize()
             if batch and size + n > SUBMIT_BATCH_BYTES:
                 flush()

@@ -106,7 +106,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
             final = _wait_for_final_model(client, cfg.budget)
             models = client.models()
             stats = client.stats()
-            records = list(client.export(include_payload=cfg.eval_repeats > 0))
+            records = list(client.export(include_payload=cfg.eval_repeats > 0, latest_only=True))
     finally:
         procs.stop_all()
     retrained = retrained_accuracies(cfg, records)

@@ -52,7 +52,8 @@ class Trainer:
         self.dataset = dataset or load_dataset(self.task.dataset)
         self._xs: list[np.ndarray] = []
         self._ys: list[int] = []
-        self._seqs: list[int] = []  # each record's seq: a round on the first n labels trained through _seqs[n-1]
+        self._index: dict[str, int] = {}  # item id -> its row in _xs/_ys (a correction replaces that row's label)
+        self._through_seq = 0  # the last record of L folded into _xs/_ys
         self._cv = threading.Condition()
         self._stop = threading.Event()
         self._stream = client.follow_labels(0)  # opened by the follower thread
@@ -68,9 +69,14 @@ class Trainer:
             for msg in self._stream:
                 r = record_from_proto(msg)
                 with self._cv:
-                    self._xs.append(r.payload.to_array().astype(np.float32, copy=False))
-                    self._ys.append(r.label)
-                    self._seqs.append(r.seq)
+                    row = self._index.get(r.item_id)
+                    if row is None:
+                        self._index[r.item_id] = len(self._ys)
+                        self._xs.append(r.payload.to_array())
+                        self._ys.append(r.label)
+                    else:  # a correction: the item's latest record holds its label
+                        self._ys[row] = r.label
+                    self._through_seq = r.seq
                     self._cv.notify_all()
         except grpc.RpcError as exc:  # not an outage (those are ridden out): a token without the server role, say
             if not self._stop.is_set():
@@ -104,7 +110,7 @@ class Trainer:
                     self._cv.wait_for(lambda: self._stop.is_set() or ready(), timeout=1.0)
                     if self._stop.is_set() or not ready():
                         continue
-                    n = len(self._ys)
+                    n, seq = len(self._ys), self._through_seq
                 # staggered with the other servers: a round that repeats one, or starts on another's heels, waits
                 wait, why = self.client.begin_round(server_id=self.config.server_id, num_labels=n,
                                                     round_seconds=self._round_seconds)
@@ -113,9 +119,8 @@ class Trainer:
                     with self._cv:
                         self._cv.wait_for(self._stop.is_set, timeout=min(wait, MAX_ROUND_WAIT))
                     continue
-                with self._cv:  # the n labels claimed; L only grows, and records arrive in seq order
+                with self._cv:  # the n labels claimed; items only join, and records arrive in seq order
                     x, y = np.stack(self._xs[:n]), np.asarray(self._ys[:n], dtype=np.int64)
-                    seq = self._seqs[n - 1]
                 self.train_round(x, y, seq)
                 trained_through = len(y)
         except grpc.RpcError:

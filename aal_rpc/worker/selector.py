@@ -56,7 +56,7 @@ class Selector:
         self.task = client.task()
         self.dataset = dataset or load_dataset(self.task.dataset)
         self.indices = self.dataset.shard_indices(config.shard_index, config.num_shards)
-        self.item_ids = np.array([str(i) for i in self.indices])
+        self.item_ids = np.array(self.dataset.item_ids)[self.indices]
         self._row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
         self.strategy = get_strategy(config.strategy, seed=config.seed, **config.strategy_options)
         self._cold_start = RandomStrategy(seed=config.seed)
@@ -138,7 +138,9 @@ class Selector:
             return self._idle("picked nothing", logging.WARNING, "strategy %s picked nothing from %d free items "
                               "under model v%d", strategy.name, len(rows), self.version)
         self._wait = self.config.poll_seconds
-        candidates = [(self.item_ids[r], self._payload(r), float(v)) for r, v in zip(chosen, scores)]
+        clusters = sel.clusters[finite] if sel.clusters is not None else np.full(len(chosen), -1)
+        candidates = [(self.item_ids[r], self._payload(r), float(v), int(c) if c >= 0 else None)
+                      for r, v, c in zip(chosen, scores, clusters)]
         out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=strategy.name,
                                             model_version=self.version, candidates=candidates)
         if out.accepted + out.refreshed == len(candidates):  # all taken: S may want more right away
@@ -210,5 +212,9 @@ class Selector:
                 return list(s.queued_item_ids), s.demand
 
     def _payload(self, row: int) -> Payload:
-        x = self.dataset.x_pool[self.indices[row]]
-        return Payload.from_array(x.astype(np.float32, copy=False), image_png=render_png(x))
+        """The item's tensor as the dataset holds it (float32 images, int64 text buckets), and what a person sees:
+        its picture, or its text."""
+        i = self.indices[row]
+        x = self.dataset.x_pool[i]
+        text = self.dataset.texts[i] if self.dataset.texts is not None else ""
+        return Payload.from_array(x, image_png=render_png(x), text=text)
