@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from benchmarks import (annotators, cluster_margin_scale, cnn_vs_textbook, growth, model_distribution, scale_sim,
-                        store_backends, web_latency, worker_scoring)
+from benchmarks import (annotators, cluster_margin_scale, cnn_vs_textbook, growth, labelstudio_sync,
+                        model_distribution, scale_sim, store_backends, web_latency, worker_scoring)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +46,7 @@ BENCHMARKS = {
     "store_backends": lambda smoke: store_backends.run(smoke=smoke),
     "cnn_vs_textbook": lambda smoke: cnn_vs_textbook.run(smoke=smoke),
     "web_latency": lambda smoke: web_latency.run(smoke=smoke),
+    "labelstudio_sync": lambda smoke: labelstudio_sync.run(smoke=smoke),
 }
 
 
@@ -115,6 +116,16 @@ def table(results: dict) -> str:
                         f"≥ 1 | {ok(c['pass'])} |")
     if "web_latency" in r:
         rows.extend(web_latency.rows(r["web_latency"]))
+    if "labelstudio_sync" in r and "skipped" not in r["labelstudio_sync"]:
+        s = r["labelstudio_sync"]
+        ms = lambda d: f"p50 {d['p50'] * 1e3:.0f} / p99 {d['p99'] * 1e3:.0f} ms"  # noqa: E731
+        rows.append(f"| 11 | Label Studio save → record in L, webhooks ({s['samples']} saves) | {ms(s['webhooks'])} "
+                    f"(polling every 1 s: {ms(s['polling_1s'])}) | Label Studio's save alone "
+                    f"p50 {s['label_studio_save']['p50'] * 1e3:.0f} ms; direct submit p50 "
+                    f"{s['direct_submit']['p50'] * 1e3:.1f} ms | {s['p50_over_save']:.2f} | – | – |")
+        rows.append(f"| 11b | queries the Label Studio bridge keeps in sync as S changes (window {s['window']}) | "
+                    f"{s['sync_queries_per_second']:.0f}/s | Label Studio's bulk import "
+                    f"{s['import_tasks_per_second']:.0f} tasks/s | {s['sync_over_import']:.2f} | – | – |")
     return "\n".join(rows)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from aal_rpc.coordinator.core import CoordinatorConfig, EmbeddedCoordinator
 from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
+from aal_rpc.data import render_png
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.types import Candidate, Payload, Provenance, Task
 from benchmarks.common import percentiles, run_threads
@@ -25,7 +26,7 @@ THREADS = 8
 
 def _candidates(n: int) -> list[Candidate]:
     x = np.random.default_rng(0).random((1, 8, 8), dtype=np.float32)
-    payload = Payload.from_array(x, image_png=b"\x89PNG" + bytes(200))
+    payload = Payload.from_array(x, image_png=render_png(x))  # a real picture, as workers send
     return [Candidate(f"item-{i}", payload, Provenance("w0", "margin", 0, 0.5)) for i in range(n)]
 
 

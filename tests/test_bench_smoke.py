@@ -18,7 +18,7 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     b = results["benchmarks"]
     assert set(b) == {"annotators", "model_distribution", "worker_scoring", "cluster_margin", "scale_sim", "growth",
-                      "store_backends", "cnn_vs_textbook", "web_latency"}
+                      "store_backends", "cnn_vs_textbook", "web_latency", "labelstudio_sync"}
     assert b["annotators"]["measured"]["labels"] > 0 and b["annotators"]["bare"]["count"] > 0
     assert b["model_distribution"]["download_mb_per_s"] > 0 and b["model_distribution"]["bare_mb_per_s"] > 0
     assert b["worker_scoring"]["ratio"] > 0
@@ -27,6 +27,8 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     assert [r["labels"] for r in b["growth"]["rows"]] == [1_050, 5_050]
     s = b["store_backends"]
     assert "skipped" in s or (s["postgresql"]["labels"] > 0 and s["sqlite"]["labels"] > 0)
+    ls = b["labelstudio_sync"]
+    assert "skipped" in ls or ls["webhooks"]["count"] > 0
     w = b["web_latency"]
     assert "skipped" in w or w["labels_in_L"] == w["acknowledged"] > 0
     assert "| 1 |" in (tmp_path / "results.md").read_text()

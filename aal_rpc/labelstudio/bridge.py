@@ -1,0 +1,542 @@
+"""The bridge between the coordinator and a Label Studio project: leased queries become tasks, annotations become
+labels.
+
+Queries -> tasks. The bridge is one annotator of the coordinator. It keeps a window of `window` leased queries as
+tasks of the project, each with the item (a PNG as a data: URL, or the text), the item's provenance in the task data
+(item_id, model_version, score, strategy, cluster) and one prediction with no result whose model_version is the
+model that chose the item, whose cluster is Cluster-Margin's cluster, and whose score is the coordinator's priority
+turned around (1 / (1 + e^score): Label Studio's uncertainty sampling serves the lowest score first, and spreads
+annotators over clusters). It renews the leases it holds well before they lapse. When a lease shows that S holds
+queries of a newer model than some of its unannotated tasks, it gives those stale tasks back (RETURN) and shows the
+fresh queries instead, so the project follows the coordinator's order. A task whose lease was lost (expired while the
+bridge was down; the item may since be labeled elsewhere) is removed from the project unless someone annotated it.
+
+Annotations -> labels. The label of a task is that of its latest annotation that chooses one class:
+- the first such annotation becomes SubmitLabel (with the task's lease);
+- a later change of that label (an annotation updated, or another one added) becomes CorrectLabel;
+- a cancelled annotation (Label Studio's Skip) on a task with no label gives the query back: DEFER by default (others
+  may label it; this project is not offered it again for a while), SKIP with on_cancel="skip" (never offered to
+  anyone again); the task then leaves the project;
+- deleting annotations changes nothing in L (append-only; a label cannot be withdrawn): the task shows as unlabeled
+  again, and a new annotation on it becomes a correction. Deleting a task whose lease the bridge holds gives the
+  query back (RETURN).
+
+Every annotation seen is recorded in the state file (keyed on its Label Studio id) with what was done. Decisions are
+made from Label Studio's current state of a task against the state file, and every call that changes L is
+idempotent (SubmitLabel per lease, CorrectLabel per item and label), so a restart of the bridge, the coordinator or
+Label Studio at any point loses no annotation and duplicates none. Intermediate edits made while the bridge was down
+collapse into the latest one.
+
+Webhooks name the tasks to look at; polling every `poll_seconds` (tasks updated since the last poll, with a margin)
+and a full sweep at start and every `sweep_seconds` catch whatever a webhook missed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import grpc
+from label_studio_sdk.core.api_error import ApiError
+
+from aal_rpc.client.annotation import AnnotationClient, LeasedQuery
+from aal_rpc.labelstudio.config import Interface, label_of
+from aal_rpc.labelstudio.state import HELD, BridgeState, TaskRow, TaskState
+from aal_rpc.labelstudio.studio import Studio, StudioUnavailable, timestamp
+from aal_rpc.types import Payload, Provenance
+
+log = logging.getLogger("aal.labelstudio")
+
+RENEW_FRACTION = 0.25  # leases are renewed after a quarter of their time: three renewals may fail before one lapses
+POLL_MARGIN = dt.timedelta(seconds=30)  # a poll looks this far behind the newest update seen (commits land late)
+MAX_BACKOFF = 5.0  # seconds between tries while Label Studio does not answer
+IMPORT_BATCH = 100  # tasks per import request
+LEASE_GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)  # the lease is no longer ours
+_NO_PAYLOAD = Payload(b"", "float32", (0,))
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """window: queries shown at once; lease_seconds: each lease's length (renewed at a quarter of it);
+    poll_seconds / sweep_seconds: the polling fallback; refresh_seconds: how often the window is filled and checked
+    for stale tasks; on_cancel: "defer" or "skip"; defer_seconds: 0 for the coordinator's default."""
+
+    window: int = 50
+    lease_seconds: float = 600.0
+    poll_seconds: float = 5.0
+    sweep_seconds: float = 300.0
+    refresh_seconds: float = 5.0
+    on_cancel: str = "defer"
+    defer_seconds: float = 0.0
+
+
+def priority(score: float) -> float:
+    """The prediction score that makes Label Studio ask the coordinator's first choice first: it serves the lowest
+    score first, the coordinator the highest. 1 / (1 + e^score), in (0, 1), decreasing, computed without overflow."""
+    if score >= 0:
+        e = math.exp(-score)
+        return e / (1.0 + e)
+    return 1.0 / (1.0 + math.exp(score))
+
+
+def item_content(payload: Payload, kind: str) -> str:
+    """What the project's object shows: the PNG as a data: URL, or the text (a short summary of the values of an
+    item that has neither)."""
+    if kind == "image":
+        png = payload.image_png
+        if not png:
+            from aal_rpc.data.images import render_png
+
+            png = render_png(payload.to_array())
+        return "data:image/png;base64," + base64.b64encode(png).decode() if png else ""
+    if payload.text:
+        return payload.text
+    flat = payload.to_array().reshape(-1)
+    return f"{flat.size} values: " + " ".join(f"{v:.3g}" for v in flat[:32]) + (" …" if flat.size > 32 else "")
+
+
+def task_json(item_id: str, payload: Payload, provenance: Provenance, interface: Interface) -> dict:
+    """A Label Studio task (with its prediction) for a query."""
+    data = {interface.data_key: item_content(payload, interface.kind), "item_id": item_id,
+            "model_version": provenance.model_version, "score": provenance.score, "strategy": provenance.strategy,
+            "cluster": provenance.cluster}
+    prediction = {"result": [], "score": priority(provenance.score), "model_version": str(provenance.model_version)}
+    if provenance.cluster is not None:
+        prediction["cluster"] = provenance.cluster
+    return {"data": data, "predictions": [prediction]}
+
+
+def _query(row: TaskRow) -> LeasedQuery:
+    """The lease of a row, as the client's calls take it (only the ids matter to them)."""
+    return LeasedQuery(row.item_id, row.lease_id, 0.0, _NO_PAYLOAD, Provenance())
+
+
+class Bridge:
+    """The bridge's loop; `hint()` may be called from any thread (the webhook receiver)."""
+
+    def __init__(self, client: AnnotationClient, studio: Studio, state: BridgeState, project_id: int,
+                 interface: Interface, config: BridgeConfig = BridgeConfig()):
+        self.client = client
+        self.studio = studio
+        self.state = state
+        self.project_id = project_id
+        self.interface = interface
+        self.config = config
+        self.wake = threading.Event()
+        self._hint_lock = threading.Lock()
+        self._hint_tasks: set[int] = set()
+        self._hint_deleted: set[int] = set()
+        self._watermark: dt.datetime | None = None  # the newest task update seen by a poll or sweep
+        self._queries: dict[str, tuple[Payload, Provenance]] = {}  # items of leases not yet in Label Studio
+        self._import_uncertain = bool(state.tasks(TaskState.LEASED))  # an import may have landed unrecorded
+        self._project_version: str | None = None
+        self._studio_down = False
+        self._due = {"sweep": 0.0, "poll": 0.0, "renew": 0.0, "fill": 0.0}  # monotonic times
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    def hint(self, task_ids: set[int], deleted_annotation_ids: set[int]) -> None:
+        """A webhook named these tasks (or deleted these annotations): look at them now."""
+        with self._hint_lock:
+            self._hint_tasks |= task_ids
+            self._hint_deleted |= deleted_annotation_ids
+        self.wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until `stop` is set. Label Studio outages are waited out here; coordinator outages in the client's
+        retries (the client should retry without limit and stop retrying when `stop` is set)."""
+        backoff = 0.0
+        while not stop.is_set():
+            try:
+                self.step()
+            except StudioUnavailable as exc:
+                if not self._studio_down:
+                    log.warning("Label Studio does not answer (%s); trying again until it does", exc)
+                    self._studio_down = True
+                backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
+                stop.wait(backoff)
+                continue
+            except grpc.RpcError as exc:
+                if stop.is_set():
+                    return  # a retry abandoned because we are stopping
+                log.error("the coordinator answered %s: %s", exc.code().name, exc.details())
+                stop.wait(MAX_BACKOFF)
+                continue
+            except ApiError as exc:
+                log.error("Label Studio answered %s: %s", exc.status_code, exc.body)
+                stop.wait(MAX_BACKOFF)
+                continue
+            if self._studio_down:
+                log.info("Label Studio answers again")
+                self._studio_down = False
+            backoff = 0.0
+            self.wake.wait(max(0.0, min(self._due.values()) - time.monotonic()))
+
+    def step(self) -> None:
+        """One round: the tasks webhooks named, then whatever is due (sweep or poll, renewals, window)."""
+        self.wake.clear()
+        with self._hint_lock:
+            tasks, deleted = self._hint_tasks, self._hint_deleted
+            self._hint_tasks, self._hint_deleted = set(), set()
+        try:
+            for annotation_id in deleted:
+                task_id = self.state.task_of_annotation(annotation_id)
+                if task_id is not None:
+                    tasks.add(task_id)
+            if tasks:
+                self._sync_ids(tasks)
+        except BaseException:
+            self.hint(tasks, deleted)  # not done: keep them for the next round
+            raise
+        now = time.monotonic()
+        if now >= self._due["sweep"]:
+            self._sweep()
+            self._due["sweep"] = now + self.config.sweep_seconds
+            self._due["poll"] = now + self.config.poll_seconds
+        elif now >= self._due["poll"]:
+            self._poll()
+            self._due["poll"] = now + self.config.poll_seconds
+        if now >= self._due["renew"]:
+            self._renew()
+            self._due["renew"] = now + self.config.lease_seconds * RENEW_FRACTION
+        if now >= self._due["fill"]:
+            self._fill()
+            self._refresh()
+            self._due["fill"] = now + self.config.refresh_seconds
+
+    def close(self, webhook_id: int | None = None) -> None:
+        """Stop posting webhooks to a bridge that is gone (Label Studio would wait for each, inside a save). Leases
+        are kept: a restarted bridge carries on with them."""
+        if webhook_id is not None:
+            try:
+                self.studio.deactivate_webhook(webhook_id)
+            except Exception as exc:  # best effort on the way out
+                log.warning("could not deactivate the webhook: %s", exc)
+
+    # -- reading Label Studio ---------------------------------------------------------------------------------
+
+    def _sync_ids(self, task_ids: set[int]) -> None:
+        found = set()
+        for task in self.studio.tasks(self.project_id, ids=sorted(task_ids)):
+            found.add(task["id"])
+            self._reconcile(task)
+        for task_id in task_ids - found:
+            row = self.state.by_task_id(task_id)
+            if row is not None and row.state in (TaskState.OPEN, TaskState.LABELED):
+                if not self.studio.task_exists(task_id):
+                    self._task_gone(row)
+
+    def _poll(self) -> None:
+        """The tasks updated since the last poll (with a margin): annotations whose webhook was missed."""
+        if self._watermark is None:
+            return self._sweep()
+        newest = self._watermark
+        after = (self._watermark - POLL_MARGIN).isoformat()
+        for task in self.studio.tasks(self.project_id, updated_after=after):
+            newest = _later(newest, task.get("updated_at"))
+            self._reconcile(task)
+        self._watermark = newest
+
+    def _sweep(self) -> None:
+        """Every task of the project: at start (what happened while the bridge was down), then now and then (task
+        deletions, and edits that do not touch a task's update time)."""
+        newest = self._watermark
+        seen = set()
+        for task in self.studio.tasks(self.project_id):
+            seen.add(task["id"])
+            newest = _later(newest, task.get("updated_at"))
+            self._reconcile(task)
+        for row in self.state.tasks(TaskState.OPEN, TaskState.LABELED):
+            # pages may shift under a listing while tasks are deleted: a task is gone only once asked for by id
+            if row.ls_task_id not in seen and not self.studio.task_exists(row.ls_task_id):
+                self._task_gone(row)
+        self._watermark = newest
+
+    # -- annotations -> labels --------------------------------------------------------------------------------
+
+    def _reconcile(self, task: dict) -> None:
+        """Bring L in line with one task's annotations as Label Studio has them now."""
+        row = self.state.by_task_id(task["id"])
+        if row is None or row.state not in (TaskState.OPEN, TaskState.LABELED):
+            return  # not the bridge's task, or no longer its concern
+        known = self.state.annotations_of(row.lease_id)
+        current: dict[int, tuple[int | None, bool, str]] = {}
+        changed = []
+        for a in task.get("annotations") or []:
+            cancelled = bool(a.get("was_cancelled"))
+            label = None if cancelled else label_of(a.get("result"), self.interface)
+            stamp = timestamp(a.get("updated_at"))
+            current[a["id"]] = (label, cancelled, stamp)
+            k = known.get(a["id"])
+            if k is None or k.deleted or (k.label, k.cancelled, k.ls_updated_at) != (label, cancelled, stamp):
+                self.state.record_annotation(ls_annotation_id=a["id"], lease_id=row.lease_id, label=label,
+                                             cancelled=cancelled, ls_updated_at=stamp)
+                changed.append(a["id"])
+        deleted = [aid for aid, k in known.items() if aid not in current and not k.deleted]
+        for aid in deleted:
+            self.state.mark_deleted(aid)
+        labeled = sorted((stamp, aid, label) for aid, (label, cancelled, stamp) in current.items()
+                         if not cancelled and label is not None)
+        latest = labeled[-1] if labeled else None
+        if row.state == TaskState.OPEN:
+            if latest is not None:
+                self._submit(row, latest[1], latest[2])
+            elif any(not cancelled for _, cancelled, _ in current.values()):
+                for aid in changed:
+                    if not current[aid][1]:
+                        log.warning("annotation %s on task %s chooses no single class of the task; waiting for "
+                                    "one that does", aid, row.ls_task_id)
+                        self.state.set_outcome(aid, "unreadable")
+            elif current:  # only cancelled annotations
+                self._cancel(row, [aid for aid in current])
+        else:
+            if latest is not None and latest[2] != row.label and latest[2] != row.refused_label:
+                self._correct(row, latest[1], latest[2])
+            elif latest is not None and latest[1] in changed:
+                self.state.set_outcome(latest[1], "unchanged", row.seq)
+            elif latest is None and (changed or deleted):
+                log.info("task %s has no label left in Label Studio; item %s keeps label %s in L (L is "
+                         "append-only: annotate the task again to correct it)", row.ls_task_id, row.item_id, row.label)
+
+    def _submit(self, row: TaskRow, annotation_id: int, label: int) -> None:
+        try:
+            result = self.client.submit(_query(row), label)
+        except grpc.RpcError as exc:
+            if exc.code() not in LEASE_GONE:
+                raise
+            self.state.set_outcome(annotation_id, "lost")
+            return self._lost(row, annotated=True)
+        self.state.set_state(row.lease_id, TaskState.LABELED, label=label, seq=result.seq)
+        self.state.set_outcome(annotation_id, "submitted", result.seq)
+        self._due["fill"] = 0.0  # a place in the window is free
+        log.info("item %s labeled %d from annotation %s (task %s): record %d in L", row.item_id, label,
+                 annotation_id, row.ls_task_id, result.seq)
+
+    def _correct(self, row: TaskRow, annotation_id: int, label: int) -> None:
+        try:
+            result = self.client.correct(row.item_id, label)
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.PERMISSION_DENIED, *LEASE_GONE):
+                raise
+            log.warning("the coordinator refused to correct item %s to %d (annotation %s): %s: %s", row.item_id, label,
+                        annotation_id, exc.code().name, exc.details())
+            self.state.set_refused(row.lease_id, label)
+            self.state.set_outcome(annotation_id, "refused")
+            return
+        self.state.set_state(row.lease_id, TaskState.LABELED, label=label, seq=result.seq)
+        self.state.set_outcome(annotation_id, "unchanged" if result.duplicate else "corrected", result.seq)
+        log.info("item %s corrected from %s to %d by annotation %s: record %d in L", row.item_id, row.label, label,
+                 annotation_id, result.seq)
+
+    def _cancel(self, row: TaskRow, annotation_ids: list[int]) -> None:
+        """Give the query back (defer or skip), then take the task out of the project. Released first: a bridge
+        stopped in between finds the task and its cancelled annotation again, and finishes the job."""
+        try:
+            if self.config.on_cancel == "skip":
+                self.client.skip(_query(row))
+            else:
+                self.client.defer(_query(row), defer_seconds=self.config.defer_seconds)
+        except grpc.RpcError as exc:
+            if exc.code() not in LEASE_GONE:
+                raise  # the lease is gone already (given back before a restart): nothing to give back
+        self.studio.delete_task(row.ls_task_id)
+        self.state.set_state(row.lease_id, TaskState.RELEASED)
+        outcome = "skipped" if self.config.on_cancel == "skip" else "deferred"
+        for aid in annotation_ids:
+            self.state.set_outcome(aid, outcome)
+        self._due["fill"] = 0.0
+        log.info("item %s %s: its annotation on task %s was cancelled", row.item_id, outcome, row.ls_task_id)
+
+    def _task_gone(self, row: TaskRow) -> None:
+        """Someone deleted the task in Label Studio."""
+        if row.state == TaskState.LABELED:
+            self.state.set_state(row.lease_id, TaskState.REMOVED)
+            return
+        self._give_back(row)
+        self.state.set_state(row.lease_id, TaskState.RELEASED)
+        self._due["fill"] = 0.0
+        log.info("task %s was deleted in Label Studio: item %s given back", row.ls_task_id, row.item_id)
+
+    def _give_back(self, row: TaskRow) -> None:
+        try:
+            self.client.release(_query(row))
+        except grpc.RpcError as exc:
+            if exc.code() not in LEASE_GONE:
+                raise
+
+    def _lost(self, row: TaskRow, *, annotated: bool) -> None:
+        """The lease is no longer ours (it lapsed while nobody renewed it): the task leaves the project, unless
+        someone annotated it (that work stays visible, but cannot reach L through this lease)."""
+        try:
+            item = self.client.get_item(row.item_id)
+            where = item.state + (f" by {item.labeled_by}" if item.labeled_by else "")
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            where = "unknown to the coordinator"
+        if row.ls_task_id is not None and not annotated:
+            self.studio.delete_task(row.ls_task_id)
+        self.state.set_state(row.lease_id, TaskState.LOST)
+        self._due["fill"] = 0.0
+        if annotated:
+            log.warning("the lease on item %s lapsed before its annotation on task %s reached L; the item is %s now",
+                        row.item_id, row.ls_task_id, where)
+        else:
+            log.info("the lease on item %s lapsed (the item is %s now): task %s removed", row.item_id, where,
+                     row.ls_task_id)
+
+    # -- queries -> tasks -------------------------------------------------------------------------------------
+
+    def _renew(self) -> None:
+        if self._import_uncertain:
+            self._adopt()  # a lease that lapsed must find its task, if an unanswered import made one
+        lapsed = []
+        for row in self.state.tasks(*HELD):
+            try:
+                self.client.renew(_query(row))
+            except grpc.RpcError as exc:
+                if exc.code() not in LEASE_GONE:
+                    raise
+                lapsed.append(row)
+        if not lapsed:
+            return
+        self._sync_ids({row.ls_task_id for row in lapsed if row.ls_task_id is not None})  # annotations first
+        for row in lapsed:
+            now = next((r for r in self.state.tasks(*HELD) if r.lease_id == row.lease_id), None)
+            if now is not None:
+                self._lost(now, annotated=self.state.annotated(now.lease_id))
+
+    def _lease(self) -> LeasedQuery | None:
+        query = self.client.lease(wait_seconds=0.0)
+        if query is not None:
+            p = query.provenance
+            self.state.add_leased(lease_id=query.lease_id, item_id=query.item_id, model_version=p.model_version,
+                                  score=p.score)
+            self._queries[query.lease_id] = (query.payload, p)
+        return query
+
+    def _fill(self) -> None:
+        """Lease until the window is full (or S has nothing more), and show what was leased."""
+        room = self.config.window - self.state.count(*HELD)
+        while room > 0 and self._lease() is not None:
+            room -= 1
+        self._import_leased()
+
+    def _import_leased(self) -> None:
+        """Create the tasks of leases that are not in Label Studio yet."""
+        if self._import_uncertain:
+            self._adopt()
+        pending = self.state.tasks(TaskState.LEASED)
+        for start in range(0, len(pending), IMPORT_BATCH):
+            rows = pending[start:start + IMPORT_BATCH]
+            tasks = []
+            for row in rows:
+                payload, provenance = self._item(row)
+                tasks.append(task_json(row.item_id, payload, provenance, self.interface))
+            self._import_uncertain = True  # until the answer is recorded
+            ids = self.studio.import_tasks(self.project_id, tasks)
+            for row, task_id in zip(rows, ids):
+                self._record_task_id(row, task_id)
+            self._import_uncertain = False
+            clusters = {task_id: t["data"]["cluster"] for task_id, t in zip(ids, tasks)
+                        if t["data"]["cluster"] is not None}
+            if clusters:  # best effort: the task data holds the cluster in any case
+                self.studio.set_prediction_clusters(self.project_id, clusters)
+        if pending:
+            self._show_newest_version()
+
+    def _item(self, row: TaskRow) -> tuple[Payload, Provenance]:
+        if row.lease_id in self._queries:
+            return self._queries[row.lease_id]
+        item = self.client.get_item(row.item_id)  # a lease taken before a restart
+        return item.payload or _NO_PAYLOAD, item.provenance or Provenance()
+
+    def _adopt(self) -> None:
+        """Find the tasks of an import whose answer never came back (by the item ids in their data)."""
+        pending = {row.item_id: row for row in self.state.tasks(TaskState.LEASED)}
+        if pending:
+            for task in self.studio.tasks(self.project_id, item_ids=sorted(pending), with_data=True):
+                row = pending.pop(str((task.get("data") or {}).get("item_id")), None)
+                if row is not None:
+                    self._record_task_id(row, task["id"])
+        self._import_uncertain = False
+
+    def _record_task_id(self, row: TaskRow, task_id: int) -> None:
+        """The lease's task is `task_id`. Label Studio on SQLite gives a deleted task's id to the next task: a live
+        row still holding the id lost its task without our noticing, and is dealt with as such first."""
+        holder = self.state.by_task_id(task_id)
+        if holder is not None and holder.lease_id != row.lease_id:
+            self._task_gone(holder)
+        self.state.set_task_id(row.lease_id, task_id)
+        self._queries.pop(row.lease_id, None)
+
+    def _show_newest_version(self) -> None:
+        """Point the project's model version (what uncertainty sampling serves first) at the newest version shown."""
+        rows = self.state.tasks(TaskState.OPEN)
+        if not rows:
+            return
+        newest = str(max(row.model_version for row in rows))
+        if newest != self._project_version:
+            try:
+                self.studio.set_model_version(self.project_id, int(newest))
+            except ApiError as exc:  # the order within the project suffers, nothing else: no reason to stop
+                log.warning("Label Studio refused model version %s for the project: %s", newest, exc.body)
+            self._project_version = newest
+
+    def _refresh(self) -> None:
+        """Swap stale tasks (no annotation, an older model version than queries waiting in S) for fresh queries.
+
+        Leases come newest model first (the coordinator's --pick fresh), so probing stops at the first query no
+        newer than the stalest task; a probe that is not shown goes straight back to S.
+        """
+        idle = [row for row in self.state.tasks(TaskState.OPEN) if not self.state.annotated(row.lease_id)]
+        idle.sort(key=lambda r: (r.model_version, r.score))
+        probes: list[LeasedQuery] = []
+        while len(probes) < len(idle):
+            probe = self.client.lease(wait_seconds=0.0)
+            if probe is None:
+                break
+            probes.append(probe)
+            if probe.provenance.model_version <= idle[0].model_version:
+                break
+        probes.sort(key=lambda q: (q.provenance.model_version, q.provenance.score), reverse=True)
+        pairs = [(q, row) for q, row in zip(probes, idle) if q.provenance.model_version > row.model_version]
+        swapped = []
+        if pairs:
+            # an annotator may have started on a task since the last look: only tasks still untouched are swapped
+            untouched = {t["id"] for t in self.studio.tasks(self.project_id, ids=[row.ls_task_id for _, row in pairs])
+                         if not t.get("annotations") and not t.get("draft_exists")}
+            pairs = [(query, row) for query, row in pairs if row.ls_task_id in untouched]
+            # out of the project first: a bridge stopped in between sees deleted tasks and gives them back
+            self.studio.delete_tasks(self.project_id, [row.ls_task_id for _, row in pairs])
+            for query, row in pairs:
+                self._give_back(row)
+                self.state.set_state(row.lease_id, TaskState.RELEASED)
+                p = query.provenance
+                self.state.add_leased(lease_id=query.lease_id, item_id=query.item_id, model_version=p.model_version,
+                                      score=p.score)
+                self._queries[query.lease_id] = (query.payload, p)
+                swapped.append(query)
+        shown = {query.lease_id for query in swapped}
+        for query in probes:
+            if query.lease_id not in shown:
+                self.client.release(query)
+        if swapped:
+            log.info("refreshed %d stale tasks with queries of model version %d", len(swapped),
+                     max(q.provenance.model_version for q in swapped))
+            self._import_leased()
+
+
+def _later(newest: dt.datetime | None, value) -> dt.datetime | None:
+    """The later of a watermark and a task's updated_at (a datetime or its ISO text)."""
+    if value is None:
+        return newest
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    value = value.astimezone(dt.timezone.utc)
+    return value if newest is None else max(newest, value)

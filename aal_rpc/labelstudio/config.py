@@ -1,0 +1,118 @@
+"""The labeling interface of a Label Studio project: the config the bridge generates from the task, the check of an
+existing project's config, and the class an annotation names.
+
+A config the bridge can work with has one <Choices> whose <Choice> values are exactly the task's class names, pointed
+(toName) at one <Image> or <Text> object; the object's value ("$image") names the task data field that holds the item.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
+
+from aal_rpc.types import Task
+
+OBJECT_KINDS = {"Image": "image", "Text": "text", "HyperText": "text"}  # object tags the bridge can fill, by kind
+CHOICES_NAME = "label"  # the name of the <Choices> control in a generated config
+# task data fields the bridge writes beside the item; a project's object may not read one of them
+METADATA_FIELDS = ("item_id", "model_version", "score", "strategy", "cluster")
+
+
+class ConfigMismatch(ValueError):
+    """A project's labeling config that the bridge cannot use for the task (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Interface:
+    """What the bridge needs to know of a project's labeling config.
+
+    kind: "image" (the item's PNG as a data: URL) or "text"; data_key: the task data field the object reads;
+    control: the name of the <Choices>; classes: what an annotation's result holds for a choice -> class index.
+    """
+
+    kind: str
+    data_key: str
+    control: str
+    to_name: str
+    classes: dict[str, int]
+
+
+def kind_for(task: Task, requested: str = "auto") -> str:
+    """The object a project shows for the task's items: "image" for images ((H, W), (1, H, W) or (3, H, W): workers
+    attach a PNG of them), "text" otherwise (text items, and short summaries of other tensors)."""
+    if requested != "auto":
+        return requested
+    shape = tuple(task.input_shape)
+    image = len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))
+    return "image" if image and task.architecture != "text" else "text"
+
+
+def label_config(class_names: tuple[str, ...] | list[str], kind: str) -> str:
+    """A labeling config for the task: the item (Image or Text) and one required single choice per class."""
+    if kind not in ("image", "text"):
+        raise ValueError(f"kind must be 'image' or 'text', not {kind!r}")
+    if len(set(class_names)) != len(class_names) or not class_names:
+        raise ValueError("class names must be distinct and not empty")
+    obj = ('<Image name="image" value="$image" zoom="true" zoomControl="true"/>' if kind == "image" else
+           '<Text name="text" value="$text"/>')
+    choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in class_names)
+    return (f'<View>\n  {obj}\n  <Choices name="{CHOICES_NAME}" toName="{kind}" choice="single-radio" '
+            f'showInline="true" required="true">\n{choices}\n  </Choices>\n</View>\n')
+
+
+def parse_label_config(xml: str, class_names: tuple[str, ...] | list[str]) -> Interface:
+    """The Interface of a project's config for these classes; ConfigMismatch when it has none."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise ConfigMismatch(f"the labeling config is not valid XML ({exc})") from exc
+    objects = {el.get("name"): el for el in root.iter() if el.tag in OBJECT_KINDS and el.get("name")}
+    wanted = sorted(class_names)
+    seen = []
+    for control in root.iter("Choices"):
+        choices = list(control.iter("Choice"))
+        values = [c.get("value") for c in choices]
+        seen.append(values)
+        if sorted(v or "" for v in values) != wanted:
+            continue
+        targets = [n.strip() for n in (control.get("toName") or "").split(",")]
+        target = next((objects[n] for n in targets if n in objects), None)
+        if target is None:
+            raise ConfigMismatch(f"the <Choices name={control.get('name')!r}> naming the classes points at "
+                                 f"{control.get('toName')!r}, which is no <Image> or <Text> of the config")
+        value = target.get("value") or ""
+        if not value.startswith("$") or len(value) < 2:
+            raise ConfigMismatch(f"the <{target.tag} name={target.get('name')!r}> must read a task field "
+                                 f"(value=\"$field\"), not {value!r}")
+        key = value[1:]
+        if key in METADATA_FIELDS:
+            raise ConfigMismatch(f"the <{target.tag}> reads ${key}, a field the bridge fills itself "
+                                 f"({', '.join(METADATA_FIELDS)}): give the item another field")
+        index = {name: i for i, name in enumerate(class_names)}
+        # a result holds a choice's alias when it has one, else its value
+        classes = {(c.get("alias") or c.get("value")): index[c.get("value")] for c in choices}
+        return Interface(OBJECT_KINDS[target.tag], key, control.get("name") or "", target.get("name") or "", classes)
+    found = "; ".join(", ".join(map(str, v)) for v in seen) or "no <Choices> at all"
+    raise ConfigMismatch(f"the labeling config has no <Choices> whose choices are exactly the task's classes "
+                         f"({', '.join(class_names)}); it has: {found}")
+
+
+def label_of(result: list | None, interface: Interface) -> int | None:
+    """The class an annotation's result chooses, or None when it chooses none, several, or one the task lacks."""
+    chosen = set()
+    for region in result or []:
+        if not isinstance(region, dict) or region.get("from_name") != interface.control:
+            continue
+        value = region.get("value") or {}
+        chosen.update(value.get("choices") or [])
+    if len(chosen) != 1:
+        return None
+    return interface.classes.get(chosen.pop())
+
+
+def result_for(label: int, interface: Interface) -> list[dict]:
+    """The result of an annotation choosing class `label` (what Label Studio's editor saves)."""
+    name = next(k for k, v in interface.classes.items() if v == label)
+    return [{"from_name": interface.control, "to_name": interface.to_name, "type": "choices",
+             "value": {"choices": [name]}}]

@@ -1,0 +1,450 @@
+"""aal-labelstudio: the bridge between the coordinator and a Label Studio project.
+
+Unit tests of the labeling config, the webhook hints and the state file need nothing else. The rest run a real Label
+Studio 1.23 (the `label-studio` of .venv-labelstudio, `make labelstudio`; one server for the session, on SQLite in a
+temporary folder, on a free loopback port), a real coordinator in-process on 127.0.0.1:0, and the bridge as its
+command. People's work is driven through Label Studio's API as its editor does it: an annotation created, updated,
+cancelled (Skip) or deleted. Without the Label Studio virtualenv these tests skip on a developer's machine and fail in
+CI (CI set), where `make test` builds it first.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+
+import grpc
+import numpy as np
+import pytest
+
+from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.coordinator.app import create_coordinator_server
+from aal_rpc.coordinator.core import CoordinatorConfig
+from aal_rpc.data.images import render_png
+from aal_rpc.experiment.processes import ProcessGroup, command, read_address
+from aal_rpc.labelstudio.bridge import priority, task_json
+from aal_rpc.labelstudio.config import (ConfigMismatch, kind_for, label_config, label_of,
+                                        parse_label_config, result_for)
+from aal_rpc.labelstudio.local import LocalLabelStudio, label_studio_executable
+from aal_rpc.labelstudio.state import BridgeState, StateLocked, TaskState
+from aal_rpc.labelstudio.webhook import hints_of
+from aal_rpc.models import build_model
+from aal_rpc.proto.v1 import selection_pb2, selection_pb2_grpc
+from aal_rpc.serde import payload_to_proto, weights_to_bytes
+from aal_rpc.types import Payload, Provenance, Task
+from tests.conftest import TASK, wait_until
+
+pytestmark = pytest.mark.filterwarnings("ignore:The `parse_obj` method is deprecated")  # inside Label Studio's SDK
+
+WAIT = 60.0  # seconds a step may take on a loaded 2-core machine
+NO_POLLING = ["--poll-seconds", "3600", "--sweep-seconds", "3600"]  # webhooks alone (and the sweep at start)
+
+
+# -- the labeling config, webhook hints, the state file: no server ------------------------------------------------
+
+def test_generated_config_names_every_class_and_reads_back():
+    names = ("cat", 'say "hi" & <bye>', "2")
+    for kind in ("image", "text"):
+        iface = parse_label_config(label_config(names, kind), names)
+        assert (iface.kind, iface.data_key) == (kind, kind)
+        for i in range(len(names)):
+            assert label_of(result_for(i, iface), iface) == i
+    iface = parse_label_config(label_config(names, "image"), names)
+    assert label_of([], iface) is None  # no choice
+    both = result_for(0, iface) + result_for(1, iface)
+    assert label_of(both, iface) is None  # two classes: no label
+    foreign = [{**result_for(0, iface)[0], "from_name": "other"}]
+    assert label_of(foreign, iface) is None
+
+
+def test_an_existing_config_is_checked_against_the_classes():
+    names = ("neg", "pos")
+    own = ('<View><Text name="review" value="$body"/><Choices name="sentiment" toName="review">'
+           '<Choice value="pos" alias="P"/><Choice value="neg"/></Choices></View>')
+    iface = parse_label_config(own, names)
+    assert (iface.kind, iface.data_key, iface.control, iface.to_name) == ("text", "body", "sentiment", "review")
+    assert iface.classes == {"P": 1, "neg": 0}  # a result holds the alias where there is one
+    with pytest.raises(ConfigMismatch, match="exactly the task's classes"):
+        parse_label_config(own.replace('value="neg"', 'value="meh"'), names)
+    with pytest.raises(ConfigMismatch, match="fills itself"):
+        parse_label_config(own.replace("$body", "$score"), names)
+    with pytest.raises(ConfigMismatch, match="not valid XML"):
+        parse_label_config("<View>", names)
+
+
+def test_object_kind_follows_the_task():
+    assert kind_for(TASK) == "image"
+    text = Task(dataset="jsonl:x", num_classes=2, class_names=("a", "b"), input_shape=(256,), architecture="text")
+    assert kind_for(text) == "text" and kind_for(text, "image") == "image"
+
+
+def test_prediction_score_puts_the_coordinators_first_choice_first():
+    scores = [-800.0, -3.0, 0.0, 0.5, 2.0, 900.0]
+    turned = [priority(s) for s in scores]
+    assert all(0.0 <= p <= 1.0 for p in turned)
+    assert turned == sorted(turned, reverse=True)  # Label Studio serves the lowest first
+    x = np.full(TASK.input_shape, 0.5, np.float32)
+    task = task_json("7", Payload.from_array(x), Provenance("w", "cluster_margin", 3, 0.25, cluster=4),
+                     parse_label_config(label_config(TASK.class_names, "image"), TASK.class_names))
+    assert base64.b64decode(task["data"]["image"].split(",", 1)[1]) == render_png(x)  # rendered when absent
+    assert task["data"]["cluster"] == 4 and task["predictions"][0]["cluster"] == 4
+    assert task["predictions"][0]["model_version"] == "3" and task["predictions"][0]["result"] == []
+
+
+def test_webhook_payloads_name_tasks_and_deleted_annotations():
+    assert hints_of({"action": "ANNOTATION_CREATED", "annotation": {"id": 5, "task": 12}}) == ({12}, set())
+    assert hints_of({"action": "ANNOTATION_UPDATED", "annotation": {"id": 5}, "task": {"id": 13}}) == ({13}, set())
+    assert hints_of({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 5}, {"id": 6}]}) == (set(), {5, 6})
+    assert hints_of({"action": "PROJECT_UPDATED"}) == (set(), set())
+
+
+def test_state_file_persists_and_admits_one_bridge(tmp_path):
+    state = BridgeState(tmp_path)
+    state.add_leased(lease_id="L1", item_id="1", model_version=2, score=0.5)
+    state.set_task_id("L1", 40)
+    state.record_annotation(ls_annotation_id=9, lease_id="L1", label=3, cancelled=False, ls_updated_at="t")
+    state.set_state("L1", TaskState.LABELED, label=3, seq=1)
+    with pytest.raises(StateLocked):
+        BridgeState(tmp_path)
+    state.close()
+    again = BridgeState(tmp_path)
+    row = again.by_task_id(40)
+    assert (row.item_id, row.state, row.label, row.seq) == ("1", TaskState.LABELED, 3, 1)
+    assert again.task_of_annotation(9) == 40 and again.annotations_of("L1")[9].label == 3
+    again.close()
+
+
+# -- against a real Label Studio ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def label_studio():
+    exe = label_studio_executable()
+    if exe is None:
+        message = "Label Studio's virtualenv is missing (make labelstudio)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = LocalLabelStudio(exe)
+    yield server
+    server.stop()
+
+
+class Coordinator:
+    """A real coordinator in-process that can be stopped and started again on the same port and data dir."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.port = 0
+        self.srv = None
+        self.start()
+
+    def start(self):
+        self.srv = create_coordinator_server(f"127.0.0.1:{self.port}", self.data_dir, TASK,
+                                             CoordinatorConfig(pool_capacity=256, lease_seconds=60))
+        self.port = self.srv.port
+
+    def stop(self):
+        if self.srv is not None:
+            self.srv.stop(grace=0)
+            self.srv = None
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def admin(self) -> CoordinatorClient:
+        return CoordinatorClient(self.address, retry_for=30)
+
+    def queue(self, ids, *, version=0, scores=None, clusters=None):
+        """Candidates as a Cluster-Margin worker sends them: a PNG each, a score, a cluster."""
+        cands = []
+        for n, item_id in enumerate(ids):
+            x = np.full(TASK.input_shape, (int(item_id) % 16) / 16, np.float32)
+            c = selection_pb2.Candidate(item_id=str(item_id), score=scores[n] if scores else 0.5,
+                                        payload=payload_to_proto(Payload.from_array(x, image_png=render_png(x))))
+            if clusters is not None:
+                c.cluster = clusters[n]
+            cands.append(c)
+        channel = grpc.insecure_channel(self.address)
+        try:
+            resp = selection_pb2_grpc.SelectionServiceStub(channel).SubmitCandidates(
+                selection_pb2.SubmitCandidatesRequest(worker_id="w0", strategy="cluster_margin",
+                                                      model_version=version, candidates=cands), timeout=30)
+        finally:
+            channel.close()
+        assert resp.accepted == len(ids)
+
+    def records(self):
+        with self.admin() as admin:
+            return list(admin.export())
+
+
+@pytest.fixture
+def coordinator(tmp_path):
+    c = Coordinator(tmp_path / "coordinator")
+    yield c
+    c.stop()
+
+
+class Bridge:
+    """aal-labelstudio as its command, restartable on the same state dir."""
+
+    def __init__(self, procs: ProcessGroup, label_studio: LocalLabelStudio, coordinator: Coordinator, state_dir,
+                 *args):
+        self.procs, self.args, self.n = procs, [
+            "--coordinator", coordinator.address, "--label-studio-url", label_studio.url,
+            "--state-dir", state_dir, *args], 0
+        self.lines: list[str] = []
+
+    def start(self, *extra):
+        self.n += 1
+        self.name = f"bridge-{self.n}"
+        proc = self.procs.start(self.name, command("labelstudio", *self.args, *extra), capture_stdout=True,
+                                env={"LABEL_STUDIO_API_KEY": self.token})
+        self.address = read_address(proc, self.name, self.procs.log_dir / f"{self.name}.log")
+        self.project_id = int(proc.stdout.readline().decode().split()[1])
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        return self.procs.stop(self.name, sig)
+
+    def log(self) -> str:
+        return (self.procs.log_dir / f"{self.name}.log").read_text()
+
+
+@pytest.fixture
+def bridge_for(procs, label_studio, coordinator, tmp_path):
+    def make(*args):
+        b = Bridge(procs, label_studio, coordinator, tmp_path / "bridge-state", *args)
+        b.token = label_studio.token  # the personal access token, as a team gives it
+        return b
+    return make
+
+
+def tasks_of(ls, project_id):
+    return [t.dict() for t in ls.tasks.list(project=project_id, fields="all")]
+
+
+def annotate(ls, task_id, iface, label=None, *, cancel=False):
+    """An annotator's save in the editor: a choice, or Skip."""
+    if cancel:
+        return ls.annotations.create(id=task_id, result=[], was_cancelled=True)
+    return ls.annotations.create(id=task_id, result=result_for(label, iface))
+
+
+def latest_labels(records):
+    """Each item's current label in L (its latest record)."""
+    out = {}
+    for r in records:
+        out[r.item_id] = r.label
+    return out
+
+
+def test_queries_become_tasks_in_the_coordinators_order(label_studio, coordinator, bridge_for):
+    scores = [0.1, 0.9, 0.5, 0.7, 0.3, 0.8]
+    coordinator.queue(range(6), scores=scores, clusters=[0, 1, 0, 2, 1, 2])
+    bridge = bridge_for("--create-project", "order", "--window", "4", *NO_POLLING).start()
+    ls = label_studio.client()
+
+    def shown():  # the tasks, then their predictions' clusters (set just after), then the project's model version
+        tasks = tasks_of(ls, bridge.project_id)
+        return (len(tasks) == 4 and all(t["predictions"][0]["cluster"] is not None for t in tasks)
+                and ls.projects.get(id=bridge.project_id).model_version == "0")
+
+    assert wait_until(shown, WAIT), bridge.log()
+    project = ls.projects.get(id=bridge.project_id)
+    iface = parse_label_config(project.label_config, TASK.class_names)  # the config names the task's classes
+    assert iface.kind == "image" and project.sampling == "Uncertainty sampling" and project.model_version == "0"
+    tasks = tasks_of(ls, bridge.project_id)
+    # the four best queries by the coordinator's order, and Label Studio's order (lowest prediction first) agrees
+    assert {t["data"]["item_id"] for t in tasks} == {"1", "5", "3", "2"}
+    by_prediction = sorted(tasks, key=lambda t: t["predictions"][0]["score"])
+    assert [t["data"]["item_id"] for t in by_prediction] == ["1", "5", "3", "2"]
+    for t in tasks:
+        item, pred = t["data"]["item_id"], t["predictions"][0]
+        x = np.full(TASK.input_shape, int(item) / 16, np.float32)
+        assert t["data"]["image"] == "data:image/png;base64," + base64.b64encode(render_png(x)).decode()
+        assert t["data"]["cluster"] == [0, 1, 0, 2, 1, 2][int(item)] == pred["cluster"]
+        assert t["data"]["strategy"] == "cluster_margin" and pred["model_version"] == "0"
+        assert pred["score"] == pytest.approx(priority(scores[int(item)]))
+    with coordinator.admin() as admin:
+        assert (admin.stats().leased, admin.stats().queued) == (4, 2)
+    [hook] = [w for w in ls.webhooks.list(project=bridge.project_id)]
+    assert hook.url == f"http://{bridge.address}/webhook" and hook.is_active
+    assert bridge.stop() == 0
+    [hook] = [w for w in ls.webhooks.list(project=bridge.project_id)]
+    assert not hook.is_active  # no webhook waits on a bridge that is gone
+    with coordinator.admin() as admin:
+        assert admin.stats().leased == 4  # its leases are kept for the next start
+
+
+def test_annotations_become_labels_across_restarts(label_studio, coordinator, bridge_for):
+    """created -> a label in L; updated -> a correction; Skip -> deferred; deleted -> L unchanged, and a new
+    annotation corrects. The bridge (killed), the coordinator and Label Studio restart mid-way: every annotation
+    reaches L once."""
+    coordinator.queue(range(12), scores=[i / 12 for i in range(12)])
+    bridge = bridge_for("--create-project", "restarts", "--window", "6", *NO_POLLING).start()
+    ls = label_studio.client()
+    assert wait_until(lambda: len(tasks_of(ls, bridge.project_id)) == 6, WAIT), bridge.log()
+    iface = parse_label_config(ls.projects.get(id=bridge.project_id).label_config, TASK.class_names)
+    task_of = {t["data"]["item_id"]: t["id"] for t in tasks_of(ls, bridge.project_id)}
+    first = sorted(task_of, key=int)  # six items, in the bridge's window
+    expected: dict[str, list[int]] = {}  # item -> its labels in L, first then corrections
+
+    def holds(expect):
+        by_item: dict[str, list[int]] = {}
+        for r in coordinator.records():
+            by_item.setdefault(r.item_id, []).append(r.label)
+        return by_item == expect
+
+    # created -> in L
+    a = annotate(ls, task_of[first[0]], iface, 3)
+    expected[first[0]] = [3]
+    assert wait_until(lambda: holds(expected), WAIT), bridge.log()
+    # updated -> a correction supersedes it
+    ls.annotations.update(id=a.id, result=result_for(5, iface))
+    expected[first[0]].append(5)
+    assert wait_until(lambda: holds(expected), WAIT), bridge.log()
+    # Skip -> deferred: back in S for others, and out of the project
+    annotate(ls, task_of[first[1]], iface, cancel=True)
+    with AnnotationClient(coordinator.address, "observer", retry_for=30) as observer:
+        assert wait_until(lambda: observer.get_item(first[1]).state == "queued", WAIT), bridge.log()
+    # its task leaves, fresh queries keep six tasks waiting, and the deferred item is not among them
+    def refilled():
+        tasks = tasks_of(ls, bridge.project_id)
+        waiting = [t for t in tasks if not t["annotations"]]
+        return len(waiting) == 6 and task_of[first[1]] not in {t["id"] for t in tasks}
+
+    assert wait_until(refilled, WAIT), bridge.log()
+    assert first[1] not in {t["data"]["item_id"] for t in tasks_of(ls, bridge.project_id)}
+
+    # the bridge dies; meanwhile a label and a correction are made
+    bridge.stop(signal.SIGKILL)
+    annotate(ls, task_of[first[2]], iface, 7)
+    ls.annotations.update(id=a.id, result=result_for(6, iface))
+    expected[first[2]] = [7]
+    expected[first[0]].append(6)
+    bridge.start()
+    assert wait_until(lambda: holds(expected), WAIT), bridge.log()
+
+    # the coordinator restarts (same data dir, same port) while an annotation is saved
+    coordinator.stop()
+    annotate(ls, task_of[first[3]], iface, 1)
+    expected[first[3]] = [1]
+    coordinator.start()
+    assert wait_until(lambda: holds(expected), WAIT), bridge.log()
+
+    # Label Studio restarts; work carries on after it
+    label_studio.restart()
+    ls = label_studio.client()
+    annotate(ls, task_of[first[4]], iface, 2)
+    expected[first[4]] = [2]
+    assert wait_until(lambda: holds(expected), WAIT), bridge.log()
+
+    # a deleted annotation leaves L as it is; a new one on the task corrects the label
+    [ann] = [x for x in tasks_of(ls, bridge.project_id) if x["id"] == task_of[first[2]]][0]["annotations"]
+    ls.annotations.delete(id=ann["id"])
+    annotate(ls, task_of[first[2]], iface, 8)
+    expected[first[2]].append(8)
+    assert wait_until(lambda: holds(expected), WAIT), bridge.log()
+
+    # the window was kept full of queries waiting for a label
+    assert wait_until(lambda: len([t for t in tasks_of(ls, bridge.project_id) if not t["annotations"]]) == 6, WAIT), \
+        [(t["id"], t["data"]["item_id"], len(t["annotations"] or [])) for t in tasks_of(ls, bridge.project_id)]
+    shown = [t["data"]["item_id"] for t in tasks_of(ls, bridge.project_id)]
+    assert len(shown) == len(set(shown))  # one task per item: no import was made twice
+    records = coordinator.records()
+    firsts = [r.item_id for r in records if r.supersedes == 0]
+    assert sorted(firsts) == sorted(expected) and len(set(firsts)) == len(firsts)  # one first label per task
+    assert all(r.annotator_id == "labelstudio" for r in records)
+    assert bridge.stop() == 0
+
+
+def test_stale_tasks_give_way_to_a_newer_models_queries(label_studio, coordinator, bridge_for):
+    coordinator.queue(range(5), scores=[0.1, 0.2, 0.3, 0.4, 0.5])
+    bridge = bridge_for("--create-project", "refresh", "--window", "3", "--refresh-seconds", "0.5",
+                        *NO_POLLING).start()
+    ls = label_studio.client()
+    assert wait_until(lambda: len(tasks_of(ls, bridge.project_id)) == 3, WAIT), bridge.log()
+    # someone is at work on one task (an annotation that chooses nothing yet): it is not taken away
+    busy = tasks_of(ls, bridge.project_id)[0]
+    ls.annotations.create(id=busy["id"], result=[])
+    # a model is published and a worker rescored with it
+    weights = weights_to_bytes(build_model(TASK.architecture, TASK.input_shape, TASK.num_classes).state_dict())
+    with coordinator.admin() as admin:
+        version = admin.upload_model(weights, server_id="s", trained_seq=0, num_labels=0,
+                                     architecture=TASK.architecture, metrics={}).version
+    coordinator.queue(range(100, 104), version=version, scores=[0.1, 0.2, 0.3, 0.4])
+
+    def refreshed():
+        tasks = tasks_of(ls, bridge.project_id)
+        fresh = sorted(t["data"]["item_id"] for t in tasks if t["data"]["model_version"] == version)
+        return (fresh == ["102", "103"] and {t["id"] for t in tasks if t["data"]["model_version"] == 0} == {busy["id"]}
+                and ls.projects.get(id=bridge.project_id).model_version == str(version))  # served first
+
+    assert wait_until(refreshed, WAIT), bridge.log()
+    with coordinator.admin() as admin:
+        s = admin.stats()
+        assert (s.leased, s.queued) == (3, 6)  # the stale ones went back to S
+    assert bridge.stop() == 0
+
+
+def test_a_lapsed_lease_takes_its_task_out(label_studio, coordinator, bridge_for):
+    """The bridge is down past its leases; the items are labeled and leased elsewhere meanwhile. Back, it removes
+    those tasks and shows what S offers now."""
+    coordinator.queue(["1", "2"])
+    bridge = bridge_for("--create-project", "lapse", "--window", "2", "--lease-seconds", "3",
+                        "--refresh-seconds", "0.5", *NO_POLLING).start()
+    ls = label_studio.client()
+    assert wait_until(lambda: len(tasks_of(ls, bridge.project_id)) == 2, WAIT), bridge.log()
+    old = {t["id"] for t in tasks_of(ls, bridge.project_id)}
+    bridge.stop()
+    with coordinator.admin() as admin:
+        assert wait_until(lambda: admin.stats().queued == 2, WAIT)  # the leases lapsed
+    with AnnotationClient(coordinator.address, "alice", retry_for=30) as alice:
+        one, two = alice.lease(), alice.lease()
+        alice.submit(one, 4)
+        bridge.start()
+        assert wait_until(lambda: not old & {t["id"] for t in tasks_of(ls, bridge.project_id)}, WAIT), bridge.log()
+        alice.release(two)  # back in S: the bridge shows it again, as a new task
+        assert wait_until(lambda: [t["data"]["item_id"] for t in tasks_of(ls, bridge.project_id)] == [two.item_id],
+                          WAIT), bridge.log()
+    assert bridge.stop() == 0
+
+
+def test_polling_alone_carries_annotations(label_studio, coordinator, bridge_for):
+    coordinator.queue(["1"])
+    bridge = bridge_for("--create-project", "polling", "--window", "1", "--no-webhooks", "--poll-seconds", "0.5",
+                        "--sweep-seconds", "3600")
+    bridge.address = None
+    proc = bridge.procs.start("bridge-poll", command("labelstudio", *bridge.args), capture_stdout=True,
+                              env={"LABEL_STUDIO_API_KEY": bridge.token})
+    bridge.name = "bridge-poll"
+    first = proc.stdout.readline().decode()
+    assert first.startswith("polling project ")
+    project_id = int(first.split()[2])
+    ls = label_studio.client()
+    assert not list(ls.webhooks.list(project=project_id))
+    assert wait_until(lambda: len(tasks_of(ls, project_id)) == 1, WAIT), bridge.log()
+    iface = parse_label_config(ls.projects.get(id=project_id).label_config, TASK.class_names)
+    annotate(ls, tasks_of(ls, project_id)[0]["id"], iface, 9)
+    assert wait_until(lambda: [(r.item_id, r.label) for r in coordinator.records()] == [("1", 9)], WAIT), bridge.log()
+    assert bridge.stop() == 0
+
+
+def test_attach_refuses_a_project_without_the_classes(label_studio, coordinator, tmp_path):
+    ls = label_studio.client()
+    project = ls.projects.create(title="other classes", label_config=label_config(("cat", "dog"), "image"))
+    done = subprocess.run(command("labelstudio", "--coordinator", coordinator.address, "--label-studio-url",
+                                  label_studio.url, "--project", project.id, "--state-dir", tmp_path / "s"),
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LABEL_STUDIO_API_KEY": label_studio.token})
+    assert done.returncode == 1
+    assert "exactly the task's classes" in done.stderr and "Traceback" not in done.stderr
+    wrong = subprocess.run(command("labelstudio", "--coordinator", coordinator.address, "--label-studio-url",
+                                   label_studio.url, "--project", project.id, "--state-dir", tmp_path / "t"),
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "LABEL_STUDIO_API_KEY": "not-a-token"})
+    assert wrong.returncode == 1 and "refused the token" in wrong.stderr
