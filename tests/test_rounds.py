@@ -6,6 +6,7 @@ import pytest
 
 from aal_rpc.coordinator.rounds import MIN_CLAIM_TTL, RETRY_SECONDS, RoundClaim, decide
 from aal_rpc.errors import InvalidArgument
+from tests.conftest import fill_labels
 from tests.test_registry import publish, weights
 
 
@@ -45,6 +46,7 @@ def test_claims_of_silent_servers_expire():
 
 def test_both_coordinators_stagger_rounds_and_publishing_ends_a_claim(make_coordinator):
     c = make_coordinator()
+    fill_labels(c, 12)
     assert c.begin_round(server_id="a", num_labels=10, round_seconds=0.0) == (0.0, "")
     wait, why = c.begin_round(server_id="b", num_labels=10, round_seconds=0.0)
     assert wait > 0 and "10 labels" in why
