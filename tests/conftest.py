@@ -4,6 +4,7 @@ real PostgreSQL server (Debian's postgresql) started for the session."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import grpc
@@ -42,6 +43,27 @@ def code_of(call):
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value.code()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """A test CA, a server certificate for 127.0.0.1/localhost and a client certificate signed by it (openssl),
+    and a second, unrelated CA."""
+    d = tmp_path_factory.mktemp("certs")
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    for ca in ("ca", "other-ca"):
+        ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN=aal test {ca}", "-keyout",
+            f"{ca}.key", "-out", f"{ca}.pem")
+    for name, san in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "subjectAltName=DNS:client")):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr")
+        (d / f"{name}.ext").write_text(san + "\n")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+            "-out", f"{name}.pem", "-extfile", f"{name}.ext")
+    return d
 
 
 @pytest.fixture

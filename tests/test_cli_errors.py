@@ -19,26 +19,6 @@ TOKENS = {"ann-token": "annotator", "wrk-token": "worker", "srv-token": "server"
 RUN_TIMEOUT = 120  # seconds; a command that loops or waits on a refusal runs into it and fails the test
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("certs")
-
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=aal test CA", "-keyout",
-        "ca.key", "-out", "ca.pem")
-    for name in ("server", "client"):
-        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr")
-        (d / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
-            "-out", f"{name}.pem", "-extfile", f"{name}.ext")
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=another CA", "-keyout",
-        "other-ca.key", "-out", "other-ca.pem")
-    return d
-
-
 @pytest.fixture
 def coordinators(tmp_path, certs):
     """A plaintext coordinator, a TLS one with tokens and a mutual-TLS one: name -> HOST:PORT."""

@@ -1,6 +1,5 @@
 """Role-scoped tokens and TLS / mutual TLS over real gRPC, with certificates generated on the fly."""
 
-import subprocess
 
 import grpc
 import numpy as np
@@ -72,24 +71,6 @@ def test_roles_are_confined_to_their_service(secured):
     health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert health.status == health_pb2.HealthCheckResponse.SERVING  # probes need no token
     channel.close()
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("certs")
-
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=aal test CA", "-keyout",
-        "ca.key", "-out", "ca.pem")
-    for name, san in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "subjectAltName=DNS:client")):
-        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr")
-        (d / f"{name}.ext").write_text(san + "\n")
-        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
-            "-out", f"{name}.pem", "-extfile", f"{name}.ext")
-    return d
 
 
 def test_tls_serves_verified_clients_only(tmp_path, certs):

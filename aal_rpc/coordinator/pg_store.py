@@ -425,6 +425,14 @@ class PostgresStore:
                     "WHERE lease_id = %s FOR UPDATE", (lease_id,))
         return cur.fetchone()
 
+    def _check_held(self, cur, *, lease_id: str, item_id: str, annotator_id: str, now: float) -> None:
+        """Raise unless `annotator_id` holds an unexpired lease `lease_id` on `item_id` (row-locked after)."""
+        held = self._locked_lease(cur, lease_id)
+        if held is None or held[3] <= now:
+            raise self._no_lease_error(cur, lease_id, item_id)
+        if held[0] != item_id or held[1] != annotator_id:
+            raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
+
     def _no_lease_error(self, cur, lease_id: str, item_id: str) -> Exception:
         cur.execute("SELECT EXISTS (SELECT 1 FROM queries WHERE item_id = %(i)s) OR EXISTS (SELECT 1 FROM labels "
                     "WHERE item_id = %(i)s) OR EXISTS (SELECT 1 FROM skips WHERE item_id = %(i)s)", {"i": item_id})
@@ -488,11 +496,7 @@ class PostgresStore:
                     ) -> float:
         """Extend a held lease to now + lease_seconds; returns the new deadline."""
         with self._tx() as cur:
-            held = self._locked_lease(cur, lease_id)
-            if held is None or held[3] <= now:
-                raise self._no_lease_error(cur, lease_id, item_id)
-            if held[0] != item_id or held[1] != annotator_id:
-                raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
+            self._check_held(cur, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, now=now)
             cur.execute("UPDATE queries SET lease_deadline = %s WHERE lease_id = %s", (now + lease_seconds, lease_id))
         return now + lease_seconds
 
@@ -514,11 +518,7 @@ class PostgresStore:
                       defer_until: float = 0.0) -> None:
         """End a lease: back to S (with `defer_until`, not for this annotator before then), or skip the item."""
         with self._tx() as cur:
-            held = self._locked_lease(cur, lease_id)
-            if held is None or held[3] <= now:
-                raise self._no_lease_error(cur, lease_id, item_id)
-            if held[0] != item_id or held[1] != annotator_id:
-                raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
+            self._check_held(cur, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, now=now)
             if skip:
                 self._skip(cur, item_id, annotator_id, now)
             else:
