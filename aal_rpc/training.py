@@ -1,12 +1,21 @@
 """Training, evaluation and inference in plain torch, shared by the trainers and the selectors.
 
+`train` follows the recipe chosen by measurement in docs/RECIPE.md (`RECIPE`): per-batch augmentation of image
+tensors, a one-cycle learning rate (a warmup, then a cosine decay), and a minimum number of optimizer steps per
+round. On a CUDA
+device training and inference run in mixed precision (bfloat16 where the GPU has it, else float16 with a
+gradient scaler) and batches travel from pinned host memory without blocking; on a CPU nothing of that applies.
+
 Inputs are cast to the model's `input_dtype` (float32, or int64 for the `text` model's n-gram buckets), so
 a batch of bucket ids that travelled as float32 still indexes the embedding table exactly (ids < 2**24).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -16,26 +25,80 @@ from torch.nn import functional as F
 from aal_rpc.models import input_dtype
 
 INFERENCE_BATCH = 1024
+SCHEDULES = ("constant", "cosine", "onecycle")
+ONECYCLE_DIV = 25.0  # one-cycle starts at lr / 25 and ends at lr / 25e4, as torch's OneCycleLR does
+ONECYCLE_FINAL_DIV = 1e4
+RGB_CROP_PAD = 1 / 8  # RGB images: pad by 1/8 of the side (4 px at 32x32), crop back at a random offset
+DIGIT_SHIFT = 2 / 28  # other images (digit-like): shift by up to 1/14 of the side (2 px at 28x28, 1 at 8x8)
+DIGIT_ROTATION = 10.0  # ... and rotate by up to 10 degrees either way
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a training round trains, as chosen by measurement (docs/RECIPE.md has the numbers behind each value).
+
+    `epochs` passes over the labels, repeated until at least `min_steps` optimizer steps were taken: 40 labels
+    are two batches, and 20 epochs of them (40 steps) leave a network far from what those labels can teach it.
+    `lr` is the peak of the `schedule`, reached after `warmup` (a fraction of the round's steps). `augment`
+    turns on `augment_batch`: shifts and small rotations of digit-like images, crops and flips of RGB ones.
+    The values in RECIPE are the ones a trainer should use (TrainerConfig); train's own keyword defaults are
+    older and kept for its callers, except the schedule and augmentation, which are the recipe's.
+    """
+
+    epochs: int = 40
+    min_steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    schedule: str = "onecycle"
+    warmup: float = 0.3
+    augment: bool = True
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+
+    def kwargs(self) -> dict:
+        """The keyword arguments of `train` that this recipe sets: `train(model, x, y, **recipe.kwargs())`."""
+        return asdict(self)
+
+
+RECIPE = Recipe()
+# a round that continues the last round's model (a warm start): a quarter of the steps, the same schedule restarted
+WARM_RECIPE = replace(RECIPE, epochs=RECIPE.epochs // 4, min_steps=RECIPE.min_steps // 4)
 
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int = 32,
           lr: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu",
-          min_steps: int = 0, should_stop: Callable[[], bool] = lambda: False) -> float:
+          min_steps: int = 0, should_stop: Callable[[], bool] = lambda: False,
+          schedule: str = RECIPE.schedule, warmup: float = RECIPE.warmup, augment: bool = RECIPE.augment) -> float:
     """Train in place with Adam; return the mean loss of the last epoch.
 
     `min_steps` repeats epochs until at least that many optimizer steps were taken: a fixed compute budget per
     round, so a round costs about the same on 20 labels as on 2,000 (as training on a large pool does).
     `should_stop` is asked before each step; when it says yes, training ends where it is.
+    `schedule` shapes the learning rate over the round's steps with `lr` as its peak (`lr_factor`); `augment`
+    transforms each image batch at random (`augment_batch`; other inputs pass unchanged).
+    The whole recipe: `train(model, x, y, **RECIPE.kwargs(), seed=..., device=...)`.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed + 1)  # its own stream: augmenting leaves the batch order as it was
     xt = torch.as_tensor(x, dtype=input_dtype(model))
     yt = torch.as_tensor(y, dtype=torch.int64)
     opts = optimizers(model, lr=lr, weight_decay=weight_decay)
+    peak = [[group["lr"] for group in opt.param_groups] for opt in opts]
+    precision = autocast_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if precision == torch.float16 else None
+    pin = pins_memory(device)
     last = 0.0
     bounds = batch_bounds(len(xt), batch_size)
     steps_per_epoch = max(1, len(bounds))
-    for _ in range(max(epochs, -(-min_steps // steps_per_epoch))):
+    n_epochs = max(epochs, -(-min_steps // steps_per_epoch))
+    total_steps, step = n_epochs * steps_per_epoch, 0
+    for _ in range(n_epochs):
         order = torch.randperm(len(xt), generator=gen)
         total, n = 0.0, 0
         for start, end in bounds:
@@ -45,18 +108,134 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
             idx = order[start:end]
             if len(idx) == 1:  # one label in all (or batch_size 1): batchnorm cannot normalize one value
                 idx = idx.repeat(2)
-            xb, yb = xt[idx].to(device), yt[idx].to(device)
-            for opt in opts:
+            xb, yb = to_device(xt[idx], device, pin), to_device(yt[idx], device, pin)
+            if augment:
+                xb = augment_batch(xb, aug_gen)
+            factor = lr_factor(schedule, step, total_steps, warmup)
+            for opt, lrs in zip(opts, peak):
+                for group, base in zip(opt.param_groups, lrs):
+                    group["lr"] = base * factor
                 opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            for opt in opts:
-                opt.step()
+            with autocast(device, precision):
+                loss = F.cross_entropy(model(xb), yb)
+            if scaler is None:
+                loss.backward()
+                for opt in opts:
+                    opt.step()
+            else:  # float16: scale the loss so small gradients do not flush to zero; skip steps that overflowed
+                scaler.scale(loss).backward()
+                for opt in opts:
+                    scaler.step(opt)
+                scaler.update()
+            step += 1
             total += float(loss.detach()) * len(idx)
             n += len(idx)
         last = total / max(n, 1)
     model.eval()
     return last
+
+
+def lr_factor(schedule: str, step: int, total_steps: int, warmup: float) -> float:
+    """The learning rate at `step` (0-based) of `total_steps`, as a fraction of the peak; never 0, so every step
+    learns something.
+
+    `constant`: 1. `cosine`: a linear warmup over the first `warmup` share of the steps, then a cosine decay
+    towards 0. `onecycle` (Smith & Topin 2019, as torch's OneCycleLR): a cosine rise from 1/25 of the peak over
+    the `warmup` share, then a cosine fall to 1/250,000 of it.
+    """
+    if schedule == "constant" or total_steps <= 1:
+        return 1.0
+    rise = int(round(warmup * total_steps))
+    if schedule == "cosine":
+        if step < rise:
+            return (step + 1) / rise
+        t = (step - rise) / (total_steps - rise)
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "onecycle":
+        start, end = 1.0 / ONECYCLE_DIV, 1.0 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
+        if step < rise:
+            t = step / rise
+            return start + (1.0 - start) * 0.5 * (1.0 - math.cos(math.pi * t))
+        t = (step - rise) / max(1, total_steps - 1 - rise)
+        return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A randomly transformed copy of an image batch (N, C, H, W), on x's device; labels are left as they are.
+
+    RGB images (3 channels) are padded by 1/8 of their side with zeros and cropped back at a random offset, and
+    half of them flipped left to right (the CIFAR recipe). Other images (1-channel digits and the like, where a
+    flip would change what is written) are shifted by up to 1/14 of their side (2 px at 28x28, 1 at 8x8) and
+    rotated by up to 10 degrees. Anything else is returned as it is: hashed text (int64 bucket ids, where a
+    shift changes the words) and flat (N, D) vectors (no neighbourhood to shift in). The random draws come from
+    `generator` on the CPU, so a seed gives the same batches on every device.
+    """
+    if not x.is_floating_point() or x.dim() != 4 or len(x) == 0:
+        return x
+    n, c, h, w = x.shape
+    if c == 3:
+        x = random_shift(x, max(1, round(RGB_CROP_PAD * min(h, w))), generator)
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        return torch.where(flip[:, None, None, None], x.flip(3), x)
+    return random_affine(x, max(1, round(DIGIT_SHIFT * min(h, w))), DIGIT_ROTATION, generator)
+
+
+def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image moved by its own whole-pixel offset in [-pad, pad] on both axes, filled with zeros: a zero pad
+    by `pad` and a crop back to (H, W) at a random corner, done for the whole batch with one gather."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy, ox = (torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device) for _ in range(2))
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def random_affine(x: torch.Tensor, shift: int, degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """Each image rotated about its centre by its own angle in [-degrees, degrees] and moved by whole pixels in
+    [-shift, shift] on both axes (bilinear, zeros outside): one affine_grid and grid_sample for the batch."""
+    n, _, h, w = x.shape
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    ty, tx = (torch.randint(-shift, shift + 1, (n,), generator=generator).float() for _ in range(2))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # theta maps output to input positions in coordinates scaled to [-1, 1] per axis: a rotation by pixels needs
+    # the h/w aspect, and a shift of s pixels is 2s/size; translating by the rotated shift makes the output the
+    # rotated image moved by exactly (tx, ty) pixels
+    rot = torch.stack([torch.stack([cos, -sin * h / w], 1), torch.stack([sin * w / h, cos], 1)], 1)  # (N, 2, 2)
+    move = rot @ torch.stack([2 * tx / w, 2 * ty / h], 1)[:, :, None]
+    theta = torch.cat([rot, move], 2)
+    grid = F.affine_grid(theta.to(x.device, x.dtype), [n, x.shape[1], h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype on `device`: bfloat16 on a CUDA GPU that has it (Ampere and later), else
+    float16; None (full float32, no autocast) on a CPU or any other device."""
+    if torch.device(device).type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: str | torch.device, dtype: torch.dtype | None):
+    """torch.autocast on CUDA in `dtype`; no context at all where `dtype` is None (CPU)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def pins_memory(device: str | torch.device) -> bool:
+    """Whether host batches go through pinned (page-locked) memory: only for a CUDA device, where a copy from
+    pinned memory can run asynchronously (non_blocking) while the GPU is still busy with the last step."""
+    return torch.device(device).type == "cuda"
+
+
+def to_device(t: torch.Tensor, device: str | torch.device, pin: bool) -> torch.Tensor:
+    if pin:
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def optimizers(model: nn.Module, *, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
@@ -83,18 +262,23 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 @torch.inference_mode()
 def predict_proba(model: nn.Module, x: np.ndarray, *, device: str = "cpu",
                   with_embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class probabilities (N, C) and, when asked, penultimate-layer embeddings (N, D)."""
+    """Class probabilities (N, C) and, when asked, penultimate-layer embeddings (N, D), as float32 whatever the
+    precision the model ran in."""
     model.to(device).eval()
     dtype = input_dtype(model)
+    precision = autocast_dtype(device)
+    pin = pins_memory(device)
     probs, embs = [], []
     for start in range(0, len(x), INFERENCE_BATCH):
-        xb = torch.as_tensor(x[start:start + INFERENCE_BATCH], dtype=dtype, device=device)
+        xb = to_device(torch.as_tensor(x[start:start + INFERENCE_BATCH], dtype=dtype), device, pin)
+        with autocast(device, precision):
+            if with_embeddings:
+                e = model.embed(xb)
+                logits = model.head(e)
+            else:
+                logits = model(xb)
         if with_embeddings:
-            e = model.embed(xb)
-            logits = model.head(e)
             embs.append(e.float().cpu().numpy())
-        else:
-            logits = model(xb)
         probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     if not probs:
         return np.zeros((0, 0), np.float32), None

@@ -17,11 +17,13 @@ from aal_rpc.server import Trainer, TrainerConfig
 @click.command(cls=Command)
 @coordinator_option
 @click.option("--server-id", default=None, help="Name in the registry (default: server-HOST-PID).")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--min-steps", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainerConfig.epochs, show_default=True)
+@click.option("--min-steps", type=click.IntRange(min=0), default=TrainerConfig.min_steps,
+              show_default=True,
               help="Optimizer steps per round at least; epochs repeat until then (a fixed compute per round).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Minibatch size.")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=TrainerConfig.batch_size, show_default=True,
+              help="Minibatch size.")
+@click.option("--lr", type=float, default=TrainerConfig.lr, show_default=True, help="The schedule's peak.")
 @click.option("--warm-start/--from-scratch", default=False, show_default=True,
               help="Continue from this server's previous weights, or train anew each round.")
 @click.option("--min-new-labels", type=click.IntRange(min=1), default=1, show_default=True,

@@ -23,7 +23,7 @@ from aal_rpc.client import CoordinatorClient
 from aal_rpc.data import Dataset, load_dataset
 from aal_rpc.models import build_model
 from aal_rpc.serde import record_from_proto, weights_to_bytes
-from aal_rpc.training import evaluate, train
+from aal_rpc.training import RECIPE, evaluate, train
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,18 @@ MAX_ROUND_WAIT = 5.0  # longest pause before asking again to begin a round (new 
 
 @dataclass(frozen=True)
 class TrainerConfig:
+    """A server's training round: the measured recipe by default (aal_rpc.training.RECIPE, docs/RECIPE.md)."""
+
     server_id: str
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
+    epochs: int = RECIPE.epochs
+    batch_size: int = RECIPE.batch_size
+    lr: float = RECIPE.lr
     warm_start: bool = False
     seed: int = 0
     device: str = "cpu"
     min_new_labels: int = 1  # train again once this many labels arrived since the last round
     min_labels: int = 1  # the first round waits for this many labels (an initial labeled set)
-    min_steps: int = 0  # optimizer steps per round at least (epochs repeat until then)
+    min_steps: int = RECIPE.min_steps  # optimizer steps per round at least (epochs repeat until then)
 
 
 class Trainer:
