@@ -100,7 +100,7 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     total_steps, step = n_epochs * steps_per_epoch, 0
     for _ in range(n_epochs):
         order = torch.randperm(len(xt), generator=gen)
-        total, n = 0.0, 0
+        total, n = torch.zeros((), device=device), 0  # summed on the device: reading a loss would wait for the GPU
         for start, end in bounds:
             if should_stop():
                 model.eval()
@@ -128,9 +128,9 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
                     scaler.step(opt)
                 scaler.update()
             step += 1
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach().float() * len(idx)
             n += len(idx)
-        last = total / max(n, 1)
+        last = float(total) / max(n, 1)
     model.eval()
     return last
 

@@ -40,7 +40,9 @@ def textbook_cnn(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
 def accuracy(make, ds, rows: np.ndarray, seed: int, epochs: int) -> float:
     torch.manual_seed(seed)
     model = make(ds.input_shape, ds.num_classes)
-    train(model, ds.x_pool[rows], ds.y_pool[rows], epochs=epochs, batch_size=BATCH_SIZE, lr=LR, seed=seed)
+    # the textbook recipe for both nets (constant Adam 1e-3, no augmentation): the networks alone are compared
+    train(model, ds.x_pool[rows], ds.y_pool[rows], epochs=epochs, batch_size=BATCH_SIZE, lr=LR, seed=seed,
+          schedule="constant", augment=False)
     return evaluate(model, ds.x_test, ds.y_test)["accuracy"]
 
 
