@@ -240,15 +240,7 @@ class Sessions:
     def submit(self, session_id: str, tab_id: str, lease_id: str, label: int) -> tuple[SubmitResult, dict]:
         """Label a leased query; returns once the coordinator has it on disk, with the session's new stats."""
         session, tab, query = self._take(session_id, tab_id, lease_id)
-        done = False
-        try:
-            result = session.client.submit(query, label)
-            done = True
-        except grpc.RpcError as exc:
-            done = exc.code() in LOST
-            raise
-        finally:
-            self._settle(tab, lease_id, done)
+        result = self._end_lease(tab, lease_id, lambda: session.client.submit(query, label))
         with self._lock:
             if not result.duplicate:
                 session.record(query.item_id, int(label), self._clock())
@@ -259,10 +251,15 @@ class Sessions:
         annotator for a while) or "release" (back to the pool for anyone)."""
         session, tab, query = self._take(session_id, tab_id, lease_id)
         call = {"skip": session.client.skip, "defer": session.client.defer, "release": session.client.release}[how]
+        self._end_lease(tab, lease_id, lambda: call(query))
+
+    def _end_lease(self, tab, lease_id: str, call):
+        """Make the call that ends a lease; the tab lets the lease go once it succeeded or the lease is lost."""
         done = False
         try:
-            call(query)
+            result = call()
             done = True
+            return result
         except grpc.RpcError as exc:
             done = exc.code() in LOST
             raise
