@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from concurrent import futures
+import threading
 
 import grpc
 
 from aal_rpc.security import ClientSecurity, with_token
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's default; weights travel in 1 MiB chunks, so nothing needs more
-DEFAULT_MAX_WORKERS = 128  # threads serving RPCs; long polls and label streams each hold one while waiting
+# Threads that run the coordinator's store work (SQLite writes, PostgreSQL transactions) for the asyncio servicers.
+# A call that waits (a long poll, a follow stream, a download to a slow reader) holds none: it waits on the
+# event loop. So this bounds the store work in flight, not the calls a coordinator can hold open.
+DEFAULT_MAX_WORKERS = 32
 
 # Keepalive. A connection whose peer vanished without a FIN or RST (a pulled cable, a partition, a NAT that
 # forgot it) still looks ESTABLISHED and READY; only an unanswered ping shows it is dead. After KEEPALIVE_TIME_MS
@@ -88,9 +92,33 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def create_server(max_workers: int = DEFAULT_MAX_WORKERS, interceptors=()) -> grpc.Server:
-    return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                       options=SERVER_OPTIONS, interceptors=list(interceptors))
+def create_server(interceptors=()) -> grpc.aio.Server:
+    """An asyncio gRPC server with the options above. Call it on the loop that will run it (`server_loop()`)."""
+    return grpc.aio.server(options=SERVER_OPTIONS, interceptors=list(interceptors))
+
+
+class _LoopThread:
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="grpc-aio", daemon=True).start()
+
+    def run(self, coro, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+_loop_thread: _LoopThread | None = None
+_loop_lock = threading.Lock()
+
+
+def server_loop() -> _LoopThread:
+    """The process's event loop for gRPC servers, running in a daemon thread: every aio server a process starts
+    (coordinators in tests, the health port) lives on this one loop, and synchronous code drives it with
+    `server_loop().run(coroutine)`."""
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is None:
+            _loop_thread = _LoopThread()
+        return _loop_thread
 
 
 def create_channel(target: str, security: ClientSecurity | None = None) -> grpc.Channel:

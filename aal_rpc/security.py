@@ -2,7 +2,8 @@
 
 Four roles, each allowed only its own service: annotators the AnnotationService, workers the
 SelectionService, servers the TrainingService, admins everything. GetTask is open to every role (all
-processes must agree on the task); health checks and reflection need no token. A missing or unknown
+processes must agree on the task), and so is reflection (it describes the services to anyone holding a token,
+and a caller without one holds nothing open); health checks need no token. A missing or unknown
 token gets UNAUTHENTICATED, a known token outside its role PERMISSION_DENIED. Clients send theirs as
 `authorization: Bearer <token>`; inside a call, `current_caller()` names who made it.
 
@@ -19,6 +20,7 @@ given must hold at least one token, and no token may appear twice.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hmac
 import logging
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from aal_rpc.handlers import around, replace_behavior
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,8 @@ SERVICE_ROLES = {
     "aal.v1.AdminService": frozenset({"admin"}),
 }
 ANY_ROLE_METHODS = frozenset({"/aal.v1.AdminService/GetTask"})
-PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+ANY_ROLE_PREFIXES = ("/grpc.reflection.",)
+PUBLIC_PREFIXES = ("/grpc.health.v1.",)
 TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII but space: what a gRPC metadata value carries as sent
 # Entries were once comma separated too; a token that looks like the rest of such a list is refused, not misread.
 _COMMA_LIST = re.compile(rf",\s*(?:{'|'.join(ROLES)}):")
@@ -131,66 +136,36 @@ def allowed_roles(method: str) -> frozenset[str] | None:
     """Roles that may call `method` (a full /package.Service/Method name); None if it needs no token."""
     if method.startswith(PUBLIC_PREFIXES):
         return None
-    if method in ANY_ROLE_METHODS:
+    if method in ANY_ROLE_METHODS or method.startswith(ANY_ROLE_PREFIXES):
         return frozenset(ROLES)
     service = method.strip("/").split("/", 1)[0]
     return SERVICE_ROLES.get(service, frozenset({"admin"}))
 
 
 def _denied(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that only aborts."""
-    def abort(request_or_iterator, context):
-        context.abort(code, message)
+    """A handler of the same shape as `handler` that only aborts: the refused call reads nothing and holds
+    nothing once answered."""
+    async def abort(request_or_iterator, context):
+        await context.abort(code, message)
 
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(abort)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(abort)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(abort)
-    return grpc.unary_unary_rpc_method_handler(abort)
+    return replace_behavior(handler._replace(request_deserializer=None), lambda _: abort)
 
 
 def _as_caller(handler: grpc.RpcMethodHandler, caller: Principal) -> grpc.RpcMethodHandler:
-    """`handler` with its behaviour run where current_caller() is `caller`.
+    """`handler` with its behaviour run where current_caller() is `caller` (each call is its own asyncio task,
+    so the setting never leaks into another call)."""
+    @contextlib.asynccontextmanager
+    async def as_caller(request, context):
+        token = _CALLER.set(caller)
+        try:
+            yield
+        finally:
+            _CALLER.reset(token)
 
-    Each call runs in a context of its own (a copy of the serving thread's), so nothing is left behind in
-    the pool thread; a response stream is resumed in that same context at every step.
-    """
-    def call_context() -> contextvars.Context:
-        ctx = contextvars.copy_context()
-        ctx.run(_CALLER.set, caller)
-        return ctx
-
-    def unary(behavior):
-        def run(request, context):
-            return call_context().run(behavior, request, context)
-        return run
-
-    def streaming(behavior):
-        def run(request, context):
-            ctx = call_context()
-            responses = ctx.run(behavior, request, context)
-            try:
-                while True:
-                    try:
-                        response = ctx.run(next, responses)
-                    except StopIteration:
-                        return
-                    yield response
-            finally:
-                if hasattr(responses, "close"):
-                    ctx.run(responses.close)
-        return run
-
-    if handler.response_streaming:
-        field = "stream_stream" if handler.request_streaming else "unary_stream"
-        return handler._replace(**{field: streaming(getattr(handler, field))})
-    field = "stream_unary" if handler.request_streaming else "unary_unary"
-    return handler._replace(**{field: unary(getattr(handler, field))})
+    return replace_behavior(handler, lambda behavior: around(behavior, as_caller))
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Admits a call only with a bearer token of a role allowed to make it; servicers find the caller with
     current_caller()."""
 
@@ -205,8 +180,8 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
                 found = caller
         return found
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         roles = allowed_roles(handler_call_details.method)

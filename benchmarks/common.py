@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 
 from aal_rpc.experiment.processes import read_address
-from aal_rpc.grpc_utils import CHANNEL_OPTIONS, create_server
+from aal_rpc.grpc_utils import CHANNEL_OPTIONS, create_server, server_loop
 
 ECHO_SERVICE = "bench.Echo"
 
@@ -44,20 +44,31 @@ def percentiles(samples: list[float]) -> dict:
             "count": int(len(a))}
 
 
-def start_echo_server(chunk: bytes = b"", chunks: int = 0) -> tuple[grpc.Server, int]:
-    """A bare gRPC server, same grpcio and options as the coordinator: Unary echoes, Stream sends `chunks`."""
-    def stream(request, context):
+def start_echo_server(chunk: bytes = b"", chunks: int = 0) -> tuple[grpc.aio.Server, int]:
+    """A bare gRPC server, same grpcio, server stack and options as the coordinator (asyncio, on the process's
+    server loop): Unary echoes, Stream sends `chunks` copies of `chunk`. Stop it with stop_echo_server."""
+    async def unary(request, context):
+        return request
+
+    async def stream(request, context):
         for _ in range(chunks):
             yield chunk
 
-    server = create_server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ECHO_SERVICE, {
-        "Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req),
-        "Stream": grpc.unary_stream_rpc_method_handler(stream),
-    }),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, port
+    async def start():
+        server = create_server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ECHO_SERVICE, {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary),
+            "Stream": grpc.unary_stream_rpc_method_handler(stream),
+        }),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    return server_loop().run(start())
+
+
+def stop_echo_server(server: grpc.aio.Server) -> None:
+    server_loop().run(server.stop(0))
 
 
 def echo_calls(port: int):

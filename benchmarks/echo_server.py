@@ -11,7 +11,7 @@ import threading
 
 import click
 
-from benchmarks.common import start_echo_server
+from benchmarks.common import start_echo_server, stop_echo_server
 
 
 @click.command()
@@ -24,7 +24,7 @@ def main(chunk_bytes, chunks):
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     done.wait()
-    server.stop(0)
+    stop_echo_server(server)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     b = results["benchmarks"]
     assert set(b) == {"annotators", "model_distribution", "worker_scoring", "cluster_margin", "scale_sim", "growth",
-                      "store_backends", "cnn_vs_textbook", "web_latency", "labelstudio_sync"}
+                      "store_backends", "cnn_vs_textbook", "web_latency", "labelstudio_sync", "work_per_label",
+                      "held_open"}
     assert b["annotators"]["measured"]["labels"] > 0 and b["annotators"]["bare"]["count"] > 0
     assert b["model_distribution"]["download_mb_per_s"] > 0 and b["model_distribution"]["bare_mb_per_s"] > 0
     assert b["worker_scoring"]["ratio"] > 0
@@ -31,4 +32,8 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     assert "skipped" in ls or ls["webhooks"]["count"] > 0
     w = b["web_latency"]
     assert "skipped" in w or w["labels_in_L"] == w["acknowledged"] > 0
+    h = b["held_open"]
+    assert h["held"]["still_open_when_probed"] == h["held"]["long_polls"] + h["held"]["follow_streams"] + \
+        h["held"]["downloads"] + h["held"]["reflection_streams"]
+    assert h["unauthenticated_reflection"]["refused"] == h["unauthenticated_reflection"]["attempted"] > 0
     assert "| 1 |" in (tmp_path / "results.md").read_text()

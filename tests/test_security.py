@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aal_rpc.cli import admin
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
+from aal_rpc.grpc_utils import server_loop
 from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc
 from aal_rpc.security import ClientSecurity, Principal, ServerTLS, allowed_roles, parse_tokens
 from aal_rpc.types import Payload
@@ -128,7 +129,7 @@ def test_health_port_answers_probes_in_plaintext_beside_a_tls_port(tmp_path, cer
             assert code_of(lambda: admin_pb2_grpc.AdminServiceStub(channel).GetStats(
                 admin_pb2.GetStatsRequest(), metadata=(("authorization", "Bearer adm-token"),), timeout=5)) == \
                 grpc.StatusCode.UNIMPLEMENTED
-        srv.health.enter_graceful_shutdown()  # what stop() does first, while calls drain
+        server_loop().run(srv.health.enter_graceful_shutdown())  # what stop() does first, while calls drain
         assert _health(health_address) == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         srv.stop(0)

@@ -1,5 +1,6 @@
 """The tokens file: comments, refusals that never echo a secret, identities, and who a call comes from."""
 
+import asyncio
 import logging
 import subprocess
 
@@ -7,7 +8,7 @@ import grpc
 import pytest
 
 from aal_rpc.experiment.processes import command
-from aal_rpc.grpc_utils import create_server
+from aal_rpc.grpc_utils import create_server, server_loop
 from aal_rpc.security import (TOKENS_ENV, ClientSecurity, Principal, TokenAuthInterceptor, current_caller,
                               load_tokens, parse_tokens)
 
@@ -99,37 +100,43 @@ def test_the_coordinator_refuses_to_start_without_a_token_or_with_a_bad_line(tmp
 
 # -- who a call comes from ------------------------------------------------------------------------------------
 
-def _whoami(request, context):
+async def _whoami(request, context):
     return repr(current_caller()).encode()
 
 
-def _whoami_stream(request, context):
+async def _whoami_stream(request, context):
     yield b"first"
-    yield repr(current_caller()).encode()  # read after a resumption, too
+    await asyncio.sleep(0)  # another call may run here: the caller is still this call's after a resumption
+    yield repr(current_caller()).encode()
 
 
-def _whoami_upload(requests, context):
-    return b"|".join([repr(current_caller()).encode() for _ in requests])
+async def _whoami_upload(requests, context):
+    return b"|".join([repr(current_caller()).encode() async for _ in requests])
 
 
 @pytest.fixture
 def whoami():
-    """A real gRPC server (one RPC thread, so calls share it) whose methods answer current_caller()."""
+    """A real gRPC server (the coordinator's asyncio stack) whose methods answer current_caller()."""
     tokens = {"alice-token": Principal("annotator", "alice"), "shared-token": Principal("annotator"),
               "adm-token": "admin"}
-    server = create_server(1, interceptors=[TokenAuthInterceptor(tokens)])
     handlers = {"Who": grpc.unary_unary_rpc_method_handler(_whoami),
                 "WhoStream": grpc.unary_stream_rpc_method_handler(_whoami_stream),
                 "WhoUpload": grpc.stream_unary_rpc_method_handler(_whoami_upload)}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("aal.v1.AnnotationService", handlers),
-                                     grpc.method_handlers_generic_handler("grpc.health.v1.Health",
-                                                                          {"Who": handlers["Who"]})))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+
+    async def start():
+        server = create_server(interceptors=[TokenAuthInterceptor(tokens)])
+        server.add_generic_rpc_handlers((
+            grpc.method_handlers_generic_handler("aal.v1.AnnotationService", handlers),
+            grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Who": handlers["Who"]})))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = server_loop().run(start())
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield channel
     channel.close()
-    server.stop(0).wait()
+    server_loop().run(server.stop(0))
 
 
 def _as(token):
@@ -147,7 +154,7 @@ def test_the_servicer_learns_the_callers_role_and_identity(whoami):
     upload = whoami.stream_unary("/aal.v1.AnnotationService/WhoUpload")
     assert upload(iter([b"", b""]), metadata=_as("alice-token"), timeout=10) == \
         b"Principal(role='annotator', identity='alice')|Principal(role='annotator', identity='alice')"
-    # The same (only) RPC thread then serves a call that needs no token: no caller lingers from before.
+    # A call that needs no token has no caller: none lingers from the calls before.
     assert whoami.unary_unary("/grpc.health.v1.Health/Who")(b"", timeout=10) == b"None"
     assert current_caller() is None
 

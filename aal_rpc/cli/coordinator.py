@@ -83,7 +83,8 @@ def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset:
 @click.option("--keep-models", type=click.IntRange(min=1), default=8, show_default=True,
               help="How many weight blobs to keep.")
 @click.option("--max-workers", type=click.IntRange(min=4), default=DEFAULT_MAX_WORKERS, show_default=True,
-              help="RPC threads.")
+              help="Threads that run store work (SQLite writes, PostgreSQL transactions). Calls that wait "
+                   "(long polls, label streams, downloads) hold none.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tokens-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="AAL_TOKENS_FILE",
               default=None, help="One 'role:token' or 'role identity token' line per token (roles: annotator, "

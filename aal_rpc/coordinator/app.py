@@ -4,6 +4,7 @@ plaintext health-only port for probes that cannot speak TLS."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +16,10 @@ from aal_rpc.coordinator.contract import Coordinator
 from aal_rpc.coordinator.core import CoordinatorConfig, EmbeddedCoordinator
 from aal_rpc.coordinator.decoding import RequestDecodingInterceptor
 from aal_rpc.coordinator.metrics import CoordinatorMetrics
-from aal_rpc.coordinator.servicers import (AdminServicer, AnnotationServicer, SelectionServicer,
+from aal_rpc.coordinator.servicers import (UPLOAD_THREADS, AdminServicer, AnnotationServicer, SelectionServicer,
                                            TrainingServicer)
 from aal_rpc.coordinator.store import SqliteStore
-from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, create_server
+from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, create_server, server_loop
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
 from aal_rpc.security import Principal, ServerTLS, TokenAuthInterceptor
@@ -30,25 +31,34 @@ SERVICE_NAMES = (
     selection_pb2.DESCRIPTOR.services_by_name["SelectionService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
-HEALTH_PORT_THREADS = 2  # the health port answers only Check, which returns at once
 
 
 @dataclass
 class CoordinatorServer:
-    server: grpc.Server
+    """A serving coordinator: its asyncio gRPC server(s) run on the process's server loop (grpc_utils.server_loop),
+    its store work on `executor`'s threads. `stop` may be called from any thread but the loop's."""
+
+    server: grpc.aio.Server
     port: int
     coordinator: Coordinator
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     metrics: CoordinatorMetrics
-    health_server: grpc.Server | None = None
+    executor: ThreadPoolExecutor
+    uploads: ThreadPoolExecutor
+    health_server: grpc.aio.Server | None = None
     health_port: int | None = None
 
     def stop(self, grace: float | None = 1.0) -> None:
-        self.health.enter_graceful_shutdown()  # probes see NOT_SERVING while calls drain
-        self.server.stop(grace).wait()
+        server_loop().run(self._stop(grace))
+        self.coordinator.close()  # wakes what still waits on the store's threads
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.uploads.shutdown(wait=True, cancel_futures=True)
+
+    async def _stop(self, grace: float | None) -> None:
+        await self.health.enter_graceful_shutdown()  # probes see NOT_SERVING while calls drain
+        await self.server.stop(grace)
         if self.health_server is not None:
-            self.health_server.stop(0).wait()
-        self.coordinator.close()
+            await self.health_server.stop(0)
 
 
 def is_database_url(store: str | None) -> bool:
@@ -74,23 +84,23 @@ def open_coordinator(store: str | None, data_dir: Path | None, task: Task, confi
     return EmbeddedCoordinator(SqliteStore(Path(data_dir)), task, config, observer=observer)
 
 
-def create_health_server(address: str, health_servicer: health.HealthServicer) -> tuple[grpc.Server, int]:
+async def _start_health_server(address: str, health_servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
     """A started plaintext server on `address` that answers grpc.health.v1 Check and nothing else.
 
     Kubelet's gRPC probes cannot speak TLS, so with TLS on the main port they are pointed here. It is safe in
     plaintext: it takes no token, reads nothing but the serving status of the coordinator's services, and
     changes nothing. It shares `health_servicer` with the main port, so a draining coordinator shows
-    NOT_SERVING here too. Watch is left out: each watch holds a thread, and a few would starve the probes.
+    NOT_SERVING here too. Watch is left out: a probe never needs it.
     """
     check = grpc.unary_unary_rpc_method_handler(
         health_servicer.Check, request_deserializer=health_pb2.HealthCheckRequest.FromString,
         response_serializer=health_pb2.HealthCheckResponse.SerializeToString)
-    server = create_server(HEALTH_PORT_THREADS, interceptors=[RequestDecodingInterceptor()])
+    server = create_server(interceptors=[RequestDecodingInterceptor()])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(health.SERVICE_NAME, {"Check": check}),))
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    server.start()
+    await server.start()
     return server, port
 
 
@@ -102,40 +112,56 @@ def create_coordinator_server(address: str, data_dir: Path | None, task: Task,
                               health_address: str | None = None) -> CoordinatorServer:
     """Open the store and bind `address` (port 0 picks a free port). The server is started, serving.
 
-    `store` is None (SQLite under `data_dir`) or a postgresql:// URL. With `tokens` (token -> Principal or role
-    name), every call but health and reflection needs a bearer token of a role allowed to make it; with `tls`,
-    the port speaks TLS (mutual TLS when it names a client CA). With `health_address`, the health service's
-    Check is served there too, in plaintext (see create_health_server).
+    `store` is None (SQLite under `data_dir`) or a postgresql:// URL. `max_workers` threads run the store's
+    work; calls that wait hold none. With `tokens` (token -> Principal or role name), every call but health
+    needs a bearer token of a role allowed to make it; with `tls`, the port speaks TLS (mutual TLS when it
+    names a client CA). With `health_address`, the health service's Check is served there too, in plaintext
+    (see _start_health_server).
     """
     metrics = CoordinatorMetrics()
+    coordinator = open_coordinator(store, data_dir, task, config, observer=metrics)
+    metrics.bind(coordinator)
+    executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="store")
+    uploads = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="upload")
+    try:
+        return server_loop().run(_start(address, coordinator, metrics, executor, uploads, tokens, tls,
+                                        health_address))
+    except BaseException:
+        coordinator.close()
+        executor.shutdown(cancel_futures=True)
+        uploads.shutdown(cancel_futures=True)
+        raise
+
+
+async def _start(address, coordinator, metrics, executor, uploads, tokens, tls, health_address) -> CoordinatorServer:
     # Decoding wraps what auth returns: a refused call never decodes its request (auth's refusal takes raw
     # bytes), so garbage without a valid token gets UNAUTHENTICATED, garbage with one INVALID_ARGUMENT.
     interceptors = [metrics.interceptor(), RequestDecodingInterceptor()]
     if tokens:
         interceptors.append(TokenAuthInterceptor(tokens))
-    server = create_server(max_workers, interceptors=interceptors)
-    health_servicer = health.HealthServicer()
+    server = create_server(interceptors=interceptors)
+    health_servicer = health.aio.HealthServicer()
     for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(coordinator, executor), server)
+    training_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(coordinator, executor, uploads), server)
+    selection_pb2_grpc.add_SelectionServiceServicer_to_server(SelectionServicer(coordinator, executor), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(coordinator, executor), server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    health_server, health_port = (create_health_server(health_address, health_servicer) if health_address
-                                  else (None, None))
+    health_server, health_port = None, None
+    if health_address:
+        health_server, health_port = await _start_health_server(health_address, health_servicer)
     try:
-        coordinator = open_coordinator(store, data_dir, task, config, observer=metrics)
+        await server.start()
     except BaseException:
         if health_server is not None:
-            health_server.stop(0)
+            await health_server.stop(0)
         raise
-    metrics.bind(coordinator)
-    annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(coordinator), server)
-    training_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(coordinator), server)
-    selection_pb2_grpc.add_SelectionServiceServicer_to_server(SelectionServicer(coordinator), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(coordinator), server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    server.start()
     for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoordinatorServer(server, port, coordinator, health_servicer, metrics, health_server, health_port)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return CoordinatorServer(server, port, coordinator, health_servicer, metrics, executor, uploads, health_server,
+                             health_port)

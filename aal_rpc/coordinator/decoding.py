@@ -8,14 +8,17 @@ meets the marker: before a unary request reaches the servicer, or as a streamed 
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 
 from aal_rpc.errors import InvalidArgument
+from aal_rpc.handlers import around, replace_behavior
 
 log = logging.getLogger(__name__)
 
@@ -77,73 +80,71 @@ class RateLimitedLog:
         return True
 
 
-class RequestDecodingInterceptor(grpc.ServerInterceptor):
+class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
     """Undecodable requests get INVALID_ARGUMENT "request is not a valid <Message> message", never INTERNAL."""
 
     def __init__(self, limiter: RateLimitedLog | None = None):
         self._log = limiter or RateLimitedLog(log)
 
-    def _refuse(self, method: str, context: grpc.ServicerContext, bad: _Undecodable):
+    async def _refuse(self, method: str, context: grpc.aio.ServicerContext, bad: _Undecodable,
+                      raised: Exception | None = None):
+        """Log (rate-limited) and end the call with INVALID_ARGUMENT, unless the servicer already ended it with
+        the error the marker made it raise (`raised`: a call is aborted once)."""
         details = f"request is not a valid {bad.message} message"
         self._log.warning("%s from %s: %s", method, context.peer(), details)
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
+        if not isinstance(raised, grpc.aio.AbortError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler  # an unknown method, or one that takes raw bytes (a refusal of the auth interceptor)
         method = handler_call_details.method
         refuse = self._refuse
 
-        def checked(requests: Iterator, bad: list) -> Iterator:
-            for request in requests:
-                if isinstance(request, _Undecodable):
-                    bad.append(request)
-                    raise InvalidArgument(f"request is not a valid {request.message} message")  # servicers map it
-                yield request
+        @contextlib.asynccontextmanager
+        async def checked(request, context):
+            if isinstance(request, _Undecodable):  # a unary request: refused before the servicer sees it
+                await refuse(method, context, request)
+            yield
 
-        def unary_request(behavior):
-            def run(request, context):
-                if isinstance(request, _Undecodable):
-                    refuse(method, context, request)
-                return behavior(request, context)
-            return run
+        def streamed(behavior):
+            # With a request stream the servicer meets the marker as it reads; whatever it makes of the error
+            # (even swallowing it), the call fails for its bytes.
+            async def requests_of(iterator, bad: list):
+                async for request in iterator:
+                    if isinstance(request, _Undecodable):
+                        bad.append(request)
+                        raise InvalidArgument(f"request is not a valid {request.message} message")
+                    yield request
 
-        # With a request stream the servicer meets the marker as it reads; whatever it makes of the error
-        # (even swallowing it), the call fails for its bytes.
-        def request_stream(behavior):
-            def run(requests, context):
+            if inspect.isasyncgenfunction(behavior):
+                async def run_stream(iterator, context):
+                    bad: list[_Undecodable] = []
+                    try:
+                        async for response in behavior(requests_of(iterator, bad), context):
+                            yield response
+                    except Exception as exc:
+                        if bad:
+                            await refuse(method, context, bad[0], exc)
+                        raise
+                    if bad:
+                        await refuse(method, context, bad[0])
+                return run_stream
+
+            async def run(iterator, context):
                 bad: list[_Undecodable] = []
                 try:
-                    result = behavior(checked(requests, bad), context)
-                except Exception:
+                    result = await behavior(requests_of(iterator, bad), context)
+                except Exception as exc:
                     if bad:
-                        refuse(method, context, bad[0])
+                        await refuse(method, context, bad[0], exc)
                     raise
                 if bad:
-                    refuse(method, context, bad[0])
+                    await refuse(method, context, bad[0])
                 return result
             return run
 
-        def request_and_response_stream(behavior):
-            def run(requests, context):
-                bad: list[_Undecodable] = []
-                try:
-                    yield from behavior(checked(requests, bad), context)
-                except Exception:  # not GeneratorExit: a call closed early just ends
-                    if bad:
-                        refuse(method, context, bad[0])
-                    raise
-                if bad:
-                    refuse(method, context, bad[0])
-            return run
-
         tolerant = _tolerant(handler.request_deserializer)
-        if not handler.request_streaming:
-            field = "unary_stream" if handler.response_streaming else "unary_unary"
-            return handler._replace(request_deserializer=tolerant,
-                                    **{field: unary_request(getattr(handler, field))})
-        if handler.response_streaming:
-            return handler._replace(request_deserializer=tolerant,
-                                    stream_stream=request_and_response_stream(handler.stream_stream))
-        return handler._replace(request_deserializer=tolerant, stream_unary=request_stream(handler.stream_unary))
+        wrap = streamed if handler.request_streaming else (lambda behavior: around(behavior, checked))
+        return replace_behavior(handler._replace(request_deserializer=tolerant), wrap)

@@ -16,6 +16,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
+from aal_rpc.handlers import around, replace_behavior
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -31,6 +33,10 @@ class CoordinatorMetrics:
                               buckets=LATENCY_BUCKETS, registry=r)
         self.rpc = Histogram("aal_rpc_latency_seconds", "Server-side RPC latency", ["method", "code"],
                              buckets=LATENCY_BUCKETS, registry=r)
+        self.request_bytes = Counter("aal_rpc_request_bytes", "Bytes of aal.v1 request messages received",
+                                     ["method"], registry=r)
+        self.response_bytes = Counter("aal_rpc_response_bytes", "Bytes of aal.v1 response messages sent",
+                                      ["method"], registry=r)
         self.candidates = Counter("aal_candidates", "Candidates submitted", ["worker", "strategy"], registry=r)
         self.rounds = Counter("aal_training_rounds", "Models published", ["server"], registry=r)
         self._last_label: dict[str, float] = {}
@@ -57,8 +63,8 @@ class CoordinatorMetrics:
     def model_published(self, server_id: str) -> None:
         self.rounds.labels(server_id).inc()
 
-    def interceptor(self) -> grpc.ServerInterceptor:
-        return _LatencyInterceptor(self.rpc)
+    def interceptor(self) -> grpc.aio.ServerInterceptor:
+        return _RpcInterceptor(self)
 
 
 class _StateCollector:
@@ -77,6 +83,11 @@ class _StateCollector:
         yield pool
         yield GaugeMetricFamily("aal_latest_model_version", "Version of the latest model",
                                 value=stats.latest_model_version)
+        # versions are numbered from 1 with none reused, so the latest version counts every model published
+        yield GaugeMetricFamily("aal_labels_per_model", "Labels in L per model version published (NaN before the "
+                                "first model: every label so far was chosen without one, at random)",
+                                value=stats.labeled / stats.latest_model_version if stats.latest_model_version
+                                else float("nan"))
         yield GaugeMetricFamily("aal_latest_model_age_seconds", "Seconds since the latest model was uploaded",
                                 value=time.time() - latest.created_at if latest else float("nan"))
 
@@ -116,51 +127,49 @@ def serve(metrics: CoordinatorMetrics, address: str, port: int):
     return server, server.server_port
 
 
-def _code_name(context: grpc.ServicerContext) -> str:
-    code = context.code() if hasattr(context, "code") else None
+def _code_name(context: grpc.aio.ServicerContext) -> str:
+    code = context.code()
     return (code or grpc.StatusCode.UNKNOWN).name
 
 
-class _LatencyInterceptor(grpc.ServerInterceptor):
-    def __init__(self, histogram: Histogram):
-        self._h = histogram
+def _counting(func, counter):
+    """A (de)serializer that also counts the bytes it reads or writes."""
+    def run(value):
+        result = func(value)
+        counter.inc(len(value) if isinstance(value, (bytes, bytearray, memoryview)) else len(result))
+        return result
+    return run
 
-    def intercept_service(self, continuation, details):
-        handler = continuation(details)
+
+class _RpcInterceptor(grpc.aio.ServerInterceptor):
+    """Each aal.v1 call's latency and status, and the bytes its requests and responses carry."""
+
+    def __init__(self, metrics: CoordinatorMetrics):
+        self._m = metrics
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
         if handler is None or details.method.startswith("/grpc."):
             return handler
         method = details.method.rsplit("/", 1)[-1]
-        h = self._h
+        latency, m = self._m.rpc, self._m
 
-        @contextlib.contextmanager
-        def timer(context):
+        @contextlib.asynccontextmanager
+        async def timed(request, context):
             t0 = time.perf_counter()
             code = "OK"
             try:
                 yield
-            except Exception:
-                code = _code_name(context)
+            except BaseException:
+                code = _code_name(context) if context.code() is not None else "CANCELLED"
                 raise
             finally:
-                h.labels(method, code).observe(time.perf_counter() - t0)
+                latency.labels(method, code).observe(time.perf_counter() - t0)
 
-        def timed_unary(behavior):
-            def run(request, context):
-                with timer(context):
-                    return behavior(request, context)
-            return run
-
-        def timed_stream(behavior):
-            def run(request, context):
-                with timer(context):
-                    yield from behavior(request, context)
-            return run
-
-        kind = (handler.request_streaming, handler.response_streaming)
-        if kind == (False, False):
-            return handler._replace(unary_unary=timed_unary(handler.unary_unary))
-        if kind == (True, False):
-            return handler._replace(stream_unary=timed_unary(handler.stream_unary))
-        if kind == (False, True):
-            return handler._replace(unary_stream=timed_stream(handler.unary_stream))
-        return handler._replace(stream_stream=timed_stream(handler.stream_stream))
+        if handler.request_deserializer is not None:
+            handler = handler._replace(request_deserializer=_counting(handler.request_deserializer,
+                                                                      m.request_bytes.labels(method)))
+        if handler.response_serializer is not None:
+            handler = handler._replace(response_serializer=_counting(handler.response_serializer,
+                                                                     m.response_bytes.labels(method)))
+        return replace_behavior(handler, lambda behavior: around(behavior, timed))

@@ -1,30 +1,47 @@
-"""Thin gRPC servicers: translate aal.v1 messages, call the Coordinator, map domain errors to statuses."""
+"""Thin asyncio gRPC servicers: translate aal.v1 messages, call the Coordinator, map domain errors to statuses.
+
+The coordinator is synchronous (its stores block on SQLite and PostgreSQL), so each call runs its store work in
+a bounded thread pool and the event loop keeps no thread for a call that waits: a long poll, a follow stream or
+a download to a slow reader awaits the coordinator's change signals (coordinator/signals.py) or its reader, and
+holds only a coroutine. Any number of such calls leave health checks, statistics and leases their latency.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import dataclasses
 import functools
 import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import grpc
 
 from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, iter_chunks
 from aal_rpc.coordinator.contract import Coordinator
+from aal_rpc.coordinator.signals import long_poll_async
 from aal_rpc.coordinator.validation import MAX_WAIT_SECONDS
 from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                             ResourceExhausted, Unavailable)
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
 from aal_rpc.security import current_caller
-from aal_rpc.types import Candidate, Provenance
+from aal_rpc.types import Candidate, Provenance, Query
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ITEM_STATES = {"queued": annotation_pb2.ITEM_STATE_QUEUED, "leased": annotation_pb2.ITEM_STATE_LEASED,
                "labeled": annotation_pb2.ITEM_STATE_LABELED, "skipped": annotation_pb2.ITEM_STATE_SKIPPED}
 DEFAULT_MODELS_PAGE = 100  # registry entries per ListModels answer (each at most ~4 KB: metrics are bounded)
 MAX_MODELS_PAGE = 500
+LABELS_PAGE = 256  # records of L read from the store per step of a StreamLabels / ExportLabels call
+FOLLOW_RECHECK_SECONDS = 30.0  # a follow stream with nothing new looks again this often (signals wake it sooner)
+UPLOAD_THREADS = 4  # uploads in flight at once (weights go to disk as they arrive); more wait their turn
+UPLOAD_CHUNK_SECONDS = 60.0  # an uploader silent this long between chunks is given up
 
 _STATUS = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -36,19 +53,16 @@ _STATUS = {
 }
 
 
-def _abort_for(servicer, context: grpc.ServicerContext, exc: Exception):
-    if not context.is_active():  # the caller cancelled or went away (an abandoned upload): nobody to answer
-        log.debug("call ended by its caller: %s", type(exc).__name__)
-        context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled by its caller")
+async def _abort_for(servicer: _Servicer, context: grpc.aio.ServicerContext, exc: Exception):
     if isinstance(exc, AalError):
-        context.abort(_STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+        await context.abort(_STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
     if servicer.c.closing:  # calls still running when the store closes: the client retries elsewhere or later
-        context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator is shutting down")
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator is shutting down")
     log.exception("internal error")
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
 
-def _bounded_wait(requested: float, context: grpc.ServicerContext) -> float:
+def _bounded_wait(requested: float, context: grpc.aio.ServicerContext) -> float:
     """A long poll ends a little before the caller's deadline, so it answers "nothing yet" rather than time out."""
     if not 0 <= requested <= MAX_WAIT_SECONDS:
         raise InvalidArgument(f"wait_seconds must lie in [0, {MAX_WAIT_SECONDS}]")
@@ -59,25 +73,74 @@ def _bounded_wait(requested: float, context: grpc.ServicerContext) -> float:
 
 
 def unary(fn):
-    """Run a unary handler, turning domain errors into their gRPC status."""
+    """Run an async unary handler, turning domain errors into their gRPC status (a cancelled call just ends)."""
     @functools.wraps(fn)
-    def wrapper(self, request, context):
+    async def wrapper(self, request, context):
         try:
-            return fn(self, request, context)
+            return await fn(self, request, context)
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:  # noqa: BLE001 - every error becomes a status, never a crash
-            _abort_for(self, context, exc)
+            await _abort_for(self, context, exc)
     return wrapper
 
 
 def streaming(fn):
-    """Like `unary`, for handlers that yield responses."""
+    """Like `unary`, for async generators of responses."""
     @functools.wraps(fn)
-    def wrapper(self, request, context):
+    async def wrapper(self, request, context):
         try:
-            yield from fn(self, request, context)
+            async for response in fn(self, request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:  # noqa: BLE001
-            _abort_for(self, context, exc)
+            await _abort_for(self, context, exc)
     return wrapper
+
+
+class _Servicer:
+    """What every servicer shares: the coordinator, and the thread pool its blocking work runs in."""
+
+    def __init__(self, coordinator: Coordinator, executor: ThreadPoolExecutor):
+        self.c = coordinator
+        self._executor = executor
+
+    async def _run(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """`fn(*args, **kwargs)` on the pool, awaited."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def _take(self, take: Callable[[], T | None], give_back: Callable[[T], object]) -> T | None:
+        """`take()` on the pool; if the call is cancelled before it returns, what it took is given back."""
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, take)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            def undo(done: asyncio.Future):
+                if not done.cancelled() and done.exception() is None and done.result() is not None:
+                    self._executor.submit(give_back, done.result())
+            fut.add_done_callback(undo)
+            raise
+
+    async def _records(self, after_seq: int, *, follow: bool, include_payload: bool = True,
+                       latest_only: bool = False):
+        """Records of L after `after_seq` in seq order, a page per store read; with `follow`, waits on the labels
+        signal for more until the caller leaves or the coordinator closes."""
+        labels = self.c.signals.labels
+        cursor = after_seq
+        while True:
+            since = labels.generation()
+            page = await self._run(self.c.read_labels, cursor, LABELS_PAGE, include_payload=include_payload,
+                                   latest_only=latest_only)
+            for record in page:
+                yield record
+            if page:
+                cursor = page[-1].seq
+            if len(page) == LABELS_PAGE:
+                continue
+            if not follow or self.c.closing:
+                return
+            await labels.wait_async(since, FOLLOW_RECHECK_SECONDS)
 
 
 def _annotator(claimed: str) -> str:
@@ -96,57 +159,131 @@ def _is_admin() -> bool:
     return caller is not None and caller.role == "admin"
 
 
-class AnnotationServicer(annotation_pb2_grpc.AnnotationServiceServicer):
-    def __init__(self, coordinator: Coordinator):
-        self.c = coordinator
+@dataclasses.dataclass(eq=False)
+class _Waiter:
+    annotator: str
+    lease_seconds: float
+    answer: asyncio.Future
+
+
+class _LeaseQueue:
+    """Long polls for a query, answered in arrival order.
+
+    When S changes, one dispatcher tries the waiters one at a time, oldest first, until a try finds nothing
+    (that waiter goes to the back, so an item another annotator deferred does not block the rest): a new item
+    costs one lease attempt, not one per waiting call. The dispatcher runs while anyone waits.
+    """
+
+    def __init__(self, servicer: AnnotationServicer):
+        self._s = servicer
+        self._waiting: collections.deque[_Waiter] = collections.deque()
+        self._dispatcher: asyncio.Task | None = None
+
+    async def wait(self, annotator: str, lease_seconds: float, wait_seconds: float) -> Query | None:
+        waiter = _Waiter(annotator, lease_seconds, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiter)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.ensure_future(self._dispatch())
+        try:
+            return await asyncio.wait_for(waiter.answer, wait_seconds)
+        except TimeoutError:
+            return None
+        finally:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+
+    async def _dispatch(self) -> None:
+        c, signal = self._s.c, self._s.c.signals.queries
+        while self._waiting and not c.closing:
+            since = signal.generation()
+            for _ in range(len(self._waiting)):
+                if not self._waiting:
+                    break
+                waiter = self._waiting[0]
+                try:
+                    q = await self._s._try_lease(waiter.annotator, waiter.lease_seconds)
+                except Exception as exc:  # noqa: BLE001 - the store failed (UNAVAILABLE, say): that poll answers it
+                    self._waiting.popleft()
+                    if not waiter.answer.done():
+                        waiter.answer.set_exception(exc)
+                    continue
+                if waiter.answer.done():  # it timed out or left while its try ran: whatever it took goes back
+                    if q is not None:
+                        await self._s._give_back(waiter.annotator, q)
+                    continue
+                if q is None:
+                    self._waiting.rotate(-1)
+                    break
+                self._waiting.popleft()
+                waiter.answer.set_result(q)
+            await signal.wait_async(since, FOLLOW_RECHECK_SECONDS)
+        for waiter in self._waiting:  # closing: every poll answers "nothing"
+            if not waiter.answer.done():
+                waiter.answer.set_result(None)
+
+
+class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceServicer):
+    def __init__(self, coordinator: Coordinator, executor: ThreadPoolExecutor):
+        super().__init__(coordinator, executor)
+        self._queue = _LeaseQueue(self)
+
+    async def _try_lease(self, annotator: str, lease_seconds: float) -> Query | None:
+        take = functools.partial(self.c.lease, annotator, wait_seconds=0, lease_seconds=lease_seconds)
+        return await self._take(take, functools.partial(self._give_back_now, annotator))
+
+    def _give_back_now(self, annotator: str, q: Query) -> None:
+        self.c.release(lease_id=q.lease_id, item_id=q.item_id, annotator_id=annotator)
+
+    async def _give_back(self, annotator: str, q: Query) -> None:
+        await self._run(self._give_back_now, annotator, q)
 
     @unary
-    def LeaseQuery(self, request, context):
+    async def LeaseQuery(self, request, context):
         annotator = _annotator(request.annotator_id)
-        context.add_callback(self.c.wake_waiters)  # a caller that leaves ends its long poll at once
-        q = self.c.lease(annotator, wait_seconds=_bounded_wait(request.wait_seconds, context),
-                         lease_seconds=request.lease_seconds, is_active=context.is_active)
-        if q is not None and not context.is_active():  # taken for a caller that has gone: give it straight back
-            self.c.release(lease_id=q.lease_id, item_id=q.item_id, annotator_id=annotator)
-            q = None
+        wait = _bounded_wait(request.wait_seconds, context)
+        q = await self._try_lease(annotator, request.lease_seconds)
+        if q is None and wait > 0 and not self.c.closing:
+            q = await self._queue.wait(annotator, request.lease_seconds, wait)
         if q is None:
             return annotation_pb2.LeaseQueryResponse(found=False)
+        # a caller that leaves before the answer reaches it must not hold the item: it goes straight back to S
+        context.add_done_callback(lambda ctx: ctx.cancelled() and self._executor.submit(self._give_back_now,
+                                                                                         annotator, q))
         return annotation_pb2.LeaseQueryResponse(found=True, query=annotation_pb2.Query(
             item_id=q.item_id, lease_id=q.lease_id, deadline_unix=q.deadline,
             payload=serde.payload_to_proto(q.payload), provenance=serde.provenance_to_proto(q.provenance)))
 
     @unary
-    def SubmitLabel(self, request, context):
-        seq, duplicate = self.c.submit_label(lease_id=request.lease_id, item_id=request.item_id,
-                                             label=request.label, annotator_id=_annotator(request.annotator_id))
+    async def SubmitLabel(self, request, context):
+        seq, duplicate = await self._run(self.c.submit_label, lease_id=request.lease_id, item_id=request.item_id,
+                                         label=request.label, annotator_id=_annotator(request.annotator_id))
         return annotation_pb2.SubmitLabelResponse(seq=seq, duplicate=duplicate)
 
     @unary
-    def ReleaseQuery(self, request, context):
-        self.c.release(lease_id=request.lease_id, item_id=request.item_id,
-                       annotator_id=_annotator(request.annotator_id),
-                       skip=request.reason == annotation_pb2.RELEASE_REASON_SKIP,
-                       defer=request.reason == annotation_pb2.RELEASE_REASON_DEFER,
-                       defer_seconds=request.defer_seconds)
+    async def ReleaseQuery(self, request, context):
+        await self._run(self.c.release, lease_id=request.lease_id, item_id=request.item_id,
+                        annotator_id=_annotator(request.annotator_id),
+                        skip=request.reason == annotation_pb2.RELEASE_REASON_SKIP,
+                        defer=request.reason == annotation_pb2.RELEASE_REASON_DEFER,
+                        defer_seconds=request.defer_seconds)
         return annotation_pb2.ReleaseQueryResponse()
 
     @unary
-    def RenewLease(self, request, context):
-        deadline = self.c.renew_lease(lease_id=request.lease_id, item_id=request.item_id,
-                                      annotator_id=_annotator(request.annotator_id),
-                                      lease_seconds=request.lease_seconds)
+    async def RenewLease(self, request, context):
+        deadline = await self._run(self.c.renew_lease, lease_id=request.lease_id, item_id=request.item_id,
+                                   annotator_id=_annotator(request.annotator_id), lease_seconds=request.lease_seconds)
         return annotation_pb2.RenewLeaseResponse(deadline_unix=deadline)
 
     @unary
-    def CorrectLabel(self, request, context):
-        seq, supersedes, duplicate = self.c.correct_label(item_id=request.item_id, label=request.label,
-                                                          annotator_id=_annotator(request.annotator_id),
-                                                          is_admin=_is_admin())
+    async def CorrectLabel(self, request, context):
+        seq, supersedes, duplicate = await self._run(
+            self.c.correct_label, item_id=request.item_id, label=request.label,
+            annotator_id=_annotator(request.annotator_id), is_admin=_is_admin())
         return annotation_pb2.CorrectLabelResponse(seq=seq, supersedes_seq=supersedes, duplicate=duplicate)
 
     @unary
-    def GetItem(self, request, context):
-        item = self.c.get_item(request.item_id)
+    async def GetItem(self, request, context):
+        item = await self._run(self.c.get_item, request.item_id)
         resp = annotation_pb2.GetItemResponse(item_id=item.item_id, state=ITEM_STATES[item.state])
         if item.payload is not None:
             resp.payload.CopyFrom(serde.payload_to_proto(item.payload))
@@ -156,94 +293,120 @@ class AnnotationServicer(annotation_pb2_grpc.AnnotationServiceServicer):
         return resp
 
 
-class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
-    def __init__(self, coordinator: Coordinator):
-        self.c = coordinator
+class TrainingServicer(_Servicer, training_pb2_grpc.TrainingServiceServicer):
+    def __init__(self, coordinator: Coordinator, executor: ThreadPoolExecutor, uploads: ThreadPoolExecutor):
+        super().__init__(coordinator, executor)
+        self._uploads = uploads
 
     @streaming
-    def StreamLabels(self, request, context):
-        for record in self.c.follow_labels(request.after_seq, follow=request.follow, is_active=context.is_active):
+    async def StreamLabels(self, request, context):
+        async for record in self._records(request.after_seq, follow=request.follow):
             yield serde.record_to_proto(record)
 
     @unary
-    def UploadModel(self, request_iterator, context):
-        first = next(request_iterator, None)
+    async def UploadModel(self, request_iterator, context):
+        first = await _next(request_iterator)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("an upload must start with its header")
         h = first.header
+        loop = asyncio.get_running_loop()
+        reading: list[asyncio.Future] = []
 
-        def chunks():
-            for msg in request_iterator:
+        def chunks() -> Iterator[bytes]:  # runs on an upload thread: each chunk is awaited on the event loop
+            while True:
+                pending = asyncio.run_coroutine_threadsafe(_next(request_iterator), loop)
+                reading[:] = [pending]
+                try:
+                    msg = pending.result(timeout=UPLOAD_CHUNK_SECONDS)
+                except Exception:  # noqa: BLE001 - cancelled, timed out, or the stream broke: publish nothing
+                    raise InvalidArgument("upload cancelled or stalled") from None
+                if msg is None:
+                    return
                 if msg.WhichOneof("part") != "chunk":
                     raise InvalidArgument("only chunks may follow the header")
                 yield msg.chunk
-            if not context.is_active():  # the uploader gave up (or died) before the end: publish nothing
-                raise InvalidArgument("upload cancelled")
 
-        info = self.c.receive_model(chunks(), size_bytes=h.size_bytes, sha256=h.sha256, server_id=h.server_id,
-                                    trained_seq=h.trained_seq, num_labels=h.num_labels,
-                                    architecture=h.architecture, metrics=dict(h.metrics))
+        receive = functools.partial(
+            self.c.receive_model, chunks(), size_bytes=h.size_bytes, sha256=h.sha256, server_id=h.server_id,
+            trained_seq=h.trained_seq, num_labels=h.num_labels, architecture=h.architecture, metrics=dict(h.metrics))
+        try:
+            info = await loop.run_in_executor(self._uploads, receive)
+        except asyncio.CancelledError:  # the uploader left: end the read the upload thread waits on
+            for pending in reading:
+                pending.cancel()
+            raise
         return training_pb2.UploadModelResponse(model=serde.model_info_to_proto(info))
 
     @unary
-    def BeginRound(self, request, context):
-        wait, why = self.c.begin_round(server_id=request.server_id, num_labels=request.num_labels,
-                                       round_seconds=request.round_seconds)
+    async def BeginRound(self, request, context):
+        wait, why = await self._run(self.c.begin_round, server_id=request.server_id, num_labels=request.num_labels,
+                                    round_seconds=request.round_seconds)
         return training_pb2.BeginRoundResponse(wait_seconds=wait, reason=why)
 
 
-class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
-    def __init__(self, coordinator: Coordinator):
-        self.c = coordinator
+async def _next(iterator):
+    """The next message of an async request stream, None at its end."""
+    try:
+        return await iterator.__anext__()
+    except StopAsyncIteration:
+        return None
 
+
+class SelectionServicer(_Servicer, selection_pb2_grpc.SelectionServiceServicer):
     @unary
-    def GetLatestModel(self, request, context):
-        m = self.c.wait_for_model(request.after_version, _bounded_wait(request.wait_seconds, context))
+    async def GetLatestModel(self, request, context):
+        after = request.after_version
+        wait = _bounded_wait(request.wait_seconds, context)
+
+        async def newer():
+            m = await self._run(self.c.wait_for_model, after, 0.0)
+            return m if m is not None and m.version != after else None
+
+        m = await long_poll_async(self.c.signals.models, newer, wait, keep_going=lambda: not self.c.closing)
+        if m is None:  # nothing newer came: the latest there is, if any
+            m = await self._run(self.c.wait_for_model, after, 0.0)
         if m is None:
             return selection_pb2.GetLatestModelResponse(found=False)
         return selection_pb2.GetLatestModelResponse(found=True, model=serde.model_info_to_proto(m))
 
     @streaming
-    def DownloadModel(self, request, context):
+    async def DownloadModel(self, request, context):
         if request.version < 0:
             raise InvalidArgument("version must be non-negative")
-        info, data = self.c.read_model(request.version)
+        info, data = await self._run(self.c.read_model, request.version)
         yield selection_pb2.DownloadModelResponse(info=serde.model_info_to_proto(info))
         for chunk in iter_chunks(data, CHUNK_BYTES):
             yield selection_pb2.DownloadModelResponse(chunk=chunk)
 
     @unary
-    def SubmitCandidates(self, request, context):
+    async def SubmitCandidates(self, request, context):
         candidates = [
             Candidate(c.item_id, serde.payload_from_proto(c.payload),
                       Provenance(request.worker_id, request.strategy, request.model_version, c.score,
                                  c.cluster if c.HasField("cluster") else None))
             for c in request.candidates]
-        out = self.c.submit_candidates(worker_id=request.worker_id, strategy=request.strategy,
-                                       model_version=request.model_version, candidates=candidates)
+        out = await self._run(self.c.submit_candidates, worker_id=request.worker_id, strategy=request.strategy,
+                              model_version=request.model_version, candidates=candidates)
         return selection_pb2.SubmitCandidatesResponse(accepted=out.accepted, refreshed=out.refreshed,
                                                       rejected=out.rejected, evicted=out.evicted)
 
     @unary
-    def GetShardState(self, request, context):
-        s = self.c.shard_state(shard_index=request.shard_index, num_shards=request.num_shards,
-                               labeled_after_seq=request.labeled_after_seq, model_version=request.model_version)
+    async def GetShardState(self, request, context):
+        s = await self._run(self.c.shard_state, shard_index=request.shard_index, num_shards=request.num_shards,
+                            labeled_after_seq=request.labeled_after_seq, model_version=request.model_version)
         return selection_pb2.GetShardStateResponse(
             queued_item_ids=s.queued, labeled_item_ids=s.labeled, labeled_through_seq=s.labeled_through_seq,
             more=s.more, demand=s.demand)
 
 
-class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, coordinator: Coordinator):
-        self.c = coordinator
-
+class AdminServicer(_Servicer, admin_pb2_grpc.AdminServiceServicer):
     @unary
-    def GetTask(self, request, context):
+    async def GetTask(self, request, context):
         return admin_pb2.GetTaskResponse(task=serde.task_to_proto(self.c.task))
 
     @unary
-    def GetStats(self, request, context):
-        s = self.c.stats()
+    async def GetStats(self, request, context):
+        s = await self._run(self.c.stats)
         return admin_pb2.GetStatsResponse(
             labeled=s.labeled, queued=s.queued, leased=s.leased, skipped=s.skipped,
             latest_model_version=s.latest_model_version, models=s.models, last_seq=s.last_seq,
@@ -251,17 +414,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             labels_by_strategy=s.labels_by_strategy, pool_capacity=s.pool_capacity, mode=s.mode)
 
     @unary
-    def ListModels(self, request, context):
+    async def ListModels(self, request, context):
         if not 0 <= request.page_size <= MAX_MODELS_PAGE:
             raise InvalidArgument(f"page_size must lie in [0, {MAX_MODELS_PAGE}]")
         if request.after_version < 0:
             raise InvalidArgument("after_version must be non-negative")
-        page, more = self.c.list_models(after_version=request.after_version,
-                                        limit=request.page_size or DEFAULT_MODELS_PAGE)
+        page, more = await self._run(self.c.list_models, after_version=request.after_version,
+                                     limit=request.page_size or DEFAULT_MODELS_PAGE)
         return admin_pb2.ListModelsResponse(models=[serde.model_info_to_proto(m) for m in page], more=more)
 
     @streaming
-    def ExportLabels(self, request, context):
-        for record in self.c.follow_labels(request.after_seq, follow=False, include_payload=request.include_payload,
-                                           latest_only=request.latest_only):
+    async def ExportLabels(self, request, context):
+        async for record in self._records(request.after_seq, follow=False, include_payload=request.include_payload,
+                                          latest_only=request.latest_only):
             yield serde.record_to_proto(record)
