@@ -204,3 +204,27 @@ def test_label_stream_follows_new_labels(env):
     second = next(stream)
     assert (second.seq, second.label) == (2, 2) and second.payload.tensor.shape == [1, 8, 8]
     stream.cancel()
+
+
+def test_a_download_chunk_is_read_without_parsing_and_checked_by_crc32():
+    from aal_rpc.chunking import assemble, crc32_of
+    from aal_rpc.client.coordinator import download_part
+    from aal_rpc.errors import InvalidArgument
+    from aal_rpc.proto.v1 import selection_pb2
+
+    for n in (0, 1, 127, 128, 16_383, 16_384, 1 << 20):  # lengths whose varints take one to three bytes
+        raw = selection_pb2.DownloadModelResponse(chunk=b"w" * n).SerializeToString()
+        part = download_part(raw)
+        assert isinstance(part, memoryview) and bytes(part) == b"w" * n
+    head = selection_pb2.DownloadModelResponse(crc32=7)
+    head.info.version = 3
+    assert download_part(head.SerializeToString()) == head
+    data = bytes(range(256)) * 5000
+    chunks = [data[:600_000], data[600_000:]]
+    assert assemble(iter(chunks), size_bytes=len(data), crc32=crc32_of(data), max_bytes=1 << 30) == data
+    flipped = bytearray(chunks[1])
+    flipped[5] ^= 1
+    with pytest.raises(InvalidArgument, match="CRC-32"):
+        assemble(iter([chunks[0], bytes(flipped)]), size_bytes=len(data), crc32=crc32_of(data), max_bytes=1 << 30)
+    with pytest.raises(InvalidArgument, match="truncated"):
+        assemble(iter(chunks[:1]), size_bytes=len(data), crc32=crc32_of(data), max_bytes=1 << 30)

@@ -25,6 +25,30 @@ MAX_DOWNLOAD_BYTES = 4 * 1024 ** 3
 SUBMIT_BATCH_BYTES = 3 * 1024 * 1024  # candidate payloads per SubmitCandidates call, under the 4 MiB limit
 
 
+DOWNLOAD_METHOD = "/{}/DownloadModel".format(selection_pb2.DESCRIPTOR.services_by_name["SelectionService"].full_name)
+_CHUNK_TAG = 2 << 3 | 2  # DownloadModelResponse.chunk: field 2, length-delimited
+
+
+def download_part(raw: bytes) -> memoryview | selection_pb2.DownloadModelResponse:
+    """A DownloadModel message: a chunk as a view of the received bytes (no copy: parsing would copy each MiB
+    twice, more than the transfer costs), anything else parsed.
+
+    A chunk message is exactly the chunk field: its tag, its length as a varint, its bytes (protobuf encoding).
+    """
+    if raw[:1] == bytes((_CHUNK_TAG,)):
+        length, shift, pos = 0, 0, 1
+        while pos < len(raw) and shift < 64:
+            byte = raw[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                if pos + length == len(raw):
+                    return memoryview(raw)[pos:]
+                break
+    return selection_pb2.DownloadModelResponse.FromString(raw)
+
+
 class CoordinatorClient(ChannelClient):
     """A client for servers, workers and operators.
 
@@ -47,6 +71,10 @@ class CoordinatorClient(ChannelClient):
                          wait_for_ready=wait_for_ready)
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
         self._selection = selection_pb2_grpc.SelectionServiceStub(self._channel)
+        # DownloadModel with the chunks left in the received bytes (see download_part)
+        self._download = self._channel.unary_stream(
+            DOWNLOAD_METHOD, request_serializer=selection_pb2.DownloadModelRequest.SerializeToString,
+            response_deserializer=download_part, _registered_method=True)
 
     def _call(self, method, request, timeout: float = CALL_TIMEOUT):
         return super()._call(method, request, timeout)
@@ -127,14 +155,13 @@ class CoordinatorClient(ChannelClient):
 
     def download_model(self, version: int = 0) -> tuple[ModelInfo, bytes]:
         def once():
-            stream = self._selection.DownloadModel(selection_pb2.DownloadModelRequest(version=version),
-                                                   timeout=TRANSFER_TIMEOUT, wait_for_ready=self.wait_for_ready)
+            stream = self._download(selection_pb2.DownloadModelRequest(version=version), timeout=TRANSFER_TIMEOUT,
+                                    wait_for_ready=self.wait_for_ready)
             first = next(stream)
-            if first.WhichOneof("part") != "info":
+            if not isinstance(first, selection_pb2.DownloadModelResponse) or first.WhichOneof("part") != "info":
                 raise ValueError("download stream did not start with the model info")
             info = serde.model_info_from_proto(first.info)
-            data = assemble((m.chunk for m in stream), size_bytes=info.size_bytes, sha256=info.sha256,
-                            max_bytes=MAX_DOWNLOAD_BYTES)
+            data = assemble(stream, size_bytes=info.size_bytes, crc32=first.crc32, max_bytes=MAX_DOWNLOAD_BYTES)
             return info, data
 
         return self._retrying(once)

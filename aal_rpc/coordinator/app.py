@@ -20,6 +20,7 @@ from aal_rpc.coordinator.servicers import (UPLOAD_THREADS, AdminServicer, Annota
                                            TrainingServicer)
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, create_server, server_loop
+from aal_rpc.handlers import SerializedResponses
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
 from aal_rpc.security import Principal, ServerTLS, TokenAuthInterceptor
@@ -139,6 +140,7 @@ async def _start(address, coordinator, metrics, executor, uploads, tokens, tls, 
     interceptors = [metrics.interceptor(), RequestDecodingInterceptor()]
     if tokens:
         interceptors.append(TokenAuthInterceptor(tokens))
+    interceptors.append(SerializedResponses())
     server = create_server(interceptors=interceptors)
     health_servicer = health.aio.HealthServicer()
     for name in ("", *SERVICE_NAMES):

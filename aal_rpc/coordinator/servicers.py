@@ -20,7 +20,7 @@ from typing import TypeVar
 import grpc
 
 from aal_rpc import serde
-from aal_rpc.chunking import CHUNK_BYTES, iter_chunks
+from aal_rpc.chunking import CHUNK_BYTES, crc32_of, iter_chunks
 from aal_rpc.coordinator.contract import Coordinator
 from aal_rpc.coordinator.signals import long_poll_async
 from aal_rpc.coordinator.validation import MAX_WAIT_SECONDS
@@ -28,8 +28,9 @@ from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFo
                             ResourceExhausted, Unavailable)
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
+from aal_rpc.handlers import Serialized
 from aal_rpc.security import current_caller
-from aal_rpc.types import Candidate, Provenance, Query
+from aal_rpc.types import Candidate, ModelInfo, Provenance, Query
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -352,7 +353,38 @@ async def _next(iterator):
         return None
 
 
+class _DownloadStreams:
+    """Each recent version's download stream, serialized once: every worker downloads every version, so the
+    coordinator serializes and checksums its weights once rather than once per worker."""
+
+    def __init__(self, servicer: _Servicer, keep: int = 2):
+        self._s = servicer
+        self._keep = keep
+        self._streams: dict[int, asyncio.Future] = {}
+
+    def get(self, info: ModelInfo, data: bytes) -> asyncio.Future:
+        """The version's messages (its info with the CRC-32, then its chunks); prepared on the pool, once."""
+        stream = self._streams.get(info.version)
+        if stream is None or (stream.done() and stream.exception() is not None):
+            stream = asyncio.ensure_future(self._s._run(_serialized_download, info, data))
+            self._streams[info.version] = stream
+            for version in sorted(self._streams)[:-self._keep]:
+                del self._streams[version]
+        return stream
+
+
+def _serialized_download(info: ModelInfo, data: bytes) -> list[Serialized]:
+    head = selection_pb2.DownloadModelResponse(info=serde.model_info_to_proto(info), crc32=crc32_of(data))
+    return [Serialized(head.SerializeToString()),
+            *(Serialized(selection_pb2.DownloadModelResponse(chunk=chunk).SerializeToString())
+              for chunk in iter_chunks(data, CHUNK_BYTES))]
+
+
 class SelectionServicer(_Servicer, selection_pb2_grpc.SelectionServiceServicer):
+    def __init__(self, coordinator: Coordinator, executor: ThreadPoolExecutor):
+        super().__init__(coordinator, executor)
+        self._downloads = _DownloadStreams(self)
+
     @unary
     async def GetLatestModel(self, request, context):
         after = request.after_version
@@ -374,9 +406,9 @@ class SelectionServicer(_Servicer, selection_pb2_grpc.SelectionServiceServicer):
         if request.version < 0:
             raise InvalidArgument("version must be non-negative")
         info, data = await self._run(self.c.read_model, request.version)
-        yield selection_pb2.DownloadModelResponse(info=serde.model_info_to_proto(info))
-        for chunk in iter_chunks(data, CHUNK_BYTES):
-            yield selection_pb2.DownloadModelResponse(chunk=chunk)
+        for message in await self._downloads.get(info, data):
+            yield message
+
 
     @unary
     async def SubmitCandidates(self, request, context):
