@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 
 import grpc
@@ -49,24 +48,6 @@ SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),  # a port-0 bind must never share its port with another process
 ]
 
-# The channel retries a call that failed with UNAVAILABLE before reaching the coordinator, a few times within
-# the call's deadline; client/retry.py then retries UNAVAILABLE and DEADLINE_EXCEEDED for as long as its caller
-# allows. Every aal.v1 call is safe to repeat: label submissions are idempotent per lease, candidates and shard
-# state by item, uploads get a version only once whole, downloads, polls and exports only read.
-RETRY_SERVICE_CONFIG = {
-    "methodConfig": [{
-        "name": [{"service": f"aal.v1.{s}"} for s in
-                 ("AnnotationService", "TrainingService", "SelectionService", "AdminService")],
-        "retryPolicy": {
-            "maxAttempts": 5,
-            "initialBackoff": "0.1s",
-            "maxBackoff": "2s",
-            "backoffMultiplier": 2,
-            "retryableStatusCodes": ["UNAVAILABLE"],
-        },
-    }]
-}
-
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -77,8 +58,8 @@ CHANNEL_OPTIONS = [
     # gRPC's default allows two pings while no data is sent; a long poll or a quiet label stream sends none,
     # and keepalive would stop probing exactly when a dead connection must be found
     ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.enable_retries", 1),
-    ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
+    # No retry policy in the service config: client/retry.py is the one retry policy (gRPC still retries, at
+    # once, a call that never left this process, as it always does).
     ("grpc.initial_reconnect_backoff_ms", 100),  # reconnect fast after a coordinator restart
     ("grpc.max_reconnect_backoff_ms", 2_000),  # ...and keep trying often while it is down
     ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),  # gRPC takes this as the connect timeout

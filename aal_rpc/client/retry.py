@@ -2,7 +2,9 @@
 
 A call that fails with UNAVAILABLE or DEADLINE_EXCEEDED is tried again with jittered exponential backoff for
 `retry_for` seconds, or for as long as it takes when `retry_for` is None (the daemons: they ride out an outage of
-any length). Every aal.v1 call is safe to repeat (grpc_utils.RETRY_SERVICE_CONFIG says why). Keepalive turns a
+any length). This is the only retry layer (the channels carry no retry policy of their own). Every aal.v1 call is
+safe to repeat: label submissions are idempotent per lease, candidates and shard state by item, uploads get a
+version only once whole, downloads, polls and exports only read. Keepalive turns a
 dead connection into UNAVAILABLE within seconds and long polls ask only for their wait plus a margin
 (grpc_utils), so a cut shows, and is retried, long before any deadline of minutes.
 
