@@ -24,6 +24,7 @@ from aal_rpc.types import Task
 log = logging.getLogger("aal.coordinator")
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+DEFAULTS = CoordinatorConfig()  # the options' defaults are the configuration's
 
 
 def stored_task(store: str, data_dir: Path | None) -> Task | None:
@@ -70,22 +71,22 @@ def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset:
               help="Where the embedded store keeps all state (required with --store sqlite).")
 @click.option("--dataset", default="digits", show_default=True, help=f"{DATASETS}.")
 @click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
-@click.option("--mode", type=click.Choice(["async", "sync"]), default="async", show_default=True,
+@click.option("--mode", type=click.Choice(["async", "sync"]), default=Task.mode, show_default=True,
               help="sync: release --batch-size queries, then wait for a model trained on all labels and rescored "
                    "candidates before the next batch (the classic loop, for comparison).")
-@click.option("--batch-size", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=0), default=Task.batch_size, show_default=True,
               help="Labels per round (required in sync mode; recorded in async mode).")
-@click.option("--pick", type=click.Choice(PICK_ORDERS), default="fresh", show_default=True,
+@click.option("--pick", type=click.Choice(PICK_ORDERS), default=DEFAULTS.pick, show_default=True,
               help="Order in which annotators get queries.")
-@click.option("--pool-capacity", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--pool-capacity", type=click.IntRange(min=1), default=DEFAULTS.pool_capacity, show_default=True,
               help="Most candidates S holds; when full, the stalest make room for fresher ones.")
-@click.option("--lease-seconds", type=click.FloatRange(min=0.1), default=300.0, show_default=True)
-@click.option("--keep-models", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--lease-seconds", type=click.FloatRange(min=0.1), default=DEFAULTS.lease_seconds, show_default=True)
+@click.option("--keep-models", type=click.IntRange(min=1), default=DEFAULTS.keep_models, show_default=True,
               help="How many weight blobs to keep.")
 @click.option("--max-workers", type=click.IntRange(min=4), default=DEFAULT_MAX_WORKERS, show_default=True,
               help="Threads that run store work (SQLite writes, PostgreSQL transactions). Calls that wait "
                    "(long polls, label streams, downloads) hold none.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--tokens-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="AAL_TOKENS_FILE",
               default=None, help="One 'role:token' or 'role identity token' line per token (roles: annotator, "
                                  "worker, server, admin; '#' starts a comment line); also $AAL_TOKENS, same "
