@@ -107,7 +107,7 @@ def test_a_held_lease_is_renewed_and_only_by_its_holder(env):
 def test_a_renewed_lease_outlives_its_first_deadline():
     """With an injected clock: the first deadline passing does not expire a lease renewed beyond it."""
     pool = QueryPool(capacity=4)
-    pool.offer(make_candidate("1"), now=0.0)
+    pool.offer([make_candidate("1")], now=0.0)
     entry = pool.lease("ann", now=0.0, lease_seconds=10.0)
     pool.renew(entry.lease.lease_id, deadline=100.0)
     assert pool.expire(now=50.0) == [] and pool.leased_count == 1

@@ -1,7 +1,5 @@
 """The model registry: shape checks, "latest" semantics, pruning, long polls."""
 
-import threading
-
 import pytest
 import torch
 
@@ -74,12 +72,3 @@ def test_weights_round_trip_through_safetensors():
     model = build_model(TASK.architecture, TASK.input_shape, TASK.num_classes)
     model.load_state_dict(state)
     assert weights_to_bytes(model.state_dict()) == data
-
-
-def test_wait_newer_wakes_on_publish(coordinator):
-    got = []
-    t = threading.Thread(target=lambda: got.append(coordinator.wait_for_model(0, 10)))
-    t.start()
-    publish(coordinator, weights(), labels=1)
-    t.join(10)
-    assert got and got[0].version == 1

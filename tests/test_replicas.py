@@ -21,7 +21,7 @@ from tests.conftest import TASK, code_of, fill_labels, make_candidate, wait_unti
 @pytest.fixture
 def replicas(postgres):
     url = postgres.new_database()
-    config = CoordinatorConfig(pool_capacity=1000, lease_seconds=30)
+    config = CoordinatorConfig(pool_capacity=1000, lease_seconds=30, poll_seconds=None)  # wake by NOTIFY alone
     opened = [SharedCoordinator(PostgresStore(url, pool_size=8), TASK, config) for _ in range(2)]
     yield opened
     for c in opened:

@@ -1,4 +1,5 @@
-"""Staggered training rounds: the policy, both coordinators keeping claims, and two trainers sharing L."""
+"""Staggered training rounds: the policy (rounds.decide) and the requests refused; both coordinators keeping claims
+is in the behavioural suite (test_coordinator_contract.py)."""
 
 import math
 
@@ -6,8 +7,6 @@ import pytest
 
 from aal_rpc.coordinator.rounds import MIN_CLAIM_TTL, RETRY_SECONDS, RoundClaim, decide
 from aal_rpc.errors import InvalidArgument
-from tests.conftest import fill_labels
-from tests.test_registry import publish, weights
 
 
 def ask(claims, server="a", labels=20, round_seconds=0.0, published=0, now=100.0, sync=False):
@@ -42,22 +41,6 @@ def test_claims_of_silent_servers_expire():
     assert not dead.live(MIN_CLAIM_TTL) and dead.live(MIN_CLAIM_TTL - 1)
     assert ask([dead], labels=20, now=MIN_CLAIM_TTL + 1) == (0.0, "")
     assert RoundClaim("b", 50, 0.0, 100.0).live(250.0)  # three round times when rounds are long
-
-
-def test_both_coordinators_stagger_rounds_and_publishing_ends_a_claim(make_coordinator):
-    c = make_coordinator()
-    fill_labels(c, 12)
-    assert c.begin_round(server_id="a", num_labels=10, round_seconds=0.0) == (0.0, "")
-    wait, why = c.begin_round(server_id="b", num_labels=10, round_seconds=0.0)
-    assert wait > 0 and "10 labels" in why
-    assert c.begin_round(server_id="b", num_labels=11, round_seconds=0.0) == (0.0, "")
-    publish(c, weights(), labels=10, server="a")
-    wait, why = c.begin_round(server_id="a", num_labels=11, round_seconds=600.0)  # b trains on 11 already
-    assert wait > 0 and "11 labels" in why
-    wait, why = c.begin_round(server_id="a", num_labels=12, round_seconds=600.0)  # b began just now
-    assert 0 < wait <= 300.0 and "apart across 2 servers" in why
-    publish(c, weights(), labels=11, server="b")  # b's round is over: nothing left to space from
-    assert c.begin_round(server_id="a", num_labels=12, round_seconds=600.0) == (0.0, "")
 
 
 @pytest.mark.parametrize("server_id, labels, seconds", [("", 1, 0.0), ("a", -1, 0.0), ("a", 1, -1.0),

@@ -2,22 +2,37 @@
 
 Two implementations hold to it: `core.Coordinator` (the embedded store: pools in memory, written through
 to SQLite) and `shared.SharedCoordinator` (the PostgreSQL store: every operation a transaction, any number
-of replicas). The servicers are typed against this Protocol and use nothing else, and the behavioural tests
-run against both. Errors are aal_rpc.errors exceptions; the servicers map them to gRPC statuses.
+of replicas). The servicers are typed against this Protocol and use nothing else, and the behavioural suite
+(tests/test_coordinator_contract.py) runs against both, directly and over gRPC. Errors are aal_rpc.errors
+exceptions; the servicers map them to gRPC statuses. The pool rules both apply are rules.py's.
+
+Below it, `Store` declares what both stores give the parts the coordinators share (following L, the registry's
+uploads and blobs). How each store writes differs by design: the embedded one persists decisions taken in
+memory, the PostgreSQL one takes them inside its transactions, by the same rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from typing import BinaryIO, Protocol
 
 from aal_rpc.coordinator.core import CoordinatorConfig, ItemView, ShardState, Stats, SubmitOutcome
+from aal_rpc.coordinator.signals import Signals
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task
 
 
 class Coordinator(Protocol):
     task: Task
     config: CoordinatorConfig
+    signals: Signals
+    """Fired after a change is visible to every later call: "queries" when S gains an available item (a new or
+    refreshed candidate, a release, a lease that expired, a synchronous round that may open, close), "labels"
+    when L's durable records advance (or a write that took a seq failed: a follower waiting at its gap looks
+    again), "models" when a version is published. A waiter MUST read `generation()` before it looks, so a
+    change between its look and its wait still wakes it. With `config.poll_seconds` None, signals alone MUST
+    wake every waiter whose wait a change of this coordinator (or, on PostgreSQL, of a live replica) ends."""
 
     @property
     def closing(self) -> bool:
@@ -30,28 +45,28 @@ class Coordinator(Protocol):
 
     def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0,
               is_active: Callable[[], bool] = lambda: True) -> Query | None:
-        """Lease the next available query in the configured pick order.
+        """Lease the next available query in the configured pick order (rules.PICK_ORDERS).
 
         MUST NOT hand one query to two live leases, even across replicas. MUST NOT offer an item to an
-        annotator who deferred it until the deferral ends. MUST wait at most `wait_seconds` for a query and
-        MUST return None as soon as `is_active()` is false at a wake-up (see `wake_waiters`). A lease whose
-        deadline passed MUST make its query available again without any call."""
+        annotator who deferred it until the deferral ends. MUST wait at most `wait_seconds` for a query, and
+        with `wait_seconds=0` MUST NOT block on any wait (an asynchronous caller waits on `signals.queries`
+        itself). MUST return None as soon as `is_active()` is false at a wake-up (see `wake_waiters`). A lease
+        whose deadline passed MUST make its query available again without any call."""
 
     def wake_waiters(self) -> None:
-        """Make every waiting `lease` re-check its caller."""
+        """Make every waiting `lease` and follower re-check its caller."""
 
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         """Record a label for a held, unexpired lease and return (seq, duplicate) only once it is durable.
 
         MUST be idempotent per lease: a retry returns the same seq with duplicate=True. MUST refuse a lease
         that expired, belongs to another annotator or names another item (FailedPrecondition), and an
-        unknown query (NotFound). Seqs MUST become visible to `follow_labels` in order. A write that fails
-        MUST change nothing (Unavailable)."""
+        unknown query (NotFound): rules.check_held. A write that fails MUST change nothing (Unavailable)."""
 
     def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool = False, defer: bool = False,
                 defer_seconds: float = 0.0) -> None:
-        """End a held lease: back to S; with `defer`, not to this annotator for `defer_seconds` (0: the
-        configured time); with `skip`, never offered again to anyone."""
+        """End a held lease (checked as `submit_label` checks it): back to S; with `defer`, not to this annotator
+        for `defer_seconds` (0: the configured time); with `skip`, never offered again to anyone."""
 
     def renew_lease(self, *, lease_id: str, item_id: str, annotator_id: str, lease_seconds: float = 0.0) -> float:
         """Move a held, unexpired lease's deadline to now + lease_seconds; return it."""
@@ -66,10 +81,17 @@ class Coordinator(Protocol):
 
     # -- servers (trainers) ---------------------------------------------------------------------------
 
+    def read_labels(self, after_seq: int, limit: int, *, include_payload: bool = True,
+                    latest_only: bool = False) -> list[LabeledRecord]:
+        """A page of durable records of L after `after_seq`, in seq order, at most `limit`; `latest_only` leaves
+        out records a correction superseded. MUST NOT block on a wait. MUST NOT return a record while a record
+        with a smaller seq after `after_seq` may still commit: a caller that goes on after the last record it
+        got never skips one. Fewer than `limit` MUST mean no more are durable now (wait on `signals.labels`)."""
+
     def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True, latest_only: bool = False,
                       is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
-        """Durable records of L after `after_seq` in seq order. MUST NOT skip a record that commits later
-        with a smaller seq. With `follow`, MUST keep waiting for new records while `is_active()`."""
+        """`read_labels` page after page (core.follow_records). With `follow`, MUST keep waiting on
+        `signals.labels` for new records while `is_active()`."""
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         """(0, "") and a recorded claim, or (seconds to wait, why): coordinator/rounds.py decides."""
@@ -89,21 +111,50 @@ class Coordinator(Protocol):
         """Registry entries with a larger version, in version order, at most `limit`; and whether more follow."""
 
     def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
-        """The latest model once it differs from `after_version`, waiting up to `wait_seconds`."""
+        """The latest model (None before any) once it differs from `after_version`, waiting on `signals.models`
+        up to `wait_seconds`; then the latest, changed or not. With 0 it MUST NOT block on any wait."""
 
     # -- workers (selectors) --------------------------------------------------------------------------
 
     def submit_candidates(self, *, worker_id: str, strategy: str, model_version: int,
                           candidates: list[Candidate]) -> SubmitOutcome:
-        """Offer scored candidates to S with the pool rules (dedup against L and skips, refresh by a newer
+        """Offer scored candidates to S by rules.plan_offer (dedup against L and skips, refresh by a newer
         version when not leased, capacity with stalest-first eviction). A batch with any invalid candidate
         MUST be refused whole."""
 
     def shard_state(self, *, shard_index: int, num_shards: int, labeled_after_seq: int,
                     model_version: int) -> ShardState:
-        """A shard's queued and labeled-or-skipped items, and its share of what S wants."""
+        """A shard's queued and labeled-or-skipped items (types.shard_of), and its share of what S wants
+        (rules.demand, rules.shard_share). `labeled_through_seq` MUST NOT pass a seq that may still commit."""
 
     # -- admin ----------------------------------------------------------------------------------------
 
     def stats(self) -> Stats:
         """A consistent snapshot of the pools' sizes and counters."""
+
+
+class Store(Protocol):
+    """What both stores (store.SqliteStore, pg_store.PostgresStore) give the code the coordinators share."""
+
+    def save_task(self, task: Task) -> Future:
+        """Record the task; the future MUST resolve only once it is committed."""
+
+    def load_task(self) -> Task | None:
+        """The recorded task, or None on a new store."""
+
+    def label_ids_after(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        """(seq, item_id) of durable records after `after_seq` in seq order, at most `limit`; the same no-skip
+        guarantee as `Coordinator.read_labels`."""
+
+    def latest_label(self, item_id: str) -> LabeledRecord | None:
+        """The record holding an item's current label (its last correction, else its first label)."""
+
+    def upload_file(self) -> AbstractContextManager[BinaryIO]:
+        """A temporary file for an upload to stream into; MUST be removed on exit unless the store took it."""
+
+    def read_blob(self, version: int) -> bytes | None:
+        """A published version's weights; None once pruned. A version's weights MUST never change."""
+
+    def close(self) -> None:
+        """Release connections and threads; MUST be safe to call more than once."""
+

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from aal_rpc.coordinator import corrections
+from aal_rpc.coordinator import corrections, rules
 from aal_rpc.coordinator.query_pool import QueryPool
-from aal_rpc.coordinator.registry import ModelRegistry
+from aal_rpc.coordinator.registry import ModelRegistry, wait_newer
 from aal_rpc.coordinator.rounds import RoundClaim, decide
+from aal_rpc.coordinator.signals import Signal, Signals, long_poll
 from aal_rpc.chunking import iter_chunks, sha256_hex
 from aal_rpc.coordinator.store import SqliteStore, StoredState
 from aal_rpc.coordinator.sync_rounds import SyncRounds
@@ -28,15 +29,17 @@ from aal_rpc.coordinator.validation import (DEFAULT_DEFER_SECONDS, check_begin_r
                                             check_correction, check_id, check_label, check_lease_request,
                                             check_publish, check_release, check_renew, check_shard_request,
                                             check_wait)
-from aal_rpc.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from aal_rpc.errors import InvalidArgument, NotFound, Unavailable
 from aal_rpc.serde import weight_spec
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Query, Task, shard_of
 
 log = logging.getLogger(__name__)
 
 STREAM_PAGE = 256  # labels read from the store per page of a StreamLabels / ExportLabels call
+FOLLOW_RECHECK_SECONDS = 1.0  # how often a follower with nothing new asks whether its caller is still there
 SHARD_PAGE = 50_000  # labeled ids per GetShardState answer
 EVERY_VERSION = 2 ** 62  # "older than this" matches every candidate
+REAP_IDLE_SECONDS = 1.0  # the reaper's longest sleep: it also reloads the pools after a write nobody waited on failed
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class CoordinatorConfig:
     keep_models: int = 8
     max_weight_bytes: int = 2 * 1024 ** 3  # tv:vgg16 is about 540 MB (vgg16 60 MB); far bigger is a mistake
     seed: int = 0
+    # The safety net of every wait on a change signal (signals.py): the longest a waiter sleeps without one; None
+    # turns it off. The embedded coordinator fires every change itself and needs none. On PostgreSQL a replica
+    # hears other replicas' changes by NOTIFY, which a reconnect can lose, and a lease granted by a replica that
+    # died expires silently in the database: there the net is what finds them.
+    poll_seconds: float | None = 1.0
 
 
 @dataclass(frozen=True)
@@ -95,24 +103,29 @@ class ShardState:
     demand: int
 
 
-def follow_records(store, after_seq: int, *, follow: bool, include_payload: bool, keep_going: Callable[[], bool],
-                   wait_for_more: Callable[[int], None], latest_only: bool = False) -> Iterator[LabeledRecord]:
-    """Records of L after `after_seq` from `store`, page by page, in order; with `follow`, then waits
-    (`wait_for_more(last seq seen)`) and goes on while `keep_going()`. `latest_only` leaves out records that a
-    correction superseded."""
+def follow_records(c, after_seq: int, *, follow: bool, include_payload: bool, latest_only: bool,
+                   keep_going: Callable[[], bool]) -> Iterator[LabeledRecord]:
+    """Records of L after `after_seq` from coordinator `c`'s `read_labels`, page by page; with `follow`, then
+    waits for its "labels" signal and goes on while `keep_going()`. Both coordinators follow L this way."""
     if after_seq < 0:
         raise InvalidArgument("after_seq must be non-negative")
+    signal: Signal = c.signals.labels
     cursor = after_seq
     while True:
-        page = store.labels_after(cursor, STREAM_PAGE, include_payload=include_payload, latest_only=latest_only)
+        since = signal.generation()  # before the read: a label made durable meanwhile still wakes the wait
+        page = c.read_labels(cursor, STREAM_PAGE, include_payload=include_payload, latest_only=latest_only)
         yield from page
         if page:
             cursor = page[-1].seq
         if len(page) == STREAM_PAGE:
             continue
-        if not follow or not keep_going():
+        if not follow:
             return
-        wait_for_more(cursor)
+        while True:  # the store is read again only on a signal (or the safety net), the caller checked more often
+            if not keep_going():
+                return
+            if signal.wait(since, FOLLOW_RECHECK_SECONDS) or signal.poll_seconds is not None:
+                break
 
 
 class Observer:
@@ -128,14 +141,15 @@ class EmbeddedCoordinator:
     """The coordinator on the embedded store (contract.Coordinator): pools in memory, written through to SQLite."""
 
     def __init__(self, store: SqliteStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
-                 observer: Observer | None = None):
+                 observer: Observer | None = None, *, clock: Callable[[], float] = time.time):
         self.observer = observer or Observer()
         self.store = store
         self.config = config
         self.task = task
+        self.signals = Signals(config.poll_seconds)
+        self._clock = clock  # unix seconds: lease deadlines, deferrals and record times (tests move it by hand)
         self._lock = threading.Lock()
-        self._available = threading.Condition(self._lock)  # S gained an available item
-        self._labels_cv = threading.Condition()  # L's durable sequence number advanced
+        self._reap_wake = threading.Event()  # a lease was taken or renewed, or closing: the reaper looks again
         self._closed = False
         self._rounds: dict[str, RoundClaim] = {}  # training rounds in progress (a restart forgets them: harmless)
         if task.mode == "sync" and task.batch_size < 1:
@@ -158,9 +172,8 @@ class EmbeddedCoordinator:
         self._candidates_evicted = 0
         self.registry = ModelRegistry(
             store, spec=weight_spec(task.architecture, task.input_shape, task.num_classes),
-            keep=config.keep_models, models=state.models)
+            keep=config.keep_models, models=state.models, changed=self.signals.models, clock=clock)
         self._load(state)
-        self._durable_seq = self._last_seq
         self._reaper = threading.Thread(target=self._reap_loop, name="lease-reaper", daemon=True)
         self._reaper.start()
         log.info("coordinator ready: %d labeled, %d queued, %d models", len(self._labeled), len(self.pool),
@@ -186,7 +199,7 @@ class EmbeddedCoordinator:
             self._write_failed.clear()
             self.store.flush()  # every write issued so far (all under this lock) has committed or failed
             self._load(self.store.load())
-            self._available.notify_all()
+        self.signals.fire_all()
         log.warning("pools reloaded from the store after a failed write: %d labeled, %d queued",
                     len(self._labeled), len(self.pool))
 
@@ -213,29 +226,32 @@ class EmbeddedCoordinator:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._available.notify_all()
-        with self._labels_cv:
-            self._labels_cv.notify_all()
-        self.registry.wake_all()
+        self.signals.fire_all()
+        self._reap_wake.set()
         self._reaper.join(timeout=2)
         self.store.close()
 
     def _reap_loop(self) -> None:
+        """Ends expired leases when they expire, so waiting annotators get their items without asking again."""
         while True:
             if self._write_failed.is_set() and not self._closed:
                 self._resync()
             with self._lock:
                 if self._closed:
                     return
-                self._expire_locked(time.time())
-                self._available.wait(timeout=0.5)
+                if self._expire_locked(self._clock()):
+                    self.signals.queries.fire()
+                next_deadline = self.pool.next_deadline()
+            wait = REAP_IDLE_SECONDS if next_deadline is None else next_deadline - self._clock()
+            self._reap_wake.wait(timeout=min(max(wait, 0.0), REAP_IDLE_SECONDS))
+            self._reap_wake.clear()
 
-    def _expire_locked(self, now: float) -> None:
+    def _expire_locked(self, now: float) -> bool:
+        """End every lease past its deadline; whether any was. The caller fires "queries" after the lock."""
         expired = self.pool.expire(now)
         for item_id in expired:
             self._watch(self.store.set_lease(item_id, None))
-        if expired:
-            self._available.notify_all()
+        return bool(expired)
 
     # -- annotators -----------------------------------------------------------------------------------
 
@@ -245,28 +261,30 @@ class EmbeddedCoordinator:
         (`is_active()` false: checked at every wake-up, see `wake_waiters`)."""
         check_lease_request(annotator_id, wait_seconds, lease_seconds)
         lease_seconds = lease_seconds or self.config.lease_seconds
-        deadline = time.monotonic() + wait_seconds
+        return long_poll(self.signals.queries, lambda: self._try_lease(annotator_id, lease_seconds), wait_seconds,
+                         keep_going=lambda: not self._closed and is_active())
+
+    def _try_lease(self, annotator_id: str, lease_seconds: float) -> Query | None:
         with self._lock:
-            while True:
-                now = time.time()
-                self._expire_locked(now)
-                gate_open = self._sync is None or self._sync_may_lease_locked()
-                entry = self.pool.lease(annotator_id, now, lease_seconds) if gate_open else None
-                if entry is not None:
-                    lease = entry.lease
-                    self.observer.leased(annotator_id)
-                    self._watch(self.store.set_lease(entry.candidate.item_id, lease))
-                    return Query(entry.candidate.item_id, lease.lease_id, annotator_id, lease.deadline,
-                                 entry.candidate.payload, entry.candidate.provenance)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed or not is_active():
-                    return None
-                self._available.wait(timeout=min(remaining, 1.0))
+            now = self._clock()
+            expired = self._expire_locked(now)
+            gate_open = self._sync is None or self._sync_may_lease_locked()
+            entry = self.pool.lease(annotator_id, now, lease_seconds) if gate_open else None
+            if entry is not None:
+                lease = entry.lease
+                self.observer.leased(annotator_id)
+                self._watch(self.store.set_lease(entry.candidate.item_id, lease))
+        if expired:
+            self.signals.queries.fire()
+        if entry is None:
+            return None
+        self._reap_wake.set()
+        return Query(entry.candidate.item_id, lease.lease_id, annotator_id, lease.deadline,
+                     entry.candidate.payload, entry.candidate.provenance)
 
     def wake_waiters(self) -> None:
-        """Wake every long poll to look again (a caller went away)."""
-        with self._lock:
-            self._available.notify_all()
+        """Wake every long poll and follower to look again (a caller went away)."""
+        self.signals.fire_all()
 
     # -- synchronous mode -------------------------------------------------------------------------------
 
@@ -311,20 +329,12 @@ class EmbeddedCoordinator:
             done = self._labeled_by_lease(lease_id) if entry is None else None
             if done is not None:  # a retry of a submission already recorded: acknowledge it once more
                 seq, labeled_item, fut = done
-                if labeled_item != item_id:
-                    raise FailedPrecondition(f"lease {lease_id} was for item {labeled_item}, not {item_id}")
+                rules.check_retry(labeled_item, lease_id=lease_id, item_id=item_id)
                 duplicate = True
             else:
-                now = time.time()
-                if entry is None:
-                    raise self._no_lease_error(lease_id, item_id)
-                if entry.candidate.item_id != item_id:
-                    raise FailedPrecondition(f"lease {lease_id} is for item {entry.candidate.item_id}, not {item_id}")
-                if entry.lease.annotator_id != annotator_id:
-                    raise FailedPrecondition(f"lease {lease_id} belongs to another annotator")
-                if entry.lease.deadline <= now:
-                    self._expire_locked(now)
-                    raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired")
+                now = self._clock()
+                self._check_held_locked(entry, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id,
+                                        now=now)
                 self._last_seq += 1
                 seq = self._last_seq
                 cand = entry.candidate
@@ -348,11 +358,11 @@ class EmbeddedCoordinator:
             self._settle(fut)  # the acknowledgement waits for the disk
         return seq, duplicate
 
-    def _no_lease_error(self, lease_id: str, item_id: str) -> Exception:
-        """A lease that is not held: FAILED_PRECONDITION for a known item (expired, foreign), else NOT_FOUND."""
-        if item_id in self.pool or item_id in self._labeled or item_id in self._skipped:
-            return FailedPrecondition(f"lease {lease_id} on item {item_id} has expired or is not held")
-        return NotFound(f"no query for item {item_id} with lease {lease_id}")
+    def _check_held_locked(self, entry, *, lease_id: str, item_id: str, annotator_id: str, now: float) -> None:
+        held = None if entry is None else rules.Held(entry.candidate.item_id, entry.lease.annotator_id,
+                                                     entry.lease.deadline)
+        rules.check_held(held, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, now=now,
+                         item_known=lambda: item_id in self.pool or item_id in self._labeled or item_id in self._skipped)
 
     def _labeled_by_lease(self, lease_id: str) -> tuple[int, str, Future | None] | None:
         with self._pending_lock:
@@ -367,9 +377,7 @@ class EmbeddedCoordinator:
             self._pending.pop(lease_id, None)
         if fut.exception() is not None:
             return  # its submitter reloads the pools and answers UNAVAILABLE
-        with self._labels_cv:
-            self._durable_seq = max(self._durable_seq, seq)
-            self._labels_cv.notify_all()
+        self.signals.labels.fire()  # the writer commits in seq order: every seq up to this one is durable
 
     def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool = False,
                 defer: bool = False, defer_seconds: float = 0.0) -> None:
@@ -378,34 +386,30 @@ class EmbeddedCoordinator:
         restart forgets them."""
         check_release(lease_id, item_id, annotator_id, defer_seconds)
         with self._lock:
-            entry = self.pool.by_lease(lease_id)
-            if entry is None:
-                raise self._no_lease_error(lease_id, item_id)
-            if entry.candidate.item_id != item_id or entry.lease.annotator_id != annotator_id:
-                raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
+            now = self._clock()
+            self._check_held_locked(self.pool.by_lease(lease_id), lease_id=lease_id, item_id=item_id,
+                                    annotator_id=annotator_id, now=now)
             if skip:
                 self.pool.remove(item_id)
                 self._skipped.add(item_id)
-                fut = self.store.skip_item(item_id, annotator_id, time.time())
+                fut = self.store.skip_item(item_id, annotator_id, now)
             else:
                 if defer:
-                    self.pool.defer(item_id, annotator_id, time.time() + (defer_seconds or self.config.defer_seconds))
+                    self.pool.defer(item_id, annotator_id, now + (defer_seconds or self.config.defer_seconds))
                 else:
                     self.pool.release(item_id)
                 fut = self.store.set_lease(item_id, None)
-                self._available.notify_all()
+        if not skip:
+            self.signals.queries.fire()
         self._settle(fut)
 
     def renew_lease(self, *, lease_id: str, item_id: str, annotator_id: str, lease_seconds: float = 0.0) -> float:
         """Extend a held lease to now + `lease_seconds` (0: the default); returns the new deadline."""
         check_renew(lease_id, item_id, annotator_id, lease_seconds)
         with self._lock:
-            now = time.time()
-            entry = self.pool.by_lease(lease_id)
-            if entry is None or entry.lease.deadline <= now:
-                raise self._no_lease_error(lease_id, item_id)
-            if entry.candidate.item_id != item_id or entry.lease.annotator_id != annotator_id:
-                raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
+            now = self._clock()
+            self._check_held_locked(self.pool.by_lease(lease_id), lease_id=lease_id, item_id=item_id,
+                                    annotator_id=annotator_id, now=now)
             entry = self.pool.renew(lease_id, now + (lease_seconds or self.config.lease_seconds))
             fut = self.store.set_lease(item_id, entry.lease)
         self._settle(fut)
@@ -424,7 +428,7 @@ class EmbeddedCoordinator:
             with self._lock:
                 self._last_seq += 1
                 record = corrections.record(latest, seq=self._last_seq, label=label, annotator_id=annotator_id,
-                                            now=time.time())
+                                            now=self._clock())
                 fut = self.store.append_label(record)
                 fut.add_done_callback(lambda f, s=record.seq: self._on_label_durable(f, record.lease_id, s))
             self._settle(fut)
@@ -433,11 +437,14 @@ class EmbeddedCoordinator:
     def get_item(self, item_id: str) -> ItemView:
         check_id("item_id", item_id)
         with self._lock:
+            expired = self._expire_locked(self._clock())  # a lease past its deadline holds nothing
             entry = self.pool.get(item_id)
             if entry is not None:
                 state = "leased" if entry.lease is not None else "queued"
                 return ItemView(item_id, state, entry.candidate.payload, entry.candidate.provenance)
             skipped = item_id in self._skipped
+        if expired:
+            self.signals.queries.fire()
         if skipped:
             return ItemView(item_id, "skipped")
         latest = self.store.latest_label(item_id)
@@ -447,16 +454,20 @@ class EmbeddedCoordinator:
 
     # -- servers (trainers) ---------------------------------------------------------------------------
 
+    def read_labels(self, after_seq: int, limit: int, *, include_payload: bool = True,
+                    latest_only: bool = False) -> list[LabeledRecord]:
+        """A page of durable records of L after `after_seq`, in seq order. The writer commits in seq order, so
+        what the store shows has no gap a later commit could fill."""
+        if after_seq < 0:
+            raise InvalidArgument("after_seq must be non-negative")
+        return self.store.labels_after(after_seq, max(0, limit), include_payload=include_payload,
+                                       latest_only=latest_only)
+
     def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True, latest_only: bool = False,
                       is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
         """Durable records of L after `after_seq`, in order; with `follow`, keeps waiting for new ones."""
-        def wait_for_more(cursor: int) -> None:
-            with self._labels_cv:
-                self._labels_cv.wait_for(lambda: self._durable_seq > cursor or self._closed, timeout=1.0)
-
-        return follow_records(self.store, after_seq, follow=follow, include_payload=include_payload,
-                              latest_only=latest_only, keep_going=lambda: not self._closed and is_active(),
-                              wait_for_more=wait_for_more)
+        return follow_records(self, after_seq, follow=follow, include_payload=include_payload,
+                              latest_only=latest_only, keep_going=lambda: not self._closed and is_active())
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         """May `server_id` begin a training round on `num_labels` labels now? (0, "") and the claim is recorded,
@@ -486,7 +497,8 @@ class EmbeddedCoordinator:
         with self._lock:
             self._rounds.pop(server_id, None)  # its round is over
             self.observer.model_published(server_id)
-            self._available.notify_all()  # in sync mode a new model may open the next round
+        if self._sync is not None:
+            self.signals.queries.fire()  # a new model may open the next round
         log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)
         return info
 
@@ -501,29 +513,21 @@ class EmbeddedCoordinator:
                           candidates: list[Candidate]) -> SubmitOutcome:
         check_candidates(self.task, worker_id, strategy, model_version, candidates,
                          is_published=self.registry.is_published)
-        counts = Counter()
-        rows, evicted_all = [], []
         with self._lock:
-            now = time.time()
-            stale = self._sync is not None and model_version < self._sync.version
-            for c in candidates:
-                if stale or c.item_id in self._labeled or c.item_id in self._skipped:
-                    counts["rejected"] += 1
-                    continue
-                outcome, evicted = self.pool.offer(c, now)
-                counts[outcome] += 1
-                evicted_all.extend(evicted)
-                if outcome != "rejected":
-                    rows.append((c, now))
+            now = self._clock()
+            expired = self._expire_locked(now)  # an expired lease no longer protects its item from a refresh
+            plan = self.pool.offer(candidates, now, taken=lambda i: i in self._labeled or i in self._skipped,
+                                   min_version=self._sync.version if self._sync is not None else 0)
             self._candidates_submitted += len(candidates)
             self.observer.candidates_submitted(worker_id, strategy, len(candidates))
-            self._candidates_evicted += len(evicted_all)
-            fut = self.store.put_candidates(rows, evicted_all) if rows or evicted_all else None
-            if rows:
-                self._available.notify_all()
+            self._candidates_evicted += len(plan.evicted)
+            fut = (self.store.put_candidates([(c, now) for c in plan.put], plan.evicted)
+                   if plan.put or plan.evicted else None)
+        if plan.put or expired:
+            self.signals.queries.fire()
         if fut is not None:
             self._settle(fut)
-        return SubmitOutcome(counts["accepted"], counts["refreshed"], counts["rejected"], len(evicted_all))
+        return SubmitOutcome(plan.accepted, plan.refreshed, plan.rejected, len(plan.evicted))
 
     def shard_state(self, *, shard_index: int, num_shards: int, labeled_after_seq: int,
                     model_version: int) -> ShardState:
@@ -536,9 +540,7 @@ class EmbeddedCoordinator:
             queued = self.pool.item_ids_in_shard(shard_index, num_shards)
             labeled.extend(i for i in self._skipped if mine(i))  # skipped items are never proposed again
             demand = self.pool.demand(model_version) if self._sync is None else self._sync_demand_locked(model_version)
-        # every shard's worker sees the same demand: each fills its share, so k workers do not send k times it
-        share = -(-demand // num_shards)
-        return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, share)
+        return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, rules.shard_share(demand, num_shards))
 
     def read_model(self, version: int) -> tuple[ModelInfo, bytes]:
         return self.registry.read_blob(version)
@@ -548,16 +550,21 @@ class EmbeddedCoordinator:
 
     def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
         check_wait(wait_seconds)
-        return self.registry.wait_newer(after_version, wait_seconds)
+        return wait_newer(self.registry, self.signals.models, after_version, wait_seconds,
+                          keep_going=lambda: not self._closed)
 
     # -- admin ----------------------------------------------------------------------------------------
 
     def stats(self) -> Stats:
         latest = self.registry.latest()
         with self._lock:
-            return Stats(
+            expired = self._expire_locked(self._clock())  # a lease past its deadline holds nothing
+            stats = Stats(
                 labeled=len(self._labeled), queued=self.pool.available_count, leased=self.pool.leased_count,
                 skipped=len(self._skipped), latest_model_version=latest.version if latest else 0,
                 models=len(self.registry), last_seq=self._last_seq,
                 candidates_submitted=self._candidates_submitted, candidates_evicted=self._candidates_evicted,
                 labels_by_strategy=dict(self._by_strategy), pool_capacity=self.pool.capacity, mode=self.task.mode)
+        if expired:
+            self.signals.queries.fire()
+        return stats

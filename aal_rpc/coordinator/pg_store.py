@@ -9,14 +9,18 @@ The database is the only authority; a replica keeps nothing in memory but caches
 - a label is recorded in one transaction that locks its query row, inserts into L and deletes from S; the
   lease id is UNIQUE in L, so a retried submission is recognised on any replica, and item ids are UNIQUE in
   L, so no item is labeled twice;
-- sequence numbers come from database sequences. Writes that add to L or S hold one transaction-scoped
-  advisory lock, so label sequence numbers become visible in order (a trainer streaming L after seq n never
-  skips a label that commits late) and a candidate cannot slip into S while its item is being labeled;
+- sequence numbers come from database sequences, taken by concurrent transactions that may commit out of
+  order. Readers of L stop at a gap in the seqs and pass it only once every transaction that could still
+  commit it has ended (`_settled_through`), so a trainer streaming L after seq n never skips a label that
+  commits late, and label commits do not wait for each other;
+- an offer to S holds an advisory lock exclusively, and every write that moves an item from S to L or to the
+  skips holds it shared: a candidate cannot slip into S while its item is being labeled, and labels do not
+  serialize on it;
 - weight blobs live in the database (bytea), next to their registry row, written in the same transaction;
 - every write that can end a long poll sends NOTIFY aal_events; each replica LISTENs and wakes its waiters.
 
-The same record-level contract as the SQLite store (tests/test_store_contract.py runs on both) plus the
-atomic operations the shared-database coordinator (aal_rpc/coordinator/shared.py) is built on.
+It applies the pool rules of rules.py inside its transactions; the shared-database coordinator
+(aal_rpc/coordinator/shared.py) is built on its atomic operations.
 """
 
 from __future__ import annotations
@@ -35,11 +39,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from aal_rpc.coordinator import corrections
+from aal_rpc.coordinator import corrections, rules
 from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS,
                                        QUERY_COLUMNS, StoredState, label_from_row, label_row, model_from_row, model_row, query_from_row)
-from aal_rpc.errors import FailedPrecondition, NotFound, Unavailable
+from aal_rpc.errors import Unavailable
 from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Task, shard_key
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,7 @@ CONNECTION_WAIT = 1.0  # seconds a call waits for a database connection before a
 #                        channel's retries (5 attempts) then still end inside the clients' call deadlines
 #                        (10 s) with a status their retry loops go on retrying, not DEADLINE_EXCEEDED
 SCHEMA_LOCK = 0x4161_6C01  # advisory lock keys ("Aal" + n)
-POOL_LOCK = 0x4161_6C02
+POOL_LOCK = 0x4161_6C02  # exclusive: an offer to S; shared: an item leaving S for L or the skips
 ROUND_LOCK = 0x4161_6C03
 
 SCHEMA = [
@@ -107,7 +111,11 @@ SCHEMA = [
 
 # "available": not leased, or leased past its deadline (an expired lease needs no reaper to end it)
 _AVAILABLE = "(lease_id IS NULL OR lease_deadline <= %(now)s)"
-_PICK_ORDER = {"fresh": "model_version DESC, score DESC", "score": "score DESC", "random": "random()"}
+
+
+def _order_by(pick: str) -> str:
+    order = rules.pick_order(pick)
+    return "random()" if order is rules.RANDOM else order.sql()
 
 
 def _import_psycopg():
@@ -132,14 +140,6 @@ def _committed(write: Callable[[], Any]) -> Future:
     except Exception as exc:
         fut.set_exception(exc)
     return fut
-
-
-@dataclass(frozen=True)
-class Offered:
-    accepted: int
-    refreshed: int
-    rejected: int
-    evicted: list[str]
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,9 @@ class PostgresStore:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # replicas starting together
             for statement in SCHEMA:
                 cur.execute(statement)
+        self._gaps: dict[int, list[str]] = {}  # seq -> ids of the transactions in progress when its gap was seen
+        self._holes: set[int] = set()  # seqs known never to commit (their transaction failed): one per failure
+        self._gaps_lock = threading.Lock()
         self._listeners: list[Callable[[str], None]] = []
         self._closed = threading.Event()
         self._listener = threading.Thread(target=self._listen_loop, name="pg-listen", daemon=True)
@@ -229,7 +232,7 @@ class PostgresStore:
         self._listener.join(timeout=3)
         self._pool.close()
 
-    # -- the record-level contract (as SqliteStore) -------------------------------------------------------
+    # -- task, blobs, reads ----------------------------------------------------------------------------------
 
     def save_task(self, task: Task) -> Future:
         return _committed(lambda: self._execute(
@@ -239,28 +242,6 @@ class PostgresStore:
     def _execute(self, sql: str, args: tuple = ()) -> None:
         with self._tx() as cur:
             cur.execute(sql, args)
-
-    def append_label(self, r: LabeledRecord) -> Future:
-        """Insert a fully formed record (its seq given); the shared coordinator uses record_label instead."""
-        def write() -> int:
-            with self._tx() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))
-                cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 19)})",
-                            label_row(r))
-                cur.execute("SELECT setval('label_seq', GREATEST(%s, (SELECT last_value FROM label_seq)))", (r.seq,))
-                cur.execute("DELETE FROM queries WHERE item_id = %s", (r.item_id,))
-                self._notify(cur, "labels")
-            return r.seq
-
-        return _committed(write)
-
-    def put_candidates(self, rows: list[tuple[Candidate, float]], evicted: list[str]) -> Future:
-        def write() -> None:
-            with self._tx() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))
-                self._write_candidates(cur, rows, evicted)
-
-        return _committed(write)
 
     def _write_candidates(self, cur, rows: list[tuple[Candidate, float]], evicted: list[str]) -> None:
         if evicted:
@@ -276,26 +257,6 @@ class PostgresStore:
                  for c, queued_at in rows])
             self._notify(cur, "queries")
 
-    def set_lease(self, item_id: str, lease: Lease | None) -> Future:
-        args = (None, None, None, None) if lease is None else (lease.lease_id, lease.annotator_id,
-                                                               lease.leased_at, lease.deadline)
-
-        def write() -> None:
-            with self._tx() as cur:
-                cur.execute("UPDATE queries SET lease_id = %s, lease_owner = %s, leased_at = %s, "
-                            "lease_deadline = %s WHERE item_id = %s", (*args, item_id))
-                if lease is None:
-                    self._notify(cur, "queries")
-
-        return _committed(write)
-
-    def skip_item(self, item_id: str, annotator_id: str, at: float) -> Future:
-        def write() -> None:
-            with self._tx() as cur:
-                self._skip(cur, item_id, annotator_id, at)
-
-        return _committed(write)
-
     @staticmethod
     def _skip(cur, item_id: str, annotator_id: str, at: float) -> None:
         cur.execute("DELETE FROM queries WHERE item_id = %s", (item_id,))
@@ -303,26 +264,9 @@ class PostgresStore:
         cur.execute("INSERT INTO skips (item_id, shard_key, annotator_id, at) VALUES (%s,%s,%s,%s) "
                     "ON CONFLICT DO NOTHING", (item_id, shard_key(item_id), annotator_id, at))
 
-    def insert_model(self, m: ModelInfo) -> Future:
-        def write() -> None:
-            with self._tx() as cur:
-                self._insert_model(cur, m)
-                cur.execute("SELECT setval('model_version_seq', "
-                            "GREATEST(%s, (SELECT last_value FROM model_version_seq)))", (m.version,))
-
-        return _committed(write)
-
     def _insert_model(self, cur, m: ModelInfo) -> None:
         cur.execute(f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({','.join(['%s'] * 10)})", model_row(m))
         self._notify(cur, "models")
-
-    def mark_blob_pruned(self, version: int) -> Future:
-        return _committed(lambda: self._execute("UPDATE models SET blob_available = FALSE WHERE version = %s",
-                                                (version,)))
-
-    def write_blob(self, version: int, data: bytes) -> None:
-        self._execute("INSERT INTO model_blobs (version, data) VALUES (%s, %s) "
-                      "ON CONFLICT (version) DO UPDATE SET data = EXCLUDED.data", (version, data))
 
     @contextmanager
     def upload_file(self) -> Iterator[BinaryIO]:
@@ -335,9 +279,6 @@ class PostgresStore:
             cur.execute("SELECT data FROM model_blobs WHERE version = %s", (version,), binary=True)
             row = cur.fetchone()
         return bytes(row[0]) if row else None
-
-    def delete_blob(self, version: int) -> None:
-        self._execute("DELETE FROM model_blobs WHERE version = %s", (version,))
 
     def load(self) -> StoredState:
         state = StoredState()
@@ -365,15 +306,6 @@ class PostgresStore:
         row = cur.fetchone()
         return Task.from_json(row[0]) if row else None
 
-    def labels_after(self, after_seq: int, limit: int, *, include_payload: bool = True,
-                     latest_only: bool = False) -> list[LabeledRecord]:
-        cols = LABEL_INSERT_COLUMNS if include_payload else LABEL_COLUMNS
-        with self._tx() as cur:
-            cur.execute(f"SELECT {cols} FROM labels WHERE seq > %s {LATEST_ONLY if latest_only else ''} "
-                        "ORDER BY seq LIMIT %s", (after_seq, limit), binary=include_payload)
-            rows = cur.fetchall()
-        return [label_from_row(r, include_payload=include_payload) for r in rows]
-
     def latest_label(self, item_id: str, cur=None) -> LabeledRecord | None:
         if cur is None:
             with self._tx() as cur:
@@ -383,33 +315,119 @@ class PostgresStore:
         row = cur.fetchone()
         return label_from_row(row, include_payload=True) if row else None
 
-    def label_by_lease(self, lease_id: str) -> tuple[int, str] | None:
+    # -- L, read by followers ------------------------------------------------------------------------------------
+
+    def read_labels(self, after_seq: int, limit: int, *, include_payload: bool = True,
+                    latest_only: bool = False) -> list[LabeledRecord]:
+        """Committed records of L after `after_seq` in seq order, up to `limit`, never past a seq that an open
+        transaction may still commit (`_settled_through`). Fewer than `limit` means none more are settled now,
+        also with `latest_only` (which leaves out records a correction superseded)."""
+        cols = LABEL_INSERT_COLUMNS if include_payload else LABEL_COLUMNS
+        out: list[LabeledRecord] = []
+        cursor = after_seq
         with self._tx() as cur:
-            cur.execute("SELECT seq, item_id FROM labels WHERE lease_id = %s", (lease_id,))
-            row = cur.fetchone()
-        return (row[0], row[1]) if row else None
+            while len(out) < limit:
+                through, more = self._settled_through(cur, cursor, limit)
+                if through <= cursor:
+                    break
+                want = limit - len(out)
+                cur.execute(f"SELECT {cols} FROM labels WHERE seq > %s AND seq <= %s "
+                            f"{LATEST_ONLY if latest_only else ''} ORDER BY seq LIMIT %s", (cursor, through, want),
+                            binary=include_payload)
+                rows = cur.fetchall()
+                out.extend(label_from_row(r, include_payload=include_payload) for r in rows)
+                if len(rows) == want or not more:
+                    break
+                cursor = through
+        return out
 
     def label_ids_after(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        """(seq, item_id) of settled records after `after_seq`, in seq order, at most `limit`."""
         with self._tx() as cur:
-            cur.execute("SELECT seq, item_id FROM labels WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit))
+            through, _ = self._settled_through(cur, after_seq, limit)
+            cur.execute("SELECT seq, item_id FROM labels WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s",
+                        (after_seq, through, limit))
             return [(r[0], r[1]) for r in cur.fetchall()]
+
+    def _settled_through(self, cur, after_seq: int, limit: int) -> tuple[int, bool]:
+        """The highest seq s such that every seq in (after_seq, s] is settled: committed, or known never to commit;
+        and whether it stopped only because it looked at `limit` seqs (more may be settled beyond).
+
+        Why a gap can be passed: a transaction that records a label takes its transaction id before it takes a seq
+        (`_take_seq`, `_locked_lease`). Say a statement's snapshot sees seq h committed but not g < h. The holder of g took g, so its
+        id, before h was taken, so before h's transaction committed, so before that snapshot: it is in the
+        snapshot's in-progress list or ended before it; ended and committed would make g visible. So once every id
+        in the in-progress list of the first snapshot that showed the gap has ended, g is visible to any later
+        statement or never will be. Ids are remembered per gap (`_gaps`), so passing a gap never waits for
+        transactions that began after it was seen; passed gaps are remembered too (`_holes`).
+        """
+        cur.execute("SELECT ARRAY(SELECT seq FROM labels WHERE seq > %s ORDER BY seq LIMIT %s), "
+                    "ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) x)", (after_seq, limit))
+        seqs, in_progress = cur.fetchone()
+        through, i = after_seq, 0
+        while i < len(seqs):
+            if seqs[i] == through + 1 or through + 1 in self._holes:
+                through += 1
+                i += seqs[i] == through
+                continue
+            gap = through + 1
+            with self._gaps_lock:
+                holders = self._gaps.setdefault(gap, in_progress)
+            if holders:
+                cur.execute("SELECT bool_or(pg_xact_status(x::xid8) = 'in progress') FROM unnest(%s::text[]) x",
+                            (holders,))
+                if cur.fetchone()[0]:
+                    return through, False
+            cur.execute("SELECT EXISTS (SELECT 1 FROM labels WHERE seq = %s)", (gap,))  # a statement after they ended
+            committed = cur.fetchone()[0]
+            with self._gaps_lock:
+                self._gaps.pop(gap, None)
+                if not committed:
+                    self._holes.add(gap)
+            if committed:  # it committed after our first look: read again from here
+                cur.execute("SELECT ARRAY(SELECT seq FROM labels WHERE seq > %s ORDER BY seq LIMIT %s), "
+                            "ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) x)", (through, limit))
+                seqs, in_progress = cur.fetchone()
+                i = 0
+        return through, len(seqs) == limit and i == len(seqs)
+
+    def _take_seq(self, cur) -> int:
+        """The next label seq, taken after this transaction has its id (see `_settled_through`)."""
+        cur.execute("SELECT pg_current_xact_id()")
+        cur.execute("SELECT nextval('label_seq')")
+        return cur.fetchone()[0]
+
+    @contextmanager
+    def _labels_tx(self) -> Iterator[Any]:
+        """`_tx` for a write that may take a label seq. If it fails, followers waiting at the gap it leaves hear
+        of it ("labels"), as they hear of a commit; a replica that dies mid-write leaves that to their safety net."""
+        try:
+            with self._tx() as cur:
+                yield cur
+        except BaseException:
+            try:
+                self._execute("SELECT pg_notify(%s, 'labels')", (CHANNEL,))
+            except Exception:  # noqa: BLE001 - the database is gone; the failure the caller sees says so
+                pass
+            raise
 
     # -- atomic pool operations for the shared-database coordinator --------------------------------------------
 
     def lease_next(self, annotator_id: str, now: float, lease_seconds: float, pick: str
                    ) -> tuple[Candidate, float, Lease] | None:
-        """Lease the next available query in pick order; None when none is free. Rows other replicas are
-        leasing right now are skipped, not waited for."""
+        """Lease the next available query in pick order (rules.PICK_ORDERS) that `annotator_id` did not defer;
+        None when none is free. Rows other replicas are leasing right now are skipped, not waited for."""
         lease = Lease(uuid.uuid4().hex, annotator_id, now, now + lease_seconds)
         with self._tx() as cur:
             # A lease need not wait for the disk, as in the embedded store: one lost in a crash only means the
-            # query is available again and its label is refused (FAILED_PRECONDITION) until leased anew.
-            cur.execute("SET LOCAL synchronous_commit TO OFF")
+            # query is available again and its label is refused (FAILED_PRECONDITION) until leased anew. The
+            # setting rides in the same statement (one round trip); it only has to be made before the commit.
             cur.execute(
                 f"UPDATE queries q SET lease_id = %(lease_id)s, lease_owner = %(owner)s, leased_at = %(now)s, "
                 f"lease_deadline = %(deadline)s FROM (SELECT item_id FROM queries WHERE {_AVAILABLE} AND NOT EXISTS "
                 f"(SELECT 1 FROM deferrals d WHERE d.item_id = queries.item_id AND d.annotator_id = %(owner)s "
-                f"AND d.until > %(now)s) ORDER BY {_PICK_ORDER[pick]} LIMIT 1 FOR UPDATE SKIP LOCKED) next "
+                f"AND d.until > %(now)s) ORDER BY {_order_by(pick)} LIMIT 1 FOR UPDATE SKIP LOCKED) next, "
+                f"(SELECT set_config('synchronous_commit', 'off', true)) lazy "
                 f"WHERE q.item_id = next.item_id RETURNING " + ", ".join(f"q.{c}" for c in QUERY_COLUMNS.split(", ")),
                 {"lease_id": lease.lease_id, "owner": annotator_id, "now": now, "deadline": lease.deadline},
                 binary=True)
@@ -419,73 +437,70 @@ class PostgresStore:
         cand, queued_at, _ = query_from_row(row)
         return cand, queued_at, lease
 
-    def _locked_lease(self, cur, lease_id: str) -> tuple[str, str, float, float, float] | None:
-        """(item_id, owner, leased_at, deadline, queued_at) of the query held under `lease_id`, row-locked."""
-        cur.execute("SELECT item_id, lease_owner, leased_at, lease_deadline, queued_at FROM queries "
+    @staticmethod
+    def _locked_lease(cur, lease_id: str) -> rules.Held | None:
+        """The query held under `lease_id`, row-locked until the transaction ends. The transaction has its id
+        from here on (a row lock needs one; asking for it makes sure), as `_settled_through` needs of a seq taker."""
+        cur.execute("SELECT item_id, lease_owner, lease_deadline, pg_current_xact_id() FROM queries "
                     "WHERE lease_id = %s FOR UPDATE", (lease_id,))
-        return cur.fetchone()
+        row = cur.fetchone()
+        return rules.Held(*row[:3]) if row else None
+
+    def _check(self, cur, held: rules.Held | None, *, lease_id: str, item_id: str, annotator_id: str,
+               now: float) -> None:
+        rules.check_held(held, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, now=now,
+                         item_known=lambda: self._item_known(cur, item_id))
 
     def _check_held(self, cur, *, lease_id: str, item_id: str, annotator_id: str, now: float) -> None:
-        """Raise unless `annotator_id` holds an unexpired lease `lease_id` on `item_id` (row-locked after)."""
-        held = self._locked_lease(cur, lease_id)
-        if held is None or held[3] <= now:
-            raise self._no_lease_error(cur, lease_id, item_id)
-        if held[0] != item_id or held[1] != annotator_id:
-            raise FailedPrecondition(f"lease {lease_id} is not this annotator's lease on item {item_id}")
+        self._check(cur, self._locked_lease(cur, lease_id), lease_id=lease_id, item_id=item_id,
+                    annotator_id=annotator_id, now=now)
 
-    def _no_lease_error(self, cur, lease_id: str, item_id: str) -> Exception:
+    @staticmethod
+    def _item_known(cur, item_id: str) -> bool:
         cur.execute("SELECT EXISTS (SELECT 1 FROM queries WHERE item_id = %(i)s) OR EXISTS (SELECT 1 FROM labels "
                     "WHERE item_id = %(i)s) OR EXISTS (SELECT 1 FROM skips WHERE item_id = %(i)s)", {"i": item_id})
-        if cur.fetchone()[0]:
-            return FailedPrecondition(f"lease {lease_id} on item {item_id} has expired or is not held")
-        return NotFound(f"no query for item {item_id} with lease {lease_id}")
+        return cur.fetchone()[0]
 
     def record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, now: float
                      ) -> tuple[int, bool, str]:
         """Move a leased query into L in one transaction; returns (seq, duplicate, strategy). A retry of a
         submission already recorded (on any replica) returns its seq with duplicate=True."""
-        with self._tx() as cur:
+        with self._labels_tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (POOL_LOCK,))  # before the row, as offers take it
             held = self._locked_lease(cur, lease_id)
-            if held is None:
+            if held is None:  # looked up after the row lock: a concurrent submission of this lease has committed
                 cur.execute("SELECT seq, item_id, strategy FROM labels WHERE lease_id = %s", (lease_id,))
                 done = cur.fetchone()
-                if done is None:
-                    raise self._no_lease_error(cur, lease_id, item_id)
-                if done[1] != item_id:
-                    raise FailedPrecondition(f"lease {lease_id} was for item {done[1]}, not {item_id}")
-                return done[0], True, done[2]
-            held_item, owner, _, deadline, _ = held
-            if held_item != item_id:
-                raise FailedPrecondition(f"lease {lease_id} is for item {held_item}, not {item_id}")
-            if owner != annotator_id:
-                raise FailedPrecondition(f"lease {lease_id} belongs to another annotator")
-            if deadline <= now:
-                raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired")
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))  # seqs become visible in order
+                if done is not None:
+                    rules.check_retry(done[1], lease_id=lease_id, item_id=item_id)
+                    return done[0], True, done[2]
+            self._check(cur, held, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, now=now)
+            # One statement, one round trip: its parts share a snapshot, so the insert reads the row it deletes. The
+            # seq is taken after the transaction has its id: `_locked_lease` row-locked and asked for it.
             cur.execute(
-                f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) "
-                "SELECT nextval('label_seq'), item_id, lease_id, %s, %s, queued_at, leased_at, %s, worker_id, "
-                "strategy, model_version, score, 0, cluster, tensor, dtype, shape, image_png, text FROM queries "
-                "WHERE item_id = %s "
-                "RETURNING seq, strategy", (label, annotator_id, now, item_id))
-            seq, strategy = cur.fetchone()
-            cur.execute("DELETE FROM queries WHERE item_id = %s", (item_id,))
-            cur.execute("DELETE FROM deferrals WHERE item_id = %s", (item_id,))
-            self._notify(cur, "labels")
+                f"WITH moved AS (INSERT INTO labels ({LABEL_INSERT_COLUMNS}) "
+                "SELECT nextval('label_seq'), item_id, lease_id, %(label)s, %(owner)s, queued_at, leased_at, %(now)s, "
+                "worker_id, strategy, model_version, score, 0, cluster, tensor, dtype, shape, image_png, text "
+                "FROM queries WHERE item_id = %(item)s RETURNING seq, strategy), "
+                "gone AS (DELETE FROM queries WHERE item_id = %(item)s), "
+                "undeferred AS (DELETE FROM deferrals WHERE item_id = %(item)s) "
+                "SELECT seq, strategy, pg_notify(%(channel)s, 'labels') FROM moved",
+                {"label": label, "owner": annotator_id, "now": now, "item": item_id, "channel": CHANNEL})
+            seq, strategy, _ = cur.fetchone()
         return seq, False, strategy
 
     def record_correction(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool, now: float
                           ) -> tuple[int, int, bool]:
         """Append a correction of an item's current label in one transaction; returns (seq, supersedes,
         duplicate). The rule (who may correct, what is a retry) is corrections.decide."""
-        with self._tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))  # seqs become visible in order
+        with self._labels_tx() as cur:
+            # one correction of an item at a time: each supersedes the item's latest record
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (item_id,))
             latest = self.latest_label(item_id, cur)
             if not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
                                       is_admin=is_admin):
                 return latest.seq, latest.supersedes, True
-            cur.execute("SELECT nextval('label_seq')")
-            record = corrections.record(latest, seq=cur.fetchone()[0], label=label, annotator_id=annotator_id,
+            record = corrections.record(latest, seq=self._take_seq(cur), label=label, annotator_id=annotator_id,
                                         now=now)
             cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 19)})",
                         label_row(record))
@@ -518,6 +533,8 @@ class PostgresStore:
                       defer_until: float = 0.0) -> None:
         """End a lease: back to S (with `defer_until`, not for this annotator before then), or skip the item."""
         with self._tx() as cur:
+            if skip:
+                cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (POOL_LOCK,))
             self._check_held(cur, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, now=now)
             if skip:
                 self._skip(cur, item_id, annotator_id, now)
@@ -530,58 +547,32 @@ class PostgresStore:
                                 (item_id, annotator_id, defer_until))
                 self._notify(cur, "queries")
 
-    def offer(self, candidates: list[Candidate], *, now: float, capacity: int) -> Offered:
-        """Add or refresh candidates with the embedded pool's rules (aal_rpc/coordinator/query_pool.py):
-        items in L or skipped are rejected; a queued item is refreshed only by a newer model version and only
-        when not leased; when S is full the stalest available candidate (oldest version, lowest score) makes
-        room for one of a newer version."""
-        accepted = refreshed = rejected = 0
-        evicted: list[str] = []
-        rows: list[tuple[Candidate, float]] = []
+    def offer(self, candidates: list[Candidate], *, now: float, capacity: int) -> rules.OfferPlan:
+        """Apply rules.plan_offer to a worker's batch in one transaction; returns the plan it applied."""
         ids = [c.item_id for c in candidates]
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))
             cur.execute("SELECT item_id FROM labels WHERE item_id = ANY(%(ids)s) UNION "
                         "SELECT item_id FROM skips WHERE item_id = ANY(%(ids)s)", {"ids": ids})
-            done = {r[0] for r in cur.fetchall()}
+            taken = {r[0] for r in cur.fetchall()}
             cur.execute(f"SELECT item_id, model_version, NOT {_AVAILABLE} FROM queries WHERE item_id = ANY(%(ids)s)",
                         {"ids": ids, "now": now})
-            queued = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+            queued = {r[0]: rules.Queued(r[1], r[2]) for r in cur.fetchall()}
             cur.execute("SELECT COUNT(*) FROM queries")
             size = cur.fetchone()[0]
-            stalest: list[tuple[int, str]] | None = None  # fetched when S first overflows
-            for c in candidates:
-                version = c.provenance.model_version
-                if c.item_id in done:
-                    rejected += 1
-                    continue
-                if c.item_id in queued:
-                    old_version, leased = queued[c.item_id]
-                    if leased or version <= old_version:
-                        rejected += 1
-                        continue
-                    queued[c.item_id] = (version, False)
-                    refreshed += 1
-                    rows.append((c, now))
-                    continue
-                if size >= capacity:
-                    if stalest is None:
-                        cur.execute(f"SELECT model_version, item_id FROM queries WHERE {_AVAILABLE} "
-                                    "ORDER BY model_version, score", {"now": now})
-                        stalest = [(v, i) for v, i in cur.fetchall() if i not in queued][::-1]
-                    if not stalest or stalest[-1][0] >= version:
-                        rejected += 1
-                        continue
-                    evicted.append(stalest.pop()[1])
-                    size -= 1
-                queued[c.item_id] = (version, False)
-                size += 1
-                accepted += 1
-                rows.append((c, now))
-            self._write_candidates(cur, rows, evicted)
+
+            def stalest(n: int, exclude: set[str]) -> list[tuple[int, str]]:
+                cur.execute(f"SELECT model_version, item_id FROM queries WHERE {_AVAILABLE} AND NOT "
+                            f"item_id = ANY(%(exclude)s) ORDER BY {rules.STALEST.sql()} LIMIT %(n)s",
+                            {"now": now, "exclude": list(exclude), "n": n})
+                return [(v, i) for v, i in cur.fetchall()]
+
+            plan = rules.plan_offer(candidates, taken=taken.__contains__, queued=queued, size=size,
+                                    capacity=capacity, stalest=stalest)
+            self._write_candidates(cur, [(c, now) for c in plan.put], plan.evicted)
             cur.execute("UPDATE counters SET value = value + CASE name WHEN 'candidates_submitted' THEN %s "
-                        "ELSE %s END", (len(candidates), len(evicted)))
-        return Offered(accepted, refreshed, rejected, evicted)
+                        "ELSE %s END", (len(candidates), len(plan.evicted)))
+        return plan
 
     def count_at_least(self, version: int) -> int:
         with self._tx() as cur:

@@ -1,7 +1,8 @@
-"""The query pool S: scored candidates waiting for annotators, their leases, and the pick order.
+"""The query pool S in memory: scored candidates waiting for annotators, their leases and deferrals.
 
-Pure in-memory structure, not thread-safe: the coordinator holds its lock around every call and
-persists each change through the store.
+Pure in-memory structure, not thread-safe: the embedded coordinator holds its lock around every call and
+persists each change through the SQLite store. The rules it applies (pick order, offers, eviction) are
+rules.py's, the same ones the PostgreSQL store applies in its transactions.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import heapq
 import random
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from aal_rpc.coordinator import rules
 from aal_rpc.types import Candidate, Lease, shard_key
 
-PICK_ORDERS = ("fresh", "score", "random")
+PICK_ORDERS = tuple(rules.PICK_ORDERS)  # names, for command-line choices
 
 
 @dataclass
@@ -41,16 +44,13 @@ class QueryPool:
     Parameters
     ----------
     capacity:
-        Most candidates held (leased ones included). When full, the stalest available candidate
-        (oldest model version, then lowest score) makes room for one from a newer model version.
+        Most candidates held (leased ones included); rules.plan_offer says who makes room when full.
     pick:
-        "fresh" serves the newest model version first, then the highest score; "score" the highest
-        score; "random" a uniform choice, as in the paper.
+        A name of rules.PICK_ORDERS.
     """
 
     def __init__(self, *, capacity: int, pick: str = "fresh", seed: int = 0):
-        if pick not in PICK_ORDERS:
-            raise ValueError(f"pick must be one of {PICK_ORDERS}, got {pick!r}")
+        self._order = rules.pick_order(pick)
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
@@ -60,8 +60,7 @@ class QueryPool:
         self._leases: dict[str, str] = {}  # lease_id -> item_id
         self._by_version: Counter[int] = Counter()
         self._next_token = 0
-        self._pick_heap: list[tuple] = []
-        self._stale_heap: list[tuple] = []  # (version, score, token, item_id): the eviction order
+        self._pick_heap: list[tuple] = []  # (*pick key, token, item_id)
         self._deadlines: list[tuple[float, str]] = []
         self._random_items: list[str] = []  # available ids, for O(1) uniform picks
         self._random_pos: dict[str, int] = {}
@@ -101,8 +100,7 @@ class QueryPool:
         return sum(n for v, n in self._by_version.items() if v >= model_version)
 
     def demand(self, model_version: int) -> int:
-        """How many candidates of `model_version` S still wants: older ones count as replaceable."""
-        return max(0, self.capacity - self.count_at_least(model_version))
+        return rules.demand(self.capacity, self.count_at_least(model_version))
 
     def drop_older_than(self, model_version: int) -> list[str]:
         """Remove every unleased candidate of a model older than `model_version`; their ids."""
@@ -117,14 +115,12 @@ class QueryPool:
         self._next_token += 1
         entry.token = self._next_token
         item_id = entry.candidate.item_id
-        if self.pick == "random":
+        if self._order is rules.RANDOM:
             self._random_pos[item_id] = len(self._random_items)
             self._random_items.append(item_id)
         else:
-            key = (-entry.version, -entry.score) if self.pick == "fresh" else (-entry.score,)
-            heapq.heappush(self._pick_heap, (*key, entry.token, item_id))
-        heapq.heappush(self._stale_heap, (entry.version, entry.score, entry.token, item_id))
-        self._compact()
+            heapq.heappush(self._pick_heap, (*self._order.key(entry.version, entry.score), entry.token, item_id))
+            self._compact()
 
     def _make_unavailable(self, item_id: str) -> None:
         """Heap entries go stale by token; the random list needs an explicit swap-remove."""
@@ -140,14 +136,10 @@ class QueryPool:
         return e is not None and e.lease is None and e.token == token
 
     def _compact(self) -> None:
-        """Rebuild a heap once stale entries outnumber live ones, so memory stays bounded."""
-        live = self.available_count
-        for name in ("_pick_heap", "_stale_heap"):
-            heap = getattr(self, name)
-            if len(heap) > 2 * live + 64:
-                kept = [h for h in heap if self._valid(h[-2], h[-1])]
-                heapq.heapify(kept)
-                setattr(self, name, kept)
+        """Rebuild the heap once stale entries outnumber live ones, so memory stays bounded."""
+        if len(self._pick_heap) > 2 * self.available_count + 64:
+            self._pick_heap = [h for h in self._pick_heap if self._valid(h[-2], h[-1])]
+            heapq.heapify(self._pick_heap)
 
     def _pop_valid(self, heap: list[tuple]) -> str | None:
         while heap:
@@ -159,26 +151,26 @@ class QueryPool:
 
     # -- candidates -------------------------------------------------------------------------------------
 
-    def offer(self, candidate: Candidate, now: float) -> tuple[str, list[str]]:
-        """Add or refresh a candidate. Returns ("accepted" | "refreshed" | "rejected", evicted item ids)."""
-        item_id = candidate.item_id
-        version = candidate.provenance.model_version
-        existing = self._entries.get(item_id)
-        if existing is not None:
-            if existing.lease is not None or version <= existing.version:
-                return "rejected", []
+    def offer(self, candidates: list[Candidate], now: float, *, taken: Callable[[str], bool] = lambda _: False,
+              min_version: int = 0) -> rules.OfferPlan:
+        """Apply rules.plan_offer to a worker's batch (`taken`: is the item in L or skipped); returns the plan."""
+        queued = {c.item_id: rules.Queued(e.version, e.lease is not None)
+                  for c in candidates if (e := self._entries.get(c.item_id)) is not None}
+        plan = rules.plan_offer(candidates, taken=taken, queued=queued, size=len(self._entries),
+                                capacity=self.capacity, stalest=self._stalest, min_version=min_version)
+        for item_id in plan.evicted:
             self._remove(item_id)
-            self._insert(candidate, now)
-            return "refreshed", []
-        evicted: list[str] = []
-        if len(self._entries) >= self.capacity:
-            stalest = self._pop_valid(self._stale_heap)
-            if stalest is None or self._entries[stalest].version >= version:
-                return "rejected", []
-            self._remove(stalest)
-            evicted.append(stalest)
-        self._insert(candidate, now)
-        return "accepted", evicted
+        for c in plan.put:
+            if c.item_id in self._entries:
+                self._remove(c.item_id)
+            self._insert(c, now)
+        return plan
+
+    def _stalest(self, n: int, exclude: set[str]) -> list[tuple[int, str]]:
+        """Up to n available candidates (version, item id) but `exclude`, in rules.STALEST order."""
+        available = (e for i, e in self._entries.items() if e.lease is None and i not in exclude)
+        return [(e.version, e.candidate.item_id)
+                for e in heapq.nsmallest(n, available, key=lambda e: rules.STALEST.key(e.version, e.score))]
 
     def _insert(self, candidate: Candidate, queued_at: float) -> Entry:
         entry = Entry(candidate, queued_at, token=0, shard_key=shard_key(candidate.item_id))
@@ -216,7 +208,7 @@ class QueryPool:
 
     def lease(self, annotator_id: str, now: float, lease_seconds: float) -> Entry | None:
         """Lease the next available candidate in pick order that `annotator_id` did not defer, or None."""
-        if self.pick == "random":
+        if self._order is rules.RANDOM:
             if not self._random_items:
                 return None
             item_id = self._random_items[self._rng.randrange(len(self._random_items))]
@@ -267,6 +259,10 @@ class QueryPool:
             entry.lease = None
             self._make_available(entry)
         return entry
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline a lease may have (or had: a renewed or ended lease leaves its old one behind)."""
+        return self._deadlines[0][0] if self._deadlines else None
 
     def expire(self, now: float) -> list[str]:
         """Return every item whose lease deadline has passed to the available set; their ids."""

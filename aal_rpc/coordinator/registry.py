@@ -11,16 +11,29 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from aal_rpc.chunking import receive_into
+from aal_rpc.coordinator.signals import Signal, long_poll
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.errors import NotFound
 from aal_rpc.serde import WeightSpec, check_weights_file
 from aal_rpc.types import ModelInfo
 
 CACHED_BLOBS = 2  # newest weight blobs held in memory for downloads
+
+
+def wait_newer(registry, changed: Signal, after_version: int, wait_seconds: float,
+               keep_going: Callable[[], bool] = lambda: True) -> ModelInfo | None:
+    """The latest model (None before any) once it differs from `after_version`, waiting on `changed` (the
+    "models" signal) up to `wait_seconds`; after that the latest, changed or not. Both registries wait so."""
+    def newer() -> ModelInfo | None:
+        latest = registry.latest()
+        return latest if latest is not None and latest.version != after_version else None
+
+    got = long_poll(changed, newer, wait_seconds, keep_going)
+    return got if got is not None else registry.latest()
 
 
 class BlobCache:
@@ -102,49 +115,52 @@ class RegistryBase:
 
 
 class ModelRegistry(RegistryBase):
-    def __init__(self, store: SqliteStore, *, spec: WeightSpec, keep: int, models: list[ModelInfo]):
+    def __init__(self, store: SqliteStore, *, spec: WeightSpec, keep: int, models: list[ModelInfo], changed: Signal,
+                 clock: Callable[[], float] = time.time):
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self._store = store
         self._spec = spec
         self._keep = keep
-        self._cv = threading.Condition()
+        self._changed = changed  # fired once a new version is published
+        self._clock = clock
+        self._lock = threading.Lock()
         self._models: dict[int, ModelInfo] = {m.version: m for m in models}
         self._latest: ModelInfo | None = max(self._models.values(), key=ModelInfo.freshness, default=None)
         self._next_version = max(self._models, default=0) + 1  # reserved before a blob is written, lock released
         self._cache = BlobCache(store)
 
     def latest(self) -> ModelInfo | None:
-        with self._cv:
+        with self._lock:
             return self._latest
 
     def __len__(self) -> int:
-        with self._cv:
+        with self._lock:
             return len(self._models)
 
     def list(self) -> list[ModelInfo]:
-        with self._cv:
+        with self._lock:
             return [self._models[v] for v in sorted(self._models)]
 
     def _lookup(self, version: int) -> ModelInfo | None:
-        with self._cv:
+        with self._lock:
             return self._latest if version == 0 else self._models.get(version)
 
     def _publish_file(self, f: BinaryIO, info: ModelInfo) -> ModelInfo:
-        with self._cv:
+        with self._lock:
             version = self._next_version
             self._next_version += 1
         # synced and renamed without the lock: readers and long polls are not held up by a large blob's fsync
         self._store.keep_blob(version, f)
-        with self._cv:
-            info = dataclasses.replace(info, version=version, created_at=time.time())
+        with self._lock:
+            info = dataclasses.replace(info, version=version, created_at=self._clock())
             self._store.insert_model(info).result()
             self._models[version] = info
             if self._latest is None or info.freshness() > self._latest.freshness():
                 self._latest = info
             self._prune()
-            self._cv.notify_all()
-            return info
+        self._changed.fire()
+        return info
 
     def _prune(self) -> None:
         with_blobs = [v for v in sorted(self._models) if self._models[v].blob_available]
@@ -156,14 +172,3 @@ class ModelRegistry(RegistryBase):
             self._store.mark_blob_pruned(v)
             m = self._models[v]
             self._models[v] = dataclasses.replace(m, blob_available=False)
-
-    def wait_newer(self, after_version: int, timeout: float) -> ModelInfo | None:
-        """The latest model once it differs from `after_version`, waiting up to `timeout` seconds."""
-        with self._cv:
-            self._cv.wait_for(lambda: self._latest is not None and self._latest.version != after_version,
-                              timeout=max(0.0, timeout))
-            return self._latest
-
-    def wake_all(self) -> None:
-        with self._cv:
-            self._cv.notify_all()

@@ -9,59 +9,35 @@ Synchronous mode (rounds gated on a model) needs one coordinator and stays with 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from aal_rpc.chunking import iter_chunks, sha256_hex
+from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.core import (SHARD_PAGE, CoordinatorConfig, ItemView, Observer, ShardState, Stats,
                                       SubmitOutcome, follow_records)
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
-from aal_rpc.coordinator.registry import BlobCache, RegistryBase
+from aal_rpc.coordinator.registry import BlobCache, RegistryBase, wait_newer
+from aal_rpc.coordinator.signals import KINDS, Signals, long_poll
 from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_correction, check_id,
                                             check_label, check_lease_request, check_publish, check_release,
                                             check_renew, check_shard_request, check_wait)
-from aal_rpc.errors import NotFound
+from aal_rpc.errors import InvalidArgument, NotFound
 from aal_rpc.serde import WeightSpec
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5  # longest a waiter sleeps without a notification (one lost on a reconnect, say)
-
-
-class _Signal:
-    """A condition that waiters block on until the database reports a change of one kind."""
-
-    def __init__(self):
-        self._cv = threading.Condition()
-        self._generation = 0
-
-    def fire(self) -> None:
-        with self._cv:
-            self._generation += 1
-            self._cv.notify_all()
-
-    def generation(self) -> int:
-        with self._cv:
-            return self._generation
-
-    def wait(self, since: int, timeout: float) -> None:
-        with self._cv:
-            self._cv.wait_for(lambda: self._generation != since, timeout=max(0.0, min(timeout, POLL_SECONDS)))
-
-
 class SharedRegistry(RegistryBase):
     """The model registry over the shared database: versions from a sequence, blobs in the database."""
 
-    def __init__(self, store: PostgresStore, *, spec: WeightSpec, keep: int, changed: _Signal):
+    def __init__(self, store: PostgresStore, *, spec: WeightSpec, keep: int):
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self._store = store
         self._spec = spec
         self._keep = keep
-        self._changed = changed
         self._cache = BlobCache(store)
 
     def latest(self) -> ModelInfo | None:
@@ -80,23 +56,10 @@ class SharedRegistry(RegistryBase):
         self._cache.remember(stored.version, data)
         return stored
 
-    def wait_newer(self, after_version: int, timeout: float) -> ModelInfo | None:
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            since = self._changed.generation()
-            latest = self._store.latest_model()
-            remaining = deadline - time.monotonic()
-            if (latest is not None and latest.version != after_version) or remaining <= 0:
-                return latest
-            self._changed.wait(since, remaining)
-
-    def wake_all(self) -> None:
-        self._changed.fire()
-
 
 class SharedCoordinator:
     def __init__(self, store: PostgresStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
-                 observer: Observer | None = None):
+                 observer: Observer | None = None, *, clock: Callable[[], float] = time.time):
         if task.mode != "async":
             raise ValueError("sync mode runs on one coordinator with the embedded store, not on a shared database")
         from aal_rpc.serde import weight_spec
@@ -111,17 +74,19 @@ class SharedCoordinator:
         elif stored != task:
             raise ValueError(f"the database holds a different task: {stored} (asked for {task})")
         self._closed = False
-        self._signals = {kind: _Signal() for kind in ("queries", "labels", "models")}
+        self._clock = clock  # unix seconds: lease deadlines, deferrals and record times (tests move it by hand)
+        self.signals = Signals(config.poll_seconds)
         store.on_event(self._on_event)
         self.registry = SharedRegistry(
-            store, spec=weight_spec(task.architecture, task.input_shape, task.num_classes),
-            keep=config.keep_models, changed=self._signals["models"])
+            store, spec=weight_spec(task.architecture, task.input_shape, task.num_classes), keep=config.keep_models)
         log.info("shared coordinator ready on %s", redacted(store.url))
 
     def _on_event(self, kind: str) -> None:
-        for name, signal in self._signals.items():
-            if kind in (name, "*"):
-                signal.fire()
+        """A NOTIFY from any replica (this one too); "*": the listening connection was re-established."""
+        if kind == "*":
+            self.signals.fire_all()
+        elif kind in KINDS:
+            self.signals.fire(kind)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -131,8 +96,7 @@ class SharedCoordinator:
 
     def close(self) -> None:
         self._closed = True
-        for signal in self._signals.values():
-            signal.fire()
+        self.signals.fire_all()
         self.store.close()
 
     # -- annotators -----------------------------------------------------------------------------------
@@ -141,54 +105,56 @@ class SharedCoordinator:
               is_active: Callable[[], bool] = lambda: True) -> Query | None:
         check_lease_request(annotator_id, wait_seconds, lease_seconds)
         lease_seconds = lease_seconds or self.config.lease_seconds
-        deadline = time.monotonic() + wait_seconds
-        queries = self._signals["queries"]
-        while True:
-            since = queries.generation()
-            got = self.store.lease_next(annotator_id, time.time(), lease_seconds, self.config.pick)
-            if got is not None:
-                cand, _, lease = got
-                self.observer.leased(annotator_id)
-                return Query(cand.item_id, lease.lease_id, annotator_id, lease.deadline, cand.payload,
-                             cand.provenance)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed or not is_active():
-                return None
-            queries.wait(since, remaining)  # also wakes at least every POLL_SECONDS: leases expire silently
+        return long_poll(self.signals.queries, lambda: self._try_lease(annotator_id, lease_seconds), wait_seconds,
+                         keep_going=lambda: not self._closed and is_active())
+
+    def _try_lease(self, annotator_id: str, lease_seconds: float) -> Query | None:
+        got = self.store.lease_next(annotator_id, self._clock(), lease_seconds, self.config.pick)
+        if got is None:
+            return None
+        cand, _, lease = got
+        self.observer.leased(annotator_id)
+        return Query(cand.item_id, lease.lease_id, annotator_id, lease.deadline, cand.payload, cand.provenance)
 
     def wake_waiters(self) -> None:
-        self._signals["queries"].fire()
+        self.signals.fire_all()
 
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         check_label(self.task, lease_id, item_id, label, annotator_id)
         seq, duplicate, strategy = self.store.record_label(lease_id=lease_id, item_id=item_id, label=int(label),
-                                                           annotator_id=annotator_id, now=time.time())
+                                                           annotator_id=annotator_id, now=self._clock())
         if not duplicate:
             self.observer.labeled(annotator_id, strategy)
+            self.signals.labels.fire()  # at once here; other replicas hear of it by NOTIFY
         return seq, duplicate
 
     def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool = False,
                 defer: bool = False, defer_seconds: float = 0.0) -> None:
         check_release(lease_id, item_id, annotator_id, defer_seconds)
-        now = time.time()
+        now = self._clock()
         until = now + (defer_seconds or self.config.defer_seconds) if defer else 0.0
         self.store.release_lease(lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, skip=skip,
                                  now=now, defer_until=until)
+        if not skip:
+            self.signals.queries.fire()
 
     def renew_lease(self, *, lease_id: str, item_id: str, annotator_id: str, lease_seconds: float = 0.0) -> float:
         check_renew(lease_id, item_id, annotator_id, lease_seconds)
         return self.store.renew_lease(lease_id=lease_id, item_id=item_id, annotator_id=annotator_id,
-                                      lease_seconds=lease_seconds or self.config.lease_seconds, now=time.time())
+                                      lease_seconds=lease_seconds or self.config.lease_seconds, now=self._clock())
 
     def correct_label(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool = False
                       ) -> tuple[int, int, bool]:
         check_correction(self.task, item_id, label, annotator_id)
-        return self.store.record_correction(item_id=item_id, label=label, annotator_id=annotator_id,
-                                            is_admin=is_admin, now=time.time())
+        seq, supersedes, duplicate = self.store.record_correction(
+            item_id=item_id, label=label, annotator_id=annotator_id, is_admin=is_admin, now=self._clock())
+        if not duplicate:
+            self.signals.labels.fire()
+        return seq, supersedes, duplicate
 
     def get_item(self, item_id: str) -> ItemView:
         check_id("item_id", item_id)
-        found = self.store.find_item(item_id, time.time())
+        found = self.store.find_item(item_id, self._clock())
         if found is None:
             raise NotFound(f"item {item_id} is not in S or L")
         if found == "skipped":
@@ -200,18 +166,19 @@ class SharedCoordinator:
 
     # -- servers (trainers) ---------------------------------------------------------------------------
 
+    def read_labels(self, after_seq: int, limit: int, *, include_payload: bool = True,
+                    latest_only: bool = False) -> list[LabeledRecord]:
+        """A page of committed records of L after `after_seq`; it stops at a seq that an open transaction may
+        still commit (pg_store.py, `_settled_through`)."""
+        if after_seq < 0:
+            raise InvalidArgument("after_seq must be non-negative")
+        return self.store.read_labels(after_seq, max(0, limit), include_payload=include_payload,
+                                      latest_only=latest_only)
+
     def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True, latest_only: bool = False,
                       is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
-        labels = self._signals["labels"]
-        seen = [labels.generation()]  # taken before each read, so a label committed meanwhile wakes the wait
-
-        def wait_for_more(_cursor: int) -> None:
-            labels.wait(seen[0], 1.0)
-            seen[0] = labels.generation()
-
-        return follow_records(self.store, after_seq, follow=follow, include_payload=include_payload,
-                              latest_only=latest_only, keep_going=lambda: not self._closed and is_active(),
-                              wait_for_more=wait_for_more)
+        return follow_records(self, after_seq, follow=follow, include_payload=include_payload,
+                              latest_only=latest_only, keep_going=lambda: not self._closed and is_active())
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         check_begin_round(server_id, num_labels, round_seconds, last_seq=self.store.last_seq())
@@ -227,6 +194,7 @@ class SharedCoordinator:
             info=ModelInfo(version=0, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
                            architecture=architecture, metrics=dict(metrics)))
         self.observer.model_published(server_id)
+        self.signals.models.fire()  # at once here; other replicas hear of it by NOTIFY
         log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)
         return info
 
@@ -240,9 +208,11 @@ class SharedCoordinator:
                           candidates: list[Candidate]) -> SubmitOutcome:
         check_candidates(self.task, worker_id, strategy, model_version, candidates,
                          is_published=self.registry.is_published)
-        out = self.store.offer(candidates, now=time.time(), capacity=self.config.pool_capacity)
+        plan = self.store.offer(candidates, now=self._clock(), capacity=self.config.pool_capacity)
         self.observer.candidates_submitted(worker_id, strategy, len(candidates))
-        return SubmitOutcome(out.accepted, out.refreshed, out.rejected, len(out.evicted))
+        if plan.put:
+            self.signals.queries.fire()
+        return SubmitOutcome(plan.accepted, plan.refreshed, plan.rejected, len(plan.evicted))
 
     def shard_state(self, *, shard_index: int, num_shards: int, labeled_after_seq: int,
                     model_version: int) -> ShardState:
@@ -251,9 +221,9 @@ class SharedCoordinator:
         through = rows[-1][0] if rows else labeled_after_seq
         labeled = [item_id for _, item_id in rows if shard_of(item_id, num_shards) == shard_index]
         queued, skipped = self.store.shard_items(shard_index, num_shards)
-        demand = max(0, self.config.pool_capacity - self.store.count_at_least(model_version))
-        share = -(-demand // num_shards)  # as in the embedded coordinator: each shard fills its share
-        return ShardState(queued, labeled + skipped, through, len(rows) == SHARD_PAGE, share)
+        demand = rules.demand(self.config.pool_capacity, self.store.count_at_least(model_version))
+        return ShardState(queued, labeled + skipped, through, len(rows) == SHARD_PAGE,
+                          rules.shard_share(demand, num_shards))
 
     def read_model(self, version: int) -> tuple[ModelInfo, bytes]:
         return self.registry.read_blob(version)
@@ -263,12 +233,13 @@ class SharedCoordinator:
 
     def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
         check_wait(wait_seconds)
-        return self.registry.wait_newer(after_version, wait_seconds)
+        return wait_newer(self.registry, self.signals.models, after_version, wait_seconds,
+                          keep_going=lambda: not self._closed)
 
     # -- admin ----------------------------------------------------------------------------------------
 
     def stats(self) -> Stats:
-        c = self.store.counts(time.time())  # one transaction: a consistent snapshot
+        c = self.store.counts(self._clock())  # one transaction: a consistent snapshot
         return Stats(labeled=c.labeled, queued=c.queued, leased=c.leased, skipped=c.skipped,
                      latest_model_version=c.latest_model_version, models=c.models,
                      last_seq=c.last_seq, candidates_submitted=c.candidates_submitted,

@@ -353,10 +353,6 @@ class SqliteStore:
         os.fsync(f.fileno())
         os.replace(f.name, self._blob_path(version))
 
-    def write_blob(self, version: int, data: bytes) -> None:
-        with self.upload_file() as f:
-            f.write(data)
-            self.keep_blob(version, f)
 
     def read_blob(self, version: int) -> bytes | None:
         try:
@@ -372,8 +368,7 @@ class SqliteStore:
     def load(self) -> StoredState:
         c = self._reader()
         state = StoredState()
-        row = c.execute("SELECT value FROM meta WHERE key = 'task'").fetchone()
-        state.task = Task.from_json(row[0]) if row else None
+        state.task = self.load_task()
         state.labeled_item_ids = [r[0] for r in c.execute("SELECT item_id FROM labels WHERE supersedes = 0")]
         state.labels_by_strategy = {s or "unknown": n for s, n in c.execute(
             "SELECT strategy, COUNT(*) FROM labels WHERE supersedes = 0 GROUP BY strategy")}
@@ -382,6 +377,10 @@ class SqliteStore:
         state.skips = [r[0] for r in c.execute("SELECT item_id FROM skips")]
         state.models = [model_from_row(r) for r in c.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY version")]
         return state
+
+    def load_task(self) -> Task | None:
+        row = self._reader().execute("SELECT value FROM meta WHERE key = 'task'").fetchone()
+        return Task.from_json(row[0]) if row else None
 
     def labels_after(self, after_seq: int, limit: int, *, include_payload: bool = True,
                      latest_only: bool = False) -> list[LabeledRecord]:

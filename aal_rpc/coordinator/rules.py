@@ -1,0 +1,172 @@
+"""The rules of the query pool S, each written once and applied by both backends.
+
+The embedded store applies them to its pool in memory (query_pool.py), the PostgreSQL store inside its
+transactions (pg_store.py); neither decides anything for itself. What lives here: the pick orders and the
+eviction order (one definition gives both the in-memory sort key and the SQL ORDER BY), the offer rule (dedup
+against L and skips, refresh by a newer version, capacity with stalest-first eviction), the demand share, and
+the lease check. The shard key is types.shard_key; the round claims are rounds.decide; corrections are
+corrections.decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from aal_rpc.errors import FailedPrecondition, NotFound
+from aal_rpc.types import Candidate
+
+
+# -- orders ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Order:
+    """A lexicographic order over (model_version, score), each term ascending or descending.
+
+    `key` sorts candidates in memory (smallest first, as heapq and sorted take them); `sql` is the same order as
+    an ORDER BY clause over the columns of the same names, so the two backends cannot drift apart.
+    """
+
+    terms: tuple[tuple[str, bool], ...]  # (column, descending)
+
+    def key(self, model_version: int, score: float) -> tuple:
+        values = {"model_version": model_version, "score": score}
+        return tuple(-values[c] if desc else values[c] for c, desc in self.terms)
+
+    def sql(self) -> str:
+        return ", ".join(f"{c} {'DESC' if desc else 'ASC'}" for c, desc in self.terms)
+
+
+RANDOM = None  # the "random" pick order: a uniform choice among the available candidates
+PICK_ORDERS: dict[str, Order | None] = {
+    "fresh": Order((("model_version", True), ("score", True))),  # the newest model's choices, best first
+    "score": Order((("score", True),)),  # the best score, whichever model gave it
+    "random": RANDOM,  # as in the paper
+}
+STALEST = Order((("model_version", False), ("score", False)))  # who makes room first when S is full
+
+
+def pick_order(name: str) -> Order | None:
+    if name not in PICK_ORDERS:
+        raise ValueError(f"pick must be one of {tuple(PICK_ORDERS)}, got {name!r}")
+    return PICK_ORDERS[name]
+
+
+# -- offers ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What the offer rule needs to know of a candidate already in S."""
+
+    model_version: int
+    leased: bool  # held by a live (unexpired) lease
+
+
+@dataclass
+class OfferPlan:
+    """What a batch of candidates does to S: the store writes `put` (new or refreshing rows) and deletes
+    `evicted`, in one step."""
+
+    accepted: int = 0
+    refreshed: int = 0
+    rejected: int = 0
+    put: list[Candidate] = field(default_factory=list)
+    evicted: list[str] = field(default_factory=list)
+
+
+def plan_offer(candidates: Iterable[Candidate], *, taken: Callable[[str], bool], queued: dict[str, Queued],
+               size: int, capacity: int, stalest: Callable[[int, set[str]], list[tuple[int, str]]],
+               min_version: int = 0) -> OfferPlan:
+    """Decide what a worker's batch does to S.
+
+    A candidate is rejected when its item is in L or skipped (`taken`), when its model is older than
+    `min_version` (a synchronous round's), or when it is already queued and either leased or not from a newer
+    model version; a queued, unleased item from an older version is refreshed (replaced). A new item is accepted
+    while S holds fewer than `capacity`; when full, the stalest available candidate (STALEST) makes room, but only
+    for a candidate of a strictly newer model version. A batch never evicts its own items.
+
+    `queued` maps the batch's item ids that are in S to their state; `size` is how many S holds (leased ones
+    included); `stalest(n, batch_ids)` returns up to n available candidates (version, item id) in STALEST order,
+    leaving out the batch's own items; it is called at most once, and only when S overflows.
+    """
+    plan = OfferPlan()
+    batch = list(candidates)
+    in_batch = {c.item_id for c in batch}
+    room: list[tuple[int, str]] | None = None  # fetched when S first overflows, stalest last
+    for c in batch:
+        version = c.provenance.model_version
+        existing = queued.get(c.item_id)
+        if version < min_version or taken(c.item_id):
+            plan.rejected += 1
+        elif existing is not None:
+            if existing.leased or version <= existing.model_version:
+                plan.rejected += 1
+            else:
+                queued[c.item_id] = Queued(version, False)
+                plan.refreshed += 1
+                plan.put.append(c)
+        else:
+            if size >= capacity:
+                if room is None:
+                    room = stalest(len(batch), in_batch)[::-1]
+                if not room or room[-1][0] >= version:
+                    plan.rejected += 1
+                    continue
+                plan.evicted.append(room.pop()[1])
+                size -= 1
+            queued[c.item_id] = Queued(version, False)
+            size += 1
+            plan.accepted += 1
+            plan.put.append(c)
+    return plan
+
+
+def demand(capacity: int, fresh: int) -> int:
+    """How many candidates of a model version S still wants, `fresh` being those of that version or newer it
+    holds: older ones count as replaceable."""
+    return max(0, capacity - fresh)
+
+
+def shard_share(demand_: int, num_shards: int) -> int:
+    """Every shard's worker is told the same share, so k workers do not each send the whole demand."""
+    return -(-demand_ // num_shards)
+
+
+# -- leases ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Held:
+    """A lease as the store holds it."""
+
+    item_id: str
+    annotator_id: str
+    deadline: float
+
+
+def check_held(held: Held | None, *, lease_id: str, item_id: str, annotator_id: str, now: float,
+               item_known: Callable[[], bool]) -> None:
+    """Raise unless `annotator_id` holds the live lease `lease_id` on `item_id`.
+
+    No such lease: FailedPrecondition when the item exists (in S, L or skipped: the lease expired, ended or never
+    was), NotFound when the item is unknown. A lease on another item, of another annotator, or past its deadline:
+    FailedPrecondition.
+    """
+    if held is None:
+        if item_known():
+            raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired or is not held")
+        raise NotFound(f"no query for item {item_id} with lease {lease_id}")
+    if held.item_id != item_id:
+        raise FailedPrecondition(f"lease {lease_id} is for item {held.item_id}, not {item_id}")
+    if held.annotator_id != annotator_id:
+        raise FailedPrecondition(f"lease {lease_id} belongs to another annotator")
+    if held.deadline <= now:
+        raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired")
+
+
+def check_retry(labeled_item: str, *, lease_id: str, item_id: str) -> None:
+    """A label submitted again under a lease already used: the same item, or FailedPrecondition."""
+    if labeled_item != item_id:
+        raise FailedPrecondition(f"lease {lease_id} was for item {labeled_item}, not {item_id}")

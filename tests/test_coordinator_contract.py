@@ -1,0 +1,634 @@
+"""The behavioural suite of the coordinator contract (coordinator/contract.py): every pool rule of rules.py, run on
+the embedded coordinator (SQLite), on the shared-database coordinator (a real PostgreSQL server), and through the
+servicers over real gRPC with the client library. A rule that waits for time to pass moves an injected clock; a
+wake-up test runs with the poll safety net off (poll_seconds=None), so only a signal can end its wait."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import grpc
+import pytest
+
+from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.client.annotation import LeasedQuery
+from aal_rpc.coordinator.app import create_coordinator_server
+from aal_rpc.coordinator.core import CoordinatorConfig, EmbeddedCoordinator, ShardState
+from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted,
+                            Unavailable)
+from aal_rpc.types import Query, shard_of
+from tests.conftest import TASK, fill_labels, make_candidate
+from tests.test_registry import publish, weights
+
+NO_POLL = CoordinatorConfig(poll_seconds=None)
+T0 = 1_000_000.0
+
+
+class Clock:
+    """Unix seconds that move only when a test says so."""
+
+    def __init__(self, now: float = T0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# -- the coordinator over gRPC, with the contract's method names ------------------------------------------------
+
+ERRORS = {grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument, grpc.StatusCode.NOT_FOUND: NotFound,
+          grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition, grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+          grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted, grpc.StatusCode.UNAVAILABLE: Unavailable}
+
+
+def _domain_errors(fn):
+    """A status the servicers give for a domain error becomes that error again; any other status (INTERNAL,
+    UNKNOWN) stays an RpcError, which no test expects."""
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except grpc.RpcError as exc:
+            if exc.code() in ERRORS:
+                raise ERRORS[exc.code()](exc.details()) from None
+            raise
+    return call
+
+
+class OverGrpc:
+    """What the tests call on a coordinator, made through the client library and the servicers."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.address = f"127.0.0.1:{srv.port}"
+        self.channel = grpc.insecure_channel(self.address)
+        self.admin = CoordinatorClient(self.address, retry_for=0, channel=self.channel)
+
+    def close(self):
+        self.channel.close()
+        self.srv.stop(grace=0)
+
+    @property
+    def closing(self):
+        return self.srv.coordinator.closing
+
+    def _ann(self, annotator_id, lease_seconds=0.0):
+        return AnnotationClient(self.address, annotator_id, retry_for=0, channel=self.channel,
+                                lease_seconds=lease_seconds)
+
+    @staticmethod
+    def _q(lease_id, item_id):
+        return LeasedQuery(item_id, lease_id, 0.0, None, None)
+
+    def submit_candidates(self, *, worker_id, strategy, model_version, candidates):
+        return _domain_errors(self.admin.submit_candidates)(
+            worker_id=worker_id, strategy=strategy, model_version=model_version,
+            candidates=[(c.item_id, c.payload, c.provenance.score) for c in candidates])
+
+    def lease(self, annotator_id, *, wait_seconds=0.0, lease_seconds=0.0):
+        q = _domain_errors(self._ann(annotator_id, lease_seconds).lease)(wait_seconds)
+        return None if q is None else Query(q.item_id, q.lease_id, annotator_id, q.deadline_unix, q.payload,
+                                            q.provenance)
+
+    def submit_label(self, *, lease_id, item_id, label, annotator_id):
+        r = _domain_errors(self._ann(annotator_id).submit)(self._q(lease_id, item_id), label)
+        return r.seq, r.duplicate
+
+    def release(self, *, lease_id, item_id, annotator_id, skip=False, defer=False, defer_seconds=0.0):
+        ann = self._ann(annotator_id)
+        q = self._q(lease_id, item_id)
+        if defer:
+            return _domain_errors(ann.defer)(q, defer_seconds=defer_seconds)
+        return _domain_errors(ann.skip if skip else ann.release)(q)
+
+    def renew_lease(self, *, lease_id, item_id, annotator_id, lease_seconds=0.0):
+        return _domain_errors(self._ann(annotator_id, lease_seconds).renew)(self._q(lease_id, item_id)).deadline_unix
+
+    def correct_label(self, *, item_id, label, annotator_id, is_admin=False):
+        r = _domain_errors(self._ann(annotator_id).correct)(item_id, label)
+        return r.seq, r.supersedes, r.duplicate
+
+    def get_item(self, item_id):
+        return _domain_errors(self._ann("reader").get_item)(item_id)
+
+    def read_labels(self, after_seq, limit, *, include_payload=True, latest_only=False):
+        records = _domain_errors(lambda: list(self.admin.export(include_payload=include_payload,
+                                                                latest_only=latest_only)))()
+        return [r for r in records if r.seq > after_seq][:limit]
+
+    def follow_labels(self, after_seq, *, follow, **kw):
+        assert not follow
+        return iter(self.read_labels(after_seq, 10 ** 9, **kw))
+
+    def stats(self):
+        return _domain_errors(self.admin.stats)()
+
+    def shard_state(self, *, shard_index, num_shards, labeled_after_seq, model_version):
+        r = _domain_errors(self.admin.shard_state)(shard_index=shard_index, num_shards=num_shards,
+                                                   labeled_after_seq=labeled_after_seq, model_version=model_version)
+        return ShardState(list(r.queued_item_ids), list(r.labeled_item_ids), r.labeled_through_seq, r.more, r.demand)
+
+    def begin_round(self, *, server_id, num_labels, round_seconds):
+        return _domain_errors(self.admin.begin_round)(server_id=server_id, num_labels=num_labels,
+                                                      round_seconds=round_seconds)
+
+    def publish_model(self, *, data, sha256=None, **header):
+        return _domain_errors(self.admin.upload_model)(data, **header)
+
+    def wait_for_model(self, after_version, wait_seconds):
+        m = _domain_errors(self.admin.latest_model)(after_version=after_version, wait_seconds=wait_seconds)
+        return m
+
+
+# -- fixtures ---------------------------------------------------------------------------------------------------
+
+
+def _opener(kind, request, tmp_path):
+    url = request.getfixturevalue("postgres").new_database() if kind == "postgresql" else None
+    opened = []
+
+    def make(config: CoordinatorConfig = NO_POLL, *, clock=None, task=TASK):
+        if kind == "grpc":
+            c = OverGrpc(create_coordinator_server("127.0.0.1:0", tmp_path / "data", task, config))
+        elif kind == "postgresql":
+            from aal_rpc.coordinator.pg_store import PostgresStore
+            from aal_rpc.coordinator.shared import SharedCoordinator
+
+            c = SharedCoordinator(PostgresStore(url, pool_size=8), task, config, **({"clock": clock} if clock else {}))
+        else:
+            c = EmbeddedCoordinator(SqliteStore(tmp_path / "data"), task, config,
+                                    **({"clock": clock} if clock else {}))
+        opened.append(c)
+        return c
+
+    return make, opened
+
+
+@pytest.fixture(params=["embedded", "postgresql", "grpc"])
+def make(request, tmp_path):
+    """Coordinators of one kind on one store (a second one reopens it); all closed at teardown."""
+    opener, opened = _opener(request.param, request, tmp_path)
+    yield opener
+    for c in opened:
+        if not c.closing:
+            c.close()
+
+
+@pytest.fixture(params=["embedded", "postgresql"])
+def make_direct(request, tmp_path):
+    """As `make`, without the network: for what needs an injected clock, a restart or a thread that waits."""
+    opener, opened = _opener(request.param, request, tmp_path)
+    yield opener
+    for c in opened:
+        if not c.closing:
+            c.close()
+
+
+@pytest.fixture
+def make_embedded(tmp_path, request):
+    opener, opened = _opener("embedded", request, tmp_path)
+    yield opener
+    for c in opened:
+        if not c.closing:
+            c.close()
+
+
+def submit(c, ids, version=0, score=0.5, strategy="entropy", worker="w0"):
+    return c.submit_candidates(worker_id=worker, strategy=strategy, model_version=version,
+                               candidates=[make_candidate(i, version=version, score=score, strategy=strategy,
+                                                          worker=worker) for i in ids])
+
+
+def label(c, q, who="a", value=3):
+    return c.submit_label(lease_id=q.lease_id, item_id=q.item_id, label=value, annotator_id=who)
+
+
+def lease_all(c, who="a"):
+    got = []
+    while (q := c.lease(who)) is not None:
+        got.append(q)
+    return got
+
+
+def model_v(c, version_labels):
+    """Publish models until `version` exists: candidates of a version need it published."""
+    for n in version_labels:
+        publish(c, weights(), labels=n)
+
+
+# -- labels -----------------------------------------------------------------------------------------------------
+
+
+def test_a_label_lands_in_l_with_its_provenance_once(make):
+    c = make()
+    out = submit(c, ["1", "2"], strategy="margin")
+    assert (out.accepted, out.rejected) == (2, 0)
+    q = c.lease("a")
+    assert label(c, q) == (1, False)
+    assert label(c, q) == (1, True)  # a retry is acknowledged again, not recorded twice
+    [record] = c.read_labels(0, 10)
+    assert (record.seq, record.item_id, record.label, record.annotator_id) == (1, q.item_id, 3, "a")
+    assert record.provenance.strategy == "margin" and record.provenance.worker_id == "w0"
+    assert record.labeled_at >= record.leased_at >= record.queued_at > 0
+    assert c.read_labels(1, 10) == [] and c.read_labels(0, 10, include_payload=False)[0].payload is None
+    s = c.stats()
+    assert (s.labeled, s.queued, s.leased, dict(s.labels_by_strategy)) == (1, 1, 0, {"margin": 1})
+
+
+def test_leases_are_checked_by_one_rule(make):
+    c = make()
+    submit(c, ["1", "2"])
+    q = c.lease("a")
+    other = c.lease("b")
+    for call in (lambda **k: label(c, **k), lambda **k: c.release(lease_id=k["q"].lease_id, item_id=k["q"].item_id,
+                                                                   annotator_id=k["who"]),
+                 lambda **k: c.renew_lease(lease_id=k["q"].lease_id, item_id=k["q"].item_id, annotator_id=k["who"])):
+        with pytest.raises(FailedPrecondition, match="another annotator"):
+            call(q=q, who="mallory")
+        with pytest.raises(FailedPrecondition, match=f"is for item {q.item_id}"):
+            call(q=replace(q, item_id=other.item_id), who="a")
+        with pytest.raises(FailedPrecondition, match="expired or is not held"):
+            call(q=replace(q, lease_id="forged"), who="a")
+        with pytest.raises(NotFound):
+            call(q=replace(q, lease_id="forged", item_id="999"), who="a")
+    seq, _ = label(c, q)
+    with pytest.raises(FailedPrecondition, match="was for item"):
+        label(c, replace(q, item_id=other.item_id))
+    assert (c.stats().labeled, c.stats().leased, c.stats().last_seq) == (1, 1, seq)
+
+
+def test_bad_requests_are_invalid_and_change_nothing(make):
+    c = make()
+    submit(c, ["1"])
+    q = c.lease("a")
+    for bad in (10, -1):
+        with pytest.raises(InvalidArgument):
+            label(c, q, value=bad)
+    with pytest.raises(InvalidArgument, match="NUL"):  # no database text column can hold it
+        c.lease("a\x00b")
+    with pytest.raises(InvalidArgument):
+        c.shard_state(shard_index=2, num_shards=2, labeled_after_seq=0, model_version=0)
+    with pytest.raises(InvalidArgument):
+        submit(c, ["2"], version=7)  # never published
+    assert (c.stats().labeled, c.stats().leased, c.stats().queued) == (0, 1, 0)
+
+
+def test_concurrent_annotators_label_every_item_exactly_once_in_seq_order(make_direct):
+    c = make_direct(replace(NO_POLL, pool_capacity=500))
+    submit(c, [str(i) for i in range(120)])
+    errors = []
+
+    def annotate(name):
+        try:
+            while (q := c.lease(name)) is not None:
+                label(c, q, who=name, value=1)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=annotate, args=(f"a{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    records = list(c.follow_labels(0, follow=False))
+    assert not errors
+    assert [r.seq for r in records] == list(range(1, 121)) and len({r.item_id for r in records}) == 120
+
+
+def test_a_restart_resumes_labels_queries_leases_and_models(make_direct):
+    c = make_direct()
+    submit(c, ["1", "2", "3"])
+    label(c, c.lease("a"))
+    held = c.lease("b")
+    data = weights()
+    publish(c, data, labels=1)
+    c.close()
+    c2 = make_direct()
+    s = c2.stats()
+    assert (s.labeled, s.queued, s.leased, s.latest_model_version, s.last_seq) == (1, 1, 1, 1, 1)
+    assert label(c2, held, who="b") == (2, False)
+    assert c2.read_model(1)[1] == data
+
+
+# -- pick orders ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pick, expected", [("fresh", ["3", "2", "1"]), ("score", ["1", "3", "2"])])
+def test_pick_order(make, pick, expected):
+    c = make(replace(NO_POLL, pick=pick))
+    fill_labels(c, 2)
+    model_v(c, [1, 2])
+    submit(c, ["1"], version=1, score=0.9)
+    submit(c, ["2"], version=2, score=0.1)
+    submit(c, ["3"], version=2, score=0.5)
+    assert [q.item_id for q in lease_all(c)] == expected
+
+
+def test_random_pick_serves_every_item_once(make):
+    c = make(replace(NO_POLL, pick="random"))
+    submit(c, [str(i) for i in range(20)])
+    assert sorted((q.item_id for q in lease_all(c)), key=int) == [str(i) for i in range(20)]
+
+
+# -- offers: dedup, refresh, capacity and eviction, demand ------------------------------------------------------
+
+
+def test_an_item_is_deduplicated_and_refreshed_only_by_a_newer_unleased_version(make):
+    c = make()
+    fill_labels(c, 3)
+    model_v(c, [1, 2, 3])
+    assert submit(c, ["1"], version=1).accepted == 1
+    assert submit(c, ["1"], version=1).rejected == 1
+    assert submit(c, ["1"], version=0).rejected == 1
+    assert submit(c, ["1"], version=2, score=0.1).refreshed == 1
+    assert c.get_item("1").provenance.model_version == 2
+    submit(c, ["7"], version=1)
+    q = c.lease("a", lease_seconds=60)  # "1" (version 2) first
+    assert q.item_id == "1" and submit(c, ["1"], version=3).rejected == 1  # leased: not refreshed
+
+
+def test_items_in_l_or_skipped_are_never_queued_again(make):
+    c = make()
+    submit(c, ["1", "2"])
+    q1, q2 = c.lease("a"), c.lease("a")
+    label(c, q1)
+    c.release(lease_id=q2.lease_id, item_id=q2.item_id, annotator_id="a", skip=True)
+    model_v(c, [1])
+    assert submit(c, [q1.item_id, q2.item_id], version=1).rejected == 2
+    assert c.get_item(q2.item_id).state == "skipped" and c.get_item(q1.item_id).state == "labeled"
+    state = c.shard_state(shard_index=0, num_shards=1, labeled_after_seq=0, model_version=0)
+    assert set(state.labeled) >= {q1.item_id, q2.item_id}
+
+
+def test_a_full_pool_evicts_the_stalest_available_candidate_for_a_fresher_one_only(make):
+    c = make(replace(NO_POLL, pool_capacity=3))
+    fill_labels(c, 3)
+    model_v(c, [1, 2, 3])
+    submit(c, ["1"], version=1, score=0.9)
+    submit(c, ["2"], version=1, score=0.2)
+    submit(c, ["3"], version=2, score=0.1)
+    assert submit(c, ["4"], version=1, score=1.0).rejected == 1  # not fresher than the stalest
+    out = submit(c, ["5"], version=3)
+    assert (out.accepted, out.evicted) == (1, 1)  # "2": oldest version, lowest score
+    with pytest.raises(NotFound):
+        c.get_item("2")
+    assert c.stats().candidates_evicted == 1
+
+
+def test_leased_candidates_are_never_evicted_and_a_batch_never_evicts_its_own(make):
+    c = make(replace(NO_POLL, pool_capacity=2))
+    fill_labels(c, 2)
+    model_v(c, [1, 2])
+    submit(c, ["1"], version=0)
+    c.lease("a")
+    out = submit(c, ["2", "3", "4"], version=1)  # room for one; "1" is leased
+    assert (out.accepted, out.rejected, out.evicted) == (1, 2, 0)
+    out = submit(c, ["5", "6"], version=2)  # "2" makes room for "5"; "6" may not evict "5"
+    assert (out.accepted, out.rejected, out.evicted) == (1, 1, 1)
+
+
+def test_demand_counts_older_versions_as_replaceable_and_is_shared_by_shards(make):
+    c = make(replace(NO_POLL, pool_capacity=5))
+    fill_labels(c, 3)
+    model_v(c, [1, 2, 3])
+    for i, v in enumerate([1, 1, 2, 3]):
+        submit(c, [str(i)], version=v)
+
+    def demand(version, shards=1):
+        return c.shard_state(shard_index=0, num_shards=shards, labeled_after_seq=0, model_version=version).demand
+
+    assert (demand(0), demand(2), demand(3), demand(2, shards=2)) == (1, 3, 4, 2)
+
+
+def test_shards_partition_items_by_the_shard_key(make):
+    c = make(replace(NO_POLL, pool_capacity=50))
+    ids = [str(i) for i in range(20)]
+    submit(c, ids)
+    labeled = {q.item_id for q in [c.lease("a") for _ in range(5)] if label(c, q)}
+    for shard in (0, 1):
+        s = c.shard_state(shard_index=shard, num_shards=2, labeled_after_seq=0, model_version=0)
+        assert set(s.labeled) == {i for i in labeled if shard_of(i, 2) == shard}
+        assert set(s.queued) == {i for i in set(ids) - labeled if shard_of(i, 2) == shard}
+        assert s.labeled_through_seq == 5 and not s.more
+    assert c.shard_state(shard_index=0, num_shards=2, labeled_after_seq=5, model_version=0).labeled == []
+
+
+# -- leases in time -----------------------------------------------------------------------------------------------
+
+
+def test_an_expired_lease_is_refused_and_its_item_returns(make_direct):
+    clock = Clock()
+    c = make_direct(replace(NO_POLL, lease_seconds=30), clock=clock)
+    submit(c, ["1"])
+    q = c.lease("a")
+    clock.advance(29)
+    assert c.stats().leased == 1 and c.lease("b") is None
+    clock.advance(1)
+    with pytest.raises(FailedPrecondition):
+        label(c, q)
+    assert c.stats().queued == 1 and c.get_item("1").state == "queued"
+    assert c.lease("b").item_id == "1"
+
+
+def test_a_renewed_lease_outlives_its_first_deadline(make_direct):
+    clock = Clock()
+    c = make_direct(replace(NO_POLL, lease_seconds=30), clock=clock)
+    submit(c, ["1"])
+    q = c.lease("a")
+    clock.advance(20)
+    assert c.renew_lease(lease_id=q.lease_id, item_id="1", annotator_id="a") == T0 + 50
+    clock.advance(20)
+    assert c.lease("b") is None
+    assert label(c, q) == (1, False)
+
+
+def test_a_deferred_item_goes_to_others_and_back_to_its_annotator_after_the_deferral(make_direct):
+    clock = Clock()
+    c = make_direct(replace(NO_POLL, defer_seconds=100), clock=clock)
+    submit(c, ["1"])
+    q = c.lease("a")
+    c.release(lease_id=q.lease_id, item_id="1", annotator_id="a", defer=True)
+    assert c.lease("a") is None
+    other = c.lease("b")
+    c.release(lease_id=other.lease_id, item_id="1", annotator_id="b")
+    clock.advance(100)
+    assert c.lease("a").item_id == "1"
+
+
+def test_defer_and_return_over_grpc(make):
+    c = make()
+    submit(c, ["1"])
+    q = c.lease("a")
+    c.release(lease_id=q.lease_id, item_id="1", annotator_id="a", defer=True)
+    assert c.lease("a") is None
+    other = c.lease("b")
+    c.release(lease_id=other.lease_id, item_id="1", annotator_id="b")
+    assert c.get_item("1").state == "queued" and c.lease("c").item_id == "1"
+
+
+# -- corrections, rounds --------------------------------------------------------------------------------------------
+
+
+def test_a_correction_supersedes_without_rewriting_l(make):
+    c = make()
+    submit(c, ["1"])
+    q = c.lease("a")
+    label(c, q, value=3)
+    assert c.correct_label(item_id="1", label=5, annotator_id="a") == (2, 1, False)
+    assert c.correct_label(item_id="1", label=5, annotator_id="a") == (2, 1, True)
+    with pytest.raises(PermissionDenied):
+        c.correct_label(item_id="1", label=6, annotator_id="mallory")
+    with pytest.raises(NotFound):
+        c.correct_label(item_id="2", label=6, annotator_id="a")
+    assert [(r.seq, r.label, r.supersedes) for r in c.read_labels(0, 10)] == [(1, 3, 0), (2, 5, 1)]
+    assert [r.seq for r in c.read_labels(0, 10, latest_only=True)] == [2]
+
+
+def test_round_claims_stagger_servers_and_publishing_ends_a_claim(make):
+    c = make()
+    fill_labels(c, 12)
+    assert c.begin_round(server_id="a", num_labels=10, round_seconds=0.0) == (0.0, "")
+    wait, why = c.begin_round(server_id="b", num_labels=10, round_seconds=0.0)
+    assert wait > 0 and "10 labels" in why
+    assert c.begin_round(server_id="b", num_labels=11, round_seconds=0.0) == (0.0, "")
+    publish(c, weights(), labels=10, server="a")
+    wait, why = c.begin_round(server_id="a", num_labels=12, round_seconds=600.0)  # b began just now
+    assert 0 < wait <= 300.0 and "apart across 2 servers" in why
+    publish(c, weights(), labels=11, server="b")
+    assert c.begin_round(server_id="a", num_labels=12, round_seconds=600.0) == (0.0, "")
+
+
+# -- wake-ups, with the poll safety net off ---------------------------------------------------------------------
+
+
+def _in_thread(fn):
+    """Start fn in a thread; returns (results list, thread)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    return out, t
+
+
+@pytest.mark.parametrize("how", ["candidate", "release"])
+def test_a_long_poll_wakes_when_s_gains_an_item(make_direct, how):
+    c = make_direct()
+    if how == "release":
+        submit(c, ["7"])
+        held = c.lease("x")
+    got, t = _in_thread(lambda: c.lease("a", wait_seconds=60))
+    if how == "release":
+        c.release(lease_id=held.lease_id, item_id="7", annotator_id="x")
+    else:
+        submit(c, ["7"])
+    t.join(60)
+    assert got and got[0] is not None and got[0].item_id == "7"
+
+
+def test_a_long_poll_wakes_when_a_lease_expires_on_the_embedded_store(make_embedded):
+    clock = Clock()
+    c = make_embedded(replace(NO_POLL, lease_seconds=30), clock=clock)
+    submit(c, ["7"])
+    c.lease("x")
+    got, t = _in_thread(lambda: c.lease("a", wait_seconds=60))
+    clock.advance(30)
+    c.stats()  # any call that looks at S ends the lease, and its signal wakes the waiter
+    t.join(60)
+    assert got and got[0] is not None and got[0].item_id == "7"
+
+
+def test_a_follower_wakes_for_each_new_label(make_direct):
+    c = make_direct()
+    submit(c, ["1", "2"])
+    stop = threading.Event()
+    seen = []
+    arrived = threading.Event()
+
+    def follow():
+        for r in c.follow_labels(0, follow=True, is_active=lambda: not stop.is_set()):
+            seen.append(r.seq)
+            arrived.set()
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    for expected in ([1], [1, 2]):
+        label(c, c.lease("a"))
+        assert arrived.wait(60)
+        arrived.clear()
+        assert seen == expected
+    stop.set()
+    c.wake_waiters()
+    t.join(60)
+    assert not t.is_alive()
+
+
+def test_wait_for_model_wakes_on_publish(make_direct):
+    c = make_direct()
+    fill_labels(c, 1)
+    assert c.wait_for_model(0, 0) is None  # never blocks with no wait
+    got, t = _in_thread(lambda: c.wait_for_model(0, 60))
+    publish(c, weights(), labels=1)
+    t.join(60)
+    assert got and got[0].version == 1
+    assert c.wait_for_model(1, 0).version == 1  # no newer one: the latest, at once
+
+
+def test_a_long_poll_whose_caller_left_ends_at_wake_waiters(make_direct):
+    c = make_direct()
+    here = threading.Event()
+    got, t = _in_thread(lambda: c.lease("a", wait_seconds=60, is_active=lambda: not here.is_set()))
+    here.set()
+    c.wake_waiters()
+    t.join(60)
+    assert got == [None]
+    submit(c, ["1"])
+    assert c.stats().queued == 1  # the caller that left took nothing
+
+
+# -- PostgreSQL: followers and a seq taken by a transaction still open --------------------------------------------
+
+
+def test_a_follower_waits_at_a_seq_an_open_transaction_holds_and_passes_it_once_it_ends(postgres):
+    import psycopg
+
+    from aal_rpc.coordinator.pg_store import PostgresStore
+    from aal_rpc.coordinator.shared import SharedCoordinator
+
+    url = postgres.new_database()
+    c = SharedCoordinator(PostgresStore(url, pool_size=4), TASK, NO_POLL)
+    try:
+        submit(c, [str(i) for i in range(6)])
+        label(c, c.lease("a"))  # seq 1
+        for outcome in ("commit", "abort"):
+            q = c.lease("slow")
+            with psycopg.connect(url) as slow:  # a label transaction that took its seq and has not ended
+                slow.execute("SELECT pg_current_xact_id()")
+                held_seq = slow.execute("SELECT nextval('label_seq')").fetchone()[0]
+                after = c.read_labels(0, 100)[-1].seq
+                assert after == held_seq - 1
+                label(c, c.lease("a"))  # commits held_seq + 1
+                assert [r.seq for r in c.read_labels(0, 100)][-1] == held_seq - 1  # not past the open one
+                shard = c.shard_state(shard_index=0, num_shards=1, labeled_after_seq=0, model_version=0)
+                assert shard.labeled_through_seq == held_seq - 1
+                if outcome == "commit":
+                    slow.execute(
+                        "INSERT INTO labels (seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, "
+                        "labeled_at, worker_id, strategy, model_version, score, tensor, dtype, shape, image_png) "
+                        "SELECT %s, item_id, lease_id, 1, 'slow', queued_at, leased_at, 0, worker_id, strategy, "
+                        "model_version, score, tensor, dtype, shape, image_png FROM queries WHERE item_id = %s",
+                        (held_seq, q.item_id))
+                    slow.execute("DELETE FROM queries WHERE item_id = %s", (q.item_id,))
+                    slow.commit()
+                else:
+                    slow.rollback()
+            seqs = [r.seq for r in c.read_labels(0, 100)]
+            if outcome == "commit":
+                assert seqs[-2:] == [held_seq, held_seq + 1]
+            else:
+                assert held_seq not in seqs and seqs[-1] == held_seq + 1
+        assert [r.seq for r in c.read_labels(0, 2)] == [1, 2]  # pages stop at the limit, gaps or not
+    finally:
+        c.close()
