@@ -32,7 +32,7 @@ from pathlib import Path
 
 import grpc
 
-from aal_rpc.handlers import around, replace_behavior
+from aal_rpc.handlers import Memo, around, replace_behavior
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: Mapping[str, Principal | str]):
         """`tokens`: token -> Principal (what load_tokens returns), or token -> role name (no identity)."""
         self._tokens = {t: p if isinstance(p, Principal) else Principal(p) for t, p in tokens.items()}
+        self._as_caller = Memo(_as_caller)
+        self._denied = Memo(_denied)
 
     def _caller_of(self, presented: str) -> Principal | None:
         found = None
@@ -191,11 +193,11 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         scheme, _, presented = auth.partition(" ")
         caller = self._caller_of(presented.strip()) if scheme.lower() == "bearer" and presented else None
         if caller is None:
-            return _denied(handler, grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+            return self._denied(handler, grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
         if caller.role not in roles:
-            return _denied(handler, grpc.StatusCode.PERMISSION_DENIED,
-                           f"the {caller.role} role may not call {handler_call_details.method}")
-        return _as_caller(handler, caller)
+            return self._denied(handler, grpc.StatusCode.PERMISSION_DENIED,
+                                f"the {caller.role} role may not call {handler_call_details.method}")
+        return self._as_caller(handler, caller)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import grpc
 
 from aal_rpc.errors import InvalidArgument
-from aal_rpc.handlers import around, replace_behavior
+from aal_rpc.handlers import Memo, around, replace_behavior
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, limiter: RateLimitedLog | None = None):
         self._log = limiter or RateLimitedLog(log)
+        self._wrap = Memo(self._checking)
 
     async def _refuse(self, method: str, context: grpc.aio.ServicerContext, bad: _Undecodable,
                       raised: Exception | None = None):
@@ -99,7 +100,9 @@ class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler  # an unknown method, or one that takes raw bytes (a refusal of the auth interceptor)
-        method = handler_call_details.method
+        return self._wrap(handler, handler_call_details.method)
+
+    def _checking(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         refuse = self._refuse
 
         @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
-from aal_rpc.handlers import around, replace_behavior
+from aal_rpc.handlers import Memo, around, replace_behavior
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -146,12 +146,15 @@ class _RpcInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: CoordinatorMetrics):
         self._m = metrics
+        self._wrap = Memo(self._measured)
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None or details.method.startswith("/grpc."):
             return handler
-        method = details.method.rsplit("/", 1)[-1]
+        return self._wrap(handler, details.method.rsplit("/", 1)[-1])
+
+    def _measured(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         latency, m = self._m.rpc, self._m
 
         @contextlib.asynccontextmanager
