@@ -119,7 +119,10 @@ def test_a_cancelled_long_poll_takes_nothing(coordinator):
 
 
 class _GatedLease:
-    """A coordinator whose lease waits for a gate, so a test can cancel the call while the lease is under way."""
+    """A coordinator whose lease waits for a gate, so a test can cancel the call while the lease is under way
+    (on a store thread, as a database-backed lease runs)."""
+
+    inline = frozenset()
 
     def __init__(self, coordinator):
         self._c = coordinator

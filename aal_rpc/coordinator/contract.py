@@ -34,6 +34,10 @@ class Coordinator(Protocol):
     change between its look and its wait still wakes it. With `config.poll_seconds` None, signals alone MUST
     wake every waiter whose wait a change of this coordinator (or, on PostgreSQL, of a live replica) ends."""
 
+    inline: frozenset[str]
+    """Names of the methods that never wait on I/O or on another process (they may take this process's locks
+    for moments): the servicers call these on their event loop instead of handing them to a thread."""
+
     @property
     def closing(self) -> bool:
         """True once `close` began; calls still running MAY then fail with any error (they answer UNAVAILABLE)."""

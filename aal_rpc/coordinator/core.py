@@ -140,6 +140,9 @@ class Observer:
 class EmbeddedCoordinator:
     """The coordinator on the embedded store (contract.Coordinator): pools in memory, written through to SQLite."""
 
+    # in memory, their writes queued without waiting for them (a failed one makes the reaper resync)
+    inline = frozenset({"lease", "stats"})
+
     def __init__(self, store: SqliteStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
                  observer: Observer | None = None, *, clock: Callable[[], float] = time.time):
         self.observer = observer or Observer()

@@ -108,11 +108,16 @@ class _Servicer:
         self._executor = executor
 
     async def _run(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """`fn(*args, **kwargs)` on the pool, awaited."""
+        """`fn(*args, **kwargs)` on the pool, awaited; here and now if the coordinator names it `inline`."""
+        if fn.__name__ in self.c.inline:
+            return fn(*args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
-    async def _take(self, take: Callable[[], T | None], give_back: Callable[[T], object]) -> T | None:
-        """`take()` on the pool; if the call is cancelled before it returns, what it took is given back."""
+    async def _take(self, take: functools.partial, give_back: Callable[[T], object]) -> T | None:
+        """`take()` on the pool (or inline); if the call is cancelled before it returns, what it took is given
+        back."""
+        if take.func.__name__ in self.c.inline:
+            return take()
         fut = asyncio.get_running_loop().run_in_executor(self._executor, take)
         try:
             return await asyncio.shield(fut)

@@ -58,6 +58,7 @@ class SharedRegistry(RegistryBase):
 
 
 class SharedCoordinator:
+    inline = frozenset()  # every operation is a database transaction
     def __init__(self, store: PostgresStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
                  observer: Observer | None = None, *, clock: Callable[[], float] = time.time):
         if task.mode != "async":
