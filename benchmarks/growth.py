@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.coordinator.layout import DataDir
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.experiment.processes import ProcessGroup
 from aal_rpc.types import Payload
@@ -28,7 +29,7 @@ PAYLOAD = np.zeros((1, 8, 8), np.float32)
 def grow(data_dir: Path, start: int, stop: int) -> None:
     SqliteStore(data_dir).close()  # the schema
     tensor = PAYLOAD.tobytes()
-    conn = sqlite3.connect(data_dir / "aal.sqlite3")
+    conn = sqlite3.connect(DataDir(data_dir).database)
     conn.executemany(
         "INSERT INTO labels (seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
         "worker_id, strategy, model_version, score, tensor, dtype, shape, image_png) "

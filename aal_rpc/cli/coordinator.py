@@ -12,6 +12,7 @@ import click
 from aal_rpc.cli.common import log_level_option, on_termination, run_program
 from aal_rpc.coordinator.app import create_coordinator_server, is_database_url
 from aal_rpc.coordinator.core import CoordinatorConfig
+from aal_rpc.coordinator.layout import DataDir
 from aal_rpc.coordinator.metrics import serve as serve_metrics
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.coordinator.store import SqliteStore
@@ -37,7 +38,7 @@ def stored_task(store: str, data_dir: Path | None) -> Task | None:
             return pg.load_task()
         finally:
             pg.close()
-    if data_dir is not None and (data_dir / "aal.sqlite3").exists():
+    if data_dir is not None and DataDir(data_dir).holds_store():
         sqlite = SqliteStore(data_dir)
         try:
             return sqlite.load().task

@@ -13,27 +13,26 @@ from pathlib import Path
 
 import click
 
-DB = "aal.sqlite3"
-
+from aal_rpc.coordinator.layout import DataDir
 
 def backup(data_dir: Path, out: Path) -> dict:
-    data_dir, out = Path(data_dir), Path(out)
-    if not (data_dir / DB).exists():
-        raise FileNotFoundError(f"{data_dir} holds no coordinator database")
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(f"file:{data_dir / DB}?mode=ro", uri=True)
-    dst = sqlite3.connect(out / DB)
+    source, target = DataDir(data_dir), DataDir(out)
+    if not source.holds_store():
+        raise FileNotFoundError(f"{source.root} holds no coordinator database")
+    target.models.mkdir(parents=True, exist_ok=True)
+    src = sqlite3.connect(f"file:{source.database}?mode=ro", uri=True)
+    dst = sqlite3.connect(target.database)
     with dst:
         src.backup(dst)
-    referenced = {f"v{v:08d}.safetensors" for (v,) in dst.execute("SELECT version FROM models WHERE blob_available")}
+    referenced = [v for (v,) in dst.execute("SELECT version FROM models WHERE blob_available")]
     labels = dst.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
     src.close()
     dst.close()
     copied = 0
-    for name in sorted(referenced):
-        blob = data_dir / "models" / name
+    for version in sorted(referenced):
+        blob = source.blob(version)
         if blob.exists():  # pruned between the snapshot and now: the snapshot still lists it as kept
-            shutil.copy2(blob, out / "models" / name)
+            shutil.copy2(blob, target.blob(version))
             copied += 1
     return {"labels": labels, "models_copied": copied}
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from aal_rpc.coordinator.layout import UPLOAD_PREFIX, UPLOAD_SUFFIX, DataDir
 from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Payload, Provenance, Task
 
 log = logging.getLogger(__name__)
@@ -139,13 +140,14 @@ class StoredState:
 
 class SqliteStore:
     def __init__(self, data_dir: Path):
-        self.data_dir = Path(data_dir)
+        self.layout = DataDir(data_dir)
+        self.data_dir = self.layout.root
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.blob_dir = self.data_dir / "models"
+        self.blob_dir = self.layout.models
         self.blob_dir.mkdir(exist_ok=True)
-        for tmp in self.blob_dir.glob("upload-*.tmp"):  # partial uploads of a crashed run
+        for tmp in self.layout.partial_uploads():  # partial uploads of a crashed run
             tmp.unlink(missing_ok=True)
-        self.path = self.data_dir / "aal.sqlite3"
+        self.path = self.layout.database
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -335,12 +337,12 @@ class SqliteStore:
     # -- weight blobs: files beside the database ------------------------------------------------------
 
     def _blob_path(self, version: int) -> Path:
-        return self.blob_dir / f"v{version:08d}.safetensors"
+        return self.layout.blob(version)
 
     @contextmanager
     def upload_file(self) -> Iterator[BinaryIO]:
         """A temporary file beside the blobs for an upload to stream into; removed on exit unless kept."""
-        f = tempfile.NamedTemporaryFile(dir=self.blob_dir, prefix="upload-", suffix=".tmp", delete=False)
+        f = tempfile.NamedTemporaryFile(dir=self.blob_dir, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX, delete=False)
         try:
             with f:
                 yield f
