@@ -365,7 +365,8 @@ class EmbeddedCoordinator:
         held = None if entry is None else rules.Held(entry.candidate.item_id, entry.lease.annotator_id,
                                                      entry.lease.deadline)
         rules.check_held(held, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, now=now,
-                         item_known=lambda: item_id in self.pool or item_id in self._labeled or item_id in self._skipped)
+                         item_known=lambda: (item_id in self.pool or item_id in self._labeled
+                                             or item_id in self._skipped))
 
     def _labeled_by_lease(self, lease_id: str) -> tuple[int, str, Future | None] | None:
         with self._pending_lock:

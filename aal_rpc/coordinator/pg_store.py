@@ -42,7 +42,8 @@ from typing import Any, BinaryIO
 from aal_rpc.coordinator import corrections, rules
 from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS,
-                                       QUERY_COLUMNS, StoredState, label_from_row, label_row, model_from_row, model_row, query_from_row)
+                                       QUERY_COLUMNS, label_from_row, label_row, model_from_row, model_row,
+                                       query_from_row)
 from aal_rpc.errors import Unavailable
 from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Task, shard_key
 
@@ -280,24 +281,6 @@ class PostgresStore:
             row = cur.fetchone()
         return bytes(row[0]) if row else None
 
-    def load(self) -> StoredState:
-        state = StoredState()
-        with self._tx() as cur:
-            state.task = self.load_task(cur)
-            cur.execute("SELECT item_id FROM labels WHERE supersedes = 0")
-            state.labeled_item_ids = [r[0] for r in cur.fetchall()]
-            cur.execute("SELECT strategy, COUNT(*) FROM labels WHERE supersedes = 0 GROUP BY strategy")
-            state.labels_by_strategy = {s or "unknown": n for s, n in cur.fetchall()}
-            cur.execute("SELECT COALESCE(MAX(seq), 0) FROM labels")
-            state.last_seq = cur.fetchone()[0]
-            cur.execute(f"SELECT {QUERY_COLUMNS} FROM queries", binary=True)
-            state.queries = [query_from_row(r) for r in cur.fetchall()]
-            cur.execute("SELECT item_id FROM skips")
-            state.skips = [r[0] for r in cur.fetchall()]
-            cur.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY version")
-            state.models = [model_from_row(r) for r in cur.fetchall()]
-        return state
-
     def load_task(self, cur=None) -> Task | None:
         if cur is None:
             with self._tx() as cur:
@@ -353,9 +336,9 @@ class PostgresStore:
         """The highest seq s such that every seq in (after_seq, s] is settled: committed, or known never to commit;
         and whether it stopped only because it looked at `limit` seqs (more may be settled beyond).
 
-        Why a gap can be passed: a transaction that records a label takes its transaction id before it takes a seq
-        (`_take_seq`, `_locked_lease`). Say a statement's snapshot sees seq h committed but not g < h. The holder of g took g, so its
-        id, before h was taken, so before h's transaction committed, so before that snapshot: it is in the
+        Why a gap can be passed: a transaction that records a label takes its transaction id before it takes a
+        seq (`_take_seq`, `_locked_lease`). Say a statement's snapshot sees seq h committed but not g < h. The
+        holder of g took g, so its id, before h was taken, so before h's transaction committed, so before that snapshot: it is in the
         snapshot's in-progress list or ended before it; ended and committed would make g visible. So once every id
         in the in-progress list of the first snapshot that showed the gap has ended, g is visible to any later
         statement or never will be. Ids are remembered per gap (`_gaps`), so passing a gap never waits for
