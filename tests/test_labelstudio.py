@@ -23,7 +23,7 @@ from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.core import CoordinatorConfig
 from aal_rpc.data.images import render_png
-from aal_rpc.experiment.processes import ProcessGroup, command, read_address
+from aal_rpc.experiment.processes import ProcessGroup, command, read_address, read_line
 from aal_rpc.labelstudio.bridge import priority, task_json
 from aal_rpc.labelstudio.config import (ConfigMismatch, kind_for, label_config, label_of,
                                         parse_label_config, result_for)
@@ -204,7 +204,7 @@ class Bridge:
         proc = self.procs.start(self.name, command("labelstudio", *self.args, *extra), capture_stdout=True,
                                 env={"LABEL_STUDIO_API_KEY": self.token})
         self.address = read_address(proc, self.name, self.procs.log_dir / f"{self.name}.log")
-        self.project_id = int(proc.stdout.readline().decode().split()[1])
+        self.project_id = int(read_line(proc).split()[1])
         return self
 
     def stop(self, sig=signal.SIGTERM):
@@ -422,7 +422,7 @@ def test_polling_alone_carries_annotations(label_studio, coordinator, bridge_for
     proc = bridge.procs.start("bridge-poll", command("labelstudio", *bridge.args), capture_stdout=True,
                               env={"LABEL_STUDIO_API_KEY": bridge.token})
     bridge.name = "bridge-poll"
-    first = proc.stdout.readline().decode()
+    first = read_line(proc)
     assert first.startswith("polling project ")
     project_id = int(first.split()[2])
     ls = label_studio.client()

@@ -27,6 +27,7 @@ from tests.conftest import TASK, wait_until
 
 pytestmark = pytest.mark.e2e
 
+JOIN_SECONDS = 30.0  # a forwarding thread ends once its sockets close; never wait on one without bound
 CUT_SECONDS = CALL_TIMEOUT + 5  # longer than any call's deadline: no call can simply outwait the cut
 PUMP_POLL = 0.1  # seconds a forwarding thread waits for bytes before looking at the proxy's state again
 
@@ -59,7 +60,8 @@ class BlackHoleProxy:
                 link["dropped"] = True
         for link in links:
             for t in link["threads"]:
-                t.join()
+                t.join(JOIN_SECONDS)
+                assert not t.is_alive(), "a forwarding thread did not stop"
             if link["upstream"] is not None:
                 link["upstream"].close()  # the coordinator's end of the connection is gone
             self._stranded.append(link["client"])  # ...and the client is never told
@@ -72,10 +74,10 @@ class BlackHoleProxy:
             links, self._links = self._links, []
             for link in links:
                 link["dropped"] = True
-        self._acceptor.join()
+        self._acceptor.join(JOIN_SECONDS)
         for link in links:
             for t in link["threads"]:
-                t.join()
+                t.join(JOIN_SECONDS)
             for s in (link["client"], link["upstream"]):
                 if s is not None:
                     s.close()

@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aal_rpc.cli import admin
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
+from aal_rpc.experiment.processes import read_line
 from aal_rpc.grpc_utils import server_loop
 from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc
 from aal_rpc.security import ClientSecurity, Principal, ServerTLS, allowed_roles, parse_tokens
@@ -148,7 +149,7 @@ def test_coordinator_health_port_option(tmp_path, procs, certs):
     proc, _ = procs.start_coordinator("coordinator", [
         "--data-dir", tmp_path / "data", "--tls-cert", certs / "server.pem", "--tls-key", certs / "server.key",
         "--health-port", "0"])
-    health_line = proc.stdout.readline().decode().strip()
+    health_line = read_line(proc)
     assert health_line.startswith("health on 127.0.0.1:")
     assert _health(health_line.removeprefix("health on ")) == health_pb2.HealthCheckResponse.SERVING
     assert procs.stop("coordinator") == 0

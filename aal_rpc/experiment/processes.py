@@ -80,14 +80,20 @@ class ProcessGroup:
                 proc.stdout.close()
 
 
-def read_address(proc: subprocess.Popen, name: str, log_path: Path) -> str:
-    """The HOST:PORT from a coordinator's first line, 'listening on HOST:PORT'."""
-    watchdog = threading.Timer(STARTUP_TIMEOUT, proc.kill)  # a hung start ends in EOF, not a hang
+def read_line(proc: subprocess.Popen, timeout: float = STARTUP_TIMEOUT) -> str:
+    """The process's next line of output, stripped; "" if none comes within `timeout` (the process is then killed,
+    so a hung process ends in EOF rather than a hung read)."""
+    watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
     try:
-        line = proc.stdout.readline().decode().strip()
+        return proc.stdout.readline().decode().strip()
     finally:
         watchdog.cancel()
+
+
+def read_address(proc: subprocess.Popen, name: str, log_path: Path) -> str:
+    """The HOST:PORT from a coordinator's first line, 'listening on HOST:PORT'."""
+    line = read_line(proc)
     if not line.startswith("listening on "):
         proc.kill()
         proc.wait()
