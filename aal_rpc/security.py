@@ -2,8 +2,8 @@
 
 Four roles, each allowed only its own service: annotators the AnnotationService, workers the
 SelectionService, servers the TrainingService, admins everything. GetTask is open to every role (all
-processes must agree on the task), and so is reflection (it describes the services to anyone holding a token,
-and a caller without one holds nothing open); health checks need no token. A missing or unknown
+processes must agree on the task), and so are reflection and health watches (calls that stay open: a caller
+without a token holds nothing); health checks need no token. A missing or unknown
 token gets UNAUTHENTICATED, a known token outside its role PERMISSION_DENIED. Clients send theirs as
 `authorization: Bearer <token>`; inside a call, `current_caller()` names who made it.
 
@@ -45,8 +45,10 @@ SERVICE_ROLES = {
     "aal.v1.AdminService": frozenset({"admin"}),
 }
 ANY_ROLE_METHODS = frozenset({"/aal.v1.AdminService/GetTask"})
-ANY_ROLE_PREFIXES = ("/grpc.reflection.",)
-PUBLIC_PREFIXES = ("/grpc.health.v1.",)
+# Calls that stay open (reflection streams, health watches) take a token of any role: a caller without one holds
+# nothing once refused. Health Check answers at once and stays open to probes.
+ANY_ROLE_PREFIXES = ("/grpc.reflection.", "/grpc.health.v1.Health/Watch")
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/Check",)
 TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII but space: what a gRPC metadata value carries as sent
 # Entries were once comma separated too; a token that looks like the rest of such a list is refused, not misread.
 _COMMA_LIST = re.compile(rf",\s*(?:{'|'.join(ROLES)}):")

@@ -85,7 +85,7 @@ def test_held_long_polls_and_streams_leave_health_stats_and_leases_answering(coo
             call.cancel()
 
 
-def test_an_unauthenticated_caller_holds_no_reflection_stream(coordinator):
+def test_an_unauthenticated_caller_holds_no_stream_open(coordinator):
     _, channel = coordinator
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
     never = threading.Event()
@@ -100,7 +100,11 @@ def test_an_unauthenticated_caller_holds_no_reflection_stream(coordinator):
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         never.set()
-    # the health service stays open to probes without a token
+    # nor a health watch; a health check stays open to probes without a token
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=10)
+    with pytest.raises(grpc.RpcError) as info:
+        next(watch)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -108,9 +112,16 @@ def test_an_unauthenticated_caller_holds_no_reflection_stream(coordinator):
 def test_a_cancelled_long_poll_takes_nothing(coordinator):
     srv, channel = coordinator
     annotation = annotation_pb2_grpc.AnnotationServiceStub(channel)
+    registry = srv.metrics.registry
+
+    def sample(name, **labels):
+        return registry.get_sample_value(name, {"method": "LeaseQuery", **labels}) or 0
+
     poll = annotation.LeaseQuery.future(annotation_pb2.LeaseQueryRequest(annotator_id="gone", wait_seconds=25),
                                         metadata=_auth("ann-token"), timeout=30)
+    assert wait_until(lambda: sample("aal_rpc_in_flight") == 1, timeout=10)  # it waits at the coordinator
     poll.cancel()
+    assert wait_until(lambda: sample("aal_rpc_latency_seconds_count", code="CANCELLED") == 1, timeout=10)
     srv.coordinator.submit_candidates(worker_id="w", strategy="random", model_version=0,
                                       candidates=[make_candidate("3")])
     with AnnotationClient(f"127.0.0.1:{srv.port}", "present", security=ClientSecurity(token="ann-token")) as client:

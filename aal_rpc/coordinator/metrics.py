@@ -13,7 +13,7 @@ import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
 from aal_rpc.handlers import Memo, around, replace_behavior
@@ -33,6 +33,8 @@ class CoordinatorMetrics:
                               buckets=LATENCY_BUCKETS, registry=r)
         self.rpc = Histogram("aal_rpc_latency_seconds", "Server-side RPC latency", ["method", "code"],
                              buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("aal_rpc_in_flight", "aal.v1 calls being served (long polls and streams included)",
+                               ["method"], registry=r)
         self.request_bytes = Counter("aal_rpc_request_bytes", "Bytes of aal.v1 request messages received",
                                      ["method"], registry=r)
         self.response_bytes = Counter("aal_rpc_response_bytes", "Bytes of aal.v1 response messages sent",
@@ -156,17 +158,20 @@ class _RpcInterceptor(grpc.aio.ServerInterceptor):
 
     def _measured(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         latency, m = self._m.rpc, self._m
+        in_flight = m.in_flight.labels(method)
 
         @contextlib.asynccontextmanager
         async def timed(request, context):
             t0 = time.perf_counter()
             code = "OK"
+            in_flight.inc()
             try:
                 yield
             except BaseException:
                 code = _code_name(context) if context.code() is not None else "CANCELLED"
                 raise
             finally:
+                in_flight.dec()
                 latency.labels(method, code).observe(time.perf_counter() - t0)
 
         if handler.request_deserializer is not None:
