@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 
 import pytest
 
@@ -36,22 +36,31 @@ SLOW_UPLOADER = textwrap.dedent("""
 """)
 
 
+def readline(proc: subprocess.Popen, timeout: float = 60.0) -> str:
+    """The process's next line of output; "" if none comes within `timeout` (it is killed, so no read hangs)."""
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        return proc.stdout.readline().decode()
+    finally:
+        watchdog.cancel()
+
+
 def test_server_killed_mid_upload_leaves_registry_unchanged(tmp_path, procs):
     _, address = procs.start_coordinator("coordinator", ["--data-dir", tmp_path / "data"])
-    uploader = subprocess.Popen([sys.executable, "-c", SLOW_UPLOADER, address], stdout=subprocess.PIPE, text=True)
-    try:
-        for _ in range(3):  # header and a few chunks are through
-            assert uploader.stdout.readline().startswith("chunk")
-        uploader.send_signal(signal.SIGKILL)
-        uploader.wait()
-    finally:
-        uploader.kill()
-        uploader.stdout.close()
+    blobs = tmp_path / "data" / "models"
+    uploader = procs.start("uploader", [sys.executable, "-c", SLOW_UPLOADER, address], capture_stdout=True)
+    for _ in range(3):  # header and a few chunks are through
+        assert readline(uploader).startswith("chunk")
+    assert wait_until(lambda: list(blobs.glob("*.tmp")))  # the coordinator is streaming the upload to a file
+    uploader.send_signal(signal.SIGKILL)
+    uploader.wait(10)
+    # the coordinator is done with the upload: its temporary file is gone, and a publish would have renamed it
+    assert wait_until(lambda: not list(blobs.glob("*.tmp")))
     with CoordinatorClient(address) as c:
-        time.sleep(0.5)
         assert c.models() == []
         assert c.stats().models == 0
-    assert not list((tmp_path / "data" / "models").glob("*.safetensors"))
+    assert not list(blobs.glob("*.safetensors"))
     # the system carries on: a real server publishes normally afterwards
     procs.start("worker", command("worker", "--coordinator", address, "--strategy", "random", "--threads", "1"))
     procs.start("server", command("server", "--coordinator", address, "--epochs", "2", "--threads", "1"))
@@ -89,7 +98,7 @@ def test_servers_and_workers_killed_under_load_are_replaced_and_no_label_is_lost
             victims = (workers.pop(0), servers.pop(0))
             for v in victims:
                 v.send_signal(signal.SIGKILL)
-                v.wait()
+                v.wait(10)
             workers.append(start_worker(n))
             servers.append(start_server(n))
         annotate.wait(timeout=240)

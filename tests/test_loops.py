@@ -2,12 +2,12 @@
 
 import logging
 import threading
-import time
 
 import numpy as np
 import torch
 
 from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.server import trainer as trainer_module
 from aal_rpc.data import load_dataset
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_to_bytes
@@ -15,6 +15,7 @@ from aal_rpc.server import Trainer, TrainerConfig
 from aal_rpc.strategies.base import Selection, Strategy
 from aal_rpc.types import shard_of
 from aal_rpc.worker import Selector, WorkerConfig
+from aal_rpc.worker import selector as selector_module
 from tests.conftest import TASK, wait_until
 
 DIGITS = load_dataset("digits")
@@ -25,6 +26,36 @@ def label_all(address, dataset, n):
         for _ in range(n):
             q = annot.lease(wait_seconds=5)
             annot.submit(q, int(dataset.y_pool[int(q.item_id)]))
+
+
+class Recording:
+    """A client that records every call made through it, in order: (name, keyword arguments, result). Recordings
+    that share `log` record into one sequence, so the order of calls by several components can be checked."""
+
+    def __init__(self, client: CoordinatorClient, log: list | None = None, *, before=None, after=None):
+        self._client = client
+        self.calls: list[tuple[str, dict, object]] = [] if log is None else log
+        self._before = before or {}  # name -> hook(kwargs) run before the call
+        self._after = after or {}  # name -> hook(result) run after the call, before the caller sees the result
+
+    def __getattr__(self, name):
+        method = getattr(self._client, name)
+
+        def call(*args, **kwargs):
+            if name in self._before:
+                self._before[name](kwargs)
+            result = method(*args, **kwargs)
+            self.calls.append((name, {"recording": self, **kwargs}, result))
+            if name in self._after:
+                self._after[name](result)
+            return result
+        return call
+
+    def of(self, name: str) -> list[dict]:
+        return [kwargs for n, kwargs, _ in self.calls if n == name and kwargs["recording"] is self]
+
+    def results(self, name: str) -> list:
+        return [result for n, kwargs, result in self.calls if n == name and kwargs["recording"] is self]
 
 
 def queue_random(client, n):
@@ -59,23 +90,30 @@ def test_cold_start_then_model_driven_selection_and_training(grpc_coordinator):
         assert not labeled & set(srv.coordinator.pool.item_ids())
 
 
-def test_first_round_waits_for_the_initial_labeled_set(grpc_coordinator):
+def said(caplog, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
+
+
+def test_first_round_waits_for_the_initial_labeled_set(grpc_coordinator, caplog):
     address, _ = grpc_coordinator
     with CoordinatorClient(address) as client:
         queue_random(client, 12)
         label_all(address, DIGITS, 10)
-        trainer = Trainer(client, TrainerConfig(server_id="s", epochs=2, min_labels=12), dataset=DIGITS)
+        recording = Recording(client)
+        trainer = Trainer(recording, TrainerConfig(server_id="s", epochs=2, min_labels=12), dataset=DIGITS)
         thread = threading.Thread(target=trainer.run, kwargs={"max_rounds": 1})
-        thread.start()
-        try:
-            assert wait_until(lambda: len(trainer._ys) == 10, timeout=10, interval=0.02)  # the follower saw all ten
-            time.sleep(0.3)
-            assert trainer.rounds == 0 and client.models() == []
-            label_all(address, DIGITS, 2)
-            thread.join(30)
-        finally:
-            trainer.stop()
-            thread.join(10)
+        with caplog.at_level(logging.DEBUG, logger="aal_rpc.server.trainer"):
+            thread.start()
+            try:
+                # the loop looked at all ten labels and declined: a round on them would have begun here
+                assert wait_until(lambda: said(caplog, "s: 10 labels; the next round waits for 12"), timeout=30,
+                                  interval=0.02)
+                assert recording.of("begin_round") == [] and client.models() == []
+                label_all(address, DIGITS, 2)
+                thread.join(30)
+            finally:
+                trainer.stop()
+                thread.join(10)
         [model] = client.models()
         assert model.num_labels == 12
 
@@ -87,20 +125,34 @@ def test_two_trainers_do_not_train_on_the_same_labels(grpc_coordinator):
     with CoordinatorClient(address) as client:
         queue_random(client, 20)
         label_all(address, DIGITS, 10)
-        trainers = [Trainer(client, TrainerConfig(server_id=f"s{i}", epochs=2, min_labels=10), dataset=DIGITS)
-                    for i in range(2)]
+        log: list = []
+        recordings = [Recording(client, log) for _ in range(2)]
+        trainers = [Trainer(r, TrainerConfig(server_id=f"s{i}", epochs=2, min_labels=10, min_growth=0),
+                            dataset=DIGITS) for i, r in enumerate(recordings)]
         threads = [threading.Thread(target=t.run) for t in trainers]
+
+        def refused_after_published(n: int) -> bool:
+            """The model on n labels is published, and the trainer that did not train it has since asked for a
+            round on n labels and been told to wait: the point where it would have repeated the round."""
+            published = [i for i, (name, kwargs, result) in enumerate(log)
+                         if name == "upload_model" and kwargs["num_labels"] == n]
+            return bool(published) and any(
+                name == "begin_round" and kwargs["num_labels"] == n and result[0] > 0
+                and kwargs["recording"] is not log[published[0]][1]["recording"] for name, kwargs, result in
+                log[published[0] + 1:])
+
         for t in threads:
             t.start()
         try:
-            assert wait_until(client.models, timeout=30, interval=0.05)
-            time.sleep(1.0)  # time enough for a second round on the same labels, were one allowed
+            assert wait_until(lambda: refused_after_published(10), timeout=60, interval=0.05)
             assert [m.num_labels for m in client.models()] == [10]
             label_all(address, DIGITS, 5)  # new labels: rounds go on, never two on the same labels
-            assert wait_until(lambda: max(m.num_labels for m in client.models()) == 15, timeout=30, interval=0.05)
-            time.sleep(1.0)
+            assert wait_until(lambda: refused_after_published(15), timeout=60, interval=0.05)
             counts = [m.num_labels for m in client.models()]
+            granted = [kwargs["num_labels"] for name, kwargs, result in list(log)
+                       if name == "begin_round" and result[0] == 0]
             assert max(counts) == 15 and len(counts) == len(set(counts)), counts
+            assert len(granted) == len(set(granted)), granted
         finally:
             for t in trainers:
                 t.stop()
@@ -136,25 +188,6 @@ def test_margin_worker_picks_the_smallest_margins(grpc_coordinator):
         rows = [int(np.flatnonzero(w.item_ids == i)[0]) for i in chosen]
         free = ~w._taken
         assert max(margins[rows]) <= np.sort(margins[free])[4] + 1e-9
-
-
-class Recording:
-    """A client that records every call a selector makes through it (name, keyword arguments)."""
-
-    def __init__(self, client: CoordinatorClient):
-        self._client = client
-        self.calls: list[tuple[str, dict]] = []
-
-    def __getattr__(self, name):
-        method = getattr(self._client, name)
-
-        def call(*args, **kwargs):
-            self.calls.append((name, kwargs))
-            return method(*args, **kwargs)
-        return call
-
-    def of(self, name: str) -> list[dict]:
-        return [kwargs for n, kwargs in self.calls if n == name]
 
 
 def model_with(value: float) -> torch.nn.Module:
@@ -232,3 +265,124 @@ def test_a_diverged_round_is_not_published_and_the_trainer_carries_on(grpc_coord
         trainer.train_round(DIGITS.x_pool[:10], DIGITS.y_pool[:10].astype(np.int64), 10)
         [model] = client.models()
         assert model.num_labels == 10
+
+
+def publish(client: CoordinatorClient, value: float = 0.01, **metrics) -> None:
+    """Publish a model with every weight `value` (the next version; newest wins a tie on labels)."""
+    client.upload_model(weights_to_bytes(model_with(value).state_dict()), server_id="s", trained_seq=0, num_labels=0,
+                        architecture=TASK.architecture, metrics=metrics)
+
+
+def test_a_worker_does_not_download_a_version_superseded_while_it_waited(grpc_coordinator):
+    address, _ = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        publish(client)
+
+        def superseded(info):  # v2 lands between the worker's wake-up on v1 and its download
+            if info is not None and info.version == 1:
+                publish(client)
+
+        recording = Recording(client, after={"latest_model": superseded})
+        w = Selector(recording, WorkerConfig(worker_id="w", strategy="entropy", batch_size=5, poll_seconds=0.01),
+                     dataset=DIGITS)
+        assert w.step() == 5
+        assert [info.version for info, _ in recording.results("download_model")] == [2]
+        assert w.version == 2
+        assert [kwargs["model_version"] for kwargs in recording.of("submit_candidates")] == [2]
+
+
+def test_a_worker_does_not_score_with_a_version_superseded_while_it_downloaded(grpc_coordinator, monkeypatch):
+    address, _ = grpc_coordinator
+    scored: list[int] = []
+    predict = selector_module.predict_proba
+
+    def recording_predict(model, x, **kwargs):
+        scored.append(w.version)
+        return predict(model, x, **kwargs)
+
+    monkeypatch.setattr(selector_module, "predict_proba", recording_predict)
+    with CoordinatorClient(address) as client:
+        publish(client)
+
+        def superseded(result):  # v2 is published while v1 downloads
+            if result[0].version == 1:
+                publish(client)
+
+        recording = Recording(client, after={"download_model": superseded})
+        w = Selector(recording, WorkerConfig(worker_id="w", strategy="entropy", batch_size=5, poll_seconds=0.01),
+                     dataset=DIGITS)
+        assert w.step() == 5
+        assert [info.version for info, _ in recording.results("download_model")] == [1, 2]
+        assert scored == [2]
+        assert [kwargs["model_version"] for kwargs in recording.of("submit_candidates")] == [2]
+
+
+def test_with_a_model_a_worker_submits_what_annotators_label_before_its_next_model(grpc_coordinator):
+    """S has room for 64, but at 2 labels/s and a model every 6 s annotators label 12 before the next model: the
+    worker submits 1.5x that, and tops up once half of it is labeled, instead of candidates that only get evicted."""
+    address, _ = grpc_coordinator  # capacity 64
+    now = [0.0]
+    with CoordinatorClient(address) as client:
+        w = Selector(client, WorkerConfig(worker_id="w", strategy="entropy", batch_size=64, poll_seconds=0.01),
+                     dataset=DIGITS, clock=lambda: now[0])
+        assert w.step() == 64  # the cold start fills S
+        label_all(address, DIGITS, 6)
+        now[0] = 3.0  # 2 labels/s
+        assert w.step() == 6
+        publish(client, train_seconds=6.0)  # the first version: its round time stands in for the interval
+        assert w.step() == 18  # 1.5 x 2 labels/s x 6 s
+        assert w.version == 1
+        assert w.step() == 0  # S holds them: nothing until half are labeled
+        label_all(address, DIGITS, 9)  # S serves the newest model's candidates first
+        now[0] = 7.5  # still 2 labels/s
+        assert w.step() == 9
+        assert client.stats().candidates_submitted == 64 + 6 + 18 + 9
+
+
+def test_a_round_waits_until_L_grew_by_min_growth(grpc_coordinator, caplog):
+    address, _ = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        queue_random(client, 30)
+        label_all(address, DIGITS, 10)
+        recording = Recording(client)
+        trainer = Trainer(recording, TrainerConfig(server_id="g", epochs=1, min_steps=0, min_labels=10,
+                                                   min_growth=0.5), dataset=DIGITS)
+        thread = threading.Thread(target=trainer.run, kwargs={"max_rounds": 2})
+        with caplog.at_level(logging.DEBUG, logger="aal_rpc.server.trainer"):
+            thread.start()
+            try:
+                assert wait_until(lambda: [m.num_labels for m in client.models()] == [10], timeout=60, interval=0.02)
+                label_all(address, DIGITS, 4)
+                # the loop looked at 14 labels and declined: a round on them would have begun here
+                assert wait_until(lambda: said(caplog, "g: 14 labels; the next round waits for 15"), timeout=30,
+                                  interval=0.02)
+                assert [kwargs["num_labels"] for kwargs in recording.of("begin_round")] == [10]
+                label_all(address, DIGITS, 1)
+                thread.join(60)
+            finally:
+                trainer.stop()
+                thread.join(10)
+        assert [m.num_labels for m in client.models()] == [10, 15]
+
+
+def test_later_rounds_continue_the_last_model_with_a_quarter_of_the_steps(grpc_coordinator, monkeypatch):
+    address, _ = grpc_coordinator
+    rounds = []
+    train = trainer_module.train
+
+    def recording_train(model, x, y, **kwargs):
+        rounds.append((model, kwargs["epochs"], kwargs["min_steps"]))
+        return train(model, x, y, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train", recording_train)
+    with CoordinatorClient(address) as client:
+        queue_random(client, 10)
+        label_all(address, DIGITS, 10)
+        trainer = Trainer(client, TrainerConfig(server_id="s", epochs=8, min_steps=40), dataset=DIGITS)
+        assert trainer.config.warm_start  # the default (docs/RECIPE.md section 4)
+        x, y = DIGITS.x_pool[:10], DIGITS.y_pool[:10].astype(np.int64)
+        trainer.train_round(x[:5], y[:5], 5)
+        trainer.train_round(x, y, 10)
+    (first, epochs, steps), (second, warm_epochs, warm_steps) = rounds
+    assert second is first
+    assert (epochs, steps, warm_epochs, warm_steps) == (8, 40, 2, 10)

@@ -24,11 +24,14 @@ from aal_rpc.server import Trainer, TrainerConfig
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainerConfig.batch_size, show_default=True,
               help="Minibatch size.")
 @click.option("--lr", type=float, default=TrainerConfig.lr, show_default=True, help="The schedule's peak.")
-@click.option("--warm-start/--from-scratch", default=False, show_default=True,
-              help="Continue from this server's previous weights, or train anew each round.")
-@click.option("--min-new-labels", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train again once this many labels arrived since the last round.")
-@click.option("--min-labels", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--warm-start/--from-scratch", default=TrainerConfig.warm_start, show_default=True,
+              help="Continue from this server's previous weights for a quarter of a round's steps (the first round "
+                   "from scratch), or train anew each round.")
+@click.option("--min-new-labels", type=click.IntRange(min=1), default=TrainerConfig.min_new_labels,
+              show_default=True, help="Train again once this many labels arrived since the last round.")
+@click.option("--min-growth", type=click.FloatRange(min=0), default=TrainerConfig.min_growth, show_default=True,
+              help="... and once L grew by this fraction since the last round (fewer versions as L grows).")
+@click.option("--min-labels", type=click.IntRange(min=1), default=TrainerConfig.min_labels, show_default=True,
               help="Train the first model once L holds this many labels (an initial labeled set); until then "
                    "workers offer seeded-random candidates.")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Stop after this many rounds.")
@@ -37,13 +40,13 @@ from aal_rpc.server import Trainer, TrainerConfig
 @threads_option
 @security_options
 @log_level_option
-def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, min_new_labels, min_labels, max_rounds,
-         seed, device, threads, security):
+def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, min_new_labels, min_growth, min_labels,
+         max_rounds, seed, device, threads, security):
     """Run a server (trainer)."""
     set_threads(threads)
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
                            warm_start=warm_start, seed=seed, device=device, min_new_labels=min_new_labels,
-                           min_labels=min_labels, min_steps=min_steps)
+                           min_growth=min_growth, min_labels=min_labels, min_steps=min_steps)
     with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
         first_contact(client)
         trainer = Trainer(client, config)

@@ -1,9 +1,13 @@
 """The selector loop (paper §3.1, eq. 2): S_j = strategy_j(g*, D_j) over this worker's shard D_j.
 
-Each step waits (long poll) for a model newer than the one held, downloads it, learns which of its
-items are already queued or labeled, and, while the query pool wants candidates, submits the best
-batch among the rest. Scores are computed once per model version and reused until the next one.
-Before any model exists, the worker proposes a seeded random batch (the cold start).
+Each step waits (long poll) for a model newer than the one held and downloads the latest, learns which of its
+items are already queued or labeled, and submits the best batch among the rest when S needs more from this shard.
+Scores are computed once per model version and reused until the next one. Before any model exists, the worker
+proposes a seeded random batch (the cold start).
+
+Work goes with the labels. A worker downloads the version that is latest when it downloads, and does not score
+with one that was superseded meanwhile. With a model, it submits what annotators will label from its shard
+before its next model (worker/pacing.py), topping up when half of that is gone, never more than S's room.
 
 Items the model gives non-finite outputs, and candidates a strategy scores non-finite, are never proposed. A
 worker that has nothing to propose while the pool wants candidates (a diverged model, an exhausted shard)
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -28,10 +34,12 @@ from aal_rpc.strategies import get_strategy
 from aal_rpc.strategies.uniform import RandomStrategy
 from aal_rpc.training import predict_proba
 from aal_rpc.types import Payload
+from aal_rpc.worker.pacing import Pacing
 
 log = logging.getLogger(__name__)
 
 MAX_IDLE_WAIT = 30.0  # longest wait for a new model while nothing can be proposed (the pool is looked at after it)
+CATCH_UP_DOWNLOADS = 3  # downloads in a row while versions keep superseding the one just downloaded; then score
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,18 @@ class WorkerConfig:
     strategy_options: dict = field(default_factory=dict)  # keyword arguments of the strategy's constructor
 
 
+def shard_rows(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """x[indices]: a view when the rows are one contiguous run (a single shard), else a copy."""
+    if len(indices) and indices[-1] - indices[0] + 1 == len(indices) and (np.diff(indices) == 1).all():
+        return x[indices[0]:indices[-1] + 1]
+    return x[indices]
+
+
 class Selector:
-    def __init__(self, client: CoordinatorClient, config: WorkerConfig, dataset: Dataset | None = None):
+    """One worker's loop. `clock` (monotonic seconds) times L's growth for the pacing; tests inject one."""
+
+    def __init__(self, client: CoordinatorClient, config: WorkerConfig, dataset: Dataset | None = None, *,
+                 clock: Callable[[], float] = time.monotonic):
         if not 0 <= config.shard_index < config.num_shards:
             raise ValueError(f"shard {config.shard_index} of {config.num_shards} does not exist")
         self.client = client
@@ -56,6 +74,7 @@ class Selector:
         self.task = client.task()
         self.dataset = dataset or load_dataset(self.task.dataset)
         self.indices = self.dataset.shard_indices(config.shard_index, config.num_shards)
+        self._x = shard_rows(self.dataset.x_pool, self.indices)  # the shard's inputs, gathered once, not per model
         self.item_ids = np.array(self.dataset.item_ids)[self.indices]
         self._row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
         self.strategy = get_strategy(config.strategy, seed=config.seed, **config.strategy_options)
@@ -68,7 +87,10 @@ class Selector:
         self._labeled_seq = 0
         self._usable: np.ndarray | None = None  # items the held model gives finite outputs
         self._stop = threading.Event()
-        self._demand_left = 0
+        self._clock = clock
+        self.pacing = Pacing(num_shards=config.num_shards)
+        self._fresh: set[str] = set()  # items submitted with the held model and still in S
+        self._more_now = False  # the last batch was cut at batch_size and S wants more: no wait before the next
         self._wait = config.poll_seconds  # the next long poll's wait while the pool wants nothing more now
         self._said: set[tuple[str, int]] = set()  # (what, model version) already logged
 
@@ -91,15 +113,17 @@ class Selector:
     # -- one step -------------------------------------------------------------------------------------
 
     def step(self) -> int:
-        """Follow the model, then submit what the pool wants. Returns how many candidates were submitted."""
-        # while the pool still wants more, go straight on; otherwise wait (long poll) for a new model
-        wait = 0.0 if self._demand_left > 0 else self._wait
+        """Follow the model, then submit what the pool needs from this shard. Returns how many candidates were
+        submitted."""
+        wait = 0.0 if self._more_now else self._wait
+        self._more_now = False
         info = self.client.latest_model(after_version=self.version, wait_seconds=wait)
         if info is not None and info.version != self.version and info.blob_available:
-            self._load_model(info.version)
+            self.pacing.observe_version(info)
+            self._follow_latest()
         queued, demand = self._refresh_shard_state()
-        self._demand_left = 0
-        if demand <= 0:
+        wanted = self._wanted(queued, demand)
+        if wanted <= 0:
             return 0
         free = ~self._taken
         free[[self._row_of[i] for i in queued if i in self._row_of]] = False
@@ -120,13 +144,16 @@ class Selector:
                     return self._idle("non-finite outputs", logging.WARNING, "model v%d gives non-finite outputs "
                                       "for every free item of this shard", self.version)
             rows = np.flatnonzero(free)
-            probs = probs[rows] if probs is not None else np.zeros((len(rows), 0), np.float32)
-            emb = emb[rows] if emb is not None else None
+            if len(rows) < len(free):  # a copy of the free rows only when some are not free
+                probs = probs[rows] if probs is not None else None
+                emb = emb[rows] if emb is not None else None
+            if probs is None:
+                probs = np.zeros((len(rows), 0), np.float32)
         if len(rows) == 0:
             return self._idle("exhausted", logging.INFO, "every item of shard %d of %d is labeled, skipped or queued",
                               self.config.shard_index, self.config.num_shards)
-        k = min(self.config.batch_size, demand)
-        sel = strategy.select(probs, k, embeddings=emb, item_ids=self.item_ids[rows])
+        ids = self.item_ids[rows] if len(rows) < len(self.item_ids) else self.item_ids  # no copy when all are free
+        sel = strategy.select(probs, wanted, embeddings=emb, item_ids=ids)
         chosen, scores = rows[sel.indices], np.asarray(sel.scores, dtype=np.float64)
         finite = np.isfinite(scores)
         if not finite.all():  # the coordinator refuses a batch holding one; drop them instead
@@ -143,8 +170,9 @@ class Selector:
                       for r, v, c in zip(chosen, scores, clusters)]
         out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=strategy.name,
                                             model_version=self.version, candidates=candidates)
-        if out.accepted + out.refreshed == len(candidates):  # all taken: S may want more right away
-            self._demand_left = demand - len(candidates)
+        self._fresh.update(c[0] for c in candidates)
+        # all taken, and the batch was cut at batch_size: S may want more right away
+        self._more_now = out.accepted + out.refreshed == len(candidates) == self.config.batch_size
         log.debug("%s submitted %d (accepted %d, rejected %d) from v%d", self.config.worker_id, len(candidates),
                   out.accepted, out.rejected, self.version)
         return len(candidates)
@@ -162,24 +190,54 @@ class Selector:
             self._said.add((what, self.version))
             log.log(level, "%s: " + message, self.config.worker_id, *args)
 
-    def _load_model(self, version: int) -> None:
-        try:
-            info, data = self.client.download_model(version)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            log.info("%s: model v%d was pruned before it could be downloaded; waiting for the next",
-                     self.config.worker_id, version)
-            return
-        model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
-        model.load_state_dict(weights_from_bytes(data))
-        self.set_model(model, info.version)
-        log.info("%s loaded model v%d", self.config.worker_id, info.version)
+    def _wanted(self, queued: list[str], demand: int) -> int:
+        """How many candidates to submit now, at most batch_size and S's room (`demand`, this shard's share).
+
+        With a model, what the pacing expects annotators to label from this shard before the next model, less
+        what this model's candidates still hold in S, once that has fallen to half; S's room while the pacing
+        cannot tell yet. The cold start, a synchronous round (the coordinator sizes those) and a shard with
+        nothing in S take the room."""
+        room = min(self.config.batch_size, demand)
+        if room <= 0:
+            return 0
+        self._fresh.intersection_update(queued)
+        batch = self.pacing.batch()
+        if self.model is None or self.task.mode == "sync" or not queued or batch is None:
+            return room
+        stock = len(self._fresh)
+        return min(room, batch - stock) if stock <= batch // 2 else 0
+
+    def _follow_latest(self) -> None:
+        """Hold the latest model. The download asks for the version latest when it starts (never one superseded
+        while this worker waited or worked), and a version superseded during its download is not scored: the
+        next is downloaded instead, up to CATCH_UP_DOWNLOADS in a row."""
+        for _ in range(CATCH_UP_DOWNLOADS):
+            try:
+                info, data = self.client.download_model(0)  # version 0: the latest
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                log.info("%s: the latest model could not be downloaded (pruned or none yet); waiting for the next",
+                         self.config.worker_id)
+                return
+            if info.version == self.version:
+                return
+            model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
+            model.load_state_dict(weights_from_bytes(data))
+            self.set_model(model, info.version)
+            self.pacing.observe_version(info)
+            log.info("%s loaded model v%d", self.config.worker_id, info.version)
+            newer = self.client.latest_model(after_version=self.version, wait_seconds=0.0)
+            if newer is None or newer.version == self.version:
+                return
+            log.debug("%s: v%d was superseded by v%d while it downloaded; not scored", self.config.worker_id,
+                      self.version, newer.version)
 
     def set_model(self, model: torch.nn.Module, version: int) -> None:
         """Hold `model` as registry version `version`: the shard is scored anew under it at the next step."""
         self.model, self.version = model.to(self.config.device).eval(), version
         self._probs = self._embeddings = self._usable = None
+        self._fresh = set()
         self._wait = self.config.poll_seconds
 
     def _scores(self) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -187,8 +245,7 @@ class Selector:
         if not self.strategy.needs_model:
             return None, None
         if self._probs is None:
-            x = self.dataset.x_pool[self.indices]
-            probs, emb = predict_proba(self.model, x, device=self.config.device,
+            probs, emb = predict_proba(self.model, self._x, device=self.config.device,
                                        with_embeddings=self.strategy.needs_embeddings)
             usable = np.isfinite(probs).all(axis=1)
             if emb is not None:
@@ -209,6 +266,7 @@ class Selector:
                     self._taken[row] = True
             self._labeled_seq = s.labeled_through_seq
             if not s.more:
+                self.pacing.observe_labels(s.labeled_through_seq, self._clock())
                 return list(s.queued_item_ids), s.demand
 
     def _payload(self, row: int) -> Payload:

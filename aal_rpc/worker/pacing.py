@@ -1,0 +1,76 @@
+"""How many candidates a worker submits per model: what annotators will label from its shard before its next
+model, not all the room S has.
+
+Each candidate of a newer model evicts an older one from a full S, and annotators are served the newest model's
+candidates first. A worker that fills S's room at each version therefore submits capacity/k candidates a
+version while annotators label the few they reach before the next one; the rest are evicted unused. So a worker
+sizes a model's batch by the labels it expects before its next model: the label rate (L's sequence numbers over
+time) x the time between versions (the registry's publication times), its 1/k share of that, and a margin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from aal_rpc.types import ModelInfo
+
+MARGIN = 1.5  # a batch covers 1.5 version intervals: the next model's round, download and scoring may run late
+RATE_WINDOW = 10.0  # seconds of L's growth the label rate is measured over: the current pace, not the run's
+MIN_RATE_SPAN = 2.0  # seconds of observations before the rate is trusted
+INTERVAL_WEIGHT = 0.5  # weight of the newest version interval in its moving average (rounds lengthen as L grows)
+
+
+class Pacing:
+    """The label rate and the time between model versions, as a worker observes them, and the batch they imply.
+
+    Parameters
+    ----------
+    num_shards:
+        k: annotators' labels are shared among the k workers' shards.
+    margin:
+        The batch covers this many version intervals of labels.
+    """
+
+    def __init__(self, *, num_shards: int, margin: float = MARGIN):
+        self.num_shards = num_shards
+        self.margin = margin
+        self._seqs: deque[tuple[float, int]] = deque()  # (monotonic seconds, L's last seq then)
+        self._last_version: tuple[int, float] | None = None  # (version, created_at) of the newest version seen
+        self.interval: float | None = None  # seconds between versions (moving average)
+
+    def observe_labels(self, seq: int, now: float) -> None:
+        """L's last sequence number is `seq` at `now` (monotonic seconds)."""
+        self._seqs.append((now, seq))
+        while len(self._seqs) > 2 and self._seqs[1][0] <= now - RATE_WINDOW:
+            self._seqs.popleft()  # keep one observation at or before the window's start
+
+    @property
+    def rate(self) -> float | None:
+        """Labels per second over the last RATE_WINDOW seconds; None until MIN_RATE_SPAN seconds are observed."""
+        if len(self._seqs) < 2:
+            return None
+        (t0, s0), (t1, s1) = self._seqs[0], self._seqs[-1]
+        return (s1 - s0) / (t1 - t0) if t1 - t0 >= MIN_RATE_SPAN else None
+
+    def observe_version(self, info: ModelInfo) -> None:
+        """A version the registry published. The first one's round time stands in for the interval until a
+        second one is seen; versions a worker skipped count in the interval (it is per version published)."""
+        if self._last_version is None:
+            self.interval = info.metrics.get("train_seconds")
+        else:
+            version, created_at = self._last_version
+            if info.version <= version or info.created_at <= created_at:
+                return
+            gap = (info.created_at - created_at) / (info.version - version)
+            self.interval = gap if self.interval is None else \
+                INTERVAL_WEIGHT * gap + (1 - INTERVAL_WEIGHT) * self.interval
+        self._last_version = (info.version, info.created_at)
+
+    def batch(self) -> int | None:
+        """Candidates this worker should hold in S from its current model: its share of the labels expected before
+        the next model, times the margin; at least 1. None while the rate or the interval is unknown."""
+        rate = self.rate
+        if rate is None or self.interval is None:
+            return None
+        return max(1, math.ceil(self.margin * rate * self.interval / self.num_shards))
