@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aal_rpc.coordinator.core import CoordinatorConfig, EmbeddedCoordinator
+from aal_rpc.coordinator.embedded import CoordinatorConfig, EmbeddedCoordinator
 from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
 from aal_rpc.data import render_png
 from aal_rpc.coordinator.store import SqliteStore
@@ -66,7 +66,7 @@ def run(*, seconds: float = 10.0, items: int = 40_000, smoke: bool = False) -> d
         finally:
             sqlite.close()
     from aal_rpc.coordinator.pg_store import PostgresStore
-    from aal_rpc.coordinator.shared import SharedCoordinator
+    from aal_rpc.coordinator.postgres import SharedCoordinator
 
     with LocalPostgres(bindir) as server:
         shared = SharedCoordinator(PostgresStore(server.new_database(), pool_size=THREADS + 2), TASK, config)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.core import CoordinatorConfig
+from aal_rpc.coordinator.embedded import CoordinatorConfig
 from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
@@ -182,7 +182,7 @@ def test_the_annotator_is_the_one_its_token_names(tmp_path):
 def test_an_old_embedded_database_is_brought_up_to_date(tmp_path):
     """A data dir written before corrections and text items (labels.item_id UNIQUE, no text columns) opens with
     its labels and queries, and takes corrections."""
-    from aal_rpc.coordinator.core import EmbeddedCoordinator
+    from aal_rpc.coordinator.embedded import EmbeddedCoordinator
     from aal_rpc.coordinator.store import SqliteStore
 
     data = tmp_path / "data"

@@ -14,7 +14,7 @@ import pytest
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.client.annotation import LeasedQuery
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.core import CoordinatorConfig, EmbeddedCoordinator, ShardState
+from aal_rpc.coordinator.embedded import CoordinatorConfig, EmbeddedCoordinator, ShardState
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted,
                             Unavailable)
@@ -156,7 +156,7 @@ def _opener(kind, request, tmp_path):
             c = OverGrpc(create_coordinator_server("127.0.0.1:0", tmp_path / "data", task, config))
         elif kind == "postgresql":
             from aal_rpc.coordinator.pg_store import PostgresStore
-            from aal_rpc.coordinator.shared import SharedCoordinator
+            from aal_rpc.coordinator.postgres import SharedCoordinator
 
             c = SharedCoordinator(PostgresStore(url, pool_size=8), task, config, **({"clock": clock} if clock else {}))
         else:
@@ -595,7 +595,7 @@ def test_a_follower_waits_at_a_seq_an_open_transaction_holds_and_passes_it_once_
     import psycopg
 
     from aal_rpc.coordinator.pg_store import PostgresStore
-    from aal_rpc.coordinator.shared import SharedCoordinator
+    from aal_rpc.coordinator.postgres import SharedCoordinator
 
     url = postgres.new_database()
     c = SharedCoordinator(PostgresStore(url, pool_size=4), TASK, NO_POLL)

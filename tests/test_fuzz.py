@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from aal_rpc.chunking import iter_chunks, sha256_hex
 from aal_rpc.client import AnnotationClient, CoordinatorClient
-from aal_rpc.coordinator.core import EmbeddedCoordinator
+from aal_rpc.coordinator.embedded import EmbeddedCoordinator
 from aal_rpc.models import build_model
 from aal_rpc.proto.v1 import admin_pb2, annotation_pb2, common_pb2, selection_pb2, training_pb2
 from aal_rpc.serde import payload_to_proto, weights_to_bytes
@@ -85,7 +85,7 @@ def _build(descriptor, kw):
 def target(request, tmp_path_factory):
     """A coordinator on each backend: the embedded store, and the shared store on a real PostgreSQL server."""
     from aal_rpc.coordinator.app import create_coordinator_server
-    from aal_rpc.coordinator.core import CoordinatorConfig
+    from aal_rpc.coordinator.embedded import CoordinatorConfig
     store = request.getfixturevalue("postgres").new_database() if request.param == "postgresql" else None
     srv = create_coordinator_server("127.0.0.1:0", tmp_path_factory.mktemp("fuzz"), TASK,
                                     CoordinatorConfig(pool_capacity=64, lease_seconds=30), store=store)

@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aal_rpc.coordinator.contract import Coordinator
-from aal_rpc.coordinator.core import CoordinatorConfig, EmbeddedCoordinator
+from aal_rpc.coordinator.embedded import CoordinatorConfig, EmbeddedCoordinator
 from aal_rpc.coordinator.decoding import RequestDecodingInterceptor
 from aal_rpc.coordinator.metrics import CoordinatorMetrics
 from aal_rpc.coordinator.servicers import (UPLOAD_THREADS, AdminServicer, AnnotationServicer, SelectionServicer,
@@ -72,7 +72,7 @@ def open_coordinator(store: str | None, data_dir: Path | None, task: Task, confi
     coordinator that several replicas can run at once."""
     if is_database_url(store):
         from aal_rpc.coordinator.pg_store import PostgresStore
-        from aal_rpc.coordinator.shared import SharedCoordinator
+        from aal_rpc.coordinator.postgres import SharedCoordinator
 
         pg = PostgresStore(store)
         try:

@@ -1,7 +1,7 @@
 """What every coordinator offers the servicers, and what each method guarantees.
 
-Two implementations hold to it: `core.Coordinator` (the embedded store: pools in memory, written through
-to SQLite) and `shared.SharedCoordinator` (the PostgreSQL store: every operation a transaction, any number
+Two implementations hold to it: `embedded.Coordinator` (the embedded store: pools in memory, written through
+to SQLite) and `postgres.SharedCoordinator` (the PostgreSQL store: every operation a transaction, any number
 of replicas). The servicers are typed against this Protocol and use nothing else, and the behavioural suite
 (tests/test_coordinator_contract.py) runs against both, directly and over gRPC. Errors are aal_rpc.errors
 exceptions; the servicers map them to gRPC statuses. The pool rules both apply are rules.py's.
@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
 
-from aal_rpc.coordinator.core import CoordinatorConfig, ItemView, ShardState, Stats, SubmitOutcome
+from aal_rpc.coordinator.embedded import CoordinatorConfig, ItemView, ShardState, Stats, SubmitOutcome
 from aal_rpc.coordinator.signals import Signals
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task
 
@@ -94,7 +94,7 @@ class Coordinator(Protocol):
 
     def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True, latest_only: bool = False,
                       is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
-        """`read_labels` page after page (core.follow_records). With `follow`, MUST keep waiting on
+        """`read_labels` page after page (embedded.follow_records). With `follow`, MUST keep waiting on
         `signals.labels` for new records while `is_active()`."""
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:

@@ -20,7 +20,7 @@ The database is the only authority; a replica keeps nothing in memory but caches
 - every write that can end a long poll sends NOTIFY aal_events; each replica LISTENs and wakes its waiters.
 
 It applies the pool rules of rules.py inside its transactions; the shared-database coordinator
-(aal_rpc/coordinator/shared.py) is built on its atomic operations.
+(aal_rpc/coordinator/postgres.py) is built on its atomic operations.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The coordinator for a shared PostgreSQL store: any number of replicas serve the same pools.
 
-It offers exactly what the embedded Coordinator (core.py) offers to the servicers, but keeps no pool state
+It offers exactly what the embedded Coordinator (embedded.py) offers to the servicers, but keeps no pool state
 in memory: every operation is a transaction in the database (pg_store.py says how the invariants hold
 across replicas), and long polls wake on the database's notifications, whichever replica made the change.
 Synchronous mode (rounds gated on a model) needs one coordinator and stays with the embedded store.
@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from aal_rpc.chunking import iter_chunks, sha256_hex
 from aal_rpc.coordinator import rules
-from aal_rpc.coordinator.core import (SHARD_PAGE, CoordinatorConfig, ItemView, Observer, ShardState, Stats,
+from aal_rpc.coordinator.embedded import (SHARD_PAGE, CoordinatorConfig, ItemView, Observer, ShardState, Stats,
                                       SubmitOutcome, follow_records)
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
 from aal_rpc.coordinator.registry import BlobCache, RegistryBase, wait_newer
