@@ -14,8 +14,9 @@ from pathlib import Path
 
 import click
 
-from benchmarks import (annotators, cluster_margin_scale, cnn_vs_textbook, growth, labelstudio_sync,
-                        model_distribution, scale_sim, store_backends, web_latency, worker_scoring)
+from benchmarks import (annotators, capacity, cluster_margin_scale, cnn_vs_textbook, growth, held_open,
+                        labelstudio_sync, model_distribution, scale_sim, store_backends, web_latency, work_per_label,
+                        worker_scoring)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +39,7 @@ BENCHMARKS = {
     "annotators": lambda smoke: annotators.run(seconds=3 if smoke else 15, smoke=smoke,
                                                items=20_000 if smoke else 200_000),
     "model_distribution": lambda smoke: model_distribution.run(smoke=smoke, repeats=1 if smoke else 3),
-    "worker_scoring": lambda smoke: worker_scoring.run(smoke=smoke, repeats=1 if smoke else 3),
+    "worker_scoring": lambda smoke: worker_scoring.run(smoke=smoke, repeats=1 if smoke else 5),
     "cluster_margin": lambda smoke: {"rows": cluster_margin_scale.run(
         [2000] if smoke else [10_000, 50_000, 100_000], 32 if smoke else 512, 100 if smoke else 1000)},
     "scale_sim": lambda smoke: scale_sim.run(smoke=smoke),
@@ -47,6 +48,9 @@ BENCHMARKS = {
     "cnn_vs_textbook": lambda smoke: cnn_vs_textbook.run(smoke=smoke),
     "web_latency": lambda smoke: web_latency.run(smoke=smoke),
     "labelstudio_sync": lambda smoke: labelstudio_sync.run(smoke=smoke),
+    "work_per_label": lambda smoke: work_per_label.run(smoke=smoke),
+    "held_open": lambda smoke: held_open.run(smoke=smoke),
+    "capacity": lambda smoke: capacity.run(smoke=smoke),
 }
 
 
@@ -126,6 +130,12 @@ def table(results: dict) -> str:
         rows.append(f"| 11b | queries the Label Studio bridge keeps in sync as S changes (window {s['window']}) | "
                     f"{s['sync_queries_per_second']:.0f}/s | Label Studio's bulk import "
                     f"{s['import_tasks_per_second']:.0f} tasks/s | {s['sync_over_import']:.2f} | – | – |")
+    if "work_per_label" in r:
+        rows.extend(work_per_label.rows(r["work_per_label"]))
+    if "held_open" in r:
+        rows.extend(held_open.rows(r["held_open"]))
+    if "capacity" in r:
+        rows.extend(capacity.rows(r["capacity"]))
     return "\n".join(rows)
 
 
