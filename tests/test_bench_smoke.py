@@ -37,4 +37,5 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
         h["held"]["downloads"] + h["held"]["reflection_streams"]
     assert h["unauthenticated_reflection"]["refused"] == h["unauthenticated_reflection"]["attempted"] > 0
     assert any(step["wait"]["count"] > 0 for step in b["capacity"]["steps"])
+    assert b["work_per_label"]["labels"] > 0
     assert "| 1 |" in (tmp_path / "results.md").read_text()
