@@ -127,7 +127,7 @@ def whoami():
         server = create_server(interceptors=[TokenAuthInterceptor(tokens)])
         server.add_generic_rpc_handlers((
             grpc.method_handlers_generic_handler("aal.v1.AnnotationService", handlers),
-            grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Who": handlers["Who"]})))
+            grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": handlers["Who"]})))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         return server, port
@@ -155,7 +155,7 @@ def test_the_servicer_learns_the_callers_role_and_identity(whoami):
     assert upload(iter([b"", b""]), metadata=_as("alice-token"), timeout=10) == \
         b"Principal(role='annotator', identity='alice')|Principal(role='annotator', identity='alice')"
     # A call that needs no token has no caller: none lingers from the calls before.
-    assert whoami.unary_unary("/grpc.health.v1.Health/Who")(b"", timeout=10) == b"None"
+    assert whoami.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10) == b"None"
     assert current_caller() is None
 
 
