@@ -100,6 +100,14 @@ class Coordinator(Protocol):
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         """(0, "") and a recorded claim, or (seconds to wait, why): coordinator/rounds.py decides."""
 
+    def spool(self) -> BinaryIO:
+        """A temporary file for an upload's weights while they arrive, where this coordinator keeps uploads in
+        progress; removed when closed. MUST NOT block."""
+
+    def check_upload(self, *, size_bytes: int, server_id: str, trained_seq: int, num_labels: int, architecture: str,
+                     metrics: dict[str, float]) -> None:
+        """Refuse an upload header that `receive_model` would refuse, before a byte of its weights is read."""
+
     def receive_model(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, server_id: str,
                       trained_seq: int, num_labels: int, architecture: str, metrics: dict[str, float]) -> ModelInfo:
         """Publish streamed weights as a new version. MUST check the header before reading a byte, MUST hold at

@@ -16,8 +16,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from aal_rpc.coordinator import corrections, rules
+from aal_rpc.coordinator.layout import spool_file
 from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry, wait_newer
 from aal_rpc.coordinator.rounds import RoundClaim, decide
@@ -488,12 +490,20 @@ class EmbeddedCoordinator:
                 self._rounds[server_id] = RoundClaim(server_id, num_labels, now, round_seconds)
         return wait, why
 
-    def receive_model(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, server_id: str,
-                      trained_seq: int, num_labels: int, architecture: str, metrics: dict[str, float]) -> ModelInfo:
-        """Check an upload's header, stream its weights into the registry and publish them as a new version."""
+    def spool(self) -> BinaryIO:
+        return spool_file(self.store.layout.models)
+
+    def check_upload(self, *, size_bytes: int, server_id: str, trained_seq: int, num_labels: int, architecture: str,
+                     metrics: dict[str, float]) -> None:
         check_publish(self.task, server_id=server_id, architecture=architecture, trained_seq=trained_seq,
                       num_labels=num_labels, metrics=metrics, last_seq=self._last_seq, size=size_bytes,
                       max_bytes=self.config.max_weight_bytes)
+
+    def receive_model(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, server_id: str,
+                      trained_seq: int, num_labels: int, architecture: str, metrics: dict[str, float]) -> ModelInfo:
+        """Check an upload's header, stream its weights into the registry and publish them as a new version."""
+        self.check_upload(size_bytes=size_bytes, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
+                          architecture=architecture, metrics=metrics)
         info = self.registry.receive(
             chunks, size_bytes=size_bytes, sha256=sha256, max_bytes=self.config.max_weight_bytes,
             info=ModelInfo(version=0, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,

@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 UPLOAD_PREFIX, UPLOAD_SUFFIX = "upload-", ".tmp"
 
@@ -40,3 +42,9 @@ class DataDir:
 
 def blob_name(version: int) -> str:
     return f"v{version:08d}.safetensors"
+
+
+def spool_file(folder: Path | None) -> BinaryIO:
+    """A temporary file for an upload in progress, in `folder` (None: the system's temporary folder), named as
+    `DataDir.partial_uploads` finds them and removed when closed."""
+    return tempfile.NamedTemporaryFile(dir=folder, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)

@@ -115,6 +115,8 @@ class _MetricsHTTPServer6(_MetricsHTTPServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 10  # seconds a connection may sit idle: an idle one would otherwise hold its thread for good
+
     def log_message(self, format, *args):  # noqa: A002 - one line per scrape on stderr is noise
         pass
 

@@ -16,7 +16,8 @@ from typing import BinaryIO
 from aal_rpc.chunking import iter_chunks, sha256_hex
 from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.embedded import (SHARD_PAGE, CoordinatorConfig, ItemView, Observer, ShardState, Stats,
-                                      SubmitOutcome, follow_records)
+                                          SubmitOutcome, follow_records)
+from aal_rpc.coordinator.layout import spool_file
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
 from aal_rpc.coordinator.registry import BlobCache, RegistryBase, wait_newer
 from aal_rpc.coordinator.signals import KINDS, Signals, long_poll
@@ -185,11 +186,20 @@ class SharedCoordinator:
         check_begin_round(server_id, num_labels, round_seconds, last_seq=self.store.last_seq())
         return self.store.begin_round(server_id=server_id, num_labels=num_labels, round_seconds=round_seconds)
 
-    def receive_model(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, server_id: str,
-                      trained_seq: int, num_labels: int, architecture: str, metrics: dict[str, float]) -> ModelInfo:
+    def spool(self) -> BinaryIO:
+        return spool_file(None)
+
+    def check_upload(self, *, size_bytes: int, server_id: str, trained_seq: int, num_labels: int, architecture: str,
+                     metrics: dict[str, float]) -> None:
         check_publish(self.task, server_id=server_id, architecture=architecture, trained_seq=trained_seq,
                       num_labels=num_labels, metrics=metrics, last_seq=self.store.last_seq(), size=size_bytes,
                       max_bytes=self.config.max_weight_bytes)
+
+    def receive_model(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, server_id: str,
+                      trained_seq: int, num_labels: int, architecture: str, metrics: dict[str, float]) -> ModelInfo:
+        """Check an upload's header, stream its weights into the registry and publish them as a new version."""
+        self.check_upload(size_bytes=size_bytes, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
+                          architecture=architecture, metrics=metrics)
         info = self.registry.receive(
             chunks, size_bytes=size_bytes, sha256=sha256, max_bytes=self.config.max_weight_bytes,
             info=ModelInfo(version=0, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,

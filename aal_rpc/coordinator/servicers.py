@@ -13,7 +13,7 @@ import collections
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -41,8 +41,8 @@ DEFAULT_MODELS_PAGE = 100  # registry entries per ListModels answer (each at mos
 MAX_MODELS_PAGE = 500
 LABELS_PAGE = 256  # records of L read from the store per step of a StreamLabels / ExportLabels call
 FOLLOW_RECHECK_SECONDS = 30.0  # a follow stream with nothing new looks again this often (signals wake it sooner)
-UPLOAD_THREADS = 4  # uploads in flight at once (weights go to disk as they arrive); more wait their turn
-UPLOAD_CHUNK_SECONDS = 60.0  # an uploader silent this long between chunks is given up
+UPLOAD_THREADS = 4  # threads that write uploads' chunks to their spools and hand finished uploads over
+DISPATCH_MISSES = 4  # lease tries that find nothing before a pass over the waiting long polls ends
 
 _STATUS = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -175,9 +175,11 @@ class _Waiter:
 class _LeaseQueue:
     """Long polls for a query, answered in arrival order.
 
-    When S changes, one dispatcher tries the waiters one at a time, oldest first, until a try finds nothing
-    (that waiter goes to the back, so an item another annotator deferred does not block the rest): a new item
-    costs one lease attempt, not one per waiting call. The dispatcher runs while anyone waits.
+    When S changes (or the signals' safety net wakes it), one dispatcher makes a pass over the waiters, oldest
+    first, without reordering them: each try that finds an item answers that waiter. A try that finds nothing
+    moves on to the next waiter (an item the older waiter deferred still goes to a younger one), and a pass ends
+    after DISPATCH_MISSES such tries, so an empty S costs a few lease attempts per change, not one per waiting
+    call. The dispatcher runs while anyone waits.
     """
 
     def __init__(self, servicer: AnnotationServicer):
@@ -190,26 +192,41 @@ class _LeaseQueue:
         self._waiting.append(waiter)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.ensure_future(self._dispatch())
+        delivered = False
         try:
-            return await asyncio.wait_for(waiter.answer, wait_seconds)
-        except TimeoutError:
-            return None
+            try:
+                q = await asyncio.wait_for(waiter.answer, wait_seconds)
+            except TimeoutError:
+                return None
+            if q is not None and _caller_left():
+                # the answer came as the caller left; asyncio.wait_for returns it rather than raise (< 3.12)
+                raise asyncio.CancelledError
+            delivered = True
+            return q
         finally:
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
+            answer = waiter.answer
+            if not delivered and answer.done() and not answer.cancelled() and answer.exception() is None \
+                    and answer.result() is not None:
+                # taken for a poll that timed out or left at that moment: straight back to S
+                self._s._executor.submit(self._s._give_back_now, annotator, answer.result())
 
     async def _dispatch(self) -> None:
         c, signal = self._s.c, self._s.c.signals.queries
         while self._waiting and not c.closing:
             since = signal.generation()
-            for _ in range(len(self._waiting)):
-                if not self._waiting:
+            misses = 0
+            for waiter in list(self._waiting):  # oldest first; a waiter that left meanwhile is skipped
+                if misses >= DISPATCH_MISSES:
                     break
-                waiter = self._waiting[0]
+                if waiter.answer.done():
+                    continue
                 try:
                     q = await self._s._try_lease(waiter.annotator, waiter.lease_seconds)
                 except Exception as exc:  # noqa: BLE001 - the store failed (UNAVAILABLE, say): that poll answers it
-                    self._waiting.popleft()
+                    if waiter in self._waiting:
+                        self._waiting.remove(waiter)
                     if not waiter.answer.done():
                         waiter.answer.set_exception(exc)
                     continue
@@ -218,14 +235,21 @@ class _LeaseQueue:
                         await self._s._give_back(waiter.annotator, q)
                     continue
                 if q is None:
-                    self._waiting.rotate(-1)
-                    break
-                self._waiting.popleft()
+                    misses += 1
+                    continue
+                self._waiting.remove(waiter)
                 waiter.answer.set_result(q)
             await signal.wait_async(since, FOLLOW_RECHECK_SECONDS)
         for waiter in self._waiting:  # closing: every poll answers "nothing"
             if not waiter.answer.done():
                 waiter.answer.set_result(None)
+
+
+def _caller_left() -> bool:
+    """Whether the current call's task has been asked to stop (its caller left) though no CancelledError came."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
+    return bool(cancelling and cancelling())
 
 
 class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceServicer):
@@ -252,9 +276,12 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
             q = await self._queue.wait(annotator, request.lease_seconds, wait)
         if q is None:
             return annotation_pb2.LeaseQueryResponse(found=False)
-        # a caller that leaves before the answer reaches it must not hold the item: it goes straight back to S
-        context.add_done_callback(lambda ctx: ctx.cancelled() and self._executor.submit(self._give_back_now,
-                                                                                         annotator, q))
+        if _caller_left():  # a caller that has left must not hold the item: it goes straight back to S
+            self._executor.submit(self._give_back_now, annotator, q)
+            raise asyncio.CancelledError
+        # (grpc.aio's context.cancelled() stays False for a call its client cancelled, so a done callback cannot
+        # tell a lost answer from a delivered one; an answer lost on the wire after this point is held until
+        # its lease expires)
         return annotation_pb2.LeaseQueryResponse(found=True, query=annotation_pb2.Query(
             item_id=q.item_id, lease_id=q.lease_id, deadline_unix=q.deadline,
             payload=serde.payload_to_proto(q.payload), provenance=serde.provenance_to_proto(q.provenance)))
@@ -311,36 +338,30 @@ class TrainingServicer(_Servicer, training_pb2_grpc.TrainingServiceServicer):
 
     @unary
     async def UploadModel(self, request_iterator, context):
+        """The header is checked before a byte of weights is read. The weights are then spooled to a temporary
+        file as they arrive (no thread waits on the uploader, however slowly it sends), and only once all have
+        come are they handed to the coordinator, which checks and publishes them from that file."""
         first = await _next(request_iterator)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("an upload must start with its header")
         h = first.header
+        header = dict(size_bytes=h.size_bytes, server_id=h.server_id, trained_seq=h.trained_seq,
+                      num_labels=h.num_labels, architecture=h.architecture, metrics=dict(h.metrics))
+        await self._run(self.c.check_upload, **header)
         loop = asyncio.get_running_loop()
-        reading: list[asyncio.Future] = []
-
-        def chunks() -> Iterator[bytes]:  # runs on an upload thread: each chunk is awaited on the event loop
-            while True:
-                pending = asyncio.run_coroutine_threadsafe(_next(request_iterator), loop)
-                reading[:] = [pending]
-                try:
-                    msg = pending.result(timeout=UPLOAD_CHUNK_SECONDS)
-                except Exception:  # noqa: BLE001 - cancelled, timed out, or the stream broke: publish nothing
-                    raise InvalidArgument("upload cancelled or stalled") from None
-                if msg is None:
-                    return
+        with self.c.spool() as spool:
+            received = 0
+            while (msg := await _next(request_iterator)) is not None:
                 if msg.WhichOneof("part") != "chunk":
                     raise InvalidArgument("only chunks may follow the header")
-                yield msg.chunk
-
-        receive = functools.partial(
-            self.c.receive_model, chunks(), size_bytes=h.size_bytes, sha256=h.sha256, server_id=h.server_id,
-            trained_seq=h.trained_seq, num_labels=h.num_labels, architecture=h.architecture, metrics=dict(h.metrics))
-        try:
-            info = await loop.run_in_executor(self._uploads, receive)
-        except asyncio.CancelledError:  # the uploader left: end the read the upload thread waits on
-            for pending in reading:
-                pending.cancel()
-            raise
+                received += len(msg.chunk)
+                if received > h.size_bytes:  # bounds the spool; receive_model makes every other check
+                    raise InvalidArgument(f"stream carries more than the announced {h.size_bytes} bytes")
+                await loop.run_in_executor(self._uploads, spool.write, msg.chunk)
+            spool.seek(0)
+            chunks = iter(functools.partial(spool.read, CHUNK_BYTES), b"")
+            info = await loop.run_in_executor(self._uploads, functools.partial(
+                self.c.receive_model, chunks, sha256=h.sha256, **header))
         return training_pb2.UploadModelResponse(model=serde.model_info_to_proto(info))
 
     @unary
@@ -365,16 +386,18 @@ class _DownloadStreams:
     def __init__(self, servicer: _Servicer, keep: int = 2):
         self._s = servicer
         self._keep = keep
-        self._streams: dict[int, asyncio.Future] = {}
+        self._streams: collections.OrderedDict[int, asyncio.Future] = collections.OrderedDict()
 
     def get(self, info: ModelInfo, data: bytes) -> asyncio.Future:
-        """The version's messages (its info with the CRC-32, then its chunks); prepared on the pool, once."""
+        """The version's messages (its info with the CRC-32, then its chunks); prepared on the pool, once. The
+        `keep` versions downloaded last are kept (an older version asked for again is not serialized anew)."""
         stream = self._streams.get(info.version)
         if stream is None or (stream.done() and stream.exception() is not None):
             stream = asyncio.ensure_future(self._s._run(_serialized_download, info, data))
             self._streams[info.version] = stream
-            for version in sorted(self._streams)[:-self._keep]:
-                del self._streams[version]
+        self._streams.move_to_end(info.version)
+        while len(self._streams) > self._keep:
+            self._streams.popitem(last=False)
         return stream
 
 
@@ -411,7 +434,9 @@ class SelectionServicer(_Servicer, selection_pb2_grpc.SelectionServiceServicer):
         if request.version < 0:
             raise InvalidArgument("version must be non-negative")
         info, data = await self._run(self.c.read_model, request.version)
-        for message in await self._downloads.get(info, data):
+        stream = self._downloads.get(info, data)
+        del data  # a slow reader holds the shared serialized messages, not a blob of its own too
+        for message in await stream:
             yield message
 
 
