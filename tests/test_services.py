@@ -13,7 +13,7 @@ from aal_rpc.proto.v1 import (annotation_pb2, annotation_pb2_grpc, selection_pb2
                               training_pb2_grpc)
 from aal_rpc.serde import weights_to_bytes
 from aal_rpc.types import Payload
-from tests.conftest import TASK, code_of
+from tests.conftest import TASK, code_of, wait_until
 
 
 @pytest.fixture
@@ -91,8 +91,7 @@ def test_expired_lease_gets_failed_precondition(env):
     short = AnnotationClient(address, "carol", lease_seconds=0.2, retry_for=1.0)
     queue_items(client, ["5"])
     q = short.lease()
-    import time
-    time.sleep(0.4)
+    assert wait_until(lambda: client.stats().leased == 0, timeout=10)  # the lease expired and its item returned
     assert code_of(lambda: short.submit(q, 1)) == grpc.StatusCode.FAILED_PRECONDITION
     short.close()
     assert client.stats().labeled == 0
