@@ -13,23 +13,21 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from aal_rpc.coordinator import corrections, rules
-from aal_rpc.coordinator.layout import spool_file
+from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry, wait_newer
 from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.signals import Signal, Signals, long_poll
-from aal_rpc.chunking import iter_chunks, sha256_hex
 from aal_rpc.coordinator.store import SqliteStore, StoredState
 from aal_rpc.coordinator.sync_rounds import SyncRounds
 from aal_rpc.coordinator.validation import (DEFAULT_DEFER_SECONDS, check_begin_round, check_candidates,
                                             check_correction, check_id, check_label, check_lease_request,
-                                            check_publish, check_release, check_renew, check_shard_request,
+                                            check_release, check_renew, check_shard_request,
                                             check_wait)
 from aal_rpc.errors import InvalidArgument, NotFound, Unavailable
 from aal_rpc.serde import weight_spec
@@ -139,7 +137,7 @@ class Observer:
     def model_published(self, server_id: str) -> None: ...
 
 
-class EmbeddedCoordinator:
+class EmbeddedCoordinator(Publishing):
     """The coordinator on the embedded store (contract.Coordinator): pools in memory, written through to SQLite."""
 
     # in memory, their writes queued without waiting for them (a failed one makes the reaper resync)
@@ -149,6 +147,7 @@ class EmbeddedCoordinator:
                  observer: Observer | None = None, *, clock: Callable[[], float] = time.time):
         self.observer = observer or Observer()
         self.store = store
+        self._upload_folder = store.layout.models
         self.config = config
         self.task = task
         self.signals = Signals(config.poll_seconds)
@@ -490,36 +489,15 @@ class EmbeddedCoordinator:
                 self._rounds[server_id] = RoundClaim(server_id, num_labels, now, round_seconds)
         return wait, why
 
-    def spool(self) -> BinaryIO:
-        return spool_file(self.store.layout.models)
+    def _last_seq_now(self) -> int:
+        return self._last_seq
 
-    def check_upload(self, *, size_bytes: int, server_id: str, trained_seq: int, num_labels: int, architecture: str,
-                     metrics: dict[str, float]) -> None:
-        check_publish(self.task, server_id=server_id, architecture=architecture, trained_seq=trained_seq,
-                      num_labels=num_labels, metrics=metrics, last_seq=self._last_seq, size=size_bytes,
-                      max_bytes=self.config.max_weight_bytes)
-
-    def receive_model(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, server_id: str,
-                      trained_seq: int, num_labels: int, architecture: str, metrics: dict[str, float]) -> ModelInfo:
-        """Check an upload's header, stream its weights into the registry and publish them as a new version."""
-        self.check_upload(size_bytes=size_bytes, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
-                          architecture=architecture, metrics=metrics)
-        info = self.registry.receive(
-            chunks, size_bytes=size_bytes, sha256=sha256, max_bytes=self.config.max_weight_bytes,
-            info=ModelInfo(version=0, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
-                           architecture=architecture, metrics=dict(metrics)))
+    def _published(self, server_id: str) -> None:
         with self._lock:
             self._rounds.pop(server_id, None)  # its round is over
             self.observer.model_published(server_id)
         if self._sync is not None:
             self.signals.queries.fire()  # a new model may open the next round
-        log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)
-        return info
-
-    def publish_model(self, *, data: bytes, sha256: str | None = None, **header) -> ModelInfo:
-        """`receive_model` for weights already in memory (in-process callers)."""
-        return self.receive_model(iter_chunks(data), size_bytes=len(data), sha256=sha256 or sha256_hex(data),
-                                  **header)
 
     # -- workers (selectors) --------------------------------------------------------------------------
 

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from aal_rpc.chunking import iter_chunks, sha256_hex
 from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.embedded import (SHARD_PAGE, CoordinatorConfig, ItemView, Observer, ShardState, Stats,
                                           SubmitOutcome, follow_records)
-from aal_rpc.coordinator.layout import spool_file
+from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
 from aal_rpc.coordinator.registry import BlobCache, RegistryBase, wait_newer
 from aal_rpc.coordinator.signals import KINDS, Signals, long_poll
 from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_correction, check_id,
-                                            check_label, check_lease_request, check_publish, check_release,
+                                            check_label, check_lease_request, check_release,
                                             check_renew, check_shard_request, check_wait)
 from aal_rpc.errors import InvalidArgument, NotFound
 from aal_rpc.serde import WeightSpec
@@ -58,7 +57,7 @@ class SharedRegistry(RegistryBase):
         return stored
 
 
-class SharedCoordinator:
+class SharedCoordinator(Publishing):
     inline = frozenset()  # every operation is a database transaction
     def __init__(self, store: PostgresStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
                  observer: Observer | None = None, *, clock: Callable[[], float] = time.time):
@@ -68,6 +67,7 @@ class SharedCoordinator:
 
         self.observer = observer or Observer()
         self.store = store
+        self._upload_folder = None  # no data dir: the system's temporary folder
         self.config = config
         self.task = task
         stored = store.load_task()
@@ -186,32 +186,12 @@ class SharedCoordinator:
         check_begin_round(server_id, num_labels, round_seconds, last_seq=self.store.last_seq())
         return self.store.begin_round(server_id=server_id, num_labels=num_labels, round_seconds=round_seconds)
 
-    def spool(self) -> BinaryIO:
-        return spool_file(None)
+    def _last_seq_now(self) -> int:
+        return self.store.last_seq()
 
-    def check_upload(self, *, size_bytes: int, server_id: str, trained_seq: int, num_labels: int, architecture: str,
-                     metrics: dict[str, float]) -> None:
-        check_publish(self.task, server_id=server_id, architecture=architecture, trained_seq=trained_seq,
-                      num_labels=num_labels, metrics=metrics, last_seq=self.store.last_seq(), size=size_bytes,
-                      max_bytes=self.config.max_weight_bytes)
-
-    def receive_model(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, server_id: str,
-                      trained_seq: int, num_labels: int, architecture: str, metrics: dict[str, float]) -> ModelInfo:
-        """Check an upload's header, stream its weights into the registry and publish them as a new version."""
-        self.check_upload(size_bytes=size_bytes, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
-                          architecture=architecture, metrics=metrics)
-        info = self.registry.receive(
-            chunks, size_bytes=size_bytes, sha256=sha256, max_bytes=self.config.max_weight_bytes,
-            info=ModelInfo(version=0, server_id=server_id, trained_seq=trained_seq, num_labels=num_labels,
-                           architecture=architecture, metrics=dict(metrics)))
+    def _published(self, server_id: str) -> None:
         self.observer.model_published(server_id)
         self.signals.models.fire()  # at once here; other replicas hear of it by NOTIFY
-        log.info("model v%d from %s: %d labels, metrics %s", info.version, server_id, num_labels, metrics)
-        return info
-
-    def publish_model(self, *, data: bytes, sha256: str | None = None, **header) -> ModelInfo:
-        return self.receive_model(iter_chunks(data), size_bytes=len(data), sha256=sha256 or sha256_hex(data),
-                                  **header)
 
     # -- workers (selectors) --------------------------------------------------------------------------
 
