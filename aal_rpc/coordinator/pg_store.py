@@ -110,6 +110,48 @@ SCHEMA = [
     "ON CONFLICT DO NOTHING",
 ]
 
+# Recording a label, server side: one statement, so one round trip and one transaction (autocommit) per label, its
+# statements' plans cached per connection. Created with the schema (CREATE OR REPLACE, under SCHEMA_LOCK), so every
+# replica's database has the version its code calls. In order, as `record_label` describes: the pool lock shared
+# (before the row, as offers take it), the query row locked by its lease id (this gives the transaction its id,
+# asked for again to be sure, before the seq is taken: see `_settled_through`), then the move into L. The move is
+# made only where the held lease passes rules.check_held: the same item, the same annotator, a deadline after now.
+# The function returns what the rule needs to say why not otherwise (the held lease as locked), and the record of a
+# submission of this lease that committed before (a retry), looked up after the row lock.
+LABEL_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION aal_record_label(p_lease TEXT, p_item TEXT, p_label INTEGER, p_owner TEXT,
+                                            p_now DOUBLE PRECISION)
+RETURNS TABLE (held_item TEXT, held_owner TEXT, held_deadline DOUBLE PRECISION, seq BIGINT, strategy TEXT,
+               done_item TEXT)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    h RECORD;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared({POOL_LOCK});
+    SELECT q.item_id, q.lease_owner, q.lease_deadline, pg_current_xact_id() INTO h
+        FROM queries q WHERE q.lease_id = p_lease FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT NULL::text, NULL::text, NULL::float8, l.seq, l.strategy, l.item_id
+            FROM labels l WHERE l.lease_id = p_lease;
+    ELSIF h.item_id = p_item AND h.lease_owner = p_owner AND h.lease_deadline > p_now THEN
+        -- one statement: its parts share a snapshot, so the insert reads the row it deletes
+        RETURN QUERY WITH moved AS (
+                INSERT INTO labels ({{columns}})
+                SELECT nextval('label_seq'), q.item_id, q.lease_id, p_label, p_owner, q.queued_at, q.leased_at, p_now,
+                       q.worker_id, q.strategy, q.model_version, q.score, 0, q.cluster, q.tensor, q.dtype, q.shape,
+                       q.image_png, q.text
+                FROM queries q WHERE q.item_id = p_item RETURNING labels.seq, labels.strategy),
+            gone AS (DELETE FROM queries WHERE item_id = p_item),
+            undeferred AS (DELETE FROM deferrals WHERE item_id = p_item)
+            SELECT h.item_id, h.lease_owner, h.lease_deadline, moved.seq, moved.strategy, NULL::text
+            FROM moved, pg_notify('{{channel}}', 'labels');
+    ELSE
+        RETURN QUERY SELECT h.item_id, h.lease_owner, h.lease_deadline, NULL::bigint, NULL::text, NULL::text;
+    END IF;
+END
+$fn$"""
+
 # "available": not leased, or leased past its deadline (an expired lease needs no reaper to end it)
 _AVAILABLE = "(lease_id IS NULL OR lease_deadline <= %(now)s)"
 
@@ -165,8 +207,10 @@ class PostgresStore:
         # just as its label commits while a worker's refresh deletes the row): all worth retrying
         self._lost = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
         self.url = url
+        # Autocommit connections: a one-statement operation is its own transaction (one round trip, where BEGIN and
+        # COMMIT would add two); operations of several statements open one explicitly (`_tx`).
         self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, timeout=CONNECTION_WAIT,
-                                                 open=False)
+                                                 kwargs={"autocommit": True}, open=False)
         try:
             self._pool.open(wait=True, timeout=connect_timeout)
         except psycopg_pool.PoolTimeout as exc:
@@ -177,6 +221,7 @@ class PostgresStore:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # replicas starting together
             for statement in SCHEMA:
                 cur.execute(statement)
+            cur.execute(LABEL_FUNCTION.format(columns=LABEL_INSERT_COLUMNS, channel=CHANNEL))
         self._gaps: dict[int, list[str]] = {}  # seq -> ids of the transactions in progress when its gap was seen
         self._holes: set[int] = set()  # seqs known never to commit (their transaction failed): one per failure
         self._gaps_lock = threading.Lock()
@@ -192,9 +237,17 @@ class PostgresStore:
         """A cursor in one transaction: committed when the block ends, rolled back if it raises. Losing the
         database becomes Unavailable (UNAVAILABLE, which clients retry); a write whose commit was cut off is
         recognised when retried (lease ids are unique in L)."""
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection in autocommit mode (each statement outside a transaction block commits on its own),
+        back in the pool when the block ends, an open transaction rolled back if it raises. Losing the database
+        becomes Unavailable."""
         try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
-                yield cur
+            with self._pool.connection() as conn:
+                yield conn
         except self._lost as exc:
             raise Unavailable(f"the database is unavailable or aborted the transaction, retry: "
                               f"{str(exc).strip()[:200]}") from exc
@@ -241,8 +294,9 @@ class PostgresStore:
             (task.to_json(),)))
 
     def _execute(self, sql: str, args: tuple = ()) -> None:
-        with self._tx() as cur:
-            cur.execute(sql, args)
+        """One statement, its own transaction (autocommit): one round trip."""
+        with self._connection() as conn:
+            conn.execute(sql, args)
 
     def _write_candidates(self, cur, rows: list[tuple[Candidate, float]], evicted: list[str]) -> None:
         if evicted:
@@ -337,11 +391,11 @@ class PostgresStore:
         and whether it stopped only because it looked at `limit` seqs (more may be settled beyond).
 
         Why a gap can be passed: a transaction that records a label takes its transaction id before it takes a
-        seq (`_take_seq`, `_locked_lease`). Say a statement's snapshot sees seq h committed but not g < h. The
-        holder of g took g, so its id, before h was taken, so before h's transaction committed, so before that snapshot: it is in the
-        snapshot's in-progress list or ended before it; ended and committed would make g visible. So once every id
-        in the in-progress list of the first snapshot that showed the gap has ended, g is visible to any later
-        statement or never will be. Ids are remembered per gap (`_gaps`), so passing a gap never waits for
+        seq (`_take_seq`, `_locked_lease`, LABEL_FUNCTION). Say a statement's snapshot sees seq h committed but not
+        g < h. The holder of g took g, so its id, before h was taken, so before h's transaction committed, so before
+        that snapshot: it is in the snapshot's in-progress list or ended before it; ended and committed would make g
+        visible. So once every id in the in-progress list of the first snapshot that showed the gap has ended, g is
+        visible to any later statement or never will be. Ids are remembered per gap (`_gaps`), so passing a gap never waits for
         transactions that began after it was seen; passed gaps are remembered too (`_holes`).
         """
         cur.execute("SELECT ARRAY(SELECT seq FROM labels WHERE seq > %s ORDER BY seq LIMIT %s), "
@@ -381,11 +435,12 @@ class PostgresStore:
         return cur.fetchone()[0]
 
     @contextmanager
-    def _labels_tx(self) -> Iterator[Any]:
-        """`_tx` for a write that may take a label seq. If it fails, followers waiting at the gap it leaves hear
-        of it ("labels"), as they hear of a commit; a replica that dies mid-write leaves that to their safety net."""
+    def _labels_tx(self, tx: Callable[[], Any] | None = None) -> Iterator[Any]:
+        """`_tx` (or another of its kind: `_connection`) for a write that may take a label seq. If it fails,
+        followers waiting at the gap it leaves hear of it ("labels"), as they hear of a commit; a replica that dies
+        mid-write leaves that to their safety net."""
         try:
-            with self._tx() as cur:
+            with (tx or self._tx)() as cur:
                 yield cur
         except BaseException:
             try:
@@ -401,10 +456,11 @@ class PostgresStore:
         """Lease the next available query in pick order (rules.PICK_ORDERS) that `annotator_id` did not defer;
         None when none is free. Rows other replicas are leasing right now are skipped, not waited for."""
         lease = Lease(uuid.uuid4().hex, annotator_id, now, now + lease_seconds)
-        with self._tx() as cur:
-            # A lease need not wait for the disk, as in the embedded store: one lost in a crash only means the
-            # query is available again and its label is refused (FAILED_PRECONDITION) until leased anew. The
-            # setting rides in the same statement (one round trip); it only has to be made before the commit.
+        with self._connection() as conn, conn.cursor() as cur:
+            # One statement, its own transaction (autocommit): one round trip. A lease need not wait for the disk,
+            # as in the embedded store: one lost in a crash only means the query is available again and its label
+            # is refused (FAILED_PRECONDITION) until leased anew. The setting rides in the same statement; it is
+            # local to the statement's transaction and only has to be made before its commit.
             cur.execute(
                 f"UPDATE queries q SET lease_id = %(lease_id)s, lease_owner = %(owner)s, leased_at = %(now)s, "
                 f"lease_deadline = %(deadline)s FROM (SELECT item_id FROM queries WHERE {_AVAILABLE} AND NOT EXISTS "
@@ -447,30 +503,24 @@ class PostgresStore:
     def record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, now: float
                      ) -> tuple[int, bool, str]:
         """Move a leased query into L in one transaction; returns (seq, duplicate, strategy). A retry of a
-        submission already recorded (on any replica) returns its seq with duplicate=True."""
-        with self._labels_tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (POOL_LOCK,))  # before the row, as offers take it
-            held = self._locked_lease(cur, lease_id)
-            if held is None:  # looked up after the row lock: a concurrent submission of this lease has committed
-                cur.execute("SELECT seq, item_id, strategy FROM labels WHERE lease_id = %s", (lease_id,))
-                done = cur.fetchone()
-                if done is not None:
-                    rules.check_retry(done[1], lease_id=lease_id, item_id=item_id)
-                    return done[0], True, done[2]
+        submission already recorded (on any replica) returns its seq with duplicate=True.
+
+        One statement (aal_record_label, LABEL_FUNCTION), its own transaction: it returns once committed, and the
+        commit waited for the disk (synchronous_commit is on for labels). It moves the query only for a lease that
+        rules.check_held accepts; otherwise it changed nothing and rules.check_held says why."""
+        with self._labels_tx(self._connection) as conn, conn.cursor() as cur:
+            cur.execute("SELECT * FROM aal_record_label(%s, %s, %s, %s, %s)",
+                        (lease_id, item_id, label, annotator_id, now))
+            row = cur.fetchone()
+            if row is not None and row[3] is not None:
+                if row[0] is None:  # no held lease, but a submission of this lease committed before: a retry
+                    rules.check_retry(row[5], lease_id=lease_id, item_id=item_id)
+                    return row[3], True, row[4]
+                return row[3], False, row[4]
+            held = rules.Held(*row[:3]) if row is not None else None
             self._check(cur, held, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, now=now)
-            # One statement, one round trip: its parts share a snapshot, so the insert reads the row it deletes. The
-            # seq is taken after the transaction has its id: `_locked_lease` row-locked and asked for it.
-            cur.execute(
-                f"WITH moved AS (INSERT INTO labels ({LABEL_INSERT_COLUMNS}) "
-                "SELECT nextval('label_seq'), item_id, lease_id, %(label)s, %(owner)s, queued_at, leased_at, %(now)s, "
-                "worker_id, strategy, model_version, score, 0, cluster, tensor, dtype, shape, image_png, text "
-                "FROM queries WHERE item_id = %(item)s RETURNING seq, strategy), "
-                "gone AS (DELETE FROM queries WHERE item_id = %(item)s), "
-                "undeferred AS (DELETE FROM deferrals WHERE item_id = %(item)s) "
-                "SELECT seq, strategy, pg_notify(%(channel)s, 'labels') FROM moved",
-                {"label": label, "owner": annotator_id, "now": now, "item": item_id, "channel": CHANNEL})
-            seq, strategy, _ = cur.fetchone()
-        return seq, False, strategy
+        raise AssertionError(f"aal_record_label refused lease {lease_id}, which rules.check_held accepts: "
+                             "the function and the rule disagree")
 
     def record_correction(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool, now: float
                           ) -> tuple[int, int, bool]:
