@@ -17,6 +17,7 @@ from google.protobuf.json_format import MessageToDict
 
 from aal_rpc.cli.common import Group, coordinator_option, security_options
 from aal_rpc.client import CoordinatorClient
+from aal_rpc.experiment.measures import labels_per_model
 from aal_rpc.types import LabeledRecord
 
 EXPORT_FIELDS = ("seq", "item_id", "label", "annotator_id", "queued_at", "leased_at", "labeled_at", "worker_id",
@@ -35,17 +36,52 @@ def main(ctx, coordinator, security):
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--provenance", is_flag=True,
+              help="Also count the labels chosen before any model existed (reads every record's provenance).")
 @click.pass_obj
-def stats(client: CoordinatorClient, as_json: bool):
-    """Pool sizes, label counts and the latest model version."""
+def stats(client: CoordinatorClient, as_json: bool, provenance: bool):
+    """Pool sizes, label counts, the latest model version, and labels per model version published.
+
+    Below the figures, a plain sentence on how the labels are being chosen: at random while no model exists;
+    otherwise how many labels each model chose, and whether annotators are outrunning training.
+    """
     d = MessageToDict(client.stats(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     d = {k: (int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v) for k, v in d.items()}
     d["labels_by_strategy"] = {k: int(v) for k, v in d.get("labels_by_strategy", {}).items()}
+    # versions are numbered from 1 and never reused: the latest version counts the models published
+    d["labels_per_model"] = labels_per_model(d["labeled"], d["latest_model_version"])
+    if provenance:
+        d["cold_start_labels"] = sum(r.provenance.model_version == 0
+                                     for r in client.export(include_payload=False, latest_only=True))
     if as_json:
         click.echo(json.dumps(d, sort_keys=True))
-    else:
-        for k in sorted(d):
-            click.echo(f"{k:>22}: {d[k]}")
+        return
+    for k in sorted(d):
+        v = d[k]
+        click.echo(f"{k:>22}: {'-' if v is None else round(v, 1) if isinstance(v, float) else v}")
+    click.echo("")
+    click.echo(pace_message(d["labeled"], d["latest_model_version"], batch_size=client.task().batch_size,
+                            cold_start=d.get("cold_start_labels")))
+
+
+def pace_message(labeled: int, versions: int, *, batch_size: int = 0, cold_start: int | None = None) -> str:
+    """How the labels are being chosen, in a sentence: at random until the first model arrives; then how many
+    labels each model chose, flagged when that is more than a batch (`batch_size`, the task's; 0: unknown)."""
+    if versions == 0:
+        if labeled == 0:
+            return "No model yet: queries are chosen at random until the first model arrives."
+        return (f"No model yet: all {labeled} labels so far were chosen at random, and queries stay random until "
+                "the first model arrives.")
+    per_model = labels_per_model(labeled, versions)
+    text = (f"{labeled} labels over {versions} model version{'s' if versions != 1 else ''}: each model chose about "
+            f"{per_model:.1f} labels.")
+    if batch_size and per_model > batch_size:
+        text += (f" Annotators are outrunning training: each model chose more labels than one batch "
+                 f"({batch_size}) before the next replaced it.")
+    if cold_start:
+        text += (f" {cold_start} of {labeled} labels ({100 * cold_start / max(labeled, 1):.0f}%) were chosen before "
+                 "any model existed, at random.")
+    return text
 
 
 @main.command()

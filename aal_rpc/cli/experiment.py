@@ -11,7 +11,7 @@ from aal_rpc.cli.common import strategy_list
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.data import DATASETS
 from aal_rpc.experiment import ExperimentConfig, run_experiment
-from aal_rpc.experiment.suite import SCALES, run_suite
+from aal_rpc.experiment.suite import SCALES, STUDIES, run_suite
 from aal_rpc.models import ARCHITECTURES
 
 
@@ -31,15 +31,16 @@ from aal_rpc.models import ARCHITECTURES
               help="Candidates a worker submits per round; in sync mode also the labels per round.")
 @click.option("--annotator-delay", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Mean seconds an annotator takes per label.")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--min-steps", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Optimizer steps per training round at least (a fixed compute per round).")
+@click.option("--epochs", type=click.IntRange(min=1), default=ExperimentConfig.epochs, show_default=True,
+              help="Epochs per training round (default: the servers' recipe).")
+@click.option("--min-steps", type=click.IntRange(min=0), default=ExperimentConfig.min_steps, show_default=True,
+              help="Optimizer steps per training round at least (a fixed compute per round; the servers' recipe).")
 @click.option("--initial-labels", type=click.IntRange(min=0), default=0, show_default=True,
               help="Labels (seeded-random) before the first model is trained; 0: one batch, as the sync loop has.")
 @click.option("--pool-capacity", type=click.IntRange(min=0), default=0, show_default=True,
               help="0: 2 x workers x batch size.")
 @click.option("--pick", type=click.Choice(PICK_ORDERS), default="fresh", show_default=True)
-@click.option("--warm-start/--from-scratch", default=False, show_default=True)
+@click.option("--warm-start/--from-scratch", default=ExperimentConfig.warm_start, show_default=True)
 @click.option("--eval-repeats", type=click.IntRange(min=0), default=3, show_default=True,
               help="After the run, train this many models afresh on the chosen labels and report their mean "
                    "accuracy (retrained_accuracy) beside the final model's: the labels' worth, less one run's luck.")
@@ -59,26 +60,39 @@ def main(ctx, quiet, **options):
     cfg = ExperimentConfig(**options)
     summary = run_experiment(cfg, progress=not quiet)
     brief = {k: summary[k] for k in ("final_accuracy", "retrained_accuracy", "labels", "model_versions",
-                                     "wait_seconds", "labels_by_strategy")}
+                                     "labels_per_model", "cold_start_share", "wait_seconds", "labels_by_strategy")}
     click.echo(json.dumps(brief, indent=2))
     click.echo(f"wrote {cfg.out}/summary.json, accuracy.png, wait.png")
 
 
-
 @main.command()
 @click.option("--scale", type=click.Choice(sorted(SCALES)), default="small", show_default=True,
-              help="small: digits on CPU (about 28 minutes on 2 cores); paper: CIFAR-10 / VGG-16 (GPU and data needed).")
-@click.option("--seeds", type=click.IntRange(min=1), default=2, show_default=True)
+              help="small: digits on CPU; paper: CIFAR-10 / VGG-16 (GPU and data needed).")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Seeds of every study (study f runs at least the scale's regime_seeds).")
+@click.option("--studies", default=",".join(STUDIES), show_default=True,
+              callback=lambda ctx, param, value: _studies(value),
+              help="Comma-separated studies to run and report (see docs/RESULTS.md; b comes with a).")
 @click.option("--dataset", default=None, help="Override the scale's dataset (any name, npz:PATH included).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/suite"), show_default=True)
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Where to write the markdown report (default OUT/RESULTS.md; figures beside it).")
 @click.option("--notes", type=click.Path(path_type=Path), default=None,
               help="A markdown file of reading notes to include in the report.")
-def suite(scale, seeds, dataset, out, report, notes):
-    """The paper's studies (sync vs async, waits, servers, strategy mix) and Cluster-Margin, with repeated seeds."""
-    run_suite(scale, seeds=seeds, out=out, dataset=dataset, report=report, notes=notes, progress=click.echo)
+def suite(scale, seeds, studies, dataset, out, report, notes):
+    """The paper's studies (sync vs async, waits, servers, strategy mix), Cluster-Margin, the annotator-pace
+    regimes and labels to a target accuracy, with repeated seeds."""
+    run_suite(scale, seeds=seeds, out=out, dataset=dataset, report=report, notes=notes, studies=studies,
+              progress=click.echo)
     click.echo(f"wrote {out}/suite.json and {report or out / 'RESULTS.md'}")
+
+
+def _studies(value: str) -> tuple[str, ...]:
+    chosen = tuple(s.strip() for s in value.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in STUDIES]
+    if unknown or not chosen:
+        raise click.BadParameter(f"unknown studies {unknown}; choose from {','.join(STUDIES)}")
+    return chosen
 
 
 if __name__ == "__main__":

@@ -1,5 +1,14 @@
-"""The local multi-process experiment runner, its metrics and plots."""
+"""The local multi-process experiment runner, its metrics and plots.
 
-from aal_rpc.experiment.runner import ExperimentConfig, run_experiment
+The runner (torch, matplotlib) loads on first use, so that `aal-admin` can import the measures alone.
+"""
 
 __all__ = ["ExperimentConfig", "run_experiment"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from aal_rpc.experiment import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,15 +12,17 @@ import random
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from aal_rpc.client import CoordinatorClient
+from aal_rpc.experiment.measures import cold_start_share, labels_per_model
 from aal_rpc.experiment.plots import plot_accuracy, plot_waits
 from aal_rpc.experiment.processes import ProcessGroup, command
+from aal_rpc.server import TrainerConfig
 
 POLL_SECONDS = 0.5
 FINAL_MODEL_TIMEOUT = 300.0  # seconds to wait, after the budget is spent, for a model trained on all of it
@@ -41,12 +43,13 @@ class ExperimentConfig:
     budget: int = 400
     batch_size: int = 20
     annotator_delay: float = 0.5
-    epochs: int = 20
-    min_steps: int = 0  # optimizer steps per training round at least
+    # the servers' training round, as aal-server runs it by default (the recipe, aal_rpc.training.RECIPE)
+    epochs: int = TrainerConfig.epochs
+    min_steps: int = TrainerConfig.min_steps  # optimizer steps per training round at least
     initial_labels: int = 0  # labels before the first model (0: one batch, like the sync loop's first round)
     pool_capacity: int = 0  # 0: 2 x workers x batch size
     pick: str = "fresh"
-    warm_start: bool = False
+    warm_start: bool = TrainerConfig.warm_start
     seed: int = 0
     eval_repeats: int = 3  # models trained afresh on the final labels, to score the labels themselves (0: none)
     threads: int = 1  # torch threads per process
@@ -128,6 +131,10 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
         "wait_seconds": {k: annotate_summary["wait_seconds"][k] for k in ("mean", "p50", "p99")},
         "model_versions": len(models),
         "labels_by_strategy": by_strategy,
+        # labels per model version published, and the share of labels chosen before any model (at random)
+        "labels_per_model": labels_per_model(len(records), max((m.version for m in models), default=0)),
+        "cold_start_share": cold_start_share([r.provenance.model_version for r in records]),
+        "annotation_seconds": annotate_summary["seconds"],
         "worker_strategies": strategies,
         "candidates_submitted": stats.candidates_submitted,
         "seconds": time.time() - t0,
@@ -150,21 +157,26 @@ def retrained_accuracies(cfg: ExperimentConfig, records: list) -> list[float]:
 
     from aal_rpc.data import load_dataset
     from aal_rpc.models import build_model
-    from aal_rpc.server import TrainerConfig
-    from aal_rpc.training import evaluate, train
+    from aal_rpc.training import RECIPE, evaluate, train
 
-    recipe = TrainerConfig(server_id="retrain", epochs=cfg.epochs, min_steps=cfg.min_steps, device=cfg.device)
+    recipe = replace(RECIPE, epochs=cfg.epochs, min_steps=cfg.min_steps)  # a server's round from scratch
     ds = load_dataset(cfg.dataset)
     x = np.stack([r.payload.to_array() for r in records])  # train() casts to what the model takes
     y = np.asarray([r.label for r in records], dtype=np.int64)
     accuracies = []
-    for k in range(cfg.eval_repeats):
-        seed = EVAL_SEED + 100 * cfg.seed + k
-        torch.manual_seed(seed)
-        model = build_model(cfg.model, ds.input_shape, ds.num_classes)
-        train(model, x, y, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr, seed=seed,
-              device=recipe.device, min_steps=recipe.min_steps)
-        accuracies.append(evaluate(model, ds.x_test, ds.y_test, device=recipe.device)["accuracy"])
+    # the servers' threads: torch's default (every core) turns small batches on a shared CPU into minutes of
+    # threads waiting on each other
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        for k in range(cfg.eval_repeats):
+            seed = EVAL_SEED + 100 * cfg.seed + k
+            torch.manual_seed(seed)
+            model = build_model(cfg.model, ds.input_shape, ds.num_classes)
+            train(model, x, y, **recipe.kwargs(), seed=seed, device=cfg.device)
+            accuracies.append(evaluate(model, ds.x_test, ds.y_test, device=cfg.device)["accuracy"])
+    finally:
+        torch.set_num_threads(threads)
     return accuracies
 
 

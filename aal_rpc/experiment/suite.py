@@ -1,17 +1,23 @@
-"""The experiment suite: the seed paper's studies (§4, Figures 2-4, Table 1) plus Cluster-Margin at growing
-batch sizes, run on the real system (each run is a full `aal-experiment`), with repeated seeds.
+"""The experiment suite: the seed paper's studies (§4, Figures 2-4, Table 1), Cluster-Margin at growing batch
+sizes, and the annotator-pace regimes, run on the real system (each run is a full `aal-experiment`, training
+with the servers' recipe), with repeated seeds.
 
 Studies:
   (a) sync vs async, for entropy / least confidence / margin at three batch sizes  -> Figure 3 scatter
-  (b) mean annotator wait, sync vs async, by batch size                             -> Figure 4 bars
+  (b) mean annotator wait, sync vs async, by batch size (from study a's runs)       -> Figure 4 bars
   (c) 1, 2 and 4 servers for entropy, least confidence, margin and the AAL mix      -> Table 1
   (d) cluster_margin vs margin vs random at growing batch sizes (sync batch mode)   -> labels to a target
   (e) accuracy curves of every method with one server                               -> Figure 2
-  (f) sync vs async again, where each training round takes seconds (--min-steps)    -> wait ratio and accuracy
+  (f) sync vs async in three regimes: annotators slower than training (people's pace), about as fast, and
+      so fast that the budget is spent before the first model exists                -> accuracy, labels per model,
+                                                                                       cold-start share, waits
+  (g) every strategy at people's pace (about a batch per training round), async: labels needed to reach a target
+      accuracy (Cluster-Margin's measure)
 
 Runs are resumable: a run whose summary.json exists with the same configuration is not run again. Runs of
 different studies with the same configuration (study a's async runs at the first batch size and study c's
-single-server runs) are run once and reported in both.
+single-server runs; study f's async runs at study g's pace and study g's runs of that strategy) run once and
+are reported in both.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
+from aal_rpc.experiment.report import write_report
 from aal_rpc.experiment.runner import ExperimentConfig, run_experiment
 
 AAL_MIX = "entropy,least_confidence,margin"
 UNCERTAINTY = ("entropy", "least_confidence", "margin")
+STUDIES = ("a", "c", "d", "e", "f", "g")  # (b) is drawn from (a)'s runs
+STRATEGY_METHODS = ("random", "entropy", "least_confidence", "margin", "aal", "cluster_margin")  # study (g)
 
 
 @dataclass(frozen=True)
@@ -40,28 +47,33 @@ class Scale:
     workers: int
     annotators: int
     annotator_delay: float
-    epochs: int
     device: str
     target_accuracy: float  # study (d): labels needed to reach this
-    slow_min_steps: int  # study (f): optimizer steps per training round, so that a round takes seconds
-    slow_batch_sizes: tuple[int, ...]  # study (f)
-    slow_annotator_delay: float  # study (f): seconds per label, as slow as people, so a model serves ~a batch
-    slow_budget: int  # study (f)
-    slow_seeds: int = 0  # study (f), the headline claim, runs at least this many seeds (it is the noisiest)
+    # study (f)/(g): one server, one batch size; each regime is a mean labeling time (seconds per label per
+    # annotator) chosen against this machine's training round, so that labels arrive slower than a batch per
+    # round, about a batch per round, or all before the first round ends (the report shows what they measured)
+    regimes: tuple[tuple[str, float], ...] = ()
+    regime_budget: int = 0
+    regime_batch: int = 0
+    regime_annotators: int = 0
+    regime_strategy: str = "margin"
+    regime_seeds: int = 0  # study (f) runs at least this many seeds, whatever --seeds says
+    strategy_regime: str = "equal"  # study (g)'s pace: people at 3 s a label, each model choosing about a batch
 
 
 SCALES = {
-    # The embedded digits data on 2 CPU cores: 96 runs (90 distinct) with 2 seeds (4 in study f), about 28 minutes.
+    # The embedded digits data on 2 CPU cores, with the servers' recipe: a round is ~3.3 s of an idle core, 4-12 s
+    # on this shared machine, against 4 annotators labeling 0.67, 1.3 or 200 items a second in the three regimes.
+    # Studies f and g (docs/RESULTS.md): 5 seeds in study f, 3 in g, about 100 minutes of runs.
     "small": Scale(dataset="digits", model="cnn", budget=150, batch_sizes=(10, 25, 50), cm_batch_sizes=(25, 50, 100),
-                   cm_budget=200, workers=3, annotators=8, annotator_delay=0.2, epochs=15, device="cpu",
-                   target_accuracy=0.90, slow_min_steps=200, slow_batch_sizes=(10, 20), slow_annotator_delay=1.0,
-                   slow_budget=100, slow_seeds=4),
+                   cm_budget=200, workers=3, annotators=8, annotator_delay=0.2, device="cpu", target_accuracy=0.90,
+                   regimes=(("slower", 6.0), ("equal", 3.0), ("faster", 0.02)), regime_budget=80, regime_batch=10,
+                   regime_annotators=4, regime_seeds=5),
     # The paper's setting (CIFAR-10 / VGG-16, 10 workers, batch sizes 1000-5000); needs a GPU and CIFAR-10's
     # binary version (cifar-10-binary.tar.gz) unpacked under data/cifar10.
     "paper": Scale(dataset="cifar10:data/cifar10", model="vgg16", budget=20000, batch_sizes=(1000, 2500, 5000),
                    cm_batch_sizes=(1000, 2500, 5000), cm_budget=20000, workers=10, annotators=64,
-                   annotator_delay=1.0, epochs=20, device="cuda", target_accuracy=0.75, slow_min_steps=0,
-                   slow_batch_sizes=(), slow_annotator_delay=1.0, slow_budget=0),
+                   annotator_delay=1.0, device="cuda", target_accuracy=0.75),
 }
 
 
@@ -76,45 +88,59 @@ class Run:
         return self.study + "-" + "-".join(f"{k}={v}" for k, v in self.key.items()).replace(",", "+")
 
 
-def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None) -> list[Run]:
+def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None,
+         studies: tuple[str, ...] = STUDIES) -> list[Run]:
+    """Every run of the chosen `studies`, seed by seed (a suite cut short has whole seeds of every study)."""
     base = ExperimentConfig(dataset=dataset or scale.dataset, model=scale.model, workers=scale.workers,
                             annotators=scale.annotators, budget=scale.budget, annotator_delay=scale.annotator_delay,
-                            epochs=scale.epochs, device=scale.device, threads=1)
+                            device=scale.device, threads=1)
+    paced = replace(base, servers=1, batch_size=scale.regime_batch, annotators=scale.regime_annotators,
+                    budget=scale.regime_budget, strategies=[scale.regime_strategy])
     runs: list[Run] = []
-    for seed in range(max(seeds, scale.slow_seeds)):
+    for seed in range(max(seeds, scale.regime_seeds if "f" in studies else 0)):
         every_study = seed < seeds  # the seeds beyond --seeds are study (f)'s alone
-        for strategy in UNCERTAINTY if every_study else ():
-            for b in scale.batch_sizes:
+        if "f" in studies:  # the middle regime last: a suite cut short has the two ends
+            for regime, delay in sorted(scale.regimes, key=lambda r: r[0] == scale.strategy_regime):
                 for mode in ("sync", "async"):
-                    runs.append(Run("a", {"strategy": strategy, "batch": b, "mode": mode, "seed": seed}, replace(
-                        base, mode=mode, servers=1, strategies=[strategy], batch_size=b, seed=seed)))
-        for method in (*UNCERTAINTY, "aal") if every_study else ():
-            strategies = AAL_MIX.split(",") if method == "aal" else [method]
-            for servers in (1, 2, 4):
-                runs.append(Run("c", {"method": method, "servers": servers, "seed": seed}, replace(
-                    base, servers=servers, strategies=strategies, assign="random" if method == "aal" else "round-robin",
-                    batch_size=scale.batch_sizes[0], seed=seed)))
-        for b in scale.slow_batch_sizes:
-            for mode in ("sync", "async"):
-                runs.append(Run("f", {"strategy": "entropy", "batch": b, "mode": mode, "seed": seed}, replace(
-                    base, mode=mode, servers=1, strategies=["entropy"], batch_size=b, min_steps=scale.slow_min_steps,
-                    annotator_delay=scale.slow_annotator_delay, budget=scale.slow_budget, seed=seed)))
+                    runs.append(Run("f", {"regime": regime, "mode": mode, "seed": seed}, replace(
+                        paced, mode=mode, annotator_delay=delay, seed=seed)))
         if not every_study:
             continue
-        runs.append(Run("e", {"method": "random", "servers": 1, "seed": seed}, replace(
-            base, servers=1, strategies=["random"], batch_size=scale.batch_sizes[0], seed=seed)))
-        for method in ("cluster_margin", "margin", "random"):
-            for b in scale.cm_batch_sizes:
-                runs.append(Run("d", {"method": method, "batch": b, "seed": seed}, replace(
-                    base, mode="sync", servers=1, strategies=[method], batch_size=b, budget=scale.cm_budget,
-                    seed=seed)))
+        if "g" in studies and scale.regimes:
+            for method in STRATEGY_METHODS:
+                runs.append(Run("g", {"method": method, "seed": seed}, replace(
+                    paced, annotator_delay=dict(scale.regimes)[scale.strategy_regime], seed=seed,
+                    strategies=AAL_MIX.split(",") if method == "aal" else [method])))
+        if "a" in studies:
+            for strategy in UNCERTAINTY:
+                for b in scale.batch_sizes:
+                    for mode in ("sync", "async"):
+                        runs.append(Run("a", {"strategy": strategy, "batch": b, "mode": mode, "seed": seed}, replace(
+                            base, mode=mode, servers=1, strategies=[strategy], batch_size=b, seed=seed)))
+        if "c" in studies:
+            for method in (*UNCERTAINTY, "aal"):
+                strategies = AAL_MIX.split(",") if method == "aal" else [method]
+                for servers in (1, 2, 4):
+                    runs.append(Run("c", {"method": method, "servers": servers, "seed": seed}, replace(
+                        base, servers=servers, strategies=strategies,
+                        assign="random" if method == "aal" else "round-robin", batch_size=scale.batch_sizes[0],
+                        seed=seed)))
+        if "e" in studies:
+            runs.append(Run("e", {"method": "random", "servers": 1, "seed": seed}, replace(
+                base, servers=1, strategies=["random"], batch_size=scale.batch_sizes[0], seed=seed)))
+        if "d" in studies:
+            for method in ("cluster_margin", "margin", "random"):
+                for b in scale.cm_batch_sizes:
+                    runs.append(Run("d", {"method": method, "batch": b, "seed": seed}, replace(
+                        base, mode="sync", servers=1, strategies=[method], batch_size=b, budget=scale.cm_budget,
+                        seed=seed)))
     return [replace(r, config=replace(r.config, out=str(out / "runs" / r.run_id))) for r in runs]
 
 
 def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = None, report: Path | None = None,
-              notes: Path | None = None, progress=print) -> dict:
+              notes: Path | None = None, studies: tuple[str, ...] = STUDIES, progress=print) -> dict:
     scale = SCALES[scale_name]
-    runs = plan(scale, seeds=seeds, out=out, dataset=dataset)
+    runs = plan(scale, seeds=seeds, out=out, dataset=dataset, studies=studies)
     results = []
     t0 = time.time()
     by_config: dict[str, dict] = {}  # the same experiment in two studies runs once
@@ -135,43 +161,19 @@ def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = N
                         "wait_mean": summary["wait_seconds"]["mean"], "wait_p99": summary["wait_seconds"]["p99"],
                         "curve": summary["curve"], "labels": summary["labels"],
                         "labels_by_strategy": summary["labels_by_strategy"],
+                        "labels_per_model": summary.get("labels_per_model"),
+                        "cold_start_share": summary.get("cold_start_share"),
+                        "annotation_seconds": summary.get("annotation_seconds"),
                         "seconds": 0.0 if shared else summary["seconds"]})
-        progress(f"[{i}/{len(runs)}] {run.run_id}: accuracy {summary['final_accuracy']:.4f} "
+        progress(f"[{i}/{len(runs)}] {run.run_id}: accuracy {summary['final_accuracy'] or float('nan'):.4f} "
                  f"(retrained {summary.get('retrained_accuracy') or float('nan'):.4f}), "
                  f"mean wait {summary['wait_seconds']['mean'] * 1000:.1f} ms ({time.time() - t0:.0f}s elapsed)")
     # the runs' own durations, so a resumed suite reports what the whole suite costs, not this call
-    doc = {"scale": scale_name, "scale_config": asdict(scale), "seeds": seeds, "results": results,
-           "seconds": sum(r["seconds"] for r in results), "this_call_seconds": time.time() - t0}
+    doc = {"scale": scale_name, "scale_config": asdict(scale), "seeds": seeds, "studies": list(studies),
+           "training": {k: getattr(ExperimentConfig, k) for k in ("epochs", "min_steps", "warm_start")},
+           "results": results, "seconds": sum(r["seconds"] for r in results), "this_call_seconds": time.time() - t0}
     out.mkdir(parents=True, exist_ok=True)
     (out / "suite.json").write_text(json.dumps(doc, indent=1))
-    from aal_rpc.experiment.report import write_report
-
     write_report(doc, out_md=report or out / "RESULTS.md", figures_dir=(report.parent if report else out) / "figures",
                  notes=notes)
     return doc
-
-
-def accuracy_at(curve: list[dict], labels: int) -> float:
-    """Accuracy of the best-informed model published with at most `labels` labels (0 before any)."""
-    known = [p for p in curve if p["labels"] <= labels and p["accuracy"] is not None]
-    if not known:
-        return 0.0
-    best = max(known, key=lambda p: (p["labels"], p["seconds"]))
-    return float(best["accuracy"])
-
-
-def curve_average(curve: list[dict], budget: int, points: int = 10) -> float:
-    """Mean accuracy over the curve at `points` evenly spaced label counts (Table 1's "average performance")."""
-    return float(np.mean([accuracy_at(curve, round(budget * i / points)) for i in range(1, points + 1)]))
-
-
-def labels_per_model(curve: list[dict]) -> float:
-    """Mean labels that arrived between one published model and the next: the batch size in sync mode; in async
-    mode, how many labels each model chose (its staleness)."""
-    labels = sorted(p["labels"] for p in curve)
-    return float(np.mean(np.diff(labels))) if len(labels) > 1 else float("nan")
-
-
-def labels_to_reach(curve: list[dict], target: float) -> int | None:
-    hits = [p["labels"] for p in curve if p["accuracy"] is not None and p["accuracy"] >= target]
-    return min(hits) if hits else None

@@ -1,0 +1,78 @@
+"""What the experiments and `aal-admin stats` measure, as pure functions of the system's own records.
+
+Accuracy-vs-labels curves (one point per published model), labels per model, the cold-start share, and the
+95% t-interval that every figure of docs/RESULTS.md carries. Only numpy: `aal-admin` imports this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+CONFIDENCE = 0.95  # the intervals in docs/RESULTS.md: mean ± half-width of the two-sided 95% t-interval
+
+
+def accuracy_at(curve: list[dict], labels: int) -> float:
+    """Accuracy of the best-informed model published with at most `labels` labels (0 before any)."""
+    known = [p for p in curve if p["labels"] <= labels and p["accuracy"] is not None]
+    if not known:
+        return 0.0
+    best = max(known, key=lambda p: (p["labels"], p["seconds"]))
+    return float(best["accuracy"])
+
+
+def curve_average(curve: list[dict], budget: int, points: int = 10) -> float:
+    """Mean accuracy over the curve at `points` evenly spaced label counts (Table 1's "average performance")."""
+    return float(np.mean([accuracy_at(curve, round(budget * i / points)) for i in range(1, points + 1)]))
+
+
+def labels_to_reach(curve: list[dict], target: float) -> int | None:
+    """The fewest labels a published model was trained on and reached `target` accuracy with; None: never."""
+    hits = [p["labels"] for p in curve if p["accuracy"] is not None and p["accuracy"] >= target]
+    return min(hits) if hits else None
+
+
+def labels_per_model(labeled: int, models: int) -> float | None:
+    """Labels acknowledged per model version published: in sync mode the batch; in async mode how many labels
+    each model chose before the next replaced it (its staleness, in labels). None while no model exists."""
+    return labeled / models if models > 0 else None
+
+
+def cold_start_share(model_versions: list[int]) -> float | None:
+    """The share of labels whose query was chosen before any model existed (provenance model_version 0),
+    i.e. at random; None for no labels."""
+    return float(np.mean(np.asarray(model_versions) == 0)) if len(model_versions) else None
+
+
+@functools.lru_cache(maxsize=None)
+def t_quantile(p: float, df: int) -> float:
+    """The `p` quantile (p > 0.5) of Student's t with `df` degrees of freedom: bisection on its CDF, integrated
+    numerically from the density (no scipy needed where this runs)."""
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(t: float) -> float:
+        x = np.linspace(0.0, t, 20_001)
+        density = np.exp(log_norm - (df + 1) / 2 * np.log1p(x * x / df))
+        return 0.5 + float(np.sum((density[1:] + density[:-1]) / 2 * np.diff(x)))
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def mean_ci(values) -> tuple[float, float, int]:
+    """Mean, half-width of its two-sided CONFIDENCE t-interval (nan for fewer than two values) and the count,
+    over the values that are not None."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    if len(v) == 1:
+        return float(v[0]), float("nan"), 1
+    half = t_quantile(0.5 + CONFIDENCE / 2, len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return float(v.mean()), half, len(v)
