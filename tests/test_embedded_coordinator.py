@@ -1,8 +1,12 @@
 """What only the embedded coordinator does, or what the behavioural suite (test_coordinator_contract.py) does not
-cover: synchronous mode, online backup, refusing another task on a data dir, candidates of the wrong shape."""
+cover: synchronous mode, online backup, refusing another task on a data dir, candidates of the wrong shape, labels
+held back from running ahead of the models."""
+
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from aal_rpc.coordinator.embedded import CoordinatorConfig
 from aal_rpc.errors import InvalidArgument
 from tests.conftest import TASK, make_candidate
 from tests.test_registry import publish, weights
@@ -90,3 +94,19 @@ def test_online_backup_restores_everything(make_embedded_coordinator, tmp_path):
         assert restored.registry.read_blob(1)[1] == c.registry.read_blob(1)[1]
     finally:
         restored.close()
+
+
+def test_labels_stop_running_ahead_of_the_latest_model(make_embedded_coordinator):
+    """--max-labels-per-model: leasing pauses while L is that many labels ahead of the latest model, and a
+    model trained on them lets it go on (a waiting poll is woken by the publish)."""
+    c = make_embedded_coordinator(CoordinatorConfig(max_labels_per_model=3, poll_seconds=None))
+    c.submit_candidates(worker_id="w", strategy="random", model_version=0,
+                        candidates=[make_candidate(str(i)) for i in range(10)])
+    for _ in range(3):
+        q = c.lease("a")
+        c.submit_label(lease_id=q.lease_id, item_id=q.item_id, label=1, annotator_id="a")
+    assert c.lease("a") is None and c.stats().queued == 7  # three labels ahead of no model: wait for one
+    waiting = ThreadPoolExecutor(1).submit(c.lease, "a", wait_seconds=20)
+    c.publish_model(data=weights(), server_id="s", trained_seq=3, num_labels=3, architecture=TASK.architecture,
+                    metrics={})
+    assert waiting.result(timeout=20) is not None  # the model covers them: leasing goes on at once

@@ -82,6 +82,10 @@ def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset:
 @click.option("--pool-capacity", type=click.IntRange(min=1), default=DEFAULTS.pool_capacity, show_default=True,
               help="Most candidates S holds; when full, the stalest make room for fresher ones.")
 @click.option("--lease-seconds", type=click.FloatRange(min=0.1), default=DEFAULTS.lease_seconds, show_default=True)
+@click.option("--max-labels-per-model", type=click.IntRange(min=0), default=DEFAULTS.max_labels_per_model,
+              show_default=True, help="Stop leasing while L is this many labels ahead of the latest model (0: never); "
+                                      "about one training batch keeps annotators from outrunning training with "
+                                      "stale or random picks. Embedded store only.")
 @click.option("--keep-models", type=click.IntRange(min=1), default=DEFAULTS.keep_models, show_default=True,
               help="How many weight blobs to keep.")
 @click.option("--max-workers", type=click.IntRange(min=4), default=DEFAULT_MAX_WORKERS, show_default=True,
@@ -105,8 +109,8 @@ def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset:
                    "that cannot speak TLS (Kubernetes' gRPC probes). 0 picks one; printed as 'health on HOST:PORT'.")
 @log_level_option
 @click.pass_context
-def main(ctx, listen, store, data_dir, dataset, model, mode, batch_size, pick, pool_capacity, lease_seconds, keep_models,
-         max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port, health_port):
+def main(ctx, listen, store, data_dir, dataset, model, mode, batch_size, pick, pool_capacity, lease_seconds,
+         max_labels_per_model, keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port, health_port):
     """Run the pool coordinator."""
     host, _ = parse_address(listen)
     if store != "sqlite" and not is_database_url(store):
@@ -131,7 +135,7 @@ def main(ctx, listen, store, data_dir, dataset, model, mode, batch_size, pick, p
     except (RuntimeError, ConnectionError) as exc:  # psycopg missing, database unreachable
         raise click.ClickException(str(exc)) from exc
     config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
-                               keep_models=keep_models, seed=seed)
+                               keep_models=keep_models, seed=seed, max_labels_per_model=max_labels_per_model)
     tls = ServerTLS(tls_cert, tls_key, tls_ca) if tls_cert else None
     health_address = None if health_port is None else f"{listen.rpartition(':')[0]}:{health_port}"  # host as given
     try:

@@ -56,6 +56,10 @@ class CoordinatorConfig:
     # hears other replicas' changes by NOTIFY, which a reconnect can lose, and a lease granted by a replica that
     # died expires silently in the database: there the net is what finds them.
     poll_seconds: float | None = 1.0
+    # At most this many labels ahead of the latest model (0: no limit). When annotators outrun training, labels
+    # chosen by a stale model (or, before the first model, at random) are worth less than waiting a moment for
+    # a fresher one: docs/RESULTS.md, three regimes. Set it to about one training batch. Embedded store only.
+    max_labels_per_model: int = 0
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,9 @@ class EmbeddedCoordinator(Publishing):
         with self._lock:
             now = self._clock()
             expired = self._expire_locked(now)
-            gate_open = self._sync is None or self._sync_may_lease_locked()
+            gate_open = (self._sync_may_lease_locked() if self._sync is not None else
+                         rules.may_lease_ahead(len(self._labeled), self._covered_labels(),
+                                               self.config.max_labels_per_model))
             entry = self.pool.lease(annotator_id, now, lease_seconds) if gate_open else None
             if entry is not None:
                 lease = entry.lease
@@ -492,12 +498,16 @@ class EmbeddedCoordinator(Publishing):
     def _last_seq_now(self) -> int:
         return self._last_seq
 
+    def _covered_labels(self) -> int:
+        latest = self.registry.latest()
+        return latest.num_labels if latest is not None else 0
+
     def _published(self, server_id: str) -> None:
         with self._lock:
             self._rounds.pop(server_id, None)  # its round is over
             self.observer.model_published(server_id)
-        if self._sync is not None:
-            self.signals.queries.fire()  # a new model may open the next round
+        if self._sync is not None or self.config.max_labels_per_model:
+            self.signals.queries.fire()  # a new model may open the next round, or let leasing go on
 
     # -- workers (selectors) --------------------------------------------------------------------------
 

@@ -61,6 +61,8 @@ class SharedCoordinator(Publishing):
     inline = frozenset()  # every operation is a database transaction
     def __init__(self, store: PostgresStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
                  observer: Observer | None = None, *, clock: Callable[[], float] = time.time):
+        if config.max_labels_per_model:
+            raise ValueError("--max-labels-per-model needs the embedded store (one coordinator)")
         if task.mode != "async":
             raise ValueError("sync mode runs on one coordinator with the embedded store, not on a shared database")
         from aal_rpc.serde import weight_spec

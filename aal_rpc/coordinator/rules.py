@@ -170,3 +170,13 @@ def check_retry(labeled_item: str, *, lease_id: str, item_id: str) -> None:
     """A label submitted again under a lease already used: the same item, or FailedPrecondition."""
     if labeled_item != item_id:
         raise FailedPrecondition(f"lease {lease_id} was for item {labeled_item}, not {item_id}")
+
+
+# -- how far labels may run ahead of the models ----------------------------------------------------------------
+
+
+def may_lease_ahead(labeled: int, covered: int, max_ahead: int) -> bool:
+    """May another query be leased with `labeled` labels in L and the latest model trained on `covered`? Always
+    when `max_ahead` is 0; else while fewer than `max_ahead` labels are ahead of that model (queries already
+    leased may still be labeled, so L can run ahead by up to the number of annotators more)."""
+    return max_ahead <= 0 or labeled - covered < max_ahead
