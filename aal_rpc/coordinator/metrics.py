@@ -16,6 +16,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
+from aal_rpc.experiment.measures import labels_per_model
 from aal_rpc.handlers import Memo, around, replace_behavior
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -85,11 +86,10 @@ class _StateCollector:
         yield pool
         yield GaugeMetricFamily("aal_latest_model_version", "Version of the latest model",
                                 value=stats.latest_model_version)
-        # versions are numbered from 1 with none reused, so the latest version counts every model published
+        per_model = labels_per_model(stats.labeled, stats.latest_model_version)  # versions count every model
         yield GaugeMetricFamily("aal_labels_per_model", "Labels in L per model version published (NaN before the "
                                 "first model: every label so far was chosen without one, at random)",
-                                value=stats.labeled / stats.latest_model_version if stats.latest_model_version
-                                else float("nan"))
+                                value=float("nan") if per_model is None else per_model)
         yield GaugeMetricFamily("aal_latest_model_age_seconds", "Seconds since the latest model was uploaded",
                                 value=time.time() - latest.created_at if latest else float("nan"))
 
