@@ -211,16 +211,16 @@ def rows(r: dict) -> list[str]:
             f"{h['reflection_streams']} reflection streams held")
     threads = r["coordinator_threads"]
     return [
-        f"| 12 | health Check p99, {held} (coordinator threads {threads['idle']} idle → {threads['loaded']}) | "
+        f"| 14 | health Check p99, {held} (coordinator threads {threads['idle']} idle → {threads['loaded']}) | "
         f"{loaded['health']['p99'] * 1e3:.2f} ms | idle {idle['health']['p99'] * 1e3:.2f} ms | – | ≤ 100 ms | "
         f"{ok(r['health_pass'])} |",
-        f"| 12b | GetStats p99, same | {loaded['stats']['p99'] * 1e3:.2f} ms | idle {idle['stats']['p99'] * 1e3:.2f} ms"
+        f"| 14b | GetStats p99, same | {loaded['stats']['p99'] * 1e3:.2f} ms | idle {idle['stats']['p99'] * 1e3:.2f} ms"
         f" | – | ≤ 100 ms | {ok(r['stats_pass'])} |",
-        f"| 12c | LeaseQuery p99 (empty pool, no wait), same | {loaded['lease']['p99'] * 1e3:.2f} ms | "
+        f"| 14c | LeaseQuery p99 (empty pool, no wait), same | {loaded['lease']['p99'] * 1e3:.2f} ms | "
         f"idle {idle['lease']['p99'] * 1e3:.2f} ms | {r['lease_ratio']:.2f} | ≤ 3× | {ok(r['lease_pass'])} |",
-        f"| 12d | a new item reaches one of the {h['long_polls']} waiting polls | p50 {r['wake']['p50'] * 1e3:.1f} ms, "
+        f"| 14d | a new item reaches one of the {h['long_polls']} waiting polls | p50 {r['wake']['p50'] * 1e3:.1f} ms, "
         f"p99 {r['wake']['p99'] * 1e3:.1f} ms | – | – | – | – |",
-        f"| 12e | reflection streams opened without a token | {r['unauthenticated_reflection']['refused']} of "
+        f"| 14e | reflection streams opened without a token | {r['unauthenticated_reflection']['refused']} of "
         f"{r['unauthenticated_reflection']['attempted']} refused UNAUTHENTICATED | – | – | all | "
         f"{ok(r['unauthenticated_reflection']['refused'] == r['unauthenticated_reflection']['attempted'])} |",
     ]
