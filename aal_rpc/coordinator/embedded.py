@@ -20,15 +20,14 @@ from dataclasses import dataclass
 from aal_rpc.coordinator import corrections, rules
 from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.query_pool import QueryPool
-from aal_rpc.coordinator.registry import ModelRegistry, wait_newer
+from aal_rpc.coordinator.registry import ModelRegistry
 from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.signals import Signal, Signals, long_poll
 from aal_rpc.coordinator.store import SqliteStore, StoredState
 from aal_rpc.coordinator.sync_rounds import SyncRounds
 from aal_rpc.coordinator.validation import (DEFAULT_DEFER_SECONDS, check_begin_round, check_candidates,
                                             check_correction, check_id, check_label, check_lease_request,
-                                            check_release, check_renew, check_shard_request,
-                                            check_wait)
+                                            check_release, check_renew, check_shard_request)
 from aal_rpc.errors import InvalidArgument, NotFound, Unavailable
 from aal_rpc.serde import weight_spec
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Query, Task, shard_of
@@ -543,17 +542,6 @@ class EmbeddedCoordinator(Publishing):
             labeled.extend(i for i in self._skipped if mine(i))  # skipped items are never proposed again
             demand = self.pool.demand(model_version) if self._sync is None else self._sync_demand_locked(model_version)
         return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, rules.shard_share(demand, num_shards))
-
-    def read_model(self, version: int) -> tuple[ModelInfo, bytes]:
-        return self.registry.read_blob(version)
-
-    def list_models(self, *, after_version: int, limit: int) -> tuple[list[ModelInfo], bool]:
-        return self.registry.page(after_version=after_version, limit=limit)
-
-    def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
-        check_wait(wait_seconds)
-        return wait_newer(self.registry, self.signals.models, after_version, wait_seconds,
-                          keep_going=lambda: not self._closed)
 
     # -- admin ----------------------------------------------------------------------------------------
 

@@ -18,11 +18,11 @@ from aal_rpc.coordinator.embedded import (SHARD_PAGE, CoordinatorConfig, ItemVie
                                           SubmitOutcome, follow_records)
 from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
-from aal_rpc.coordinator.registry import BlobCache, RegistryBase, wait_newer
+from aal_rpc.coordinator.registry import BlobCache, RegistryBase
 from aal_rpc.coordinator.signals import KINDS, Signals, long_poll
 from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_correction, check_id,
                                             check_label, check_lease_request, check_release,
-                                            check_renew, check_shard_request, check_wait)
+                                            check_renew, check_shard_request)
 from aal_rpc.errors import InvalidArgument, NotFound
 from aal_rpc.serde import WeightSpec
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
@@ -217,17 +217,6 @@ class SharedCoordinator(Publishing):
         demand = rules.demand(self.config.pool_capacity, self.store.count_at_least(model_version))
         return ShardState(queued, labeled + skipped, through, len(rows) == SHARD_PAGE,
                           rules.shard_share(demand, num_shards))
-
-    def read_model(self, version: int) -> tuple[ModelInfo, bytes]:
-        return self.registry.read_blob(version)
-
-    def list_models(self, *, after_version: int, limit: int) -> tuple[list[ModelInfo], bool]:
-        return self.registry.page(after_version=after_version, limit=limit)
-
-    def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
-        check_wait(wait_seconds)
-        return wait_newer(self.registry, self.signals.models, after_version, wait_seconds,
-                          keep_going=lambda: not self._closed)
 
     # -- admin ----------------------------------------------------------------------------------------
 
