@@ -346,7 +346,7 @@ def test_a_round_waits_until_L_grew_by_min_growth(grpc_coordinator, caplog):
         label_all(address, DIGITS, 10)
         recording = Recording(client)
         trainer = Trainer(recording, TrainerConfig(server_id="g", epochs=1, min_steps=0, min_labels=10,
-                                                   min_growth=0.5), dataset=DIGITS)
+                                                   min_growth=0.5, settle_seconds=3600), dataset=DIGITS)
         thread = threading.Thread(target=trainer.run, kwargs={"max_rounds": 2})
         with caplog.at_level(logging.DEBUG, logger="aal_rpc.server.trainer"):
             thread.start()
@@ -363,6 +363,25 @@ def test_a_round_waits_until_L_grew_by_min_growth(grpc_coordinator, caplog):
                 trainer.stop()
                 thread.join(10)
         assert [m.num_labels for m in client.models()] == [10, 15]
+
+
+def test_once_labels_stop_coming_the_last_ones_are_trained_on_however_little_l_grew(grpc_coordinator):
+    address, _ = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        queue_random(client, 30)
+        label_all(address, DIGITS, 10)
+        trainer = Trainer(client, TrainerConfig(server_id="g", epochs=1, min_steps=0, min_labels=10, min_growth=0.5,
+                                                settle_seconds=2.0), dataset=DIGITS)
+        thread = threading.Thread(target=trainer.run, kwargs={"max_rounds": 2})
+        thread.start()
+        try:
+            assert wait_until(lambda: [m.num_labels for m in client.models()] == [10], timeout=60, interval=0.02)
+            label_all(address, DIGITS, 2)  # 12 < 15: growth alone would never train on them
+            thread.join(60)
+        finally:
+            trainer.stop()
+            thread.join(10)
+        assert [m.num_labels for m in client.models()] == [10, 12]
 
 
 def test_later_rounds_continue_the_last_model_with_a_quarter_of_the_steps(grpc_coordinator, monkeypatch):

@@ -4,7 +4,8 @@ A follower thread streams L into memory; the client resumes the stream after its
 breaks, however long the coordinator is out of reach (client/retry.py). The training loop snapshots what has
 arrived, trains (the first round from scratch, later ones warm-started by default), evaluates on the dataset's
 held-out split and uploads the weights. A round waits until L has grown by `min_growth` since this server's last
-round, so versions (each downloaded by every worker) come in proportion to what they add, not one per label.
+round, so versions (each downloaded by every worker) come in proportion to what they add, not one per label; once
+no label has come for `settle_seconds`, whatever arrived is trained on.
 Several trainers race on the same L (§3.2); before each round a trainer asks the coordinator, which staggers
 their rounds (coordinator/rounds.py). Weights that are not all finite (a diverged round) are never published.
 """
@@ -53,6 +54,9 @@ class TrainerConfig:
     # per label, while early rounds, where each label moves accuracy most, stay a few labels apart. Two servers
     # alternate, so versions come about 10% of L apart (work_per_label in benchmarks/)
     min_growth: float = 0.2
+    # ... unless no label has come for this long: then whatever arrived is trained on, so the last labels of a
+    # budget (or of a quiet spell) always reach a model however little L grew
+    settle_seconds: float = 5.0
     min_labels: int = 1  # the first round waits for this many labels (an initial labeled set)
     min_steps: int = RECIPE.min_steps  # optimizer steps per round at least (epochs repeat until then)
 
@@ -74,6 +78,7 @@ class Trainer:
         self._ys: list[int] = []
         self._index: dict[str, int] = {}  # item id -> its row in _xs/_ys (a correction replaces that row's label)
         self._through_seq = 0  # the last record of L folded into _xs/_ys
+        self._last_record_at = time.monotonic()  # when the follower last folded in a record
         self._cv = threading.Condition()
         self._stop = threading.Event()
         self._stream = client.follow_labels(0)  # opened by the follower thread
@@ -97,6 +102,7 @@ class Trainer:
                     else:  # a correction: the item's latest record holds its label
                         self._ys[row] = r.label
                     self._through_seq = r.seq
+                    self._last_record_at = time.monotonic()
                     self._cv.notify_all()
         except grpc.RpcError as exc:  # not an outage (those are ridden out): a token without the server role, say
             if not self._stop.is_set():
@@ -125,7 +131,8 @@ class Trainer:
 
         def ready() -> bool:
             nonlocal said
-            growth = 0 if sync else math.ceil(self.config.min_growth * trained_through)
+            settled = time.monotonic() - self._last_record_at >= self.config.settle_seconds
+            growth = 0 if sync or settled else math.ceil(self.config.min_growth * trained_through)
             n, needed = len(self._ys), max(self.config.min_labels, trained_through + max(min_new, growth))
             if n < needed and n != said:
                 said = n
