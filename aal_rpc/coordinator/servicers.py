@@ -187,11 +187,20 @@ class _LeaseQueue:
         self._waiting: collections.deque[_Waiter] = collections.deque()
         self._dispatcher: asyncio.Task | None = None
 
-    async def wait(self, annotator: str, lease_seconds: float, wait_seconds: float) -> Query | None:
+    def busy(self) -> bool:
+        """Whether polls are waiting (a newcomer then queues behind them without trying first)."""
+        return bool(self._waiting)
+
+    async def wait(self, annotator: str, lease_seconds: float, wait_seconds: float, *,
+                   look_now: bool = False) -> Query | None:
+        """Queue a poll and wait for its answer; `look_now`: it has not tried S yet, so the dispatcher makes a pass
+        at once (oldest first: an item S holds goes to whoever came first and can take it)."""
         waiter = _Waiter(annotator, lease_seconds, asyncio.get_running_loop().create_future())
         self._waiting.append(waiter)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.ensure_future(self._dispatch())
+        elif look_now:
+            self._s.c.signals.queries.fire()
         delivered = False
         try:
             try:
@@ -271,9 +280,12 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
     async def LeaseQuery(self, request, context):
         annotator = _annotator(request.annotator_id)
         wait = _bounded_wait(request.wait_seconds, context)
-        q = await self._try_lease(annotator, request.lease_seconds)
+        # A poll that would wait behind others does not try ahead of them: the dispatcher serves the queue in
+        # arrival order (a call that will not wait always tries, once).
+        queued_behind = wait > 0 and self._queue.busy()
+        q = None if queued_behind else await self._try_lease(annotator, request.lease_seconds)
         if q is None and wait > 0 and not self.c.closing:
-            q = await self._queue.wait(annotator, request.lease_seconds, wait)
+            q = await self._queue.wait(annotator, request.lease_seconds, wait, look_now=queued_behind)
         if q is None:
             return annotation_pb2.LeaseQueryResponse(found=False)
         if _caller_left():  # a caller that has left must not hold the item: it goes straight back to S
