@@ -118,6 +118,22 @@ def procs(tmp_path):
     group.stop_all()
 
 
+def serve_annotation(servicer) -> tuple:
+    """An AnnotationService alone on 127.0.0.1:0 on the coordinator's server stack; (server, port). Stop it with
+    `server_loop().run(server.stop(0))`."""
+    from aal_rpc.grpc_utils import create_server, server_loop
+    from aal_rpc.proto.v1 import annotation_pb2_grpc
+
+    async def start():
+        server = create_server()
+        annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    return server_loop().run(start())
+
+
 def wait_until(predicate, timeout=90.0, interval=0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

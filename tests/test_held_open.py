@@ -15,11 +15,11 @@ from aal_rpc.client import AnnotationClient
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.embedded import CoordinatorConfig
 from aal_rpc.coordinator.servicers import AnnotationServicer
-from aal_rpc.grpc_utils import create_server, server_loop
+from aal_rpc.grpc_utils import server_loop
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
 from aal_rpc.security import ClientSecurity
-from tests.conftest import TASK, make_candidate, wait_until
+from tests.conftest import TASK, make_candidate, serve_annotation, wait_until
 
 TOKENS = {"ann-token": "annotator", "srv-token": "server", "wrk-token": "worker", "adm-token": "admin"}
 STORE_THREADS = 4  # far fewer than the calls held open below
@@ -159,14 +159,7 @@ def test_an_item_leased_for_a_call_cancelled_meanwhile_goes_straight_back(make_e
     gated = _GatedLease(c)
     executor = ThreadPoolExecutor(2)
 
-    async def start():
-        server = create_server()
-        annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(gated, executor), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        return server, port
-
-    server, port = server_loop().run(start())
+    server, port = serve_annotation(AnnotationServicer(gated, executor))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
         poll = annotation_pb2_grpc.AnnotationServiceStub(channel).LeaseQuery.future(

@@ -24,7 +24,7 @@ from aal_rpc.models import build_model
 from aal_rpc.proto.v1 import (annotation_pb2, annotation_pb2_grpc, selection_pb2, selection_pb2_grpc, training_pb2,
                               training_pb2_grpc)
 from aal_rpc.serde import weights_to_bytes
-from tests.conftest import TASK, make_candidate, wait_until
+from tests.conftest import TASK, make_candidate, serve_annotation, wait_until
 
 
 class _CountedLeases:
@@ -53,14 +53,7 @@ def annotation_server(make_embedded_coordinator):
     executor = ThreadPoolExecutor(2)
     servicer = AnnotationServicer(counted, executor)
 
-    async def start():
-        server = create_server()
-        annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        return server, port
-
-    server, port = server_loop().run(start())
+    server, port = serve_annotation(servicer)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield c, counted, servicer, annotation_pb2_grpc.AnnotationServiceStub(channel)
     channel.close()
