@@ -22,7 +22,7 @@ ALLOWED_DTYPES = frozenset({"float32", "float64", "float16", "uint8", "int64", "
 
 def payload_to_proto(p: Payload) -> common_pb2.Payload:
     return common_pb2.Payload(tensor=common_pb2.Tensor(data=p.tensor, dtype=p.dtype, shape=list(p.shape)),
-                              image_png=p.image_png, text=p.text)
+                              image=p.image, text=p.text)
 
 
 def payload_from_proto(msg: common_pb2.Payload) -> Payload:
@@ -36,7 +36,7 @@ def payload_from_proto(msg: common_pb2.Payload) -> Payload:
     expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
     if expected != len(t.data):
         raise InvalidArgument(f"payload of shape {shape} and dtype {t.dtype} needs {expected} bytes, got {len(t.data)}")
-    return Payload(tensor=bytes(t.data), dtype=t.dtype, shape=shape, image_png=bytes(msg.image_png), text=msg.text)
+    return Payload(tensor=bytes(t.data), dtype=t.dtype, shape=shape, image=bytes(msg.image), text=msg.text)
 
 
 def provenance_to_proto(p: Provenance) -> common_pb2.Provenance:
@@ -52,13 +52,17 @@ def provenance_from_proto(msg: common_pb2.Provenance) -> Provenance:
 def task_to_proto(t: Task) -> common_pb2.Task:
     return common_pb2.Task(dataset=t.dataset, num_classes=t.num_classes, class_names=list(t.class_names),
                            input_shape=list(t.input_shape), architecture=t.architecture, mode=t.mode,
-                           batch_size=t.batch_size)
+                           batch_size=t.batch_size, class_descriptions=list(t.class_descriptions),
+                           guidelines=t.guidelines, input_size=list(t.input_size), test_dataset=t.test_dataset,
+                           audit_share=t.audit_share)
 
 
 def task_from_proto(msg: common_pb2.Task) -> Task:
     return Task(dataset=msg.dataset, num_classes=msg.num_classes, class_names=tuple(msg.class_names),
                 input_shape=tuple(msg.input_shape), architecture=msg.architecture, mode=msg.mode,
-                batch_size=msg.batch_size)
+                batch_size=msg.batch_size, class_descriptions=tuple(msg.class_descriptions),
+                guidelines=msg.guidelines, input_size=tuple(msg.input_size), test_dataset=msg.test_dataset,
+                audit_share=msg.audit_share)
 
 
 def record_to_proto(r: LabeledRecord) -> common_pb2.LabeledRecord:

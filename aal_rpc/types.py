@@ -5,6 +5,7 @@ Plain dataclasses, free of protobuf and gRPC; `aal_rpc.serde` translates them at
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -14,27 +15,55 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Payload:
-    """What travels with an item: the raw tensor a trainer needs, and what a person looks at: a PNG for images,
-    the text for text items."""
+    """What travels with an item: the raw tensor a trainer needs, and what a person looks at: a picture for
+    images (the original file's PNG, JPEG, GIF or WebP bytes, or a rendering; `image_type` names it), the text
+    for text items."""
 
     tensor: bytes
     dtype: str
     shape: tuple[int, ...]
-    image_png: bytes = b""
+    image: bytes = b""
     text: str = ""
 
     @classmethod
-    def from_array(cls, x: np.ndarray, image_png: bytes = b"", text: str = "") -> "Payload":
+    def from_array(cls, x: np.ndarray, image: bytes = b"", text: str = "") -> "Payload":
         x = np.ascontiguousarray(x)
         return cls(tensor=x.astype(x.dtype.newbyteorder("<"), copy=False).tobytes(),
-                   dtype=x.dtype.name, shape=tuple(int(d) for d in x.shape), image_png=image_png, text=text)
+                   dtype=x.dtype.name, shape=tuple(int(d) for d in x.shape), image=image, text=text)
+
+    @property
+    def image_type(self) -> str:
+        """The picture's media type, read from its first bytes ("" without a picture)."""
+        return image_type(self.image)
+
+    def image_data_url(self) -> str:
+        """The picture as a data: URL a page can show ("" without one)."""
+        if not self.image:
+            return ""
+        return f"data:{self.image_type or 'application/octet-stream'};base64,{base64.b64encode(self.image).decode()}"
 
     def to_array(self) -> np.ndarray:
         return np.frombuffer(self.tensor, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.shape)
 
     @property
     def nbytes(self) -> int:
-        return len(self.tensor) + len(self.image_png) + len(self.text.encode())
+        return len(self.tensor) + len(self.image) + len(self.text.encode())
+
+
+MAX_IMAGE_BYTES = 2 * 1024 * 1024  # an item's picture for people; several fit in one 4 MiB message
+MAX_IMAGE_PIXELS = 4096 * 4096  # decoded size bound: a small file may not claim a huge canvas
+IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+                    (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+
+
+def image_type(data: bytes) -> str:
+    """The media type of a picture a browser shows (PNG, JPEG, GIF, WebP), from its signature; "" otherwise."""
+    for signature, mime in IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +88,11 @@ class Task:
     architecture: str
     mode: str = "async"
     batch_size: int = 0
+    class_descriptions: tuple[str, ...] = ()  # one line of guidance per class ("" where none); () for none at all
+    guidelines: str = ""  # Markdown shown to annotators (aal-web, Label Studio's instructions)
+    input_size: tuple[int, ...] = ()  # (height, width) pictures are resized to for the model; () the data's own
+    test_dataset: str = ""  # a labeled held-out set the trainers evaluate on, when not the dataset's own split
+    audit_share: float = 0.0  # share of labels spent on uniform random audit items (the accuracy estimate)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -66,8 +100,9 @@ class Task:
     @classmethod
     def from_json(cls, text: str) -> "Task":
         d = json.loads(text)
-        d["class_names"] = tuple(d["class_names"])
-        d["input_shape"] = tuple(d["input_shape"])
+        for key in ("class_names", "input_shape", "class_descriptions", "input_size"):
+            if key in d:  # tasks recorded before a field existed take its default
+                d[key] = tuple(d[key])
         return cls(**d)
 
 

@@ -34,7 +34,7 @@ def _candidates(ids, images):
     out = []
     for n, item_id in enumerate(ids):
         x = (images[n % len(images)] / 16.0).astype(np.float32)[None]
-        out.append((str(item_id), Payload.from_array(x, image_png=render_png(x)), float(n % 97) / 97))
+        out.append((str(item_id), Payload.from_array(x, image=render_png(x)), float(n % 97) / 97))
     return out
 
 

@@ -26,7 +26,7 @@ THREADS = 8
 
 def _candidates(n: int) -> list[Candidate]:
     x = np.random.default_rng(0).random((1, 8, 8), dtype=np.float32)
-    payload = Payload.from_array(x, image_png=render_png(x))  # a real picture, as workers send
+    payload = Payload.from_array(x, image=render_png(x))  # a real picture, as workers send
     return [Candidate(f"item-{i}", payload, Provenance("w0", "margin", 0, 0.5)) for i in range(n)]
 
 

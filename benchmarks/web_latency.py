@@ -69,7 +69,7 @@ def queue_digits(address: str, n: int) -> None:
         batch = []
         for i in range(n):
             x = (images[i % len(images)] / 16.0).astype(np.float32)[None]
-            batch.append((str(i), Payload.from_array(x, image_png=render_png(x)), 0.5))
+            batch.append((str(i), Payload.from_array(x, image=render_png(x)), 0.5))
         for start in range(0, n, 500):
             c.submit_candidates(worker_id="bench", strategy="margin", model_version=0,
                                 candidates=batch[start:start + 500])

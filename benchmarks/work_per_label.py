@@ -133,7 +133,7 @@ def _candidate_message_bytes(payload: Payload) -> int:
     """What one item weighs on the wire as a worker submits it (the tensor and its picture)."""
     x = payload.to_array()
     msg = selection_pb2.Candidate(item_id="1234", score=0.5,
-                                  payload=serde.payload_to_proto(Payload.from_array(x, image_png=render_png(x))))
+                                  payload=serde.payload_to_proto(Payload.from_array(x, image=render_png(x))))
     return msg.ByteSize()
 
 

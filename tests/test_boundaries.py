@@ -74,7 +74,7 @@ class Env:
 def candidate(item_id, score=0.5, png=b"", x=None):
     x = np.full(TASK.input_shape, 0.25, np.float32) if x is None else x
     return selection_pb2.Candidate(item_id=item_id, score=score,
-                                   payload=payload_to_proto(Payload.from_array(x, image_png=png)))
+                                   payload=payload_to_proto(Payload.from_array(x, image=png)))
 
 
 def weights(**override):

@@ -234,7 +234,7 @@ def plausible_candidates(draw):
     x.flat[draw(st.integers(0, x.size - 1))] = draw(VALUES)
     cands = [selection_pb2.Candidate(item_id=draw(st.sampled_from(["f1", "f2", "f3", "x" * 300])),
                                      score=draw(st.one_of(st.floats(-1, 1), NON_FINITE)),
-                                     payload=payload_to_proto(Payload.from_array(x, image_png=draw(PNGS))))
+                                     payload=payload_to_proto(Payload.from_array(x, image=draw(PNGS))))
              for _ in range(draw(st.integers(1, 3)))]
     return selection_pb2.SubmitCandidatesRequest(worker_id="w", strategy="margin", model_version=draw(VERSIONS),
                                                  candidates=cands)

@@ -163,7 +163,7 @@ class Coordinator:
         for n, item_id in enumerate(ids):
             x = np.full(TASK.input_shape, (int(item_id) % 16) / 16, np.float32)
             c = selection_pb2.Candidate(item_id=str(item_id), score=scores[n] if scores else 0.5,
-                                        payload=payload_to_proto(Payload.from_array(x, image_png=render_png(x))))
+                                        payload=payload_to_proto(Payload.from_array(x, image=render_png(x))))
             if clusters is not None:
                 c.cluster = clusters[n]
             cands.append(c)

@@ -38,7 +38,7 @@ def digit_candidates(ids):
     out = []
     for i in ids:
         x = (images[int(i)] / 16.0).astype(np.float32)[None]
-        out.append((str(i), Payload.from_array(x, image_png=render_png(x)), 0.5))
+        out.append((str(i), Payload.from_array(x, image=render_png(x)), 0.5))
     return out
 
 

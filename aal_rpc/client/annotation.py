@@ -6,7 +6,7 @@
         task = client.task()                      # class names, input shape
         query = client.lease(wait_seconds=30)     # None if nothing arrived in time
         if query is not None:
-            show(query.image_png)                 # a PNG for people; query.array() for programs
+            show(query.image)                 # a PNG for people; query.array() for programs
             client.submit(query, label=3)         # on disk when this returns
 
 Every call has a deadline. Calls that fail with UNAVAILABLE or DEADLINE_EXCEEDED (the coordinator
@@ -43,8 +43,11 @@ class LeasedQuery:
     provenance: Provenance
 
     @property
-    def image_png(self) -> bytes:
-        return self.payload.image_png
+    def image(self) -> bytes:
+        """The picture people look at (PNG, JPEG, GIF or WebP; `payload.image_type` names it), b"" for text."""
+        return self.payload.image
+
+    image_png = image  # the name before pictures could be JPEG, GIF or WebP
 
     @property
     def text(self) -> str:

@@ -308,7 +308,7 @@ class PostgresStore:
                 "tensor, dtype, shape, image_png, text, cluster) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 [(c.item_id, shard_key(c.item_id), c.provenance.worker_id, c.provenance.strategy,
                   c.provenance.model_version, c.provenance.score, queued_at, c.payload.tensor, c.payload.dtype,
-                  json.dumps(list(c.payload.shape)), c.payload.image_png, c.payload.text, c.provenance.cluster)
+                  json.dumps(list(c.payload.shape)), c.payload.image, c.payload.text, c.provenance.cluster)
                  for c, queued_at in rows])
             self._notify(cur, "queries")
 

@@ -95,7 +95,7 @@ def label_row(r: LabeledRecord) -> tuple:
     p, prov = r.payload, r.provenance
     return (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
             prov.worker_id, prov.strategy, prov.model_version, prov.score, r.supersedes, prov.cluster,
-            p.tensor, p.dtype, json.dumps(list(p.shape)), p.image_png, p.text)
+            p.tensor, p.dtype, json.dumps(list(p.shape)), p.image, p.text)
 
 
 def label_from_row(r, *, include_payload: bool) -> LabeledRecord:
@@ -304,7 +304,7 @@ class SqliteStore:
                 "tensor, dtype, shape, image_png, text, cluster) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(cand.item_id, cand.provenance.worker_id, cand.provenance.strategy, cand.provenance.model_version,
                   cand.provenance.score, queued_at, cand.payload.tensor, cand.payload.dtype,
-                  json.dumps(list(cand.payload.shape)), cand.payload.image_png, cand.payload.text,
+                  json.dumps(list(cand.payload.shape)), cand.payload.image, cand.payload.text,
                   cand.provenance.cluster)
                  for cand, queued_at in rows])
 

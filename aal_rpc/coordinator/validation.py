@@ -15,18 +15,16 @@ import numpy as np
 
 from aal_rpc.coordinator.rounds import MAX_ROUND_SECONDS
 from aal_rpc.errors import InvalidArgument, ResourceExhausted
-from aal_rpc.types import Candidate, Payload, Task
+from aal_rpc.types import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, Candidate, Payload, Task, image_type
 
 MAX_WAIT_SECONDS = 60.0  # longest long poll a client may ask for; it simply asks again
 MAX_LEASE_SECONDS = 24 * 3600.0
 MAX_ID_CHARS = 256
-MAX_PNG_BYTES = 2 * 1024 * 1024  # an item's picture for people; several fit in one 4 MiB message
-MAX_PNG_PIXELS = 4096 * 4096  # decoded size bound: a small PNG may not claim a huge canvas
 MAX_METRICS = 32  # held-out metrics per model version (accuracy, loss, ...)
 MAX_METRIC_NAME_CHARS = 64
 MAX_TEXT_CHARS = 100_000  # a text item's text, for people to read
 DEFAULT_DEFER_SECONDS = 600.0  # "don't know": the item is not offered to the same annotator again this long
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PILLOW_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/webp": "WEBP"}
 
 
 def check_id(name: str, value: str) -> None:
@@ -109,33 +107,35 @@ def check_candidates(task: Task, worker_id: str, strategy: str, model_version: i
 
 
 def check_payload(name: str, payload: Payload) -> None:
-    """Values a trainer can learn from (no NaN or infinity) and, when present, a PNG a browser can show."""
+    """Values a trainer can learn from (no NaN or infinity) and, when present, a picture a browser can show."""
     x = payload.to_array()
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise InvalidArgument(f"{name}: payload tensor holds NaN or infinite values")
-    if payload.image_png:
-        check_png(name, payload.image_png)
+    if payload.image:
+        check_image(name, payload.image)
     if len(payload.text) > MAX_TEXT_CHARS or "\x00" in payload.text:
         raise InvalidArgument(f"{name}: text must have at most {MAX_TEXT_CHARS} characters and no NUL")
 
 
-def check_png(name: str, data: bytes) -> None:
-    if len(data) > MAX_PNG_BYTES:
-        raise ResourceExhausted(f"{name}: image_png of {len(data)} bytes exceeds {MAX_PNG_BYTES}")
-    if not data.startswith(PNG_SIGNATURE):
-        raise InvalidArgument(f"{name}: image_png is not a PNG")
+def check_image(name: str, data: bytes) -> None:
+    """A PNG, JPEG, GIF or WebP of at most MAX_IMAGE_BYTES and MAX_IMAGE_PIXELS, whose structure Pillow accepts."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ResourceExhausted(f"{name}: image of {len(data)} bytes exceeds {MAX_IMAGE_BYTES}")
+    kind = image_type(data)
+    if not kind:
+        raise InvalidArgument(f"{name}: image is not a PNG, JPEG, GIF or WebP")
     from PIL import Image  # imported here: only coordinators check pictures
 
     try:
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+        with Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[kind]]) as img:
             width, height = img.size
-            if width * height > MAX_PNG_PIXELS:
-                raise InvalidArgument(f"{name}: image_png of {width}x{height} pixels exceeds {MAX_PNG_PIXELS}")
-            img.verify()  # chunk checksums and structure, without decoding the pixels
+            if width * height > MAX_IMAGE_PIXELS:
+                raise InvalidArgument(f"{name}: image of {width}x{height} pixels exceeds {MAX_IMAGE_PIXELS}")
+            img.verify()  # structure (and PNG checksums), without decoding the pixels
     except InvalidArgument:
         raise
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for damaged files
-        raise InvalidArgument(f"{name}: image_png is not a valid PNG ({type(exc).__name__})") from None
+        raise InvalidArgument(f"{name}: image is not a valid {kind} ({type(exc).__name__})") from None
 
 
 def check_metrics(metrics: Mapping[str, float]) -> None:

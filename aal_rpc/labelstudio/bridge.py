@@ -85,14 +85,14 @@ def priority(score: float) -> float:
 
 
 def item_content(payload: Payload, kind: str) -> str:
-    """What the project's object shows: the PNG as a data: URL, or the text (a short summary of the values of an
-    item that has neither)."""
+    """What the project's object shows: the picture as a data: URL, or the text (a short summary of the values of
+    an item that has neither)."""
     if kind == "image":
-        png = payload.image_png
-        if not png:
-            from aal_rpc.data.images import render_png
+        if payload.image:
+            return payload.image_data_url()
+        from aal_rpc.data.images import render_png
 
-            png = render_png(payload.to_array())
+        png = render_png(payload.to_array())
         return "data:image/png;base64," + base64.b64encode(png).decode() if png else ""
     if payload.text:
         return payload.text

@@ -64,9 +64,10 @@ class BadRequest(ValueError):
 
 
 def item_json(query: LeasedQuery) -> dict:
-    """A leased query as the page shows it: a PNG as a data: URL, or the text, or a short summary of the values."""
+    """A leased query as the page shows it: its picture as a data: URL, or the text, or a short summary of the
+    values."""
     text = query.text
-    image = "data:image/png;base64," + base64.b64encode(query.image_png).decode() if query.image_png else ""
+    image = query.payload.image_data_url()
     if not image and not text:
         flat = query.array().reshape(-1)
         text = f"{flat.size} values: " + " ".join(f"{v:.3g}" for v in flat[:32]) + (" …" if flat.size > 32 else "")

@@ -275,4 +275,4 @@ class Selector:
         i = self.indices[row]
         x = self.dataset.x_pool[i]
         text = self.dataset.texts[i] if self.dataset.texts is not None else ""
-        return Payload.from_array(x, image_png=render_png(x), text=text)
+        return Payload.from_array(x, image=render_png(x), text=text)

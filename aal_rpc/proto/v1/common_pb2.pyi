@@ -17,14 +17,14 @@ class Tensor(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Payload(_message.Message):
-    __slots__ = ("tensor", "image_png", "text")
+    __slots__ = ("tensor", "image", "text")
     TENSOR_FIELD_NUMBER: _ClassVar[int]
-    IMAGE_PNG_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     tensor: Tensor
-    image_png: bytes
+    image: bytes
     text: str
-    def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image_png: _Optional[bytes] = ..., text: _Optional[str] = ...) -> None: ...
+    def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Provenance(_message.Message):
     __slots__ = ("worker_id", "strategy", "model_version", "score", "cluster")
@@ -41,7 +41,7 @@ class Provenance(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., strategy: _Optional[str] = ..., model_version: _Optional[int] = ..., score: _Optional[float] = ..., cluster: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("dataset", "num_classes", "class_names", "input_shape", "architecture", "mode", "batch_size")
+    __slots__ = ("dataset", "num_classes", "class_names", "input_shape", "architecture", "mode", "batch_size", "class_descriptions", "guidelines", "input_size", "test_dataset", "audit_share")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,11 @@ class Task(_message.Message):
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_DESCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    GUIDELINES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TEST_DATASET_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SHARE_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     num_classes: int
     class_names: _containers.RepeatedScalarFieldContainer[str]
@@ -56,7 +61,12 @@ class Task(_message.Message):
     architecture: str
     mode: str
     batch_size: int
-    def __init__(self, dataset: _Optional[str] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., input_shape: _Optional[_Iterable[int]] = ..., architecture: _Optional[str] = ..., mode: _Optional[str] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    class_descriptions: _containers.RepeatedScalarFieldContainer[str]
+    guidelines: str
+    input_size: _containers.RepeatedScalarFieldContainer[int]
+    test_dataset: str
+    audit_share: float
+    def __init__(self, dataset: _Optional[str] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., input_shape: _Optional[_Iterable[int]] = ..., architecture: _Optional[str] = ..., mode: _Optional[str] = ..., batch_size: _Optional[int] = ..., class_descriptions: _Optional[_Iterable[str]] = ..., guidelines: _Optional[str] = ..., input_size: _Optional[_Iterable[int]] = ..., test_dataset: _Optional[str] = ..., audit_share: _Optional[float] = ...) -> None: ...
 
 class LabeledRecord(_message.Message):
     __slots__ = ("seq", "item_id", "payload", "label", "annotator_id", "queued_at_unix", "leased_at_unix", "labeled_at_unix", "provenance", "supersedes_seq")
