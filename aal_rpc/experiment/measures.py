@@ -76,3 +76,32 @@ def mean_ci(values) -> tuple[float, float, int]:
         return float(v[0]), float("nan"), 1
     half = t_quantile(0.5 + CONFIDENCE / 2, len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
     return float(v.mean()), half, len(v)
+
+
+AUDIT_STRATEGY = "audit"  # provenance of the uniform random items served for the accuracy estimate
+AUDIT_CORRECT = "audit_correct"  # a model's metrics: audit labels it classifies correctly ...
+AUDIT_LABELS = "audit_labels"  # ... out of this many (the trainers evaluate every model on the audit labels)
+WILSON_Z = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+
+
+def wilson_interval(correct: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion: sound at small n and at 0 or n successes, unlike the
+    normal approximation."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def estimated_accuracy(metrics: dict[str, float]) -> dict | None:
+    """A model's accuracy estimated on the audit labels (items drawn uniformly at random from the pool, never
+    trained on): {value, low, high, labels} with a 95% Wilson interval; None when the model saw no audit label."""
+    n = int(metrics.get(AUDIT_LABELS, 0))
+    if n <= 0:
+        return None
+    correct = int(round(metrics.get(AUDIT_CORRECT, 0)))
+    low, high = wilson_interval(correct, n)
+    return {"value": correct / n, "low": low, "high": high, "labels": n}
