@@ -66,6 +66,10 @@ def image_type(data: bytes) -> str:
     return ""
 
 
+AUDIT_STRATEGY = "audit"  # provenance of items drawn uniformly at random for the accuracy estimate: never trained on
+IMPORTED_STRATEGY = "imported"  # provenance of labels that came with the data
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Which worker, strategy and model version proposed an item, and with what score."""

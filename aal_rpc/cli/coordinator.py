@@ -16,7 +16,7 @@ from aal_rpc.coordinator.layout import DataDir
 from aal_rpc.coordinator.metrics import serve as serve_metrics
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.coordinator.store import SqliteStore
-from aal_rpc.data import DATASETS, load_dataset
+from aal_rpc.data import DATASETS, Dataset, load_dataset, load_test_set, read_classes
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, parse_address
 from aal_rpc.models import ARCHITECTURES
 from aal_rpc.security import ServerTLS, load_tokens
@@ -47,19 +47,65 @@ def stored_task(store: str, data_dir: Path | None) -> Task | None:
     return None
 
 
+DEFAULT_AUDIT_SHARE = 0.05  # without a labeled test set: the share of labels that estimates accuracy
+
+
+def parse_input_size(value: str | None) -> tuple[int, ...]:
+    """`--input-size`: "32" (32x32) or "WIDTHxHEIGHT" ("64x48") -> (height, width); None -> () (the default)."""
+    if not value:
+        return ()
+    parts = value.lower().split("x")
+    try:
+        sizes = [int(v) for v in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or not all(1 <= v <= 4096 for v in sizes):
+        raise click.BadParameter(f"expected N or WIDTHxHEIGHT, each 1 to 4096; got {value!r}",
+                                 param_hint="--input-size")
+    width, height = sizes if len(sizes) == 2 else sizes * 2
+    return (height, width)
+
+
 def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset: str, model: str, mode: str,
-                 batch_size: int) -> Task:
-    """The task from the options; on a store that has one, options left at their defaults take its values."""
+                 batch_size: int, classes: str | None = None, classes_file: Path | None = None,
+                 guidelines: Path | None = None, input_size: str | None = None, test_dataset: str | None = None,
+                 audit_share: float | None = None) -> tuple[Task, Dataset]:
+    """The task from the options, and its dataset loaded; on a store that has a task, options left at their
+    defaults take its values. ValueError (one line) for data the task cannot be built from."""
     stored = stored_task(store, data_dir)
-    explicit = lambda name: ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT  # noqa: E731
+    explicit = lambda name: ctx.get_parameter_source(name) not in (  # noqa: E731
+        click.core.ParameterSource.DEFAULT, None)
+    names: tuple[str, ...] | None = None
+    descriptions: tuple[str, ...] = ()
+    text = guidelines.read_text(encoding="utf-8") if guidelines is not None else ""
+    size = parse_input_size(input_size)
+    if classes is not None or classes_file is not None:
+        declared = read_classes(classes, classes_file)
+        names, descriptions = declared.names, declared.descriptions
     if stored is not None:
         dataset = dataset if explicit("dataset") else stored.dataset
         model = model if explicit("model") else stored.architecture
         mode = mode if explicit("mode") else stored.mode
         batch_size = batch_size if explicit("batch_size") else stored.batch_size
-    ds = load_dataset(dataset)
-    return Task(dataset=dataset, num_classes=ds.num_classes, class_names=ds.class_names,
-                input_shape=ds.input_shape, architecture=model, mode=mode, batch_size=batch_size)
+        if names is None:
+            names, descriptions = stored.class_names, stored.class_descriptions
+        text = text if guidelines is not None else stored.guidelines
+        size = size if input_size else stored.input_size
+        test_dataset = test_dataset if test_dataset is not None else stored.test_dataset
+        audit_share = audit_share if audit_share is not None else stored.audit_share
+    ds = load_dataset(dataset, classes=names, input_size=size or None)
+    if test_dataset:
+        x_test, y_test = load_test_set(test_dataset, classes=ds.class_names, input_size=size or None)
+        if x_test.shape[1:] != ds.x_pool.shape[1:]:
+            raise ValueError(f"test set {test_dataset} has inputs of shape {x_test.shape[1:]}, the pool "
+                             f"{ds.x_pool.shape[1:]}")
+    if audit_share is None:  # an audit only where no labeled test set measures the models
+        audit_share = 0.0 if test_dataset or ds.has_test_split else DEFAULT_AUDIT_SHARE
+    task = Task(dataset=dataset, num_classes=ds.num_classes, class_names=ds.class_names,
+                input_shape=ds.input_shape, architecture=model, mode=mode, batch_size=batch_size,
+                class_descriptions=tuple(descriptions), guidelines=text, input_size=tuple(size),
+                test_dataset=test_dataset or "", audit_share=float(audit_share))
+    return task, ds
 
 
 @click.command()
@@ -70,7 +116,24 @@ def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset:
                    "database, so several coordinator replicas can serve it at once (async mode). Also $AAL_STORE.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Where the embedded store keeps all state (required with --store sqlite).")
-@click.option("--dataset", default="digits", show_default=True, help=f"{DATASETS}.")
+@click.option("--dataset", default="digits", show_default=True,
+              help=f"{DATASETS}. Labels are optional: a pool without them is labeled by people; the labels a pool "
+                   "has are imported into L (provenance 'imported') when the coordinator first starts.")
+@click.option("--classes", default=None, metavar="A,B,C",
+              help="The classes, in the team's order (label index = position). Default: the data's own labels.")
+@click.option("--classes-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="One class a line, in order, optionally a TAB and a line of guidance annotators see.")
+@click.option("--guidelines", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A Markdown file of labeling guidelines, shown in aal-web and sent to Label Studio.")
+@click.option("--input-size", default=None, metavar="N|WxH",
+              help="Size pictures are resized to for the model (32, or 64x48 for width x height); channels come "
+                   "from the data. Annotators see the original files. Default: 32 for folders and Parquet.")
+@click.option("--test-dataset", default=None, metavar="SPEC",
+              help="A labeled dataset (same classes) the trainers evaluate every model on.")
+@click.option("--audit-share", type=click.FloatRange(min=0.0, max=0.5), default=None,
+              help=f"Share of labels spent on items drawn uniformly at random from the pool, kept out of training: "
+                   f"an unbiased accuracy estimate with a 95% interval. Default: {DEFAULT_AUDIT_SHARE} without a "
+                   f"labeled test set, else 0.")
 @click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
 @click.option("--mode", type=click.Choice(["async", "sync"]), default=Task.mode, show_default=True,
               help="sync: release --batch-size queries, then wait for a model trained on all labels and rescored "
@@ -109,8 +172,9 @@ def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset:
                    "that cannot speak TLS (Kubernetes' gRPC probes). 0 picks one; printed as 'health on HOST:PORT'.")
 @log_level_option
 @click.pass_context
-def main(ctx, listen, store, data_dir, dataset, model, mode, batch_size, pick, pool_capacity, lease_seconds,
-         max_labels_per_model, keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port, health_port):
+def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guidelines, input_size, test_dataset,
+         audit_share, model, mode, batch_size, pick, pool_capacity, lease_seconds, max_labels_per_model, keep_models,
+         max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port, health_port):
     """Run the pool coordinator."""
     host, _ = parse_address(listen)
     if store != "sqlite" and not is_database_url(store):
@@ -130,9 +194,12 @@ def main(ctx, listen, store, data_dir, dataset, model, mode, batch_size, pick, p
     elif tls_cert is None:
         log.warning("tokens travel in the clear without TLS: anyone on the network path can read and replay "
                     "them (serve TLS with --tls-cert/--tls-key)")
+    if classes is not None and classes_file is not None:
+        raise click.UsageError("give --classes or --classes-file, not both")
     try:
-        task = resolve_task(ctx, store, data_dir, dataset, model, mode, batch_size)
-    except (RuntimeError, ConnectionError) as exc:  # psycopg missing, database unreachable
+        task, ds = resolve_task(ctx, store, data_dir, dataset, model, mode, batch_size, classes, classes_file,
+                                guidelines, input_size, test_dataset, audit_share)
+    except (RuntimeError, ConnectionError, ValueError, OSError) as exc:  # bad data, psycopg missing, no database
         raise click.ClickException(str(exc)) from exc
     config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
                                keep_models=keep_models, seed=seed, max_labels_per_model=max_labels_per_model)

@@ -16,7 +16,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
-from aal_rpc.experiment.measures import labels_per_model
+from aal_rpc.experiment.measures import estimated_accuracy, labels_per_model
 from aal_rpc.handlers import Memo, around, replace_behavior
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -92,6 +92,14 @@ class _StateCollector:
                                 value=float("nan") if per_model is None else per_model)
         yield GaugeMetricFamily("aal_latest_model_age_seconds", "Seconds since the latest model was uploaded",
                                 value=time.time() - latest.created_at if latest else float("nan"))
+        estimate = estimated_accuracy(latest.metrics) if latest else None
+        accuracy = GaugeMetricFamily("aal_estimated_accuracy", "The latest model's accuracy estimated on the audit "
+                                     "labels, with its 95% interval (NaN before any audit label)", labels=["bound"])
+        for bound in ("value", "low", "high"):
+            accuracy.add_metric([bound], estimate[bound] if estimate else float("nan"))
+        yield accuracy
+        yield GaugeMetricFamily("aal_audit_labels", "Audit labels the latest model was evaluated on",
+                                value=estimate["labels"] if estimate else 0)
 
 
 class _MetricsHTTPServer(socketserver.ThreadingMixIn, WSGIServer):

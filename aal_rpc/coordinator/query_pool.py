@@ -37,6 +37,10 @@ class Entry:
     def score(self) -> float:
         return self.candidate.provenance.score
 
+    @property
+    def strategy(self) -> str:
+        return self.candidate.provenance.strategy
+
 
 class QueryPool:
     """S with a capacity, deduplicated by item id, leased with deadlines.
@@ -119,7 +123,8 @@ class QueryPool:
             self._random_pos[item_id] = len(self._random_items)
             self._random_items.append(item_id)
         else:
-            heapq.heappush(self._pick_heap, (*self._order.key(entry.version, entry.score), entry.token, item_id))
+            key = self._order.key(entry.version, entry.score, entry.strategy)
+            heapq.heappush(self._pick_heap, (*key, entry.token, item_id))
             self._compact()
 
     def _make_unavailable(self, item_id: str) -> None:

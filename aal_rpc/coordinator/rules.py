@@ -14,34 +14,45 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from aal_rpc.errors import FailedPrecondition, NotFound
-from aal_rpc.types import Candidate
+from aal_rpc.types import AUDIT_STRATEGY, Candidate
 
 
 # -- orders ---------------------------------------------------------------------------------------------------
 
 
+# Terms an order can sort on, each as its value in memory and as its SQL expression over S's columns. "audit" is 1
+# for an audit item (types.AUDIT_STRATEGY): the selectors submit those at the audit share of their shard's labels,
+# and serving them first keeps that share of labels uniform random, whatever the strategy scores.
+TERMS: dict[str, tuple[Callable[[int, float, str], float], str]] = {
+    "audit": (lambda version, score, strategy: float(strategy == AUDIT_STRATEGY), f"(strategy = '{AUDIT_STRATEGY}')"),
+    "model_version": (lambda version, score, strategy: version, "model_version"),
+    "score": (lambda version, score, strategy: score, "score"),
+}
+
+
 @dataclass(frozen=True)
 class Order:
-    """A lexicographic order over (model_version, score), each term ascending or descending.
+    """A lexicographic order over TERMS, each ascending or descending.
 
     `key` sorts candidates in memory (smallest first, as heapq and sorted take them); `sql` is the same order as
-    an ORDER BY clause over the columns of the same names, so the two backends cannot drift apart.
+    an ORDER BY clause over S's columns, so the two backends cannot drift apart.
     """
 
-    terms: tuple[tuple[str, bool], ...]  # (column, descending)
+    terms: tuple[tuple[str, bool], ...]  # (term, descending)
 
-    def key(self, model_version: int, score: float) -> tuple:
-        values = {"model_version": model_version, "score": score}
-        return tuple(-values[c] if desc else values[c] for c, desc in self.terms)
+    def key(self, model_version: int, score: float, strategy: str = "") -> tuple:
+        values = (TERMS[t][0](model_version, score, strategy) for t, _ in self.terms)
+        return tuple(-v if desc else v for v, (_, desc) in zip(values, self.terms))
 
     def sql(self) -> str:
-        return ", ".join(f"{c} {'DESC' if desc else 'ASC'}" for c, desc in self.terms)
+        return ", ".join(f"{TERMS[t][1]} {'DESC' if desc else 'ASC'}" for t, desc in self.terms)
 
 
-RANDOM = None  # the "random" pick order: a uniform choice among the available candidates
+RANDOM = None  # the "random" pick order: a uniform choice among the available candidates (audit items included)
+AUDIT_FIRST = ("audit", True)
 PICK_ORDERS: dict[str, Order | None] = {
-    "fresh": Order((("model_version", True), ("score", True))),  # the newest model's choices, best first
-    "score": Order((("score", True),)),  # the best score, whichever model gave it
+    "fresh": Order((AUDIT_FIRST, ("model_version", True), ("score", True))),  # the newest model's choices, best first
+    "score": Order((AUDIT_FIRST, ("score", True))),  # the best score, whichever model gave it
     "random": RANDOM,  # as in the paper
 }
 STALEST = Order((("model_version", False), ("score", False)))  # who makes room first when S is full

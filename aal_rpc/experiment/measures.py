@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from aal_rpc.types import AUDIT_STRATEGY  # noqa: F401 - re-exported for the runners
+
 CONFIDENCE = 0.95  # the intervals in docs/RESULTS.md: mean ± half-width of the two-sided 95% t-interval
 
 
@@ -78,7 +80,6 @@ def mean_ci(values) -> tuple[float, float, int]:
     return float(v.mean()), half, len(v)
 
 
-AUDIT_STRATEGY = "audit"  # provenance of the uniform random items served for the accuracy estimate
 AUDIT_CORRECT = "audit_correct"  # a model's metrics: audit labels it classifies correctly ...
 AUDIT_LABELS = "audit_labels"  # ... out of this many (the trainers evaluate every model on the audit labels)
 WILSON_Z = 1.959963984540054  # the normal quantile of a two-sided 95% interval

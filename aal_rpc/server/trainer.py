@@ -23,10 +23,12 @@ import numpy as np
 import torch
 
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.data import Dataset, load_dataset
+from aal_rpc.data import Dataset, load_task_dataset
 from aal_rpc.models import build_model
 from aal_rpc.serde import record_from_proto, weights_to_bytes
-from aal_rpc.training import RECIPE, WARM_RECIPE, evaluate, train
+from aal_rpc.training import RECIPE, WARM_RECIPE, evaluate, predict_proba, train
+from aal_rpc.types import AUDIT_STRATEGY
+from aal_rpc.experiment.measures import AUDIT_CORRECT, AUDIT_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +75,15 @@ class Trainer:
         self.client = client
         self.config = config
         self.task = client.task()
-        self.dataset = dataset or load_dataset(self.task.dataset)
+        self.dataset = dataset or load_task_dataset(self.task)
         self._xs: list[np.ndarray] = []
         self._ys: list[int] = []
         self._index: dict[str, int] = {}  # item id -> its row in _xs/_ys (a correction replaces that row's label)
+        # audit labels (items drawn uniformly at random, types.AUDIT_STRATEGY): never trained on, every model is
+        # evaluated on them, which gives an unbiased estimate of its accuracy on the pool
+        self._audit_x: list[np.ndarray] = []
+        self._audit_y: list[int] = []
+        self._audit_index: dict[str, int] = {}
         self._through_seq = 0  # the last record of L folded into _xs/_ys
         self._last_record_at = time.monotonic()  # when the follower last folded in a record
         self._cv = threading.Condition()
@@ -94,13 +101,18 @@ class Trainer:
             for msg in self._stream:
                 r = record_from_proto(msg)
                 with self._cv:
-                    row = self._index.get(r.item_id)
+                    if r.item_id in self._audit_index or (
+                            r.provenance.strategy == AUDIT_STRATEGY and r.item_id not in self._index):
+                        xs, ys, index = self._audit_x, self._audit_y, self._audit_index
+                    else:
+                        xs, ys, index = self._xs, self._ys, self._index
+                    row = index.get(r.item_id)
                     if row is None:
-                        self._index[r.item_id] = len(self._ys)
-                        self._xs.append(r.payload.to_array())
-                        self._ys.append(r.label)
+                        index[r.item_id] = len(ys)
+                        xs.append(r.payload.to_array())
+                        ys.append(r.label)
                     else:  # a correction: the item's latest record holds its label
-                        self._ys[row] = r.label
+                        ys[row] = r.label
                     self._through_seq = r.seq
                     self._last_record_at = time.monotonic()
                     self._cv.notify_all()
@@ -184,12 +196,29 @@ class Trainer:
                         "round starts afresh", cfg.server_id, len(y))
             self._model = None
             return
-        metrics = evaluate(self._model, self.dataset.x_test, self.dataset.y_test, device=cfg.device)
+        metrics = self.evaluate(self._model)
         metrics["train_seconds"] = time.monotonic() - t0
         info = self.client.upload_model(weights_to_bytes(state), server_id=cfg.server_id,
                                         trained_seq=seq, num_labels=len(y), architecture=self.task.architecture,
                                         metrics=metrics)
         self._round_seconds = time.monotonic() - t0
         self.rounds += 1
-        log.info("%s published v%d: %d labels, accuracy %.4f, %.2fs", cfg.server_id, info.version, len(y),
-                 metrics.get("accuracy", float("nan")), metrics["train_seconds"])
+        log.info("%s published v%d: %d labels, accuracy %.4f (audit %d/%d), %.2fs", cfg.server_id, info.version,
+                 len(y), metrics.get("accuracy", float("nan")), int(metrics.get(AUDIT_CORRECT, 0)),
+                 int(metrics.get(AUDIT_LABELS, 0)), metrics["train_seconds"])
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        """Held-out metrics (accuracy, loss) when the task has a labeled test set, and the audit's counts
+        (measures.AUDIT_CORRECT of measures.AUDIT_LABELS) when audit labels have arrived."""
+        metrics: dict[str, float] = {}
+        if len(self.dataset.y_test):
+            metrics.update(evaluate(model, self.dataset.x_test, self.dataset.y_test, device=self.config.device))
+        with self._cv:
+            n = len(self._audit_y)
+            x = np.stack(self._audit_x[:n]) if n else None
+            y = np.asarray(self._audit_y[:n], dtype=np.int64)
+        if n:
+            probs, _ = predict_proba(model, x, device=self.config.device)
+            metrics[AUDIT_CORRECT] = float((probs.argmax(axis=1) == y).sum())
+            metrics[AUDIT_LABELS] = float(n)
+        return metrics

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.data import Dataset, load_dataset, render_png
+from aal_rpc.data import Dataset, load_task_dataset
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_from_bytes
 from aal_rpc.strategies import get_strategy
 from aal_rpc.strategies.uniform import RandomStrategy
 from aal_rpc.training import predict_proba
-from aal_rpc.types import Payload
+from aal_rpc.types import AUDIT_STRATEGY, Payload
 from aal_rpc.worker.pacing import Pacing
 
 log = logging.getLogger(__name__)
@@ -72,13 +72,15 @@ class Selector:
         self.client = client
         self.config = config
         self.task = client.task()
-        self.dataset = dataset or load_dataset(self.task.dataset)
+        self.dataset = dataset or load_task_dataset(self.task)
         self.indices = self.dataset.shard_indices(config.shard_index, config.num_shards)
         self._x = shard_rows(self.dataset.x_pool, self.indices)  # the shard's inputs, gathered once, not per model
         self.item_ids = np.array(self.dataset.item_ids)[self.indices]
         self._row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
         self.strategy = get_strategy(config.strategy, seed=config.seed, **config.strategy_options)
         self._cold_start = RandomStrategy(seed=config.seed)
+        self._audit_rng = np.random.default_rng([config.seed, config.shard_index, 0xA0D17])
+        self._audit_ids: set[str] = set()  # audit items this worker submitted (never proposed again by a strategy)
         self.model = None
         self.version = 0
         self._probs: np.ndarray | None = None
@@ -122,11 +124,16 @@ class Selector:
             self.pacing.observe_version(info)
             self._follow_latest()
         queued, demand = self._refresh_shard_state()
+        demand -= self._submit_audit(queued, demand)
         wanted = self._wanted(queued, demand)
         if wanted <= 0:
             return 0
+        # what is queued with the held model, or as an audit item, is not proposed again; an older model's queued
+        # candidates (the cold start's, say) are scored anew and refreshed, so a pool that S holds whole still
+        # gets the model's choices
         free = ~self._taken
-        free[[self._row_of[i] for i in queued if i in self._row_of]] = False
+        held = self._fresh.union(self._audit_ids) if self.model is not None else set(queued)
+        free[[self._row_of[i] for i in queued if i in held and i in self._row_of]] = False
         strategy = self.strategy
         if strategy.needs_model and self.model is None:
             strategy = self._cold_start
@@ -177,6 +184,33 @@ class Selector:
                   out.accepted, out.rejected, self.version)
         return len(candidates)
 
+    def _submit_audit(self, queued: list[str], demand: int) -> int:
+        """Keep this shard's audit items at the task's audit share of its labels (and one more, so the first
+        estimate comes early): items drawn uniformly at random from the free ones, submitted with strategy
+        AUDIT_STRATEGY. S serves them first (rules.PICK_ORDERS), the trainers keep them out of training and
+        evaluate every model on them: an unbiased estimate of accuracy on the pool. Returns how many were sent."""
+        share = self.task.audit_share
+        if share <= 0 or self.task.mode == "sync" or demand <= 0:
+            return 0
+        in_s = set(queued)
+        labeled = int(self._taken.sum())
+        held = sum(1 for i in self._audit_ids if i in in_s or self._taken[self._row_of[i]])
+        due = min(demand, int(share * labeled) + 1 - held)
+        if due <= 0:
+            return 0
+        free = ~self._taken
+        free[[self._row_of[i] for i in queued if i in self._row_of]] = False
+        rows = np.flatnonzero(free)
+        if len(rows) == 0:
+            return 0
+        chosen = self._audit_rng.choice(rows, size=min(due, len(rows)), replace=False)
+        candidates = [(self.item_ids[r], self._payload(r), 0.0, None) for r in chosen]
+        self.client.submit_candidates(worker_id=self.config.worker_id, strategy=AUDIT_STRATEGY,
+                                      model_version=self.version, candidates=candidates)
+        self._audit_ids.update(c[0] for c in candidates)
+        log.debug("%s submitted %d audit items (%d labels in the shard)", self.config.worker_id, len(chosen), labeled)
+        return len(chosen)
+
     def _idle(self, what: str, level: int, message: str, *args) -> int:
         """Nothing to propose although the pool wants candidates: say why (once per model version), and wait
         longer for a new model before looking again, up to MAX_IDLE_WAIT."""
@@ -196,11 +230,16 @@ class Selector:
         With a model, what the pacing expects annotators to label from this shard before the next model, less
         what this model's candidates still hold in S, once that has fallen to half; S's room while the pacing
         cannot tell yet. The cold start, a synchronous round (the coordinator sizes those) and a shard with
-        nothing in S take the room."""
+        nothing in S take the room. Before any model, the cold start asks for one batch shared among the shards
+        (what annotators label while the first model trains), not for S's room: random picks that pile up in S
+        would still be served after the first model arrives."""
         room = min(self.config.batch_size, demand)
         if room <= 0:
             return 0
         self._fresh.intersection_update(queued)
+        if self.model is None and self.task.mode != "sync":
+            cold = -(-self.config.batch_size // self.config.num_shards)
+            return max(0, min(room, cold - len(queued)))
         batch = self.pacing.batch()
         if self.model is None or self.task.mode == "sync" or not queued or batch is None:
             return room
@@ -270,9 +309,9 @@ class Selector:
                 return list(s.queued_item_ids), s.demand
 
     def _payload(self, row: int) -> Payload:
-        """The item's tensor as the dataset holds it (float32 images, int64 text buckets), and what a person sees:
-        its picture, or its text."""
+        """The item's tensor as the dataset holds it (float32 images at the task's input size, int64 text buckets),
+        and what a person sees: its picture (the original file, data.Dataset.picture), or its text."""
         i = self.indices[row]
         x = self.dataset.x_pool[i]
         text = self.dataset.texts[i] if self.dataset.texts is not None else ""
-        return Payload.from_array(x, image=render_png(x), text=text)
+        return Payload.from_array(x, image=self.dataset.picture(i), text=text)
