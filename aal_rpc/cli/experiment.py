@@ -59,10 +59,30 @@ def main(ctx, quiet, **options):
         return
     cfg = ExperimentConfig(**options)
     summary = run_experiment(cfg, progress=not quiet)
-    brief = {k: summary[k] for k in ("final_accuracy", "retrained_accuracy", "labels", "model_versions",
-                                     "labels_per_model", "cold_start_share", "wait_seconds", "labels_by_strategy")}
+    brief = {k: summary[k] for k in ("final_accuracy", "retrained_accuracy", "random_accuracy", "labels",
+                                     "model_versions", "labels_per_model", "cold_start_share", "wait_seconds",
+                                     "labels_by_strategy")}
     click.echo(json.dumps(brief, indent=2))
-    click.echo(f"wrote {cfg.out}/summary.json, accuracy.png, wait.png")
+    click.echo(in_words(summary))
+    click.echo(f"wrote {cfg.out}/summary.json, accuracy.png (random sampling dashed), wait.png")
+
+
+def in_words(summary: dict) -> str:
+    """What a run's figures mean: the share of labels chosen at random, and active learning against random
+    sampling at the same budget."""
+    labels = summary["labels"]
+    share = summary["cold_start_share"] or 0.0
+    cold = round(share * labels)
+    lines = [f"{cold} of {labels} labels ({100 * share:.0f}%) were chosen at random, before any model existed; "
+             f"the models chose the other {labels - cold} ({100 * (1 - share):.0f}%)."]
+    ours, rand = summary.get("retrained_accuracy"), summary.get("random_accuracy")
+    if ours is not None and rand is not None:
+        diff = 100 * (ours - rand)
+        than = (f"{diff:.1f} points better than" if diff >= 0.05 else f"{-diff:.1f} points worse than"
+                if diff <= -0.05 else "as well as")
+        lines.append(f"Models retrained on these labels reach {ours:.3f} held-out accuracy, on as many labels drawn "
+                     f"at random {rand:.3f}: active learning did {than} random sampling.")
+    return "\n".join(lines)
 
 
 @main.command()

@@ -12,19 +12,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def plot_accuracy(curve: list[dict], path: Path, *, title: str) -> None:
+def plot_accuracy(curve: list[dict], path: Path, *, title: str, baseline: list[dict] | None = None) -> None:
+    """Each server's models' accuracy against labels; `baseline` ({labels, accuracy} points) drawn dashed as
+    "random sampling"."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     servers = sorted({p["server_id"] for p in curve})
     for s in servers:
         pts = sorted((p["labels"], p["accuracy"]) for p in curve if p["server_id"] == s and p["accuracy"] is not None)
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3, lw=1, label=s)
+    if baseline:
+        ax.plot([p["labels"] for p in baseline], [p["accuracy"] for p in baseline], ls="--", marker="s", ms=3,
+                lw=1, color="gray", label="random sampling (retrained)")
     ax.set_xlabel("labels")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    if servers:
+    if servers or baseline:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)

@@ -28,6 +28,7 @@ POLL_SECONDS = 0.5
 FINAL_MODEL_TIMEOUT = 300.0  # seconds to wait, after the budget is spent, for a model trained on all of it
 STARTUP_TIMEOUT = 120.0  # seconds for the workers to submit their first candidates
 EVAL_SEED = 7_000_000  # retraining seeds, apart from the servers' (seed * 1000 + i + round)
+RANDOM_CURVE_POINTS = 5  # budgets random sampling is scored at, for the demo's comparison
 
 
 @dataclass
@@ -113,6 +114,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
     finally:
         procs.stop_all()
     retrained = retrained_accuracies(cfg, records)
+    random_curve = random_sampling_curve(cfg, len(records))
 
     curve = [{"labels": m.num_labels, "accuracy": m.metrics.get("accuracy"), "seconds": m.created_at - t0,
               "version": m.version, "server_id": m.server_id} for m in sorted(models, key=lambda m: m.created_at)]
@@ -125,6 +127,9 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
         "final_model_version": final.version if final else None,
         "retrained_accuracy": float(np.mean(retrained)) if retrained else None,
         "retrained_accuracies": retrained,
+        # random sampling's worth at the same budgets, trained the same way: what active learning must beat
+        "random_curve": random_curve,
+        "random_accuracy": random_curve[-1]["accuracy"] if random_curve else None,
         "labels": len(records),
         "acknowledged": annotate_summary["acknowledged"],
         "curve": curve,
@@ -141,9 +146,58 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
         "config": asdict(cfg),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_accuracy(curve, out / "accuracy.png", title=f"{cfg.dataset} / {cfg.model}: accuracy against labels")
+    plot_accuracy(curve, out / "accuracy.png", title=f"{cfg.dataset} / {cfg.model}: accuracy against labels",
+                  baseline=random_curve)
     plot_waits(waits, out / "wait.png", title=f"annotator wait ({cfg.annotators} annotators)")
     return summary
+
+
+def _train_and_score(cfg: ExperimentConfig, ds, x: np.ndarray, y: np.ndarray, seeds: list[int]) -> list[float]:
+    """Held-out accuracy of one model per seed trained from scratch on (x, y) with a server's first round."""
+    import torch
+
+    from aal_rpc.models import build_model
+    from aal_rpc.training import RECIPE, evaluate, train
+
+    recipe = replace(RECIPE, epochs=cfg.epochs, min_steps=cfg.min_steps)  # a server's round from scratch
+    accuracies = []
+    # the servers' threads: torch's default (every core) turns small batches on a shared CPU into minutes of
+    # threads waiting on each other
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        for seed in seeds:
+            torch.manual_seed(seed)
+            model = build_model(cfg.model, ds.input_shape, ds.num_classes)
+            train(model, x, y, **recipe.kwargs(), seed=seed, device=cfg.device)
+            accuracies.append(evaluate(model, ds.x_test, ds.y_test, device=cfg.device)["accuracy"])
+    finally:
+        torch.set_num_threads(threads)
+    return accuracies
+
+
+def random_sampling_curve(cfg: ExperimentConfig, budget: int, points: int = RANDOM_CURVE_POINTS) -> list[dict]:
+    """Random sampling's accuracy at `points` budgets up to `budget`: nested uniform random subsets of the
+    pool (seeded by `cfg.seed`), each scored like the run's labels (retrained_accuracies: the same recipe and
+    seeds; the full budget with `cfg.eval_repeats` models, the smaller ones with one). [] without eval_repeats."""
+    if cfg.eval_repeats == 0 or budget == 0:
+        return []
+    from aal_rpc.data import load_dataset
+
+    ds = load_dataset(cfg.dataset)
+    order = np.random.default_rng(EVAL_SEED + cfg.seed).permutation(len(ds.y_pool))
+    curve = []
+    for i in range(1, points + 1):
+        n = min(len(order), round(budget * i / points))
+        repeats = cfg.eval_repeats if i == points else 1
+        rows = order[:n]
+        scores = _train_and_score(cfg, ds, ds.x_pool[rows], ds.y_pool[rows], _eval_seeds(cfg, repeats))
+        curve.append({"labels": int(n), "accuracy": float(np.mean(scores))})
+    return curve
+
+
+def _eval_seeds(cfg: ExperimentConfig, repeats: int) -> list[int]:
+    return [EVAL_SEED + 100 * cfg.seed + k for k in range(repeats)]
 
 
 def retrained_accuracies(cfg: ExperimentConfig, records: list) -> list[float]:
@@ -153,31 +207,12 @@ def retrained_accuracies(cfg: ExperimentConfig, records: list) -> list[float]:
     training run, and moves by 2-4 points between initialisations on a few hundred labels."""
     if cfg.eval_repeats == 0 or not records:
         return []
-    import torch
-
     from aal_rpc.data import load_dataset
-    from aal_rpc.models import build_model
-    from aal_rpc.training import RECIPE, evaluate, train
 
-    recipe = replace(RECIPE, epochs=cfg.epochs, min_steps=cfg.min_steps)  # a server's round from scratch
     ds = load_dataset(cfg.dataset)
     x = np.stack([r.payload.to_array() for r in records])  # train() casts to what the model takes
     y = np.asarray([r.label for r in records], dtype=np.int64)
-    accuracies = []
-    # the servers' threads: torch's default (every core) turns small batches on a shared CPU into minutes of
-    # threads waiting on each other
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        for k in range(cfg.eval_repeats):
-            seed = EVAL_SEED + 100 * cfg.seed + k
-            torch.manual_seed(seed)
-            model = build_model(cfg.model, ds.input_shape, ds.num_classes)
-            train(model, x, y, **recipe.kwargs(), seed=seed, device=cfg.device)
-            accuracies.append(evaluate(model, ds.x_test, ds.y_test, device=cfg.device)["accuracy"])
-    finally:
-        torch.set_num_threads(threads)
-    return accuracies
+    return _train_and_score(cfg, ds, x, y, _eval_seeds(cfg, cfg.eval_repeats))
 
 
 def _wait_until_serving(client: CoordinatorClient, candidates: int) -> None:
