@@ -1,5 +1,6 @@
-"""`aal-admin stats` says how labels are being chosen: at random before the first model, then how many labels
-each model version chose, and how many labels were chosen before any model existed."""
+"""`aal-admin stats` says how labels were chosen: how many by a model (with which strategies), how many at random
+and why (before any model existed, the random strategy, the audit), how many came with the data; and whether
+annotators outrun training."""
 
 import json
 
@@ -9,7 +10,7 @@ from click.testing import CliRunner
 
 from aal_rpc.chunking import sha256_hex
 from aal_rpc.cli import admin
-from aal_rpc.cli.admin import pace_message
+from aal_rpc.cli.admin import origins_message
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_to_bytes
@@ -17,16 +18,29 @@ from aal_rpc.types import Payload
 from tests.conftest import TASK
 
 
-def test_pace_message_before_and_after_the_first_model():
-    assert pace_message(0, 0) == "No model yet: queries are chosen at random until the first model arrives."
-    assert "all 7 labels so far were chosen at random" in pace_message(7, 0)
-    assert "until the first model arrives" in pace_message(7, 0)
-    keeping_up = pace_message(30, 3, batch_size=10)
-    assert "about 10.0 labels" in keeping_up and "outrunning" not in keeping_up
-    outrun = pace_message(80, 2, batch_size=10)
-    assert "about 40.0 labels" in outrun and "outrunning training" in outrun and "(10)" in outrun
-    assert "outrunning" not in pace_message(80, 2)  # no batch to compare with: the figure alone
-    assert "70 of 80 labels (88%) were chosen before any model existed" in pace_message(80, 2, cold_start=70)
+def origins(model=0, cold_start=0, random_strategy=0, audit=0, imported=0, **strategies):
+    return {"model": model, "cold_start": cold_start, "random_strategy": random_strategy, "audit": audit,
+            "imported": imported, "model_strategies": strategies}
+
+
+def test_origins_message_before_and_after_the_first_model():
+    assert origins_message(origins(), versions=0) == ("No labels yet. No model yet: queries are chosen at random "
+                                                      "until the first model arrives.")
+    cold = origins_message(origins(cold_start=7), versions=0)
+    assert cold.startswith("Of 7 labels, 0 (0%) were chosen by a model. 7 (100%) were random: 7 chosen at random "
+                           "before any model existed (cold start).")
+    assert "until the first model arrives" in cold
+    mixed = origins_message(origins(model=6, cold_start=2, random_strategy=1, audit=1, margin=4, entropy=2),
+                            versions=3, per_model=10 / 3, batch_size=10)
+    assert "Of 10 labels, 6 (60%) were chosen by a model (margin 4, entropy 2)." in mixed
+    assert ("4 (40%) were random: 2 chosen at random before any model existed (cold start); 1 by the random "
+            "strategy; 1 audit: drawn uniformly at random on purpose, kept out of training, used for the accuracy "
+            "estimate.") in mixed
+    assert "outrunning" not in mixed and "No model yet" not in mixed
+    outrun = origins_message(origins(model=80, margin=80), versions=2, per_model=40.0, batch_size=10)
+    assert "outrunning training: about 40.0 labels arrived per model version, more than one batch (10)" in outrun
+    assert "outrunning" not in origins_message(origins(model=80, margin=80), versions=2, per_model=40.0)
+    assert "1 (100%) was imported with the data." in origins_message(origins(imported=1), versions=1)
 
 
 def _label(address, srv, ids, version):
@@ -49,17 +63,21 @@ def test_stats_reports_labels_per_model_and_cold_start_labels(grpc_coordinator):
         return r.output
 
     _label(address, srv, ["1", "2", "3"], version=0)
-    assert "No model yet: all 3 labels so far were chosen at random" in stats()
-    d = json.loads(stats("--json", "--provenance"))
-    assert d["labels_per_model"] is None and d["cold_start_labels"] == 3
+    assert "3 (100%) were random: 3 chosen at random before any model existed (cold start)." in stats()
+    assert "No model yet" in stats()
+    d = json.loads(stats("--json", "--provenance"))  # --provenance: still accepted, a no-op
+    assert d["labels_per_model"] is None and d["cold_start_labels"] == 3 and d["chosen_by_model_share"] == 0.0
+    assert d["estimated_accuracy"] is None
 
     torch.manual_seed(0)
     data = weights_to_bytes(build_model(TASK.architecture, TASK.input_shape, TASK.num_classes).state_dict())
     srv.coordinator.publish_model(data=data, server_id="s", trained_seq=3, num_labels=3, architecture="mlp",
                                   metrics={"accuracy": 0.5}, sha256=sha256_hex(data))
     _label(address, srv, ["4", "5", "6"], version=1)
-    d = json.loads(stats("--json", "--provenance"))
-    assert d["labels_per_model"] == 6.0 and d["cold_start_labels"] == 3
-    text = stats("--provenance")
-    assert "6 labels over 1 model version: each model chose about 6.0 labels." in text
-    assert "3 of 6 labels (50%) were chosen before any model existed" in text
+    d = json.loads(stats("--json"))
+    assert d["labels_per_model"] == 6.0 and d["cold_start_labels"] == 3 and d["chosen_by_model_share"] == 0.5
+    assert d["label_origins"] == {"model": 3, "cold_start": 3, "random_strategy": 0, "audit": 0, "imported": 0,
+                                  "model_strategies": {"margin": 3}}
+    text = stats()
+    assert "Of 6 labels, 3 (50%) were chosen by a model (margin 3)." in text
+    assert "3 (50%) were random: 3 chosen at random before any model existed (cold start)." in text

@@ -1,13 +1,16 @@
-"""aal-admin: inspect a running coordinator (stats, models) and export the labeled pool.
+"""aal-admin: inspect a running coordinator (stats, models), export the labeled pool, write a published model
+out and classify new files with it.
 
 One-shot commands: a coordinator that cannot be reached fails the command at once (after the channel's own
-quick retries), with one line naming the cause, rather than being waited for.
+quick retries), with one line naming the cause, rather than being waited for. `predict` needs no coordinator.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,13 +18,39 @@ import click
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 
-from aal_rpc.cli.common import Group, coordinator_option, security_options
+from aal_rpc.cli.common import COORDINATOR_ENV, Group, coordinator_option, security_options
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.experiment.measures import labels_per_model
-from aal_rpc.types import LabeledRecord
+from aal_rpc.experiment.measures import estimated_accuracy, labels_per_model
+from aal_rpc.predict import CARD_FILE, WEIGHTS_FILE, UnreadableFile, load_model, write_model
+from aal_rpc.types import AUDIT_STRATEGY, IMPORTED_STRATEGY, LabeledRecord, Task
 
-EXPORT_FIELDS = ("seq", "item_id", "label", "annotator_id", "queued_at", "leased_at", "labeled_at", "worker_id",
-                 "strategy", "model_version", "score", "supersedes")
+EXPORT_FIELDS = ("seq", "item_id", "label", "label_name", "annotator_id", "queued_at", "leased_at", "labeled_at",
+                 "worker_id", "strategy", "model_version", "score", "supersedes")
+SOURCE_FIELD = "source"  # with --sources: the file an item came from, relative to the dataset
+RANDOM_STRATEGY = "random"  # strategies.RandomStrategy.name (not imported: it would bring torch)
+ORIGINS = ("model", "cold_start", "random_strategy", "audit", "imported")  # label_origins' counts
+
+
+class LazyClient:
+    """The group's CoordinatorClient, made on first use, and standing in for it (every attribute is the client's):
+    commands take it with click.pass_obj, and one that calls no coordinator (predict) runs without --coordinator."""
+
+    def __init__(self, target: str | None, security):
+        self.target, self.security = target, security
+        self._client: CoordinatorClient | None = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._client is None:
+            if not self.target:
+                raise click.UsageError(f"this command needs --coordinator HOST:PORT (or {COORDINATOR_ENV})")
+            self._client = CoordinatorClient(self.target, retry_for=0, wait_for_ready=False, security=self.security)
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 @click.group(cls=Group)
@@ -29,83 +58,178 @@ EXPORT_FIELDS = ("seq", "item_id", "label", "annotator_id", "queued_at", "leased
 @security_options
 @click.pass_context
 def main(ctx, coordinator, security):
-    """Inspect a coordinator and export its labels."""
-    ctx.obj = CoordinatorClient(coordinator, retry_for=0, wait_for_ready=False, security=security)
+    """Inspect a coordinator, export its labels and models, and classify files with an exported model."""
+    ctx.obj = LazyClient(coordinator, security)
     ctx.call_on_close(ctx.obj.close)
+
+
+# The shared option is required; here the first call to the coordinator asks for it (LazyClient), so that
+# `predict` runs where no coordinator is.
+next(p for p in main.params if p.name == "coordinator").required = False
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--provenance", is_flag=True,
-              help="Also count the labels chosen before any model existed (reads every record's provenance).")
+              help="Accepted so old scripts work, and ignored: every record's provenance is now read anyway.")
 @click.pass_obj
 def stats(client: CoordinatorClient, as_json: bool, provenance: bool):
-    """Pool sizes, label counts, the latest model version, and labels per model version published.
+    """Pool sizes, label counts, the latest model version and its estimated accuracy, labels per model version
+    published, and where the labels came from.
 
-    Below the figures, a plain sentence on how the labels are being chosen: at random while no model exists;
-    otherwise how many labels each model chose, and whether annotators are outrunning training.
+    Below the figures, in plain words: how many labels the models chose, how many were random and why
+    (cold start, the random strategy, the audit), how many came with the data, and whether annotators are
+    outrunning training. Reads every label's provenance.
     """
     d = MessageToDict(client.stats(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     d = {k: (int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v) for k, v in d.items()}
     d["labels_by_strategy"] = {k: int(v) for k, v in d.get("labels_by_strategy", {}).items()}
     # versions are numbered from 1 and never reused: the latest version counts the models published
     d["labels_per_model"] = labels_per_model(d["labeled"], d["latest_model_version"])
-    if provenance:
-        d["cold_start_labels"] = sum(r.provenance.model_version == 0
-                                     for r in client.export(include_payload=False, latest_only=True))
+    origins = label_origins(client.export(include_payload=False, latest_only=True))
+    d["label_origins"] = origins
+    d["chosen_by_model_share"] = chosen_by_model_share(origins)
+    d["cold_start_labels"] = origins["cold_start"]  # what --provenance used to add
+    infos = client.models()
+    d["estimated_accuracy"] = estimated_accuracy(max(infos, key=lambda m: m.version).metrics) if infos else None
     if as_json:
         click.echo(json.dumps(d, sort_keys=True))
         return
-    for k in sorted(d):
+    shown_apart = ("label_origins", "estimated_accuracy")
+    for k in sorted(set(d) - set(shown_apart)):
         v = d[k]
-        click.echo(f"{k:>22}: {'-' if v is None else round(v, 1) if isinstance(v, float) else v}")
+        click.echo(f"{k:>22}: {'-' if v is None else round(v, 3) if isinstance(v, float) else v}")
+    click.echo(f"{'estimated_accuracy':>22}: {format_estimate(d['estimated_accuracy'], audit_labels=True)}")
     click.echo("")
-    click.echo(pace_message(d["labeled"], d["latest_model_version"], batch_size=client.task().batch_size,
-                            cold_start=d.get("cold_start_labels")))
+    click.echo(origins_message(origins, versions=d["latest_model_version"], per_model=d["labels_per_model"],
+                               batch_size=client.task().batch_size))
 
 
-def pace_message(labeled: int, versions: int, *, batch_size: int = 0, cold_start: int | None = None) -> str:
-    """How the labels are being chosen, in a sentence: at random until the first model arrives; then how many
-    labels each model chose, flagged when that is more than a batch (`batch_size`, the task's; 0: unknown)."""
+def label_origins(records: Iterable[LabeledRecord]) -> dict:
+    """Where labels came from, by their records' provenance: counts of ORIGINS, and `model_strategies`, the
+    model-chosen labels by strategy name.
+
+    Audit and imported labels are counted as such whenever they came (before any model too): their reason
+    is the more telling. Of the rest, model version 0 is the cold start (a random choice, no model existed);
+    the random strategy with a model is random by choice; anything else a model chose.
+    """
+    counts = dict.fromkeys(ORIGINS, 0)
+    by_strategy: Counter[str] = Counter()
+    for r in records:
+        p = r.provenance
+        if p.strategy == IMPORTED_STRATEGY:
+            counts["imported"] += 1
+        elif p.strategy == AUDIT_STRATEGY:
+            counts["audit"] += 1
+        elif p.model_version == 0:
+            counts["cold_start"] += 1
+        elif p.strategy == RANDOM_STRATEGY:
+            counts["random_strategy"] += 1
+        else:
+            counts["model"] += 1
+            by_strategy[p.strategy or "unnamed"] += 1
+    return {**counts, "model_strategies": dict(sorted(by_strategy.items()))}
+
+
+def chosen_by_model_share(origins: dict) -> float | None:
+    """The share of labels a model chose (label_origins); None for no labels."""
+    total = sum(origins[k] for k in ORIGINS)
+    return origins["model"] / total if total else None
+
+
+def origins_message(origins: dict, *, versions: int, per_model: float | None = None, batch_size: int = 0) -> str:
+    """In plain words, how the labels were chosen (label_origins): by a model, with which strategies; at random,
+    and why; imported. Then whether any model exists yet, and whether annotators outrun training: more labels
+    per model version (`per_model`) than one batch (`batch_size`, the task's; 0: unknown)."""
+    total = sum(origins[k] for k in ORIGINS)
+
+    def part(n: int) -> str:
+        return f"{n} ({100 * n / total:.0f}%)"
+
+    if total == 0:
+        text = "No labels yet."
+    else:
+        model = origins["model"]
+        text = f"Of {_count(total, 'label')}, {part(model)} {'was' if model == 1 else 'were'} chosen by a model"
+        strategies = origins.get("model_strategies") or {}
+        text += f" ({', '.join(f'{name} {n}' for name, n in strategies.items())})." if strategies else "."
+        reasons = [f"{origins['cold_start']} chosen at random before any model existed (cold start)",
+                   f"{origins['random_strategy']} by the random strategy",
+                   f"{origins['audit']} audit: drawn uniformly at random on purpose, kept out of training, used "
+                   "for the accuracy estimate"]
+        random = origins["cold_start"] + origins["random_strategy"] + origins["audit"]
+        if random:
+            shown = [r for r, n in zip(reasons, (origins["cold_start"], origins["random_strategy"],
+                                                 origins["audit"])) if n]
+            text += f" {part(random)} {'was' if random == 1 else 'were'} random: {'; '.join(shown)}."
+        if origins["imported"]:
+            text += f" {part(origins['imported'])} {'was' if origins['imported'] == 1 else 'were'} imported with " \
+                    "the data."
     if versions == 0:
-        if labeled == 0:
-            return "No model yet: queries are chosen at random until the first model arrives."
-        return (f"No model yet: all {labeled} labels so far were chosen at random, and queries stay random until "
-                "the first model arrives.")
-    per_model = labels_per_model(labeled, versions)
-    text = (f"{labeled} labels over {versions} model version{'s' if versions != 1 else ''}: each model chose about "
-            f"{per_model:.1f} labels.")
-    if batch_size and per_model > batch_size:
-        text += (f" Annotators are outrunning training: each model chose more labels than one batch "
-                 f"({batch_size}) before the next replaced it.")
-    if cold_start:
-        text += (f" {cold_start} of {labeled} labels ({100 * cold_start / max(labeled, 1):.0f}%) were chosen before "
-                 "any model existed, at random.")
+        text += " No model yet: queries are chosen at random until the first model arrives."
+    elif batch_size and per_model is not None and per_model > batch_size:
+        text += (f" Annotators are outrunning training: about {per_model:.1f} labels arrived per model version, "
+                 f"more than one batch ({batch_size}).")
     return text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def format_estimate(est: dict | None, *, audit_labels: bool = False) -> str:
+    """An estimated_accuracy as `value [low, high]` (the 95% interval), optionally with its audit label count;
+    "-" for none."""
+    if est is None:
+        return "-"
+    text = f"{est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}]"
+    return f"{text} (95% interval, {_count(est['labels'], 'audit label')})" if audit_labels else text
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def models(client: CoordinatorClient, as_json: bool):
-    """The model registry."""
+    """The model registry, with each model's accuracy on the test set and, where it saw audit labels, its accuracy
+    estimated on them with a 95% interval."""
     infos = client.models()
     if as_json:
-        click.echo(json.dumps([asdict(m) for m in infos]))
+        click.echo(json.dumps([{**asdict(m), "estimated_accuracy": estimated_accuracy(m.metrics)} for m in infos]))
         return
-    click.echo(f"{'version':>7} {'server':<28} {'labels':>6} {'seq':>6} {'accuracy':>8} {'MB':>7} blob")
+    click.echo(f"{'version':>7} {'server':<28} {'labels':>6} {'seq':>6} {'accuracy':>8} {'estimated [95%]':<22} "
+               f"{'MB':>7} blob")
     for m in infos:
+        estimate = format_estimate(estimated_accuracy(m.metrics))
         click.echo(f"{m.version:>7} {m.server_id:<28.28} {m.num_labels:>6} {m.trained_seq:>6} "
-                   f"{m.metrics.get('accuracy', float('nan')):>8.4f} {m.size_bytes / 1e6:>7.2f} "
-                   f"{'yes' if m.blob_available else 'pruned'}")
+                   f"{m.metrics.get('accuracy', float('nan')):>8.4f} {estimate:<22} "
+                   f"{m.size_bytes / 1e6:>7.2f} {'yes' if m.blob_available else 'pruned'}")
 
 
-def _row(r: LabeledRecord) -> dict:
+def _row(r: LabeledRecord, class_names: tuple[str, ...], sources: dict[str, str | None] | None = None) -> dict:
     p = r.provenance
-    return {"seq": r.seq, "item_id": r.item_id, "label": r.label, "annotator_id": r.annotator_id,
-            "queued_at": r.queued_at, "leased_at": r.leased_at, "labeled_at": r.labeled_at,
-            "worker_id": p.worker_id, "strategy": p.strategy, "model_version": p.model_version, "score": p.score,
-            "supersedes": r.supersedes}
+    row = {"seq": r.seq, "item_id": r.item_id, "label": r.label,
+           "label_name": class_names[r.label] if 0 <= r.label < len(class_names) else None,
+           "annotator_id": r.annotator_id, "queued_at": r.queued_at, "leased_at": r.leased_at,
+           "labeled_at": r.labeled_at, "worker_id": p.worker_id, "strategy": p.strategy,
+           "model_version": p.model_version, "score": p.score, "supersedes": r.supersedes}
+    if sources is not None:
+        row[SOURCE_FIELD] = sources.get(r.item_id)
+    return row
+
+
+def item_sources(task: Task) -> dict[str, str | None]:
+    """Each pool item's source file (relative to the dataset; None where it came from none), read from the task's
+    dataset, loaded here. A dataset that cannot be loaded ends the command with one line."""
+    try:
+        from aal_rpc.data import load_task_dataset
+
+        dataset = load_task_dataset(task)
+        sources = dataset.sources
+    except Exception as exc:  # any reason at all (missing files, another machine's path, no such loader): one line
+        raise click.ClickException(
+            f"--sources: cannot load the dataset {task.dataset!r} here ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}); export without --sources, or where the data is") from None
+    return dict(zip(dataset.item_ids, sources)) if sources is not None else {}
 
 
 @main.command()
@@ -113,27 +237,78 @@ def _row(r: LabeledRecord) -> dict:
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--history", is_flag=True, help="Every record, corrected ones included (default: each item's "
               "current label once).")
+@click.option("--sources", is_flag=True, help="Add each item's source file (`source`, relative to the dataset; "
+              "empty where none). Loads the task's dataset, so it runs only where the data is.")
 @click.pass_obj
-def export(client: CoordinatorClient, fmt: str, out: Path, history: bool):
-    """Write the labeled pool with every record's provenance (npz adds the item tensors as `x`)."""
+def export(client: CoordinatorClient, fmt: str, out: Path, history: bool, sources: bool):
+    """Write the labeled pool with every record's provenance and its class name (`label_name`); npz adds the
+    item tensors as `x`."""
+    task = client.task()
+    by_item = item_sources(task) if sources else None
     records = list(client.export(include_payload=fmt == "npz", latest_only=not history))
+    rows = [_row(r, task.class_names, by_item) for r in records]
+    fields = EXPORT_FIELDS + ((SOURCE_FIELD,) if sources else ())
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         with open(out, "w") as f:
-            for r in records:
-                f.write(json.dumps(_row(r)) + "\n")
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
     elif fmt == "csv":
         with open(out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=EXPORT_FIELDS)
+            w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
-            w.writerows(_row(r) for r in records)
+            w.writerows(rows)
     else:
-        rows = [_row(r) for r in records]
-        arrays = {k: np.asarray([row[k] for row in rows]) for k in EXPORT_FIELDS}
+        # strings, never None: an object array would need pickle to load
+        arrays = {k: np.asarray(["" if row[k] is None else row[k] for row in rows]) for k in fields}
         if records:
             arrays["x"] = np.stack([r.payload.to_array() for r in records])
         np.savez_compressed(out, y=arrays.pop("label").astype(np.int64), **arrays)
     click.echo(f"exported {len(records)} labels to {out}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help=f"Folder to write {WEIGHTS_FILE} and {CARD_FILE} into (created if need be).")
+@click.option("--version", type=click.IntRange(min=0), default=0, help="The registry version (default: the latest).")
+@click.pass_obj
+def model(client: CoordinatorClient, out: Path, version: int):
+    """Write a published model out: its weights exactly as published (safetensors) and a card.json with its
+    classes, input, registry entry, metrics and estimated accuracy. `aal-admin predict` (or
+    aal_rpc.predict.load_model) uses the folder without a coordinator."""
+    task = client.task()
+    info, weights = client.download_model(version)
+    write_model(out, task, info, weights)
+    click.echo(f"wrote model version {info.version} ({info.architecture}, {_count(info.num_labels, 'label')}) to "
+               f"{out}: {WEIGHTS_FILE}, {CARD_FILE}")
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="A folder written by `aal-admin model --out`.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def predict(model_dir: Path, files: tuple[Path, ...]):
+    """Classify FILES (pictures, or texts for a text task) with an exported model, prepared as the pool's items
+    were; needs no coordinator. Prints one JSON object per file: {"path", "class", "probabilities"}.
+
+    A file that cannot be read gets one line on stderr; the others are still classified, and the command exits
+    with status 1. Vector tasks are out of scope (their items are no files).
+    """
+    try:
+        exported = load_model(model_dir)
+        exported.check_reads_files()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    failed: list[UnreadableFile] = []
+
+    def report(exc: UnreadableFile) -> None:
+        failed.append(exc)
+        click.echo(f"cannot classify {exc.path}: {exc.reason}", err=True)
+
+    for prediction in exported.iter_predictions(files, on_error=report):
+        click.echo(json.dumps(prediction.to_json()))
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
