@@ -95,7 +95,7 @@ def test_bad_ids_are_refused(ids, match):
 
 def test_npz_ids_may_be_bytes_or_integers(tmp_path):
     path = tmp_path / "d.npz"
-    x, y = np.zeros((3, 2), np.float32), np.zeros(3)
+    x, y = np.zeros((3, 2), np.float32), np.array([0, 1, 0])  # two classes: a task needs at least two
     np.savez(path, x=x, y=y, x_test=x, y_test=y, id=np.array([b"a", b"b", b"c"]))
     assert load_dataset(f"npz:{path}").item_ids == ("a", "b", "c")
     np.savez(path, x=x, y=y, x_test=x, y_test=y, id=np.array([10, 20, 30]))
@@ -119,7 +119,7 @@ def _write_image(path, color, size=(10, 6)):
     Image.new("RGB", size, color).save(path)
 
 
-def test_folder_reads_images_without_torchvision_and_ids_are_relative_paths(tmp_path):
+def test_folder_reads_images_without_torchvision_and_sources_are_relative_paths(tmp_path):
     for i in range(4):
         _write_image(tmp_path / "cat" / f"c{i}.png", (255, 0, 0))
         _write_image(tmp_path / "dog" / "sub" / f"d{i}.jpg", (0, 0, 255))
@@ -127,12 +127,12 @@ def test_folder_reads_images_without_torchvision_and_ids_are_relative_paths(tmp_
     ds = load_dataset(f"folder:{tmp_path}")
     assert ds.class_names == ("cat", "dog") and ds.input_shape == (3, 32, 32)
     assert len(ds.x_pool) == 6 and len(ds.x_test) == 2
-    for row, item_id in enumerate(ds.item_ids):
-        cls = item_id.split("/")[0]
+    for row, source in enumerate(ds.sources):
+        cls = source.split("/")[0]
         assert ds.y_pool[row] == ds.class_names.index(cls)
         red = ds.x_pool[row, 0].mean()
         assert (red > 0.99) if cls == "cat" else (red < 0.01)
-    assert set(ds.item_ids) <= {f"cat/c{i}.png" for i in range(4)} | {f"dog/sub/d{i}.jpg" for i in range(4)}
+    assert set(ds.sources) <= {f"cat/c{i}.png" for i in range(4)} | {f"dog/sub/d{i}.jpg" for i in range(4)}
 
 
 def test_folder_with_train_and_test(tmp_path):
@@ -141,7 +141,7 @@ def test_folder_with_train_and_test(tmp_path):
             for i in range(n):
                 _write_image(tmp_path / split / cls / f"{i}.png", color)
     ds = load_dataset(f"folder:{tmp_path}")
-    assert ds.item_ids == ("train/a/0.png", "train/a/1.png", "train/a/2.png", "train/b/0.png", "train/b/1.png",
+    assert ds.sources == ("train/a/0.png", "train/a/1.png", "train/a/2.png", "train/b/0.png", "train/b/1.png",
                            "train/b/2.png")
     assert ds.y_pool.tolist() == [0, 0, 0, 1, 1, 1] and ds.y_test.tolist() == [0, 0, 1, 1]
 

@@ -131,7 +131,7 @@ def test_bad_text_files_are_clear_errors(tmp_path, rows, match):
 def test_csv_without_a_text_column_is_a_clear_error(tmp_path):
     path = tmp_path / "r.csv"
     path.write_text("body,label\nx,1\n")
-    with pytest.raises(ValueError, match="text and label"):
+    with pytest.raises(ValueError, match="name a text column"):
         load_dataset(f"csv:{path}")
 
 

@@ -1,21 +1,20 @@
-"""Image and vector datasets: `digits`, `digits28`, `npz:PATH`, `folder:DIR`, and the PNG people look at.
+"""Array datasets: `digits`, `digits28` and `npz:PATH` (labeled, partly or not at all).
 
-All are float32 arrays in [0, 1] (npz keeps its values), (N, C, H, W) for images or (N, D) for vectors.
+All are float32 arrays in [0, 1] (npz keeps its values), (N, C, H, W) for images or (N, D) for vectors; people
+see a PNG of an image tensor (pictures.render_png).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import io
-import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from aal_rpc.data.dataset import Dataset, split_rows
-
-FOLDER_IMAGE_SIZE = 32  # folder:DIR images are resized to this square size
-FOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
+from aal_rpc.data.dataset import UNLABELED, Dataset, pool_and_test, split_rows
+from aal_rpc.data.labels import no_classes, with_classes
+from aal_rpc.data.pictures import render_png  # noqa: F401 - imported from here by tools and tests
 
 # digits28: the 8x8 digits redrawn at MNIST's size, each under its own random pose and noise, so that a
 # model must cope with position, angle, size and clutter as on real 28x28 data. Fixed seed: every process
@@ -98,85 +97,39 @@ def _as_nchw(x: np.ndarray) -> np.ndarray:
     raise ValueError(f"x must have shape (N, D), (N, H, W) or (N, C, H, W); got {x.shape}")
 
 
-def npz(path: Path, name: str) -> Dataset:
-    """Arrays `x`, `y`, optionally `x_test`, `y_test`, `class_names`, and `id` (one per row of `x`)."""
+def npz(path: Path, name: str, classes: Sequence[str] | None) -> Dataset:
+    """Arrays `x`, optionally `y` (a class index a row, UNLABELED (-1) for a row without a label; absent: no
+    row labeled), `x_test` and `y_test` (every test row labeled), `class_names` (the names of y's indices),
+    and `id` (one per row of `x`)."""
     with np.load(path, allow_pickle=False) as f:
         x = _as_nchw(_as_float(f["x"]))
-        y = f["y"].astype(np.int64).reshape(-1)
+        y = f["y"].astype(np.int64).reshape(-1) if "y" in f else np.full(len(x), UNLABELED, np.int64)
         if len(x) != len(y):
             raise ValueError(f"{path}: x has {len(x)} rows but y has {len(y)}")
         ids = np.array([i.decode() if isinstance(i, bytes) else str(i) for i in f["id"].reshape(-1)],
                        dtype=object) if "id" in f else None  # strings, bytes or integers
         if ids is not None and len(ids) != len(x):
             raise ValueError(f"{path}: x has {len(x)} rows but id has {len(ids)}")
-        if "x_test" in f and "y_test" in f:
-            xp, yp = x, y
-            xt, yt = _as_nchw(_as_float(f["x_test"])), f["y_test"].astype(np.int64).reshape(-1)
-        else:
-            pool, test = split_rows(len(x))
-            xp, yp, xt, yt = x[pool], y[pool], x[test], y[test]
-            ids = ids[pool] if ids is not None else None
-        num_classes = int(max(yp.max(initial=0), yt.max(initial=0))) + 1
-        names = tuple(str(n) for n in f["class_names"]) if "class_names" in f else tuple(
-            str(c) for c in range(num_classes))
-    if min(yp.min(initial=0), yt.min(initial=0)) < 0 or len(names) < num_classes:
-        raise ValueError(f"{path}: labels must lie in [0, {len(names)})")
-    return Dataset(name, xp, yp, xt, yt, names, item_ids=tuple(ids) if ids is not None else ())
-
-
-def folder(root: Path, name: str) -> Dataset:
-    """One subfolder per class (ImageFolder's layout), or `train/` and `test/` each laid out so. Images become
-    RGB at 32x32; an item's id is its path relative to `root`."""
-    if not root.is_dir():
-        raise ValueError(f"{name}: {root} is not a directory")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        xp, yp, ids, classes = _image_folder(root, root / "train")
-        xt, yt, _, test_classes = _image_folder(root, root / "test")
-        if test_classes != classes:
-            raise ValueError(f"{name}: train/ has classes {classes} but test/ has {test_classes}")
+        own_test = "x_test" in f and "y_test" in f
+        xt = _as_nchw(_as_float(f["x_test"])) if own_test else x[:0]
+        yt = f["y_test"].astype(np.int64).reshape(-1) if own_test else y[:0]
+        file_names = tuple(str(n) for n in f["class_names"]) if "class_names" in f else None
+    names = file_names or (tuple(classes) if classes else None)
+    if names is None:
+        labeled = np.concatenate([y[y != UNLABELED], yt])
+        if not len(labeled):
+            raise no_classes(name)
+        names = tuple(str(c) for c in range(int(labeled.max()) + 1))
+    for what, labels, lowest in (("y", y, UNLABELED), ("y_test", yt, 0)):
+        bad = np.flatnonzero((labels < lowest) | (labels >= len(names)))
+        if len(bad):
+            raise ValueError(f"{path}: {what} row {bad[0]}: label {labels[bad[0]]} is not in [{lowest}, {len(names)})"
+                             + (" (every test row needs a label)" if lowest == 0 else ""))
+    if own_test:
+        xp, yp, pool_ids = x, y, ids
     else:
-        x, y, all_ids, classes = _image_folder(root, root)
-        pool, test = split_rows(len(x))
+        pool, test = pool_and_test(y)
         xp, yp, xt, yt = x[pool], y[pool], x[test], y[test]
-        ids = [all_ids[i] for i in pool]
-    return Dataset(name, xp, yp, xt, yt, classes, item_ids=tuple(ids))
-
-
-def _image_folder(root: Path, folder: Path) -> tuple[np.ndarray, np.ndarray, list[str], tuple[str, ...]]:
-    """Images under folder/CLASS/... in ImageFolder's order (classes sorted, files sorted within each)."""
-    from PIL import Image
-
-    classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir()))
-    if not classes:
-        raise ValueError(f"{folder} holds no class subfolders")
-    xs, ys, ids = [], [], []
-    for label, cls in enumerate(classes):
-        for dirpath, _, files in sorted(os.walk(folder / cls, followlinks=True)):
-            for fname in sorted(files):
-                if not fname.lower().endswith(FOLDER_EXTENSIONS):
-                    continue
-                path = Path(dirpath) / fname
-                with Image.open(path) as img:
-                    img = img.convert("RGB").resize((FOLDER_IMAGE_SIZE, FOLDER_IMAGE_SIZE), Image.BILINEAR)
-                    xs.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
-                ys.append(label)
-                ids.append(path.relative_to(root).as_posix())
-    if not xs:
-        raise ValueError(f"{folder} holds no images ({', '.join(FOLDER_EXTENSIONS)})")
-    return np.stack(xs).astype(np.float32) / 255.0, np.asarray(ys, dtype=np.int64), ids, classes
-
-
-def render_png(x: np.ndarray) -> bytes:
-    """A PNG of an image tensor ((H, W), (1, H, W) or (3, H, W), values in [0, 1]); b"" for anything else."""
-    from PIL import Image
-
-    if x.ndim == 3 and x.shape[0] in (1, 3):
-        img = x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0)
-    elif x.ndim == 2:
-        img = x
-    else:
-        return b""
-    arr = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+        pool_ids = ids[pool] if ids is not None else None
+    ds = Dataset(name, xp, yp, xt, yt, names, item_ids=tuple(pool_ids) if pool_ids is not None else ())
+    return with_classes(ds, classes) if file_names else ds
