@@ -19,6 +19,7 @@ TAB_TIMEOUT_HEARTBEATS = 8  # a page silent for this many heartbeats is taken fo
 #                             timers of hidden tabs to about one a minute, so a quiet tab is not a closed one)
 CALL_RETRY_SECONDS = 30.0  # a person's action rides out a coordinator restart this long, then shows an error
 SHUTDOWN_GRACE_SECONDS = 3.0  # long polls in flight are cut after this; their pages simply poll again
+LISTEN_BACKLOG = 2048  # connections waiting to be accepted (uvicorn's own default)
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -83,6 +84,9 @@ def main(coordinator, listen, tls_cert, tls_key, token, tls_ca, coordinator_cert
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # listening before the address is printed: a launcher that connects at once then waits in the backlog
+        # until uvicorn accepts, instead of being refused
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc.strerror}") from exc
     bound = sock.getsockname()[1]
