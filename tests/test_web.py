@@ -8,10 +8,13 @@ developer's machine and fail in CI (CI set), where .ci/run installs them.
 
 import base64
 import hashlib
+import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 
 import numpy as np
 import pytest
@@ -24,7 +27,7 @@ from aal_rpc.coordinator.embedded import CoordinatorConfig
 from aal_rpc.data.images import digits_arrays, render_png
 from aal_rpc.experiment.processes import command, read_address
 from aal_rpc.security import ClientSecurity, Principal, ServerTLS
-from aal_rpc.types import Payload
+from aal_rpc.types import Payload, Task
 from aal_rpc.web import coordinator_clients
 from aal_rpc.web.sessions import Expired, NotHeld, NotLabeledHere, Sessions
 from tests.conftest import TASK, code_of, wait_until
@@ -42,10 +45,16 @@ def digit_candidates(ids):
     return out
 
 
-def queue_digits(address, ids, security=None):
+def queue_digits(address, ids, security=None) -> dict[str, str]:
+    """Queue digits; returns item id by picture (data: URL), how a test tells which item a page shows: the page
+    itself never learns an item's id."""
+    candidates = digit_candidates(ids)
     with CoordinatorClient(address, retry_for=5, security=security) as c:
         assert c.submit_candidates(worker_id="w", strategy="margin", model_version=0,
-                                   candidates=digit_candidates(ids)).accepted == len(ids)
+                                   candidates=candidates).accepted == len(ids)
+    pictures = {payload.image_data_url(): item_id for item_id, payload, _ in candidates}
+    assert len(pictures) == len(candidates)  # every digit looks different
+    return pictures
 
 
 # -- the sessions core, no browser ----------------------------------------------------------------------------
@@ -143,8 +152,8 @@ def test_labels_count_and_only_this_sessions_labels_can_be_corrected(desk):
     assert not result.duplicate and stats["labels"] == 1 and stats["per_minute"] > 0
     sessions.submit(bob.session_id, b_tab.tab_id, qb.lease_id, 4)
     with pytest.raises(NotLabeledHere):
-        sessions.correct(alice.session_id, qb.item_id, 5)  # bob's label
-    fixed, stats = sessions.correct(alice.session_id, qa.item_id, 7)
+        sessions.correct(alice.session_id, qb.lease_id, 5)  # bob's label
+    fixed, stats = sessions.correct(alice.session_id, qa.lease_id, 7)  # an item is named by the lease it came with
     assert stats == {**stats, "labels": 1, "corrections": 1}
     records = list(admin.export(include_payload=False))
     assert [(r.item_id, r.label, r.annotator_id) for r in records] == [
@@ -242,6 +251,7 @@ class Page:
         from selenium.webdriver.common.by import By
 
         self.driver, self.by = driver, By
+        self.pictures: dict[str, str] = {}  # item id by picture, known to the test (queue_digits), not the page
 
     def el(self, element_id):
         return self.driver.find_element(self.by.ID, element_id)
@@ -258,8 +268,14 @@ class Page:
         self.el("name").send_keys(name)
         self.el("login").submit()
 
-    def item(self) -> str:
+    def shown(self) -> str:
+        """The page's reference to the item on screen ("" for none): which item, but not its id."""
         return self.el("stage").get_attribute("data-item")
+
+    def item(self) -> str:
+        """The id of the item on screen, told by its picture; "" for none."""
+        images = self.el("stage").find_elements(self.by.TAG_NAME, "img")
+        return self.pictures.get(images[0].get_attribute("src"), "?") if images and self.shown() else ""
 
     def count(self, what: str) -> int:
         return int(self.el("stats").get_attribute(f"data-{what}") or 0)
@@ -273,11 +289,11 @@ class Page:
         self.driver.find_element(self.by.CSS_SELECTOR, css).click()
 
     def act(self, action) -> str:
-        """Do `action` on the item on screen; once the next item shows, return the one acted on."""
-        self.wait(lambda: self.item(), "an item on screen")
-        before = self.item()
+        """Do `action` on the item on screen; once the next item shows, return the id of the one acted on."""
+        self.wait(lambda: self.shown(), "an item on screen")
+        shown, before = self.shown(), self.item()
         action()
-        self.wait(lambda: self.item() not in ("", before), f"the item after {before}")
+        self.wait(lambda: self.shown() not in ("", shown), f"the item after {before}")
         return before
 
 
@@ -298,9 +314,10 @@ def latest_labels(records) -> dict[str, int]:
 @pytest.mark.e2e
 def test_a_person_labels_with_keys_and_mouse_undoes_defers_and_skips(grpc_coordinator, procs, browsers):
     address, _ = grpc_coordinator
-    queue_digits(address, range(30))
+    pictures = queue_digits(address, range(30))
     web = start_web(procs, address, "--lease-seconds", "60", "--heartbeat-seconds", "0.5")
     page = browsers()
+    page.pictures = pictures
     page.login(f"http://{web}/", name="alice")
     page.wait(lambda: page.item(), "the first item")
     assert page.el("who").text == "alice"
@@ -321,6 +338,7 @@ def test_a_person_labels_with_keys_and_mouse_undoes_defers_and_skips(grpc_coordi
 
     page.press("u")  # undo: the last labeled item comes back, to be labeled again
     page.wait(lambda: page.item() == last, "the last labeled item back on screen")
+    assert "“1”" in page.el("banner").text
     page.press("9")
     labels[last] = 9
     page.wait(lambda: page.count("corrections") == 1, "the correction acknowledged")
@@ -374,11 +392,12 @@ def test_annotators_with_tokens_label_at_once_over_tls(tmp_path, procs, browsers
                                     tokens=tokens, tls=ServerTLS(tmp_path / "server.pem", tmp_path / "server.key"))
     address = f"127.0.0.1:{srv.port}"
     try:
-        queue_digits(address, range(20), security=ClientSecurity(token="tok-worker", ca=tmp_path / "ca.pem"))
+        pictures = queue_digits(address, range(20), security=ClientSecurity(token="tok-worker", ca=tmp_path / "ca.pem"))
         web = start_web(procs, address, "--tls-ca", tmp_path / "ca.pem", "--tls-cert", tmp_path / "server.pem",
                         "--tls-key", tmp_path / "server.key")
         trust = f"--ignore-certificate-errors-spki-list={spki}"  # this server's key only, as a CA install would
         alice, bob = browsers(trust), browsers(trust)
+        alice.pictures = bob.pictures = pictures
 
         alice.login(f"https://{web}/", token="forged", name="alice")
         alice.wait(lambda: "token" in alice.el("login-error").text, "the coordinator refusing a forged token")
@@ -406,3 +425,143 @@ def test_annotators_with_tokens_label_at_once_over_tls(tmp_path, procs, browsers
     finally:
         procs.stop("web")  # before its coordinator, so that it can give its leases back on the way out
         srv.stop(0)
+
+
+# -- what people see of a task: descriptions, guidelines, pictures; never an item's id --------------------------
+
+GUIDELINES = """# How to label
+
+Pick the **animal** you see; a digit is *two*.
+
+<script>window.aalInjected = "script"</script>
+
+<img src="x" onerror="window.aalInjected = 'img'">
+
+[a trap](javascript:window.aalInjected='link') and [the handbook](https://example.org/handbook).
+"""
+SECRET_TASK = Task(dataset="digits", num_classes=3, class_names=("cat", "dog", "two"), input_shape=(1, 8, 8),
+                   architecture="mlp", class_descriptions=("a small feline", "", "the digit 2, however written"),
+                   guidelines=GUIDELINES)
+SECRET = "secret"  # in every item id below: an id that gives the answer away, as file names often do
+
+
+def jpeg(width=320, height=240) -> bytes:
+    """A photo-like JPEG: a gradient with a bright square."""
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, width, dtype=np.uint8)[None, :, None].repeat(height, 0).repeat(3, 2)
+    ramp[60:180, 100:220] = (250, 200, 40)
+    out = io.BytesIO()
+    Image.fromarray(ramp).save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+@pytest.fixture
+def secret_coordinator(tmp_path):
+    """A coordinator of SECRET_TASK holding a JPEG photo (asked first) and a PNG digit, ids that tell the class."""
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "secret-data", SECRET_TASK,
+                                    CoordinatorConfig(lease_seconds=60))
+    address = f"127.0.0.1:{srv.port}"
+    x = np.zeros((1, 8, 8), np.float32)
+    [(_, digit, _)] = digit_candidates([2])
+    with CoordinatorClient(address, retry_for=5) as c:
+        c.submit_candidates(worker_id="w", strategy="margin", model_version=0, candidates=[
+            (f"img-{SECRET}-class-cat", Payload.from_array(x, image=jpeg()), 0.9),
+            (f"img-{SECRET}-class-two", digit, 0.5)])
+    yield address
+    srv.stop(0)
+
+
+def test_the_page_gets_descriptions_safe_guidelines_and_no_item_id(secret_coordinator, procs):
+    """What aal-web sends a page: each class's description, the guidelines as HTML with the raw HTML in them
+    escaped, and items without their ids (corrections name the lease instead)."""
+    web = start_web(procs, secret_coordinator, "--lease-seconds", "60")
+
+    def post(path, body) -> tuple[int, str]:
+        request = urllib.request.Request(f"http://{web}/api/{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return response.status, response.read().decode()
+
+    session = json.loads(post("login", {"name": "alice"})[1])["session"]
+    tab = json.loads(post("tab", {"session": session})[1])
+    assert tab["class_descriptions"] == ["a small feline", "", "the digit 2, however written"]
+    html = tab["guidelines"]
+    assert "<h1>How to label</h1>" in html and "<strong>animal</strong>" in html
+    assert "<script" not in html and "<img" not in html and 'href="javascript' not in html
+    assert "&lt;script&gt;" in html
+    assert '<a href="https://example.org/handbook" target="_blank" rel="noopener noreferrer">' in html
+    args = {"session": session, "tab": tab["tab"], "wait": 0}
+    status, text = post("lease", args)
+    assert SECRET not in text
+    item = json.loads(text)["item"]
+    assert item["image"] == "data:image/jpeg;base64," + base64.b64encode(jpeg()).decode()
+    assert post("label", {**args, "lease": item["lease"], "label": 0})[0] == 200
+    status, text = post("correct", {"session": session, "lease": item["lease"], "label": 1})
+    assert status == 200 and json.loads(text)["stats"]["corrections"] == 1
+    with CoordinatorClient(secret_coordinator, retry_for=5) as admin:
+        records = list(admin.export(include_payload=False))
+    assert [(r.item_id, r.label) for r in records] == [(f"img-{SECRET}-class-cat", 0), (f"img-{SECRET}-class-cat", 1)]
+
+
+@pytest.mark.e2e
+def test_a_person_reads_guidelines_and_descriptions_and_never_an_item_id(secret_coordinator, procs, browsers):
+    web = start_web(procs, secret_coordinator, "--lease-seconds", "60")
+    page = browsers()
+    page.login(f"http://{web}/", name="alice")
+    page.wait(lambda: page.shown(), "the first item")
+    driver = page.driver
+
+    def nothing_tells_the_id():
+        assert SECRET not in driver.title and SECRET not in driver.page_source  # the DOM: text, attributes, alt
+        assert SECRET not in page.el("desk").text
+
+    # the guidelines: open on first load, rendered, and nothing in them ran or became markup
+    panel = page.el("guidelines")
+    assert panel.get_attribute("open") is not None and page.el("guidelines-body").is_displayed()
+    body = page.el("guidelines-body")
+    assert body.find_element(page.by.TAG_NAME, "h1").text == "How to label"
+    assert body.find_element(page.by.TAG_NAME, "strong").text == "animal"
+    assert '<script>window.aalInjected = "script"</script>' in body.text  # shown as text
+    assert not body.find_elements(page.by.CSS_SELECTOR, "script, img, iframe, [onerror]")
+    assert [a.text for a in body.find_elements(page.by.TAG_NAME, "a")] == ["the handbook"]
+    assert driver.execute_script("return window.aalInjected === undefined")
+    # each class's description under its name, and as the button's title
+    cat, dog, two = page.driver.find_elements(page.by.CSS_SELECTOR, "button.class")
+    assert cat.text.splitlines() == ["cat 1", "a small feline"] and cat.get_attribute("title") == "a small feline"
+    assert dog.text.splitlines() == ["dog 2"] and not dog.get_attribute("title")
+    assert two.get_attribute("title") == "the digit 2, however written"
+    assert "G guidelines" in page.el("keys").text
+
+    # the photo: its own media type, at its real size (not enlarged, not pixelated)
+    image = page.el("stage").find_element(page.by.TAG_NAME, "img")
+    assert image.get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert (image.size["width"], image.size["height"]) == (320, 240)
+    assert image.value_of_css_property("image-rendering") != "pixelated"
+    nothing_tells_the_id()
+
+    page.press("g")  # fold the guidelines; the choice holds across a reload
+    page.wait(lambda: not page.el("guidelines-body").is_displayed(), "the guidelines folded")
+
+    page.act(lambda: page.press("1"))  # cat
+    # the tiny digit: enlarged by a whole factor, nearest neighbour
+    page.wait(lambda: page.el("stage").find_elements(page.by.TAG_NAME, "img"), "the digit")
+    digit = page.el("stage").find_element(page.by.TAG_NAME, "img")
+    assert digit.get_attribute("src").startswith("data:image/png;base64,")
+    assert digit.value_of_css_property("image-rendering") == "pixelated" and digit.size["width"] >= 8 * 16
+    nothing_tells_the_id()
+    page.wait(lambda: page.count("labels") == 1, "the label acknowledged")
+    page.press("u")  # the photo is back for a correction: still no id anywhere
+    page.wait(lambda: page.el("stage").find_element(page.by.TAG_NAME, "img").get_attribute("src")
+              .startswith("data:image/jpeg"), "the photo back")
+    assert page.el("banner").text.startswith("Changing your label “cat”")
+    nothing_tells_the_id()
+    page.press("2")
+    page.wait(lambda: page.count("corrections") == 1, "the correction acknowledged")
+
+    driver.refresh()
+    page.wait(lambda: page.shown(), "an item after reload")
+    assert page.el("guidelines").get_attribute("open") is None
+    with CoordinatorClient(secret_coordinator, retry_for=5) as admin:
+        labels = [(r.item_id, r.label) for r in admin.export(include_payload=False)]
+    assert labels == [(f"img-{SECRET}-class-cat", 0), (f"img-{SECRET}-class-cat", 1)]

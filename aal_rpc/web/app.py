@@ -8,7 +8,6 @@ site can make a browser act here (no CSRF), and `/api/close` accepts what naviga
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -26,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from aal_rpc.client import LeasedQuery
+from aal_rpc.web.guidelines import class_descriptions, guidelines_html
 from aal_rpc.web.sessions import Expired, NotHeld, NotLabeledHere, Sessions
 
 log = logging.getLogger("aal.web")
@@ -64,15 +64,16 @@ class BadRequest(ValueError):
 
 
 def item_json(query: LeasedQuery) -> dict:
-    """A leased query as the page shows it: its picture as a data: URL, or the text, or a short summary of the
-    values."""
+    """A leased query as the page shows it: its picture as a data: URL (the original file, of its own media type),
+    or the text, or a short summary of the values. The item's id stays here: an id may give the answer away
+    ("cat_0042.jpg"), so the page knows an item by its lease."""
     text = query.text
     image = query.payload.image_data_url()
     if not image and not text:
         flat = query.array().reshape(-1)
         text = f"{flat.size} values: " + " ".join(f"{v:.3g}" for v in flat[:32]) + (" …" if flat.size > 32 else "")
     p = query.provenance
-    return {"lease": query.lease_id, "item": query.item_id, "deadline": query.deadline_unix, "image": image,
+    return {"lease": query.lease_id, "deadline": query.deadline_unix, "image": image,
             "text": text, "strategy": p.strategy, "model_version": p.model_version, "score": p.score}
 
 
@@ -134,8 +135,11 @@ def logout(sessions: Sessions, args: dict) -> None:
 
 def open_tab(sessions: Sessions, args: dict) -> dict:
     session, tab = sessions.open_tab(_str(args, "session"))
-    return {"tab": tab.tab_id, "annotator": session.annotator_id, "class_names": list(session.task.class_names),
-            "heartbeat_seconds": sessions.heartbeat_seconds, "stats": sessions.stats(session)}
+    task = session.task
+    return {"tab": tab.tab_id, "annotator": session.annotator_id, "class_names": list(task.class_names),
+            "class_descriptions": class_descriptions(task.class_names, task.class_descriptions),
+            "guidelines": guidelines_html(task.guidelines), "heartbeat_seconds": sessions.heartbeat_seconds,
+            "stats": sessions.stats(session)}
 
 
 def lease(sessions: Sessions, args: dict) -> dict:
@@ -158,7 +162,7 @@ def give_back(how: str):
 
 
 def correct(sessions: Sessions, args: dict) -> dict:
-    result, stats = sessions.correct(_str(args, "session"), _str(args, "item"), _label(args))
+    result, stats = sessions.correct(_str(args, "session"), _str(args, "lease"), _label(args))
     return {"seq": result.seq, "duplicate": result.duplicate, "stats": stats}
 
 

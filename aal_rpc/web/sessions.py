@@ -73,17 +73,18 @@ class Session:
         self.labels = 0
         self.corrections = 0
         self._recent: deque[float] = deque()  # when each label of the last PACE_WINDOW_SECONDS was acknowledged
-        self.labeled: OrderedDict[str, int] = OrderedDict()  # item -> label, for corrections
+        # the lease each label was given under -> its item, for corrections: the page knows items by lease only
+        self.labeled: OrderedDict[str, str] = OrderedDict()
 
     @property
     def annotator_id(self) -> str:
         return self.client.annotator_id
 
-    def record(self, item_id: str, label: int, now: float) -> None:
+    def record(self, lease_id: str, item_id: str, now: float) -> None:
         self.labels += 1
         self._recent.append(now)
-        self.labeled[item_id] = label
-        self.labeled.move_to_end(item_id)
+        self.labeled[lease_id] = item_id
+        self.labeled.move_to_end(lease_id)
         while len(self.labeled) > CORRECTABLE:
             self.labeled.popitem(last=False)
 
@@ -243,7 +244,7 @@ class Sessions:
         result = self._end_lease(tab, lease_id, lambda: session.client.submit(query, label))
         with self._lock:
             if not result.duplicate:
-                session.record(query.item_id, int(label), self._clock())
+                session.record(query.lease_id, query.item_id, self._clock())
             return result, session.stats(self._clock())
 
     def give_back(self, session_id: str, tab_id: str, lease_id: str, how: str) -> None:
@@ -266,15 +267,16 @@ class Sessions:
         finally:
             self._settle(tab, lease_id, done)
 
-    def correct(self, session_id: str, item_id: str, label: int) -> tuple[SubmitResult, dict]:
-        """Change the label this session gave `item_id` (undo): a new record in L that supersedes the old one."""
+    def correct(self, session_id: str, lease_id: str, label: int) -> tuple[SubmitResult, dict]:
+        """Change the label this session gave the item it labeled under `lease_id` (undo): a new record in L that
+        supersedes the old one."""
         session = self.session(session_id)
         with self._lock:
-            if item_id not in session.labeled:
-                raise NotLabeledHere(f"item {item_id} was not labeled in this session")
+            item_id = session.labeled.get(lease_id)
+            if item_id is None:
+                raise NotLabeledHere(f"no item was labeled under lease {lease_id} in this session")
         result = session.client.correct(item_id, label)
         with self._lock:
-            session.labeled[item_id] = int(label)
             if not result.duplicate:
                 session.corrections += 1
             return result, session.stats(self._clock())

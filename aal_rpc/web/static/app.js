@@ -5,12 +5,16 @@
    already decoded, so a key press shows the next item at once; the label goes to the server meanwhile and is
    counted when the coordinator has it on disk. While open, the page renews its leases (heartbeat); when it
    closes it gives them back (pagehide + sendBeacon); if it vanishes without a word, aal-web and then the
-   coordinator's lease expiry return its items to the pool. */
+   coordinator's lease expiry return its items to the pool.
+
+   The page never learns an item's id (an id such as "cat_0042.jpg" may give the answer away): it knows each item
+   by the lease it came with, and corrections name that lease. */
 
 const UNDO_DEPTH = 20; // labels of this page that Undo reaches back over
 const LONG_POLL_SECONDS = 10; // the longest wait aal-web allows a lease request (aal_rpc/web/app.py)
 const MAX_BACKOFF_MS = 10000;
 const STAGE_MARGIN = 16; // px kept free around an image
+const TINY = 128; // px: a picture whose longer side is shorter (digits, CIFAR) is enlarged by whole factors
 const SEND_AFTER_MS = 100; // a key's request goes out after the next frame is drawn, or after this long at most
 
 const $ = (id) => document.getElementById(id);
@@ -24,7 +28,7 @@ const state = {
   current: null, // the item on screen
   next: null, // the item shown on the next key press: leased, its image decoded
   filling: false,
-  history: [], // this page's labels, newest last: {item, label, ack}
+  history: [], // this page's labels, newest last: {item, label, ack}; an item is known by its lease
   correcting: null, // index into history while an earlier label is being changed
   pendingSince: null, // when a key was pressed whose next item is not on screen yet
   heartbeat: null,
@@ -140,7 +144,9 @@ async function openTab() {
   if (generation !== state.generation) return;
   state.tab = r.tab;
   state.classes = r.class_names;
+  state.descriptions = r.class_descriptions || [];
   state.keys = assignKeys(r.class_names);
+  showGuidelines(r.guidelines);
   buildButtons();
   $("who").textContent = r.annotator;
   showStats(r.stats);
@@ -172,11 +178,22 @@ function buildButtons() {
     b.type = "button";
     b.className = "class";
     b.dataset.class = String(i);
-    b.append(name);
+    const label = document.createElement("span");
+    label.className = "name";
+    label.append(name);
     if (keyOf.has(i) && keyOf.get(i) !== name) {
       const kbd = document.createElement("kbd");
       kbd.textContent = keyOf.get(i);
-      b.append(" ", kbd);
+      label.append(" ", kbd);
+    }
+    b.append(label);
+    const description = state.descriptions[i] || "";
+    if (description) {
+      const small = document.createElement("small");
+      small.className = "desc";
+      small.textContent = description; // text, never HTML
+      b.append(small);
+      b.title = description;
     }
     b.addEventListener("click", (event) => {
       b.blur(); // Enter or Space must not label the next item with this class again
@@ -190,8 +207,24 @@ function buildButtons() {
   const byName = n && keys.every((k, i) => k === state.classes[i]);
   let labelKeys = "";
   if (n) labelKeys = byName ? `${keys[0]}–${keys[n - 1]} label` : n === 10 ? "1–9, 0 label" : `1–${n} label`;
-  $("keys").textContent = `Keys: ${labelKeys ? labelKeys + " · " : ""}S skip · D don't know · U undo · Esc cancel`;
+  const guide = $("guidelines").hidden ? "" : " · G guidelines";
+  $("keys").textContent = `Keys: ${labelKeys ? labelKeys + " · " : ""}S skip · D don't know · U undo · Esc cancel${guide}`;
 }
+
+// The task's guidelines, as aal-web rendered them from Markdown (raw HTML escaped there: aal_rpc/web/guidelines.py).
+// Open on a tab's first load; folded or not, the choice holds across reloads of the tab.
+function showGuidelines(html) {
+  const panel = $("guidelines");
+  panel.hidden = !html;
+  $("guidelines-body").innerHTML = html || "";
+  panel.open = sessionStorage.getItem("aal.guidelines") !== "folded";
+}
+
+$("guidelines").addEventListener("toggle", () => {
+  sessionStorage.setItem("aal.guidelines", $("guidelines").open ? "open" : "folded");
+  const el = $("stage").firstElementChild;
+  if (el) fit(el); // the stage widens or narrows with the panel
+});
 
 function showStats(stats) {
   const el = $("stats");
@@ -201,8 +234,10 @@ function showStats(stats) {
   el.textContent = `${stats.labels} label${stats.labels === 1 ? "" : "s"}${changed} · ${stats.per_minute} / min`;
 }
 
-function setStatus(message) {
+// `about`: the lease of the item the message is about, so that a later success for it clears the message
+function setStatus(message, about) {
   $("status").textContent = message;
+  $("status").dataset.about = about || "";
 }
 
 let flashTimer = null;
@@ -221,12 +256,12 @@ async function prepare(raw) {
   if (raw.image) {
     const img = new Image();
     img.className = "item-image";
-    img.alt = "item " + raw.item;
+    img.alt = "the item to label";
     img.src = raw.image;
     try {
       await img.decode(); // decoded now, so showing it later costs nothing
     } catch (e) {
-      // a PNG the browser cannot decode is shown as broken; the person can skip it
+      // a picture the browser cannot decode is shown as broken; the person can skip it
     }
     item.el = img;
   } else {
@@ -238,13 +273,15 @@ async function prepare(raw) {
   return item;
 }
 
-// Nearest-neighbour upscaling by a whole factor keeps small images crisp; larger ones are fitted down.
+// A picture shows at its real size, shrunk to fit the stage; a tiny one (digits, CIFAR) is enlarged by the largest
+// whole factor that fits, nearest neighbour, so that it stays crisp instead of blurring.
 function fit(el) {
   if (!(el instanceof HTMLImageElement) || !el.naturalWidth) return;
   const stage = $("stage");
   const room = (size) => Math.max(1, size - 2 * STAGE_MARGIN);
   const s = Math.min(room(stage.clientWidth) / el.naturalWidth, room(stage.clientHeight) / el.naturalHeight);
-  const scale = s >= 1 ? Math.floor(s) : s;
+  const tiny = Math.max(el.naturalWidth, el.naturalHeight) < TINY;
+  const scale = s < 1 ? s : tiny ? Math.floor(s) : 1;
   el.classList.toggle("pixelated", scale >= 2);
   el.style.width = `${Math.round(el.naturalWidth * scale)}px`;
   el.style.height = `${Math.round(el.naturalHeight * scale)}px`;
@@ -258,7 +295,7 @@ function render() {
   $("desk").classList.toggle("correcting", !!entry);
   if (entry) {
     const was = state.classes[entry.label];
-    $("banner").textContent = `Changing your label “${was}” for item ${entry.item.item}: press the right class, or Esc.`;
+    $("banner").textContent = `Changing your label “${was}” for this item: press the right class, or Esc.`;
   } else if ($("banner").textContent.startsWith("Changing")) {
     $("banner").textContent = "";
   }
@@ -273,11 +310,10 @@ function render() {
   }
   stage.replaceChildren(shown.el);
   fit(shown.el);
-  stage.dataset.item = shown.item;
+  stage.dataset.item = shown.lease; // which item is shown (its lease, also while it is being corrected)
   stage.dataset.lease = entry ? "" : shown.lease;
   stage.dataset.deadline = entry ? "" : String(shown.deadline);
-  const source = shown.strategy ? ` · proposed by ${shown.strategy}, model v${shown.model_version}` : "";
-  $("meta").textContent = `item ${shown.item}${source}`;
+  $("meta").textContent = shown.strategy ? `proposed by ${shown.strategy}, model v${shown.model_version}` : "";
   if (!entry && state.pendingSince !== null) {
     const since = state.pendingSince;
     state.pendingSince = null;
@@ -361,7 +397,7 @@ function choose(label, since) {
   entry.ack = send("label", {session, tab, lease: item.lease, label}).then((r) => {
     window.aalAckLatencies.push(performance.now() - since);
     showStats(r.stats);
-    if ($("status").textContent.startsWith("Item")) setStatus("");
+    if ($("status").dataset.about) setStatus(""); // an earlier item's failure: this one went through
     return r;
   });
   state.history.push(entry);
@@ -369,7 +405,7 @@ function choose(label, since) {
   entry.ack.catch((err) => {
     const i = state.history.indexOf(entry);
     if (i >= 0 && state.correcting === null) state.history.splice(i, 1);
-    if (!handleExpired(err, tab)) setStatus(`Item ${item.item} was not saved: ${err.message}`);
+    if (!handleExpired(err, tab)) setStatus(`Your label “${state.classes[label]}” was not saved: ${err.message}`, item.lease);
   });
 }
 
@@ -380,7 +416,7 @@ function giveBack(how, since) {
   advance(since);
   send(how, {session, tab, lease: item.lease}).catch((err) => {
     const what = how === "skip" ? "skipped" : "put back";
-    if (!handleExpired(err, tab)) setStatus(`Item ${item.item} could not be ${what}: ${err.message}`);
+    if (!handleExpired(err, tab)) setStatus(`An item could not be ${what}: ${err.message}`, item.lease);
   });
 }
 
@@ -406,12 +442,12 @@ async function correct(label) {
   try {
     await entry.ack; // the label being changed must be in L first
     if (entry.label === label) return;
-    const r = await api("correct", {session: state.session, item: entry.item.item, label});
+    const r = await api("correct", {session: state.session, lease: entry.item.lease, label});
     entry.label = label;
     showStats(r.stats);
-    flash(`Item ${entry.item.item} is now “${state.classes[label]}”.`);
+    flash(`Changed to “${state.classes[label]}”.`);
   } catch (err) {
-    if (!handleExpired(err)) setStatus(`Item ${entry.item.item} was not changed: ${err.message}`);
+    if (!handleExpired(err)) setStatus(`Your change to “${state.classes[label]}” was not saved: ${err.message}`);
   }
 }
 
@@ -494,6 +530,8 @@ document.addEventListener("keydown", (event) => {
     undo();
   } else if (key === "Escape") {
     cancelCorrection();
+  } else if ((key === "g" || key === "G") && !$("guidelines").hidden) {
+    $("guidelines").open = !$("guidelines").open;
   }
 });
 
