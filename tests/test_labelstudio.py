@@ -11,24 +11,28 @@ CI (CI set), where `make test` builds it first.
 from __future__ import annotations
 
 import base64
+import io
 import os
 import signal
+import sqlite3
 import subprocess
+import xml.etree.ElementTree as ET
 
 import grpc
 import numpy as np
 import pytest
+from PIL import Image
 
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.embedded import CoordinatorConfig
 from aal_rpc.data.images import render_png
 from aal_rpc.experiment.processes import ProcessGroup, command, read_address, read_line
-from aal_rpc.labelstudio.bridge import priority, task_json
-from aal_rpc.labelstudio.config import (ConfigMismatch, kind_for, label_config, label_of,
+from aal_rpc.labelstudio.bridge import priority, task_json, task_ref
+from aal_rpc.labelstudio.config import (REF_FIELD, ConfigMismatch, kind_for, label_config, label_of,
                                         parse_label_config, result_for)
 from aal_rpc.labelstudio.local import LocalLabelStudio, label_studio_executable
-from aal_rpc.labelstudio.state import BridgeState, StateLocked, TaskState
+from aal_rpc.labelstudio.state import STATE_FILE, BridgeState, StateLocked, TaskState
 from aal_rpc.labelstudio.webhook import hints_of
 from aal_rpc.models import build_model
 from aal_rpc.proto.v1 import selection_pb2, selection_pb2_grpc
@@ -72,6 +76,14 @@ def test_an_existing_config_is_checked_against_the_classes():
         parse_label_config(own.replace("$body", "$score"), names)
     with pytest.raises(ConfigMismatch, match="not valid XML"):
         parse_label_config("<View>", names)
+
+
+def test_class_descriptions_become_hints_and_configs_without_them_still_read():
+    names = ("cat", "dog", "two")
+    config = label_config(names, "image", ("a small feline", "", 'the digit "2" & <kin>'))
+    hints = {c.get("value"): c.get("hint") for c in ET.fromstring(config).iter("Choice")}
+    assert hints == {"cat": "a small feline", "dog": None, "two": 'the digit "2" & <kin>'}
+    assert parse_label_config(config, names) == parse_label_config(label_config(names, "image"), names)
 
 
 def test_object_kind_follows_the_task():
@@ -134,14 +146,14 @@ def label_studio():
 class Coordinator:
     """A real coordinator in-process that can be stopped and started again on the same port and data dir."""
 
-    def __init__(self, data_dir):
-        self.data_dir = data_dir
+    def __init__(self, data_dir, task=TASK):
+        self.data_dir, self.task = data_dir, task
         self.port = 0
         self.srv = None
         self.start()
 
     def start(self):
-        self.srv = create_coordinator_server(f"127.0.0.1:{self.port}", self.data_dir, TASK,
+        self.srv = create_coordinator_server(f"127.0.0.1:{self.port}", self.data_dir, self.task,
                                              CoordinatorConfig(pool_capacity=256, lease_seconds=60))
         self.port = self.srv.port
 
@@ -193,7 +205,7 @@ class Bridge:
 
     def __init__(self, procs: ProcessGroup, label_studio: LocalLabelStudio, coordinator: Coordinator, state_dir,
                  *args):
-        self.procs, self.args, self.n = procs, [
+        self.procs, self.state_dir, self.args, self.n = procs, state_dir, [
             "--coordinator", coordinator.address, "--label-studio-url", label_studio.url,
             "--state-dir", state_dir, *args], 0
         self.lines: list[str] = []
@@ -223,8 +235,13 @@ def bridge_for(procs, label_studio, coordinator, tmp_path):
     return make
 
 
-def tasks_of(ls, project_id):
-    return [t.dict() for t in ls.tasks.list(project=project_id, fields="all")]
+def tasks_of(ls, bridge):
+    """The bridge's project's tasks, each with the id of the item it shows as "item", from the bridge's state file:
+    the task data names it only by an opaque reference."""
+    tasks = [t.dict() for t in ls.tasks.list(project=bridge.project_id, fields="all")]
+    with sqlite3.connect(f"file:{bridge.state_dir / STATE_FILE}?mode=ro", uri=True) as db:
+        items = {task_ref(lease): item for lease, item in db.execute("SELECT lease_id, item_id FROM tasks")}
+    return [{**t, "item": items.get((t["data"] or {}).get(REF_FIELD))} for t in tasks]
 
 
 def annotate(ls, task_id, iface, label=None, *, cancel=False):
@@ -249,7 +266,7 @@ def test_queries_become_tasks_in_the_coordinators_order(label_studio, coordinato
     ls = label_studio.client()
 
     def shown():  # the tasks, then their predictions' clusters (set just after), then the project's model version
-        tasks = tasks_of(ls, bridge.project_id)
+        tasks = tasks_of(ls, bridge)
         return (len(tasks) == 4 and all(t["predictions"][0]["cluster"] is not None for t in tasks)
                 and ls.projects.get(id=bridge.project_id).model_version == "0")
 
@@ -257,17 +274,18 @@ def test_queries_become_tasks_in_the_coordinators_order(label_studio, coordinato
     project = ls.projects.get(id=bridge.project_id)
     iface = parse_label_config(project.label_config, TASK.class_names)  # the config names the task's classes
     assert iface.kind == "image" and project.sampling == "Uncertainty sampling" and project.model_version == "0"
-    tasks = tasks_of(ls, bridge.project_id)
+    tasks = tasks_of(ls, bridge)
     # the four best queries by the coordinator's order, and Label Studio's order (lowest prediction first) agrees
-    assert {t["data"]["item_id"] for t in tasks} == {"1", "5", "3", "2"}
+    assert {t["item"] for t in tasks} == {"1", "5", "3", "2"}
     by_prediction = sorted(tasks, key=lambda t: t["predictions"][0]["score"])
-    assert [t["data"]["item_id"] for t in by_prediction] == ["1", "5", "3", "2"]
+    assert [t["item"] for t in by_prediction] == ["1", "5", "3", "2"]
     for t in tasks:
-        item, pred = t["data"]["item_id"], t["predictions"][0]
+        item, pred = t["item"], t["predictions"][0]
         x = np.full(TASK.input_shape, int(item) / 16, np.float32)
         assert t["data"]["image"] == "data:image/png;base64," + base64.b64encode(render_png(x)).decode()
         assert t["data"]["cluster"] == [0, 1, 0, 2, 1, 2][int(item)] == pred["cluster"]
         assert t["data"]["strategy"] == "cluster_margin" and pred["model_version"] == "0"
+        assert set(t["data"]) == {"image", REF_FIELD, "model_version", "score", "strategy", "cluster"}  # no id
         assert pred["score"] == pytest.approx(priority(scores[int(item)]))
     with coordinator.admin() as admin:
         assert (admin.stats().leased, admin.stats().queued) == (4, 2)
@@ -287,9 +305,9 @@ def test_annotations_become_labels_across_restarts(label_studio, coordinator, br
     coordinator.queue(range(12), scores=[i / 12 for i in range(12)])
     bridge = bridge_for("--create-project", "restarts", "--window", "6", *NO_POLLING).start()
     ls = label_studio.client()
-    assert wait_until(lambda: len(tasks_of(ls, bridge.project_id)) == 6, WAIT), bridge.log()
+    assert wait_until(lambda: len(tasks_of(ls, bridge)) == 6, WAIT), bridge.log()
     iface = parse_label_config(ls.projects.get(id=bridge.project_id).label_config, TASK.class_names)
-    task_of = {t["data"]["item_id"]: t["id"] for t in tasks_of(ls, bridge.project_id)}
+    task_of = {t["item"]: t["id"] for t in tasks_of(ls, bridge)}
     first = sorted(task_of, key=int)  # six items, in the bridge's window
     expected: dict[str, list[int]] = {}  # item -> its labels in L, first then corrections
 
@@ -313,12 +331,12 @@ def test_annotations_become_labels_across_restarts(label_studio, coordinator, br
         assert wait_until(lambda: observer.get_item(first[1]).state == "queued", WAIT), bridge.log()
     # its task leaves, fresh queries keep six tasks waiting, and the deferred item is not among them
     def refilled():
-        tasks = tasks_of(ls, bridge.project_id)
+        tasks = tasks_of(ls, bridge)
         waiting = [t for t in tasks if not t["annotations"]]
         return len(waiting) == 6 and task_of[first[1]] not in {t["id"] for t in tasks}
 
     assert wait_until(refilled, WAIT), bridge.log()
-    assert first[1] not in {t["data"]["item_id"] for t in tasks_of(ls, bridge.project_id)}
+    assert first[1] not in {t["item"] for t in tasks_of(ls, bridge)}
 
     # the bridge dies; meanwhile a label and a correction are made
     bridge.stop(signal.SIGKILL)
@@ -344,16 +362,16 @@ def test_annotations_become_labels_across_restarts(label_studio, coordinator, br
     assert wait_until(lambda: holds(expected), WAIT), bridge.log()
 
     # a deleted annotation leaves L as it is; a new one on the task corrects the label
-    [ann] = [x for x in tasks_of(ls, bridge.project_id) if x["id"] == task_of[first[2]]][0]["annotations"]
+    [ann] = [x for x in tasks_of(ls, bridge) if x["id"] == task_of[first[2]]][0]["annotations"]
     ls.annotations.delete(id=ann["id"])
     annotate(ls, task_of[first[2]], iface, 8)
     expected[first[2]].append(8)
     assert wait_until(lambda: holds(expected), WAIT), bridge.log()
 
     # the window was kept full of queries waiting for a label
-    assert wait_until(lambda: len([t for t in tasks_of(ls, bridge.project_id) if not t["annotations"]]) == 6, WAIT), \
-        [(t["id"], t["data"]["item_id"], len(t["annotations"] or [])) for t in tasks_of(ls, bridge.project_id)]
-    shown = [t["data"]["item_id"] for t in tasks_of(ls, bridge.project_id)]
+    assert wait_until(lambda: len([t for t in tasks_of(ls, bridge) if not t["annotations"]]) == 6, WAIT), \
+        [(t["id"], t["item"], len(t["annotations"] or [])) for t in tasks_of(ls, bridge)]
+    shown = [t["item"] for t in tasks_of(ls, bridge)]
     assert len(shown) == len(set(shown))  # one task per item: no import was made twice
     records = coordinator.records()
     firsts = [r.item_id for r in records if r.supersedes == 0]
@@ -367,9 +385,9 @@ def test_stale_tasks_give_way_to_a_newer_models_queries(label_studio, coordinato
     bridge = bridge_for("--create-project", "refresh", "--window", "3", "--refresh-seconds", "0.5",
                         *NO_POLLING).start()
     ls = label_studio.client()
-    assert wait_until(lambda: len(tasks_of(ls, bridge.project_id)) == 3, WAIT), bridge.log()
+    assert wait_until(lambda: len(tasks_of(ls, bridge)) == 3, WAIT), bridge.log()
     # someone is at work on one task (an annotation that chooses nothing yet): it is not taken away
-    busy = tasks_of(ls, bridge.project_id)[0]
+    busy = tasks_of(ls, bridge)[0]
     ls.annotations.create(id=busy["id"], result=[])
     # a model is published and a worker rescored with it
     weights = weights_to_bytes(build_model(TASK.architecture, TASK.input_shape, TASK.num_classes).state_dict())
@@ -379,8 +397,8 @@ def test_stale_tasks_give_way_to_a_newer_models_queries(label_studio, coordinato
     coordinator.queue(range(100, 104), version=version, scores=[0.1, 0.2, 0.3, 0.4])
 
     def refreshed():
-        tasks = tasks_of(ls, bridge.project_id)
-        fresh = sorted(t["data"]["item_id"] for t in tasks if t["data"]["model_version"] == version)
+        tasks = tasks_of(ls, bridge)
+        fresh = sorted(t["item"] for t in tasks if t["data"]["model_version"] == version)
         return (fresh == ["102", "103"] and {t["id"] for t in tasks if t["data"]["model_version"] == 0} == {busy["id"]}
                 and ls.projects.get(id=bridge.project_id).model_version == str(version))  # served first
 
@@ -398,8 +416,8 @@ def test_a_lapsed_lease_takes_its_task_out(label_studio, coordinator, bridge_for
     bridge = bridge_for("--create-project", "lapse", "--window", "2", "--lease-seconds", "3",
                         "--refresh-seconds", "0.5", *NO_POLLING).start()
     ls = label_studio.client()
-    assert wait_until(lambda: len(tasks_of(ls, bridge.project_id)) == 2, WAIT), bridge.log()
-    old = {t["id"] for t in tasks_of(ls, bridge.project_id)}
+    assert wait_until(lambda: len(tasks_of(ls, bridge)) == 2, WAIT), bridge.log()
+    old = {t["id"] for t in tasks_of(ls, bridge)}
     bridge.stop()
     with coordinator.admin() as admin:
         assert wait_until(lambda: admin.stats().queued == 2, WAIT)  # the leases lapsed
@@ -407,9 +425,9 @@ def test_a_lapsed_lease_takes_its_task_out(label_studio, coordinator, bridge_for
         one, two = alice.lease(), alice.lease()
         alice.submit(one, 4)
         bridge.start()
-        assert wait_until(lambda: not old & {t["id"] for t in tasks_of(ls, bridge.project_id)}, WAIT), bridge.log()
+        assert wait_until(lambda: not old & {t["id"] for t in tasks_of(ls, bridge)}, WAIT), bridge.log()
         alice.release(two)  # back in S: the bridge shows it again, as a new task
-        assert wait_until(lambda: [t["data"]["item_id"] for t in tasks_of(ls, bridge.project_id)] == [two.item_id],
+        assert wait_until(lambda: [t["item"] for t in tasks_of(ls, bridge)] == [two.item_id],
                           WAIT), bridge.log()
     assert bridge.stop() == 0
 
@@ -425,11 +443,12 @@ def test_polling_alone_carries_annotations(label_studio, coordinator, bridge_for
     first = read_line(proc)
     assert first.startswith("polling project ")
     project_id = int(first.split()[2])
+    bridge.project_id = int(first.split()[2])
     ls = label_studio.client()
     assert not list(ls.webhooks.list(project=project_id))
-    assert wait_until(lambda: len(tasks_of(ls, project_id)) == 1, WAIT), bridge.log()
+    assert wait_until(lambda: len(tasks_of(ls, bridge)) == 1, WAIT), bridge.log()
     iface = parse_label_config(ls.projects.get(id=project_id).label_config, TASK.class_names)
-    annotate(ls, tasks_of(ls, project_id)[0]["id"], iface, 9)
+    annotate(ls, tasks_of(ls, bridge)[0]["id"], iface, 9)
     assert wait_until(lambda: [(r.item_id, r.label) for r in coordinator.records()] == [("1", 9)], WAIT), bridge.log()
     assert bridge.stop() == 0
 
@@ -448,3 +467,61 @@ def test_attach_refuses_a_project_without_the_classes(label_studio, coordinator,
                            capture_output=True, text=True, timeout=120,
                            env={**os.environ, "LABEL_STUDIO_API_KEY": "not-a-token"})
     assert wrong.returncode == 1 and "refused the token" in wrong.stderr
+
+
+GUIDELINES = """# How to label
+
+Pick the **animal**; a digit is *two*.
+
+<script>alert("guidelines")</script>
+"""
+SECRET_TASK = Task(dataset="digits", num_classes=3, class_names=("cat", "dog", "two"), input_shape=(1, 8, 8),
+                   architecture="mlp", class_descriptions=("a small feline", "", "the digit 2"), guidelines=GUIDELINES)
+
+
+def test_a_created_project_has_the_guidelines_and_hints_and_tasks_tell_no_item_id(label_studio, procs, tmp_path):
+    """Annotators read the guidelines as the project's instructions and each class's description as its hint; the
+    task data they see names no item (ids such as "img-secret-class-cat" give the answer away), and the tasks of a
+    bridge from before this rule lose their item ids at the next start."""
+    coordinator = Coordinator(tmp_path / "coordinator", SECRET_TASK)
+    try:
+        photo = io.BytesIO()
+        Image.new("RGB", (64, 48), (200, 120, 40)).save(photo, format="JPEG")
+        x = np.zeros((1, 8, 8), np.float32)
+        with coordinator.admin() as c:
+            c.submit_candidates(worker_id="w", strategy="margin", model_version=0, candidates=[
+                ("img-secret-class-cat", Payload.from_array(x, image=photo.getvalue()), 0.9),
+                ("img-secret-class-two", Payload.from_array(x, image=render_png(x)), 0.5)])
+        bridge = Bridge(procs, label_studio, coordinator, tmp_path / "bridge-state", "--create-project", "guided",
+                        *NO_POLLING)
+        bridge.token = label_studio.token
+        bridge.start()
+        ls = label_studio.client()
+        assert wait_until(lambda: len(tasks_of(ls, bridge)) == 2, WAIT), bridge.log()
+        project = ls.projects.get(id=bridge.project_id)
+        assert project.show_instruction and "<h1>How to label</h1>" in project.expert_instruction
+        assert "<strong>animal</strong>" in project.expert_instruction
+        assert "<script" not in project.expert_instruction and "&lt;script&gt;" in project.expert_instruction
+        assert 'hint="a small feline"' in project.label_config and 'hint="the digit 2"' in project.label_config
+        tasks = {t["item"]: t for t in tasks_of(ls, bridge)}
+        assert tasks["img-secret-class-cat"]["data"]["image"].startswith("data:image/jpeg;base64,")
+        assert all("secret" not in str(t["data"]) for t in tasks.values())
+
+        # tasks as a bridge from before references made them: the item's id in their data
+        bridge.stop()
+        for t in tasks.values():
+            data = {k: v for k, v in t["data"].items() if k != REF_FIELD}
+            ls.tasks.update(id=str(t["id"]), data={**data, "item_id": t["item"]})
+        with sqlite3.connect(bridge.state_dir / STATE_FILE) as db:
+            db.execute("DELETE FROM meta WHERE key = 'item_ids_hidden'")
+        assert all("secret" in str(t["data"]) for t in tasks_of(ls, bridge))
+        bridge.start()
+        assert wait_until(lambda: all("secret" not in str(t["data"]) and t["item"] for t in tasks_of(ls, bridge)),
+                          WAIT), bridge.log()
+        annotate(ls, tasks["img-secret-class-cat"]["id"], parse_label_config(project.label_config,
+                                                                             SECRET_TASK.class_names), 0)
+        assert wait_until(lambda: [(r.item_id, r.label) for r in coordinator.records()]
+                          == [("img-secret-class-cat", 0)], WAIT), bridge.log()
+        assert bridge.stop() == 0
+    finally:
+        coordinator.stop()

@@ -34,8 +34,9 @@ STARTUP_BACKOFF = 2.0  # seconds between tries while Label Studio does not answe
 @click.option("--project", type=click.IntRange(min=1), default=None,
               help="Attach to this Label Studio project; its labeling config must offer exactly the task's classes.")
 @click.option("--create-project", metavar="TITLE", default=None,
-              help="Create a project with a labeling config generated from the task (only once: a restart on the same "
-                   "--state-dir keeps using it).")
+              help="Create a project with a labeling config generated from the task, each class's description as its "
+                   "hint and the task's guidelines as the instructions (only once: a restart on the same --state-dir "
+                   "keeps using it).")
 @click.option("--object", "object_kind", type=click.Choice(["auto", "image", "text"]), default="auto",
               show_default=True, help="What a created project shows: the item's image or its text (auto: from the "
                                       "task's input shape).")
@@ -76,6 +77,7 @@ def main(coordinator, security, label_studio_url, label_studio_token, project, c
         raise click.UsageError("--lease-seconds must be at least four times --refresh-seconds")
     try:
         from aal_rpc.labelstudio.studio import Studio
+        from aal_rpc.web.guidelines import guidelines_html  # noqa: F401 - markdown-it, for the instructions
     except ImportError as exc:
         raise click.ClickException(f"aal-labelstudio needs the labelstudio extra ({exc.name} is missing): "
                                    "pip install 'aal-rpc[labelstudio]'") from exc
@@ -162,6 +164,7 @@ def _project(studio, state, task, project, create_project, object_kind) -> int:
     from label_studio_sdk.core.api_error import ApiError
 
     from aal_rpc.labelstudio.config import kind_for, label_config
+    from aal_rpc.web.guidelines import guidelines_html
 
     stored = state.get("project_id")
     stored = int(stored) if stored is not None else None
@@ -171,7 +174,8 @@ def _project(studio, state, task, project, create_project, object_kind) -> int:
     if stored is None and project is None and create_project is None:
         raise click.UsageError("give --project ID (an existing project) or --create-project TITLE")
     if stored is None and project is None:
-        stored = studio.create_project(create_project, label_config(task.class_names, kind_for(task, object_kind)))
+        config = label_config(task.class_names, kind_for(task, object_kind), task.class_descriptions)
+        stored = studio.create_project(create_project, config, guidelines_html(task.guidelines))
         log.info("created project %d, %r", stored, create_project)
     elif stored is None:
         stored = project

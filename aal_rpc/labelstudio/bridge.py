@@ -2,8 +2,9 @@
 labels.
 
 Queries -> tasks. The bridge is one annotator of the coordinator. It keeps a window of `window` leased queries as
-tasks of the project, each with the item (a PNG as a data: URL, or the text), the item's provenance in the task data
-(item_id, model_version, score, strategy, cluster) and one prediction with no result whose model_version is the
+tasks of the project, each with the item (its picture as a data: URL of its own media type, or the text), its
+provenance in the task data (model_version, score, strategy, cluster), an opaque reference (aal_ref, never the item's
+id: annotators see task data, and an id may give the answer away) and one prediction with no result whose model_version is the
 model that chose the item, whose cluster is Cluster-Margin's cluster, and whose score is the coordinator's priority
 turned around (1 / (1 + e^score): Label Studio's uncertainty sampling serves the lowest score first, and spreads
 annotators over clusters). It renews the leases it holds well before they lapse. When a lease shows that S holds
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import logging
 import math
 import threading
@@ -45,7 +47,7 @@ import grpc
 from label_studio_sdk.core.api_error import ApiError
 
 from aal_rpc.client.annotation import AnnotationClient, LeasedQuery
-from aal_rpc.labelstudio.config import Interface, label_of
+from aal_rpc.labelstudio.config import REF_FIELD, Interface, label_of
 from aal_rpc.labelstudio.state import HELD, BridgeState, TaskRow, TaskState
 from aal_rpc.labelstudio.studio import Studio, StudioUnavailable, timestamp
 from aal_rpc.types import Payload, Provenance
@@ -58,6 +60,8 @@ MAX_BACKOFF = 5.0  # seconds between tries while Label Studio does not answer
 IMPORT_BATCH = 100  # tasks per import request
 LEASE_GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)  # the lease is no longer ours
 _NO_PAYLOAD = Payload(b"", "float32", (0,))
+LEGACY_ID_FIELD = "item_id"  # where bridges before aal_ref put the item's id in task data
+IDS_HIDDEN = "item_ids_hidden"  # state meta: the tasks of older bridges no longer show item ids
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,15 @@ def item_content(payload: Payload, kind: str) -> str:
     return f"{flat.size} values: " + " ".join(f"{v:.3g}" for v in flat[:32]) + (" …" if flat.size > 32 else "")
 
 
-def task_json(item_id: str, payload: Payload, provenance: Provenance, interface: Interface) -> dict:
-    """A Label Studio task (with its prediction) for a query."""
-    data = {interface.data_key: item_content(payload, interface.kind), "item_id": item_id,
+def task_ref(lease_id: str) -> str:
+    """The opaque reference in a task's data to the lease it shows: the bridge finds its tasks by it, and it tells
+    annotators nothing (the state file maps leases to items)."""
+    return hashlib.sha256(lease_id.encode()).hexdigest()[:20]
+
+
+def task_json(ref: str, payload: Payload, provenance: Provenance, interface: Interface) -> dict:
+    """A Label Studio task (with its prediction) for a query; `ref` is task_ref of its lease."""
+    data = {interface.data_key: item_content(payload, interface.kind), REF_FIELD: ref,
             "model_version": provenance.model_version, "score": provenance.score, "strategy": provenance.strategy,
             "cluster": provenance.cluster}
     prediction = {"result": [], "score": priority(provenance.score), "model_version": str(provenance.model_version)}
@@ -137,6 +147,7 @@ class Bridge:
         self._project_version: str | None = None
         self._studio_down = False
         self._due = {"sweep": 0.0, "poll": 0.0, "renew": 0.0, "fill": 0.0}  # monotonic times
+        self._ids_hidden = state.get(IDS_HIDDEN) is not None
 
     # -- the loop -------------------------------------------------------------------------------------------
 
@@ -193,6 +204,8 @@ class Bridge:
         except BaseException:
             self.hint(tasks, deleted)  # not done: keep them for the next round
             raise
+        if not self._ids_hidden:
+            self._hide_item_ids()
         now = time.monotonic()
         if now >= self._due["sweep"]:
             self._sweep()
@@ -437,7 +450,7 @@ class Bridge:
             tasks = []
             for row in rows:
                 payload, provenance = self._item(row)
-                tasks.append(task_json(row.item_id, payload, provenance, self.interface))
+                tasks.append(task_json(task_ref(row.lease_id), payload, provenance, self.interface))
             self._import_uncertain = True  # until the answer is recorded
             ids = self.studio.import_tasks(self.project_id, tasks)
             for row, task_id in zip(rows, ids):
@@ -457,14 +470,37 @@ class Bridge:
         return item.payload or _NO_PAYLOAD, item.provenance or Provenance()
 
     def _adopt(self) -> None:
-        """Find the tasks of an import whose answer never came back (by the item ids in their data)."""
-        pending = {row.item_id: row for row in self.state.tasks(TaskState.LEASED)}
-        if pending:
-            for task in self.studio.tasks(self.project_id, item_ids=sorted(pending), with_data=True):
-                row = pending.pop(str((task.get("data") or {}).get("item_id")), None)
+        """Find the tasks of an import whose answer never came back (by the reference in their data; by the item's
+        id for an import of a bridge from before references)."""
+        rows = self.state.tasks(TaskState.LEASED)
+        by_ref = {task_ref(row.lease_id): row for row in rows}
+        by_item = {row.item_id: row for row in rows}
+        if rows:
+            for task in self.studio.tasks(self.project_id, data_in={REF_FIELD: sorted(by_ref),
+                                                                    LEGACY_ID_FIELD: sorted(by_item)},
+                                          with_data=True):
+                data = task.get("data") or {}
+                row = by_ref.pop(str(data.get(REF_FIELD)), None) or by_item.pop(str(data.get(LEGACY_ID_FIELD)), None)
                 if row is not None:
                     self._record_task_id(row, task["id"])
+                    self._hide_item_id(task["id"], data, row)
         self._import_uncertain = False
+
+    def _hide_item_ids(self) -> None:
+        """Once per state dir: the tasks that a bridge from before references made show their item's id to
+        annotators; their data takes the reference instead."""
+        rows = {row.ls_task_id: row for row in self.state.tasks(TaskState.OPEN, TaskState.LABELED)}
+        if rows:
+            for task in self.studio.tasks(self.project_id, ids=sorted(rows), include="id,data"):
+                self._hide_item_id(task["id"], task.get("data") or {}, rows[task["id"]])
+        self.state.put(IDS_HIDDEN, "1")
+        self._ids_hidden = True
+
+    def _hide_item_id(self, task_id: int, data: dict, row: TaskRow) -> None:
+        if LEGACY_ID_FIELD in data:
+            shown = {k: v for k, v in data.items() if k != LEGACY_ID_FIELD}
+            self.studio.set_task_data(task_id, {**shown, REF_FIELD: task_ref(row.lease_id)})
+            log.info("task %s no longer shows its item's id", task_id)
 
     def _record_task_id(self, row: TaskRow, task_id: int) -> None:
         """The lease's task is `task_id`. Label Studio on SQLite gives a deleted task's id to the next task: a live

@@ -3,6 +3,7 @@ existing project's config, and the class an annotation names.
 
 A config the bridge can work with has one <Choices> whose <Choice> values are exactly the task's class names, pointed
 (toName) at one <Image> or <Text> object; the object's value ("$image") names the task data field that holds the item.
+Any other attribute of a <Choice> (a hint, an alias, a hotkey) is the project's own business.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from aal_rpc.types import Task
 
 OBJECT_KINDS = {"Image": "image", "Text": "text", "HyperText": "text"}  # object tags the bridge can fill, by kind
 CHOICES_NAME = "label"  # the name of the <Choices> control in a generated config
-# task data fields the bridge writes beside the item; a project's object may not read one of them
-METADATA_FIELDS = ("item_id", "model_version", "score", "strategy", "cluster")
+# task data fields the bridge writes beside the item; a project's object may not read one of them. Annotators see
+# them (the Data Manager's columns): none may give the answer away, so an item is named by an opaque reference.
+REF_FIELD = "aal_ref"
+METADATA_FIELDS = (REF_FIELD, "model_version", "score", "strategy", "cluster")
 
 
 class ConfigMismatch(ValueError):
@@ -27,7 +30,7 @@ class ConfigMismatch(ValueError):
 class Interface:
     """What the bridge needs to know of a project's labeling config.
 
-    kind: "image" (the item's PNG as a data: URL) or "text"; data_key: the task data field the object reads;
+    kind: "image" (the item's picture as a data: URL) or "text"; data_key: the task data field the object reads;
     control: the name of the <Choices>; classes: what an annotation's result holds for a choice -> class index.
     """
 
@@ -40,7 +43,7 @@ class Interface:
 
 def kind_for(task: Task, requested: str = "auto") -> str:
     """The object a project shows for the task's items: "image" for images ((H, W), (1, H, W) or (3, H, W): workers
-    attach a PNG of them), "text" otherwise (text items, and short summaries of other tensors)."""
+    attach their picture), "text" otherwise (text items, and short summaries of other tensors)."""
     if requested != "auto":
         return requested
     shape = tuple(task.input_shape)
@@ -48,15 +51,18 @@ def kind_for(task: Task, requested: str = "auto") -> str:
     return "image" if image and task.architecture != "text" else "text"
 
 
-def label_config(class_names: tuple[str, ...] | list[str], kind: str) -> str:
-    """A labeling config for the task: the item (Image or Text) and one required single choice per class."""
+def label_config(class_names: tuple[str, ...] | list[str], kind: str,
+                 descriptions: tuple[str, ...] | list[str] = ()) -> str:
+    """A labeling config for the task: the item (Image or Text) and one required single choice per class, each
+    with its description (if any) as the hint shown on hover."""
     if kind not in ("image", "text"):
         raise ValueError(f"kind must be 'image' or 'text', not {kind!r}")
     if len(set(class_names)) != len(class_names) or not class_names:
         raise ValueError("class names must be distinct and not empty")
     obj = ('<Image name="image" value="$image" zoom="true" zoomControl="true"/>' if kind == "image" else
            '<Text name="text" value="$text"/>')
-    choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in class_names)
+    hints = {name: f" hint={quoteattr(text)}" for name, text in zip(class_names, descriptions) if text}
+    choices = "\n".join(f"    <Choice value={quoteattr(name)}{hints.get(name, '')}/>" for name in class_names)
     return (f'<View>\n  {obj}\n  <Choices name="{CHOICES_NAME}" toName="{kind}" choice="single-radio" '
             f'showInline="true" required="true">\n{choices}\n  </Choices>\n</View>\n')
 

@@ -72,12 +72,14 @@ class Studio:
 
     # -- projects -------------------------------------------------------------------------------------------
 
-    def create_project(self, title: str, label_config: str) -> int:
+    def create_project(self, title: str, label_config: str, instructions: str = "") -> int:
         """A project that serves the lowest prediction score first ("Uncertainty sampling", which also spreads
-        annotators over prediction clusters), one annotation per task."""
+        annotators over prediction clusters), one annotation per task; `instructions` (HTML, safe to show: the
+        rendered guidelines) are shown to annotators before they start, and on demand in the editor."""
         project = self._call(self.client.projects.create, title=title, label_config=label_config,
                              sampling="Uncertainty sampling", maximum_annotations=1, show_skip_button=True,
                              description="Queries of an aal_rpc coordinator, kept by aal-labelstudio.",
+                             expert_instruction=instructions, show_instruction=bool(instructions),
                              request_options=ONCE)
         return project.id
 
@@ -134,12 +136,15 @@ class Studio:
             raise
         return True
 
+    def set_task_data(self, task_id: int, data: dict) -> None:
+        self._call(self.client.tasks.update, id=str(task_id), data=data)
+
     def tasks(self, project_id: int, *, ids: list[int] | None = None, updated_after: str | None = None,
-              item_ids: list[str] | None = None, with_data: bool = False, include: str | None = None
+              data_in: dict[str, list[str]] | None = None, with_data: bool = False, include: str | None = None
               ) -> Iterator[dict]:
         """The project's tasks with their annotations (cancelled ones included), optionally only `ids`, those
-        updated after an ISO time, or those whose data names one of `item_ids`; with `with_data`, their data too
-        (`include`: other fields instead)."""
+        updated after an ISO time, or those whose data holds one of `data_in`'s values in its field; with
+        `with_data`, their data too (`include`: other fields instead)."""
         query: dict = {}
         if ids is not None:
             if not ids:
@@ -150,12 +155,13 @@ class Studio:
             query["filters"] = {"conjunction": "and", "items": [{
                 "filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
                 "value": when.strftime(_TIME_FORMAT)}]}
-        elif item_ids is not None:
-            if not item_ids:
+        elif data_in is not None:
+            wanted = [(key, value) for key, values in data_in.items() for value in values]
+            if not wanted:
                 return
             query["filters"] = {"conjunction": "or", "items": [{
-                "filter": "filter:tasks:data.item_id", "operator": "equal", "type": "String", "value": item_id}
-                for item_id in item_ids]}
+                "filter": f"filter:tasks:data.{key}", "operator": "equal", "type": "String", "value": value}
+                for key, value in wanted]}
         page = self._call(self.client.tasks.list, project=project_id, fields="all", page_size=PAGE_SIZE,
                           query=json.dumps(query) if query else None,
                           include=include or (_TASK_FIELDS + (",data" if with_data else "")))
