@@ -1,6 +1,8 @@
-"""An interactive terminal annotator for a person: shows each leased item and asks for its class.
+"""An interactive terminal annotator for a person: shows the task's guidelines and classes, then each leased item,
+and asks for its class.
 
-Small images are drawn with Unicode half blocks in 24-bit colour, two pixel rows per text line.
+Small images are drawn with Unicode half blocks in 24-bit colour, two pixel rows per text line. An item's id is never
+shown: ids such as "cat_0042.jpg" may give the answer away.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ def render_terminal(x: np.ndarray) -> str:
 
 
 def parse_answer(answer: str, task: Task) -> int | str | None:
-    """A class index from a typed index or class name; "skip", "release", "quit" for commands; None if unknown."""
+    """A class index from a typed index or class name; "skip", "release", "quit", "help" for commands; None if
+    unknown."""
     a = answer.strip()
-    commands = {"s": "skip", "skip": "skip", "r": "release", "release": "release", "q": "quit", "quit": "quit"}
+    commands = {"s": "skip", "skip": "skip", "r": "release", "release": "release", "q": "quit", "quit": "quit",
+                "?": "help"}
     if a.lower() in commands:
         return commands[a.lower()]
     if a.isdigit() and int(a) < task.num_classes:
@@ -52,11 +56,28 @@ def parse_answer(answer: str, task: Task) -> int | str | None:
     return None
 
 
+def describe_task(task: Task) -> str:
+    """The guidelines (their Markdown reads well as it is) and one line per class: its number, name, description."""
+    descriptions = dict(enumerate(task.class_descriptions))
+    lines = [task.guidelines.strip(), ""] if task.guidelines.strip() else []
+    lines.append("classes:")
+    for i, name in enumerate(task.class_names):
+        described = descriptions.get(i, "")
+        lines.append(f"  {i}  {name}" + (f" - {described}" if described else ""))
+    return "\n".join(lines)
+
+
+def item_view(query: LeasedQuery) -> str:
+    """What the person looks at: the text of a text item, else a drawing of the tensor."""
+    return query.text or render_terminal(query.array())
+
+
 def run_terminal(client: AnnotationClient, *, ask: Callable[[str], str], say: Callable[[str], None],
                  wait_seconds: float = 30.0) -> int:
     """Lease, show, ask, submit, until the person quits. Returns how many labels were acknowledged."""
     task = client.task()
     legend = "  ".join(f"{i}={name}" for i, name in enumerate(task.class_names))
+    say(describe_task(task))
     labeled = 0
     while True:
         say("waiting for a query ...")
@@ -65,14 +86,16 @@ def run_terminal(client: AnnotationClient, *, ask: Callable[[str], str], say: Ca
             if ask("nothing to label yet; keep waiting? [Y/n]").strip().lower() in ("n", "no", "q"):
                 return labeled
             continue
-        say(render_terminal(query.array()))
-        say(f"item {query.item_id}  (proposed by {query.provenance.strategy or '?'} "
-            f"with model v{query.provenance.model_version})")
+        say(item_view(query))
+        say(f"(proposed by {query.provenance.strategy or '?'} with model v{query.provenance.model_version})")
         while True:
-            answer = parse_answer(ask(f"class? {legend}   [s]kip [r]elease [q]uit"), task)
-            if answer is not None:
+            answer = parse_answer(ask(f"class? {legend}   [s]kip [r]elease [q]uit [?]guide"), task)
+            if answer == "help":
+                say(describe_task(task))
+            elif answer is not None:
                 break
-            say("not a class; type its number or name")
+            else:
+                say("not a class; type its number or name")
         try:
             if answer == "quit":
                 client.release(query)
