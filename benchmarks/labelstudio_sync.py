@@ -14,6 +14,7 @@ the bridge as its command with a window of `window` tasks.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -86,8 +87,9 @@ def _measure(tmp: Path, studio, *, window: int, samples: int, smoke: bool) -> di
     from aal_rpc.coordinator.embedded import CoordinatorConfig
     from aal_rpc.data.images import digits_arrays
     from aal_rpc.experiment.processes import ProcessGroup, command
-    from aal_rpc.labelstudio.bridge import task_json
-    from aal_rpc.labelstudio.config import label_config, parse_label_config, result_for
+    from aal_rpc.labelstudio.bridge import task_json, task_ref
+    from aal_rpc.labelstudio.config import REF_FIELD, label_config, parse_label_config, result_for
+    from aal_rpc.labelstudio.state import STATE_FILE
     from aal_rpc.models import build_model
     from aal_rpc.serde import weights_to_bytes
     from aal_rpc.types import Provenance, Task
@@ -140,24 +142,32 @@ def _measure(tmp: Path, studio, *, window: int, samples: int, smoke: bool) -> di
                         raise TimeoutError("the bridge did not get there")
                     time.sleep(0.1)
 
-            def annotate_all(project, count, iface):
+            def item_of(bridge: str, ref: str) -> str:
+                """The item a task shows: task data names it only by an opaque reference to its lease, which the
+                bridge's state file maps to the item."""
+                with sqlite3.connect(f"file:{tmp / bridge / STATE_FILE}?mode=ro", uri=True) as db:
+                    items = {task_ref(lease): item for lease, item in db.execute("SELECT lease_id, item_id FROM tasks")}
+                return items[ref]
+
+            def annotate_all(project, bridge, count, iface):
                 """Save `count` annotations, one at a time, as annotators do; each one's save -> L time and the
                 save (POST) itself."""
                 to_l, saves = [], []
                 while len(to_l) < count:
                     wait_for(lambda: len(open_tasks(project)) >= 1)
                     t = open_tasks(project)[0]
+                    item = item_of(bridge, t["data"][REF_FIELD])
                     t0 = time.time()
-                    ls.annotations.create(id=t["id"], result=result_for(int(t["data"]["item_id"]) % 10, iface))
+                    ls.annotations.create(id=t["id"], result=result_for(int(item) % 10, iface))
                     saves.append(time.time() - t0)
-                    to_l.append(arrivals.wait(t["data"]["item_id"]) - t0)
+                    to_l.append(arrivals.wait(item) - t0)
                 return to_l, saves
 
             # with webhooks (polling off)
             project = start_bridge("bridge-webhooks", "--create-project", "bench webhooks", "--poll-seconds", "3600")
             iface = parse_label_config(label_config(task.class_names, "image"), task.class_names)
             wait_for(lambda: len(open_tasks(project)) == window)
-            webhook_lat, save_lat = annotate_all(project, samples, iface)
+            webhook_lat, save_lat = annotate_all(project, "bridge-webhooks", samples, iface)
 
             # S changes: a new model, its queries queued; every task of the window is stale
             weights = weights_to_bytes(build_model(task.architecture, task.input_shape, task.num_classes).state_dict())
@@ -183,7 +193,7 @@ def _measure(tmp: Path, studio, *, window: int, samples: int, smoke: bool) -> di
             project = start_bridge("bridge-polling", "--create-project", "bench polling", "--no-webhooks",
                                    "--poll-seconds", "1")
             wait_for(lambda: len(open_tasks(project)) >= min(window, 4))
-            polling_lat, _ = annotate_all(project, polled, iface)
+            polling_lat, _ = annotate_all(project, "bridge-polling", polled, iface)
             procs.stop("bridge-polling")
     finally:
         arrivals.close()

@@ -67,8 +67,9 @@ def test_cold_start_then_model_driven_selection_and_training(grpc_coordinator):
     address, srv = grpc_coordinator
     with CoordinatorClient(address) as client:
         w0 = Selector(client, WorkerConfig(worker_id="w0", shard_index=0, num_shards=2, strategy="margin",
-                                           batch_size=10, poll_seconds=0.05), dataset=DIGITS)
-        assert w0.step() == 10  # no model yet: seeded random cold start
+                                           batch_size=20, poll_seconds=0.05), dataset=DIGITS)
+        assert w0.step() == 10  # no model yet: seeded random cold start, its shard's share of one batch
+        assert w0.step() == 0  # ... not S's room
         s = client.stats()
         assert s.queued == 10
         records_before = [r for r in srv.coordinator.pool.item_ids()]
@@ -80,7 +81,7 @@ def test_cold_start_then_model_driven_selection_and_training(grpc_coordinator):
         [model] = client.models()
         assert model.num_labels == 10 and model.server_id == "s0" and 0 <= model.metrics["accuracy"] <= 1
 
-        assert w0.step() == 10
+        assert w0.step() == 20  # a model: S's room, up to a batch
         assert w0.version == model.version
         entries = [srv.coordinator.pool.get(i) for i in srv.coordinator.pool.item_ids()]
         assert {e.candidate.provenance.strategy for e in entries} == {"margin"}

@@ -237,7 +237,7 @@ class Selector:
         if room <= 0:
             return 0
         self._fresh.intersection_update(queued)
-        if self.model is None and self.task.mode != "sync":
+        if self.model is None and self.strategy.needs_model and self.task.mode != "sync":
             cold = -(-self.config.batch_size // self.config.num_shards)
             return max(0, min(room, cold - len(queued)))
         batch = self.pacing.batch()
