@@ -17,7 +17,7 @@ from aal_rpc.cli.common import (Command, coordinator_option, default_id, first_c
 from aal_rpc.annotators.oracle import OracleAnnotators
 from aal_rpc.annotators.terminal import run_terminal
 from aal_rpc.client import AnnotationClient
-from aal_rpc.data import load_dataset
+from aal_rpc.data import load_task_dataset
 
 
 @click.command(cls=Command)
@@ -50,7 +50,15 @@ def main(coordinator, oracle, annotators, delay, budget, seed, as_json, acks_fil
         return
     with AnnotationClient(coordinator, "oracle", retry_for=None, security=security) as client:
         first_contact(client)
-        dataset = load_dataset(client.task().dataset)
+        try:
+            dataset = load_task_dataset(client.task())
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    if not dataset.is_fully_labeled:
+        unlabeled = len(dataset.y_pool) - len(dataset.labeled_rows)
+        raise click.ClickException(
+            f"--oracle answers from the dataset's labels, and {unlabeled} of its {len(dataset.y_pool)} pool items "
+            "have none: people label this pool (aal-web, aal-labelstudio, or aal-annotate without --oracle)")
     run = OracleAnnotators(coordinator, dataset, annotators=annotators, delay=delay, budget=budget, seed=seed,
                            acks_path=acks_file, security=security)
     on_termination(run.stop)

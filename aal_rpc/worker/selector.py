@@ -173,8 +173,10 @@ class Selector:
                               "under model v%d", strategy.name, len(rows), self.version)
         self._wait = self.config.poll_seconds
         clusters = sel.clusters[finite] if sel.clusters is not None else np.full(len(chosen), -1)
-        candidates = [(self.item_ids[r], self._payload(r), float(v), int(c) if c >= 0 else None)
-                      for r, v, c in zip(chosen, scores, clusters)]
+        candidates = [(self.item_ids[r], payload, float(v), int(c) if c >= 0 else None)
+                      for r, v, c in zip(chosen, scores, clusters) if (payload := self._payload(r)) is not None]
+        if not candidates:
+            return 0
         out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=strategy.name,
                                             model_version=self.version, candidates=candidates)
         self._fresh.update(c[0] for c in candidates)
@@ -204,7 +206,10 @@ class Selector:
         if len(rows) == 0:
             return 0
         chosen = self._audit_rng.choice(rows, size=min(due, len(rows)), replace=False)
-        candidates = [(self.item_ids[r], self._payload(r), 0.0, None) for r in chosen]
+        candidates = [(self.item_ids[r], payload, 0.0, None) for r in chosen
+                      if (payload := self._payload(r)) is not None]
+        if not candidates:
+            return 0
         self.client.submit_candidates(worker_id=self.config.worker_id, strategy=AUDIT_STRATEGY,
                                       model_version=self.version, candidates=candidates)
         self._audit_ids.update(c[0] for c in candidates)
@@ -308,10 +313,18 @@ class Selector:
                 self.pacing.observe_labels(s.labeled_through_seq, self._clock())
                 return list(s.queued_item_ids), s.demand
 
-    def _payload(self, row: int) -> Payload:
+    def _payload(self, row: int) -> Payload | None:
         """The item's tensor as the dataset holds it (float32 images at the task's input size, int64 text buckets),
-        and what a person sees: its picture (the original file, data.Dataset.picture), or its text."""
+        and what a person sees: its picture (the original file, data.Dataset.picture), or its text. None, and the
+        item is never proposed again, when its picture can no longer be read (a file removed or damaged since the
+        pool was loaded): one bad file does not stop the worker."""
         i = self.indices[row]
         x = self.dataset.x_pool[i]
         text = self.dataset.texts[i] if self.dataset.texts is not None else ""
-        return Payload.from_array(x, image=self.dataset.picture(i), text=text)
+        try:
+            picture = self.dataset.picture(i)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: item %s is not proposed: %s", self.config.worker_id, self.item_ids[row], exc)
+            self._taken[row] = True
+            return None
+        return Payload.from_array(x, image=picture, text=text)
