@@ -81,3 +81,27 @@ class ExportLabelsRequest(_message.Message):
     include_payload: bool
     latest_only: bool
     def __init__(self, after_seq: _Optional[int] = ..., include_payload: _Optional[bool] = ..., latest_only: _Optional[bool] = ...) -> None: ...
+
+class ImportLabelsRequest(_message.Message):
+    __slots__ = ("item_id", "label", "payload", "annotator_id")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    label: int
+    payload: _common_pb2.Payload
+    annotator_id: str
+    def __init__(self, item_id: _Optional[str] = ..., label: _Optional[int] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., annotator_id: _Optional[str] = ...) -> None: ...
+
+class ImportLabelsResponse(_message.Message):
+    __slots__ = ("imported", "skipped", "first_seq", "last_seq")
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    imported: int
+    skipped: int
+    first_seq: int
+    last_seq: int
+    def __init__(self, imported: _Optional[int] = ..., skipped: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...

@@ -55,6 +55,11 @@ class AdminServiceStub:
                 request_serializer=aal__rpc_dot_proto_dot_v1_dot_admin__pb2.ExportLabelsRequest.SerializeToString,
                 response_deserializer=aal__rpc_dot_proto_dot_v1_dot_common__pb2.LabeledRecord.FromString,
                 _registered_method=True)
+        self.ImportLabels = channel.stream_unary(
+                '/aal.v1.AdminService/ImportLabels',
+                request_serializer=aal__rpc_dot_proto_dot_v1_dot_admin__pb2.ImportLabelsRequest.SerializeToString,
+                response_deserializer=aal__rpc_dot_proto_dot_v1_dot_admin__pb2.ImportLabelsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -84,6 +89,25 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportLabels(self, request_iterator, context):
+        """Import labels the pool already has (a partly labeled pool; `aal-admin import`): one message per item. Each
+        new item becomes a record of L with provenance strategy "imported" (worker_id "", model_version 0, score 0)
+        and queued_at = leased_at = labeled_at = the time of the import; trainers following L get them as any label.
+        - The whole stream is checked before anything is written: an item id as for candidates, the payload as a
+        candidate's (the task's input shape, finite values, a valid picture: see common.proto), the label in
+        [0, num_classes). One invalid item refuses the import (INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for an
+        oversized picture, naming the item) and nothing is written. Each message is at most 4 MiB.
+        - An item already in L (labeled or imported before) or skipped, or repeated in the stream (its first
+        message counts), is skipped: importing the same labels again imports nothing.
+        - An imported item leaves S. A lease held on it ends: its SubmitLabel, RenewLease and ReleaseQuery answer
+        FAILED_PRECONDITION, as for any lease that ended.
+        - Written in batches, each one transaction: UNAVAILABLE part-way may leave the batches before it written;
+        sending the same import again completes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +130,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ExportLabels,
                     request_deserializer=aal__rpc_dot_proto_dot_v1_dot_admin__pb2.ExportLabelsRequest.FromString,
                     response_serializer=aal__rpc_dot_proto_dot_v1_dot_common__pb2.LabeledRecord.SerializeToString,
+            ),
+            'ImportLabels': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportLabels,
+                    request_deserializer=aal__rpc_dot_proto_dot_v1_dot_admin__pb2.ImportLabelsRequest.FromString,
+                    response_serializer=aal__rpc_dot_proto_dot_v1_dot_admin__pb2.ImportLabelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +245,33 @@ class AdminService:
             '/aal.v1.AdminService/ExportLabels',
             aal__rpc_dot_proto_dot_v1_dot_admin__pb2.ExportLabelsRequest.SerializeToString,
             aal__rpc_dot_proto_dot_v1_dot_common__pb2.LabeledRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportLabels(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/aal.v1.AdminService/ImportLabels',
+            aal__rpc_dot_proto_dot_v1_dot_admin__pb2.ImportLabelsRequest.SerializeToString,
+            aal__rpc_dot_proto_dot_v1_dot_admin__pb2.ImportLabelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
