@@ -14,11 +14,12 @@ import pytest
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.client.annotation import LeasedQuery
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig, EmbeddedCoordinator, ShardState
+from aal_rpc.coordinator.embedded import (IMPORT_BATCH, CoordinatorConfig, EmbeddedCoordinator, ImportedLabel,
+                                          ImportOutcome, ShardState)
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted,
                             Unavailable)
-from aal_rpc.types import Query, shard_of
+from aal_rpc.types import Payload, Query, shard_of
 from tests.conftest import TASK, fill_labels, make_candidate
 from tests.test_registry import publish, weights
 
@@ -138,6 +139,10 @@ class OverGrpc:
 
     def publish_model(self, *, data, sha256=None, **header):
         return _domain_errors(self.admin.upload_model)(data, **header)
+
+    def import_labels(self, items):
+        r = _domain_errors(self.admin.import_labels)([(i.item_id, i.label, i.payload, i.annotator_id) for i in items])
+        return ImportOutcome(r.imported, r.skipped, r.first_seq, r.last_seq)
 
     def wait_for_model(self, after_version, wait_seconds):
         m = _domain_errors(self.admin.latest_model)(after_version=after_version, wait_seconds=wait_seconds)
@@ -277,6 +282,16 @@ def test_bad_requests_are_invalid_and_change_nothing(make):
     assert (c.stats().labeled, c.stats().leased, c.stats().queued) == (0, 1, 0)
 
 
+def run_together(c, threads, errors):
+    """Start the threads, wait for them, and return L's records once none of them failed."""
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    return list(c.follow_labels(0, follow=False))
+
+
 def test_concurrent_annotators_label_every_item_exactly_once_in_seq_order(make_direct):
     c = make_direct(replace(NO_POLL, pool_capacity=500))
     submit(c, [str(i) for i in range(120)])
@@ -289,13 +304,7 @@ def test_concurrent_annotators_label_every_item_exactly_once_in_seq_order(make_d
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=annotate, args=(f"a{i}",)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    records = list(c.follow_labels(0, follow=False))
-    assert not errors
+    records = run_together(c, [threading.Thread(target=annotate, args=(f"a{i}",)) for i in range(6)], errors)
     assert [r.seq for r in records] == list(range(1, 121)) and len({r.item_id for r in records}) == 120
 
 
@@ -502,6 +511,143 @@ def test_round_claims_stagger_servers_and_publishing_ends_a_claim(make):
     assert c.begin_round(server_id="a", num_labels=12, round_seconds=600.0) == (0.0, "")
 
 
+# -- imported labels (a partly labeled pool) ----------------------------------------------------------------------
+
+
+def imported(item_id, value=2, who="import", x=None):
+    return ImportedLabel(item_id, value, make_candidate(item_id).payload if x is None else Payload.from_array(x), who)
+
+
+def current_labels(c):
+    return {r.item_id: r.label for r in c.read_labels(0, 100, latest_only=True)}
+
+
+def test_imported_labels_land_in_l_with_their_provenance_once(make):
+    c = make()
+    submit(c, ["1", "2"], strategy="margin")
+    out = c.import_labels([imported("1", 4), imported("5", 2, who="team"), imported("1", 7)])
+    assert out == ImportOutcome(imported=2, skipped=1, first_seq=1, last_seq=2)  # "1" again: its first one counts
+    records = c.read_labels(0, 10)
+    assert [(r.seq, r.item_id, r.label, r.annotator_id, r.supersedes) for r in records] == [
+        (1, "1", 4, "import", 0), (2, "5", 2, "team", 0)]
+    for r in records:
+        p = r.provenance
+        assert (p.worker_id, p.strategy, p.model_version, p.score) == ("", "imported", 0, 0.0)
+        assert r.queued_at == r.leased_at == r.labeled_at > 0
+        assert r.payload == make_candidate(r.item_id).payload
+    s = c.stats()
+    assert (s.labeled, s.queued, s.leased, s.last_seq, dict(s.labels_by_strategy)) == (2, 1, 0, 2, {"imported": 2})
+    assert c.get_item("1").state == "labeled" and current_labels(c) == {"1": 4, "5": 2}
+    assert c.import_labels([imported("5"), imported("1")]) == ImportOutcome(0, 2, 0, 0)  # again: nothing new
+    assert submit(c, ["1", "5"]).rejected == 2  # never queued again
+    label(c, c.lease("a"))  # labels go on after an import
+    assert dict(c.stats().labels_by_strategy) == {"imported": 2, "margin": 1}
+
+
+def test_an_import_skips_items_already_labeled_or_skipped(make):
+    c = make()
+    submit(c, ["1", "2"])
+    q1, q2 = c.lease("a"), c.lease("a")
+    label(c, q1, value=3)
+    c.release(lease_id=q2.lease_id, item_id=q2.item_id, annotator_id="a", skip=True)
+    assert c.import_labels([imported(q1.item_id, 5), imported(q2.item_id), imported("3")]) == ImportOutcome(1, 2, 2, 2)
+    assert current_labels(c)[q1.item_id] == 3 and c.get_item(q2.item_id).state == "skipped"
+
+
+def test_an_invalid_item_refuses_the_whole_import(make):
+    c = make()
+    submit(c, ["1"])
+    good = imported("1")
+    nan = make_candidate("2").payload.to_array().copy()
+    nan[0, 0, 0] = float("nan")
+    for bad, error, match in [
+        (imported("2", value=10), InvalidArgument, "item 2: label 10"),
+        (imported("2", value=-1), InvalidArgument, "item 2: label -1"),
+        (imported("2", x=nan), InvalidArgument, "item 2: payload tensor holds NaN"),
+        (imported("2", x=nan[0]), InvalidArgument, "item 2: payload shape"),
+        (ImportedLabel("", 1, good.payload), InvalidArgument, "#2: item_id is required"),
+        (ImportedLabel("2\x00", 1, good.payload), InvalidArgument, "#2: item_id contains a NUL"),
+        (ImportedLabel("2", 1, Payload(**{**good.payload.__dict__, "image": b"\x89PNG\r\n\x1a\n" + bytes(3 << 20)})),
+         ResourceExhausted, "item 2: image"),
+        (ImportedLabel("2", 1, Payload(**{**good.payload.__dict__, "image": b"GIF89a not really"})),
+         InvalidArgument, "item 2: image is not a valid"),
+    ]:
+        with pytest.raises(error, match=match):
+            c.import_labels([good, bad])
+    s = c.stats()
+    assert (s.labeled, s.queued, s.last_seq) == (0, 1, 0) and c.read_labels(0, 10) == []
+
+
+def test_an_import_ends_a_live_lease_and_its_label_is_refused(make):
+    c = make()
+    submit(c, ["1", "2"])
+    q = c.lease("a")
+    assert c.import_labels([imported(q.item_id, 6)]).imported == 1
+    for refused in (lambda: label(c, q), lambda: c.release(lease_id=q.lease_id, item_id=q.item_id, annotator_id="a"),
+                    lambda: c.renew_lease(lease_id=q.lease_id, item_id=q.item_id, annotator_id="a")):
+        with pytest.raises(FailedPrecondition):
+            refused()
+    s = c.stats()
+    assert (s.labeled, s.leased, s.queued) == (1, 0, 1) and current_labels(c) == {q.item_id: 6}
+
+
+def test_an_import_larger_than_a_batch_is_read_once_and_checked_whole(make_direct):
+    c = make_direct()
+    n = IMPORT_BATCH * 2 + 7
+    reads = []
+
+    def items(last_label):
+        for i in range(n):
+            reads.append(i)
+            yield imported(str(i), value=last_label if i == n - 1 else i % 10)
+
+    with pytest.raises(InvalidArgument, match=f"item {n - 1}: label 10"):
+        c.import_labels(items(10))  # the last item is invalid: nothing of the batches before it is written
+    assert c.stats().last_seq == 0 and len(reads) == n
+    reads.clear()
+    assert c.import_labels(items(3)) == ImportOutcome(n, 0, 1, n)
+    assert len(reads) == n  # a one-shot iterator is read once
+    assert [r.item_id for r in c.follow_labels(0, follow=False)] == [str(i) for i in range(n)]
+    c.close()
+    c2 = make_direct()  # a restart keeps them, and their count by strategy
+    s = c2.stats()
+    assert (s.labeled, s.last_seq, dict(s.labels_by_strategy)) == (n, n, {"imported": n})
+    assert c2.import_labels(imported(str(i)) for i in range(n)) == ImportOutcome(0, n, 0, 0)
+
+
+def test_imports_racing_annotators_and_each_other_label_every_item_once(make_direct):
+    c = make_direct(replace(NO_POLL, pool_capacity=500))
+    ids = [str(i) for i in range(200)]
+    submit(c, ids)
+    errors, outcomes = [], []
+
+    def annotate(name):
+        try:
+            while (q := c.lease(name)) is not None:
+                try:
+                    label(c, q, who=name, value=1)
+                except FailedPrecondition:  # imported meanwhile: its lease ended
+                    pass
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def import_all(order):
+        try:
+            outcomes.append(c.import_labels([imported(i) for i in order]))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=annotate, args=(f"a{i}",)) for i in range(4)]
+    threads += [threading.Thread(target=import_all, args=(order,)) for order in (ids[::-1], ids[::2] + ids[1::2])]
+    records = run_together(c, threads, errors)
+    assert sorted(r.item_id for r in records) == sorted(ids)  # each item once, whoever got there first
+    by_annotators = sum(r.provenance.strategy == "entropy" for r in records)
+    assert sum(o.imported for o in outcomes) == len(ids) - by_annotators
+    assert sum(o.skipped for o in outcomes) == len(ids) + by_annotators
+    s = c.stats()
+    assert (s.labeled, s.queued, s.leased, s.last_seq) == (len(ids), 0, 0, records[-1].seq)
+
+
 # -- wake-ups, with the poll safety net off ---------------------------------------------------------------------
 
 
@@ -559,6 +705,9 @@ def test_a_follower_wakes_for_each_new_label(make_direct):
         assert arrived.wait(60)
         arrived.clear()
         assert seen == expected
+    c.import_labels([imported("8")])  # imported labels too
+    assert arrived.wait(60)
+    assert seen == [1, 2, 3]
     stop.set()
     c.wake_waiters()
     t.join(60)

@@ -6,7 +6,8 @@ when it is None, as the daemons run it. Streams (L's records, exports) resume af
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 
 import grpc
 
@@ -105,6 +106,44 @@ class CoordinatorClient(ChannelClient):
             timeout=TRANSFER_TIMEOUT, wait_for_ready=self.wait_for_ready), after_seq=0)
         for msg in stream:
             yield serde.record_from_proto(msg)
+
+    def import_labels(self, items: Iterable[tuple[str, int, Payload] | tuple[str, int, Payload, str]], *,
+                      annotator_id: str = "import") -> admin_pb2.ImportLabelsResponse:
+        """Import labels the pool already has (an admin token): (item_id, label, payload[, annotator_id]) tuples,
+        streamed one message each as the coordinator takes them. It checks the whole import before writing any of
+        it and skips items already labeled; the answer counts them (imported, skipped, first_seq, last_seq).
+
+        Retried through an outage when `items` can be iterated again (a list); a one-shot iterator is sent once.
+        If iterating `items` raises, the call is cancelled before its end is sent, so nothing is imported, and
+        that error is raised here.
+        """
+        def once():
+            failed: list[Exception] = []
+            started = threading.Event()
+            call: list[grpc.Future] = []
+
+            def requests():
+                try:
+                    for item_id, label, payload, *who in items:
+                        yield admin_pb2.ImportLabelsRequest(item_id=item_id, label=int(label),
+                                                            payload=serde.payload_to_proto(payload),
+                                                            annotator_id=who[0] if who else annotator_id)
+                except Exception as exc:  # noqa: BLE001 - raised to the caller below, once the call is cancelled
+                    failed.append(exc)
+                    started.wait()
+                    call[0].cancel()  # before the end of the stream is sent: the coordinator never imports it
+
+            call.append(self._admin.ImportLabels.future(requests(), timeout=TRANSFER_TIMEOUT,
+                                                        wait_for_ready=self.wait_for_ready))
+            started.set()
+            try:
+                return call[0].result()
+            except grpc.FutureCancelledError:
+                if failed:
+                    raise failed[0] from None
+                raise
+
+        return once() if iter(items) is items else self._retrying(once)
 
     # -- training -------------------------------------------------------------------------------------
 

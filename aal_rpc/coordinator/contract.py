@@ -18,7 +18,8 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
 
-from aal_rpc.coordinator.embedded import CoordinatorConfig, ItemView, ShardState, Stats, SubmitOutcome
+from aal_rpc.coordinator.embedded import (CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView, ShardState, Stats,
+                                          SubmitOutcome)
 from aal_rpc.coordinator.signals import Signals
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task
 
@@ -143,6 +144,25 @@ class Coordinator(Protocol):
 
     def stats(self) -> Stats:
         """A consistent snapshot of the pools' sizes and counters."""
+
+    def import_labels(self, items: Iterable[ImportedLabel]) -> ImportOutcome:
+        """Append labels the pool already had to L (a partly labeled pool; `aal-admin import`), and count them.
+
+        Each new item MUST become one durable record: its label and payload, annotator_id as given, provenance
+        (worker_id "", strategy types.IMPORTED_STRATEGY, model_version 0, score 0), queued_at = leased_at =
+        labeled_at = now, supersedes 0; counted under "imported" in `stats().labels_by_strategy`; "labels" fires.
+
+        MUST check every item as `submit_candidates` checks a candidate, and its label against the classes, before
+        writing any: one invalid item refuses the whole import, naming it (InvalidArgument; ResourceExhausted for
+        an oversized picture), and nothing is written. MUST read `items` once if it is an iterator (spooled to
+        `spool()` meanwhile; a collection is read twice) and hold at most a batch (embedded.IMPORT_BATCH) in
+        memory. MUST write a batch per transaction: a failure part-way (Unavailable) leaves the batches before it,
+        and importing again completes the import.
+
+        MUST skip (count in `skipped`, never duplicate) an item already in L or skipped, or repeated in `items`
+        (its first occurrence counts): importing the same labels twice imports nothing the second time. An
+        imported item MUST leave S; a live lease on it ends, so that lease's submit_label, release and
+        renew_lease are refused as any ended lease's are (FailedPrecondition, rules.check_held)."""
 
 
 class Store(Protocol):

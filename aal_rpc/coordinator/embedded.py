@@ -9,13 +9,18 @@ servicers translate.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import struct
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from aal_rpc.coordinator import corrections, rules
 from aal_rpc.coordinator.publishing import Publishing
@@ -26,11 +31,12 @@ from aal_rpc.coordinator.signals import Signal, Signals, long_poll
 from aal_rpc.coordinator.store import SqliteStore, StoredState
 from aal_rpc.coordinator.sync_rounds import SyncRounds
 from aal_rpc.coordinator.validation import (DEFAULT_DEFER_SECONDS, check_begin_round, check_candidates,
-                                            check_correction, check_id, check_label, check_lease_request,
-                                            check_release, check_renew, check_shard_request)
+                                            check_class, check_correction, check_id, check_label,
+                                            check_lease_request, check_release, check_renew, check_shard_request)
 from aal_rpc.errors import InvalidArgument, NotFound, Unavailable
 from aal_rpc.serde import weight_spec
-from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Query, Task, shard_of
+from aal_rpc.types import (IMPORTED_STRATEGY, Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Query, Task,
+                           shard_of)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,9 @@ FOLLOW_RECHECK_SECONDS = 1.0  # how often a follower with nothing new asks wheth
 SHARD_PAGE = 50_000  # labeled ids per GetShardState answer
 EVERY_VERSION = 2 ** 62  # "older than this" matches every candidate
 REAP_IDLE_SECONDS = 1.0  # the reaper's longest sleep: it also reloads the pools after a write nobody waited on failed
+IMPORT_BATCH = 500  # imported labels per transaction: big enough to import fast, small enough not to hold up labels
+IMPORT_BATCH_BYTES = 32 * 1024 * 1024  # and their payloads' bytes at most (pictures may be up to 2 MiB each)
+IMPORT_ANNOTATOR = "import"  # an imported label's annotator_id when none is given
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,121 @@ class ShardState:
     labeled_through_seq: int
     more: bool
     demand: int
+
+
+@dataclass(frozen=True)
+class ImportedLabel:
+    """A label the pool already had, to be imported into L (contract.Coordinator.import_labels)."""
+
+    item_id: str
+    label: int
+    payload: Payload
+    annotator_id: str = IMPORT_ANNOTATOR
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    imported: int  # records appended to L
+    skipped: int  # items already in L or skipped, or repeated in the import
+    first_seq: int = 0  # the smallest and largest seq of the imported records (0 when none was imported)
+    last_seq: int = 0
+
+
+_SPOOLED = struct.Struct("<III")  # one spooled label: the lengths of its JSON header, tensor and picture
+
+
+class ImportSpool:
+    """Imported labels kept in a temporary file as they arrive and read back as often as needed, so an import is
+    checked whole before any of it is written without being held in memory. No pickle: per label, a JSON header
+    (id, label, annotator, dtype, shape, text), then the tensor's and the picture's bytes."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._end = 0
+
+    def add(self, item: ImportedLabel) -> None:
+        p = item.payload
+        head = json.dumps([item.item_id, int(item.label), item.annotator_id, p.dtype, list(p.shape), p.text]).encode()
+        self._f.seek(self._end)
+        self._f.write(_SPOOLED.pack(len(head), len(p.tensor), len(p.image)))
+        for part in (head, p.tensor, p.image):
+            self._f.write(part)
+        self._end = self._f.tell()
+
+    def __iter__(self) -> Iterator[ImportedLabel]:
+        pos = 0
+        while pos < self._end:
+            self._f.seek(pos)
+            n_head, n_tensor, n_image = _SPOOLED.unpack(self._f.read(_SPOOLED.size))
+            item_id, label, annotator_id, dtype, shape, text = json.loads(self._f.read(n_head))
+            tensor, image = self._f.read(n_tensor), self._f.read(n_image)
+            pos = self._f.tell()
+            yield ImportedLabel(item_id, label, Payload(tensor, dtype, tuple(shape), image, text), annotator_id)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def check_imported(task: Task, item: ImportedLabel, position: int) -> None:
+    """An imported label, checked as a worker's candidate is (id, payload) and its label against the classes; the
+    message names the item, or its position in the import when its id is unusable."""
+    try:
+        check_id("item_id", item.item_id)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"imported label #{position}: {exc}") from None
+    check_candidates(task, IMPORT_ANNOTATOR, IMPORTED_STRATEGY, 0,
+                     [Candidate(item.item_id, item.payload, Provenance())], is_published=lambda version: False)
+    try:
+        check_id("annotator_id", item.annotator_id)
+        check_class(task, item.label)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"item {item.item_id}: {exc}") from None
+
+
+def imported_record(item: ImportedLabel, *, seq: int, now: float) -> LabeledRecord:
+    """The record of L an imported label becomes: queued, leased and labeled now, chosen by no worker or model."""
+    return LabeledRecord(seq=seq, item_id=item.item_id, label=int(item.label), annotator_id=item.annotator_id,
+                         payload=item.payload, provenance=Provenance("", IMPORTED_STRATEGY, 0, 0.0), queued_at=now,
+                         leased_at=now, labeled_at=now, lease_id=f"import-{uuid.uuid4().hex}")
+
+
+def import_in_batches(c, items: Iterable[ImportedLabel],
+                      write: Callable[[list[ImportedLabel]], tuple[list[int], int]]) -> ImportOutcome:
+    """contract.Coordinator.import_labels for coordinator `c`: every item checked before any is written (a one-shot
+    iterator is spooled to `c.spool()` meanwhile), then `write(batch)` for each batch, which returns the seqs of the
+    records it appended and how many items it skipped. Both coordinators import this way."""
+    with contextlib.ExitStack() as stack:
+        if iter(items) is items:  # it can be read once only: keep it on disk while it is checked
+            spool = ImportSpool(stack.enter_context(c.spool()))
+            for position, item in enumerate(items, 1):
+                check_imported(c.task, item, position)
+                spool.add(item)
+            items = spool
+        else:
+            for position, item in enumerate(items, 1):
+                check_imported(c.task, item, position)
+        imported = skipped = first = last = 0
+        for batch in _batches(items):
+            seqs, n_skipped = write(batch)
+            imported += len(seqs)
+            skipped += n_skipped
+            if seqs:
+                first = min(first or seqs[0], *seqs)
+                last = max(last, *seqs)
+    return ImportOutcome(imported, skipped, first, last)
+
+
+def _batches(items: Iterable[ImportedLabel]) -> Iterator[list[ImportedLabel]]:
+    batch: list[ImportedLabel] = []
+    size = 0
+    for item in items:
+        batch.append(item)
+        size += item.payload.nbytes
+        if len(batch) >= IMPORT_BATCH or size >= IMPORT_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def follow_records(c, after_seq: int, *, follow: bool, include_payload: bool, latest_only: bool,
@@ -443,6 +567,38 @@ class EmbeddedCoordinator(Publishing):
                 fut.add_done_callback(lambda f, s=record.seq: self._on_label_durable(f, record.lease_id, s))
             self._settle(fut)
         return record.seq, record.supersedes, False
+
+    def import_labels(self, items: Iterable[ImportedLabel]) -> ImportOutcome:
+        """Append labels the pool already had to L, checked whole first, a batch per transaction."""
+        return import_in_batches(self, items, self._import_batch)
+
+    def _import_batch(self, batch: list[ImportedLabel]) -> tuple[list[int], int]:
+        with self._lock:
+            now = self._clock()
+            expired = self._expire_locked(now)
+            round_open = self._sync is not None and self._sync.is_open(len(self._labeled))
+            records = []
+            for item in batch:
+                if item.item_id in self._labeled or item.item_id in self._skipped:
+                    continue
+                self._last_seq += 1
+                records.append(imported_record(item, seq=self._last_seq, now=now))
+                if item.item_id in self.pool:  # a lease on it ends: its label is refused as any ended lease's
+                    self.pool.remove(item.item_id)
+                self._labeled.add(item.item_id)
+                self.observer.labeled(item.annotator_id, IMPORTED_STRATEGY)
+            fut = None
+            if records:
+                self._by_strategy[IMPORTED_STRATEGY] += len(records)
+                fut = self.store.append_labels(records)
+                fut.add_done_callback(lambda f: f.exception() is None and self.signals.labels.fire())
+                if round_open and self._sync is not None and not self._sync.is_open(len(self._labeled)):
+                    self._drop_stale_locked(EVERY_VERSION)  # the import completed the round, as a label may
+        if expired:
+            self.signals.queries.fire()
+        if fut is not None:
+            self._settle(fut)
+        return [r.seq for r in records], len(batch) - len(records)
 
     def get_item(self, item_id: str) -> ItemView:
         check_id("item_id", item_id)

@@ -56,6 +56,7 @@ CONNECTION_WAIT = 1.0  # seconds a call waits for a database connection before a
 SCHEMA_LOCK = 0x4161_6C01  # advisory lock keys ("Aal" + n)
 POOL_LOCK = 0x4161_6C02  # exclusive: an offer to S; shared: an item leaving S for L or the skips
 ROUND_LOCK = 0x4161_6C03
+IMPORT_LOCK = 0x4161_6C04  # one import batch at a time: two imports of one new item must not both append it
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -539,6 +540,38 @@ class PostgresStore:
                         label_row(record))
             self._notify(cur, "labels")
         return record.seq, record.supersedes, False
+
+    def import_records(self, records: list[LabeledRecord]) -> list[LabeledRecord]:
+        """Append imported records to L in one transaction, each with a new seq, and take their items out of S (a
+        lease on one ends with it). A record whose item is in L or skipped, or repeats an earlier record's item, is
+        left out. Returns the records appended, with their seqs."""
+        ids = list(dict.fromkeys(r.item_id for r in records))
+        with self._labels_tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (POOL_LOCK,))  # no offer slips an item into S
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (IMPORT_LOCK,))
+            # the items' rows of S locked before L is read: a label being recorded for one commits first, or waits
+            # and then finds its lease ended
+            cur.execute("SELECT item_id FROM queries WHERE item_id = ANY(%s) ORDER BY item_id FOR UPDATE", (ids,))
+            cur.execute("SELECT item_id FROM labels WHERE item_id = ANY(%(ids)s) UNION "
+                        "SELECT item_id FROM skips WHERE item_id = ANY(%(ids)s)", {"ids": ids})
+            taken = {r[0] for r in cur.fetchall()}
+            new: list[LabeledRecord] = []
+            for r in records:
+                if r.item_id not in taken:
+                    taken.add(r.item_id)
+                    new.append(r)
+            if not new:
+                return []
+            cur.execute("SELECT pg_current_xact_id()")  # before the seqs are taken (see `_settled_through`)
+            cur.execute("SELECT nextval('label_seq') FROM generate_series(1, %s)", (len(new),))
+            new = [dataclasses.replace(r, seq=seq) for r, seq in zip(new, sorted(row[0] for row in cur.fetchall()))]
+            cur.executemany(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 19)})",
+                            [label_row(r) for r in new])
+            new_ids = [r.item_id for r in new]
+            cur.execute("DELETE FROM queries WHERE item_id = ANY(%s)", (new_ids,))
+            cur.execute("DELETE FROM deferrals WHERE item_id = ANY(%s)", (new_ids,))
+            self._notify(cur, "labels")
+        return new
 
     def renew_lease(self, *, lease_id: str, item_id: str, annotator_id: str, lease_seconds: float, now: float
                     ) -> float:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from aal_rpc.coordinator import rules
-from aal_rpc.coordinator.embedded import (SHARD_PAGE, CoordinatorConfig, ItemView, Observer, ShardState, Stats,
-                                          SubmitOutcome, follow_records)
+from aal_rpc.coordinator.embedded import (SHARD_PAGE, CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView,
+                                          Observer, ShardState, Stats, SubmitOutcome, follow_records,
+                                          import_in_batches, imported_record)
 from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
 from aal_rpc.coordinator.registry import BlobCache, RegistryBase
@@ -25,7 +26,7 @@ from aal_rpc.coordinator.validation import (check_begin_round, check_candidates,
                                             check_renew, check_shard_request)
 from aal_rpc.errors import InvalidArgument, NotFound
 from aal_rpc.serde import WeightSpec
-from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
+from aal_rpc.types import IMPORTED_STRATEGY, Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,18 @@ class SharedCoordinator(Publishing):
         if not duplicate:
             self.signals.labels.fire()
         return seq, supersedes, duplicate
+
+    def import_labels(self, items: Iterable[ImportedLabel]) -> ImportOutcome:
+        return import_in_batches(self, items, self._import_batch)
+
+    def _import_batch(self, batch: list[ImportedLabel]) -> tuple[list[int], int]:
+        now = self._clock()
+        appended = self.store.import_records([imported_record(item, seq=0, now=now) for item in batch])
+        for r in appended:
+            self.observer.labeled(r.annotator_id, IMPORTED_STRATEGY)
+        if appended:
+            self.signals.labels.fire()  # at once here; other replicas hear of it by NOTIFY
+        return [r.seq for r in appended], len(batch) - len(appended)
 
     def get_item(self, item_id: str) -> ItemView:
         check_id("item_id", item_id)

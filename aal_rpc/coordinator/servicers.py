@@ -22,6 +22,7 @@ import grpc
 from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, crc32_of, iter_chunks
 from aal_rpc.coordinator.contract import Coordinator
+from aal_rpc.coordinator.embedded import IMPORT_ANNOTATOR, ImportedLabel, ImportOutcome, ImportSpool
 from aal_rpc.coordinator.signals import long_poll_async
 from aal_rpc.coordinator.validation import MAX_WAIT_SECONDS
 from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
@@ -502,3 +503,41 @@ class AdminServicer(_Servicer, admin_pb2_grpc.AdminServiceServicer):
         async for record in self._records(request.after_seq, follow=False, include_payload=request.include_payload,
                                           latest_only=request.latest_only):
             yield serde.record_to_proto(record)
+
+    @unary
+    async def ImportLabels(self, request_iterator, context):
+        """The items are spooled to a file as they arrive (as UploadModel spools weights: no thread waits on the
+        sender), and only once all have come does the coordinator check them and write them, from that file. A
+        caller that leaves before the end imports nothing; once the coordinator has begun, the import runs to its
+        end (each batch is a transaction, and importing again skips what is there)."""
+        loop = asyncio.get_running_loop()
+        spool = ImportSpool(self.c.spool())
+        try:
+            position = 0
+            while (msg := await _next(request_iterator)) is not None:
+                position += 1
+                await loop.run_in_executor(self._executor, spool.add, _imported(msg, position))
+        except BaseException:
+            spool.close()
+            raise
+        running = loop.run_in_executor(self._executor, _import_then_close, self.c, spool)
+        running.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, should the caller leave
+        out = await asyncio.shield(running)
+        return admin_pb2.ImportLabelsResponse(imported=out.imported, skipped=out.skipped, first_seq=out.first_seq,
+                                              last_seq=out.last_seq)
+
+
+def _imported(msg: admin_pb2.ImportLabelsRequest, position: int) -> ImportedLabel:
+    try:
+        payload = serde.payload_from_proto(msg.payload)
+    except InvalidArgument as exc:
+        name = f"item {msg.item_id}" if msg.item_id else f"imported label #{position}"
+        raise InvalidArgument(f"{name}: {exc}") from None
+    return ImportedLabel(msg.item_id, msg.label, payload, msg.annotator_id or IMPORT_ANNOTATOR)
+
+
+def _import_then_close(c: Coordinator, spool: ImportSpool) -> ImportOutcome:
+    try:
+        return c.import_labels(spool)
+    finally:
+        spool.close()

@@ -289,10 +289,15 @@ class SqliteStore:
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('task', ?)", (task.to_json(),)))
 
     def append_label(self, r: LabeledRecord) -> Future:
+        return self.append_labels([r])
+
+    def append_labels(self, records: list[LabeledRecord]) -> Future:
+        """Append records to L and take their items out of S, in one transaction; resolves to the last seq."""
         def op(c: sqlite3.Connection) -> int:
-            c.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join('?' * 19)})", label_row(r))
-            c.execute("DELETE FROM queries WHERE item_id = ?", (r.item_id,))
-            return r.seq
+            c.executemany(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join('?' * 19)})",
+                          [label_row(r) for r in records])
+            c.executemany("DELETE FROM queries WHERE item_id = ?", [(r.item_id,) for r in records])
+            return records[-1].seq
 
         return self.submit(op)
 
