@@ -222,20 +222,36 @@ def test_stats_and_models_show_the_estimated_accuracy(coordinator):
     assert "estimated" in rows[0] and "1.000 [" in rows[2] and "1.000 [" not in rows[1]
 
 
-def test_a_folder_task_exports_sources_and_predicts_its_files_as_its_pool(tmp_path):
-    """Files are prepared exactly as the pool's pictures were: predicting a pool file gives what the model gives
-    the pool item; `export --sources` names each item's file."""
+def picture_folder(root):
+    """A folder: task of colour pictures in cat/ and dog/, and its dataset as loaded here."""
     from aal_rpc.data import load_task_dataset
 
     rng = np.random.default_rng(0)
     for name in ("cat", "dog"):
-        (tmp_path / "pics" / name).mkdir(parents=True)
+        (root / name).mkdir(parents=True)
         for i in range(4):
-            picture = Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8))
-            picture.save(tmp_path / "pics" / name / f"{i}.png")
-    task = dataclasses.replace(TASK, dataset=f"folder:{tmp_path / 'pics'}", num_classes=2, class_names=("cat", "dog"),
+            Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    task = dataclasses.replace(TASK, dataset=f"folder:{root}", num_classes=2, class_names=("cat", "dog"),
                                input_shape=(3, 8, 8), input_size=(8, 8))
-    pool = load_task_dataset(task)
+    return task, load_task_dataset(task)
+
+
+def test_aal_admin_imports_labels_and_stats_counts_them_as_imported(tmp_path):
+    task, pool = picture_folder(tmp_path / "pics")
+    (tmp_path / "l.jsonl").write_text("".join(json.dumps({"item_id": i, "label_name": "dog"}) + "\n"
+                                              for i in pool.item_ids[:3]))
+    with serving(task, tmp_path / "data") as (address, _):
+        r = invoke("import", tmp_path / "l.jsonl", address=address)
+        assert r.exit_code == 0, r.output
+        d = json.loads(invoke("stats", "--json", address=address).output)
+        assert d["label_origins"]["imported"] == 3 and d["chosen_by_model_share"] == 0.0
+        assert "3 (100%) were imported with the data." in invoke("stats", address=address).output
+
+
+def test_a_folder_task_exports_sources_and_predicts_its_files_as_its_pool(tmp_path):
+    """Files are prepared exactly as the pool's pictures were: predicting a pool file gives what the model gives
+    the pool item; `export --sources` names each item's file."""
+    task, pool = picture_folder(tmp_path / "pics")
     with serving(task, tmp_path / "data") as (address, srv):
         label(address, srv, {pool.item_ids[0]: 1}, x=pool.x_pool[0])
         label(address, srv, {pool.item_ids[1]: 1}, x=pool.x_pool[1])

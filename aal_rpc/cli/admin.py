@@ -18,6 +18,7 @@ import click
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 
+from aal_rpc.cli.admin_import import import_command
 from aal_rpc.cli.common import COORDINATOR_ENV, Group, coordinator_option, security_options
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.experiment.measures import estimated_accuracy, labels_per_model
@@ -66,6 +67,7 @@ def main(ctx, coordinator, security):
 # The shared option is required; here the first call to the coordinator asks for it (LazyClient), so that
 # `predict` runs where no coordinator is.
 next(p for p in main.params if p.name == "coordinator").required = False
+main.add_command(import_command, "import")
 
 
 @main.command()
