@@ -11,7 +11,7 @@ import click
 
 from aal_rpc.cli.common import log_level_option, on_termination, run_program
 from aal_rpc.coordinator.app import create_coordinator_server, is_database_url
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.embedded import CoordinatorConfig, ImportedLabel
 from aal_rpc.coordinator.layout import DataDir
 from aal_rpc.coordinator.metrics import serve as serve_metrics
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
@@ -20,7 +20,7 @@ from aal_rpc.data import DATASETS, Dataset, load_dataset, load_test_set, read_cl
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, parse_address
 from aal_rpc.models import ARCHITECTURES
 from aal_rpc.security import ServerTLS, load_tokens
-from aal_rpc.types import Task
+from aal_rpc.types import Payload, Task
 
 log = logging.getLogger("aal.coordinator")
 
@@ -106,6 +106,21 @@ def resolve_task(ctx: click.Context, store: str, data_dir: Path | None, dataset:
                 class_descriptions=tuple(descriptions), guidelines=text, input_size=tuple(size),
                 test_dataset=test_dataset or "", audit_share=float(audit_share))
     return task, ds
+
+
+def import_pool_labels(coordinator, ds: Dataset) -> None:
+    """Import the labels a partly labeled pool brings into L, with provenance 'imported' (items already in L are
+    skipped, so a restart imports nothing twice). A fully labeled pool is a simulation: the oracle answers from
+    its labels, and none is imported."""
+    rows = ds.labeled_rows
+    if len(rows) == 0 or ds.is_fully_labeled:
+        return
+    texts = ds.texts
+    items = (ImportedLabel(ds.item_ids[i], int(ds.y_pool[i]), Payload.from_array(
+        ds.x_pool[i], image=ds.picture(i), text=texts[i] if texts is not None else "")) for i in rows)
+    outcome = coordinator.import_labels(items)
+    if outcome.imported:
+        log.info("imported %d labels the pool brought (%d already in L)", outcome.imported, outcome.skipped)
 
 
 @click.command()
@@ -211,6 +226,11 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
                                         health_address=health_address)
     except (ValueError, ConnectionError) as exc:
         raise click.ClickException(str(exc)) from exc
+    try:
+        import_pool_labels(srv.coordinator, ds)
+    except Exception as exc:  # noqa: BLE001 - the import is refused whole (a picture gone, a store down)
+        srv.stop(0)
+        raise click.ClickException(f"importing the pool's labels: {exc}") from exc
     done = threading.Event()  # the stop signal is handled before anyone can learn the port and send it
     on_termination(lambda: threading.Thread(target=lambda: (srv.stop(SHUTDOWN_GRACE_SECONDS), done.set())).start())
     click.echo(f"listening on {host}:{srv.port}")
