@@ -371,3 +371,19 @@ def test_duplicate_ids_and_unknown_classes_name_the_row(tmp_path):
     spec = write_jsonl(tmp_path / "r.jsonl", [{"text": "a", "label": 0}, {"text": "b", "label": 5}])
     with pytest.raises(ValueError, match=r"r\.jsonl:2: label 5 is no class index"):
         load_dataset(spec, classes=("cat", "dog"))
+
+
+def test_a_photo_stored_sideways_is_read_upright_as_people_see_it(tmp_path):
+    from PIL import Image
+
+    from aal_rpc.data import load_image
+
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255  # left half white as stored
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    img.save(tmp_path / "p.jpg", exif=exif, quality=95)
+    x = load_image(tmp_path / "p.jpg", input_size=(40, 20), channels=3)  # (C, H, W): upright it is 40 high
+    assert x.shape == (3, 40, 20)
+    assert x[:, :15].mean() > 0.8 and x[:, 25:].mean() < 0.2  # the white half is now on top

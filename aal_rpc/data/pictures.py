@@ -70,6 +70,7 @@ def read_picture(source: Path | bytes, where: str, input_size: tuple[int, int]) 
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             img.draft(img.mode, (w, h))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that is still >= the size
+            img = upright(img)
             gray = img.mode in GRAYSCALE_MODES
             if img.mode in WIDE_MODES:
                 arr = np.asarray(img, dtype=np.float32)
@@ -82,6 +83,14 @@ def read_picture(source: Path | bytes, where: str, input_size: tuple[int, int]) 
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{where}: not a readable picture ({exc})") from None
     return out[None] if gray else out.transpose(2, 0, 1)
+
+
+def upright(img):
+    """The picture as a person sees it: turned by its EXIF orientation (a phone's photo is stored sideways with a
+    tag that viewers and browsers apply), so the model learns from what annotators were shown."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img
 
 
 def _on_white(img, mode: str):
@@ -132,7 +141,7 @@ def display_picture(data: bytes, where: str) -> bytes:
             if image_type(data) and len(data) <= MAX_IMAGE_BYTES and img.width * img.height <= MAX_IMAGE_PIXELS:
                 return data
             img.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE))  # drafts JPEGs, keeps the aspect ratio
-            img = _displayable(img)
+            img = _displayable(upright(img))
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{where}: not a readable picture ({exc})") from None
     while True:
