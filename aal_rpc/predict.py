@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aal_rpc.experiment.measures import estimated_accuracy
+from aal_rpc.measures import estimated_accuracy
 from aal_rpc.types import ModelInfo, Task
 
 WEIGHTS_FILE = "model.safetensors"  # the weights exactly as the coordinator served them

@@ -11,7 +11,7 @@ from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.embedded import CoordinatorConfig
 from aal_rpc.data import UNLABELED, Dataset
-from aal_rpc.experiment.measures import AUDIT_CORRECT, AUDIT_LABELS, estimated_accuracy, wilson_interval
+from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS, estimated_accuracy, wilson_interval
 from aal_rpc.server import Trainer, TrainerConfig
 from aal_rpc.types import AUDIT_STRATEGY, Task
 from aal_rpc.worker import Selector, WorkerConfig

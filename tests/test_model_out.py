@@ -19,7 +19,7 @@ from aal_rpc.client import CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.embedded import CoordinatorConfig
 from aal_rpc.data.text import TEXT_LENGTH
-from aal_rpc.experiment.measures import AUDIT_CORRECT, AUDIT_LABELS
+from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS
 from aal_rpc.models import build_model
 from aal_rpc.predict import CARD_FILE, WEIGHTS_FILE, load_model, write_model
 from aal_rpc.serde import weights_to_bytes

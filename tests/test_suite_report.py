@@ -8,7 +8,7 @@ from PIL import Image
 from scipy import stats
 
 from aal_rpc.cli import experiment, server
-from aal_rpc.experiment.measures import (accuracy_at, cold_start_share, curve_average, labels_per_model,
+from aal_rpc.measures import (accuracy_at, cold_start_share, curve_average, labels_per_model,
                                          labels_to_reach, mean_ci, t_quantile)
 from aal_rpc.experiment.report import target_accuracy, write_report
 from aal_rpc.experiment.suite import SCALES, STRATEGY_METHODS, plan

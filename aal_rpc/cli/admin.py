@@ -21,7 +21,7 @@ from google.protobuf.json_format import MessageToDict
 from aal_rpc.cli.admin_import import import_command
 from aal_rpc.cli.common import COORDINATOR_ENV, Group, coordinator_option, security_options
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.experiment.measures import estimated_accuracy, labels_per_model
+from aal_rpc.measures import estimated_accuracy, labels_per_model
 from aal_rpc.predict import CARD_FILE, WEIGHTS_FILE, UnreadableFile, load_model, write_model
 from aal_rpc.types import AUDIT_STRATEGY, IMPORTED_STRATEGY, LabeledRecord, Task
 

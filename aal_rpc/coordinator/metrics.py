@@ -16,7 +16,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
-from aal_rpc.experiment.measures import estimated_accuracy, labels_per_model
+from aal_rpc.measures import estimated_accuracy, labels_per_model
 from aal_rpc.handlers import Memo, around, replace_behavior
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

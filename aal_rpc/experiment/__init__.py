@@ -1,6 +1,6 @@
 """The local multi-process experiment runner, its metrics and plots.
 
-The runner (torch, matplotlib) loads on first use, so that `aal-admin` can import the measures alone.
+The runner (torch, matplotlib) loads on first use.
 """
 
 __all__ = ["ExperimentConfig", "run_experiment"]

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aal_rpc.experiment.measures import accuracy_at, curve_average, labels_to_reach, mean_ci  # noqa: E402
+from aal_rpc.measures import accuracy_at, curve_average, labels_to_reach, mean_ci  # noqa: E402
 
 # Table 1 of Huang et al. (IJCAI 2021): average accuracy over the curve, by method and number of servers.
 PAPER_TABLE1 = {

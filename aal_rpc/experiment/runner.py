@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.experiment.measures import cold_start_share, labels_per_model
+from aal_rpc.measures import cold_start_share, labels_per_model
 from aal_rpc.experiment.plots import plot_accuracy, plot_waits
 from aal_rpc.experiment.processes import ProcessGroup, command
 from aal_rpc.server import TrainerConfig

@@ -28,7 +28,7 @@ from aal_rpc.models import build_model
 from aal_rpc.serde import record_from_proto, weights_to_bytes
 from aal_rpc.training import RECIPE, WARM_RECIPE, evaluate, predict_proba, train
 from aal_rpc.types import AUDIT_STRATEGY
-from aal_rpc.experiment.measures import AUDIT_CORRECT, AUDIT_LABELS
+from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
-"""What the experiments and `aal-admin stats` measure, as pure functions of the system's own records.
+"""What the experiments, the coordinator's metrics, the trainers and `aal-admin` measure, as pure functions of the
+system's own records: below all of them, so the core depends on no runner.
 
-Accuracy-vs-labels curves (one point per published model), labels per model, the cold-start share, and the
-95% t-interval that every figure of docs/RESULTS.md carries. Only numpy: `aal-admin` imports this module.
+Accuracy-vs-labels curves (one point per published model), labels per model, the cold-start share, the 95%
+t-interval that every figure of docs/RESULTS.md carries, and the audit's accuracy estimate (a Wilson interval).
+Only numpy: `aal-admin` imports this module.
 """
 
 from __future__ import annotations
