@@ -77,3 +77,36 @@ def test_a_mix_of_strategies_shares_the_labels(make_coordinator, pick):
         c.submit_candidates(worker_id=f"w{worker}", strategy=name, model_version=0, candidates=cands)
     firsts = Counter(c.lease(f"a{i}").provenance.strategy for i in range(20))
     assert abs(firsts["entropy"] - firsts["margin"]) <= 2
+
+
+def test_badge_distances_are_those_of_the_explicit_gradient_embeddings():
+    from aal_rpc.strategies.badge import gradient_factors
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), 30)
+    h = rng.normal(size=(30, 6))
+    a = gradient_factors(probs)
+    g = (a[:, :, None] * h[:, None, :]).reshape(30, -1)  # what BADGE builds: (p - onehot) ⊗ h
+    explicit = ((g[:, None] - g[None]) ** 2).sum(-1)
+    sq = (a * a).sum(1) * (h * h).sum(1)
+    trick = sq[:, None] + sq[None] - 2 * (a @ a.T) * (h @ h.T)
+    assert np.allclose(explicit, trick)
+
+
+def test_badge_spreads_its_batch_and_favours_uncertain_items_and_repeats_by_seed():
+    rng = np.random.default_rng(1)
+    centers = rng.normal(0, 10, (5, 8))
+    h = np.concatenate([c + rng.normal(0, 0.1, (20, 8)) for c in centers])  # five tight groups of 20
+    probs = np.tile([0.5, 0.5], (100, 1))  # three groups the model is unsure of ...
+    probs[:40] = [0.999, 0.001]  # ... two it is sure of
+    uncertain = 0
+    for seed in range(30):
+        sel = get_strategy("badge", seed=seed).select(probs, 3, embeddings=h)
+        groups = (sel.indices // 20).tolist()
+        assert len(set(groups)) == 3  # never two of one tight group: the batch is diverse
+        assert groups[0] >= 2  # the first pick has the largest gradient: an uncertain item
+        uncertain += sum(g >= 2 for g in groups)
+        assert np.all(np.diff(sel.scores) < 0)
+    assert uncertain / 90 > 0.75  # uncertain items are favoured (they are 60% of the pool)
+    again = get_strategy("badge", seed=3).select(probs, 3, embeddings=h)
+    assert again.indices.tolist() == get_strategy("badge", seed=3).select(probs, 3, embeddings=h).indices.tolist()
