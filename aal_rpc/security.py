@@ -14,6 +14,10 @@ The tokens file (or the AAL_TOKENS variable) holds one entry per line, in one of
     role identity token      three fields separated by whitespace, no ':' in the first two: calls
                              with this token act as `identity` (e.g. the annotator it was issued to)
 
+An identity a token names belongs to the tokens that name it: a call with a token of another identity, or of none,
+may not act as it (`acting_as`), so a shared `annotator:TOKEN` cannot label, renew, defer or correct as alice
+when alice has a token of her own. Admin tokens without an identity may act as anyone.
+
 A line whose first non-blank character is '#' is a comment; blank lines are skipped. A file that is
 given must hold at least one token, and no token may appear twice.
 """
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import grpc
 
+from aal_rpc.errors import PermissionDenied
 from aal_rpc.handlers import Memo, around, replace_behavior
 
 log = logging.getLogger(__name__)
@@ -123,6 +128,8 @@ def load_tokens(path: Path | None) -> dict[str, Principal]:
 
 
 _CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("aal_caller", default=None)
+# the identities the serving tokens name (of every role), for the call being served
+_OWNED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("aal_owned", default=frozenset())
 
 
 def current_caller() -> Principal | None:
@@ -132,6 +139,25 @@ def current_caller() -> Principal | None:
     stream). None when the coordinator runs without tokens (anyone may claim any id then), and outside calls.
     """
     return _CALLER.get()
+
+
+def acting_as(claimed: str) -> str:
+    """Who the RPC being served acts as, `claimed` being the id its request names (may be empty).
+
+    Without tokens, `claimed` (nothing to protect). A token that names an identity acts as it: `claimed` must be
+    empty or that identity. A token without one acts as `claimed`, unless another token names that identity: it
+    belongs to that token alone (admin tokens excepted). PermissionDenied otherwise.
+    """
+    caller = _CALLER.get()
+    if caller is None:
+        return claimed
+    if caller.identity:
+        if claimed and claimed != caller.identity:
+            raise PermissionDenied(f"this token belongs to {caller.identity!r}, not {claimed!r}")
+        return caller.identity
+    if claimed in _OWNED.get() and caller.role != "admin":
+        raise PermissionDenied(f"{claimed!r} has a token of its own: only that token may act as {claimed!r}")
+    return claimed
 
 
 def allowed_roles(method: str) -> frozenset[str] | None:
@@ -153,15 +179,16 @@ def _denied(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str)
     return replace_behavior(handler._replace(request_deserializer=None), lambda _: abort)
 
 
-def _as_caller(handler: grpc.RpcMethodHandler, caller: Principal) -> grpc.RpcMethodHandler:
-    """`handler` with its behaviour run where current_caller() is `caller` (each call is its own asyncio task,
-    so the setting never leaks into another call)."""
+def _as_caller(handler: grpc.RpcMethodHandler, caller: Principal, owned: frozenset[str]) -> grpc.RpcMethodHandler:
+    """`handler` with its behaviour run where current_caller() is `caller` and `owned` the identities the tokens
+    name (each call is its own asyncio task, so the setting never leaks into another call)."""
     @contextlib.asynccontextmanager
     async def as_caller(request, context):
-        token = _CALLER.set(caller)
+        token, owned_token = _CALLER.set(caller), _OWNED.set(owned)
         try:
             yield
         finally:
+            _OWNED.reset(owned_token)
             _CALLER.reset(token)
 
     return replace_behavior(handler, lambda behavior: around(behavior, as_caller))
@@ -174,6 +201,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: Mapping[str, Principal | str]):
         """`tokens`: token -> Principal (what load_tokens returns), or token -> role name (no identity)."""
         self._tokens = {t: p if isinstance(p, Principal) else Principal(p) for t, p in tokens.items()}
+        self._owned = frozenset(p.identity for p in self._tokens.values() if p.identity)
         self._as_caller = Memo(_as_caller)
         self._denied = Memo(_denied)
 
@@ -199,7 +227,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         if caller.role not in roles:
             return self._denied(handler, grpc.StatusCode.PERMISSION_DENIED,
                                 f"the {caller.role} role may not call {handler_call_details.method}")
-        return self._as_caller(handler, caller)
+        return self._as_caller(handler, caller, self._owned)
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,8 @@ class Env:
         return self.annotation.CorrectLabel(A.CorrectLabelRequest(item_id=item_id, label=label, annotator_id=who),
                                             timeout=10)
 
-    def item(self, item_id):
-        return self.annotation.GetItem(A.GetItemRequest(item_id=item_id), timeout=10)
+    def item(self, item_id, who=""):
+        return self.annotation.GetItem(A.GetItemRequest(item_id=item_id, annotator_id=who), timeout=10)
 
     def export(self, latest_only=False):
         return list(self.admin.ExportLabels(admin_pb2.ExportLabelsRequest(latest_only=latest_only), timeout=10))
@@ -131,7 +131,7 @@ def test_a_correction_supersedes_without_rewriting_l(env):
     streamed = list(env.training.StreamLabels(training_pb2.StreamLabelsRequest(after_seq=2), timeout=10))
     assert [(r.item_id, r.label, r.supersedes_seq) for r in streamed] == [("1", 5, 1)]  # trainers see it
     assert streamed[0].payload.tensor.data  # self-contained: a trainer needs no other record
-    current = env.item("1")
+    current = env.item("1", "ann")  # her own label (another annotator sees its state only)
     assert current.state == A.ITEM_STATE_LABELED and current.current.label == 5 and current.current.seq == 3
     assert code_of(lambda: env.correct("9", 1, "ann")) == grpc.StatusCode.NOT_FOUND
     assert code_of(lambda: env.correct("1", 10, "ann")) == grpc.StatusCode.INVALID_ARGUMENT

@@ -162,9 +162,11 @@ class AnnotationClient(ChannelClient):
         return SubmitResult(resp.seq, resp.duplicate, resp.supersedes_seq)
 
     def get_item(self, item_id: str) -> Item:
-        """An item by id, with its state and, once labeled, its current label."""
-        resp = self._call(self._stub.GetItem, annotation_pb2.GetItemRequest(item_id=item_id), CALL_TIMEOUT)
-        labeled = resp.state == annotation_pb2.ITEM_STATE_LABELED
+        """An item by id, with its state and, once labeled, its current label and who gave it: when that is this
+        annotator, or the token is an admin's (another annotator's label is not shown: `label` None)."""
+        resp = self._call(self._stub.GetItem, annotation_pb2.GetItemRequest(
+            item_id=item_id, annotator_id=self.annotator_id), CALL_TIMEOUT)
+        labeled = resp.state == annotation_pb2.ITEM_STATE_LABELED and resp.HasField("current")
         return Item(resp.item_id, ITEM_STATES.get(resp.state, "unknown"),
                     serde.payload_from_proto(resp.payload) if resp.HasField("payload") else None,
                     serde.provenance_from_proto(resp.provenance) if resp.HasField("provenance") else None,

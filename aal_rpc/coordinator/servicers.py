@@ -30,7 +30,7 @@ from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFo
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
 from aal_rpc.handlers import Serialized
-from aal_rpc.security import current_caller
+from aal_rpc.security import acting_as, current_caller
 from aal_rpc.types import Candidate, ModelInfo, Provenance, Query
 
 log = logging.getLogger(__name__)
@@ -151,14 +151,9 @@ class _Servicer:
 
 
 def _annotator(claimed: str) -> str:
-    """Who is annotating: the identity the caller's token names, when it names one (a client cannot claim
-    another), else the annotator_id it sends."""
-    caller = current_caller()
-    if caller is None or not caller.identity:
-        return claimed
-    if claimed and claimed != caller.identity:
-        raise PermissionDenied(f"this token belongs to annotator {caller.identity!r}, not {claimed!r}")
-    return caller.identity
+    """Who is annotating: the identity the caller's token names, else the annotator_id it sends, unless another
+    token names that one (security.acting_as)."""
+    return acting_as(claimed)
 
 
 def _is_admin() -> bool:
@@ -329,12 +324,15 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
 
     @unary
     async def GetItem(self, request, context):
+        """An item's state and payload for anyone; its current label and who gave it only for that annotator and
+        admins (ExportLabels, which shows every label, is admin-only too)."""
+        asking = _annotator(request.annotator_id)
         item = await self._run(self.c.get_item, request.item_id)
         resp = annotation_pb2.GetItemResponse(item_id=item.item_id, state=ITEM_STATES[item.state])
         if item.payload is not None:
             resp.payload.CopyFrom(serde.payload_to_proto(item.payload))
             resp.provenance.CopyFrom(serde.provenance_to_proto(item.provenance))
-        if item.record is not None:
+        if item.record is not None and (_is_admin() or (asking and item.record.annotator_id == asking)):
             resp.current.CopyFrom(serde.record_to_proto(dataclasses.replace(item.record, payload=None)))
         return resp
 

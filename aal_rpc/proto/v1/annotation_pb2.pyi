@@ -140,10 +140,12 @@ class CorrectLabelResponse(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., supersedes_seq: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class GetItemRequest(_message.Message):
-    __slots__ = ("item_id",)
+    __slots__ = ("item_id", "annotator_id")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
     item_id: str
-    def __init__(self, item_id: _Optional[str] = ...) -> None: ...
+    annotator_id: str
+    def __init__(self, item_id: _Optional[str] = ..., annotator_id: _Optional[str] = ...) -> None: ...
 
 class GetItemResponse(_message.Message):
     __slots__ = ("item_id", "state", "payload", "provenance", "current")

@@ -112,8 +112,10 @@ class AnnotationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetItem(self, request, context):
-        """An item by id, to show it again or review it: its state, payload and provenance, and its current
-        label once labeled. NOT_FOUND for an item the coordinator never saw (never proposed by a worker).
+        """An item by id, to show it again or review it: its state, payload and provenance, and, once labeled,
+        its current record (label and who gave it) when the asking annotator gave it or the token is an admin's;
+        another annotator's label and identity are left out (ExportLabels, every label, is admin-only too).
+        NOT_FOUND for an item the coordinator never saw (never proposed by a worker).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
