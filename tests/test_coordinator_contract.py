@@ -266,6 +266,19 @@ def test_leases_are_checked_by_one_rule(make):
     assert (c.stats().labeled, c.stats().leased, c.stats().last_seq) == (1, 1, seq)
 
 
+def test_a_retry_that_carries_another_label_is_refused_and_points_to_a_correction(make):
+    c = make()
+    submit(c, ["1"])
+    q = c.lease("a")
+    assert label(c, q, value=3) == (1, False)
+    with pytest.raises(FailedPrecondition, match=r"label 3.*CorrectLabel"):
+        label(c, q, value=4)
+    with pytest.raises(FailedPrecondition, match="another annotator"):
+        label(c, q, who="b", value=3)
+    assert label(c, q, value=3) == (1, True)  # the same label again is still a retry
+    assert [(r.seq, r.label) for r in c.read_labels(0, 10)] == [(1, 3)]
+
+
 def test_bad_requests_are_invalid_and_change_nothing(make):
     c = make()
     submit(c, ["1"])

@@ -64,7 +64,9 @@ class Coordinator(Protocol):
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         """Record a label for a held, unexpired lease and return (seq, duplicate) only once it is durable.
 
-        MUST be idempotent per lease: a retry returns the same seq with duplicate=True. MUST refuse a lease
+        MUST be idempotent per lease: a retry (the same item, annotator and label) returns the same seq with
+        duplicate=True; one with another label or annotator MUST be refused, changing nothing (FailedPrecondition,
+        rules.check_retry: a label is changed by `correct_label` only). MUST refuse a lease
         that expired, belongs to another annotator or names another item (FailedPrecondition), and an
         unknown query (NotFound): rules.check_held. A write that fails MUST change nothing (Unavailable)."""
 

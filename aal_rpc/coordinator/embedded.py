@@ -292,10 +292,10 @@ class EmbeddedCoordinator(Publishing):
             store.save_task(task).result()
         elif state.task != task:
             raise ValueError(f"data dir holds a different task: {state.task} (asked for {task})")
-        # labels whose write is not committed yet: lease_id -> (seq, item_id, future). Committed ones are
+        # labels whose write is not committed yet: lease_id -> (what was recorded, future). Committed ones are
         # looked up in the store (indexed by lease id), so memory does not grow with every lease ever served.
         # Its own lock: the store's writer thread resolves these while a resync may hold the pool lock.
-        self._pending: dict[str, tuple[int, str, Future]] = {}
+        self._pending: dict[str, tuple[rules.Recorded, Future]] = {}
         self._pending_lock = threading.Lock()
         self._corrections_lock = threading.Lock()  # one correction at a time: each supersedes the latest record
         self._write_failed = threading.Event()  # a write nobody waits on (a lease) failed: resync soon
@@ -461,9 +461,10 @@ class EmbeddedCoordinator(Publishing):
             entry = self.pool.by_lease(lease_id)
             done = self._labeled_by_lease(lease_id) if entry is None else None
             if done is not None:  # a retry of a submission already recorded: acknowledge it once more
-                seq, labeled_item, fut = done
-                rules.check_retry(labeled_item, lease_id=lease_id, item_id=item_id)
-                duplicate = True
+                recorded, fut = done
+                rules.check_retry(recorded, lease_id=lease_id, item_id=item_id, label=int(label),
+                                  annotator_id=annotator_id)
+                seq, duplicate = recorded.seq, True
             else:
                 now = self._clock()
                 self._check_held_locked(entry, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id,
@@ -481,7 +482,7 @@ class EmbeddedCoordinator(Publishing):
                 self.observer.labeled(annotator_id, cand.provenance.strategy)
                 fut = self.store.append_label(record)
                 with self._pending_lock:
-                    self._pending[lease_id] = (seq, item_id, fut)
+                    self._pending[lease_id] = (rules.Recorded(seq, item_id, int(label), annotator_id), fut)
                 fut.add_done_callback(lambda f, lid=lease_id, s=seq: self._on_label_durable(f, lid, s))
                 duplicate = False
                 if self._sync is not None and not self._sync.is_open(len(self._labeled)):
@@ -498,13 +499,13 @@ class EmbeddedCoordinator(Publishing):
                          item_known=lambda: (item_id in self.pool or item_id in self._labeled
                                              or item_id in self._skipped))
 
-    def _labeled_by_lease(self, lease_id: str) -> tuple[int, str, Future | None] | None:
+    def _labeled_by_lease(self, lease_id: str) -> tuple[rules.Recorded, Future | None] | None:
         with self._pending_lock:
             pending = self._pending.get(lease_id)
         if pending is not None:
             return pending
         row = self.store.label_by_lease(lease_id)
-        return (row[0], row[1], None) if row else None
+        return (rules.Recorded(*row), None) if row else None
 
     def _on_label_durable(self, fut: Future, lease_id: str, seq: int) -> None:
         with self._pending_lock:

@@ -515,7 +515,10 @@ class PostgresStore:
             row = cur.fetchone()
             if row is not None and row[3] is not None:
                 if row[0] is None:  # no held lease, but a submission of this lease committed before: a retry
-                    rules.check_retry(row[5], lease_id=lease_id, item_id=item_id)
+                    cur.execute("SELECT seq, item_id, label, annotator_id FROM labels WHERE lease_id = %s",
+                                (lease_id,))
+                    rules.check_retry(rules.Recorded(*cur.fetchone()), lease_id=lease_id, item_id=item_id,
+                                      label=label, annotator_id=annotator_id)
                     return row[3], True, row[4]
                 return row[3], False, row[4]
             held = rules.Held(*row[:3]) if row is not None else None

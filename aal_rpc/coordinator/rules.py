@@ -177,10 +177,28 @@ def check_held(held: Held | None, *, lease_id: str, item_id: str, annotator_id: 
         raise FailedPrecondition(f"lease {lease_id} on item {item_id} has expired")
 
 
-def check_retry(labeled_item: str, *, lease_id: str, item_id: str) -> None:
-    """A label submitted again under a lease already used: the same item, or FailedPrecondition."""
-    if labeled_item != item_id:
-        raise FailedPrecondition(f"lease {lease_id} was for item {labeled_item}, not {item_id}")
+@dataclass(frozen=True)
+class Recorded:
+    """A label already recorded under a lease: what a retry of its submission must repeat."""
+
+    seq: int
+    item_id: str
+    label: int
+    annotator_id: str
+
+
+def check_retry(done: Recorded, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> None:
+    """A label submitted again under a lease already used is a retry (acknowledged, not recorded again) only if it
+    repeats the first: the same item, annotator and label. FailedPrecondition otherwise; a different label is
+    refused, not taken as a correction, so a stale retry can never overwrite a later decision: CorrectLabel says
+    so explicitly."""
+    if done.item_id != item_id:
+        raise FailedPrecondition(f"lease {lease_id} was for item {done.item_id}, not {item_id}")
+    if done.annotator_id != annotator_id:
+        raise FailedPrecondition(f"lease {lease_id} belongs to another annotator")
+    if done.label != label:
+        raise FailedPrecondition(f"lease {lease_id} already recorded label {done.label} for item {item_id} (seq "
+                                 f"{done.seq}); a retry must carry the same label: use CorrectLabel to change it")
 
 
 # -- how far labels may run ahead of the models ----------------------------------------------------------------

@@ -404,9 +404,11 @@ class SqliteStore:
                                      "ORDER BY seq DESC LIMIT 1", (item_id,)).fetchone()
         return label_from_row(row, include_payload=True) if row else None
 
-    def label_by_lease(self, lease_id: str) -> tuple[int, str] | None:
-        """(seq, item_id) of the label recorded under a lease, if any (lease_id is indexed: it is UNIQUE)."""
-        return self._reader().execute("SELECT seq, item_id FROM labels WHERE lease_id = ?", (lease_id,)).fetchone()
+    def label_by_lease(self, lease_id: str) -> tuple[int, str, int, str] | None:
+        """(seq, item_id, label, annotator_id) of the label recorded under a lease, if any (lease_id is indexed: it
+        is UNIQUE)."""
+        return self._reader().execute("SELECT seq, item_id, label, annotator_id FROM labels WHERE lease_id = ?",
+                                      (lease_id,)).fetchone()
 
     def label_ids_after(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
         return self._reader().execute(

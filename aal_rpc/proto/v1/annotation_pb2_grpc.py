@@ -78,7 +78,8 @@ class AnnotationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitLabel(self, request, context):
-        """Submit the label for a leased query; answers once the label is on disk. Idempotent per lease.
+        """Submit the label for a leased query; answers once the label is on disk. Idempotent per lease (a retry
+        must carry the same label; see Retries).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
