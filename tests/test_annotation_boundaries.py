@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.embedded import CoordinatorConfig
@@ -133,3 +134,15 @@ def test_the_annotation_client_reads_only_its_own_labels(grpc_coordinator):
         assert (ann.get_item("1").label, ann.get_item("1").labeled_by, ann.get_item("1").seq) == (2, "ann", done.seq)
         seen = bob.get_item("1")
         assert (seen.state, seen.label, seen.labeled_by, seen.seq) == ("labeled", None, "", 0)
+
+
+# -- 6: a cap on one annotator's live leases ---------------------------------------------------------------------
+
+
+def test_the_default_cap_holds_the_label_studio_bridges_default_window_and_is_in_help():
+    from aal_rpc.cli import coordinator, labelstudio
+
+    window = next(p for p in labelstudio.main.params if p.name == "window")
+    assert CoordinatorConfig().max_leases_per_annotator >= window.default
+    out = CliRunner().invoke(coordinator.main, ["--help"], terminal_width=200).output
+    assert "--max-leases-per-annotator" in out and "0: no cap" in out

@@ -492,6 +492,56 @@ def test_defer_and_return_over_grpc(make):
     assert c.get_item("1").state == "queued" and c.lease("c").item_id == "1"
 
 
+def test_one_annotator_holds_at_most_the_cap_of_live_leases(make_direct):
+    clock = Clock()
+    c = make_direct(replace(NO_POLL, lease_seconds=30, max_leases_per_annotator=2), clock=clock)
+    submit(c, [str(i) for i in range(6)])
+    first, second = c.lease("a"), c.lease("a", lease_seconds=60)
+    with pytest.raises(ResourceExhausted, match="2 live leases"):
+        c.lease("a")
+    assert c.lease("b") is not None  # the cap is per annotator
+    label(c, first)
+    third = c.lease("a")  # a label frees its place
+    with pytest.raises(ResourceExhausted):
+        c.lease("a")
+    clock.advance(30)  # `third` expires, `second` still runs
+    assert c.lease("a") is not None
+    with pytest.raises(ResourceExhausted):
+        c.lease("a")
+    c.release(lease_id=second.lease_id, item_id=second.item_id, annotator_id="a", defer=True)
+    assert c.lease("a") is not None
+
+
+def test_the_cap_holds_exactly_for_leases_taken_at_once(make_direct):
+    c = make_direct(replace(NO_POLL, max_leases_per_annotator=3, pool_capacity=100))
+    submit(c, [str(i) for i in range(40)])
+    got, errors, start = [], [], threading.Barrier(8)
+
+    def grab():
+        start.wait()
+        for _ in range(4):
+            try:
+                got.append(c.lease("a"))
+            except ResourceExhausted:
+                pass
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    run_together(c, threads, errors)
+    assert len(got) == 3 and c.stats().leased == 3
+
+
+def test_a_cap_of_zero_is_no_cap_and_leases_held_before_a_restart_count(make):
+    c = make(replace(NO_POLL, max_leases_per_annotator=0))
+    submit(c, [str(i) for i in range(5)])
+    assert len(lease_all(c)) == 5
+    c.close()
+    capped = make(replace(NO_POLL, max_leases_per_annotator=2))
+    with pytest.raises(ResourceExhausted, match="max-leases-per-annotator"):
+        capped.lease("a")
+
+
 # -- corrections, rounds --------------------------------------------------------------------------------------------
 
 

@@ -164,6 +164,12 @@ def import_pool_labels(coordinator, ds: Dataset) -> None:
               show_default=True, help="Stop leasing while L is this many labels ahead of the latest model (0: never); "
                                       "about one training batch keeps annotators from outrunning training with "
                                       "stale or random picks. Embedded store only.")
+@click.option("--max-leases-per-annotator", type=click.IntRange(min=0), default=DEFAULTS.max_leases_per_annotator,
+              show_default=True,
+              help="Most live leases one annotator may hold (0: no cap); one more is refused with RESOURCE_EXHAUSTED "
+                   "until the annotator labels, releases or lets one expire. Renewing leases keeps them, so without "
+                   "a cap one client could hold all of S. An aal-labelstudio bridge holds its --window leases as one "
+                   "annotator: the window must fit the cap.")
 @click.option("--keep-models", type=click.IntRange(min=1), default=DEFAULTS.keep_models, show_default=True,
               help="How many weight blobs to keep.")
 @click.option("--max-workers", type=click.IntRange(min=4), default=DEFAULT_MAX_WORKERS, show_default=True,
@@ -188,8 +194,8 @@ def import_pool_labels(coordinator, ds: Dataset) -> None:
 @log_level_option
 @click.pass_context
 def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guidelines, input_size, test_dataset,
-         audit_share, model, mode, batch_size, pick, pool_capacity, lease_seconds, max_labels_per_model, keep_models,
-         max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port, health_port):
+         audit_share, model, mode, batch_size, pick, pool_capacity, lease_seconds, max_labels_per_model,
+         max_leases_per_annotator, keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port, health_port):
     """Run the pool coordinator."""
     host, _ = parse_address(listen)
     if store != "sqlite" and not is_database_url(store):
@@ -217,7 +223,8 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
     except (RuntimeError, ConnectionError, ValueError, OSError) as exc:  # bad data, psycopg missing, no database
         raise click.ClickException(str(exc)) from exc
     config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
-                               keep_models=keep_models, seed=seed, max_labels_per_model=max_labels_per_model)
+                               keep_models=keep_models, seed=seed, max_labels_per_model=max_labels_per_model,
+                               max_leases_per_annotator=max_leases_per_annotator)
     tls = ServerTLS(tls_cert, tls_key, tls_ca) if tls_cert else None
     health_address = None if health_port is None else f"{listen.rpartition(':')[0]}:{health_port}"  # host as given
     try:

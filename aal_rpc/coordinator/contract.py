@@ -53,7 +53,9 @@ class Coordinator(Protocol):
         """Lease the next available query in the configured pick order (rules.PICK_ORDERS).
 
         MUST NOT hand one query to two live leases, even across replicas. MUST NOT offer an item to an
-        annotator who deferred it until the deferral ends. MUST wait at most `wait_seconds` for a query, and
+        annotator who deferred it until the deferral ends. MUST refuse (ResourceExhausted, rules.check_lease_cap)
+        an annotator who holds `config.max_leases_per_annotator` live leases (0: no cap), exactly, even across
+        replicas. MUST wait at most `wait_seconds` for a query, and
         with `wait_seconds=0` MUST NOT block on any wait (an asynchronous caller waits on `signals.queries`
         itself). MUST return None as soon as `is_active()` is false at a wake-up (see `wake_waiters`). A lease
         whose deadline passed MUST make its query available again without any call."""

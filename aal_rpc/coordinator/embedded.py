@@ -68,6 +68,8 @@ class CoordinatorConfig:
     # chosen by a stale model (or, before the first model, at random) are worth less than waiting a moment for
     # a fresher one: docs/RESULTS.md, three regimes. Set it to about one training batch. Embedded store only.
     max_labels_per_model: int = 0
+    # The most live leases one annotator may hold (0: no cap): rules.check_lease_cap.
+    max_leases_per_annotator: int = rules.DEFAULT_MAX_LEASES_PER_ANNOTATOR
 
 
 @dataclass(frozen=True)
@@ -396,19 +398,24 @@ class EmbeddedCoordinator(Publishing):
                          keep_going=lambda: not self._closed and is_active())
 
     def _try_lease(self, annotator_id: str, lease_seconds: float) -> Query | None:
-        with self._lock:
-            now = self._clock()
-            expired = self._expire_locked(now)
-            gate_open = (self._sync_may_lease_locked() if self._sync is not None else
-                         rules.may_lease_ahead(len(self._labeled), self._covered_labels(),
-                                               self.config.max_labels_per_model))
-            entry = self.pool.lease(annotator_id, now, lease_seconds) if gate_open else None
-            if entry is not None:
-                lease = entry.lease
-                self.observer.leased(annotator_id)
-                self._watch(self.store.set_lease(entry.candidate.item_id, lease))
-        if expired:
-            self.signals.queries.fire()
+        expired = False
+        try:
+            with self._lock:
+                now = self._clock()
+                expired = self._expire_locked(now)  # the leases the cap counts are the live ones
+                rules.check_lease_cap(annotator_id, self.pool.held_by(annotator_id),
+                                      self.config.max_leases_per_annotator)
+                gate_open = (self._sync_may_lease_locked() if self._sync is not None else
+                             rules.may_lease_ahead(len(self._labeled), self._covered_labels(),
+                                                   self.config.max_labels_per_model))
+                entry = self.pool.lease(annotator_id, now, lease_seconds) if gate_open else None
+                if entry is not None:
+                    lease = entry.lease
+                    self.observer.leased(annotator_id)
+                    self._watch(self.store.set_lease(entry.candidate.item_id, lease))
+        finally:
+            if expired:
+                self.signals.queries.fire()
         if entry is None:
             return None
         self._reap_wake.set()

@@ -57,6 +57,7 @@ SCHEMA_LOCK = 0x4161_6C01  # advisory lock keys ("Aal" + n)
 POOL_LOCK = 0x4161_6C02  # exclusive: an offer to S; shared: an item leaving S for L or the skips
 ROUND_LOCK = 0x4161_6C03
 IMPORT_LOCK = 0x4161_6C04  # one import batch at a time: two imports of one new item must not both append it
+LEASE_LOCK = 0x4161_6C05  # with a hash of the annotator id: one lease at a time per annotator, under the lease cap
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -162,6 +163,54 @@ def _order_by(pick: str) -> str:
     return "random()" if order is rules.RANDOM else order.sql()
 
 
+_QUERY_TYPES = ("item_id TEXT, worker_id TEXT, strategy TEXT, model_version BIGINT, score DOUBLE PRECISION, "
+                "queued_at DOUBLE PRECISION, tensor BYTEA, dtype TEXT, shape TEXT, image_png BYTEA, lease_id TEXT, "
+                "lease_owner TEXT, leased_at DOUBLE PRECISION, lease_deadline DOUBLE PRECISION, text TEXT, "
+                "cluster BIGINT")  # QUERY_COLUMNS with their types
+
+
+def _lease_function() -> str:
+    """Leasing, server side: one statement, one round trip, its own transaction (autocommit), as `lease_next`
+    describes. Under a cap (p_cap > 0) it first takes the annotator's lease lock and counts the annotator's live
+    leases: each statement of a function sees what committed before it began, so the count includes every lease
+    taken under the lock before, and the cap holds exactly across replicas. At the cap it returns one row holding only
+    that count, for rules.check_lease_cap to refuse; else the leased query's row (QUERY_COLUMNS) after its count, or
+    nothing when no query is free. One branch per pick order (rules.PICK_ORDERS), each a static statement."""
+    columns = ", ".join(f"q.{c}" for c in QUERY_COLUMNS.split(", "))
+    branches = "\n    ELS".join(
+        f"""IF p_pick = '{pick}' THEN
+        RETURN QUERY UPDATE queries q SET lease_id = p_lease, lease_owner = p_owner, leased_at = p_now,
+            lease_deadline = p_deadline
+        FROM (SELECT a.item_id FROM queries a WHERE (a.lease_id IS NULL OR a.lease_deadline <= p_now) AND NOT EXISTS
+              (SELECT 1 FROM deferrals d WHERE d.item_id = a.item_id AND d.annotator_id = p_owner AND d.until > p_now)
+              ORDER BY {_order_by(pick)} LIMIT 1 FOR UPDATE SKIP LOCKED) next
+        WHERE q.item_id = next.item_id RETURNING n, {columns};"""
+        for pick in rules.PICK_ORDERS)
+    return f"""
+CREATE OR REPLACE FUNCTION aal_lease_next(p_lease TEXT, p_owner TEXT, p_now DOUBLE PRECISION,
+                                          p_deadline DOUBLE PRECISION, p_cap BIGINT, p_pick TEXT)
+RETURNS TABLE (held BIGINT, {_QUERY_TYPES})
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    n BIGINT := 0;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    IF p_cap > 0 THEN
+        PERFORM pg_advisory_xact_lock({LEASE_LOCK}, hashtext(p_owner));
+        SELECT count(*) INTO n FROM queries c WHERE c.lease_owner = p_owner AND c.lease_deadline > p_now;
+        IF n >= p_cap THEN
+            held := n;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    {branches}
+    END IF;
+END
+$fn$"""
+
+
 def _import_psycopg():
     try:
         import psycopg
@@ -223,6 +272,7 @@ class PostgresStore:
             for statement in SCHEMA:
                 cur.execute(statement)
             cur.execute(LABEL_FUNCTION.format(columns=LABEL_INSERT_COLUMNS, channel=CHANNEL))
+            cur.execute(_lease_function())
         self._gaps: dict[int, list[str]] = {}  # seq -> ids of the transactions in progress when its gap was seen
         self._holes: set[int] = set()  # seqs known never to commit (their transaction failed): one per failure
         self._gaps_lock = threading.Lock()
@@ -452,29 +502,27 @@ class PostgresStore:
 
     # -- atomic pool operations for the shared-database coordinator --------------------------------------------
 
-    def lease_next(self, annotator_id: str, now: float, lease_seconds: float, pick: str
+    def lease_next(self, annotator_id: str, now: float, lease_seconds: float, pick: str, cap: int = 0
                    ) -> tuple[Candidate, float, Lease] | None:
         """Lease the next available query in pick order (rules.PICK_ORDERS) that `annotator_id` did not defer;
-        None when none is free. Rows other replicas are leasing right now are skipped, not waited for."""
+        None when none is free. Rows other replicas are leasing right now are skipped, not waited for. With `cap`
+        (> 0), ResourceExhausted when the annotator already holds that many live leases (rules.check_lease_cap).
+
+        One statement (aal_lease_next, `_lease_function`), its own transaction (autocommit): one round trip. A lease
+        need not wait for the disk, as in the embedded store: one lost in a crash only means the query is available
+        again and its label is refused (FAILED_PRECONDITION) until leased anew."""
         lease = Lease(uuid.uuid4().hex, annotator_id, now, now + lease_seconds)
         with self._connection() as conn, conn.cursor() as cur:
-            # One statement, its own transaction (autocommit): one round trip. A lease need not wait for the disk,
-            # as in the embedded store: one lost in a crash only means the query is available again and its label
-            # is refused (FAILED_PRECONDITION) until leased anew. The setting rides in the same statement; it is
-            # local to the statement's transaction and only has to be made before its commit.
-            cur.execute(
-                f"UPDATE queries q SET lease_id = %(lease_id)s, lease_owner = %(owner)s, leased_at = %(now)s, "
-                f"lease_deadline = %(deadline)s FROM (SELECT item_id FROM queries WHERE {_AVAILABLE} AND NOT EXISTS "
-                f"(SELECT 1 FROM deferrals d WHERE d.item_id = queries.item_id AND d.annotator_id = %(owner)s "
-                f"AND d.until > %(now)s) ORDER BY {_order_by(pick)} LIMIT 1 FOR UPDATE SKIP LOCKED) next, "
-                f"(SELECT set_config('synchronous_commit', 'off', true)) lazy "
-                f"WHERE q.item_id = next.item_id RETURNING " + ", ".join(f"q.{c}" for c in QUERY_COLUMNS.split(", ")),
-                {"lease_id": lease.lease_id, "owner": annotator_id, "now": now, "deadline": lease.deadline},
-                binary=True)
+            cur.execute("SELECT * FROM aal_lease_next(%s, %s, %s, %s, %s, %s)",
+                        (lease.lease_id, annotator_id, now, lease.deadline, max(0, cap), pick), binary=True)
             row = cur.fetchone()
         if row is None:
             return None
-        cand, queued_at, _ = query_from_row(row)
+        if row[1] is None:  # at the cap: only the count came back
+            rules.check_lease_cap(annotator_id, row[0], cap)
+            raise AssertionError(f"aal_lease_next refused annotator {annotator_id!r} {row[0]} leases, which "
+                                 f"rules.check_lease_cap allows under the cap {cap}: the function and the rule disagree")
+        cand, queued_at, _ = query_from_row(row[1:])
         return cand, queued_at, lease
 
     @staticmethod

@@ -114,7 +114,8 @@ class SharedCoordinator(Publishing):
                          keep_going=lambda: not self._closed and is_active())
 
     def _try_lease(self, annotator_id: str, lease_seconds: float) -> Query | None:
-        got = self.store.lease_next(annotator_id, self._clock(), lease_seconds, self.config.pick)
+        got = self.store.lease_next(annotator_id, self._clock(), lease_seconds, self.config.pick,
+                                    self.config.max_leases_per_annotator)
         if got is None:
             return None
         cand, _, lease = got

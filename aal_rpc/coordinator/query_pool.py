@@ -62,6 +62,7 @@ class QueryPool:
         self._rng = random.Random(seed)
         self._entries: dict[str, Entry] = {}
         self._leases: dict[str, str] = {}  # lease_id -> item_id
+        self._held: Counter[str] = Counter()  # annotator_id -> leases held (live until `expire` ends them)
         self._by_version: Counter[int] = Counter()
         self._next_token = 0
         self._pick_heap: list[tuple] = []  # (*pick key, token, item_id)
@@ -85,6 +86,10 @@ class QueryPool:
     @property
     def available_count(self) -> int:
         return len(self._entries) - len(self._leases)
+
+    def held_by(self, annotator_id: str) -> int:
+        """Leases `annotator_id` holds (the live ones, once `expire` ran for now)."""
+        return self._held.get(annotator_id, 0)
 
     def item_ids(self) -> list[str]:
         return list(self._entries)
@@ -191,7 +196,7 @@ class QueryPool:
         if not self._by_version[entry.version]:
             del self._by_version[entry.version]
         if entry.lease is not None:
-            self._leases.pop(entry.lease.lease_id, None)
+            self._end_lease(entry)
         else:
             self._make_unavailable(item_id)
         return entry
@@ -242,6 +247,7 @@ class QueryPool:
         self._make_unavailable(entry.candidate.item_id)
         entry.lease = lease
         self._leases[lease.lease_id] = entry.candidate.item_id
+        self._held[lease.annotator_id] += 1
         heapq.heappush(self._deadlines, (lease.deadline, lease.lease_id))
 
     def defer(self, item_id: str, annotator_id: str, until: float) -> Entry:
@@ -260,10 +266,16 @@ class QueryPool:
         """End an item's lease and make it available again."""
         entry = self._entries[item_id]
         if entry.lease is not None:
-            self._leases.pop(entry.lease.lease_id, None)
-            entry.lease = None
+            self._end_lease(entry)
             self._make_available(entry)
         return entry
+
+    def _end_lease(self, entry: Entry) -> None:
+        lease, entry.lease = entry.lease, None
+        self._leases.pop(lease.lease_id, None)
+        self._held[lease.annotator_id] -= 1
+        if not self._held[lease.annotator_id]:
+            del self._held[lease.annotator_id]
 
     def next_deadline(self) -> float | None:
         """The earliest deadline a lease may have (or had: a renewed or ended lease leaves its old one behind)."""

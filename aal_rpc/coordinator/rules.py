@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from aal_rpc.errors import FailedPrecondition, NotFound
+from aal_rpc.errors import FailedPrecondition, NotFound, ResourceExhausted
 from aal_rpc.types import AUDIT_STRATEGY, Candidate
 
 
@@ -155,6 +155,21 @@ class Held:
     item_id: str
     annotator_id: str
     deadline: float
+
+
+# Most live leases one annotator may hold (0: no cap). Heartbeats keep a lease alive for good, so without a cap one
+# client could hold all of S and leave everyone else nothing. Room for the Label Studio bridge's default window (50
+# leases as one annotator) and a few aal-web tabs; a bridge's --window must fit the cap.
+DEFAULT_MAX_LEASES_PER_ANNOTATOR = 64
+
+
+def check_lease_cap(annotator_id: str, held: int, cap: int) -> None:
+    """Raise ResourceExhausted when `annotator_id`, holding `held` live (unexpired) leases, may not take another
+    under the cap `cap` (0: no cap)."""
+    if cap > 0 and held >= cap:
+        raise ResourceExhausted(
+            f"annotator {annotator_id!r} holds {held} live leases, the most one annotator may hold "
+            f"(aal-coordinator --max-leases-per-annotator {cap}): submit, release or let one expire first")
 
 
 def check_held(held: Held | None, *, lease_id: str, item_id: str, annotator_id: str, now: float,
