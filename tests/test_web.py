@@ -67,19 +67,23 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def desk(grpc_coordinator):
-    """Sessions on a real coordinator with an injected clock; yields (sessions, clock, admin client)."""
-    address, _ = grpc_coordinator
+def open_desk(address: str, items: int, **options):
+    """Sessions on the coordinator at `address` with an injected clock and `items` digits queued; yields (sessions,
+    clock, admin client), and closes them. `options` go to Sessions."""
     connect, channel = coordinator_clients(address, ClientSecurity(), lease_seconds=60, retry_for=5)
     clock = Clock()
-    sessions = Sessions(connect, heartbeat_seconds=1, tab_timeout=10, clock=clock)
+    sessions = Sessions(connect, heartbeat_seconds=1, tab_timeout=10, clock=clock, **options)
     admin = CoordinatorClient(address, retry_for=5)
-    queue_digits(address, range(6))
+    queue_digits(address, range(items))
     yield sessions, clock, admin
     sessions.close()
     admin.close()
     channel.close()
+
+
+@pytest.fixture
+def desk(grpc_coordinator):
+    yield from open_desk(grpc_coordinator[0], 6)
 
 
 def test_a_silent_page_gives_its_leases_back(desk):
@@ -174,9 +178,8 @@ def test_login_needs_a_token_the_coordinator_accepts(tmp_path):
         assert code_of(lambda: sessions.login(None, "alice")) == grpc.StatusCode.UNAUTHENTICATED
         session = sessions.login("ann-token", "")
         assert session.annotator_id.startswith("web-") and "ann-token" not in session.annotator_id
-        worker = sessions.login("wrk-token", "w")  # every role may read the task, but only annotators label
-        _, tab = sessions.open_tab(worker.session_id)
-        assert code_of(lambda: sessions.lease(worker.session_id, tab.tab_id, 0)) == grpc.StatusCode.PERMISSION_DENIED
+        # every role may read the task, but only annotators label: a worker's token is refused at login
+        assert code_of(lambda: sessions.login("wrk-token", "w")) == grpc.StatusCode.PERMISSION_DENIED
     finally:
         sessions.close()
         channel.close()
@@ -405,19 +408,33 @@ def test_annotators_with_tokens_label_at_once_over_tls(tmp_path, procs, browsers
         bob.wait(lambda: "may not label" in bob.el("login-error").text, "the coordinator refusing a worker token")
 
         alice.login(f"https://{web}/", token="tok-alice", name="alice")
-        bob.login(f"https://{web}/", token="tok-bob", name="bob")
-        acked = {}
+        bob.login(f"https://{web}/", token="tok-bob")  # the token alone: it names bob
+        acked, last = {}, {}
         for page, keys in ((alice, "12"), (bob, "34"), (alice, "5"), (bob, "6")):
             for key in keys:
-                acked[page.act(lambda: page.press(key))] = int(key)
+                last[page] = page.act(lambda: page.press(key))
+                acked[last[page]] = int(key)
         alice.wait(lambda: alice.count("labels") == 3, "alice's labels acknowledged")
         bob.wait(lambda: bob.count("labels") == 3, "bob's labels acknowledged")
+        assert bob.el("who").text == "bob"
 
+        # a reviewer changes alice's last label; her own change of it is then refused, and she labels on
         admin = ClientSecurity(token="tok-admin", ca=tmp_path / "ca.pem")
+        with AnnotationClient(address, "reviewer", retry_for=5, security=admin) as reviewer:
+            reviewer.correct(last[alice], 8)
+        acked[last[alice]] = 8
+        alice.press("u")
+        alice.wait(lambda: alice.item() == last[alice], "alice's last label back to change")
+        alice.press("7")
+        alice.wait(lambda: "was not saved" in alice.el("status").text, "the refused change shown")
+        assert alice.el("desk").is_displayed() and not alice.el("login").is_displayed()
+        acked[alice.act(lambda: alice.press("9"))] = 9
+        alice.wait(lambda: alice.count("labels") == 4, "alice's next label acknowledged")
+
         with CoordinatorClient(address, retry_for=5, security=admin) as c:
             records = list(c.export(include_payload=False))
-        assert latest_labels(records) == acked and len(records) == 6
-        assert {r.annotator_id for r in records} == {"alice", "bob"}
+        assert latest_labels(records) == acked and len(records) == 8
+        assert {r.annotator_id for r in records} == {"alice", "bob", "reviewer"}
         with CoordinatorClient(address, retry_for=5, security=admin) as c:
             alice.wait(lambda: c.stats().leased == 4, "each page's item on screen and the next one leased")
             procs.stop("web")  # SIGTERM: aal-web gives every open page's leases back before it exits

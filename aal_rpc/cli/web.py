@@ -1,5 +1,7 @@
 """aal-web: the labeling page for people, in a browser, served over HTTP(S) by this process, which talks to the
 coordinator for them with each annotator's own token."""
+# Limits not given as options are the modules' named constants: the body size (web/guard.py), the failed-login
+# throttle (web/throttle.py), pages per login (web/sessions.py Limits); the help below states them all.
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import click
 
 from aal_rpc.cli.common import TOKEN_ENV, coordinator_option, log_level_option, run_program
 from aal_rpc.grpc_utils import parse_address
+from aal_rpc.web.guard import MAX_BODY_BYTES, AllowedHosts
+from aal_rpc.web.sessions import LONG_POLL_SECONDS, Limits
+from aal_rpc.web.throttle import LoginThrottle
 
 log = logging.getLogger("aal.web")
 
@@ -20,15 +25,42 @@ TAB_TIMEOUT_HEARTBEATS = 8  # a page silent for this many heartbeats is taken fo
 CALL_RETRY_SECONDS = 30.0  # a person's action rides out a coordinator restart this long, then shows an error
 SHUTDOWN_GRACE_SECONDS = 3.0  # long polls in flight are cut after this; their pages simply poll again
 LISTEN_BACKLOG = 2048  # connections waiting to be accepted (uvicorn's own default)
+# Connections and requests at once; past it uvicorn answers 503 at once, so a flood of idle connections cannot
+# grow memory without bound. Far above what the logins allowed need: each open page holds one or two.
+MAX_CONNECTIONS = 4096
+LIMITS = f"""\b
+Limits (each refusal is one log line):
+  a request body: {MAX_BODY_BYTES // 1024} KiB (413; no more of it is read)
+  failed logins per client address: {LoginThrottle.burst}, then one every {LoginThrottle.refill_seconds:g} s
+    (429 with Retry-After)
+  logins per client address (--max-logins-per-client): a new one ends
+    that address's least recently seen login, one with no page open
+    first; its items go back
+  logins in all (--max-logins): a new one ends the least recently seen
+    login with no page open (503 when every login has a page open)
+  open pages per login: {Limits.tabs_per_login} (a new one closes the least recently seen)
+  items held or waited for, per login (--max-leases-per-login) and per
+    annotator over all their logins (--max-leases-per-annotator): 429
+    past them (a page holds two)
+  a lease's long poll: at most {LONG_POLL_SECONDS:g} s, holding no thread
+  connections at once: {MAX_CONNECTIONS} (503 past it)"""
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.command()
+@click.command(epilog=LIMITS)
 @coordinator_option
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
               help="Address to serve the page on; port 0 picks a free one. The first line printed is "
                    "'listening on HOST:PORT'.")
+@click.option("--allowed-hosts", default=None, metavar="HOST,...",
+              help="Host names (or addresses) people use to reach the page; any other Host is refused (400), and "
+                   "so are posts from pages of other hosts (403): a defence against DNS rebinding. Default: the "
+                   "--listen host, localhost, 127.0.0.1 and ::1. Listening on every interface (0.0.0.0, ::) needs "
+                   "it; '*' accepts any host (with a warning).")
+@click.option("--forwarded-allow-ips", default=None, metavar="IP,...",
+              help="Proxies trusted to name the client (X-Forwarded-For), e.g. 127.0.0.1 behind a TLS proxy on "
+                   "this host: the per-client limits then count each person's address, not the proxy's.")
 @click.option("--tls-cert", type=_FILE, default=None, help="Certificate (PEM): serve the page over HTTPS.")
 @click.option("--tls-key", type=_FILE, default=None, help="Private key (PEM) of --tls-cert.")
 @click.option("--token", envvar=TOKEN_ENV, default=None,
@@ -44,11 +76,20 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--heartbeat-seconds", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="How often an open page renews its leases.")
 @click.option("--threads", type=click.IntRange(min=4), default=256, show_default=True,
-              help="Coordinator calls in flight at once; each open page's long poll holds one while the query "
-                   "pool is empty, so allow one per annotator and some.")
+              help="Coordinator calls in flight at once (labels, renewals, logins); the pages' long polls hold "
+                   "none.")
+@click.option("--max-logins", type=click.IntRange(min=1), default=Limits.logins, show_default=True,
+              help="Logins kept at once, in all.")
+@click.option("--max-logins-per-client", type=click.IntRange(min=1), default=Limits.logins_per_client,
+              show_default=True, help="Logins kept at once per client address (each browser tab logs in).")
+@click.option("--max-leases-per-login", type=click.IntRange(min=2), default=Limits.leases_per_login,
+              show_default=True, help="Items one login may hold or wait for at once.")
+@click.option("--max-leases-per-annotator", type=click.IntRange(min=2), default=Limits.leases_per_annotator,
+              show_default=True, help="Items one annotator may hold or wait for at once, over all their logins.")
 @log_level_option
-def main(coordinator, listen, tls_cert, tls_key, token, tls_ca, coordinator_cert, coordinator_key, lease_seconds,
-         heartbeat_seconds, threads):
+def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_key, token, tls_ca, coordinator_cert,
+         coordinator_key, lease_seconds, heartbeat_seconds, threads, max_logins, max_logins_per_client,
+         max_leases_per_login, max_leases_per_annotator):
     """Serve the labeling page: annotators log in, see one item at a time, and press a key per class."""
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -60,6 +101,11 @@ def main(coordinator, listen, tls_cert, tls_key, token, tls_ca, coordinator_cert
         raise click.UsageError("--heartbeat-seconds must be at most a third of --lease-seconds, so a lease is "
                                "renewed a few times before it could lapse")
     try:
+        host, port = parse_address(listen)
+        hosts = AllowedHosts.parse(allowed_hosts) if allowed_hosts is not None else AllowedHosts.for_listen(host)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
         import uvicorn
 
         from aal_rpc.web.app import create_app
@@ -67,19 +113,26 @@ def main(coordinator, listen, tls_cert, tls_key, token, tls_ca, coordinator_cert
         raise click.ClickException(f"aal-web needs the web extra ({exc.name} is missing): "
                                    "pip install 'aal-rpc[web]'") from exc
     from aal_rpc.security import ClientSecurity
-    from aal_rpc.web import coordinator_clients
+    from aal_rpc.web import LongPolls, coordinator_clients
     from aal_rpc.web.sessions import Sessions
 
-    host, port = parse_address(listen)
     if tls_cert is None:
         log.warning("serving plain HTTP: tokens typed into the page travel in the clear (serve HTTPS with "
-                    "--tls-cert/--tls-key, or keep --listen on 127.0.0.1 behind a TLS proxy)")
+                    "--tls-cert/--tls-key, or keep --listen on 127.0.0.1 behind a TLS proxy and name it with "
+                    "--forwarded-allow-ips)")
+    if hosts.any:
+        log.warning("answering for any Host (--allowed-hosts '*'): a foreign web page whose name resolves to this "
+                    "server (DNS rebinding) can use it from a browser; name the hosts people use instead")
     security = ClientSecurity(token=token, ca=tls_ca, cert=coordinator_cert, key=coordinator_key)
     connect, channel = coordinator_clients(coordinator, security, lease_seconds=lease_seconds,
                                            retry_for=CALL_RETRY_SECONDS)
+    polls = LongPolls(coordinator, security, lease_seconds=lease_seconds)
+    limits = Limits(logins=max_logins, logins_per_client=max_logins_per_client,
+                    leases_per_login=max_leases_per_login, leases_per_annotator=max_leases_per_annotator)
     sessions = Sessions(connect, heartbeat_seconds=heartbeat_seconds,
-                        tab_timeout=max(lease_seconds, TAB_TIMEOUT_HEARTBEATS * heartbeat_seconds))
-    app = create_app(sessions, threads=threads)
+                        tab_timeout=max(lease_seconds, TAB_TIMEOUT_HEARTBEATS * heartbeat_seconds), limits=limits,
+                        poll=polls)
+    app = create_app(sessions, threads=threads, hosts=hosts, polls=polls)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -96,7 +149,9 @@ def main(coordinator, listen, tls_cert, tls_key, token, tls_ca, coordinator_cert
     sys.stdout.flush()  # launchers read the bound port from the first line
     config = uvicorn.Config(app, ssl_certfile=tls_cert and str(tls_cert), ssl_keyfile=tls_key and str(tls_key),
                             log_config=None, access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-                            server_header=False)
+                            server_header=False, limit_concurrency=MAX_CONNECTIONS,
+                            proxy_headers=forwarded_allow_ips is not None,
+                            forwarded_allow_ips=forwarded_allow_ips)
     try:
         uvicorn.Server(config).run(sockets=[sock])  # SIGTERM and SIGINT end it gracefully; leases go back
     finally:

@@ -1,17 +1,22 @@
 """The aal-web HTTP application: the page (aal_rpc/web/static, shipped in the package, nothing from a CDN) and a
-small JSON API over aal_rpc/web/sessions.py. Endpoints are thin: parse, call Sessions in a worker thread (the
-gRPC client blocks), and map errors to HTTP statuses.
+small JSON API over aal_rpc/web/sessions.py. Endpoints are thin: parse, call Sessions (in a worker thread, as the
+gRPC client blocks; the lease long poll on the event loop, holding no thread), and map errors to HTTP statuses.
 
 Every API call is a POST with a JSON body naming its session (and tab); nothing rides on cookies, so no other
-site can make a browser act here (no CSRF), and `/api/close` accepts what navigator.sendBeacon sends.
+site can make a browser act here (no CSRF), and `/api/close` accepts what navigator.sendBeacon sends. Requests
+must name an allowed host, and pages of other hosts may not post (guard.py); a body is read up to
+MAX_BODY_BYTES and no further; failed logins are throttled per client (throttle.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
+import math
 import threading
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -25,15 +30,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from aal_rpc.client import LeasedQuery
+from aal_rpc.security import TOKEN_CHARS
+from aal_rpc.web import LongPolls
+from aal_rpc.web.guard import LOOPBACK_NAMES, MAX_BODY_BYTES, AllowedHosts, HostGuard
 from aal_rpc.web.guidelines import class_descriptions, guidelines_html
-from aal_rpc.web.sessions import Expired, NotHeld, NotLabeledHere, Sessions
+from aal_rpc.web.sessions import LONG_POLL_SECONDS, AtLimit, Expired, NotHeld, NotLabeledHere, Sessions
+from aal_rpc.web.throttle import LoginThrottle, Throttled
 
 log = logging.getLogger("aal.web")
 
 STATIC = Path(str(resources.files("aal_rpc.web") / "static"))
-MAX_BODY_BYTES = 16 * 1024  # every request is a few short fields; a token is the longest
-LONG_POLL_SECONDS = 10.0  # a page's lease waits this long for a query: short enough that a browser's six
-#                           connections per site are never all held by polls of several open tabs
+MAX_TOKEN = 1024  # characters of a token typed at login
+MAX_LABEL = 2**31 - 1  # labels travel as int32
+FULL_RETRY_SECONDS = 30  # Retry-After when aal-web holds all the logins it keeps
 REAP_INTERVAL_SECONDS = 5.0
 MAX_UNSENT = 16  # a closing page's last actions not yet sent: one per key pressed in its last frame
 # The page may load its own script, style and images (the items arrive as data: URLs) and talk to this server;
@@ -63,6 +72,24 @@ class BadRequest(ValueError):
     pass
 
 
+class HttpError(Exception):
+    """An answer other than success, with its status and any headers (Retry-After)."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler may use: the sessions, the login throttle, and who calls (remote address)."""
+
+    sessions: Sessions
+    throttle: LoginThrottle
+    client: str
+
+
 def item_json(query: LeasedQuery) -> dict:
     """A leased query as the page shows it: its picture as a data: URL (the original file, of its own media type),
     or the text, or a short summary of the values. The item's id stays here: an id may give the answer away
@@ -77,25 +104,45 @@ def item_json(query: LeasedQuery) -> dict:
             "text": text, "strategy": p.strategy, "model_version": p.model_version, "score": p.score}
 
 
-def _error(status: int, message: str, **extra) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+def _error(status: int, message: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) past `limit` bytes: at once when its Content-Length says so, else once that much of
+    a stream has come; what lies beyond is never read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise HttpError(413 if declared.isdigit() else 400, f"a request body is at most {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HttpError(413, f"a request body is at most {limit} bytes")
+    return bytes(body)
+
+
+def parse(body: bytes) -> dict:
+    try:
+        args = json.loads(body or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise BadRequest("the body must be JSON, nested at most a few levels") from None
+    if not isinstance(args, dict):
+        raise BadRequest("the body must be a JSON object")
+    return args
 
 
 def api(handler):
-    """An endpoint: the JSON body as a dict in, a dict (or None: 204) out, errors as {"error": ...}."""
+    """An endpoint: the JSON body as a dict in, a dict (or None: 204) out, errors as {"error": ...}. A handler that
+    is a coroutine runs on the event loop; any other in a worker thread."""
+    is_async = inspect.iscoroutinefunction(handler)
+
     async def endpoint(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _error(413, "request too large")
+        client = request.client.host if request.client else ""
         try:
-            args = json.loads(body or b"{}")
-            if not isinstance(args, dict):
-                raise BadRequest("the body must be a JSON object")
-            result = await run_in_threadpool(handler, request.app.state.sessions, args)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "the body must be JSON")
-        except (BadRequest, ValueError) as exc:
-            return _error(400, str(exc))
+            args = parse(await read_body(request, MAX_BODY_BYTES))
+            call = Call(request.app.state.sessions, request.app.state.throttle, client)
+            result = await handler(call, args) if is_async else await run_in_threadpool(handler, call, args)
         except Expired as exc:
             return _error(401, str(exc), expired=exc.what)
         except (NotHeld, NotLabeledHere) as exc:
@@ -103,8 +150,27 @@ def api(handler):
         except grpc.RpcError as exc:
             code = exc.code()
             return _error(HTTP_STATUS.get(code, 502), f"coordinator: {exc.details() or code.name}")
+        except Exception as exc:  # noqa: BLE001 - the client's mistakes and limits, one log line each
+            status, headers = _refusal(exc)
+            if status is None:
+                raise
+            log.info("refused %s from %s: %d %s", request.url.path, client or "?", status, exc)
+            return _error(status, str(exc), headers)
         return Response(status_code=204) if result is None else JSONResponse(result)
     return endpoint
+
+
+def _refusal(exc: Exception) -> tuple[int | None, dict | None]:
+    """The status (and headers) of a request refused for what it asked; None for a fault of aal-web's own."""
+    if isinstance(exc, HttpError):
+        return exc.status, exc.headers
+    if isinstance(exc, Throttled):
+        return 429, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    if isinstance(exc, AtLimit):
+        return (429, None) if exc.what == "leases" else (503, {"Retry-After": str(FULL_RETRY_SECONDS)})
+    if isinstance(exc, ValueError):  # BadRequest, and values the coordinator's messages cannot carry
+        return 400, None
+    return None, None
 
 
 def _str(args: dict, key: str, *, required: bool = True) -> str:
@@ -116,24 +182,42 @@ def _str(args: dict, key: str, *, required: bool = True) -> str:
 
 def _label(args: dict, key: str = "label") -> int:
     value = args.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadRequest(f"{key} must be an integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_LABEL:
+        raise BadRequest(f"{key} must be a class index")
     return value
 
 
 # -- the API ------------------------------------------------------------------------------------------------
 
-def login(sessions: Sessions, args: dict) -> dict:
+def login(call: Call, args: dict) -> dict:
+    """A login with a token (its identity, when it names one, is the annotator), a name, or both. Refused logins
+    count against the client's throttle."""
     token = _str(args, "token", required=False).strip()
-    session = sessions.login(token or None, _str(args, "name", required=False))
+    name = _str(args, "name", required=False)
+    call.throttle.check(call.client)
+    try:
+        if token and (len(token) > MAX_TOKEN or not TOKEN_CHARS.fullmatch(token)):
+            raise HttpError(401, "this is not a token: a token is printable ASCII without spaces")
+        session = call.sessions.login(token or None, name, client=call.client)
+    except HttpError:
+        call.throttle.failed(call.client)
+        raise
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            call.throttle.failed(call.client)
+        elif exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+            call.throttle.failed(call.client)
+            raise HttpError(403, f"this token may not label here (coordinator: {exc.details()})") from None
+        raise
     return {"session": session.session_id, "annotator": session.annotator_id}
 
 
-def logout(sessions: Sessions, args: dict) -> None:
-    sessions.logout(_str(args, "session"))
+def logout(call: Call, args: dict) -> None:
+    call.sessions.logout(_str(args, "session"))
 
 
-def open_tab(sessions: Sessions, args: dict) -> dict:
+def open_tab(call: Call, args: dict) -> dict:
+    sessions = call.sessions
     session, tab = sessions.open_tab(_str(args, "session"))
     task = session.task
     return {"tab": tab.tab_id, "annotator": session.annotator_id, "class_names": list(task.class_names),
@@ -142,36 +226,37 @@ def open_tab(sessions: Sessions, args: dict) -> dict:
             "stats": sessions.stats(session)}
 
 
-def lease(sessions: Sessions, args: dict) -> dict:
+async def lease(call: Call, args: dict) -> dict:
+    """The long poll, on the event loop: while it waits it holds no thread (Sessions.lease_async)."""
     wait = args.get("wait", LONG_POLL_SECONDS)
-    if not isinstance(wait, (int, float)) or not 0 <= wait <= LONG_POLL_SECONDS:
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= LONG_POLL_SECONDS:
         raise BadRequest(f"wait must lie in [0, {LONG_POLL_SECONDS}]")
-    query = sessions.lease(_str(args, "session"), _str(args, "tab"), float(wait))
+    query = await call.sessions.lease_async(_str(args, "session"), _str(args, "tab"), float(wait))
     return {"item": None if query is None else item_json(query)}
 
 
-def label(sessions: Sessions, args: dict) -> dict:
-    result, stats = sessions.submit(_str(args, "session"), _str(args, "tab"), _str(args, "lease"), _label(args))
+def label(call: Call, args: dict) -> dict:
+    result, stats = call.sessions.submit(_str(args, "session"), _str(args, "tab"), _str(args, "lease"), _label(args))
     return {"seq": result.seq, "duplicate": result.duplicate, "stats": stats}
 
 
 def give_back(how: str):
-    def handler(sessions: Sessions, args: dict) -> None:
-        sessions.give_back(_str(args, "session"), _str(args, "tab"), _str(args, "lease"), how)
+    def handler(call: Call, args: dict) -> None:
+        call.sessions.give_back(_str(args, "session"), _str(args, "tab"), _str(args, "lease"), how)
     return handler
 
 
-def correct(sessions: Sessions, args: dict) -> dict:
-    result, stats = sessions.correct(_str(args, "session"), _str(args, "lease"), _label(args))
+def correct(call: Call, args: dict) -> dict:
+    result, stats = call.sessions.correct(_str(args, "session"), _str(args, "lease"), _label(args))
     return {"seq": result.seq, "duplicate": result.duplicate, "stats": stats}
 
 
-def heartbeat(sessions: Sessions, args: dict) -> dict:
-    deadlines, lost, stats = sessions.heartbeat(_str(args, "session"), _str(args, "tab"))
+def heartbeat(call: Call, args: dict) -> dict:
+    deadlines, lost, stats = call.sessions.heartbeat(_str(args, "session"), _str(args, "tab"))
     return {"deadlines": deadlines, "lost": lost, "stats": stats}
 
 
-def close_tab(sessions: Sessions, args: dict) -> None:
+def close_tab(call: Call, args: dict) -> None:
     """The page's goodbye (navigator.sendBeacon): `done` lists what its last keys did that it had not yet sent."""
     done = args.get("done", [])
     if not isinstance(done, list) or len(done) > MAX_UNSENT or not all(isinstance(d, dict) for d in done):
@@ -182,7 +267,7 @@ def close_tab(sessions: Sessions, args: dict) -> None:
         if how not in ("label", "skip", "defer", "release"):
             raise BadRequest(f"unknown action {how!r}")
         actions.append((how, _str(d, "lease"), _label(d) if how == "label" else 0))
-    sessions.close_tab(_str(args, "session"), _str(args, "tab"), actions)
+    call.sessions.close_tab(_str(args, "session"), _str(args, "tab"), actions)
 
 
 # -- the application ----------------------------------------------------------------------------------------
@@ -209,9 +294,10 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html")
 
 
-def create_app(sessions: Sessions, *, threads: int) -> Starlette:
-    """The ASGI application serving `sessions`. `threads`: coordinator calls in flight at once (each long poll
-    of an open page holds one while the query pool is empty)."""
+def create_app(sessions: Sessions, *, threads: int, hosts: AllowedHosts = AllowedHosts(LOOPBACK_NAMES),
+               throttle: LoginThrottle | None = None, polls: LongPolls | None = None) -> Starlette:
+    """The ASGI application serving `sessions` for `hosts`. `threads`: coordinator calls in flight at once (the
+    long polls hold none). `polls`: the long polls' channel (web.LongPolls), closed on the way out."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -232,6 +318,8 @@ def create_app(sessions: Sessions, *, threads: int) -> Starlette:
         finally:
             stop.set()
             await run_in_threadpool(sessions.close)  # every open page's leases go back to the pool now
+            if polls is not None:
+                await polls.close()
 
     routes = [Route("/", index), Mount("/static", StaticFiles(directory=STATIC), name="static")]
     for path, handler in (("login", login), ("logout", logout), ("tab", open_tab), ("lease", lease),
@@ -241,5 +329,7 @@ def create_app(sessions: Sessions, *, threads: int) -> Starlette:
         routes.append(Route(f"/api/{path}", api(handler), methods=["POST"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sessions = sessions
-    app.add_middleware(SecurityHeaders)
+    app.state.throttle = throttle or LoginThrottle()
+    app.add_middleware(HostGuard, hosts=hosts)
+    app.add_middleware(SecurityHeaders)  # outermost: refusals carry the headers too
     return app

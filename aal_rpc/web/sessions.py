@@ -4,17 +4,23 @@ leases each tab holds, renewed while the tab sends heartbeats and given back whe
 No HTTP here (aal_rpc/web/app.py translates requests into these calls). Every coordinator call goes through the
 annotator's own AnnotationClient, which carries the annotator's bearer token, so the coordinator checks each
 person's token and role itself; aal-web decides nothing the coordinator would.
+
+What clients may hold here is bounded (Limits): logins per client address and in all, pages per login, and leases
+(held or being polled for) per login and per annotator, so no client can grow aal-web's memory or empty S.
 """
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import hashlib
 import logging
+import re
 import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -27,11 +33,31 @@ log = logging.getLogger("aal.web")
 PACE_WINDOW_SECONDS = 300.0  # labels/minute over the last five minutes: the pace a person has now
 PACE_MIN_SECONDS = 30.0  # ...over at least this long, so two quick first labels do not read as 200/min
 CORRECTABLE = 1000  # the most recent labels of a session that it may correct (the page undoes its last 20)
+LONG_POLL_SECONDS = 10.0  # a page's lease waits this long for a query: short enough that a browser's six
+#                           connections per site are never all held by polls of several open tabs
 SESSION_IDLE_SECONDS = 3600.0  # a login with no open tab is forgotten after an hour
 MAX_NAME = 64  # characters of an annotator name
 LOST = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)  # a lease that is gone for good
+# What a login's probes renew: a lease that cannot exist. Claimed as an annotator id, no token's identity can be it
+# (an identity holds no ':' and no space), so a token that names one is refused with its identity in the message.
+PROBE = "aal-web: who is this?"
+NO_SUCH_LEASE = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)  # the probe passed who-checks
+IDENTITY = re.compile(r"belongs to (?:annotator )?('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 
 Connect = Callable[[str | None, str], AnnotationClient]  # (token, annotator id) -> that annotator's client
+# (token, annotator id, wait seconds) -> a leased query or None: a long poll that holds no thread while it waits
+Poll = Callable[[str | None, str, float], Awaitable[LeasedQuery | None]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the clients of one aal-web may hold at once (README "Limits", `aal-web --help`)."""
+
+    logins: int = 1000  # in all; a new one past this replaces the least recently seen login with no page open
+    logins_per_client: int = 32  # per remote address; a new one replaces that address's least recently seen
+    tabs_per_login: int = 8  # open pages of one login; a new one replaces its least recently seen
+    leases_per_login: int = 8  # items a login holds or is polling for (a page holds two, and its labels on the way)
+    leases_per_annotator: int = 16  # the same, over all logins of one annotator
 
 
 class Expired(LookupError):
@@ -51,6 +77,15 @@ class NotLabeledHere(LookupError):
     """A correction for an item this session did not label."""
 
 
+class AtLimit(Exception):
+    """A login or a lease past a limit (Limits). `what`: "leases" (give some back first) or "logins" (aal-web is
+    full of logins with pages open: try again later)."""
+
+    def __init__(self, what: str, message: str):
+        super().__init__(message)
+        self.what = what
+
+
 @dataclass
 class Tab:
     tab_id: str
@@ -63,22 +98,29 @@ class Tab:
 class Session:
     """One login: the annotator's client, the labels acknowledged since, and the tabs open."""
 
-    def __init__(self, session_id: str, client: AnnotationClient, task: Task, now: float):
+    def __init__(self, session_id: str, client: AnnotationClient, task: Task, now: float, *, token: str | None = None,
+                 address: str = "", annotator_id: str | None = None):
         self.session_id = session_id
         self.client = client
+        # who labels, as shown and counted here; the client's annotator_id is what its calls claim ("" where the
+        # token names the annotator and the coordinator fills it in)
+        self.annotator_id = client.annotator_id if annotator_id is None else annotator_id
         self.task = task
+        self.token = token  # for the long polls, which go over a channel of their own
+        self.address = address  # the client's remote address
         self.started = now
         self.last_seen = now
         self.tabs: dict[str, Tab] = {}
+        self.polls = 0  # long polls under way: each may bring a lease
         self.labels = 0
         self.corrections = 0
         self._recent: deque[float] = deque()  # when each label of the last PACE_WINDOW_SECONDS was acknowledged
         # the lease each label was given under -> its item, for corrections: the page knows items by lease only
         self.labeled: OrderedDict[str, str] = OrderedDict()
 
-    @property
-    def annotator_id(self) -> str:
-        return self.client.annotator_id
+    def held(self) -> int:
+        """Leases held, and coming (polls under way)."""
+        return self.polls + sum(len(tab.leases) for tab in self.tabs.values())
 
     def record(self, lease_id: str, item_id: str, now: float) -> None:
         self.labels += 1
@@ -96,16 +138,61 @@ class Session:
                 "per_minute": round(len(self._recent) * 60.0 / span, 1)}
 
 
-def annotator_for(token: str | None, name: str) -> str:
-    """The annotator id of a login: the name given, else one derived from the token (never the token itself)."""
+def checked_name(token: str | None, name: str) -> str:
+    """The name typed at a login, stripped ("" for none)."""
     name = name.strip()
     if len(name) > MAX_NAME or not all(c.isprintable() for c in name):
         raise ValueError(f"a name is at most {MAX_NAME} printable characters")
-    if name:
-        return name
-    if token:
-        return "web-" + hashlib.sha256(token.encode()).hexdigest()[:12]
-    raise ValueError("give your token, or your name if this coordinator runs without tokens")
+    if not name and not token:
+        raise ValueError("give your token, or your name if this coordinator runs without tokens")
+    return name
+
+
+def _renews_nothing(client: AnnotationClient, claimed: str) -> grpc.RpcError | None:
+    """Renew a lease that cannot exist, claiming to be `claimed`: None when the coordinator looked for the lease
+    (the claim passed its checks of who may act as whom), else its refusal."""
+    client.annotator_id = claimed
+    try:
+        client.renew(LeasedQuery(PROBE, PROBE, 0.0, None, None))
+    except grpc.RpcError as exc:
+        return None if exc.code() in NO_SUCH_LEASE else exc
+    return None
+
+
+def resolve_annotator(client: AnnotationClient, token: str | None, name: str) -> tuple[str, str]:
+    """Who a login labels as, as (what its calls claim, the annotator shown): the name given; else the identity
+    its token names (a tokens-file line `annotator alice TOKEN`); else a name derived from the token (never the
+    token itself). The coordinator decides, so a login it would refuse at its first lease is refused here
+    (grpc.RpcError): a name that is not the token's, or that another token owns; a token that may not label.
+
+    The coordinator says whether a token names an identity (a claim of none is accepted) but not which: the name
+    shown is read from its refusal of a claim no identity can match. Should that message ever not say, the calls
+    claim nothing (the coordinator fills the identity in) and a name derived from the token is shown.
+    """
+    refusal = _renews_nothing(client, name)
+    if name or refusal is None:  # a name that passed, or a token that names an identity
+        if refusal is not None:
+            raise refusal
+        if name:
+            return name, name
+        refusal = _renews_nothing(client, PROBE)
+        found = refusal is not None and IDENTITY.search(refusal.details() or "")
+        if found:
+            identity = ast.literal_eval(found[1])
+            return identity, identity
+        log.warning("the coordinator did not say which annotator a token names; its calls claim none")
+        return "", derived_name(token)
+    if refusal.code() != grpc.StatusCode.INVALID_ARGUMENT:  # not "annotator_id is required": a role that may not
+        raise refusal
+    derived = derived_name(token)  # a token that names nobody
+    refusal = _renews_nothing(client, derived)
+    if refusal is not None:
+        raise refusal
+    return derived, derived
+
+
+def derived_name(token: str) -> str:
+    return "web-" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 class Sessions:
@@ -123,45 +210,88 @@ class Sessions:
         coordinator's lease expiry catches what aal-web itself misses (a crash).
     clock:
         Monotonic seconds; tests pass their own.
+    limits:
+        What clients may hold (Limits).
+    poll:
+        The long poll for a lease (`lease_async`); None: the login's client, in a worker thread.
     """
 
     def __init__(self, connect: Connect, *, heartbeat_seconds: float, tab_timeout: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, limits: Limits = Limits(), poll: Poll | None = None):
         self._connect = connect
         self.heartbeat_seconds = heartbeat_seconds
         self.tab_timeout = tab_timeout
+        self.limits = limits
+        self._poll = poll
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
 
     # -- logins and tabs --------------------------------------------------------------------------------
 
-    def login(self, token: str | None, name: str) -> Session:
-        """A new session; the coordinator's answer to GetTask proves the token (grpc.RpcError if it refuses)."""
-        client = self._connect(token or None, annotator_for(token, name))
+    def login(self, token: str | None, name: str, *, client: str = "") -> Session:
+        """A new session for a person at remote address `client`; the coordinator proves the token and names the
+        annotator (resolve_annotator; grpc.RpcError if it refuses). Past a limit on logins, the least recently
+        seen login of the same client, or else one with no page open, ends (its leases go back); AtLimit when
+        every login has a page open."""
+        name = checked_name(token, name)
+        annotator = self._connect(token or None, name)
         try:
-            task = client.task()
+            task = annotator.task()
+            claimed, shown = resolve_annotator(annotator, token, name)
+            annotator.annotator_id = claimed
+            session = Session(secrets.token_urlsafe(24), annotator, task, self._clock(), token=token or None,
+                              address=client, annotator_id=shown)
+            with self._lock:
+                ended = self._make_room(client)
+                self._sessions[session.session_id] = session
         except BaseException:
-            client.close()
+            annotator.close()
             raise
-        session = Session(secrets.token_urlsafe(24), client, task, self._clock())
-        with self._lock:
-            self._sessions[session.session_id] = session
+        for old, tabs in ended:
+            log.info("ended the least recently seen login of %s (%s) for a new one", old.annotator_id,
+                     old.address or "a client")
+            self._finish(old, tabs)
         log.info("%s logged in", session.annotator_id)
         return session
 
+    def _make_room(self, client: str) -> list[tuple[Session, list[Tab]]]:
+        """Under the lock: end the logins a new one from `client` replaces (Limits)."""
+        def oldest(sessions):  # logins without an open page first, then the least recently seen
+            return min(sessions, key=lambda s: (bool(s.tabs), s.last_seen))
+
+        ended = []
+        mine = [s for s in self._sessions.values() if s.address == client]
+        if len(mine) >= self.limits.logins_per_client:
+            ended.append(self._drop(oldest(mine)))
+        if len(self._sessions) >= self.limits.logins:
+            idle = [s for s in self._sessions.values() if not s.tabs]
+            if not idle:
+                raise AtLimit("logins", f"aal-web has {len(self._sessions)} logins with pages open, the most it "
+                                        "keeps; try again later")
+            ended.append(self._drop(oldest(idle)))
+        return ended
+
+    def _drop(self, session: Session) -> tuple[Session, list[Tab]]:
+        """Under the lock: forget `session` and close its pages; `_finish` then gives their leases back."""
+        self._sessions.pop(session.session_id, None)
+        tabs = list(session.tabs.values())
+        for tab in tabs:
+            tab.closed = True
+        session.tabs.clear()
+        return session, tabs
+
+    def _finish(self, session: Session, tabs: list[Tab]) -> None:
+        for tab in tabs:
+            self._give_back(session, tab)
+        session.client.close()
+
     def logout(self, session_id: str) -> None:
         with self._lock:
-            session = self._sessions.pop(session_id, None)
-            tabs = list(session.tabs.values()) if session else []
-            for tab in tabs:
-                tab.closed = True
-            if session:
-                session.tabs.clear()
-        if session is not None:
-            for tab in tabs:
-                self._give_back(session, tab)
-            session.client.close()
+            session = self._sessions.get(session_id)
+            ended = self._drop(session) if session else None
+        if ended:
+            self._finish(*ended)
 
     def session(self, session_id: str) -> Session:
         with self._lock:
@@ -172,10 +302,17 @@ class Sessions:
             return session
 
     def open_tab(self, session_id: str) -> tuple[Session, Tab]:
+        """Register a page; past Limits.tabs_per_login, the login's least recently seen page closes."""
         session = self.session(session_id)
         tab = Tab(secrets.token_urlsafe(12), self._clock())
         with self._lock:
+            closed = None
+            if len(session.tabs) >= self.limits.tabs_per_login:
+                closed = session.tabs.pop(min(session.tabs.values(), key=lambda t: t.last_seen).tab_id)
+                closed.closed = True
             session.tabs[tab.tab_id] = tab
+        if closed is not None:
+            self._give_back(session, closed)
         return session, tab
 
     def _tab(self, session_id: str, tab_id: str) -> tuple[Session, Tab]:
@@ -209,19 +346,61 @@ class Sessions:
     # -- queries ----------------------------------------------------------------------------------------
 
     def lease(self, session_id: str, tab_id: str, wait_seconds: float) -> LeasedQuery | None:
-        """Lease the tab's next query, waiting up to `wait_seconds`; None if none came."""
-        session, tab = self._tab(session_id, tab_id)
-        query = session.client.lease(wait_seconds=wait_seconds)
-        if query is None:
-            return None
-        with self._lock:
-            kept = not tab.closed
-            if kept:
-                tab.leases[query.lease_id] = query
+        """Lease the tab's next query, waiting up to `wait_seconds`; None if none came. AtLimit past the login's or
+        the annotator's lease cap."""
+        session, tab = self._reserve(session_id, tab_id)
+        query = None
+        try:
+            query = session.client.lease(wait_seconds=wait_seconds)
+        finally:
+            kept = self._keep(session, tab, query)
         if not kept:  # the page closed while this lease was on its way
             self._release_quietly(session, query)
             raise Expired("tab", "this page was closed")
         return query
+
+    async def lease_async(self, session_id: str, tab_id: str, wait_seconds: float) -> LeasedQuery | None:
+        """`lease`, as a coroutine: while it waits for a query it holds no thread (the `poll` given)."""
+        session, tab = self._reserve(session_id, tab_id)
+        query = None
+        try:
+            if self._poll is None:
+                query = await asyncio.to_thread(session.client.lease, wait_seconds=wait_seconds)
+            else:
+                query = await self._poll(session.token, session.client.annotator_id, wait_seconds)
+        finally:
+            kept = self._keep(session, tab, query)
+        if not kept:
+            await asyncio.to_thread(self._release_quietly, session, query)
+            raise Expired("tab", "this page was closed")
+        return query
+
+    def _reserve(self, session_id: str, tab_id: str) -> tuple[Session, Tab]:
+        """Count a poll against the caps before it starts: a login cannot have more polls under way than leases."""
+        session, tab = self._tab(session_id, tab_id)
+        with self._lock:
+            held = session.held()
+            if held >= self.limits.leases_per_login:
+                raise AtLimit("leases", f"this login holds {held} items, the most one login may hold: label or "
+                                        "skip them, or close its other pages")
+            annotator = session.annotator_id
+            total = sum(s.held() for s in self._sessions.values() if s.annotator_id == annotator)
+            if total >= self.limits.leases_per_annotator:
+                raise AtLimit("leases", f"{annotator} holds {total} items over their logins here, the most one "
+                                        "annotator may hold: label or skip them, or close other pages")
+            session.polls += 1
+        return session, tab
+
+    def _keep(self, session: Session, tab: Tab, query: LeasedQuery | None) -> bool:
+        """The poll is over: the tab holds its lease, if any came; False if the tab closed meanwhile."""
+        with self._lock:
+            session.polls -= 1
+            if query is None:
+                return True
+            if tab.closed:
+                return False
+            tab.leases[query.lease_id] = query
+            return True
 
     def _take(self, session_id: str, tab_id: str, lease_id: str) -> tuple[Session, Tab, LeasedQuery]:
         session, tab = self._tab(session_id, tab_id)
@@ -323,12 +502,12 @@ class Sessions:
                         tab.closed = True
                         silent.append((session, session.tabs.pop(tab_id)))
                 if not session.tabs and now - session.last_seen > SESSION_IDLE_SECONDS:
-                    idle.append(self._sessions.pop(session.session_id))
+                    idle.append(self._drop(session))
         for session, tab in silent:
             log.info("a page of %s went silent; giving back its %d leases", session.annotator_id, len(tab.leases))
             self._give_back(session, tab)
-        for session in idle:
-            session.client.close()
+        for ended in idle:
+            self._finish(*ended)
         return len(silent)
 
     def close(self) -> None:

@@ -69,6 +69,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // -- login ----------------------------------------------------------------------------------------------
 
 function showLogin(message) {
+  leave(); // this page's leases go back now, not when aal-web finds the page silent
   state.session = null;
   state.tab = null;
   state.generation++;
@@ -104,7 +105,8 @@ $("logout").addEventListener("click", async () => {
 });
 
 // An error that ends the login or this page's registration; true when handled here. `tab`: the registration
-// the failed request was made under, when it may be an older one than the page's now.
+// the failed request was made under, when it may be an older one than the page's now. A refusal of one action
+// (403: a correction the coordinator does not allow, say) ends nothing: its caller shows it and the page goes on.
 function handleExpired(err, tab) {
   if (err.expired === "tab") {
     if (tab && tab !== state.tab) return false;
@@ -113,10 +115,6 @@ function handleExpired(err, tab) {
   }
   if (err.expired === "session" || err.status === 401) {
     showLogin(err.expired ? "Your login has ended; please log in again." : err.message);
-    return true;
-  }
-  if (err.status === 403) {
-    showLogin("This token may not label: " + err.message);
     return true;
   }
   return false;
@@ -480,8 +478,9 @@ async function heartbeat() {
   fill();
 }
 
-addEventListener("pagehide", () => {
-  if (state.tab) {
+// This page's goodbye: what its last keys did that was not sent yet, and its leases back to the pool.
+function leave() {
+  if (state.tab && state.session) {
     const done = [...state.unsent.values()].filter((u) => u.tab === state.tab)
       .map(({path, lease, label}) => ({action: path, lease, label}));
     state.unsent.clear();
@@ -491,7 +490,9 @@ addEventListener("pagehide", () => {
   state.tab = null;
   state.generation++;
   clearInterval(state.heartbeat);
-});
+}
+
+addEventListener("pagehide", leave);
 
 addEventListener("pageshow", (event) => {
   if (event.persisted && state.session) openTab(); // back from the back/forward cache: register again
