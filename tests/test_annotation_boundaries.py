@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.proto.v1 import annotation_pb2, annotation_pb2_grpc, selection_pb2, selection_pb2_grpc
 from aal_rpc.security import load_tokens
 from aal_rpc.serde import payload_to_proto
@@ -146,3 +147,43 @@ def test_the_default_cap_holds_the_label_studio_bridges_default_window_and_is_in
     assert CoordinatorConfig().max_leases_per_annotator >= window.default
     out = CliRunner().invoke(coordinator.main, ["--help"], terminal_width=200).output
     assert "--max-leases-per-annotator" in out and "0: no cap" in out
+
+
+# -- 11: memory grows with state, not with calls ----------------------------------------------------------------
+
+
+def test_renewals_leave_a_bounded_deadline_heap():
+    pool = QueryPool(capacity=8)
+    pool.offer([make_candidate(str(i)) for i in range(4)], 0.0)
+    leases = [pool.lease("a", 0.0, 60.0).lease.lease_id for _ in range(4)]
+    for n in range(10_000):
+        pool.renew(leases[n % 4], 100.0 + n)
+    assert len(pool._deadlines) <= 2 * 4 + 64
+    assert pool.expire(100.0 + 9_995) == [] and pool.leased_count == 4  # the live deadlines were kept
+    assert sorted(pool.expire(100.0 + 10_000)) == ["0", "1", "2", "3"]
+
+
+def test_ended_deferrals_are_forgotten_while_their_item_stays_in_s():
+    pool = QueryPool(capacity=8)
+    pool.offer([make_candidate("1"), make_candidate("2")], 0.0)
+    now = 0.0
+    for n in range(5_000):  # one annotator after another says "don't know" for ten seconds
+        now += 1.0
+        deferred = pool.lease(f"a{n}", now, 60.0).candidate.item_id
+        pool.defer(deferred, f"a{n}", now + 10.0, now=now)
+    kept = sum(len(d) for d in pool._deferred.values())
+    assert kept <= 2 * 20 + 64  # about the deferrals still running (ten at a time), not the 5000 made
+    assert pool.lease("a4999", now, 60.0).candidate.item_id != deferred  # a running deferral still holds
+    assert pool.lease("a4999", now, 60.0) is None
+
+
+def test_an_item_holds_a_bounded_number_of_deferrals():
+    from aal_rpc.coordinator.rules import MAX_DEFERRALS_PER_ITEM
+
+    pool = QueryPool(capacity=8)
+    pool.offer([make_candidate("1")], 0.0)
+    for n in range(MAX_DEFERRALS_PER_ITEM + 50):  # each one running for a day
+        entry = pool.lease(f"a{n}", 0.0, 60.0)
+        pool.defer(entry.candidate.item_id, f"a{n}", 86_400.0 + n, now=0.0)
+    assert len(pool._deferred["1"]) == MAX_DEFERRALS_PER_ITEM
+    assert pool.lease(f"a{MAX_DEFERRALS_PER_ITEM + 49}", 0.0, 60.0) is None  # the latest deferrals are kept

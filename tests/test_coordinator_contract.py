@@ -481,6 +481,18 @@ def test_a_deferred_item_goes_to_others_and_back_to_its_annotator_after_the_defe
     assert c.lease("a").item_id == "1"
 
 
+def test_an_item_keeps_the_deferrals_ending_last(make_direct):
+    from aal_rpc.coordinator.rules import MAX_DEFERRALS_PER_ITEM
+
+    c = make_direct(replace(NO_POLL, defer_seconds=100), clock=Clock())
+    submit(c, ["1"])
+    for i in range(MAX_DEFERRALS_PER_ITEM + 1):  # each "don't know" runs a second longer than the one before
+        q = c.lease(f"u{i}")
+        c.release(lease_id=q.lease_id, item_id="1", annotator_id=f"u{i}", defer=True, defer_seconds=1000 + i)
+    assert c.lease("u1") is None  # still deferred
+    assert c.lease("u0").item_id == "1"  # the deferral ending first made room
+
+
 def test_defer_and_return_over_grpc(make):
     c = make()
     submit(c, ["1"])

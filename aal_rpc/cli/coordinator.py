@@ -195,7 +195,8 @@ def import_pool_labels(coordinator, ds: Dataset) -> None:
 @click.pass_context
 def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guidelines, input_size, test_dataset,
          audit_share, model, mode, batch_size, pick, pool_capacity, lease_seconds, max_labels_per_model,
-         max_leases_per_annotator, keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port, health_port):
+         max_leases_per_annotator, keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port,
+         health_port):
     """Run the pool coordinator."""
     host, _ = parse_address(listen)
     if store != "sqlite" and not is_database_url(store):

@@ -537,7 +537,8 @@ class EmbeddedCoordinator(Publishing):
                 fut = self.store.skip_item(item_id, annotator_id, now)
             else:
                 if defer:
-                    self.pool.defer(item_id, annotator_id, now + (defer_seconds or self.config.defer_seconds))
+                    self.pool.defer(item_id, annotator_id, now + (defer_seconds or self.config.defer_seconds),
+                                    now=now)
                 else:
                     self.pool.release(item_id)
                 fut = self.store.set_lease(item_id, None)

@@ -92,6 +92,7 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS deferrals (
         item_id TEXT NOT NULL, annotator_id TEXT NOT NULL, until DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (item_id, annotator_id))""",
+    "CREATE INDEX IF NOT EXISTS deferrals_until ON deferrals (until)",
     "CREATE INDEX IF NOT EXISTS queries_fresh ON queries (model_version DESC, score DESC)",
     "CREATE INDEX IF NOT EXISTS queries_score ON queries (score DESC)",
     """CREATE TABLE IF NOT EXISTS skips (
@@ -520,8 +521,8 @@ class PostgresStore:
             return None
         if row[1] is None:  # at the cap: only the count came back
             rules.check_lease_cap(annotator_id, row[0], cap)
-            raise AssertionError(f"aal_lease_next refused annotator {annotator_id!r} {row[0]} leases, which "
-                                 f"rules.check_lease_cap allows under the cap {cap}: the function and the rule disagree")
+            raise AssertionError(f"aal_lease_next refused annotator {annotator_id!r} with {row[0]} leases, which "
+                                 f"rules.check_lease_cap allows under the cap {cap}: the two disagree")
         cand, queued_at, _ = query_from_row(row[1:])
         return cand, queued_at, lease
 
@@ -659,9 +660,16 @@ class PostgresStore:
                 cur.execute("UPDATE queries SET lease_id = NULL, lease_owner = NULL, leased_at = NULL, "
                             "lease_deadline = NULL WHERE item_id = %s", (item_id,))
                 if defer_until:
+                    # ended deferrals are forgotten (any item's: an evicted item's too), and an item keeps the
+                    # rules.MAX_DEFERRALS_PER_ITEM ending last, as the embedded pool does
+                    cur.execute("DELETE FROM deferrals WHERE until <= %s", (now,))
                     cur.execute("INSERT INTO deferrals (item_id, annotator_id, until) VALUES (%s, %s, %s) "
                                 "ON CONFLICT (item_id, annotator_id) DO UPDATE SET until = EXCLUDED.until",
                                 (item_id, annotator_id, defer_until))
+                    cur.execute("DELETE FROM deferrals WHERE item_id = %(item)s AND annotator_id IN (SELECT "
+                                "annotator_id FROM deferrals WHERE item_id = %(item)s ORDER BY until DESC "
+                                "OFFSET %(keep)s)",
+                                {"item": item_id, "keep": rules.MAX_DEFERRALS_PER_ITEM})
                 self._notify(cur, "queries")
 
     def offer(self, candidates: list[Candidate], *, now: float, capacity: int) -> rules.OfferPlan:

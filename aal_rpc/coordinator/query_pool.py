@@ -2,7 +2,8 @@
 
 Pure in-memory structure, not thread-safe: the embedded coordinator holds its lock around every call and
 persists each change through the SQLite store. The rules it applies (pick order, offers, eviction) are
-rules.py's, the same ones the PostgreSQL store applies in its transactions.
+rules.py's, the same ones the PostgreSQL store applies in its transactions. Its memory follows its state (items,
+live leases, running deferrals), not the calls made: stale heap entries and ended deferrals are let go.
 """
 
 from __future__ import annotations
@@ -66,10 +67,12 @@ class QueryPool:
         self._by_version: Counter[int] = Counter()
         self._next_token = 0
         self._pick_heap: list[tuple] = []  # (*pick key, token, item_id)
-        self._deadlines: list[tuple[float, str]] = []
+        self._deadlines: list[tuple[float, str]] = []  # (deadline, lease_id); renewed or ended leases' go stale
         self._random_items: list[str] = []  # available ids, for O(1) uniform picks
         self._random_pos: dict[str, int] = {}
         self._deferred: dict[str, dict[str, float]] = {}  # item_id -> {annotator_id: not offered to them until}
+        self._deferrals = 0  # entries in _deferred
+        self._deferrals_swept = 0  # entries left by the last sweep of ended ones
 
     # -- sizes ----------------------------------------------------------------------------------------
 
@@ -190,7 +193,7 @@ class QueryPool:
         return entry
 
     def _remove(self, item_id: str) -> Entry:
-        self._deferred.pop(item_id, None)
+        self._deferrals -= len(self._deferred.pop(item_id, ()))
         entry = self._entries.pop(item_id)
         self._by_version[entry.version] -= 1
         if not self._by_version[entry.version]:
@@ -248,18 +251,52 @@ class QueryPool:
         entry.lease = lease
         self._leases[lease.lease_id] = entry.candidate.item_id
         self._held[lease.annotator_id] += 1
-        heapq.heappush(self._deadlines, (lease.deadline, lease.lease_id))
+        self._push_deadline(lease.deadline, lease.lease_id)
 
-    def defer(self, item_id: str, annotator_id: str, until: float) -> Entry:
-        """End an item's lease; it is available again, but not to `annotator_id` before `until`."""
-        self._deferred.setdefault(item_id, {})[annotator_id] = until
+    def _push_deadline(self, deadline: float, lease_id: str) -> None:
+        """Each lease and renewal pushes its deadline; the entries it replaced stay until they surface (up to the
+        longest lease, a day), so once stale entries outnumber live leases the heap is rebuilt from the live ones."""
+        heapq.heappush(self._deadlines, (deadline, lease_id))
+        if len(self._deadlines) > 2 * len(self._leases) + 64:
+            self._deadlines = [(d, lease) for d, lease in self._deadlines if self._deadline_live(d, lease)]
+            heapq.heapify(self._deadlines)
+
+    def _deadline_live(self, deadline: float, lease_id: str) -> bool:
+        item_id = self._leases.get(lease_id)
+        return item_id is not None and self._entries[item_id].lease.deadline == deadline
+
+    def defer(self, item_id: str, annotator_id: str, until: float, *, now: float) -> Entry:
+        """End an item's lease; it is available again, but not to `annotator_id` before `until`.
+
+        An item keeps at most rules.MAX_DEFERRALS_PER_ITEM deferrals (the ones ending last), and ended deferrals
+        are forgotten: this item's at once, every item's once they outnumber the running ones."""
+        deferred = self._deferred.setdefault(item_id, {})
+        self._deferrals += annotator_id not in deferred
+        deferred[annotator_id] = until
+        if len(deferred) > rules.MAX_DEFERRALS_PER_ITEM:
+            self._forget_deferrals(item_id, now)
+        if self._deferrals > 2 * self._deferrals_swept + 64:
+            for deferred_item in list(self._deferred):
+                self._forget_deferrals(deferred_item, now)
+            self._deferrals_swept = self._deferrals
         return self.release(item_id)
+
+    def _forget_deferrals(self, item_id: str, now: float) -> None:
+        """Drop an item's ended deferrals, and beyond rules.MAX_DEFERRALS_PER_ITEM those ending first."""
+        deferred = self._deferred[item_id]
+        kept = sorted(((until, who) for who, until in deferred.items() if until > now), reverse=True)
+        kept = dict((who, until) for until, who in kept[:rules.MAX_DEFERRALS_PER_ITEM])
+        self._deferrals += len(kept) - len(deferred)
+        if kept:
+            self._deferred[item_id] = kept
+        else:
+            del self._deferred[item_id]
 
     def renew(self, lease_id: str, deadline: float) -> Entry:
         """Move a held lease's deadline."""
         entry = self.by_lease(lease_id)
         entry.lease = dataclasses.replace(entry.lease, deadline=deadline)
-        heapq.heappush(self._deadlines, (deadline, lease_id))
+        self._push_deadline(deadline, lease_id)
         return entry
 
     def release(self, item_id: str) -> Entry:

@@ -163,6 +163,11 @@ class Held:
 DEFAULT_MAX_LEASES_PER_ANNOTATOR = 64
 
 
+# Most deferrals ("don't know") an item in S keeps: those ending last. Annotators are many and their ids free without
+# tokens; an item that this many people could not label is rightly offered again to the first of them.
+MAX_DEFERRALS_PER_ITEM = 64
+
+
 def check_lease_cap(annotator_id: str, held: int, cap: int) -> None:
     """Raise ResourceExhausted when `annotator_id`, holding `held` live (unexpired) leases, may not take another
     under the cap `cap` (0: no cap)."""
