@@ -8,6 +8,7 @@ and the registry hold."""
 
 import io
 import math
+from typing import NamedTuple
 
 import grpc
 import numpy as np
@@ -81,6 +82,13 @@ def _build(descriptor, kw):
     return msg
 
 
+class Target(NamedTuple):
+    srv: object
+    channel: grpc.Channel
+    victim: list  # queries "victim" holds for a day: other annotators' leases, for the fuzzer to aim at
+    seeded: list  # the records "seed" labeled
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def target(request, tmp_path_factory):
     """A coordinator on each backend: the embedded store, and the shared store on a real PostgreSQL server."""
@@ -94,8 +102,10 @@ def target(request, tmp_path_factory):
     with AnnotationClient(address, "seed") as a:
         for _ in range(3):
             a.submit(a.lease(), 1)
+    with AnnotationClient(address, "victim", lease_seconds=86_400) as v:
+        victim = [v.lease(), v.lease()]
     channel = grpc.insecure_channel(address)
-    yield srv, channel
+    yield Target(srv, channel, victim, list(srv.coordinator.follow_labels(0, follow=False)))
     channel.close()
     srv.stop(0)
 
@@ -171,7 +181,7 @@ RPCS = [(*rpc, "unary") for rpc in UNARY] + [(*rpc, "server_stream") for rpc in 
 
 @pytest.mark.parametrize("service, method, req, resp, kind", RPCS, ids=[r[1] for r in RPCS])
 def test_rpcs_survive_hostile_requests(target, service, method, req, resp, kind):
-    srv, channel = target
+    srv, channel = target.srv, target.channel
 
     @FUZZ
     @given(message(req.DESCRIPTOR))
@@ -183,7 +193,7 @@ def test_rpcs_survive_hostile_requests(target, service, method, req, resp, kind)
 
 
 def test_uploads_survive_hostile_streams(target):
-    srv, channel = target
+    srv, channel = target.srv, target.channel
     versions = [m.version for m in srv.coordinator.registry.list()]
 
     @FUZZ
@@ -198,7 +208,7 @@ def test_uploads_survive_hostile_streams(target):
 
 
 def test_garbage_bytes_never_crash_the_server(target):
-    srv, channel = target
+    srv, channel = target.srv, target.channel
 
     @FUZZ
     @given(st.sampled_from(UNARY), st.binary(max_size=200))
@@ -283,7 +293,7 @@ PLAUSIBLE = [
 
 @pytest.mark.parametrize("service, method, req, resp, kind, requests", PLAUSIBLE, ids=[p[1] for p in PLAUSIBLE])
 def test_plausible_requests_with_a_hostile_value(target, service, method, req, resp, kind, requests):
-    srv, channel = target
+    srv, channel = target.srv, target.channel
 
     @FUZZ
     @given(requests)
@@ -294,3 +304,54 @@ def test_plausible_requests_with_a_hostile_value(target, service, method, req, r
     check_intact(srv)
     stats = srv.coordinator.stats()  # an honest round claim is still granted: no hostile one captured the schedule
     assert srv.coordinator.begin_round(server_id="honest", num_labels=stats.last_seq, round_seconds=0.0)[0] >= 0
+
+
+# -- the annotation RPCs that act on a lease or a label: ids, huge numbers, other annotators' leases -----------------
+
+SOMEONE = st.sampled_from(["mallory", "", "seed", "x" * 300, "nul\x00", "victim "])  # never "victim" itself
+SECONDS = st.one_of(FLOATS, st.sampled_from([86_400.0, 86_400.001, 1e-300, -0.0]))
+
+
+@st.composite
+def aimed(draw, target, kind):
+    """A request of `kind` aimed at another annotator's lease, a labeled item, or an id nobody knows."""
+    held = draw(st.sampled_from(target.victim))
+    record = draw(st.sampled_from(target.seeded))
+    lease_id = draw(st.one_of(st.just(held.lease_id), st.just(record.lease_id), TEXT))
+    item_id = draw(st.one_of(st.just(held.item_id), st.just(record.item_id), TEXT))
+    who, label = draw(SOMEONE), draw(st.one_of(st.integers(0, 9), st.sampled_from([2**31 - 1, -2**31, -1, 10])))
+    if kind == "ReleaseQuery":
+        return annotation_pb2.ReleaseQueryRequest(lease_id=lease_id, item_id=item_id, annotator_id=who,
+                                                  reason=draw(st.integers(0, 3)), defer_seconds=draw(SECONDS))
+    if kind == "RenewLease":
+        return annotation_pb2.RenewLeaseRequest(lease_id=lease_id, item_id=item_id, annotator_id=who,
+                                                lease_seconds=draw(SECONDS))
+    if kind == "SubmitLabel":  # a retry of seed's label, or a label for the victim's lease
+        return annotation_pb2.SubmitLabelRequest(lease_id=lease_id, item_id=item_id, label=label, annotator_id=who)
+    if kind == "CorrectLabel":
+        return annotation_pb2.CorrectLabelRequest(item_id=item_id, label=label, annotator_id=who)
+    return annotation_pb2.GetItemRequest(item_id=item_id, annotator_id=who)
+
+
+AIMED = [(m, getattr(annotation_pb2, f"{m}Request"), getattr(annotation_pb2, f"{m}Response"))
+         for m in ("ReleaseQuery", "RenewLease", "SubmitLabel", "CorrectLabel", "GetItem")]
+
+
+@pytest.mark.parametrize("method, req, resp", AIMED, ids=[a[0] for a in AIMED])
+def test_annotation_rpcs_aimed_at_other_annotators_work(target, method, req, resp):
+    srv, channel = target.srv, target.channel
+
+    @FUZZ
+    @given(aimed(target, method))
+    def fuzz(request):
+        call(channel, "AnnotationService", method, req, resp, "unary", request)
+
+    fuzz()
+    check_intact(srv)
+    c = srv.coordinator
+    for q in target.victim:  # the victim's leases are still the victim's alone
+        assert c.get_item(q.item_id).state == "leased"
+        c.renew_lease(lease_id=q.lease_id, item_id=q.item_id, annotator_id="victim", lease_seconds=86_400)
+    for record in target.seeded:  # seed's labels: nobody else recorded, corrected or retried them into another
+        current = c.get_item(record.item_id).record
+        assert current.annotator_id == "seed"
