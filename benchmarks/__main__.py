@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from benchmarks import (annotators, capacity, cluster_margin_scale, cnn_vs_textbook, growth, held_open,
-                        labelstudio_sync, model_distribution, scale_sim, store_backends, web_latency, work_per_label,
-                        worker_scoring)
+                        labelstudio_sync, model_distribution, own_data, scale_sim, store_backends, web_latency,
+                        work_per_label, worker_scoring)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +51,7 @@ BENCHMARKS = {
     "work_per_label": lambda smoke: work_per_label.run(smoke=smoke),
     "held_open": lambda smoke: held_open.run(smoke=smoke),
     "capacity": lambda smoke: capacity.run(smoke=smoke),
+    "own_data": lambda smoke: own_data.run(smoke=smoke),
 }
 
 
