@@ -137,6 +137,8 @@ def table(results: dict) -> str:
         rows.extend(held_open.rows(r["held_open"]))
     if "capacity" in r:
         rows.extend(capacity.rows(r["capacity"]))
+    if "own_data" in r:
+        rows.extend(own_data.rows(r["own_data"]))
     return "\n".join(rows)
 
 
