@@ -2,16 +2,21 @@
 
 `tasks` holds one row per lease the bridge took: the item, the lease, the Label Studio task that shows it, and where
 it stands (see TaskState). `annotations` holds every Label Studio annotation seen on those tasks, keyed on its id,
-with what the bridge did with it. `meta` holds the project, the webhook and its secret. Label Studio on SQLite hands
+with what the bridge did with it; `unreadable` the tasks it could not read, and why. `meta` holds the project and the
+webhook (not its secret: that lives in memory, a new one at each start). Label Studio on SQLite hands
 a deleted row's id to the next row, so a task id belongs to a row only while the row is live, and an annotation id to
 the task it was last seen on. Every write commits at once (synchronous=FULL), so what a restarted bridge reads is
 what it had done: with the coordinator's idempotent SubmitLabel (per lease) and CorrectLabel (per item and label),
 no annotation is lost or counted twice.
+
+The state dir is the bridge's alone: created 0700, its files 0600 (and made so at each start): it names items and
+leases, which annotators must not read.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -19,6 +24,8 @@ from pathlib import Path
 
 STATE_FILE = "bridge.sqlite3"
 LOCK_FILE = "bridge.lock"
+DIR_MODE = 0o700
+FILE_MODE = 0o600  # SQLite gives its -wal and -shm files the database file's mode
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,6 +57,11 @@ CREATE TABLE IF NOT EXISTS annotations (
     seen_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS annotations_by_task ON annotations (lease_id);
+CREATE TABLE IF NOT EXISTS unreadable (
+    ls_task_id INTEGER PRIMARY KEY,  -- a task of the bridge's that it could not read (logged once per reason)
+    reason TEXT NOT NULL,
+    seen_at REAL NOT NULL
+);
 """
 
 
@@ -104,13 +116,19 @@ class BridgeState:
 
     def __init__(self, state_dir: Path):
         state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(state_dir / LOCK_FILE, "w")
+        if not state_dir.is_dir() or (state_dir / STATE_FILE).exists():
+            state_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            _own(state_dir)  # a folder given that holds other things keeps its mode: the files are the bridge's
+        self._lock = open(os.open(state_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, FILE_MODE), "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
             raise StateLocked(f"another aal-labelstudio runs on {state_dir}") from None
+        os.close(os.open(state_dir / STATE_FILE, os.O_WRONLY | os.O_CREAT, FILE_MODE))  # before SQLite creates it
+        for name in (LOCK_FILE, STATE_FILE, STATE_FILE + "-wal", STATE_FILE + "-shm", STATE_FILE + "-journal"):
+            if (state_dir / name).exists():
+                _own(state_dir / name)
         self._db = sqlite3.connect(state_dir / STATE_FILE, isolation_level=None)  # autocommit: each write commits
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -129,6 +147,28 @@ class BridgeState:
     def put(self, key: str, value: str) -> None:
         self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
                          "excluded.value", (key, value))
+
+    def delete(self, key: str) -> None:
+        self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    # -- tasks that cannot be read --------------------------------------------------------------------------
+
+    def mark_unreadable(self, ls_task_id: int, reason: str) -> bool:
+        """Record why a task cannot be read; False when it was already marked for the same reason."""
+        row = self._db.execute("SELECT reason FROM unreadable WHERE ls_task_id = ?", (ls_task_id,)).fetchone()
+        if row is not None and row[0] == reason:
+            return False
+        self._db.execute("INSERT INTO unreadable (ls_task_id, reason, seen_at) VALUES (?, ?, ?) ON CONFLICT "
+                         "(ls_task_id) DO UPDATE SET reason = excluded.reason, seen_at = excluded.seen_at",
+                         (ls_task_id, reason, time.time()))
+        return True
+
+    def clear_unreadable(self, ls_task_id: int) -> None:
+        self._db.execute("DELETE FROM unreadable WHERE ls_task_id = ?", (ls_task_id,))
+
+    def unreadable(self) -> dict[int, str]:
+        """The tasks marked unreadable, with why."""
+        return dict(self._db.execute("SELECT ls_task_id, reason FROM unreadable").fetchall())
 
     # -- tasks ----------------------------------------------------------------------------------------------
 
@@ -212,3 +252,10 @@ class BridgeState:
     def outcomes(self) -> dict[str, int]:
         """How many annotations ended how (for logs and tests)."""
         return dict(self._db.execute("SELECT outcome, COUNT(*) FROM annotations GROUP BY outcome").fetchall())
+
+
+def _own(path: Path) -> None:
+    """Make a state dir or file readable by its owner alone (an older bridge created them 0755 and 0644)."""
+    mode = DIR_MODE if path.is_dir() else FILE_MODE
+    if path.stat().st_mode & 0o777 != mode:
+        os.chmod(path, mode)
