@@ -30,6 +30,11 @@ collapse into the latest one.
 
 Webhooks name the tasks to look at; polling every `poll_seconds` (tasks updated since the last poll, with a margin)
 and a full sweep at start and every `sweep_seconds` catch whatever a webhook missed.
+
+Whatever Label Studio holds may be odd: its API takes any JSON as an annotation's result, from any user. An annotation
+that is not in the editor's shape is recorded as unreadable (logged once) and the task waits for one that chooses a
+class; a task that cannot be read at all is marked as such in the state file (logged once per reason). Neither stops
+the loop, nor the tasks after it.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ import grpc
 from label_studio_sdk.core.api_error import ApiError
 
 from aal_rpc.client.annotation import AnnotationClient, LeasedQuery
-from aal_rpc.labelstudio.config import REF_FIELD, Interface, label_of
+from aal_rpc.labelstudio.config import REF_FIELD, Interface, Unreadable, label_of
+from aal_rpc.labelstudio.ids import valid_id
 from aal_rpc.labelstudio.state import HELD, BridgeState, TaskRow, TaskState
 from aal_rpc.labelstudio.studio import Studio, StudioUnavailable, timestamp
 from aal_rpc.types import Payload, Provenance
@@ -62,6 +68,10 @@ LEASE_GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)  #
 _NO_PAYLOAD = Payload(b"", "float32", (0,))
 LEGACY_ID_FIELD = "item_id"  # where bridges before aal_ref put the item's id in task data
 IDS_HIDDEN = "item_ids_hidden"  # state meta: the tasks of older bridges no longer show item ids
+MAX_HINTS = 10_000  # ids webhooks named that wait for the loop; past that they are dropped and a poll looks instead
+REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)  # the token: waiting cannot cure it
+# what odd data in a task raises while it is read (the calls to Label Studio and the coordinator raise other errors)
+ODD_DATA = (Unreadable, ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ class Bridge:
         self._hint_lock = threading.Lock()
         self._hint_tasks: set[int] = set()
         self._hint_deleted: set[int] = set()
+        self._hints_dropped = False  # more hints came than MAX_HINTS: poll instead
         self._watermark: dt.datetime | None = None  # the newest task update seen by a poll or sweep
         self._queries: dict[str, tuple[Payload, Provenance]] = {}  # items of leases not yet in Label Studio
         self._import_uncertain = bool(state.tasks(TaskState.LEASED))  # an import may have landed unrecorded
@@ -152,15 +163,28 @@ class Bridge:
     # -- the loop -------------------------------------------------------------------------------------------
 
     def hint(self, task_ids: set[int], deleted_annotation_ids: set[int]) -> None:
-        """A webhook named these tasks (or deleted these annotations): look at them now."""
+        """A webhook named these tasks (or deleted these annotations): look at them now. Ids that are no valid ids
+        are ignored; past MAX_HINTS waiting, hints are dropped and the next round polls instead."""
+        task_ids = {i for i in task_ids if valid_id(i) is not None}
+        deleted_annotation_ids = {i for i in deleted_annotation_ids if valid_id(i) is not None}
         with self._hint_lock:
-            self._hint_tasks |= task_ids
-            self._hint_deleted |= deleted_annotation_ids
+            if len(self._hint_tasks) + len(self._hint_deleted) + len(task_ids) + len(deleted_annotation_ids) \
+                    > MAX_HINTS:
+                self._hints_dropped = True
+            else:
+                self._hint_tasks |= task_ids
+                self._hint_deleted |= deleted_annotation_ids
         self.wake.set()
+
+    def pending_hints(self) -> int:
+        """How many ids webhooks named that the loop has not looked at yet (at most MAX_HINTS)."""
+        with self._hint_lock:
+            return len(self._hint_tasks) + len(self._hint_deleted)
 
     def run(self, stop: threading.Event) -> None:
         """Run until `stop` is set. Label Studio outages are waited out here; coordinator outages in the client's
-        retries (the client should retry without limit and stop retrying when `stop` is set)."""
+        retries (the client should retry without limit and stop retrying when `stop` is set). A coordinator that
+        refuses the token (UNAUTHENTICATED, PERMISSION_DENIED) ends it: the RpcError is raised."""
         backoff = 0.0
         while not stop.is_set():
             try:
@@ -175,6 +199,8 @@ class Bridge:
             except grpc.RpcError as exc:
                 if stop.is_set():
                     return  # a retry abandoned because we are stopping
+                if exc.code() in REFUSED:
+                    raise  # the command ends with one line on the token
                 log.error("the coordinator answered %s: %s", exc.code().name, exc.details())
                 stop.wait(MAX_BACKOFF)
                 continue
@@ -194,11 +220,17 @@ class Bridge:
         with self._hint_lock:
             tasks, deleted = self._hint_tasks, self._hint_deleted
             self._hint_tasks, self._hint_deleted = set(), set()
+            if self._hints_dropped:
+                self._hints_dropped = False
+                self._due["poll"] = 0.0
         try:
             for annotation_id in deleted:
                 task_id = self.state.task_of_annotation(annotation_id)
                 if task_id is not None:
                     tasks.add(task_id)
+            # only the bridge's own tasks are asked for: a webhook may name anything (it is a hint, not a fact)
+            tasks = {t for t in tasks if self._live(t)}
+            deleted = set()
             if tasks:
                 self._sync_ids(tasks)
         except BaseException:
@@ -232,6 +264,10 @@ class Bridge:
                 log.warning("could not deactivate the webhook: %s", exc)
 
     # -- reading Label Studio ---------------------------------------------------------------------------------
+
+    def _live(self, task_id: int) -> bool:
+        row = self.state.by_task_id(task_id)
+        return row is not None and row.state in (TaskState.OPEN, TaskState.LABELED)
 
     def _sync_ids(self, task_ids: set[int]) -> None:
         found = set()
@@ -273,23 +309,69 @@ class Bridge:
     # -- annotations -> labels --------------------------------------------------------------------------------
 
     def _reconcile(self, task: dict) -> None:
-        """Bring L in line with one task's annotations as Label Studio has them now."""
-        row = self.state.by_task_id(task["id"])
+        """Bring L in line with one task's annotations as Label Studio has them now. A task that cannot be read is
+        marked (and logged) once per reason; it never stops the loop."""
+        row = self.state.by_task_id(task["id"])  # Studio.tasks yields valid ids only
         if row is None or row.state not in (TaskState.OPEN, TaskState.LABELED):
             return  # not the bridge's task, or no longer its concern
+        try:
+            problems = self._reconcile_row(row, task)
+        except ODD_DATA as exc:
+            problems = [f"{type(exc).__name__}: {exc}"]
+        if problems:
+            reason = "; ".join(problems)[:500]
+            if self.state.mark_unreadable(row.ls_task_id, reason):
+                log.warning("task %s cannot be read (%s); its readable annotations count, the rest are ignored until "
+                            "it changes", row.ls_task_id, " ".join(reason.split()))
+        else:
+            self.state.clear_unreadable(row.ls_task_id)
+
+    def _read_annotation(self, a) -> tuple[int, int | None, bool, str, str | None]:
+        """(id, label, cancelled, updated_at, why its result is unreadable or None) of one annotation of a task;
+        Unreadable when it has no valid id or time."""
+        if not isinstance(a, dict):
+            raise Unreadable(f"an annotation is a {type(a).__name__}")
+        aid = valid_id(a.get("id"))
+        if aid is None:
+            raise Unreadable(f"an annotation has no valid id ({str(a.get('id'))[:40]!r})")
+        try:
+            stamp = timestamp(a.get("updated_at"))
+        except (ValueError, TypeError, AttributeError):
+            raise Unreadable(f"annotation {aid} has no valid updated_at") from None
+        cancelled = a.get("was_cancelled") is True
+        try:
+            label = None if cancelled else label_of(a.get("result"), self.interface)
+        except Unreadable as exc:
+            return aid, None, cancelled, stamp, str(exc)
+        return aid, label, cancelled, stamp, None
+
+    def _reconcile_row(self, row: TaskRow, task: dict) -> list[str]:
+        """_reconcile's work; returns why parts of the task could not be read (nothing when all could)."""
+        annotations = task.get("annotations") or []
+        if not isinstance(annotations, list):
+            return [f"its annotations are a {type(annotations).__name__}, not a list"]
         known = self.state.annotations_of(row.lease_id)
         current: dict[int, tuple[int | None, bool, str]] = {}
         changed = []
-        for a in task.get("annotations") or []:
-            cancelled = bool(a.get("was_cancelled"))
-            label = None if cancelled else label_of(a.get("result"), self.interface)
-            stamp = timestamp(a.get("updated_at"))
-            current[a["id"]] = (label, cancelled, stamp)
-            k = known.get(a["id"])
+        odd: set[int] = set()
+        problems = []
+        for a in annotations:
+            try:
+                aid, label, cancelled, stamp, why = self._read_annotation(a)
+            except Unreadable as exc:
+                problems.append(str(exc))
+                continue
+            current[aid] = (label, cancelled, stamp)
+            if why is not None:
+                odd.add(aid)
+            k = known.get(aid)
             if k is None or k.deleted or (k.label, k.cancelled, k.ls_updated_at) != (label, cancelled, stamp):
-                self.state.record_annotation(ls_annotation_id=a["id"], lease_id=row.lease_id, label=label,
+                self.state.record_annotation(ls_annotation_id=aid, lease_id=row.lease_id, label=label,
                                              cancelled=cancelled, ls_updated_at=stamp)
-                changed.append(a["id"])
+                changed.append(aid)
+                if why is not None:  # once per version of the annotation: its record is not retried
+                    self.state.set_outcome(aid, "unreadable")
+                    log.warning("annotation %s on task %s is unreadable (%s): ignored", aid, row.ls_task_id, why)
         deleted = [aid for aid, k in known.items() if aid not in current and not k.deleted]
         for aid in deleted:
             self.state.mark_deleted(aid)
@@ -301,7 +383,7 @@ class Bridge:
                 self._submit(row, latest[1], latest[2])
             elif any(not cancelled for _, cancelled, _ in current.values()):
                 for aid in changed:
-                    if not current[aid][1]:
+                    if not current[aid][1] and aid not in odd:
                         log.warning("annotation %s on task %s chooses no single class of the task; waiting for "
                                     "one that does", aid, row.ls_task_id)
                         self.state.set_outcome(aid, "unreadable")
@@ -312,9 +394,10 @@ class Bridge:
                 self._correct(row, latest[1], latest[2])
             elif latest is not None and latest[1] in changed:
                 self.state.set_outcome(latest[1], "unchanged", row.seq)
-            elif latest is None and (changed or deleted):
+            elif latest is None and (set(changed) - odd or deleted):
                 log.info("task %s has no label left in Label Studio; item %s keeps label %s in L (L is "
                          "append-only: annotate the task again to correct it)", row.ls_task_id, row.item_id, row.label)
+        return problems
 
     def _submit(self, row: TaskRow, annotation_id: int, label: int) -> None:
         try:
@@ -479,7 +562,7 @@ class Bridge:
             for task in self.studio.tasks(self.project_id, data_in={REF_FIELD: sorted(by_ref),
                                                                     LEGACY_ID_FIELD: sorted(by_item)},
                                           with_data=True):
-                data = task.get("data") or {}
+                data = _data(task)
                 row = by_ref.pop(str(data.get(REF_FIELD)), None) or by_item.pop(str(data.get(LEGACY_ID_FIELD)), None)
                 if row is not None:
                     self._record_task_id(row, task["id"])
@@ -492,7 +575,7 @@ class Bridge:
         rows = {row.ls_task_id: row for row in self.state.tasks(TaskState.OPEN, TaskState.LABELED)}
         if rows:
             for task in self.studio.tasks(self.project_id, ids=sorted(rows), include="id,data"):
-                self._hide_item_id(task["id"], task.get("data") or {}, rows[task["id"]])
+                self._hide_item_id(task["id"], _data(task), rows[task["id"]])
         self.state.put(IDS_HIDDEN, "1")
         self._ids_hidden = True
 
@@ -568,11 +651,20 @@ class Bridge:
             self._import_leased()
 
 
+def _data(task: dict) -> dict:
+    """A task's data (anything but an object reads as empty: someone may have edited it)."""
+    data = task.get("data")
+    return data if isinstance(data, dict) else {}
+
+
 def _later(newest: dt.datetime | None, value) -> dt.datetime | None:
-    """The later of a watermark and a task's updated_at (a datetime or its ISO text)."""
-    if value is None:
+    """The later of a watermark and a task's updated_at (a datetime or its ISO text; anything else is ignored)."""
+    try:
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if not isinstance(value, dt.datetime):
+            return newest
+        value = value.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
         return newest
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    value = value.astimezone(dt.timezone.utc)
     return value if newest is None else max(newest, value)

@@ -104,14 +104,33 @@ def parse_label_config(xml: str, class_names: tuple[str, ...] | list[str]) -> In
                          f"({', '.join(class_names)}); it has: {found}")
 
 
+class Unreadable(ValueError):
+    """Something Label Studio holds that is not in the shape its editor saves (an annotation's result, a task's
+    annotations, an id): the bridge records it as unreadable and goes on with the rest."""
+
+
 def label_of(result: list | None, interface: Interface) -> int | None:
-    """The class an annotation's result chooses, or None when it chooses none, several, or one the task lacks."""
+    """The class an annotation's result chooses, or None when it chooses none, several, or one the task lacks.
+
+    Unreadable when a region of the bridge's control is not in the editor's shape ({"value": {"choices": [names]}}):
+    Label Studio's API accepts any JSON there, from any user."""
+    if result is None:
+        return None
+    if not isinstance(result, list):
+        raise Unreadable(f"its result is a {type(result).__name__}, not a list of regions")
     chosen = set()
-    for region in result or []:
+    for region in result:
         if not isinstance(region, dict) or region.get("from_name") != interface.control:
             continue
-        value = region.get("value") or {}
-        chosen.update(value.get("choices") or [])
+        value = region.get("value")
+        if not isinstance(value, dict):
+            raise Unreadable(f"its {interface.control!r} region's value is a {type(value).__name__}, not an object")
+        choices = value.get("choices")
+        if choices is None:
+            continue
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise Unreadable(f"its {interface.control!r} region's choices are not a list of class names")
+        chosen.update(choices)
     if len(chosen) != 1:
         return None
     return interface.classes.get(chosen.pop())
