@@ -15,12 +15,15 @@ import click
 from aal_rpc.cli.common import (Command, coordinator_option, first_contact, log_level_option, on_termination,
                                 run_program, security_options)
 from aal_rpc.grpc_utils import parse_address
+from aal_rpc.labelstudio.ids import MAX_ID, stored_id, valid_id
 
 log = logging.getLogger("aal.labelstudio")
 
 URL_ENV = "LABEL_STUDIO_URL"
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"  # the name Label Studio's own SDK and tools read
 STARTUP_BACKOFF = 2.0  # seconds between tries while Label Studio does not answer at start
+PROBE_LEASE = "aal-labelstudio-probe"  # a lease nobody holds: renewing it asks whether the token may annotate
+SECRET_KEY = "webhook_secret"  # where older bridges kept the webhook secret in the state file (removed at start)
 
 
 @click.command(cls=Command)
@@ -31,7 +34,7 @@ STARTUP_BACKOFF = 2.0  # seconds between tries while Label Studio does not answe
 @click.option("--label-studio-token", envvar=TOKEN_ENV, required=True,
               help=f"A Label Studio user's personal access token (Account & Settings), or a legacy token where the "
                    f"organization allows them (env {TOKEN_ENV}).")
-@click.option("--project", type=click.IntRange(min=1), default=None,
+@click.option("--project", type=click.IntRange(min=1, max=MAX_ID), default=None,
               help="Attach to this Label Studio project; its labeling config must offer exactly the task's classes.")
 @click.option("--create-project", metavar="TITLE", default=None,
               help="Create a project with a labeling config generated from the task, each class's description as its "
@@ -70,7 +73,25 @@ STARTUP_BACKOFF = 2.0  # seconds between tries while Label Studio does not answe
 def main(coordinator, security, label_studio_url, label_studio_token, project, create_project, object_kind, state_dir,
          annotator_id, window, lease_seconds, listen, webhook_url, no_webhooks, poll_seconds, sweep_seconds,
          refresh_seconds, on_cancel, defer_seconds):
-    """Keep a window of queries as tasks of a Label Studio project, and send its annotations to L."""
+    """Keep a window of queries as tasks of a Label Studio project, and send its annotations to L.
+
+    The coordinator token must be of the annotator (or admin) role: it is checked before anything is done in Label
+    Studio.
+
+    \b
+    Limits (the webhook receiver, open to whoever reaches --listen):
+      - a request must arrive whole within 10 s; one request per connection
+      - 16 connections at once; more are answered 503 (the poll finds their tasks)
+      - a body of 8 MiB at most (413, refused on its Content-Length); no chunked body (411);
+        JSON of at most 20,000 objects and arrays, nested about 1,000 deep at most (else 400)
+      - only POSTs with the secret header are read (403); the secret is new at each
+        start, kept in memory, and readable by every member of the Label Studio
+        organization (it shows with the project's webhooks)
+      - ids must be positive 64-bit integers; a webhook names at most 1,000 ids and
+        10,000 wait at once (past that, the next poll looks instead)
+    An annotation whose result is not in the editor's shape is logged once and ignored; the
+    state dir is created 0700 and its files 0600.
+    """
     if project is not None and create_project is not None:
         raise click.UsageError("--project and --create-project exclude each other")
     if lease_seconds < 4 * refresh_seconds:
@@ -100,6 +121,8 @@ def main(coordinator, security, label_studio_url, label_studio_token, project, c
     receiver = None
     try:
         first_contact(client)
+        _check_annotator(client)
+        state.delete(SECRET_KEY)
         task = client.task()
         studio = Studio(label_studio_url, label_studio_token)
         _wait_for_studio(studio, stop)
@@ -129,6 +152,30 @@ def main(coordinator, security, label_studio_url, label_studio_token, project, c
         client.close()
         state.close()
     log.info("stopped; leases kept for the next start")
+
+
+def _check_annotator(client) -> None:
+    """Renew a lease nobody holds: a call the annotator role makes, which changes nothing. A token of another role,
+    or one that names another annotator than --annotator-id, ends the command here, before Label Studio is touched
+    (the loop would otherwise be refused at every round)."""
+    import grpc
+
+    from aal_rpc.client.annotation import LeasedQuery
+    from aal_rpc.types import Payload, Provenance
+
+    try:
+        client.renew(LeasedQuery(PROBE_LEASE, PROBE_LEASE, 0.0, Payload(b"", "float32", (0,)), Provenance()))
+    except grpc.RpcError as exc:
+        status = f"{exc.code().name}: {' '.join((exc.details() or '').split())}"
+        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            raise click.ClickException(
+                f"the coordinator at {client.target} refused the bridge's token ({status}): aal-labelstudio needs a "
+                "token of the annotator (or admin) role (--token), and --annotator-id \"\" or the annotator a token "
+                "names") from None
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise click.ClickException(f"the coordinator at {client.target} refused the bridge's renewals ({status}): "
+                                       "check --annotator-id (or give a token that names its annotator) and "
+                                       "--lease-seconds") from None
 
 
 def _wait_for_studio(studio, stop: threading.Event) -> None:
@@ -166,8 +213,7 @@ def _project(studio, state, task, project, create_project, object_kind) -> int:
     from aal_rpc.labelstudio.config import kind_for, label_config
     from aal_rpc.web.guidelines import guidelines_html
 
-    stored = state.get("project_id")
-    stored = int(stored) if stored is not None else None
+    stored = stored_id(state.get("project_id"))
     if stored is not None and project is not None and project != stored:
         raise click.ClickException(f"the state dir belongs to project {stored}, not {project}: give another "
                                    "--state-dir for another project")
@@ -176,6 +222,8 @@ def _project(studio, state, task, project, create_project, object_kind) -> int:
     if stored is None and project is None:
         config = label_config(task.class_names, kind_for(task, object_kind), task.class_descriptions)
         stored = studio.create_project(create_project, config, guidelines_html(task.guidelines))
+        if valid_id(stored) is None:
+            raise click.ClickException(f"Label Studio answered project id {stored!r}: no 64-bit id")
         log.info("created project %d, %r", stored, create_project)
     elif stored is None:
         stored = project
@@ -205,15 +253,13 @@ def _interface(studio, project_id: int, task):
 
 def _webhooks(studio, state, project_id: int, listen: str, webhook_url: str | None, bridge):
     """Start the receiver, print its address, and point the project's webhook at it (polling alone when Label
-    Studio refuses the URL)."""
+    Studio refuses the URL). The secret is new at each start and never written down: Label Studio shows it to every
+    member of the organization, and a stopped bridge takes it out of the webhook."""
     from label_studio_sdk.core.api_error import ApiError
 
     from aal_rpc.labelstudio.webhook import WEBHOOK_PATH, WebhookReceiver
 
-    secret = state.get("webhook_secret")
-    if secret is None:
-        secret = secrets.token_urlsafe(32)
-        state.put("webhook_secret", secret)
+    secret = secrets.token_urlsafe(32)
     host, port = parse_address(listen)
     try:
         receiver = WebhookReceiver(host, port, secret, bridge.hint)
@@ -225,9 +271,8 @@ def _webhooks(studio, state, project_id: int, listen: str, webhook_url: str | No
     if webhook_url is None:
         reach = socket.getfqdn() if host in ("0.0.0.0", "::", "") else shown
         webhook_url = f"http://{reach}:{receiver.port}{WEBHOOK_PATH}"
-    stored = state.get("webhook_id")
     try:
-        webhook_id = studio.ensure_webhook(project_id, webhook_url, secret, int(stored) if stored else None)
+        webhook_id = studio.ensure_webhook(project_id, webhook_url, secret, stored_id(state.get("webhook_id")))
     except ApiError as exc:
         log.warning("Label Studio refused the webhook %s (%s: %s); polling every few seconds instead. A Label Studio "
                     "that must post to a private or loopback address needs SSRF_PROTECTION_ENABLED=false",

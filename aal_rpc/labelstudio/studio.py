@@ -16,6 +16,8 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.actions.types import PrepareParamsRequestRequestSelectedItemsIncluded
 from label_studio_sdk.core.api_error import ApiError
 
+from aal_rpc.labelstudio.ids import valid_id
+
 CALL_TIMEOUT = 30.0  # seconds for one call to Label Studio (an import of a full window of images included)
 PAGE_SIZE = 100  # tasks per page when listing a project
 WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
@@ -100,6 +102,8 @@ class Studio:
         ids = list(response.task_ids or [])
         if len(ids) != len(tasks):
             raise StudioUnavailable(f"Label Studio created {len(ids)} of {len(tasks)} tasks")
+        if not all(valid_id(task_id) for task_id in ids):
+            raise StudioUnavailable("Label Studio answered task ids that are no positive 64-bit integers")
         return ids
 
     def set_prediction_clusters(self, project_id: int, clusters: dict[int, int]) -> None:
@@ -167,7 +171,9 @@ class Studio:
                           include=include or (_TASK_FIELDS + (",data" if with_data else "")))
         while page is not None:
             for task in page.items or []:
-                yield _plain(task)
+                task = _plain(task)
+                if valid_id(task.get("id")) is not None:  # an id out of range names no task of the bridge's
+                    yield task
             if len(page.items or []) < PAGE_SIZE:
                 return  # the last page (asking for the next one only earns a 404)
             try:
@@ -180,7 +186,8 @@ class Studio:
     # -- webhooks -------------------------------------------------------------------------------------------
 
     def ensure_webhook(self, project_id: int, url: str, secret: str, webhook_id: int | None) -> int:
-        """Point the project's webhook at `url` (creating it if `webhook_id` is None or gone) and activate it."""
+        """Point the project's webhook at `url` with the secret header (creating it if `webhook_id` is None or
+        gone) and activate it."""
         settings = dict(url=url, send_payload=True, send_for_all_actions=False, actions=list(WEBHOOK_ACTIONS),
                         headers={SECRET_HEADER: secret}, is_active=True)
         if webhook_id is not None:
@@ -190,7 +197,11 @@ class Studio:
             except ApiError as exc:
                 if exc.status_code != 404:
                     raise
-        return self._call(self.client.webhooks.create, project=project_id, request_options=ONCE, **settings).id
+        created = self._call(self.client.webhooks.create, project=project_id, request_options=ONCE, **settings).id
+        if valid_id(created) is None:
+            raise StudioUnavailable(f"Label Studio answered webhook id {created!r}")
+        return created
 
     def deactivate_webhook(self, webhook_id: int) -> None:
-        self._call(self.client.webhooks.update, id=webhook_id, is_active=False)
+        """Stop the webhook and take the secret out of its headers (a stopped bridge's secret is of no use)."""
+        self._call(self.client.webhooks.update, id=webhook_id, is_active=False, headers={})
