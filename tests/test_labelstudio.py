@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import signal
 import sqlite3
 import subprocess
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ET
 
 import grpc
@@ -33,6 +36,7 @@ from aal_rpc.labelstudio.config import (REF_FIELD, ConfigMismatch, kind_for, lab
                                         parse_label_config, result_for)
 from aal_rpc.labelstudio.local import LocalLabelStudio, label_studio_executable
 from aal_rpc.labelstudio.state import STATE_FILE, BridgeState, StateLocked, TaskState
+from aal_rpc.labelstudio.studio import SECRET_HEADER
 from aal_rpc.labelstudio.webhook import hints_of
 from aal_rpc.models import build_model
 from aal_rpc.proto.v1 import selection_pb2, selection_pb2_grpc
@@ -525,3 +529,68 @@ def test_a_created_project_has_the_guidelines_and_hints_and_tasks_tell_no_item_i
         assert bridge.stop() == 0
     finally:
         coordinator.stop()
+
+
+def post_webhook(bridge, secret: str, body: bytes) -> int:
+    """POST a body to the bridge's webhook as Label Studio does; the HTTP status (an error's too)."""
+    request = urllib.request.Request(f"http://{bridge.address}/webhook", data=body, method="POST",
+                                     headers={SECRET_HEADER: secret, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_hostile_input_never_stops_the_bridge(label_studio, coordinator, bridge_for):
+    """An annotation whose choices hold a list (Label Studio's API takes it from any user) once stopped the bridge at
+    every start, and so did a webhook naming id 2**63. Now the annotation is logged as unreadable once, across
+    restarts; webhooks with ids SQLite cannot hold, or nested too deep to parse, change nothing (400 for the
+    latter); no log line holds a traceback, and a good annotation after them all reaches L. The webhook's secret,
+    which every member of the organization can read with the project's webhooks, is new at each start, never in
+    the state dir, and taken out of Label Studio when the bridge stops."""
+    coordinator.queue(range(3))
+    bridge = bridge_for("--create-project", "hostile", "--window", "3", *NO_POLLING).start()
+    ls = label_studio.client()
+    assert wait_until(lambda: len(tasks_of(ls, bridge)) == 3, WAIT), bridge.log()
+    iface = parse_label_config(ls.projects.get(id=bridge.project_id).label_config, TASK.class_names)
+    odd_task, good_task, later_task = sorted(tasks_of(ls, bridge), key=lambda t: t["id"])
+    [hook] = ls.webhooks.list(project=bridge.project_id)
+    secret = hook.headers[SECRET_HEADER]
+
+    odd = [{**result_for(3, iface)[0], "value": {"choices": [[iface_name(iface, 3)]]}}]
+    ls.annotations.create(id=odd_task["id"], result=odd)
+    for payload in ({"action": "ANNOTATION_CREATED", "annotation": {"id": 2**63, "task": 2**63}},
+                    {"action": "ANNOTATION_UPDATED", "annotation": {"id": 1, "task": {"id": 2**64}}},
+                    {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 2**63}, {"id": -1}, {"id": True}]}):
+        assert post_webhook(bridge, secret, json.dumps(payload).encode()) == 200
+    assert post_webhook(bridge, secret, b"[" * 50_000 + b"]" * 50_000) == 400
+    assert post_webhook(bridge, secret, b'{"a":' * 5_000 + b"1" + b"}" * 5_000) == 400
+    annotate(ls, good_task["id"], iface, 4)
+    assert wait_until(lambda: [(r.item_id, r.label) for r in coordinator.records()] == [(good_task["item"], 4)],
+                      WAIT), bridge.log()
+
+    # a restart reads the odd annotation again (the sweep at start): it is not logged again, nor does it stop anything
+    assert bridge.stop() == 0
+    first_log = bridge.log()
+    [hook] = ls.webhooks.list(project=bridge.project_id)
+    assert not hook.is_active and SECRET_HEADER not in (hook.headers or {})  # a stopped bridge's secret is gone
+    annotate(ls, later_task["id"], iface, 6)
+    bridge.start()
+    assert wait_until(lambda: sorted((r.item_id, r.label) for r in coordinator.records())
+                      == sorted([(good_task["item"], 4), (later_task["item"], 6)]), WAIT), bridge.log()
+    [hook] = ls.webhooks.list(project=bridge.project_id)
+    assert hook.is_active and hook.headers[SECRET_HEADER] != secret  # new at each start
+    assert bridge.stop() == 0
+    logs = first_log + bridge.log()
+    assert "Traceback" not in logs
+    assert logs.count(f"annotation {ls.tasks.get(id=odd_task['id']).annotations[0]['id']} on task "
+                      f"{odd_task['id']} is unreadable") == 1, logs
+    stored = b"".join(p.read_bytes() for p in bridge.state_dir.iterdir() if p.is_file())
+    assert secret.encode() not in stored and hook.headers[SECRET_HEADER].encode() not in stored
+    with AnnotationClient(coordinator.address, "observer", retry_for=30) as observer:
+        assert observer.get_item(odd_task["item"]).state == "leased"  # still shown, waiting for a readable one
+
+
+def iface_name(iface, label: int) -> str:
+    return next(name for name, index in iface.classes.items() if index == label)
