@@ -8,7 +8,6 @@ and the registry hold."""
 
 import io
 import math
-from typing import NamedTuple
 
 import grpc
 import numpy as np
@@ -82,11 +81,14 @@ def _build(descriptor, kw):
     return msg
 
 
-class Target(NamedTuple):
-    srv: object
-    channel: grpc.Channel
-    victim: list  # queries "victim" holds for a day: other annotators' leases, for the fuzzer to aim at
-    seeded: list  # the records "seed" labeled
+class Target(tuple):
+    """(server, channel), as other modules' tests unpack it, with what the fuzzer aims at: `victim`, the queries
+    "victim" holds for a day (other annotators' leases), and `seeded`, the records "seed" labeled."""
+
+    def __new__(cls, srv, channel, victim: list, seeded: list):
+        target = super().__new__(cls, (srv, channel))
+        target.victim, target.seeded = victim, seeded
+        return target
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -181,7 +183,7 @@ RPCS = [(*rpc, "unary") for rpc in UNARY] + [(*rpc, "server_stream") for rpc in 
 
 @pytest.mark.parametrize("service, method, req, resp, kind", RPCS, ids=[r[1] for r in RPCS])
 def test_rpcs_survive_hostile_requests(target, service, method, req, resp, kind):
-    srv, channel = target.srv, target.channel
+    srv, channel = target
 
     @FUZZ
     @given(message(req.DESCRIPTOR))
@@ -193,7 +195,7 @@ def test_rpcs_survive_hostile_requests(target, service, method, req, resp, kind)
 
 
 def test_uploads_survive_hostile_streams(target):
-    srv, channel = target.srv, target.channel
+    srv, channel = target
     versions = [m.version for m in srv.coordinator.registry.list()]
 
     @FUZZ
@@ -208,7 +210,7 @@ def test_uploads_survive_hostile_streams(target):
 
 
 def test_garbage_bytes_never_crash_the_server(target):
-    srv, channel = target.srv, target.channel
+    srv, channel = target
 
     @FUZZ
     @given(st.sampled_from(UNARY), st.binary(max_size=200))
@@ -293,7 +295,7 @@ PLAUSIBLE = [
 
 @pytest.mark.parametrize("service, method, req, resp, kind, requests", PLAUSIBLE, ids=[p[1] for p in PLAUSIBLE])
 def test_plausible_requests_with_a_hostile_value(target, service, method, req, resp, kind, requests):
-    srv, channel = target.srv, target.channel
+    srv, channel = target
 
     @FUZZ
     @given(requests)
@@ -339,7 +341,7 @@ AIMED = [(m, getattr(annotation_pb2, f"{m}Request"), getattr(annotation_pb2, f"{
 
 @pytest.mark.parametrize("method, req, resp", AIMED, ids=[a[0] for a in AIMED])
 def test_annotation_rpcs_aimed_at_other_annotators_work(target, method, req, resp):
-    srv, channel = target.srv, target.channel
+    srv, channel = target
 
     @FUZZ
     @given(aimed(target, method))
