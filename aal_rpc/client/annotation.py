@@ -12,7 +12,10 @@
 Every call has a deadline. Calls that fail with UNAVAILABLE or DEADLINE_EXCEEDED (the coordinator
 restarting, the network cut) are retried with backoff for `retry_for` seconds (None: until the coordinator
 answers again; client/retry.py). Submissions are idempotent per lease: a retried submission whose
-first attempt was recorded is acknowledged once, with `duplicate=True`, and never counted twice.
+first attempt was recorded is acknowledged once, with `duplicate=True`, and never counted twice; a
+retry carrying another label is refused (FAILED_PRECONDITION): `correct` changes a recorded label.
+An annotator holds at most the coordinator's --max-leases-per-annotator leases (64 unless configured):
+`lease` beyond it fails with RESOURCE_EXHAUSTED until a label, a release or an expiry frees one.
 """
 
 from __future__ import annotations
@@ -111,7 +114,8 @@ class AnnotationClient(ChannelClient):
         return serde.task_from_proto(self._call(self._admin.GetTask, admin_pb2.GetTaskRequest(), CALL_TIMEOUT).task)
 
     def lease(self, wait_seconds: float = 0.0) -> LeasedQuery | None:
-        """Lease the next query, waiting up to `wait_seconds` for one; None when none came."""
+        """Lease the next query, waiting up to `wait_seconds` for one; None when none came. RESOURCE_EXHAUSTED when
+        this annotator already holds the coordinator's cap of live leases."""
         resp = self._call(self._stub.LeaseQuery, annotation_pb2.LeaseQueryRequest(
             annotator_id=self.annotator_id, wait_seconds=wait_seconds, lease_seconds=self.lease_seconds),
             wait_seconds + LONG_POLL_MARGIN_SECONDS)

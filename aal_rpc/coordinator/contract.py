@@ -75,7 +75,8 @@ class Coordinator(Protocol):
     def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool = False, defer: bool = False,
                 defer_seconds: float = 0.0) -> None:
         """End a held lease (checked as `submit_label` checks it): back to S; with `defer`, not to this annotator
-        for `defer_seconds` (0: the configured time); with `skip`, never offered again to anyone."""
+        for `defer_seconds` (0: the configured time); with `skip`, never offered again to anyone. An item MUST keep
+        at most rules.MAX_DEFERRALS_PER_ITEM deferrals, those ending last; ended ones MUST NOT be kept for good."""
 
     def renew_lease(self, *, lease_id: str, item_id: str, annotator_id: str, lease_seconds: float = 0.0) -> float:
         """Move a held, unexpired lease's deadline to now + lease_seconds; return it."""

@@ -71,7 +71,8 @@ class AnnotationServiceServicer:
 
     def LeaseQuery(self, request, context):
         """Lease the next query. Waits up to wait_seconds for one when S is empty (long poll); found=false when
-        none came. Items this annotator deferred are not offered to it until their deferral ends.
+        none came. Items this annotator deferred are not offered to it until their deferral ends. An annotator
+        at the lease cap is refused at once (RESOURCE_EXHAUSTED; see Limits).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
