@@ -187,3 +187,12 @@ def test_an_item_holds_a_bounded_number_of_deferrals():
         pool.defer(entry.candidate.item_id, f"a{n}", 86_400.0 + n, now=0.0)
     assert len(pool._deferred["1"]) == MAX_DEFERRALS_PER_ITEM
     assert pool.lease(f"a{MAX_DEFERRALS_PER_ITEM + 49}", 0.0, 60.0) is None  # the latest deferrals are kept
+
+
+def test_get_task_tells_a_caller_which_identity_its_token_names(tokened):
+    from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc
+
+    admin = admin_pb2_grpc.AdminServiceStub(tokened.channel)
+    who = {t: admin.GetTask(admin_pb2.GetTaskRequest(), metadata=_as(t), timeout=10).caller_identity
+           for t in ("tok-alice", "tok-anon", "tok-admin")}
+    assert who == {"tok-alice": "alice", "tok-anon": "", "tok-admin": ""}

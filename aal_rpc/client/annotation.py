@@ -113,6 +113,10 @@ class AnnotationClient(ChannelClient):
     def task(self) -> Task:
         return serde.task_from_proto(self._call(self._admin.GetTask, admin_pb2.GetTaskRequest(), CALL_TIMEOUT).task)
 
+    def identity(self) -> str:
+        """The annotator this client's token names ("" when it names none, or without tokens)."""
+        return self._call(self._admin.GetTask, admin_pb2.GetTaskRequest(), CALL_TIMEOUT).caller_identity
+
     def lease(self, wait_seconds: float = 0.0) -> LeasedQuery | None:
         """Lease the next query, waiting up to `wait_seconds` for one; None when none came. RESOURCE_EXHAUSTED when
         this annotator already holds the coordinator's cap of live leases."""

@@ -475,7 +475,9 @@ class SelectionServicer(_Servicer, selection_pb2_grpc.SelectionServiceServicer):
 class AdminServicer(_Servicer, admin_pb2_grpc.AdminServiceServicer):
     @unary
     async def GetTask(self, request, context):
-        return admin_pb2.GetTaskResponse(task=serde.task_to_proto(self.c.task))
+        caller = current_caller()
+        return admin_pb2.GetTaskResponse(task=serde.task_to_proto(self.c.task),
+                                         caller_identity=caller.identity if caller is not None else "")
 
     @unary
     async def GetStats(self, request, context):

@@ -11,11 +11,9 @@ What clients may hold here is bounded (Limits): logins per client address and in
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import hashlib
 import logging
-import re
 import secrets
 import threading
 import time
@@ -38,11 +36,10 @@ LONG_POLL_SECONDS = 10.0  # a page's lease waits this long for a query: short en
 SESSION_IDLE_SECONDS = 3600.0  # a login with no open tab is forgotten after an hour
 MAX_NAME = 64  # characters of an annotator name
 LOST = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)  # a lease that is gone for good
-# What a login's probes renew: a lease that cannot exist. Claimed as an annotator id, no token's identity can be it
-# (an identity holds no ':' and no space), so a token that names one is refused with its identity in the message.
+# What a login's probes renew: a lease that cannot exist, so a probe that passes the who-may-act-as-whom checks
+# ends in NOT_FOUND or FAILED_PRECONDITION and changes nothing.
 PROBE = "aal-web: who is this?"
 NO_SUCH_LEASE = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)  # the probe passed who-checks
-IDENTITY = re.compile(r"belongs to (?:annotator )?('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 
 Connect = Callable[[str | None, str], AnnotationClient]  # (token, annotator id) -> that annotator's client
 # (token, annotator id, wait seconds) -> a leased query or None: a long poll that holds no thread while it waits
@@ -163,11 +160,8 @@ def resolve_annotator(client: AnnotationClient, token: str | None, name: str) ->
     """Who a login labels as, as (what its calls claim, the annotator shown): the name given; else the identity
     its token names (a tokens-file line `annotator alice TOKEN`); else a name derived from the token (never the
     token itself). The coordinator decides, so a login it would refuse at its first lease is refused here
-    (grpc.RpcError): a name that is not the token's, or that another token owns; a token that may not label.
-
-    The coordinator says whether a token names an identity (a claim of none is accepted) but not which: the name
-    shown is read from its refusal of a claim no identity can match. Should that message ever not say, the calls
-    claim nothing (the coordinator fills the identity in) and a name derived from the token is shown.
+    (grpc.RpcError): a name that is not the token's, or that another token owns; a token that may not label. The
+    coordinator tells which identity a token names (GetTask's caller_identity).
     """
     refusal = _renews_nothing(client, name)
     if name or refusal is None:  # a name that passed, or a token that names an identity
@@ -175,10 +169,8 @@ def resolve_annotator(client: AnnotationClient, token: str | None, name: str) ->
             raise refusal
         if name:
             return name, name
-        refusal = _renews_nothing(client, PROBE)
-        found = refusal is not None and IDENTITY.search(refusal.details() or "")
-        if found:
-            identity = ast.literal_eval(found[1])
+        identity = client.identity()
+        if identity:
             return identity, identity
         log.warning("the coordinator did not say which annotator a token names; its calls claim none")
         return "", derived_name(token)
