@@ -355,3 +355,49 @@ def test_a_token_that_may_not_annotate_ends_the_bridge_before_label_studio(tmp_p
             conn.close()
         studio.close()
         srv.stop(grace=0)
+
+
+# -- a window above the coordinator's lease cap ------------------------------------------------------------------
+
+class ImportingStudio:
+    """What a fill asks of Label Studio: tasks imported, ids given back."""
+
+    def __init__(self):
+        self.imported = 0
+
+    def import_tasks(self, project_id, tasks):
+        self.imported += len(tasks)
+        return list(range(self.imported - len(tasks) + 1, self.imported + 1))
+
+    def set_prediction_clusters(self, project_id, clusters):
+        pass
+
+    def set_model_version(self, project_id, version):
+        pass
+
+
+def test_a_window_above_the_coordinators_lease_cap_fills_to_the_cap_and_says_so_once(tmp_path, caplog):
+    from aal_rpc.client import AnnotationClient, CoordinatorClient
+    from aal_rpc.labelstudio.bridge import BridgeConfig
+    from tests.conftest import make_candidate
+
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK,
+                                    CoordinatorConfig(lease_seconds=30, max_leases_per_annotator=3))
+    address = f"127.0.0.1:{srv.port}"
+    state = BridgeState(tmp_path / "state")
+    try:
+        with CoordinatorClient(address, retry_for=5) as admin:
+            admin.submit_candidates(worker_id="w", strategy="margin", model_version=0,
+                                    candidates=[(c.item_id, c.payload, 0.5, None)
+                                                for c in (make_candidate(str(i)) for i in range(10))])
+        with AnnotationClient(address, "labelstudio", retry_for=5) as client:
+            studio = ImportingStudio()
+            bridge = Bridge(client, studio, state, 1, IFACE, BridgeConfig(window=8))
+            bridge._fill()
+            bridge._fill()
+            assert studio.imported == 3  # the cap, not the window; and the loop goes on
+        said = [r for r in caplog.records if "caps this annotator's leases" in r.getMessage()]
+        assert len(said) == 1
+    finally:
+        state.close()
+        srv.stop(0)

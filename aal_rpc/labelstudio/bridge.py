@@ -154,6 +154,7 @@ class Bridge:
         self._hints_dropped = False  # more hints came than MAX_HINTS: poll instead
         self._watermark: dt.datetime | None = None  # the newest task update seen by a poll or sweep
         self._queries: dict[str, tuple[Payload, Provenance]] = {}  # items of leases not yet in Label Studio
+        self._said_capped = False  # the coordinator's lease cap stopped a fill (said once)
         self._import_uncertain = bool(state.tasks(TaskState.LEASED))  # an import may have landed unrecorded
         self._project_version: str | None = None
         self._studio_down = False
@@ -517,10 +518,20 @@ class Bridge:
         return query
 
     def _fill(self) -> None:
-        """Lease until the window is full (or S has nothing more), and show what was leased."""
+        """Lease until the window is full (or S has nothing more, or the coordinator's cap on one annotator's
+        leases is reached: a window above it is as full as the cap lets it be, said once), and show what was
+        leased."""
         room = self.config.window - self.state.count(*HELD)
-        while room > 0 and self._lease() is not None:
-            room -= 1
+        try:
+            while room > 0 and self._lease() is not None:
+                room -= 1
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            if not self._said_capped:
+                self._said_capped = True
+                log.warning("the coordinator caps this annotator's leases below --window %d: the window holds %d "
+                            "(%s)", self.config.window, self.state.count(*HELD), exc.details())
         self._import_leased()
 
     def _import_leased(self) -> None:
