@@ -65,3 +65,18 @@ def test_metrics_server_starts_without_name_lookups(monkeypatch):
     finally:
         http.shutdown()
         http.server_close()
+
+
+def test_names_clients_choose_cannot_grow_the_metrics_without_bound():
+    from aal_rpc.coordinator.metrics import MAX_LABEL_VALUES, MAX_WAITING_ANNOTATORS
+
+    metrics = CoordinatorMetrics()
+    for i in range(2 * MAX_LABEL_VALUES):
+        metrics.candidates_submitted(f"worker-{i}", f"strategy-{i}", 1)
+        metrics.model_published(f"server-{i}")
+    for i in range(MAX_WAITING_ANNOTATORS + 50):
+        metrics.labeled(f"annotator-{i}", "margin")
+    workers = {s.labels["worker"] for m in metrics.candidates.collect() for s in m.samples}
+    servers = {s.labels["server"] for m in metrics.rounds.collect() for s in m.samples}
+    assert len(workers) == len(servers) == MAX_LABEL_VALUES + 1 and "other" in workers and "other" in servers
+    assert len(metrics._last_label) == MAX_WAITING_ANNOTATORS

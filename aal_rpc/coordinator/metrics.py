@@ -10,6 +10,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections import OrderedDict
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import grpc
@@ -20,6 +21,26 @@ from aal_rpc.measures import estimated_accuracy, labels_per_model
 from aal_rpc.handlers import Memo, around, replace_behavior
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+MAX_LABEL_VALUES = 256  # distinct values of a client-chosen label (worker, server, strategy); the rest are "other"
+MAX_WAITING_ANNOTATORS = 10_000  # annotators whose last label time is kept for the wait histogram
+
+
+class _Names:
+    """The values a client-chosen label may take: the first MAX_LABEL_VALUES seen, then "other", so clients
+    sending ever new names cannot grow the registry without bound."""
+
+    def __init__(self):
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= MAX_LABEL_VALUES:
+            return "other"
+        self._seen.add(value)
+        return value
 
 
 class CoordinatorMetrics:
@@ -42,7 +63,8 @@ class CoordinatorMetrics:
                                       ["method"], registry=r)
         self.candidates = Counter("aal_candidates", "Candidates submitted", ["worker", "strategy"], registry=r)
         self.rounds = Counter("aal_training_rounds", "Models published", ["server"], registry=r)
-        self._last_label: dict[str, float] = {}
+        self._workers, self._servers, self._strategies = _Names(), _Names(), _Names()
+        self._last_label: OrderedDict[str, float] = OrderedDict()  # oldest first, at most MAX_WAITING_ANNOTATORS
 
     def bind(self, coordinator) -> None:
         """Pool sizes and model gauges are read from the coordinator at scrape time."""
@@ -57,14 +79,17 @@ class CoordinatorMetrics:
             self.wait.observe(time.monotonic() - last)
 
     def labeled(self, annotator_id: str, strategy: str) -> None:
-        self.labels.labels(strategy or "unknown").inc()
+        self.labels.labels(self._strategies(strategy or "unknown")).inc()
+        self._last_label.pop(annotator_id, None)
         self._last_label[annotator_id] = time.monotonic()
+        if len(self._last_label) > MAX_WAITING_ANNOTATORS:
+            self._last_label.popitem(last=False)
 
     def candidates_submitted(self, worker_id: str, strategy: str, n: int) -> None:
-        self.candidates.labels(worker_id, strategy).inc(n)
+        self.candidates.labels(self._workers(worker_id), self._strategies(strategy)).inc(n)
 
     def model_published(self, server_id: str) -> None:
-        self.rounds.labels(server_id).inc()
+        self.rounds.labels(self._servers(server_id)).inc()
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _RpcInterceptor(self)
