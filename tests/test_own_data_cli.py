@@ -4,14 +4,15 @@ refused at start in one line (exit 1, no traceback)."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from click.testing import CliRunner
+
+from aal_rpc.cli import coordinator as coordinator_cli
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.experiment.processes import command
 from aal_rpc.types import IMPORTED_STRATEGY
 
 pytestmark = pytest.mark.e2e
@@ -41,16 +42,17 @@ def test_a_partly_labeled_pool_brings_its_labels_into_L_once(tmp_path, procs):
         procs.stop("coordinator")
 
 
-def start(tmp_path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(command("coordinator", "--listen", "127.0.0.1:0", "--data-dir", tmp_path / "data", *args),
-                          capture_output=True, text=True, timeout=120)
+def start(tmp_path, *args):
+    """aal-coordinator's command in this process (its checks come before it serves anything)."""
+    return CliRunner().invoke(coordinator_cli.main, [
+        "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), *map(str, args)])
 
 
-def refused(result: subprocess.CompletedProcess, *words: str, code: int = 1) -> None:
-    """Exit 1 for bad data, 2 for a bad option (click's usage error), with a line naming the cause."""
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    assert all(w in result.stderr for w in words), result.stderr
+def refused(result, *words: str, code: int = 1) -> None:
+    """Exit 1 for bad data, 2 for a bad option (click's usage error), with a line naming the cause, no traceback."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), result.exc_info
+    assert all(w in result.output for w in words), result.output
 
 
 def test_bad_data_is_refused_at_start_in_one_line(tmp_path):
