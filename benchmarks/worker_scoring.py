@@ -22,7 +22,7 @@ from aal_rpc.experiment.processes import ProcessGroup
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_to_bytes
 from aal_rpc.training import predict_proba
-from aal_rpc.worker import Selector, WorkerConfig
+from aal_rpc.selector import Selector, WorkerConfig
 from benchmarks.common import synthetic_npz
 
 

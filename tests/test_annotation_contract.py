@@ -266,7 +266,7 @@ def test_a_candidates_cluster_travels_to_its_annotator_and_into_l(env):
 
 def test_a_trainer_that_streamed_a_label_trains_on_its_correction(grpc_coordinator):
     from aal_rpc.client import AnnotationClient, CoordinatorClient
-    from aal_rpc.server import Trainer, TrainerConfig
+    from aal_rpc.trainer import Trainer, TrainerConfig
 
     address, _ = grpc_coordinator
     env = Env(grpc.insecure_channel(address))

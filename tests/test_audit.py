@@ -12,9 +12,9 @@ from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.embedded import CoordinatorConfig
 from aal_rpc.data import UNLABELED, Dataset
 from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS, estimated_accuracy, wilson_interval
-from aal_rpc.server import Trainer, TrainerConfig
+from aal_rpc.trainer import Trainer, TrainerConfig
 from aal_rpc.types import AUDIT_STRATEGY, Task
-from aal_rpc.worker import Selector, WorkerConfig
+from aal_rpc.selector import Selector, WorkerConfig
 from tests.conftest import make_candidate
 
 POOL = 150

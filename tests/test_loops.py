@@ -7,15 +7,15 @@ import numpy as np
 import torch
 
 from aal_rpc.client import AnnotationClient, CoordinatorClient
-from aal_rpc.server import trainer as trainer_module
+from aal_rpc.trainer import loop as trainer_module
 from aal_rpc.data import load_dataset
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_to_bytes
-from aal_rpc.server import Trainer, TrainerConfig
+from aal_rpc.trainer import Trainer, TrainerConfig
 from aal_rpc.strategies.base import Selection, Strategy
 from aal_rpc.types import shard_of
-from aal_rpc.worker import Selector, WorkerConfig
-from aal_rpc.worker import selector as selector_module
+from aal_rpc.selector import Selector, WorkerConfig
+from aal_rpc.selector import loop as selector_module
 from tests.conftest import TASK, wait_until
 
 DIGITS = load_dataset("digits")
@@ -103,7 +103,7 @@ def test_first_round_waits_for_the_initial_labeled_set(grpc_coordinator, caplog)
         recording = Recording(client)
         trainer = Trainer(recording, TrainerConfig(server_id="s", epochs=2, min_labels=12), dataset=DIGITS)
         thread = threading.Thread(target=trainer.run, kwargs={"max_rounds": 1})
-        with caplog.at_level(logging.DEBUG, logger="aal_rpc.server.trainer"):
+        with caplog.at_level(logging.DEBUG, logger="aal_rpc.trainer.loop"):
             thread.start()
             try:
                 # the loop looked at all ten labels and declined: a round on them would have begun here
@@ -213,7 +213,7 @@ def test_a_worker_whose_model_gives_nan_submits_nothing_backs_off_and_says_why_o
         w = Selector(recording, WorkerConfig(worker_id="w", strategy="entropy", batch_size=10, poll_seconds=0.01),
                      dataset=DIGITS)
         w.set_model(model_with(float("nan")), 1)  # what a diverged round would have published
-        with caplog.at_level(logging.INFO, logger="aal_rpc.worker.selector"):
+        with caplog.at_level(logging.INFO, logger="aal_rpc.selector.loop"):
             assert [w.step() for _ in range(4)] == [0, 0, 0, 0]
         assert recording.of("submit_candidates") == []  # no empty batches either
         waits = [kwargs["wait_seconds"] for kwargs in recording.of("latest_model")]
@@ -241,7 +241,7 @@ def test_non_finite_scores_are_never_submitted(grpc_coordinator, caplog):
         w = Selector(client, WorkerConfig(worker_id="w", batch_size=10, poll_seconds=0.01), dataset=DIGITS)
         w.set_model(model_with(0.01), 1)
         w.strategy = HalfNonFinite()
-        with caplog.at_level(logging.INFO, logger="aal_rpc.worker.selector"):
+        with caplog.at_level(logging.INFO, logger="aal_rpc.selector.loop"):
             assert w.step() == 5
             assert w.step() == 5
         scores = [srv.coordinator.pool.get(i).candidate.provenance.score for i in srv.coordinator.pool.item_ids()]
@@ -258,7 +258,7 @@ def test_a_diverged_round_is_not_published_and_the_trainer_carries_on(grpc_coord
         queue_random(client, 10)
         label_all(address, DIGITS, 10)
         trainer = Trainer(client, TrainerConfig(server_id="s", epochs=2, lr=1e30, min_new_labels=10), dataset=DIGITS)
-        with caplog.at_level(logging.WARNING, logger="aal_rpc.server.trainer"):
+        with caplog.at_level(logging.WARNING, logger="aal_rpc.trainer.loop"):
             trainer.train_round(DIGITS.x_pool[:10], DIGITS.y_pool[:10].astype(np.int64), 10)
         assert client.models() == [] and trainer.rounds == 0
         assert any("diverged" in r.getMessage() for r in caplog.records)
@@ -349,7 +349,7 @@ def test_a_round_waits_until_L_grew_by_min_growth(grpc_coordinator, caplog):
         trainer = Trainer(recording, TrainerConfig(server_id="g", epochs=1, min_steps=0, min_labels=10,
                                                    min_growth=0.5, settle_seconds=3600), dataset=DIGITS)
         thread = threading.Thread(target=trainer.run, kwargs={"max_rounds": 2})
-        with caplog.at_level(logging.DEBUG, logger="aal_rpc.server.trainer"):
+        with caplog.at_level(logging.DEBUG, logger="aal_rpc.trainer.loop"):
             thread.start()
             try:
                 assert wait_until(lambda: [m.num_labels for m in client.models()] == [10], timeout=60, interval=0.02)

@@ -3,7 +3,7 @@
 import math
 
 from aal_rpc.types import ModelInfo
-from aal_rpc.worker.pacing import MARGIN, MIN_RATE_SPAN, RATE_WINDOW, Pacing
+from aal_rpc.selector.pacing import MARGIN, MIN_RATE_SPAN, RATE_WINDOW, Pacing
 
 
 def version(v: int, created_at: float, **metrics) -> ModelInfo:

@@ -11,7 +11,7 @@ import click
 from aal_rpc.cli.common import (Command, coordinator_option, default_id, first_contact, log_level_option,
                                 on_termination, run_program, security_options, set_threads, threads_option)
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.server import Trainer, TrainerConfig
+from aal_rpc.trainer import Trainer, TrainerConfig
 
 
 @click.command(cls=Command)

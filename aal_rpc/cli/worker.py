@@ -15,7 +15,7 @@ from aal_rpc.cli.common import (Command, coordinator_option, default_id, first_c
                                 threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.strategies import STRATEGIES
-from aal_rpc.worker import Selector, WorkerConfig
+from aal_rpc.selector import Selector, WorkerConfig
 
 
 @click.command(cls=Command)

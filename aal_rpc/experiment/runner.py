@@ -22,7 +22,7 @@ from aal_rpc.client import CoordinatorClient
 from aal_rpc.measures import cold_start_share, labels_per_model
 from aal_rpc.experiment.plots import plot_accuracy, plot_waits
 from aal_rpc.experiment.processes import ProcessGroup, command
-from aal_rpc.server import TrainerConfig
+from aal_rpc.trainer import TrainerConfig
 
 POLL_SECONDS = 0.5
 FINAL_MODEL_TIMEOUT = 300.0  # seconds to wait, after the budget is spent, for a model trained on all of it

@@ -7,7 +7,7 @@ proposes a seeded random batch (the cold start).
 
 Work goes with the labels. A worker downloads the version that is latest when it downloads, and does not score
 with one that was superseded meanwhile. With a model, it submits what annotators will label from its shard
-before its next model (worker/pacing.py), topping up when half of that is gone, never more than S's room.
+before its next model (selector/pacing.py), topping up when half of that is gone, never more than S's room.
 
 Items the model gives non-finite outputs, and candidates a strategy scores non-finite, are never proposed. A
 worker that has nothing to propose while the pool wants candidates (a diverged model, an exhausted shard)
@@ -34,7 +34,7 @@ from aal_rpc.strategies import get_strategy
 from aal_rpc.strategies.uniform import RandomStrategy
 from aal_rpc.training import predict_proba
 from aal_rpc.types import AUDIT_STRATEGY, Payload
-from aal_rpc.worker.pacing import Pacing
+from aal_rpc.selector.pacing import Pacing
 
 log = logging.getLogger(__name__)
 
