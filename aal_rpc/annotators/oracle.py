@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from aal_rpc.client import AnnotationClient
+from aal_rpc.client import LEASE_GONE, AnnotationClient
 from aal_rpc.client.retry import TRANSIENT
 from aal_rpc.data import Dataset
 from aal_rpc.grpc_utils import create_channel
@@ -30,7 +30,6 @@ from aal_rpc.security import ClientSecurity
 log = logging.getLogger(__name__)
 
 LEASE_POLL_SECONDS = 5.0  # one long poll; an annotator keeps asking until a query comes or it is told to stop
-PER_QUERY = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)  # one lease gone: count, go on
 
 
 @dataclass
@@ -166,7 +165,7 @@ class OracleAnnotators:
     def _failed(self, exc: grpc.RpcError) -> None:
         if self._stop.is_set():  # stopping: an unfinished call does not matter
             return
-        if exc.code() not in PER_QUERY + TRANSIENT:  # every further call would fail the same way
+        if exc.code() not in LEASE_GONE + TRANSIENT:  # one lease gone: count, go on; else every call would fail so
             with self._lock:
                 self._fatal = self._fatal or exc
             self.stop()

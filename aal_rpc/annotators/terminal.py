@@ -12,10 +12,9 @@ from collections.abc import Callable
 import grpc
 import numpy as np
 
-from aal_rpc.client import AnnotationClient, LeasedQuery
+from aal_rpc.client import LEASE_GONE, AnnotationClient, LeasedQuery
 from aal_rpc.types import Task
 
-LEASE_GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)  # expired while the person thought
 TARGET_WIDTH = 32  # images narrower than this are scaled up (nearest neighbour) so digits are legible
 
 

@@ -1,6 +1,6 @@
 """Client libraries: `AnnotationClient` for annotation tools, `CoordinatorClient` for servers, workers and operators."""
 
-from aal_rpc.client.annotation import AnnotationClient, LeasedQuery, SubmitResult
+from aal_rpc.client.annotation import LEASE_GONE, AnnotationClient, LeasedQuery, SubmitResult, lease_gone
 from aal_rpc.client.coordinator import CoordinatorClient
 
-__all__ = ["AnnotationClient", "CoordinatorClient", "LeasedQuery", "SubmitResult"]
+__all__ = ["LEASE_GONE", "AnnotationClient", "CoordinatorClient", "LeasedQuery", "SubmitResult", "lease_gone"]

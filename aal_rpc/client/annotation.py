@@ -34,6 +34,14 @@ from aal_rpc.proto.v1 import admin_pb2, annotation_pb2, annotation_pb2_grpc
 from aal_rpc.types import Payload, Provenance, Task
 
 CALL_TIMEOUT = 10.0  # seconds for one call, long polls excepted
+# The statuses of a lease that is gone for good (expired, ended, given to nobody, or its item labeled or imported
+# meanwhile): a tool drops that query and goes on; retrying the call cannot help.
+LEASE_GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+
+
+def lease_gone(exc: grpc.RpcError) -> bool:
+    """Whether a failed call says its lease is gone for good (LEASE_GONE)."""
+    return exc.code() in LEASE_GONE
 DEFAULT_RETRY_FOR = 60.0  # how long to keep retrying through an outage
 
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import grpc
 from label_studio_sdk.core.api_error import ApiError
 
-from aal_rpc.client.annotation import AnnotationClient, LeasedQuery
+from aal_rpc.client.annotation import LEASE_GONE, AnnotationClient, LeasedQuery
 from aal_rpc.labelstudio.config import REF_FIELD, Interface, Unreadable, label_of
 from aal_rpc.labelstudio.ids import valid_id
 from aal_rpc.labelstudio.state import HELD, BridgeState, TaskRow, TaskState
@@ -64,7 +64,6 @@ RENEW_FRACTION = 0.25  # leases are renewed after a quarter of their time: three
 POLL_MARGIN = dt.timedelta(seconds=30)  # a poll looks this far behind the newest update seen (commits land late)
 MAX_BACKOFF = 5.0  # seconds between tries while Label Studio does not answer
 IMPORT_BATCH = 100  # tasks per import request
-LEASE_GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)  # the lease is no longer ours
 _NO_PAYLOAD = Payload(b"", "float32", (0,))
 LEGACY_ID_FIELD = "item_id"  # where bridges before aal_ref put the item's id in task data
 IDS_HIDDEN = "item_ids_hidden"  # state meta: the tasks of older bridges no longer show item ids

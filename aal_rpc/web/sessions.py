@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from aal_rpc.client import AnnotationClient, LeasedQuery, SubmitResult
+from aal_rpc.client import LEASE_GONE, AnnotationClient, LeasedQuery, SubmitResult
 from aal_rpc.types import Task
 
 log = logging.getLogger("aal.web")
@@ -35,11 +35,9 @@ LONG_POLL_SECONDS = 10.0  # a page's lease waits this long for a query: short en
 #                           connections per site are never all held by polls of several open tabs
 SESSION_IDLE_SECONDS = 3600.0  # a login with no open tab is forgotten after an hour
 MAX_NAME = 64  # characters of an annotator name
-LOST = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)  # a lease that is gone for good
 # What a login's probes renew: a lease that cannot exist, so a probe that passes the who-may-act-as-whom checks
 # ends in NOT_FOUND or FAILED_PRECONDITION and changes nothing.
 PROBE = "aal-web: who is this?"
-NO_SUCH_LEASE = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)  # the probe passed who-checks
 
 Connect = Callable[[str | None, str], AnnotationClient]  # (token, annotator id) -> that annotator's client
 # (token, annotator id, wait seconds) -> a leased query or None: a long poll that holds no thread while it waits
@@ -152,7 +150,7 @@ def _renews_nothing(client: AnnotationClient, claimed: str) -> grpc.RpcError | N
     try:
         client.renew(LeasedQuery(PROBE, PROBE, 0.0, None, None))
     except grpc.RpcError as exc:
-        return None if exc.code() in NO_SUCH_LEASE else exc
+        return None if exc.code() in LEASE_GONE else exc  # a gone lease: the probe passed the who-checks
     return None
 
 
@@ -433,7 +431,7 @@ class Sessions:
             done = True
             return result
         except grpc.RpcError as exc:
-            done = exc.code() in LOST
+            done = exc.code() in LEASE_GONE
             raise
         finally:
             self._settle(tab, lease_id, done)
@@ -463,7 +461,7 @@ class Sessions:
             try:
                 renewed = session.client.renew(query)
             except grpc.RpcError as exc:
-                if exc.code() not in LOST:
+                if exc.code() not in LEASE_GONE:
                     raise
                 with self._lock:
                     if query.lease_id in tab.busy or tab.leases.pop(query.lease_id, None) is None:
