@@ -22,14 +22,14 @@ def queue(address, ids):
 
 def test_terminal_annotator_labels_skips_and_quits(grpc_coordinator):
     address, srv = grpc_coordinator
-    queue(address, ["1", "2", "3"])
+    queue(address, ["1", "2", "3", "4"])  # a fourth on screen when the person quits: no 30 s wait for one
     result = CliRunner().invoke(annotate.main, ["--coordinator", address, "--annotator-id", "pat"],
                                 input="7\nbanana\ns\n3\nq\n")
     assert result.exit_code == 0, result.output
     assert "not a class" in result.output and "2 labels saved" in result.output
     assert "\u2580" in result.output  # the image was drawn
     s = srv.coordinator.stats()
-    assert (s.labeled, s.skipped, s.queued) == (2, 1, 0)
+    assert (s.labeled, s.skipped, s.queued, s.leased) == (2, 1, 1, 0)  # quitting gave the fourth back
 
 
 def test_admin_stats_models_and_every_export_format(grpc_coordinator, tmp_path):
