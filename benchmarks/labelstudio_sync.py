@@ -84,7 +84,7 @@ def run(*, smoke: bool = False) -> dict:
 def _measure(tmp: Path, studio, *, window: int, samples: int, smoke: bool) -> dict:
     from aal_rpc.client import AnnotationClient, CoordinatorClient
     from aal_rpc.coordinator.app import create_coordinator_server
-    from aal_rpc.coordinator.embedded import CoordinatorConfig
+    from aal_rpc.coordinator.contract import CoordinatorConfig
     from aal_rpc.data.images import digits_arrays
     from aal_rpc.experiment.processes import ProcessGroup, command
     from aal_rpc.labelstudio.bridge import task_json, task_ref

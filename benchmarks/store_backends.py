@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aal_rpc.coordinator.embedded import CoordinatorConfig, EmbeddedCoordinator
+from aal_rpc.coordinator.contract import CoordinatorConfig
+from aal_rpc.coordinator.embedded import EmbeddedCoordinator
 from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
 from aal_rpc.data import render_png
 from aal_rpc.coordinator.store import SqliteStore

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from aal_rpc.coordinator.app import create_coordinator_server, open_coordinator
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
 from aal_rpc.experiment.processes import ProcessGroup
 from aal_rpc.types import Candidate, Payload, Provenance, Task

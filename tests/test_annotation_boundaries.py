@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.proto.v1 import annotation_pb2, annotation_pb2_grpc, selection_pb2, selection_pb2_grpc
 from aal_rpc.security import load_tokens

@@ -9,7 +9,7 @@ import pytest
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.data import UNLABELED, Dataset
 from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS, estimated_accuracy, wilson_interval
 from aal_rpc.trainer import Trainer, TrainerConfig

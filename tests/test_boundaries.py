@@ -17,7 +17,7 @@ from PIL import Image
 from aal_rpc.chunking import CHUNK_BYTES, iter_chunks, sha256_hex
 from aal_rpc.client import AnnotationClient
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.models import build_model
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, common_pb2,
                               selection_pb2, selection_pb2_grpc, training_pb2, training_pb2_grpc)

@@ -14,8 +14,9 @@ import pytest
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.client.annotation import LeasedQuery
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import (IMPORT_BATCH, CoordinatorConfig, EmbeddedCoordinator, ImportedLabel,
-                                          ImportOutcome, ShardState)
+from aal_rpc.coordinator.contract import CoordinatorConfig, ImportedLabel, ImportOutcome, ShardState
+from aal_rpc.coordinator.embedded import EmbeddedCoordinator
+from aal_rpc.coordinator.importing import IMPORT_BATCH
 from aal_rpc.coordinator.store import SqliteStore
 from aal_rpc.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted,
                             Unavailable)

@@ -95,7 +95,7 @@ class Target(tuple):
 def target(request, tmp_path_factory):
     """A coordinator on each backend: the embedded store, and the shared store on a real PostgreSQL server."""
     from aal_rpc.coordinator.app import create_coordinator_server
-    from aal_rpc.coordinator.embedded import CoordinatorConfig
+    from aal_rpc.coordinator.contract import CoordinatorConfig
     store = request.getfixturevalue("postgres").new_database() if request.param == "postgresql" else None
     srv = create_coordinator_server("127.0.0.1:0", tmp_path_factory.mktemp("fuzz"), TASK,
                                     CoordinatorConfig(pool_capacity=64, lease_seconds=30), store=store)

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from aal_rpc.client import AnnotationClient
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.coordinator.servicers import AnnotationServicer
 from aal_rpc.grpc_utils import server_loop
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,

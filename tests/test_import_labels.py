@@ -20,7 +20,7 @@ from aal_rpc.cli import admin
 from aal_rpc.cli.admin_import import import_command
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.proto.v1 import admin_pb2
 from aal_rpc.security import ClientSecurity
 from aal_rpc.serde import payload_to_proto

@@ -28,7 +28,7 @@ from PIL import Image
 
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.data.images import render_png
 from aal_rpc.experiment.processes import ProcessGroup, command, read_address, read_line
 from aal_rpc.labelstudio.bridge import priority, task_json, task_ref

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.experiment.processes import command
 from aal_rpc.labelstudio import webhook
 from aal_rpc.labelstudio.bridge import MAX_HINTS, Bridge

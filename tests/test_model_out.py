@@ -17,7 +17,7 @@ from aal_rpc.chunking import sha256_hex
 from aal_rpc.cli import admin
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.data.text import TEXT_LENGTH
 from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS
 from aal_rpc.models import build_model

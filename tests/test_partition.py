@@ -21,7 +21,7 @@ import pytest
 
 from aal_rpc.client.coordinator import CALL_TIMEOUT
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.experiment.processes import command
 from tests.conftest import TASK, wait_until
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from aal_rpc.chunking import sha256_hex
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.errors import InvalidArgument, NotFound
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_from_bytes, weights_to_bytes

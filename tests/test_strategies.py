@@ -63,7 +63,7 @@ def test_a_mix_of_strategies_shares_the_labels(make_coordinator, pick):
     still reach annotators in turn, so labels follow the configured mix."""
     from collections import Counter
 
-    from aal_rpc.coordinator.embedded import CoordinatorConfig
+    from aal_rpc.coordinator.contract import CoordinatorConfig
     from aal_rpc.strategies import get_strategy
     from tests.conftest import make_candidate
 

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from aal_rpc.cli import web as web_cli
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.data.images import digits_arrays, render_png
 from aal_rpc.experiment.processes import command, read_address
 from aal_rpc.security import ClientSecurity, Principal, ServerTLS

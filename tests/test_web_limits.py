@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from aal_rpc.cli import web as web_cli
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
-from aal_rpc.coordinator.embedded import CoordinatorConfig
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.experiment.processes import command, read_line
 from aal_rpc.security import ClientSecurity, Principal
 from aal_rpc.web import coordinator_clients

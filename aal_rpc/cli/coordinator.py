@@ -11,7 +11,7 @@ import click
 
 from aal_rpc.cli.common import log_level_option, on_termination, run_program
 from aal_rpc.coordinator.app import create_coordinator_server, is_database_url
-from aal_rpc.coordinator.embedded import CoordinatorConfig, ImportedLabel
+from aal_rpc.coordinator.contract import CoordinatorConfig, ImportedLabel
 from aal_rpc.coordinator.layout import DataDir
 from aal_rpc.coordinator.metrics import serve as serve_metrics
 from aal_rpc.coordinator.query_pool import PICK_ORDERS

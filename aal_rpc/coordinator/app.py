@@ -13,7 +13,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aal_rpc.coordinator.contract import Coordinator
-from aal_rpc.coordinator.embedded import CoordinatorConfig, EmbeddedCoordinator
+from aal_rpc.coordinator.contract import CoordinatorConfig
+from aal_rpc.coordinator.embedded import EmbeddedCoordinator
 from aal_rpc.coordinator.decoding import RequestDecodingInterceptor
 from aal_rpc.coordinator.metrics import CoordinatorMetrics
 from aal_rpc.coordinator.servicers import (UPLOAD_THREADS, AdminServicer, AnnotationServicer, SelectionServicer,

@@ -16,12 +16,113 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from aal_rpc.coordinator.embedded import (CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView, ShardState, Stats,
-                                          SubmitOutcome)
+from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.signals import Signals
-from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task
+from aal_rpc.coordinator.validation import DEFAULT_DEFER_SECONDS
+from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Query, Task
+
+SHARD_PAGE = 50_000  # labeled ids per GetShardState answer
+IMPORT_ANNOTATOR = "import"  # an imported label's annotator_id when none is given
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    pool_capacity: int = 256
+    pick: str = "fresh"
+    lease_seconds: float = 300.0
+    defer_seconds: float = DEFAULT_DEFER_SECONDS  # a deferred item is not offered to the same annotator this long
+    keep_models: int = 8
+    max_weight_bytes: int = 2 * 1024 ** 3  # tv:vgg16 is about 540 MB (vgg16 60 MB); far bigger is a mistake
+    seed: int = 0
+    # The safety net of every wait on a change signal (signals.py): the longest a waiter sleeps without one; None
+    # turns it off. The embedded coordinator fires every change itself and needs none. On PostgreSQL a replica
+    # hears other replicas' changes by NOTIFY, which a reconnect can lose, and a lease granted by a replica that
+    # died expires silently in the database: there the net is what finds them.
+    poll_seconds: float | None = 1.0
+    # At most this many labels ahead of the latest model (0: no limit). When annotators outrun training, labels
+    # chosen by a stale model (or, before the first model, at random) are worth less than waiting a moment for
+    # a fresher one: docs/RESULTS.md, three regimes. Set it to about one training batch. Embedded store only.
+    max_labels_per_model: int = 0
+    # The most live leases one annotator may hold (0: no cap): rules.check_lease_cap.
+    max_leases_per_annotator: int = rules.DEFAULT_MAX_LEASES_PER_ANNOTATOR
+
+
+@dataclass(frozen=True)
+class Stats:
+    labeled: int
+    queued: int
+    leased: int
+    skipped: int
+    latest_model_version: int
+    models: int
+    last_seq: int
+    candidates_submitted: int
+    candidates_evicted: int
+    labels_by_strategy: dict[str, int]
+    pool_capacity: int
+    mode: str
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    accepted: int
+    refreshed: int
+    rejected: int
+    evicted: int
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """Where an item stands, for GetItem: "queued" or "leased" in S (with its candidate's payload and
+    provenance), "labeled" (with the record holding its current label), or "skipped" (nothing else kept)."""
+
+    item_id: str
+    state: str
+    payload: Payload | None = None
+    provenance: Provenance | None = None
+    record: LabeledRecord | None = None
+
+
+@dataclass(frozen=True)
+class ShardState:
+    queued: list[str]
+    labeled: list[str]
+    labeled_through_seq: int
+    more: bool
+    demand: int
+
+
+@dataclass(frozen=True)
+class ImportedLabel:
+    """A label the pool already had, to be imported into L (contract.Coordinator.import_labels)."""
+
+    item_id: str
+    label: int
+    payload: Payload
+    annotator_id: str = IMPORT_ANNOTATOR
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    imported: int  # records appended to L
+    skipped: int  # items already in L or skipped, or repeated in the import
+    first_seq: int = 0  # the smallest and largest seq of the imported records (0 when none was imported)
+    last_seq: int = 0
+
+
+class Observer:
+    """What the core reports as it works (metrics implement it); every method a no-op here."""
+
+    def leased(self, annotator_id: str) -> None: ...
+    def labeled(self, annotator_id: str, strategy: str) -> None: ...
+    def candidates_submitted(self, worker_id: str, strategy: str, n: int) -> None: ...
+    def model_published(self, server_id: str) -> None: ...
+
+
+
 
 
 class Coordinator(Protocol):
@@ -160,7 +261,7 @@ class Coordinator(Protocol):
         MUST check every item as `submit_candidates` checks a candidate, and its label against the classes, before
         writing any: one invalid item refuses the whole import, naming it (InvalidArgument; ResourceExhausted for
         an oversized picture), and nothing is written. MUST read `items` once if it is an iterator (spooled to
-        `spool()` meanwhile; a collection is read twice) and hold at most a batch (embedded.IMPORT_BATCH) in
+        `spool()` meanwhile; a collection is read twice) and hold at most a batch (importing.IMPORT_BATCH) in
         memory. MUST write a batch per transaction: a failure part-way (Unavailable) leaves the batches before it,
         and importing again completes the import.
 

@@ -9,261 +9,36 @@ servicers translate.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import struct
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import BinaryIO
 
 from aal_rpc.coordinator import corrections, rules
+from aal_rpc.coordinator.contract import (SHARD_PAGE, CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView,
+                                          Observer, ShardState, Stats, SubmitOutcome)
+from aal_rpc.coordinator.following import follow_records
+from aal_rpc.coordinator.importing import import_in_batches, imported_record
 from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry
 from aal_rpc.coordinator.rounds import RoundClaim, decide
-from aal_rpc.coordinator.signals import Signal, Signals, long_poll
+from aal_rpc.coordinator.signals import Signals, long_poll
 from aal_rpc.coordinator.store import SqliteStore, StoredState
 from aal_rpc.coordinator.sync_rounds import SyncRounds
-from aal_rpc.coordinator.validation import (DEFAULT_DEFER_SECONDS, check_begin_round, check_candidates,
-                                            check_class, check_correction, check_id, check_label,
-                                            check_lease_request, check_release, check_renew, check_shard_request)
+from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_correction, check_id,
+                                            check_label, check_lease_request, check_release, check_renew,
+                                            check_shard_request)
 from aal_rpc.errors import InvalidArgument, NotFound, Unavailable
 from aal_rpc.serde import weight_spec
-from aal_rpc.types import (IMPORTED_STRATEGY, Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Query, Task,
-                           shard_of)
+from aal_rpc.types import IMPORTED_STRATEGY, Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
 log = logging.getLogger(__name__)
 
-STREAM_PAGE = 256  # labels read from the store per page of a StreamLabels / ExportLabels call
-FOLLOW_RECHECK_SECONDS = 1.0  # how often a follower with nothing new asks whether its caller is still there
-SHARD_PAGE = 50_000  # labeled ids per GetShardState answer
 EVERY_VERSION = 2 ** 62  # "older than this" matches every candidate
 REAP_IDLE_SECONDS = 1.0  # the reaper's longest sleep: it also reloads the pools after a write nobody waited on failed
-IMPORT_BATCH = 500  # imported labels per transaction: big enough to import fast, small enough not to hold up labels
-IMPORT_BATCH_BYTES = 32 * 1024 * 1024  # and their payloads' bytes at most (pictures may be up to 2 MiB each)
-IMPORT_ANNOTATOR = "import"  # an imported label's annotator_id when none is given
-
-
-@dataclass(frozen=True)
-class CoordinatorConfig:
-    pool_capacity: int = 256
-    pick: str = "fresh"
-    lease_seconds: float = 300.0
-    defer_seconds: float = DEFAULT_DEFER_SECONDS  # a deferred item is not offered to the same annotator this long
-    keep_models: int = 8
-    max_weight_bytes: int = 2 * 1024 ** 3  # tv:vgg16 is about 540 MB (vgg16 60 MB); far bigger is a mistake
-    seed: int = 0
-    # The safety net of every wait on a change signal (signals.py): the longest a waiter sleeps without one; None
-    # turns it off. The embedded coordinator fires every change itself and needs none. On PostgreSQL a replica
-    # hears other replicas' changes by NOTIFY, which a reconnect can lose, and a lease granted by a replica that
-    # died expires silently in the database: there the net is what finds them.
-    poll_seconds: float | None = 1.0
-    # At most this many labels ahead of the latest model (0: no limit). When annotators outrun training, labels
-    # chosen by a stale model (or, before the first model, at random) are worth less than waiting a moment for
-    # a fresher one: docs/RESULTS.md, three regimes. Set it to about one training batch. Embedded store only.
-    max_labels_per_model: int = 0
-    # The most live leases one annotator may hold (0: no cap): rules.check_lease_cap.
-    max_leases_per_annotator: int = rules.DEFAULT_MAX_LEASES_PER_ANNOTATOR
-
-
-@dataclass(frozen=True)
-class Stats:
-    labeled: int
-    queued: int
-    leased: int
-    skipped: int
-    latest_model_version: int
-    models: int
-    last_seq: int
-    candidates_submitted: int
-    candidates_evicted: int
-    labels_by_strategy: dict[str, int]
-    pool_capacity: int
-    mode: str
-
-
-@dataclass(frozen=True)
-class SubmitOutcome:
-    accepted: int
-    refreshed: int
-    rejected: int
-    evicted: int
-
-
-@dataclass(frozen=True)
-class ItemView:
-    """Where an item stands, for GetItem: "queued" or "leased" in S (with its candidate's payload and
-    provenance), "labeled" (with the record holding its current label), or "skipped" (nothing else kept)."""
-
-    item_id: str
-    state: str
-    payload: Payload | None = None
-    provenance: Provenance | None = None
-    record: LabeledRecord | None = None
-
-
-@dataclass(frozen=True)
-class ShardState:
-    queued: list[str]
-    labeled: list[str]
-    labeled_through_seq: int
-    more: bool
-    demand: int
-
-
-@dataclass(frozen=True)
-class ImportedLabel:
-    """A label the pool already had, to be imported into L (contract.Coordinator.import_labels)."""
-
-    item_id: str
-    label: int
-    payload: Payload
-    annotator_id: str = IMPORT_ANNOTATOR
-
-
-@dataclass(frozen=True)
-class ImportOutcome:
-    imported: int  # records appended to L
-    skipped: int  # items already in L or skipped, or repeated in the import
-    first_seq: int = 0  # the smallest and largest seq of the imported records (0 when none was imported)
-    last_seq: int = 0
-
-
-_SPOOLED = struct.Struct("<III")  # one spooled label: the lengths of its JSON header, tensor and picture
-
-
-class ImportSpool:
-    """Imported labels kept in a temporary file as they arrive and read back as often as needed, so an import is
-    checked whole before any of it is written without being held in memory. No pickle: per label, a JSON header
-    (id, label, annotator, dtype, shape, text), then the tensor's and the picture's bytes."""
-
-    def __init__(self, f: BinaryIO):
-        self._f = f
-        self._end = 0
-
-    def add(self, item: ImportedLabel) -> None:
-        p = item.payload
-        head = json.dumps([item.item_id, int(item.label), item.annotator_id, p.dtype, list(p.shape), p.text]).encode()
-        self._f.seek(self._end)
-        self._f.write(_SPOOLED.pack(len(head), len(p.tensor), len(p.image)))
-        for part in (head, p.tensor, p.image):
-            self._f.write(part)
-        self._end = self._f.tell()
-
-    def __iter__(self) -> Iterator[ImportedLabel]:
-        pos = 0
-        while pos < self._end:
-            self._f.seek(pos)
-            n_head, n_tensor, n_image = _SPOOLED.unpack(self._f.read(_SPOOLED.size))
-            item_id, label, annotator_id, dtype, shape, text = json.loads(self._f.read(n_head))
-            tensor, image = self._f.read(n_tensor), self._f.read(n_image)
-            pos = self._f.tell()
-            yield ImportedLabel(item_id, label, Payload(tensor, dtype, tuple(shape), image, text), annotator_id)
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def check_imported(task: Task, item: ImportedLabel, position: int) -> None:
-    """An imported label, checked as a worker's candidate is (id, payload) and its label against the classes; the
-    message names the item, or its position in the import when its id is unusable."""
-    try:
-        check_id("item_id", item.item_id)
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"imported label #{position}: {exc}") from None
-    check_candidates(task, IMPORT_ANNOTATOR, IMPORTED_STRATEGY, 0,
-                     [Candidate(item.item_id, item.payload, Provenance())], is_published=lambda version: False)
-    try:
-        check_id("annotator_id", item.annotator_id)
-        check_class(task, item.label)
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"item {item.item_id}: {exc}") from None
-
-
-def imported_record(item: ImportedLabel, *, seq: int, now: float) -> LabeledRecord:
-    """The record of L an imported label becomes: queued, leased and labeled now, chosen by no worker or model."""
-    return LabeledRecord(seq=seq, item_id=item.item_id, label=int(item.label), annotator_id=item.annotator_id,
-                         payload=item.payload, provenance=Provenance("", IMPORTED_STRATEGY, 0, 0.0), queued_at=now,
-                         leased_at=now, labeled_at=now, lease_id=f"import-{uuid.uuid4().hex}")
-
-
-def import_in_batches(c, items: Iterable[ImportedLabel],
-                      write: Callable[[list[ImportedLabel]], tuple[list[int], int]]) -> ImportOutcome:
-    """contract.Coordinator.import_labels for coordinator `c`: every item checked before any is written (a one-shot
-    iterator is spooled to `c.spool()` meanwhile), then `write(batch)` for each batch, which returns the seqs of the
-    records it appended and how many items it skipped. Both coordinators import this way."""
-    with contextlib.ExitStack() as stack:
-        if iter(items) is items:  # it can be read once only: keep it on disk while it is checked
-            spool = ImportSpool(stack.enter_context(c.spool()))
-            for position, item in enumerate(items, 1):
-                check_imported(c.task, item, position)
-                spool.add(item)
-            items = spool
-        else:
-            for position, item in enumerate(items, 1):
-                check_imported(c.task, item, position)
-        imported = skipped = first = last = 0
-        for batch in _batches(items):
-            seqs, n_skipped = write(batch)
-            imported += len(seqs)
-            skipped += n_skipped
-            if seqs:
-                first = min(first or seqs[0], *seqs)
-                last = max(last, *seqs)
-    return ImportOutcome(imported, skipped, first, last)
-
-
-def _batches(items: Iterable[ImportedLabel]) -> Iterator[list[ImportedLabel]]:
-    batch: list[ImportedLabel] = []
-    size = 0
-    for item in items:
-        batch.append(item)
-        size += item.payload.nbytes
-        if len(batch) >= IMPORT_BATCH or size >= IMPORT_BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-def follow_records(c, after_seq: int, *, follow: bool, include_payload: bool, latest_only: bool,
-                   keep_going: Callable[[], bool]) -> Iterator[LabeledRecord]:
-    """Records of L after `after_seq` from coordinator `c`'s `read_labels`, page by page; with `follow`, then
-    waits for its "labels" signal and goes on while `keep_going()`. Both coordinators follow L this way."""
-    if after_seq < 0:
-        raise InvalidArgument("after_seq must be non-negative")
-    signal: Signal = c.signals.labels
-    cursor = after_seq
-    while True:
-        since = signal.generation()  # before the read: a label made durable meanwhile still wakes the wait
-        page = c.read_labels(cursor, STREAM_PAGE, include_payload=include_payload, latest_only=latest_only)
-        yield from page
-        if page:
-            cursor = page[-1].seq
-        if len(page) == STREAM_PAGE:
-            continue
-        if not follow:
-            return
-        while True:  # the store is read again only on a signal (or the safety net), the caller checked more often
-            if not keep_going():
-                return
-            if signal.wait(since, FOLLOW_RECHECK_SECONDS) or signal.poll_seconds is not None:
-                break
-
-
-class Observer:
-    """What the core reports as it works (metrics implement it); every method a no-op here."""
-
-    def leased(self, annotator_id: str) -> None: ...
-    def labeled(self, annotator_id: str, strategy: str) -> None: ...
-    def candidates_submitted(self, worker_id: str, strategy: str, n: int) -> None: ...
-    def model_published(self, server_id: str) -> None: ...
 
 
 class EmbeddedCoordinator(Publishing):

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from aal_rpc.coordinator import rules
-from aal_rpc.coordinator.embedded import (SHARD_PAGE, CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView,
-                                          Observer, ShardState, Stats, SubmitOutcome, follow_records,
-                                          import_in_batches, imported_record)
+from aal_rpc.coordinator.contract import (SHARD_PAGE, CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView,
+                                          Observer, ShardState, Stats, SubmitOutcome)
+from aal_rpc.coordinator.following import follow_records
+from aal_rpc.coordinator.importing import import_in_batches, imported_record
 from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.pg_store import PostgresStore, redacted
 from aal_rpc.coordinator.registry import BlobCache, RegistryBase

@@ -22,7 +22,8 @@ import grpc
 from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, crc32_of, iter_chunks
 from aal_rpc.coordinator.contract import Coordinator
-from aal_rpc.coordinator.embedded import IMPORT_ANNOTATOR, ImportedLabel, ImportOutcome, ImportSpool
+from aal_rpc.coordinator.contract import IMPORT_ANNOTATOR, ImportedLabel, ImportOutcome
+from aal_rpc.coordinator.importing import ImportSpool
 from aal_rpc.coordinator.signals import long_poll_async
 from aal_rpc.coordinator.validation import MAX_WAIT_SECONDS
 from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
