@@ -70,6 +70,12 @@ AUDIT_STRATEGY = "audit"  # provenance of items drawn uniformly at random for th
 IMPORTED_STRATEGY = "imported"  # provenance of labels that came with the data
 
 
+def strategy_shown(strategy: str) -> str:
+    """The strategy a person may be shown for an item: none for an audit item, so that nobody labels the items
+    that measure accuracy differently from the rest."""
+    return "" if strategy == AUDIT_STRATEGY else strategy
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Which worker, strategy and model version proposed an item, and with what score."""

@@ -137,3 +137,20 @@ def test_wilson_interval_holds_the_truth_about_95_percent_of_the_time():
         hits += low <= p <= high
     assert 0.92 <= hits / trials <= 0.99
     assert estimated_accuracy({AUDIT_CORRECT: 0, AUDIT_LABELS: 0}) is None
+
+
+def test_people_are_not_told_which_items_are_audit_items():
+    from aal_rpc.client import LeasedQuery
+    from aal_rpc.labelstudio.bridge import task_json
+    from aal_rpc.labelstudio.config import label_config, parse_label_config
+    from aal_rpc.types import Payload, Provenance
+    from aal_rpc.web.app import item_json
+
+    x = np.zeros((1, 8, 8), np.float32)
+    audit = Provenance("w", AUDIT_STRATEGY, 0, 0.0)
+    page = item_json(LeasedQuery("i", "l", 0.0, Payload.from_array(x), audit))
+    iface = parse_label_config(label_config(("a", "b"), "image"), ("a", "b"))
+    task = task_json("ref", Payload.from_array(x), audit, iface)
+    assert page["strategy"] == "" and task["data"]["strategy"] == ""
+    margin = Provenance("w", "margin", 1, 0.5)
+    assert item_json(LeasedQuery("i", "l", 0.0, Payload.from_array(x), margin))["strategy"] == "margin"

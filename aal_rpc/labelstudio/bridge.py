@@ -56,7 +56,7 @@ from aal_rpc.labelstudio.config import REF_FIELD, Interface, Unreadable, label_o
 from aal_rpc.labelstudio.ids import valid_id
 from aal_rpc.labelstudio.state import HELD, BridgeState, TaskRow, TaskState
 from aal_rpc.labelstudio.studio import Studio, StudioUnavailable, timestamp
-from aal_rpc.types import Payload, Provenance
+from aal_rpc.types import Payload, Provenance, strategy_shown
 
 log = logging.getLogger("aal.labelstudio")
 
@@ -122,7 +122,8 @@ def task_ref(lease_id: str) -> str:
 def task_json(ref: str, payload: Payload, provenance: Provenance, interface: Interface) -> dict:
     """A Label Studio task (with its prediction) for a query; `ref` is task_ref of its lease."""
     data = {interface.data_key: item_content(payload, interface.kind), REF_FIELD: ref,
-            "model_version": provenance.model_version, "score": provenance.score, "strategy": provenance.strategy,
+            "model_version": provenance.model_version, "score": provenance.score,
+            "strategy": strategy_shown(provenance.strategy),
             "cluster": provenance.cluster}
     prediction = {"result": [], "score": priority(provenance.score), "model_version": str(provenance.model_version)}
     if provenance.cluster is not None:

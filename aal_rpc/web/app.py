@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from aal_rpc.client import LeasedQuery
 from aal_rpc.security import TOKEN_CHARS
+from aal_rpc.types import strategy_shown
 from aal_rpc.web import LongPolls
 from aal_rpc.web.guard import LOOPBACK_NAMES, MAX_BODY_BYTES, AllowedHosts, HostGuard
 from aal_rpc.web.guidelines import class_descriptions, guidelines_html
@@ -101,7 +102,8 @@ def item_json(query: LeasedQuery) -> dict:
         text = f"{flat.size} values: " + " ".join(f"{v:.3g}" for v in flat[:32]) + (" …" if flat.size > 32 else "")
     p = query.provenance
     return {"lease": query.lease_id, "deadline": query.deadline_unix, "image": image,
-            "text": text, "strategy": p.strategy, "model_version": p.model_version, "score": p.score}
+            "text": text, "strategy": strategy_shown(p.strategy), "model_version": p.model_version,
+            "score": p.score}
 
 
 def _error(status: int, message: str, headers: dict | None = None, **extra) -> JSONResponse:
