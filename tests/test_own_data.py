@@ -167,7 +167,11 @@ def test_a_team_labels_a_flat_folder_of_its_own_pictures_in_the_browser(tmp_path
         assert not any(r["item_id"] in html or r["source"].split(".")[0] in html for r in rows)
 
     out = tmp_path / "model"
-    admin(address, "model", "--out", str(out))
+
+    def trained_on_most_labels() -> bool:  # the trainer keeps going; take a model that saw most of the labels
+        admin(address, "model", "--out", str(out))
+        return json.loads((out / "card.json").read_text())["labels_seen"] >= 20
+    assert wait_until(trained_on_most_labels, timeout=120), admin(address, "models")
     card = json.loads((out / "card.json").read_text())
     assert card["classes"] == ["red", "blue"] and card["input_shape"] == [3, 16, 24]
     fresh = write_pictures(tmp_path / "new", 6, seed=99)
