@@ -18,7 +18,7 @@ import numpy as np
 
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.layout import DataDir
-from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.experiment.processes import ProcessGroup
 from aal_rpc.types import Payload
 from benchmarks.common import percentiles, proc_status_mb

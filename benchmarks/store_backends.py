@@ -16,7 +16,7 @@ from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.coordinator.embedded import EmbeddedCoordinator
 from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
 from aal_rpc.data import render_png
-from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.types import Candidate, Payload, Provenance, Task
 from benchmarks.common import percentiles, run_threads
 
@@ -68,7 +68,7 @@ def run(*, seconds: float = 10.0, items: int = 40_000, smoke: bool = False) -> d
             embedded = cycles(sqlite, items=items, seconds=seconds)
         finally:
             sqlite.close()
-    from aal_rpc.coordinator.pg_store import PostgresStore
+    from aal_rpc.coordinator.postgres_store import PostgresStore
     from aal_rpc.coordinator.postgres import SharedCoordinator
 
     with LocalPostgres(bindir) as server:

@@ -183,7 +183,7 @@ def test_an_old_embedded_database_is_brought_up_to_date(tmp_path):
     """A data dir written before corrections and text items (labels.item_id UNIQUE, no text columns) opens with
     its labels and queries, and takes corrections."""
     from aal_rpc.coordinator.embedded import EmbeddedCoordinator
-    from aal_rpc.coordinator.store import SqliteStore
+    from aal_rpc.coordinator.sqlite_store import SqliteStore
 
     data = tmp_path / "data"
     data.mkdir()

@@ -17,7 +17,7 @@ from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.contract import CoordinatorConfig, ImportedLabel, ImportOutcome, ShardState
 from aal_rpc.coordinator.embedded import EmbeddedCoordinator
 from aal_rpc.coordinator.importing import IMPORT_BATCH
-from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted,
                             Unavailable)
 from aal_rpc.types import Payload, Query, shard_of
@@ -161,7 +161,7 @@ def _opener(kind, request, tmp_path):
         if kind == "grpc":
             c = OverGrpc(create_coordinator_server("127.0.0.1:0", tmp_path / "data", task, config))
         elif kind == "postgresql":
-            from aal_rpc.coordinator.pg_store import PostgresStore
+            from aal_rpc.coordinator.postgres_store import PostgresStore
             from aal_rpc.coordinator.postgres import SharedCoordinator
 
             c = SharedCoordinator(PostgresStore(url, pool_size=8), task, config, **({"clock": clock} if clock else {}))
@@ -819,7 +819,7 @@ def test_a_long_poll_whose_caller_left_ends_at_wake_waiters(make_direct):
 def test_a_follower_waits_at_a_seq_an_open_transaction_holds_and_passes_it_once_it_ends(postgres):
     import psycopg
 
-    from aal_rpc.coordinator.pg_store import PostgresStore
+    from aal_rpc.coordinator.postgres_store import PostgresStore
     from aal_rpc.coordinator.postgres import SharedCoordinator
 
     url = postgres.new_database()

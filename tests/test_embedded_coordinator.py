@@ -79,7 +79,7 @@ def test_sync_mode_resumes_mid_round_after_restart(make_embedded_coordinator):
 def test_online_backup_restores_everything(make_embedded_coordinator, tmp_path):
     from aal_rpc.coordinator.backup import backup
     from aal_rpc.coordinator.embedded import EmbeddedCoordinator
-    from aal_rpc.coordinator.store import SqliteStore
+    from aal_rpc.coordinator.sqlite_store import SqliteStore
     c = make_embedded_coordinator()
     submit(c, [str(i) for i in range(5)])
     label_one(c)

@@ -27,13 +27,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "aal_rpc.coordinator": ("aal_rpc.client", "aal_rpc.trainer", "aal_rpc.selector", *UPPER),
     # ... inside it, the contract owns its types and imports no backend, and the two coordinators are siblings
     "aal_rpc.coordinator.contract": ("aal_rpc.coordinator.embedded", "aal_rpc.coordinator.postgres",
-                                     "aal_rpc.coordinator.store", "aal_rpc.coordinator.pg_store",
+                                     "aal_rpc.coordinator.sqlite_store", "aal_rpc.coordinator.postgres_store",
                                      "aal_rpc.coordinator.servicers", "aal_rpc.coordinator.app", "aal_rpc.client",
                                      "aal_rpc.trainer", "aal_rpc.selector", *UPPER),
-    "aal_rpc.coordinator.postgres": ("aal_rpc.coordinator.embedded", "aal_rpc.coordinator.store",
+    "aal_rpc.coordinator.postgres": ("aal_rpc.coordinator.embedded", "aal_rpc.coordinator.sqlite_store",
                                      "aal_rpc.coordinator.servicers", "aal_rpc.coordinator.app", "aal_rpc.client",
                                      "aal_rpc.trainer", "aal_rpc.selector", *UPPER),
-    "aal_rpc.coordinator.embedded": ("aal_rpc.coordinator.postgres", "aal_rpc.coordinator.pg_store",
+    "aal_rpc.coordinator.embedded": ("aal_rpc.coordinator.postgres", "aal_rpc.coordinator.postgres_store",
                                      "aal_rpc.coordinator.servicers", "aal_rpc.coordinator.app", "aal_rpc.client",
                                      "aal_rpc.trainer", "aal_rpc.selector", *UPPER),
     # the client library is what tools import: it knows no coordinator internals

@@ -12,7 +12,7 @@ import pytest
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.contract import CoordinatorConfig
-from aal_rpc.coordinator.pg_store import PostgresStore
+from aal_rpc.coordinator.postgres_store import PostgresStore
 from aal_rpc.coordinator.postgres import SharedCoordinator
 from aal_rpc.experiment.processes import command
 from tests.conftest import TASK, code_of, fill_labels, make_candidate, wait_until

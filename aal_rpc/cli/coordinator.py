@@ -15,7 +15,7 @@ from aal_rpc.coordinator.contract import CoordinatorConfig, ImportedLabel
 from aal_rpc.coordinator.layout import DataDir
 from aal_rpc.coordinator.metrics import serve as serve_metrics
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
-from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.data import DATASETS, Dataset, load_dataset, load_test_set, read_classes
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, parse_address
 from aal_rpc.models import ARCHITECTURES
@@ -31,7 +31,7 @@ DEFAULTS = CoordinatorConfig()  # the options' defaults are the configuration's
 def stored_task(store: str, data_dir: Path | None) -> Task | None:
     """The task already recorded in the store, if any."""
     if is_database_url(store):
-        from aal_rpc.coordinator.pg_store import PostgresStore
+        from aal_rpc.coordinator.postgres_store import PostgresStore
 
         pg = PostgresStore(store, pool_size=1)
         try:

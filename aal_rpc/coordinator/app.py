@@ -19,7 +19,7 @@ from aal_rpc.coordinator.decoding import RequestDecodingInterceptor
 from aal_rpc.coordinator.metrics import CoordinatorMetrics
 from aal_rpc.coordinator.servicers import (UPLOAD_THREADS, AdminServicer, AnnotationServicer, SelectionServicer,
                                            TrainingServicer)
-from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, create_server, server_loop
 from aal_rpc.handlers import SerializedResponses
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
@@ -72,7 +72,7 @@ def open_coordinator(store: str | None, data_dir: Path | None, task: Task, confi
     """The embedded coordinator on SQLite under `data_dir`, or, for a postgresql:// URL, the shared-database
     coordinator that several replicas can run at once."""
     if is_database_url(store):
-        from aal_rpc.coordinator.pg_store import PostgresStore
+        from aal_rpc.coordinator.postgres_store import PostgresStore
         from aal_rpc.coordinator.postgres import SharedCoordinator
 
         pg = PostgresStore(store)

@@ -272,7 +272,7 @@ class Coordinator(Protocol):
 
 
 class Store(Protocol):
-    """What both stores (store.SqliteStore, pg_store.PostgresStore) give the code the coordinators share."""
+    """What both stores (sqlite_store.SqliteStore, postgres_store.PostgresStore) give the coordinators' shared code."""
 
     def save_task(self, task: Task) -> Future:
         """Record the task; the future MUST resolve only once it is committed."""

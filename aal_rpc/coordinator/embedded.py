@@ -26,7 +26,7 @@ from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry
 from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.signals import Signals, long_poll
-from aal_rpc.coordinator.store import SqliteStore, StoredState
+from aal_rpc.coordinator.sqlite_store import SqliteStore, StoredState
 from aal_rpc.coordinator.sync_rounds import SyncRounds
 from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_correction, check_id,
                                             check_label, check_lease_request, check_release, check_renew,

@@ -1,7 +1,7 @@
 """The coordinator for a shared PostgreSQL store: any number of replicas serve the same pools.
 
 It offers exactly what the embedded Coordinator (embedded.py) offers to the servicers, but keeps no pool state
-in memory: every operation is a transaction in the database (pg_store.py says how the invariants hold
+in memory: every operation is a transaction in the database (postgres_store.py says how the invariants hold
 across replicas), and long polls wake on the database's notifications, whichever replica made the change.
 Synchronous mode (rounds gated on a model) needs one coordinator and stays with the embedded store.
 """
@@ -19,7 +19,7 @@ from aal_rpc.coordinator.contract import (SHARD_PAGE, CoordinatorConfig, Importe
 from aal_rpc.coordinator.following import follow_records
 from aal_rpc.coordinator.importing import import_in_batches, imported_record
 from aal_rpc.coordinator.publishing import Publishing
-from aal_rpc.coordinator.pg_store import PostgresStore, redacted
+from aal_rpc.coordinator.postgres_store import PostgresStore, redacted
 from aal_rpc.coordinator.registry import BlobCache, RegistryBase
 from aal_rpc.coordinator.signals import KINDS, Signals, long_poll
 from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_correction, check_id,
@@ -188,7 +188,7 @@ class SharedCoordinator(Publishing):
     def read_labels(self, after_seq: int, limit: int, *, include_payload: bool = True,
                     latest_only: bool = False) -> list[LabeledRecord]:
         """A page of committed records of L after `after_seq`; it stops at a seq that an open transaction may
-        still commit (pg_store.py, `_settled_through`)."""
+        still commit (postgres_store.py, `_settled_through`)."""
         if after_seq < 0:
             raise InvalidArgument("after_seq must be non-negative")
         return self.store.read_labels(after_seq, max(0, limit), include_payload=include_payload,

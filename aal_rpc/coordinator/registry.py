@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from aal_rpc.chunking import receive_into
 from aal_rpc.coordinator.signals import Signal, long_poll
-from aal_rpc.coordinator.store import SqliteStore
+from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.errors import NotFound
 from aal_rpc.serde import WeightSpec, check_weights_file
 from aal_rpc.types import ModelInfo

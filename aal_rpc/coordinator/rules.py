@@ -1,7 +1,7 @@
 """The rules of the query pool S, each written once and applied by both backends.
 
 The embedded store applies them to its pool in memory (query_pool.py), the PostgreSQL store inside its
-transactions (pg_store.py); neither decides anything for itself. What lives here: the pick orders and the
+transactions (postgres_store.py); neither decides anything for itself. What lives here: the pick orders and the
 eviction order (one definition gives both the in-memory sort key and the SQL ORDER BY), the offer rule (dedup
 against L and skips, refresh by a newer version, capacity with stalest-first eviction), the demand share, and
 the lease check. The shard key is types.shard_key; the round claims are rounds.decide; corrections are

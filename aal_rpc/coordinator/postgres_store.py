@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 
 from aal_rpc.coordinator import corrections, rules
 from aal_rpc.coordinator.rounds import RoundClaim, decide
-from aal_rpc.coordinator.store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS,
+from aal_rpc.coordinator.sqlite_store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS,
                                        QUERY_COLUMNS, label_from_row, label_row, model_from_row, model_row,
                                        query_from_row)
 from aal_rpc.errors import Unavailable
