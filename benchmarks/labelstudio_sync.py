@@ -87,7 +87,7 @@ def _measure(tmp: Path, studio, *, window: int, samples: int, smoke: bool) -> di
     from aal_rpc.coordinator.contract import CoordinatorConfig
     from aal_rpc.data.images import digits_arrays
     from aal_rpc.experiment.processes import ProcessGroup, command
-    from aal_rpc.labelstudio.bridge import task_json, task_ref
+    from aal_rpc.labelstudio.window import task_json, task_ref
     from aal_rpc.labelstudio.config import REF_FIELD, label_config, parse_label_config, result_for
     from aal_rpc.labelstudio.state import STATE_FILE
     from aal_rpc.models import build_model

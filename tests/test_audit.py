@@ -141,8 +141,8 @@ def test_wilson_interval_holds_the_truth_about_95_percent_of_the_time():
 
 def test_people_are_not_told_which_items_are_audit_items():
     from aal_rpc.client import LeasedQuery
-    from aal_rpc.labelstudio.bridge import task_json
     from aal_rpc.labelstudio.config import label_config, parse_label_config
+    from aal_rpc.labelstudio.window import task_json
     from aal_rpc.types import Payload, Provenance
     from aal_rpc.web.app import item_json
 

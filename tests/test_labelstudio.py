@@ -31,7 +31,7 @@ from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.data.images import render_png
 from aal_rpc.experiment.processes import ProcessGroup, command, read_address, read_line
-from aal_rpc.labelstudio.bridge import priority, task_json, task_ref
+from aal_rpc.labelstudio.window import priority, task_json, task_ref
 from aal_rpc.labelstudio.config import (REF_FIELD, ConfigMismatch, kind_for, label_config, label_of,
                                         parse_label_config, result_for)
 from aal_rpc.labelstudio.local import LocalLabelStudio, label_studio_executable

@@ -393,8 +393,8 @@ def test_a_window_above_the_coordinators_lease_cap_fills_to_the_cap_and_says_so_
         with AnnotationClient(address, "labelstudio", retry_for=5) as client:
             studio = ImportingStudio()
             bridge = Bridge(client, studio, state, 1, IFACE, BridgeConfig(window=8))
-            bridge._fill()
-            bridge._fill()
+            bridge.window.fill()
+            bridge.window.fill()
             assert studio.imported == 3  # the cap, not the window; and the loop goes on
         said = [r for r in caplog.records if "caps this annotator's leases" in r.getMessage()]
         assert len(said) == 1

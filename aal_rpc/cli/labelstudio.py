@@ -1,5 +1,5 @@
 """aal-labelstudio: a Label Studio project as an annotation front end. Leased queries become tasks of the project,
-its annotations become labels in L (aal_rpc/labelstudio/bridge.py says how, case by case)."""
+its annotations become labels in L (aal_rpc/labelstudio/reconcile.py says how, case by case)."""
 
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ class BridgeState:
                          (lease_id, item_id, model_version, score, TaskState.LEASED, now, now))
 
     def set_task_id(self, lease_id: str, ls_task_id: int) -> None:
-        """The lease's task exists in Label Studio (no live row may hold that id: see Bridge._record_task_id)."""
+        """The lease's task exists in Label Studio (no live row may hold that id: see Window._record_task_id)."""
         self._db.execute("UPDATE tasks SET ls_task_id = ?, last_task_id = ?, state = ?, changed_at = ? "
                          "WHERE lease_id = ?", (ls_task_id, ls_task_id, TaskState.OPEN, time.time(), lease_id))
 

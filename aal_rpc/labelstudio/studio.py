@@ -23,7 +23,7 @@ PAGE_SIZE = 100  # tasks per page when listing a project
 WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 SECRET_HEADER = "X-AAL-Webhook-Secret"  # sent by Label Studio with every webhook; the receiver checks it
 # Calls that create something are not retried by the SDK (it resends a request whose answer was lost, and a resent
-# import makes a second task): the bridge finds out what became of them itself (Bridge._adopt).
+# import makes a second task): the bridge finds out what became of them itself (Window._adopt).
 ONCE = {"max_retries": 0}
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # how the data manager's filters take a datetime (UTC)
 # what the bridge reads of a task and its annotations (the list applies at every level; the item's data stays behind)
