@@ -36,6 +36,15 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "aal_rpc.coordinator.embedded": ("aal_rpc.coordinator.postgres", "aal_rpc.coordinator.postgres_store",
                                      "aal_rpc.coordinator.servicers", "aal_rpc.coordinator.app", "aal_rpc.client",
                                      "aal_rpc.trainer", "aal_rpc.selector", *UPPER),
+    # ... and so are the two stores: what they share (row codecs, schemas) lives below them in rows.py and schema.py
+    "aal_rpc.coordinator.sqlite_store": ("aal_rpc.coordinator.postgres_store", "aal_rpc.coordinator.embedded",
+                                         "aal_rpc.coordinator.postgres", "aal_rpc.coordinator.servicers",
+                                         "aal_rpc.coordinator.app", "aal_rpc.client", "aal_rpc.trainer",
+                                         "aal_rpc.selector", *UPPER),
+    "aal_rpc.coordinator.postgres_store": ("aal_rpc.coordinator.sqlite_store", "aal_rpc.coordinator.embedded",
+                                           "aal_rpc.coordinator.postgres", "aal_rpc.coordinator.servicers",
+                                           "aal_rpc.coordinator.app", "aal_rpc.client", "aal_rpc.trainer",
+                                           "aal_rpc.selector", *UPPER),
     # the client library is what tools import: it knows no coordinator internals
     "aal_rpc.client": ("aal_rpc.coordinator", "aal_rpc.trainer", "aal_rpc.selector", *UPPER),
     # the loops talk to the coordinator through the client library

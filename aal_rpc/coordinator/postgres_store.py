@@ -26,7 +26,6 @@ It applies the pool rules of rules.py inside its transactions; the shared-databa
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import tempfile
@@ -41,9 +40,9 @@ from typing import Any, BinaryIO
 
 from aal_rpc.coordinator import corrections, rules
 from aal_rpc.coordinator.rounds import RoundClaim, decide
-from aal_rpc.coordinator.sqlite_store import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS,
-                                       QUERY_COLUMNS, label_from_row, label_row, model_from_row, model_row,
-                                       query_from_row)
+from aal_rpc.coordinator.rows import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS, QUERY_COLUMNS,
+                                      QUERY_INSERT_COLUMNS, label_from_row, label_row, model_from_row, model_row,
+                                      query_from_row, query_row)
 from aal_rpc.errors import Unavailable
 from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Task, shard_key
 
@@ -356,12 +355,8 @@ class PostgresStore:
         if rows:
             cur.execute("DELETE FROM queries WHERE item_id = ANY(%s)", ([c.item_id for c, _ in rows],))
             cur.executemany(
-                "INSERT INTO queries (item_id, shard_key, worker_id, strategy, model_version, score, queued_at, "
-                "tensor, dtype, shape, image_png, text, cluster) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                [(c.item_id, shard_key(c.item_id), c.provenance.worker_id, c.provenance.strategy,
-                  c.provenance.model_version, c.provenance.score, queued_at, c.payload.tensor, c.payload.dtype,
-                  json.dumps(list(c.payload.shape)), c.payload.image, c.payload.text, c.provenance.cluster)
-                 for c, queued_at in rows])
+                f"INSERT INTO queries (shard_key, {QUERY_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 13)})",
+                [(shard_key(c.item_id), *query_row(c, queued_at)) for c, queued_at in rows])
             self._notify(cur, "queries")
 
     @staticmethod

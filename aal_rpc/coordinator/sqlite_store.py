@@ -8,7 +8,6 @@ mode see only committed data and never block the writer.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -23,7 +22,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aal_rpc.coordinator.layout import UPLOAD_PREFIX, UPLOAD_SUFFIX, DataDir
-from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Payload, Provenance, Task
+from aal_rpc.coordinator.rows import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS, QUERY_COLUMNS,
+                                      QUERY_INSERT_COLUMNS, label_from_row, label_row, model_from_row, model_row,
+                                      query_from_row, query_row)
+from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Task
 
 log = logging.getLogger(__name__)
 
@@ -77,53 +79,6 @@ DROP TABLE labels_v1;
 ALTER TABLE queries ADD COLUMN text TEXT NOT NULL DEFAULT '';
 ALTER TABLE queries ADD COLUMN cluster INTEGER;
 """
-
-LATEST_ONLY = "AND seq NOT IN (SELECT supersedes FROM labels WHERE supersedes > 0)"
-LABEL_COLUMNS = ("seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
-                  "worker_id, strategy, model_version, score, supersedes, cluster")
-LABEL_INSERT_COLUMNS = LABEL_COLUMNS + ", tensor, dtype, shape, image_png, text"
-QUERY_COLUMNS = ("item_id, worker_id, strategy, model_version, score, queued_at, tensor, dtype, shape, image_png, "
-                 "lease_id, lease_owner, leased_at, lease_deadline, text, cluster")
-MODEL_COLUMNS = ("version, server_id, trained_seq, num_labels, architecture, metrics, created_at, size_bytes, "
-                 "sha256, blob_available")
-
-# Rows <-> records, shared by both stores (the PostgreSQL store has the same columns).
-
-
-def label_row(r: LabeledRecord) -> tuple:
-    """A labeled record as the values of LABEL_INSERT_COLUMNS."""
-    p, prov = r.payload, r.provenance
-    return (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
-            prov.worker_id, prov.strategy, prov.model_version, prov.score, r.supersedes, prov.cluster,
-            p.tensor, p.dtype, json.dumps(list(p.shape)), p.image, p.text)
-
-
-def label_from_row(r, *, include_payload: bool) -> LabeledRecord:
-    """A row of LABEL_COLUMNS (then tensor, dtype, shape, image_png, text with `include_payload`)."""
-    payload = Payload(bytes(r[14]), r[15], tuple(json.loads(r[16])), bytes(r[17]), r[18]) if include_payload else None
-    return LabeledRecord(seq=r[0], item_id=r[1], lease_id=r[2], label=r[3], annotator_id=r[4], queued_at=r[5],
-                         leased_at=r[6], labeled_at=r[7], provenance=Provenance(r[8], r[9], r[10], r[11], r[13]),
-                         supersedes=r[12], payload=payload)
-
-
-def query_from_row(r) -> tuple[Candidate, float, Lease | None]:
-    """A row of QUERY_COLUMNS as (candidate, queued_at, lease or None)."""
-    cand = Candidate(r[0], Payload(bytes(r[6]), r[7], tuple(json.loads(r[8])), bytes(r[9]), r[14]),
-                     Provenance(r[1], r[2], r[3], r[4], r[15]))
-    return cand, r[5], Lease(r[10], r[11], r[12], r[13]) if r[10] else None
-
-
-def model_row(m: ModelInfo) -> tuple:
-    """A registry entry as the values of MODEL_COLUMNS."""
-    return (m.version, m.server_id, m.trained_seq, m.num_labels, m.architecture, json.dumps(m.metrics),
-            m.created_at, m.size_bytes, m.sha256, m.blob_available)
-
-
-def model_from_row(r) -> ModelInfo:
-    return ModelInfo(version=r[0], server_id=r[1], trained_seq=r[2], num_labels=r[3], architecture=r[4],
-                     metrics=json.loads(r[5]), created_at=r[6], size_bytes=r[7], sha256=r[8],
-                     blob_available=bool(r[9]))
-
 
 @dataclass
 class StoredState:
@@ -304,14 +259,8 @@ class SqliteStore:
     def put_candidates(self, rows: list[tuple[Candidate, float]], evicted: list[str]) -> Future:
         def op(c: sqlite3.Connection) -> None:
             c.executemany("DELETE FROM queries WHERE item_id = ?", [(i,) for i in evicted])
-            c.executemany(
-                "INSERT OR REPLACE INTO queries (item_id, worker_id, strategy, model_version, score, queued_at, "
-                "tensor, dtype, shape, image_png, text, cluster) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(cand.item_id, cand.provenance.worker_id, cand.provenance.strategy, cand.provenance.model_version,
-                  cand.provenance.score, queued_at, cand.payload.tensor, cand.payload.dtype,
-                  json.dumps(list(cand.payload.shape)), cand.payload.image, cand.payload.text,
-                  cand.provenance.cluster)
-                 for cand, queued_at in rows])
+            c.executemany(f"INSERT OR REPLACE INTO queries ({QUERY_INSERT_COLUMNS}) VALUES ({','.join('?' * 12)})",
+                          [query_row(cand, queued_at) for cand, queued_at in rows])
 
         return self.submit(op)
 
