@@ -6,13 +6,14 @@ annotation tools that use the clients do not need it.
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aal_rpc.errors import InvalidArgument
-from aal_rpc.proto.v1 import common_pb2
-from aal_rpc.types import LabeledRecord, ModelInfo, Payload, Provenance, Task
+from aal_rpc.proto.v1 import admin_pb2, common_pb2
+from aal_rpc.types import LabeledRecord, ModelInfo, Payload, Provenance, Stats, Task
 
 if TYPE_CHECKING:
     import torch
@@ -95,6 +96,16 @@ def model_info_from_proto(msg: common_pb2.ModelInfo) -> ModelInfo:
         version=msg.version, server_id=msg.server_id, trained_seq=msg.trained_seq, num_labels=msg.num_labels,
         architecture=msg.architecture, metrics=dict(msg.metrics), created_at=msg.created_at_unix,
         size_bytes=msg.size_bytes, sha256=msg.sha256, blob_available=msg.blob_available)
+
+
+def stats_to_proto(s: Stats) -> admin_pb2.GetStatsResponse:
+    """GetStatsResponse's fields carry Stats' names, one for one (tests/test_admin_stats.py holds them equal)."""
+    return admin_pb2.GetStatsResponse(**asdict(s))
+
+
+def stats_from_proto(msg: admin_pb2.GetStatsResponse) -> Stats:
+    values = {f.name: getattr(msg, f.name) for f in fields(Stats)}
+    return Stats(**{**values, "labels_by_strategy": dict(msg.labels_by_strategy)})
 
 
 def weights_to_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:

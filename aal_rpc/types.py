@@ -154,6 +154,26 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class Stats:
+    """The coordinator's figures (GetStats): pool sizes, the registry, L's last record, candidates offered and
+    evicted, labels by strategy. The one record of them: the coordinator fills it, serde carries it over the wire
+    field by field, and aal-admin prints it."""
+
+    labeled: int
+    queued: int  # in S and free to lease
+    leased: int
+    skipped: int
+    latest_model_version: int
+    models: int
+    last_seq: int
+    candidates_submitted: int
+    candidates_evicted: int
+    labels_by_strategy: dict[str, int]
+    pool_capacity: int
+    mode: str
+
+
+@dataclass(frozen=True)
 class Lease:
     """An annotator's reservation of a query until `deadline` (unix seconds)."""
 

@@ -3,6 +3,7 @@ and why (before any model existed, the random strategy, the audit), how many cam
 annotators outrun training."""
 
 import json
+from dataclasses import asdict, fields
 
 import numpy as np
 import torch
@@ -13,8 +14,9 @@ from aal_rpc.cli import admin
 from aal_rpc.cli.admin import origins_message
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.models import build_model
-from aal_rpc.serde import weights_to_bytes
-from aal_rpc.types import Payload
+from aal_rpc.proto.v1 import admin_pb2
+from aal_rpc.serde import stats_from_proto, stats_to_proto, weights_to_bytes
+from aal_rpc.types import Payload, Stats
 from tests.conftest import TASK
 
 
@@ -43,6 +45,15 @@ def test_origins_message_before_and_after_the_first_model():
     assert "1 (100%) was imported with the data." in origins_message(origins(imported=1), versions=1)
 
 
+def test_the_stats_record_and_its_message_carry_the_same_figures():
+    """One record (types.Stats): GetStatsResponse carries exactly its fields, and a round trip keeps every one."""
+    assert [f.name for f in fields(Stats)] == [f.name for f in admin_pb2.GetStatsResponse.DESCRIPTOR.fields]
+    s = Stats(labeled=7, queued=2, leased=1, skipped=3, latest_model_version=4, models=2, last_seq=9,
+              candidates_submitted=20, candidates_evicted=5, labels_by_strategy={"margin": 4, "imported": 3},
+              pool_capacity=256, mode="async")
+    assert stats_from_proto(admin_pb2.GetStatsResponse.FromString(stats_to_proto(s).SerializeToString())) == s
+
+
 def _label(address, srv, ids, version):
     with CoordinatorClient(address) as c:
         x = np.zeros(TASK.input_shape, dtype=np.float32)
@@ -66,6 +77,7 @@ def test_stats_reports_labels_per_model_and_cold_start_labels(grpc_coordinator):
     assert "3 (100%) were random: 3 chosen at random before any model existed (cold start)." in stats()
     assert "No model yet" in stats()
     d = json.loads(stats("--json", "--provenance"))  # --provenance: still accepted, a no-op
+    assert {f.name: d[f.name] for f in fields(Stats)} == asdict(srv.coordinator.stats())  # every figure, as numbers
     assert d["labels_per_model"] is None and d["cold_start_labels"] == 3 and d["chosen_by_model_share"] == 0.0
     assert d["estimated_accuracy"] is None
 

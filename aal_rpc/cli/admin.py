@@ -16,7 +16,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-from google.protobuf.json_format import MessageToDict
 
 from aal_rpc.cli.admin_import import import_command
 from aal_rpc.cli.common import COORDINATOR_ENV, Group, coordinator_option, security_options
@@ -83,9 +82,7 @@ def stats(client: CoordinatorClient, as_json: bool, provenance: bool):
     (cold start, the random strategy, the audit), how many came with the data, and whether annotators are
     outrunning training. Reads every label's provenance.
     """
-    d = MessageToDict(client.stats(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    d = {k: (int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v) for k, v in d.items()}
-    d["labels_by_strategy"] = {k: int(v) for k, v in d.get("labels_by_strategy", {}).items()}
+    d = asdict(client.stats())
     # versions are numbered from 1 and never reused: the latest version counts the models published
     d["labels_per_model"] = labels_per_model(d["labeled"], d["latest_model_version"])
     origins = label_origins(client.export(include_payload=False, latest_only=True))

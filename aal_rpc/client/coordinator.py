@@ -17,7 +17,7 @@ from aal_rpc.client.retry import ChannelClient, ResumableStream
 from aal_rpc.grpc_utils import LONG_POLL_MARGIN_SECONDS
 from aal_rpc.security import ClientSecurity
 from aal_rpc.proto.v1 import admin_pb2, selection_pb2, selection_pb2_grpc, training_pb2, training_pb2_grpc
-from aal_rpc.types import LabeledRecord, ModelInfo, Payload, Task
+from aal_rpc.types import LabeledRecord, ModelInfo, Payload, Stats, Task
 
 CALL_TIMEOUT = 30.0  # seconds for one call, long polls excepted (they take their wait + LONG_POLL_MARGIN_SECONDS)
 TRANSFER_TIMEOUT = 600.0  # a whole weight upload or download, or one stretch of an export
@@ -85,8 +85,8 @@ class CoordinatorClient(ChannelClient):
     def task(self) -> Task:
         return serde.task_from_proto(self._call(self._admin.GetTask, admin_pb2.GetTaskRequest()).task)
 
-    def stats(self) -> admin_pb2.GetStatsResponse:
-        return self._call(self._admin.GetStats, admin_pb2.GetStatsRequest())
+    def stats(self) -> Stats:
+        return serde.stats_from_proto(self._call(self._admin.GetStats, admin_pb2.GetStatsRequest()))
 
     def models(self) -> list[ModelInfo]:
         """The whole registry in version order (ListModels answers a page at a time)."""

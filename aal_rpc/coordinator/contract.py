@@ -22,7 +22,7 @@ from typing import BinaryIO, Protocol
 from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.signals import Signals
 from aal_rpc.coordinator.validation import DEFAULT_DEFER_SECONDS
-from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Query, Task
+from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Query, Stats, Task
 
 SHARD_PAGE = 50_000  # labeled ids per GetShardState answer
 IMPORT_ANNOTATOR = "import"  # an imported label's annotator_id when none is given
@@ -48,22 +48,6 @@ class CoordinatorConfig:
     max_labels_per_model: int = 0
     # The most live leases one annotator may hold (0: no cap): rules.check_lease_cap.
     max_leases_per_annotator: int = rules.DEFAULT_MAX_LEASES_PER_ANNOTATOR
-
-
-@dataclass(frozen=True)
-class Stats:
-    labeled: int
-    queued: int
-    leased: int
-    skipped: int
-    latest_model_version: int
-    models: int
-    last_seq: int
-    candidates_submitted: int
-    candidates_evicted: int
-    labels_by_strategy: dict[str, int]
-    pool_capacity: int
-    mode: str
 
 
 @dataclass(frozen=True)

@@ -482,12 +482,7 @@ class AdminServicer(_Servicer, admin_pb2_grpc.AdminServiceServicer):
 
     @unary
     async def GetStats(self, request, context):
-        s = await self._run(self.c.stats)
-        return admin_pb2.GetStatsResponse(
-            labeled=s.labeled, queued=s.queued, leased=s.leased, skipped=s.skipped,
-            latest_model_version=s.latest_model_version, models=s.models, last_seq=s.last_seq,
-            candidates_submitted=s.candidates_submitted, candidates_evicted=s.candidates_evicted,
-            labels_by_strategy=s.labels_by_strategy, pool_capacity=s.pool_capacity, mode=s.mode)
+        return serde.stats_to_proto(await self._run(self.c.stats))
 
     @unary
     async def ListModels(self, request, context):
