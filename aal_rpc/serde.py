@@ -6,6 +6,8 @@ annotation tools that use the clients do not need it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, fields
 from typing import TYPE_CHECKING
 
@@ -146,14 +148,18 @@ WeightSpec = dict[str, tuple[tuple[int, ...], str]]  # tensor name -> (shape, sa
 
 def weight_spec(architecture: str, input_shape: tuple[int, ...], num_classes: int) -> WeightSpec:
     """Names, shapes and dtypes of an architecture's state dict: what uploaded weights must match exactly."""
-    import torch
+    from aal_rpc.models import shape_model
 
-    from aal_rpc.models import build_model
-
-    with torch.device("meta"):
-        model = build_model(architecture, tuple(input_shape), num_classes)
+    model = shape_model(architecture, tuple(input_shape), num_classes)
     return {k: (tuple(v.shape), _SAFETENSORS_DTYPES[str(v.dtype).removeprefix("torch.")])
             for k, v in model.state_dict().items()}
+
+
+def spec_fingerprint(spec: WeightSpec) -> str:
+    """sha256 over an architecture's sorted (name, shape, dtype): equal where two installs of a model build the
+    same weights. The coordinator serves its own (GetTask), and trainers and selectors compare theirs at start."""
+    rows = sorted([name, list(shape), dtype] for name, (shape, dtype) in spec.items())
+    return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
 
 
 def check_weights_file(path, spec: WeightSpec) -> None:

@@ -82,6 +82,37 @@ def strategy_list(ctx, param, value: str | None) -> list[str] | None:
     return names
 
 
+def model_option(fn):
+    """--model: a built-in name, MODULE:FACTORY or an installed entry point's name, checked by `check_model` once
+    the command runs (a name that resolves to nothing ends it with one line, not a usage error)."""
+    from aal_rpc.models import ARCHITECTURES, ENTRY_POINTS
+
+    return click.option(
+        "--model", default="cnn", show_default=True, metavar="NAME|MODULE:FACTORY",
+        help=f"A built-in model ({', '.join(sorted(ARCHITECTURES))}), your factory by import path (MODULE:FACTORY, "
+             f"called as FACTORY(input_shape, num_classes)), or an installed entry point of the group "
+             f"{ENTRY_POINTS} (README.md, 'Bring your own model').")(fn)
+
+
+def check_model(task, fingerprint: str = "") -> None:
+    """At start: end the command with one line naming the model and the cause unless this process can build the
+    task's architecture and, given the coordinator's `fingerprint` (GetTask), builds weights of the same names,
+    shapes and dtypes as the coordinator does."""
+    from aal_rpc.serde import spec_fingerprint, weight_spec
+
+    name = task.architecture
+    try:
+        spec = weight_spec(name, task.input_shape, task.num_classes)
+    except Exception as exc:  # noqa: BLE001 - the user's module (ValueError), torchvision missing (RuntimeError)
+        cause = " ".join(str(exc).split()).removeprefix(f"model {name!r}: ")
+        raise click.ClickException(f"cannot build the task's model {name!r}: {cause or type(exc).__name__}") from None
+    mine = spec_fingerprint(spec)
+    if fingerprint and mine != fingerprint:
+        raise click.ClickException(
+            f"model {name!r} builds weights of other names, shapes or dtypes here than at the coordinator (fingerprint "
+            f"{mine[:12]} here, {fingerprint[:12]} there): run the version of it that the coordinator runs")
+
+
 def security_options(fn):
     """--token and --tls-* for every client command; they arrive as one `security` argument."""
     from aal_rpc.security import ClientSecurity

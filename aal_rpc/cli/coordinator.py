@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from aal_rpc.cli.common import log_level_option, on_termination, run_program
+from aal_rpc.cli.common import check_model, log_level_option, model_option, on_termination, run_program
 from aal_rpc.coordinator.app import create_coordinator_server, is_database_url
 from aal_rpc.coordinator.contract import CoordinatorConfig, ImportedLabel
 from aal_rpc.coordinator.layout import DataDir
@@ -18,7 +18,6 @@ from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.data import DATASETS, Dataset, load_dataset, load_test_set, read_classes
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, parse_address
-from aal_rpc.models import ARCHITECTURES
 from aal_rpc.security import ServerTLS, load_tokens
 from aal_rpc.types import Payload, Task
 
@@ -149,7 +148,7 @@ def import_pool_labels(coordinator, ds: Dataset) -> None:
               help=f"Share of labels spent on items drawn uniformly at random from the pool, kept out of training: "
                    f"an unbiased accuracy estimate with a 95% interval. Default: {DEFAULT_AUDIT_SHARE} without a "
                    f"labeled test set, else 0.")
-@click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
+@model_option
 @click.option("--mode", type=click.Choice(["async", "sync"]), default=Task.mode, show_default=True,
               help="sync: release --batch-size queries, then wait for a model trained on all labels and rescored "
                    "candidates before the next batch (the classic loop, for comparison).")
@@ -211,11 +210,6 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
         tokens = load_tokens(tokens_file)
     except ValueError as exc:  # the message never holds any part of a token (see parse_tokens)
         raise click.ClickException(f"refusing to start: {exc}") from exc
-    if not tokens:
-        log.warning("no tokens configured: authentication is off (see --tokens-file)")
-    elif tls_cert is None:
-        log.warning("tokens travel in the clear without TLS: anyone on the network path can read and replay "
-                    "them (serve TLS with --tls-cert/--tls-key)")
     if classes is not None and classes_file is not None:
         raise click.UsageError("give --classes or --classes-file, not both")
     try:
@@ -223,6 +217,12 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
                                 guidelines, input_size, test_dataset, audit_share)
     except (RuntimeError, ConnectionError, ValueError, OSError) as exc:  # bad data, psycopg missing, no database
         raise click.ClickException(str(exc)) from exc
+    check_model(task)  # before the store records a task whose model cannot be built
+    if not tokens:
+        log.warning("no tokens configured: authentication is off (see --tokens-file)")
+    elif tls_cert is None:
+        log.warning("tokens travel in the clear without TLS: anyone on the network path can read and replay "
+                    "them (serve TLS with --tls-cert/--tls-key)")
     config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
                                keep_models=keep_models, seed=seed, max_labels_per_model=max_labels_per_model,
                                max_leases_per_annotator=max_leases_per_annotator)

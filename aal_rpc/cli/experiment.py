@@ -7,17 +7,17 @@ from pathlib import Path
 
 import click
 
-from aal_rpc.cli.common import strategy_list
+from aal_rpc.cli.common import model_option, strategy_list
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.data import DATASETS
 from aal_rpc.experiment import ExperimentConfig, run_experiment
 from aal_rpc.experiment.suite import SCALES, STUDIES, run_suite
-from aal_rpc.models import ARCHITECTURES
+from aal_rpc.models import resolve_factory
 
 
 @click.group(invoke_without_command=True)
 @click.option("--dataset", default="digits", show_default=True, help=f"{DATASETS}.")
-@click.option("--model", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
+@model_option
 @click.option("--mode", type=click.Choice(["async", "sync"]), default="async", show_default=True,
               help="sync: each batch waits for a model trained on all labels (the classic loop).")
 @click.option("--servers", type=click.IntRange(min=1), default=2, show_default=True)
@@ -57,6 +57,10 @@ def main(ctx, quiet, **options):
     """
     if ctx.invoked_subcommand is not None:
         return
+    try:
+        resolve_factory(options["model"])  # here, in one line, rather than as a coordinator that did not start
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     cfg = ExperimentConfig(**options)
     summary = run_experiment(cfg, progress=not quiet)
     brief = {k: summary[k] for k in ("final_accuracy", "retrained_accuracy", "random_accuracy", "labels",

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import click
 
-from aal_rpc.cli.common import (Command, coordinator_option, default_id, first_contact, log_level_option,
-                                on_termination, run_program, security_options, set_threads, threads_option)
+from aal_rpc.cli.common import (Command, check_model, coordinator_option, default_id, first_contact,
+                                log_level_option, on_termination, run_program, security_options, set_threads,
+                                threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.trainer import Trainer, TrainerConfig
 
@@ -49,6 +50,7 @@ def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, 
                            min_growth=min_growth, min_labels=min_labels, min_steps=min_steps)
     with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
         first_contact(client)
+        check_model(client.task(), client.weights_fingerprint())
         trainer = Trainer(client, config)
         on_termination(lambda: (client.stop_retrying(), trainer.stop()))
         trainer.run(max_rounds=max_rounds)

@@ -10,9 +10,9 @@ import signal
 
 import click
 
-from aal_rpc.cli.common import (Command, coordinator_option, default_id, first_contact, log_level_option,
-                                on_termination, run_program, security_options, set_threads, strategy_list,
-                                threads_option)
+from aal_rpc.cli.common import (Command, check_model, coordinator_option, default_id, first_contact,
+                                log_level_option, on_termination, run_program, security_options, set_threads,
+                                strategy_list, threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.strategies import STRATEGIES
 from aal_rpc.selector import Selector, WorkerConfig
@@ -59,6 +59,7 @@ def main(coordinator, worker_id, shard_index, num_shards, strategy, strategy_by_
                           if strategy == "cluster_margin" else {})
     with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
         first_contact(client)
+        check_model(client.task(), client.weights_fingerprint())
         selector = Selector(client, config)
         on_termination(lambda: (client.stop_retrying(), selector.stop()))
         if hasattr(selector.strategy, "request_recluster"):

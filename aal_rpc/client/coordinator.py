@@ -85,6 +85,11 @@ class CoordinatorClient(ChannelClient):
     def task(self) -> Task:
         return serde.task_from_proto(self._call(self._admin.GetTask, admin_pb2.GetTaskRequest()).task)
 
+    def weights_fingerprint(self) -> str:
+        """The coordinator's fingerprint of the task's architecture (serde.spec_fingerprint); "" from one that
+        predates it."""
+        return self._call(self._admin.GetTask, admin_pb2.GetTaskRequest()).weights_fingerprint
+
     def stats(self) -> Stats:
         return serde.stats_from_proto(self._call(self._admin.GetStats, admin_pb2.GetStatsRequest()))
 

@@ -125,6 +125,11 @@ class Coordinator(Protocol):
     for moments): the servicers call these on their event loop instead of handing them to a thread."""
 
     @property
+    def weights_fingerprint(self) -> str:
+        """The task's architecture's weights fingerprint (serde.spec_fingerprint) as this coordinator builds it: the
+        weights it accepts. MUST NOT wait (GetTask serves it from the event loop)."""
+
+    @property
     def closing(self) -> bool:
         """True once `close` began; calls still running MAY then fail with any error (they answer UNAVAILABLE)."""
 

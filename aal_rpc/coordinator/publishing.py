@@ -22,6 +22,10 @@ class Publishing:
     last seq), `_upload_folder` (where uploads in progress go; None: the system's temporary folder) and
     `_published`."""
 
+    @property
+    def weights_fingerprint(self) -> str:
+        return self.registry.fingerprint
+
     def spool(self) -> BinaryIO:
         return spool_file(self._upload_folder)
 

@@ -18,7 +18,7 @@ from aal_rpc.chunking import receive_into
 from aal_rpc.coordinator.signals import Signal, long_poll
 from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.errors import NotFound
-from aal_rpc.serde import WeightSpec, check_weights_file
+from aal_rpc.serde import WeightSpec, check_weights_file, spec_fingerprint
 from aal_rpc.types import ModelInfo
 
 CACHED_BLOBS = 2  # newest weight blobs held in memory for downloads
@@ -90,6 +90,11 @@ class RegistryBase:
             f.flush()
             check_weights_file(f.name, self._spec)
             return self._publish_file(f, dataclasses.replace(info, size_bytes=size_bytes, sha256=sha256))
+
+    @property
+    def fingerprint(self) -> str:
+        """The architecture's weights fingerprint (serde.spec_fingerprint), served with the task."""
+        return spec_fingerprint(self._spec)
 
     def is_published(self, version: int) -> bool:
         return self._lookup(version) is not None

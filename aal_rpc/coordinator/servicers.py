@@ -478,7 +478,8 @@ class AdminServicer(_Servicer, admin_pb2_grpc.AdminServiceServicer):
     async def GetTask(self, request, context):
         caller = current_caller()
         return admin_pb2.GetTaskResponse(task=serde.task_to_proto(self.c.task),
-                                         caller_identity=caller.identity if caller is not None else "")
+                                         caller_identity=caller.identity if caller is not None else "",
+                                         weights_fingerprint=self.c.weights_fingerprint)
 
     @unary
     async def GetStats(self, request, context):

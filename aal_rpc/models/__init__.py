@@ -3,16 +3,23 @@ n-grams); torchvision's ImageNet-shaped networks as `tv:resnet18` and `tv:vgg16`
 
 Every model is a `Classifier`: `features` maps an input batch to its penultimate-layer embedding,
 `head` maps embeddings to class logits. Strategies that need embeddings (Cluster-Margin) call `embed`.
+
+Your own model (README.md, "Bring your own model"): wherever a model is named, `MODULE:FACTORY` names a factory by
+import path, and any other name that is not built in names an entry point in the group `aal_rpc.models` of an
+installed package. A factory is called as `FACTORY(input_shape, num_classes)` and returns a Classifier, or a plain
+`nn.Module` that gives logits (PlainClassifier: the input of its last nn.Linear is the embedding).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from importlib import metadata
 
 import torch
 
 from aal_rpc.models.cifar import resnet18, vgg16
-from aal_rpc.models.classifier import Classifier
+from aal_rpc.models.classifier import Classifier, PlainClassifier
 from aal_rpc.models.small import cnn, mlp
 from aal_rpc.models.text import text
 from aal_rpc.models.tv import tv_resnet18, tv_vgg16
@@ -28,19 +35,91 @@ ARCHITECTURES: dict[str, Callable[[tuple[int, ...], int], Classifier]] = {
 }
 
 
-def build_model(architecture: str, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+ENTRY_POINTS = "aal_rpc.models"  # the entry-point group in which installed packages name their models
+
+Factory = Callable[[tuple[int, ...], int], torch.nn.Module]
+
+
+def resolve_factory(architecture: str) -> Factory:
+    """The factory a model name means: a built-in name; else `MODULE:FACTORY` (an import path; FACTORY may be
+    dotted, `module:Class.method`); else an entry point of the group `aal_rpc.models`. Raises ValueError, in one
+    line naming the model, for one it cannot find or load."""
+    if architecture in ARCHITECTURES:
+        return ARCHITECTURES[architecture]
+    module_name, colon, attribute = architecture.partition(":")
+    if not colon:
+        found = metadata.entry_points(group=ENTRY_POINTS, name=architecture)
+        if not found:
+            installed = sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINTS)})
+            raise ValueError(f"unknown model {architecture!r}: expected one of {sorted(ARCHITECTURES)}, MODULE:FACTORY"
+                             f", or an entry point of {ENTRY_POINTS!r} ({', '.join(installed) or 'none installed'})")
+        entry = next(iter(found))
+        factory = _loaded(architecture, entry.load, f"loading entry point {entry.value!r}")
+    elif not module_name or not attribute:
+        raise ValueError(f"model {architecture!r}: expected MODULE:FACTORY, e.g. my_models:small_cnn")
+    else:
+        factory = _loaded(architecture, lambda: importlib.import_module(module_name), f"importing {module_name}")
+        for part in attribute.split("."):
+            factory = getattr(factory, part, None)
+            if factory is None:
+                raise ValueError(f"model {architecture!r}: module {module_name} has no {attribute}")
+    if not callable(factory):
+        raise ValueError(f"model {architecture!r}: {attribute or 'the entry point'} is not callable")
+    return factory
+
+
+def _loaded(architecture: str, load: Callable, doing: str):
+    """`load()`, any failure as one line naming the model (a missing module says where Python looked)."""
     try:
-        factory = ARCHITECTURES[architecture]
-    except KeyError:
-        raise ValueError(f"unknown model {architecture!r}; expected one of {sorted(ARCHITECTURES)}") from None
-    return factory(tuple(input_shape), num_classes)
+        return load()
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"model {architecture!r}: no module named {exc.name!r} (is it installed, or on "
+                         "PYTHONPATH?)") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever the user's module raises as it is imported
+        raise ValueError(f"model {architecture!r}: {doing} failed: {_cause(exc)}") from exc
+
+
+def build_model(architecture: str, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+    """A new model (random weights) of the named architecture for inputs of `input_shape` and `num_classes`
+    classes. A factory's plain nn.Module comes wrapped as a PlainClassifier. ValueError, in one line naming the
+    model, for a name that resolves to nothing, or a factory of yours that fails or returns no nn.Module."""
+    factory = resolve_factory(architecture)
+    if architecture in ARCHITECTURES:
+        return factory(tuple(input_shape), num_classes)
+    try:
+        model = factory(tuple(input_shape), num_classes)
+    except Exception as exc:  # noqa: BLE001 - the user's factory: its failure, in one line
+        raise ValueError(f"model {architecture!r}: its factory failed for input shape {tuple(input_shape)} and "
+                         f"{num_classes} classes: {_cause(exc)}") from exc
+    if isinstance(model, Classifier):
+        return model
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model {architecture!r}: its factory returned {type(model).__name__}, not a "
+                         "torch.nn.Module")
+    try:
+        return PlainClassifier(model)
+    except ValueError as exc:
+        raise ValueError(f"model {architecture!r}: {exc}") from None
+
+
+def _cause(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def shape_model(architecture: str, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+    """A model to read the names, shapes and dtypes of an architecture's weights from: built on the meta device (no
+    weight allocated), or for real where a factory of yours needs real tensors as it builds."""
+    try:
+        with torch.device("meta"):
+            return build_model(architecture, input_shape, num_classes)
+    except ValueError:
+        return build_model(architecture, input_shape, num_classes)
 
 
 def expected_shapes(architecture: str, input_shape: tuple[int, ...], num_classes: int) -> dict[str, tuple[int, ...]]:
     """Parameter and buffer shapes of an architecture: what uploaded weights must match."""
-    with torch.device("meta"):
-        model = build_model(architecture, input_shape, num_classes)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return {k: tuple(v.shape) for k, v in shape_model(architecture, input_shape, num_classes).state_dict().items()}
 
 
 def input_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -48,4 +127,5 @@ def input_dtype(model: torch.nn.Module) -> torch.dtype:
     return getattr(model, "input_dtype", torch.float32)
 
 
-__all__ = ["ARCHITECTURES", "Classifier", "build_model", "expected_shapes", "input_dtype"]
+__all__ = ["ARCHITECTURES", "ENTRY_POINTS", "Classifier", "PlainClassifier", "build_model", "expected_shapes",
+           "input_dtype", "resolve_factory", "shape_model"]

@@ -30,3 +30,52 @@ def image_shape(architecture: str, input_shape: tuple[int, ...]) -> tuple[int, i
         raise ValueError(f"{architecture} needs image input (C, H, W); got {input_shape}")
     c, h, w = (int(d) for d in input_shape)
     return c, h, w
+
+
+class PlainClassifier(Classifier):
+    """A plain `nn.Module` that maps an input batch to logits, as a Classifier. The input of its last `nn.Linear`
+    (in the order its layers were registered) serves as the embedding and that layer as the head, so its last
+    Linear must give the logits. Its state dict is the module's own, names unchanged: weights written from the plain
+    module load here, and the other way round."""
+
+    def __init__(self, net: nn.Module):
+        nn.Module.__init__(self)  # not Classifier's: the module already holds its features and head
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError("it has no nn.Linear layer whose input could serve as the embedding (return an "
+                             "aal_rpc.models.Classifier instead)")
+        self.net = net
+        self._head = (linears[-1],)  # in a tuple: registered once, under `net`, so its weights are not listed twice
+        self.embedding_dim = linears[-1].in_features
+        self.input_dtype = getattr(net, "input_dtype", torch.float32)
+        self._register_state_dict_hook(_drop_prefix)
+        self._register_load_state_dict_pre_hook(_add_prefix)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self._head[0]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        seen: list[torch.Tensor] = []
+        hook = self.head.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+        try:
+            self.net(x)
+        finally:
+            hook.remove()
+        return seen[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+NET = "net."  # PlainClassifier's module in its own state dict's names, which leave it out
+
+
+def _drop_prefix(module, state_dict, prefix, local_metadata):
+    for key in [k for k in state_dict if k.startswith(prefix + NET)]:
+        state_dict[prefix + key[len(prefix + NET):]] = state_dict.pop(key)
+
+
+def _add_prefix(state_dict, prefix, *_):
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        state_dict[prefix + NET + key[len(prefix):]] = state_dict.pop(key)

@@ -12,12 +12,14 @@ class GetTaskRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetTaskResponse(_message.Message):
-    __slots__ = ("task", "caller_identity")
+    __slots__ = ("task", "caller_identity", "weights_fingerprint")
     TASK_FIELD_NUMBER: _ClassVar[int]
     CALLER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     task: _common_pb2.Task
     caller_identity: str
-    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., caller_identity: _Optional[str] = ...) -> None: ...
+    weights_fingerprint: str
+    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., caller_identity: _Optional[str] = ..., weights_fingerprint: _Optional[str] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,144 @@
+"""Your own model: a factory named by import path (MODULE:FACTORY) or by an installed entry point (group
+`aal_rpc.models`) builds wherever a built-in name does; a plain nn.Module that gives logits is wrapped so its
+penultimate activations are the embedding; what cannot be built, or builds other shapes, is said in one line."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from aal_rpc.models import Classifier, PlainClassifier, build_model, expected_shapes
+from aal_rpc.serde import spec_fingerprint, weight_spec
+from aal_rpc.training import predict_proba, train
+
+MODELS = '''
+import torch
+from torch import nn
+
+from aal_rpc.models import Classifier
+
+HIDDEN = {hidden}
+
+
+def plain(input_shape, num_classes):
+    """A plain module that gives logits: its last Linear's input is the embedding."""
+    d = 1
+    for s in input_shape:
+        d *= s
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, HIDDEN), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
+                         nn.Linear(HIDDEN, num_classes))
+
+
+def classifier(input_shape, num_classes):
+    """A Classifier that reads a real tensor as it builds (which the meta device has not)."""
+    d = int(torch.ones(input_shape).sum().item())
+    return Classifier(nn.Sequential(nn.Flatten(), nn.Linear(d, HIDDEN), nn.ReLU()), HIDDEN, num_classes)
+
+
+def not_a_module(input_shape, num_classes):
+    return "a string"
+
+
+def no_linear(input_shape, num_classes):
+    return nn.Sequential(nn.Flatten())
+
+
+def broken(input_shape, num_classes):
+    raise RuntimeError("no GPU here")
+'''
+
+_names = itertools.count()
+
+
+def write_models(folder, *, hidden: int = 16, module: str | None = None) -> str:
+    """A module of model factories in `folder` (a fresh module name each call: Python caches imported modules)."""
+    module = module or f"own_models_{next(_names)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{module}.py").write_text(MODELS.format(hidden=hidden))
+    return module
+
+
+def write_entry_point(folder, name: str, value: str) -> None:
+    """An installed distribution, as far as importlib.metadata can tell: a dist-info with one entry point."""
+    info = folder / f"own_models_dist_{next(_names)}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {info.name.split('-')[0]}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[aal_rpc.models]\n{name} = {value}\n")
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return write_models(tmp_path)
+
+
+def test_a_plain_module_by_import_path_trains_and_gives_penultimate_embeddings(models):
+    torch.manual_seed(0)
+    model = build_model(f"{models}:plain", (1, 8, 8), 3)
+    assert isinstance(model, PlainClassifier) and isinstance(model, Classifier) and model.embedding_dim == 16
+    x = np.random.default_rng(0).random((6, 1, 8, 8)).astype(np.float32)
+    train(model, x, np.array([0, 1, 2, 0, 1, 2]), epochs=1, batch_size=6)
+    probs, emb = predict_proba(model, x, with_embeddings=True)
+    assert probs.shape == (6, 3) and emb.shape == (6, 16)
+    assert np.allclose(predict_proba(model, x)[0], probs, atol=1e-6)
+    # its weights are the plain module's own state dict, names unchanged, both ways
+    assert list(model.state_dict()) == list(model.net.state_dict())
+    assert set(expected_shapes(f"{models}:plain", (1, 8, 8), 3)) == set(model.state_dict())
+    again = build_model(f"{models}:plain", (1, 8, 8), 3)
+    again.load_state_dict(model.net.state_dict())
+    assert np.allclose(predict_proba(again, x)[0], probs, atol=1e-6)
+
+
+def test_a_classifier_by_import_path_and_by_entry_point(models, tmp_path):
+    write_entry_point(tmp_path, "my-small", f"{models}:classifier")
+    by_path = build_model(f"{models}:classifier", (1, 8, 8), 4)
+    by_name = build_model("my-small", (1, 8, 8), 4)
+    assert type(by_path) is Classifier and type(by_name) is Classifier
+    # its shapes read although it cannot be built on the meta device (built for real instead)
+    assert weight_spec("my-small", (1, 8, 8), 4) == weight_spec(f"{models}:classifier", (1, 8, 8), 4)
+    assert weight_spec("my-small", (1, 8, 8), 4)["head.weight"] == ((4, 16), "F32")
+
+
+@pytest.mark.parametrize("name, phrase", [
+    ("no_such_module_xyz:plain", "no module named 'no_such_module_xyz'"),
+    ("{m}:missing", "has no missing"),
+    ("{m}:HIDDEN", "not callable"),
+    ("{m}:not_a_module", "returned str, not a torch.nn.Module"),
+    ("{m}:no_linear", "no nn.Linear"),
+    ("{m}:broken", "RuntimeError: no GPU here"),
+    ("nonesuch", "unknown model 'nonesuch'"),
+    (":plain", "MODULE:FACTORY"),
+])
+def test_a_model_that_cannot_be_built_is_named_in_one_line(models, name, phrase):
+    name = name.format(m=models)
+    with pytest.raises(ValueError) as info:
+        build_model(name, (1, 8, 8), 3)
+    message = str(info.value)
+    assert phrase in message and repr(name) in message and "\n" not in message
+
+
+def test_an_entry_point_whose_module_is_gone_is_named(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write_entry_point(tmp_path, "gone-model", "vanished_module_xyz:plain")
+    with pytest.raises(ValueError, match="'gone-model': no module named 'vanished_module_xyz'"):
+        build_model("gone-model", (1, 8, 8), 3)
+
+
+def test_the_fingerprint_tells_two_versions_of_a_model_apart(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    a, b, c = write_models(tmp_path, hidden=16), write_models(tmp_path, hidden=32), write_models(tmp_path, hidden=16)
+    fingerprint = lambda m: spec_fingerprint(weight_spec(f"{m}:plain", (1, 8, 8), 3))  # noqa: E731
+    assert fingerprint(a) == fingerprint(c) != fingerprint(b)
+    assert len(fingerprint(a)) == 64
+    assert spec_fingerprint(weight_spec("cnn", (1, 8, 8), 3)) != spec_fingerprint(weight_spec("cnn", (1, 8, 8), 4))
+
+
+def test_a_plain_module_inside_another_keeps_its_names(models):
+    outer = nn.ModuleDict({"inner": build_model(f"{models}:plain", (1, 8, 8), 3)})
+    names = list(outer.state_dict())
+    assert names[0] == "inner.1.weight" and not any(".net." in n for n in names)
+    outer.load_state_dict(outer.state_dict())
