@@ -162,6 +162,15 @@ def spec_fingerprint(spec: WeightSpec) -> str:
     return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
 
 
+def load_weights_file(path, spec: WeightSpec) -> dict[str, torch.Tensor]:
+    """The state dict in a safetensors file (never pickle), once check_weights_file found it to be exactly `spec`'s:
+    InvalidArgument, in one line, otherwise."""
+    from safetensors.torch import load_file
+
+    check_weights_file(path, spec)
+    return load_file(str(path))
+
+
 def check_weights_file(path, spec: WeightSpec) -> None:
     """Raise InvalidArgument unless the safetensors file at `path` holds exactly the tensors of `spec` (names,
     shapes, dtypes) with finite values. Reads one tensor at a time, never the whole file into memory."""

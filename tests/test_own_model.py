@@ -9,10 +9,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from aal_rpc.errors import InvalidArgument
 from aal_rpc.models import Classifier, PlainClassifier, build_model, expected_shapes
-from aal_rpc.serde import spec_fingerprint, weight_spec
+from aal_rpc.serde import load_weights_file, spec_fingerprint, weight_spec
 from aal_rpc.training import predict_proba, train
 
 MODELS = '''
@@ -135,6 +137,44 @@ def test_the_fingerprint_tells_two_versions_of_a_model_apart(tmp_path, monkeypat
     assert fingerprint(a) == fingerprint(c) != fingerprint(b)
     assert len(fingerprint(a)) == 64
     assert spec_fingerprint(weight_spec("cnn", (1, 8, 8), 3)) != spec_fingerprint(weight_spec("cnn", (1, 8, 8), 4))
+
+
+def test_init_weights_are_checked_against_the_architecture(models, tmp_path):
+    name = f"{models}:plain"
+    spec = weight_spec(name, (1, 8, 8), 3)
+    mine = build_model(name, (1, 8, 8), 3).state_dict()
+    save_file(mine, tmp_path / "ok.safetensors")
+    state = load_weights_file(tmp_path / "ok.safetensors", spec)
+    assert all(torch.equal(state[k], mine[k]) for k in mine)
+
+    wider = write_models(tmp_path, hidden=32)
+    save_file(build_model(f"{wider}:plain", (1, 8, 8), 3).state_dict(), tmp_path / "wider.safetensors")
+    with pytest.raises(InvalidArgument, match="1.weight .*shape \\(32, 64\\), expected F32 of shape \\(16, 64\\)"):
+        load_weights_file(tmp_path / "wider.safetensors", spec)
+    save_file({k: v.double() if v.is_floating_point() else v for k, v in mine.items()}, tmp_path / "f64.safetensors")
+    with pytest.raises(InvalidArgument, match="F64"):
+        load_weights_file(tmp_path / "f64.safetensors", spec)
+    (tmp_path / "pickle.pt").write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(InvalidArgument, match="not valid safetensors"):
+        load_weights_file(tmp_path / "pickle.pt", spec)
+
+
+def test_the_trainer_starts_a_new_model_from_init_weights(models, tmp_path, grpc_coordinator):
+    """Trainer.new_model: the first round's model holds the given weights, not random ones."""
+    from aal_rpc.client import CoordinatorClient
+    from aal_rpc.trainer import Trainer, TrainerConfig
+    from tests.conftest import TASK
+
+    init = build_model(TASK.architecture, TASK.input_shape, TASK.num_classes).state_dict()
+    save_file(init, tmp_path / "init.safetensors")
+    address, _ = grpc_coordinator
+    with CoordinatorClient(address, retry_for=5) as client:
+        trainer = Trainer(client, TrainerConfig(server_id="s", init_weights=str(tmp_path / "init.safetensors")))
+        model = trainer.new_model()
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in init.items())
+        save_file({k: v[:1] if v.dim() else v for k, v in init.items()}, tmp_path / "cut.safetensors")
+        with pytest.raises(InvalidArgument, match="do not match the task's architecture"):
+            Trainer(client, TrainerConfig(server_id="s", init_weights=str(tmp_path / "cut.safetensors")))
 
 
 def test_a_plain_module_inside_another_keeps_its_names(models):

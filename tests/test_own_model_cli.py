@@ -8,11 +8,13 @@ import os
 import subprocess
 
 import pytest
+from safetensors.torch import save_file
 
 from aal_rpc.annotators.oracle import OracleAnnotators
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.data import load_dataset
 from aal_rpc.experiment.processes import command, read_address
+from aal_rpc.models import build_model
 from tests.conftest import wait_until
 from tests.test_own_model import write_entry_point, write_models
 
@@ -81,9 +83,14 @@ def test_a_process_that_cannot_build_the_model_as_the_coordinator_does_stops_at_
                                               "--dataset", "digits", "--model", model), capture_stdout=True,
                        env=env(folder))
     address = read_address(proc, "coordinator", procs.log_dir / "coordinator.log")
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(build_model("mlp", (1, 8, 8), 10).state_dict(), wrong)
+
     cases = {
         "worker without the module": (command("worker", "--coordinator", address, "--threads", "1"), env()),
         "server of another version": (command("server", "--coordinator", address, "--threads", "1"), env(other)),
+        "server, weights of another model": (command("server", "--coordinator", address, "--threads", "1",
+                                                     "--init-weights", wrong), env(folder)),
         "coordinator without the module": (command("coordinator", "--listen", "127.0.0.1:0", "--data-dir",
                                                    tmp_path / "new", "--dataset", "digits", "--model", model), env()),
     }
@@ -102,5 +109,6 @@ def test_a_process_that_cannot_build_the_model_as_the_coordinator_does_stops_at_
                 p.wait()
     one_line(results["worker without the module"], repr(model), f"no module named '{module}'", "PYTHONPATH")
     one_line(results["server of another version"], repr(model), "fingerprint", "coordinator")
+    one_line(results["server, weights of another model"], "--init-weights", "do not match the task's architecture")
     one_line(results["coordinator without the module"], repr(model), f"no module named '{module}'")
     assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())  # no task recorded

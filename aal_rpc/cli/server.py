@@ -12,6 +12,7 @@ from aal_rpc.cli.common import (Command, check_model, coordinator_option, defaul
                                 log_level_option, on_termination, run_program, security_options, set_threads,
                                 threads_option)
 from aal_rpc.client import CoordinatorClient
+from aal_rpc.errors import InvalidArgument
 from aal_rpc.trainer import Trainer, TrainerConfig
 
 
@@ -35,6 +36,10 @@ from aal_rpc.trainer import Trainer, TrainerConfig
 @click.option("--min-labels", type=click.IntRange(min=1), default=TrainerConfig.min_labels, show_default=True,
               help="Train the first model once L holds this many labels (an initial labeled set); until then "
                    "workers offer seeded-random candidates.")
+@click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default=None, metavar="FILE.safetensors",
+              help="Weights of the task's model (a safetensors file of its state dict) that a new model starts from "
+                   "instead of random ones: the first round's, and every round's with --from-scratch. Checked "
+                   "against the model's names, shapes and dtypes at start.")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Stop after this many rounds.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
@@ -42,16 +47,20 @@ from aal_rpc.trainer import Trainer, TrainerConfig
 @security_options
 @log_level_option
 def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, min_new_labels, min_growth, min_labels,
-         max_rounds, seed, device, threads, security):
+         init_weights, max_rounds, seed, device, threads, security):
     """Run a server (trainer)."""
     set_threads(threads)
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
-                           warm_start=warm_start, seed=seed, device=device, min_new_labels=min_new_labels,
+                           warm_start=warm_start, seed=seed, device=device, init_weights=init_weights,
+                           min_new_labels=min_new_labels,
                            min_growth=min_growth, min_labels=min_labels, min_steps=min_steps)
     with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
         first_contact(client)
         check_model(client.task(), client.weights_fingerprint())
-        trainer = Trainer(client, config)
+        try:
+            trainer = Trainer(client, config)
+        except InvalidArgument as exc:  # --init-weights that are not the task's model's
+            raise click.ClickException(f"--init-weights {init_weights}: {exc}") from None
         on_termination(lambda: (client.stop_retrying(), trainer.stop()))
         trainer.run(max_rounds=max_rounds)
 

@@ -25,7 +25,7 @@ import torch
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.data import Dataset, load_task_dataset
 from aal_rpc.models import build_model
-from aal_rpc.serde import record_from_proto, weights_to_bytes
+from aal_rpc.serde import load_weights_file, record_from_proto, weight_spec, weights_to_bytes
 from aal_rpc.training import RECIPE, WARM_RECIPE, evaluate, predict_proba, train
 from aal_rpc.types import AUDIT_STRATEGY
 from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS
@@ -60,6 +60,9 @@ class TrainerConfig:
     # budget (or of a quiet spell) always reach a model however little L grew
     settle_seconds: float = 5.0
     min_labels: int = 1  # the first round waits for this many labels (an initial labeled set)
+    # a safetensors file of the task's architecture's weights that a new model (the first round's, one after a
+    # diverged round, every round's from scratch) starts from instead of random ones; checked when the trainer starts
+    init_weights: str | None = None
     min_steps: int = RECIPE.min_steps  # optimizer steps per round at least (epochs repeat until then)
 
 
@@ -93,6 +96,9 @@ class Trainer:
         self._model: torch.nn.Module | None = None
         self._round_seconds = 0.0  # the last round's time, train to publish (the coordinator spaces rounds by it)
         self.rounds = 0
+        # InvalidArgument, before any label is followed, for weights that are not the task's architecture's
+        self._init_state = None if config.init_weights is None else load_weights_file(
+            config.init_weights, weight_spec(self.task.architecture, self.task.input_shape, self.task.num_classes))
 
     # -- following L ----------------------------------------------------------------------------------
 
@@ -178,13 +184,20 @@ class Trainer:
         if self._failure is not None:
             raise self._failure
 
+    def new_model(self) -> torch.nn.Module:
+        """A model to train anew: random weights, or `init_weights`' (read and checked when the trainer started)."""
+        model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
+        if self._init_state is not None:
+            model.load_state_dict(self._init_state)
+        return model
+
     def train_round(self, x: np.ndarray, y: np.ndarray, seq: int) -> None:
         cfg = self.config
         t0 = time.monotonic()
         warm = cfg.warm_start and self._model is not None
         if not warm:
             torch.manual_seed(cfg.seed + self.rounds)
-            self._model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
+            self._model = self.new_model()
         epochs, min_steps = warm_round(cfg.epochs, cfg.min_steps) if warm else (cfg.epochs, cfg.min_steps)
         train(self._model, x, y, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
               seed=cfg.seed + self.rounds, device=cfg.device, min_steps=min_steps, should_stop=self._stop.is_set)
