@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import deque
 
 import numpy as np
 
@@ -108,3 +109,31 @@ def estimated_accuracy(metrics: dict[str, float]) -> dict | None:
     correct = int(round(metrics.get(AUDIT_CORRECT, 0)))
     low, high = wilson_interval(correct, n)
     return {"value": correct / n, "low": low, "high": high, "labels": n}
+
+
+RATE_WINDOW = 10.0  # seconds a label rate is measured over: the current pace, not the run's
+MIN_RATE_SPAN = 2.0  # seconds of observations before a rate is trusted
+
+
+class LabelRate:
+    """Labels per second, from L's size (or last sequence number) observed over time: the pace of the last
+    `window` seconds, not the run's. The trainers time their rounds by it, the selectors their batches."""
+
+    def __init__(self, *, window: float = RATE_WINDOW, min_span: float = MIN_RATE_SPAN):
+        self.window = window
+        self.min_span = min_span
+        self._seen: deque[tuple[float, int]] = deque()  # (monotonic seconds, labels then)
+
+    def observe(self, labels: int, now: float) -> None:
+        """L held `labels` labels (or reached that sequence number) at `now` (monotonic seconds)."""
+        self._seen.append((now, labels))
+        while len(self._seen) > 2 and self._seen[1][0] <= now - self.window:
+            self._seen.popleft()  # keep one observation at or before the window's start
+
+    @property
+    def rate(self) -> float | None:
+        """Labels per second over the last `window` seconds; None until `min_span` seconds are observed."""
+        if len(self._seen) < 2:
+            return None
+        (t0, n0), (t1, n1) = self._seen[0], self._seen[-1]
+        return (n1 - n0) / (t1 - t0) if t1 - t0 >= self.min_span else None

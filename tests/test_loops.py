@@ -12,6 +12,7 @@ from aal_rpc.data import load_dataset
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_to_bytes
 from aal_rpc.trainer import Trainer, TrainerConfig
+from aal_rpc.trainer.pacing import MIN_STEPS, STEPS_PER_LABEL, RoundBudget
 from aal_rpc.strategies.base import Selection, Strategy
 from aal_rpc.types import shard_of
 from aal_rpc.selector import Selector, WorkerConfig
@@ -398,7 +399,7 @@ def test_later_rounds_continue_the_last_model_with_a_quarter_of_the_steps(grpc_c
     with CoordinatorClient(address) as client:
         queue_random(client, 10)
         label_all(address, DIGITS, 10)
-        trainer = Trainer(client, TrainerConfig(server_id="s", epochs=8, min_steps=40), dataset=DIGITS)
+        trainer = Trainer(client, TrainerConfig(server_id="s", epochs=8, min_steps=40, paced=False), dataset=DIGITS)
         assert trainer.config.warm_start  # the default (docs/RECIPE.md section 4)
         x, y = DIGITS.x_pool[:10], DIGITS.y_pool[:10].astype(np.int64)
         trainer.train_round(x[:5], y[:5], 5)
@@ -406,3 +407,48 @@ def test_later_rounds_continue_the_last_model_with_a_quarter_of_the_steps(grpc_c
     (first, epochs, steps), (second, warm_epochs, warm_steps) = rounds
     assert second is first
     assert (epochs, steps, warm_epochs, warm_steps) == (8, 40, 2, 10)
+
+
+def test_a_first_round_on_few_labels_is_short_and_its_steps_are_published(grpc_coordinator, monkeypatch):
+    address, _ = grpc_coordinator
+    rounds = []
+    train = trainer_module.train
+
+    def recording_train(model, x, y, **kwargs):
+        rounds.append((kwargs["epochs"], kwargs["min_steps"]))
+        return train(model, x, y, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train", recording_train)
+    with CoordinatorClient(address) as client:
+        queue_random(client, 12)
+        label_all(address, DIGITS, 12)
+        trainer = Trainer(client, TrainerConfig(server_id="s"), dataset=DIGITS)  # paced, the default
+        x, y = DIGITS.x_pool[:12], DIGITS.y_pool[:12].astype(np.int64)
+        trainer.train_round(x, y, 12)
+        assert rounds == [(1, STEPS_PER_LABEL * 12)]  # not the recipe's 600 steps
+        assert client.models()[-1].metrics["train_steps"] == STEPS_PER_LABEL * 12
+
+
+def test_a_round_cut_short_by_the_pace_is_followed_by_a_full_one_once_labels_stop(grpc_coordinator, monkeypatch):
+    address, _ = grpc_coordinator
+    rounds = []
+    train, paced = trainer_module.train, trainer_module.round_steps
+
+    def recording_train(model, x, y, **kwargs):
+        rounds.append((len(y), kwargs["epochs"], kwargs["min_steps"]))
+        return train(model, x, y, **kwargs)
+
+    def first_cut_short(n, **kwargs):  # as if labels had come fast while the first round ran
+        return RoundBudget(MIN_STEPS, "pace") if not rounds else paced(n, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train", recording_train)
+    monkeypatch.setattr(trainer_module, "round_steps", first_cut_short)
+    with CoordinatorClient(address) as client:
+        queue_random(client, 12)
+        label_all(address, DIGITS, 12)
+        config = TrainerConfig(server_id="s", epochs=2, min_steps=40, min_labels=12, settle_seconds=0.2,
+                               warm_start=False)
+        Trainer(client, config, dataset=DIGITS).run(max_rounds=2)
+        # the same 12 labels again, in a round as long as 12 labels call for (the pace no longer cuts it short)
+        assert rounds == [(12, 1, MIN_STEPS), (12, 1, STEPS_PER_LABEL * 12)]
+        assert [m.num_labels for m in client.models()] == [12, 12]

@@ -1,9 +1,11 @@
-"""A worker's pacing: the label rate and version interval it observes, and the batch they imply (no network)."""
+"""Pacing, without a network: a worker's (the label rate and version interval it observes, and the batch they
+imply) and a trainer's (how long a round is, given L's size and the pace of labeling)."""
 
 import math
 
 from aal_rpc.types import ModelInfo
 from aal_rpc.selector.pacing import MARGIN, MIN_RATE_SPAN, RATE_WINDOW, Pacing
+from aal_rpc.trainer.pacing import MIN_STEPS, STEPS_PER_LABEL, full_steps, round_steps
 
 
 def version(v: int, created_at: float, **metrics) -> ModelInfo:
@@ -49,3 +51,27 @@ def test_the_rate_follows_the_current_pace_and_the_batch_is_never_empty():
         p.observe_labels(300, float(t))
     assert p.rate == 0.0  # the busy stretch has left the window
     assert p.batch() == 1
+
+
+def test_a_full_round_is_the_recipes_epochs_repeated_until_its_least_steps():
+    assert full_steps(20, epochs=40, min_steps=600, batch_size=32) == 600  # one step an epoch: min_steps rules
+    assert full_steps(1000, epochs=40, min_steps=600, batch_size=32) == 40 * 32  # 32 steps an epoch
+    assert full_steps(1, epochs=1, min_steps=0, batch_size=32) == 1
+
+
+def test_early_rounds_are_short_and_rounds_grow_with_l_until_the_full_round():
+    first = round_steps(20, full=600)
+    assert (first.steps, first.bound) == (STEPS_PER_LABEL * 20, "labels")  # seconds, not a minute
+    assert round_steps(100, full=600).steps == STEPS_PER_LABEL * 100
+    assert round_steps(1000, full=600).bound == "full"
+    assert round_steps(2, full=600).steps == MIN_STEPS  # never fewer than MIN_STEPS ...
+    assert round_steps(2, full=10).steps == 10  # ... nor more than the full round
+
+
+def test_a_round_ends_by_the_time_labels_call_for_the_next_one():
+    # 400 labels at 8 labels/s: L grows by 20% (80 labels) in 10 s, and a step takes 50 ms: 200 steps fit
+    paced = round_steps(400, full=600, label_rate=8.0, step_seconds=0.05, growth=0.2)
+    assert (paced.steps, paced.bound) == (200, "pace")
+    assert round_steps(400, full=600, label_rate=0.5, step_seconds=0.05).bound == "full"  # slow labeling: time
+    assert round_steps(400, full=600, label_rate=None, step_seconds=0.05).bound == "full"  # labels stopped
+    assert round_steps(400, full=600, label_rate=1000.0, step_seconds=0.05).steps == MIN_STEPS

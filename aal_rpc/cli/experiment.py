@@ -41,6 +41,8 @@ from aal_rpc.models import resolve_factory
               help="0: 2 x workers x batch size.")
 @click.option("--pick", type=click.Choice(PICK_ORDERS), default="fresh", show_default=True)
 @click.option("--warm-start/--from-scratch", default=ExperimentConfig.warm_start, show_default=True)
+@click.option("--paced-rounds/--full-rounds", "paced", default=ExperimentConfig.paced, show_default=True,
+              help="Servers' rounds as long as the pace of labeling allows, or each the full recipe (aal-server).")
 @click.option("--eval-repeats", type=click.IntRange(min=0), default=3, show_default=True,
               help="After the run, train this many models afresh on the chosen labels and report their mean "
                    "accuracy (retrained_accuracy) beside the final model's: the labels' worth, less one run's luck.")

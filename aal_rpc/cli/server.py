@@ -29,6 +29,9 @@ from aal_rpc.trainer import Trainer, TrainerConfig
 @click.option("--warm-start/--from-scratch", default=TrainerConfig.warm_start, show_default=True,
               help="Continue from this server's previous weights for a quarter of a round's steps (the first round "
                    "from scratch), or train anew each round.")
+@click.option("--paced-rounds/--full-rounds", "paced", default=TrainerConfig.paced, show_default=True,
+              help="Rounds as long as the pace of labeling allows (short while L is small or labels come fast, so "
+                   "the first model exists within seconds), or every round the full --epochs/--min-steps.")
 @click.option("--min-new-labels", type=click.IntRange(min=1), default=TrainerConfig.min_new_labels,
               show_default=True, help="Train again once this many labels arrived since the last round.")
 @click.option("--min-growth", type=click.FloatRange(min=0), default=TrainerConfig.min_growth, show_default=True,
@@ -46,14 +49,14 @@ from aal_rpc.trainer import Trainer, TrainerConfig
 @threads_option
 @security_options
 @log_level_option
-def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, min_new_labels, min_growth, min_labels,
-         init_weights, max_rounds, seed, device, threads, security):
+def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, paced, min_new_labels, min_growth,
+         min_labels, init_weights, max_rounds, seed, device, threads, security):
     """Run a server (trainer)."""
     set_threads(threads)
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
                            warm_start=warm_start, seed=seed, device=device, init_weights=init_weights,
-                           min_new_labels=min_new_labels,
-                           min_growth=min_growth, min_labels=min_labels, min_steps=min_steps)
+                           min_new_labels=min_new_labels, min_growth=min_growth, min_labels=min_labels,
+                           min_steps=min_steps, paced=paced)
     with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
         first_contact(client)
         check_model(client.task(), client.weights_fingerprint())

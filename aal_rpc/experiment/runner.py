@@ -51,6 +51,7 @@ class ExperimentConfig:
     pool_capacity: int = 0  # 0: 2 x workers x batch size
     pick: str = "fresh"
     warm_start: bool = TrainerConfig.warm_start
+    paced: bool = TrainerConfig.paced  # rounds as long as the pace of labeling allows (trainer/pacing.py)
     seed: int = 0
     eval_repeats: int = 3  # models trained afresh on the final labels, to score the labels themselves (0: none)
     threads: int = 1  # torch threads per process
@@ -90,7 +91,8 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
                 "server", "--coordinator", address, "--server-id", f"server-{i}", "--epochs", cfg.epochs,
                 "--min-steps", cfg.min_steps, "--min-labels", cfg.first_model_labels(),
                 "--seed", cfg.seed * 1000 + i, "--threads", cfg.threads, "--device", cfg.device,
-                "--warm-start" if cfg.warm_start else "--from-scratch"))
+                "--warm-start" if cfg.warm_start else "--from-scratch",
+                "--paced-rounds" if cfg.paced else "--full-rounds"))
         for j, strategy in enumerate(strategies):
             procs.start(f"worker-{j}", command(
                 "worker", "--coordinator", address, "--worker-id", f"worker-{j}", "--shard-index", j,

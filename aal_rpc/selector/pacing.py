@@ -11,13 +11,11 @@ time) x the time between versions (the registry's publication times), its 1/k sh
 from __future__ import annotations
 
 import math
-from collections import deque
 
+from aal_rpc.measures import MIN_RATE_SPAN, RATE_WINDOW, LabelRate  # noqa: F401 - the window is part of this rule
 from aal_rpc.types import ModelInfo
 
 MARGIN = 1.5  # a batch covers 1.5 version intervals: the next model's round, download and scoring may run late
-RATE_WINDOW = 10.0  # seconds of L's growth the label rate is measured over: the current pace, not the run's
-MIN_RATE_SPAN = 2.0  # seconds of observations before the rate is trusted
 INTERVAL_WEIGHT = 0.5  # weight of the newest version interval in its moving average (rounds lengthen as L grows)
 
 
@@ -35,23 +33,18 @@ class Pacing:
     def __init__(self, *, num_shards: int, margin: float = MARGIN):
         self.num_shards = num_shards
         self.margin = margin
-        self._seqs: deque[tuple[float, int]] = deque()  # (monotonic seconds, L's last seq then)
+        self._labels = LabelRate()  # from L's last sequence number over time
         self._last_version: tuple[int, float] | None = None  # (version, created_at) of the newest version seen
         self.interval: float | None = None  # seconds between versions (moving average)
 
     def observe_labels(self, seq: int, now: float) -> None:
         """L's last sequence number is `seq` at `now` (monotonic seconds)."""
-        self._seqs.append((now, seq))
-        while len(self._seqs) > 2 and self._seqs[1][0] <= now - RATE_WINDOW:
-            self._seqs.popleft()  # keep one observation at or before the window's start
+        self._labels.observe(seq, now)
 
     @property
     def rate(self) -> float | None:
         """Labels per second over the last RATE_WINDOW seconds; None until MIN_RATE_SPAN seconds are observed."""
-        if len(self._seqs) < 2:
-            return None
-        (t0, s0), (t1, s1) = self._seqs[0], self._seqs[-1]
-        return (s1 - s0) / (t1 - t0) if t1 - t0 >= MIN_RATE_SPAN else None
+        return self._labels.rate
 
     def observe_version(self, info: ModelInfo) -> None:
         """A version the registry published. The first one's round time stands in for the interval until a

@@ -2,7 +2,8 @@
 
 A follower thread streams L into memory; the client resumes the stream after its last record whenever it
 breaks, however long the coordinator is out of reach (client/retry.py). The training loop snapshots what has
-arrived, trains (the first round from scratch, later ones warm-started by default), evaluates on the dataset's
+arrived, trains (the first round from scratch, later ones warm-started by default; each as long as the pace of
+labeling allows, trainer/pacing.py), evaluates on the dataset's
 held-out split and uploads the weights. A round waits until L has grown by `min_growth` since this server's last
 round, so versions (each downloaded by every worker) come in proportion to what they add, not one per label; once
 no label has come for `settle_seconds`, whatever arrived is trained on.
@@ -25,10 +26,11 @@ import torch
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.data import Dataset, load_task_dataset
 from aal_rpc.models import build_model
+from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS, LabelRate
 from aal_rpc.serde import load_weights_file, record_from_proto, weight_spec, weights_to_bytes
+from aal_rpc.trainer.pacing import RoundBudget, full_steps, round_steps
 from aal_rpc.training import RECIPE, WARM_RECIPE, evaluate, predict_proba, train
 from aal_rpc.types import AUDIT_STRATEGY
-from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ class TrainerConfig:
     # diverged round, every round's from scratch) starts from instead of random ones; checked when the trainer starts
     init_weights: str | None = None
     min_steps: int = RECIPE.min_steps  # optimizer steps per round at least (epochs repeat until then)
+    # rounds follow how fast labels arrive (trainer/pacing.py): short while L is small or labels come fast, the
+    # full round above when there is time. False: every round is a full round
+    paced: bool = True
 
 
 def warm_round(epochs: int, min_steps: int) -> tuple[int, int]:
@@ -95,6 +100,9 @@ class Trainer:
         self._failure: grpc.RpcError | None = None  # what ended the follower, if not a stop
         self._model: torch.nn.Module | None = None
         self._round_seconds = 0.0  # the last round's time, train to publish (the coordinator spaces rounds by it)
+        self._label_rate = LabelRate()  # how fast L grows, as the follower sees it (rounds are paced by it)
+        self._step_seconds: float | None = None  # the last round's seconds per optimizer step
+        self._cut_short = False  # the last round was bound by the pace (trainer/pacing.py): polish once labels stop
         self.rounds = 0
         # InvalidArgument, before any label is followed, for weights that are not the task's architecture's
         self._init_state = None if config.init_weights is None else load_weights_file(
@@ -121,6 +129,7 @@ class Trainer:
                         ys[row] = r.label
                     self._through_seq = r.seq
                     self._last_record_at = time.monotonic()
+                    self._label_rate.observe(r.seq, self._last_record_at)
                     self._cv.notify_all()
         except grpc.RpcError as exc:  # not an outage (those are ridden out): a token without the server role, say
             if not self._stop.is_set():
@@ -150,6 +159,8 @@ class Trainer:
         def ready() -> bool:
             nonlocal said
             settled = time.monotonic() - self._last_record_at >= self.config.settle_seconds
+            if settled and self._cut_short and len(self._ys) == trained_through:
+                return True  # labeling paused or ended after a short round: a full round on the same labels
             growth = 0 if sync or settled else math.ceil(self.config.min_growth * trained_through)
             n, needed = len(self._ys), max(self.config.min_labels, trained_through + max(min_new, growth))
             if n < needed and n != said:
@@ -164,9 +175,11 @@ class Trainer:
                     if self._stop.is_set() or not ready():
                         continue
                     n, seq = len(self._ys), self._through_seq
-                # staggered with the other servers: a round that repeats one, or starts on another's heels, waits
-                wait, why = self.client.begin_round(server_id=self.config.server_id, num_labels=n,
-                                                    round_seconds=self._round_seconds)
+                # staggered with the other servers: a round that repeats one, or starts on another's heels, waits.
+                # A polish (a full round on the labels this server's short round had) repeats only its own work
+                polish = n == trained_through
+                wait, why = (0.0, "") if polish else self.client.begin_round(
+                    server_id=self.config.server_id, num_labels=n, round_seconds=self._round_seconds)
                 if wait > 0:
                     log.debug("%s waits %.2fs before a round on %d labels: %s", self.config.server_id, wait, n, why)
                     with self._cv:
@@ -199,8 +212,14 @@ class Trainer:
             torch.manual_seed(cfg.seed + self.rounds)
             self._model = self.new_model()
         epochs, min_steps = warm_round(cfg.epochs, cfg.min_steps) if warm else (cfg.epochs, cfg.min_steps)
+        budget = self.round_budget(len(y), epochs, min_steps)
+        if budget.bound != "full":  # a paced round: `budget.steps` steps in all
+            epochs, min_steps = 1, budget.steps
+        t_train = time.monotonic()
         train(self._model, x, y, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
               seed=cfg.seed + self.rounds, device=cfg.device, min_steps=min_steps, should_stop=self._stop.is_set)
+        self._step_seconds = (time.monotonic() - t_train) / budget.steps
+        self._cut_short = budget.bound == "pace"
         if self._stop.is_set():  # stopped mid-round: these weights are half-trained, publish nothing
             return
         state = self._model.state_dict()
@@ -211,14 +230,27 @@ class Trainer:
             return
         metrics = self.evaluate(self._model)
         metrics["train_seconds"] = time.monotonic() - t0
+        metrics["train_steps"] = float(budget.steps)
         info = self.client.upload_model(weights_to_bytes(state), server_id=cfg.server_id,
                                         trained_seq=seq, num_labels=len(y), architecture=self.task.architecture,
                                         metrics=metrics)
         self._round_seconds = time.monotonic() - t0
         self.rounds += 1
-        log.info("%s published v%d: %d labels, accuracy %.4f (audit %d/%d), %.2fs", cfg.server_id, info.version,
-                 len(y), metrics.get("accuracy", float("nan")), int(metrics.get(AUDIT_CORRECT, 0)),
-                 int(metrics.get(AUDIT_LABELS, 0)), metrics["train_seconds"])
+        log.info("%s published v%d: %d labels, accuracy %.4f (audit %d/%d), %d steps (%s), %.2fs", cfg.server_id,
+                 info.version, len(y), metrics.get("accuracy", float("nan")), int(metrics.get(AUDIT_CORRECT, 0)),
+                 int(metrics.get(AUDIT_LABELS, 0)), budget.steps, budget.bound, metrics["train_seconds"])
+
+    def round_budget(self, n: int, epochs: int, min_steps: int) -> RoundBudget:
+        """The steps of a round on n labels (trainer/pacing.py): the full round of `epochs` and `min_steps`, or
+        fewer while L is small or labels come fast. A quiet spell (no label for `settle_seconds`) gets the full
+        round: the last labels of a budget are trained on properly."""
+        cfg = self.config
+        full = full_steps(n, epochs=epochs, min_steps=min_steps, batch_size=cfg.batch_size)
+        if not cfg.paced:
+            return RoundBudget(full, "full")
+        quiet = time.monotonic() - self._last_record_at >= cfg.settle_seconds
+        return round_steps(n, full=full, label_rate=None if quiet else self._label_rate.rate,
+                           step_seconds=self._step_seconds, growth=cfg.min_growth)
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Held-out metrics (accuracy, loss) when the task has a labeled test set, and the audit's counts
