@@ -20,7 +20,9 @@ The database is the only authority; a replica keeps nothing in memory but caches
 - every write that can end a long poll sends NOTIFY aal_events; each replica LISTENs and wakes its waiters.
 
 It applies the pool rules of rules.py inside its transactions; the shared-database coordinator
-(aal_rpc/coordinator/postgres.py) is built on its atomic operations.
+(aal_rpc/coordinator/postgres.py) is built on its atomic operations. Its tables are made and migrated at open by
+schema.py (POSTGRES), and rows are encoded and decoded by rows.py. Its two server-side functions are code, not
+schema: every open replaces them with the ones this code calls.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from aal_rpc.coordinator import corrections, rules
+from aal_rpc.coordinator import corrections, rules, schema
 from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.rows import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS, QUERY_COLUMNS,
                                       QUERY_INSERT_COLUMNS, label_from_row, label_row, model_from_row, model_row,
@@ -58,62 +60,8 @@ ROUND_LOCK = 0x4161_6C03
 IMPORT_LOCK = 0x4161_6C04  # one import batch at a time: two imports of one new item must not both append it
 LEASE_LOCK = 0x4161_6C05  # with a hash of the annotator id: one lease at a time per annotator, under the lease cap
 
-SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE SEQUENCE IF NOT EXISTS label_seq",
-    "CREATE SEQUENCE IF NOT EXISTS model_version_seq",
-    """CREATE TABLE IF NOT EXISTS labels (
-        seq BIGINT PRIMARY KEY, item_id TEXT NOT NULL, lease_id TEXT NOT NULL UNIQUE,
-        label INTEGER NOT NULL, annotator_id TEXT NOT NULL,
-        queued_at DOUBLE PRECISION NOT NULL, leased_at DOUBLE PRECISION NOT NULL,
-        labeled_at DOUBLE PRECISION NOT NULL,
-        worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version BIGINT NOT NULL,
-        score DOUBLE PRECISION NOT NULL,
-        tensor BYTEA NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BYTEA NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS queries (
-        item_id TEXT PRIMARY KEY, shard_key BIGINT NOT NULL,
-        worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version BIGINT NOT NULL,
-        score DOUBLE PRECISION NOT NULL, queued_at DOUBLE PRECISION NOT NULL,
-        tensor BYTEA NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BYTEA NOT NULL,
-        lease_id TEXT UNIQUE, lease_owner TEXT, leased_at DOUBLE PRECISION, lease_deadline DOUBLE PRECISION)""",
-    # corrections and text items (databases made before them are brought up to date here): an item has one first
-    # label (supersedes = 0), then any number of corrections, each naming the record it supersedes
-    "ALTER TABLE labels ADD COLUMN IF NOT EXISTS supersedes BIGINT NOT NULL DEFAULT 0",
-    "ALTER TABLE labels ADD COLUMN IF NOT EXISTS text TEXT NOT NULL DEFAULT ''",
-    "ALTER TABLE queries ADD COLUMN IF NOT EXISTS text TEXT NOT NULL DEFAULT ''",
-    "ALTER TABLE labels ADD COLUMN IF NOT EXISTS cluster BIGINT",
-    "ALTER TABLE queries ADD COLUMN IF NOT EXISTS cluster BIGINT",
-    "ALTER TABLE labels DROP CONSTRAINT IF EXISTS labels_item_id_key",
-    "CREATE UNIQUE INDEX IF NOT EXISTS labels_first ON labels (item_id) WHERE supersedes = 0",
-    "CREATE INDEX IF NOT EXISTS labels_item ON labels (item_id, seq)",
-    "CREATE INDEX IF NOT EXISTS labels_superseded ON labels (supersedes) WHERE supersedes > 0",
-    # "don't know": the item is not offered to this annotator again until `until`
-    """CREATE TABLE IF NOT EXISTS deferrals (
-        item_id TEXT NOT NULL, annotator_id TEXT NOT NULL, until DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (item_id, annotator_id))""",
-    "CREATE INDEX IF NOT EXISTS deferrals_until ON deferrals (until)",
-    "CREATE INDEX IF NOT EXISTS queries_fresh ON queries (model_version DESC, score DESC)",
-    "CREATE INDEX IF NOT EXISTS queries_score ON queries (score DESC)",
-    """CREATE TABLE IF NOT EXISTS skips (
-        item_id TEXT PRIMARY KEY, shard_key BIGINT NOT NULL, annotator_id TEXT NOT NULL,
-        at DOUBLE PRECISION NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS models (
-        version BIGINT PRIMARY KEY, server_id TEXT NOT NULL, trained_seq BIGINT NOT NULL,
-        num_labels BIGINT NOT NULL, architecture TEXT NOT NULL, metrics TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL, size_bytes BIGINT NOT NULL, sha256 TEXT NOT NULL,
-        blob_available BOOLEAN NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS models_fresh ON models (num_labels DESC, version DESC)",
-    "CREATE TABLE IF NOT EXISTS model_blobs (version BIGINT PRIMARY KEY, data BYTEA NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS rounds (
-        server_id TEXT PRIMARY KEY, num_labels BIGINT NOT NULL, started DOUBLE PRECISION NOT NULL,
-        round_seconds DOUBLE PRECISION NOT NULL)""",
-    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-    "INSERT INTO counters (name, value) VALUES ('candidates_submitted', 0), ('candidates_evicted', 0) "
-    "ON CONFLICT DO NOTHING",
-]
-
 # Recording a label, server side: one statement, so one round trip and one transaction (autocommit) per label, its
-# statements' plans cached per connection. Created with the schema (CREATE OR REPLACE, under SCHEMA_LOCK), so every
+# statements' plans cached per connection. Created after the migrations (CREATE OR REPLACE, under SCHEMA_LOCK), so every
 # replica's database has the version its code calls. In order, as `record_label` describes: the pool lock shared
 # (before the row, as offers take it), the query row locked by its lease id (this gives the transaction its id,
 # asked for again to be sure, before the seq is taken: see `_settled_through`), then the move into L. The move is
@@ -267,12 +215,15 @@ class PostgresStore:
             self._pool.close()
             raise ConnectionError(f"could not connect to the database {redacted(url)} within {connect_timeout:g} s"
                                   ) from exc
-        with self._tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # replicas starting together
-            for statement in SCHEMA:
-                cur.execute(statement)
-            cur.execute(LABEL_FUNCTION.format(columns=LABEL_INSERT_COLUMNS, channel=CHANNEL))
-            cur.execute(_lease_function())
+        try:
+            with self._tx() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # replicas starting together
+                schema.migrate_postgres(cur, redacted(url))  # first: a database of a newer aal_rpc is left as it is
+                cur.execute(LABEL_FUNCTION.format(columns=LABEL_INSERT_COLUMNS, channel=CHANNEL))
+                cur.execute(_lease_function())
+        except BaseException:
+            self._pool.close()
+            raise
         self._gaps: dict[int, list[str]] = {}  # seq -> ids of the transactions in progress when its gap was seen
         self._holes: set[int] = set()  # seqs known never to commit (their transaction failed): one per failure
         self._gaps_lock = threading.Lock()

@@ -3,7 +3,8 @@
 All writes go through one writer thread that commits whatever has queued up in a single transaction
 (group commit): many concurrent label submissions share one fsync, and each caller's future resolves
 only after the commit holding its write is on disk. Reads use per-thread connections, which in WAL
-mode see only committed data and never block the writer.
+mode see only committed data and never block the writer. Its tables are made and migrated at open by
+schema.py (SQLITE); rows are encoded and decoded by rows.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from aal_rpc.coordinator import schema
 from aal_rpc.coordinator.layout import UPLOAD_PREFIX, UPLOAD_SUFFIX, DataDir
 from aal_rpc.coordinator.rows import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS, QUERY_COLUMNS,
                                       QUERY_INSERT_COLUMNS, label_from_row, label_row, model_from_row, model_row,
@@ -31,54 +33,6 @@ log = logging.getLogger(__name__)
 
 MAX_GROUP = 2048  # writes per transaction; bounds the latency one commit adds to the first writer
 
-# L is append-only: a correction is a new record naming the one it supersedes, so an item has one first label
-# (supersedes = 0) and any number of corrections.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS labels (
-    seq INTEGER PRIMARY KEY,
-    item_id TEXT NOT NULL,
-    lease_id TEXT NOT NULL UNIQUE,
-    label INTEGER NOT NULL,
-    annotator_id TEXT NOT NULL,
-    queued_at REAL NOT NULL, leased_at REAL NOT NULL, labeled_at REAL NOT NULL,
-    worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version INTEGER NOT NULL, score REAL NOT NULL,
-    supersedes INTEGER NOT NULL DEFAULT 0, cluster INTEGER,
-    tensor BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BLOB NOT NULL,
-    text TEXT NOT NULL DEFAULT ''
-);
-CREATE UNIQUE INDEX IF NOT EXISTS labels_first ON labels (item_id) WHERE supersedes = 0;
-CREATE INDEX IF NOT EXISTS labels_item ON labels (item_id, seq);
-CREATE INDEX IF NOT EXISTS labels_superseded ON labels (supersedes) WHERE supersedes > 0;
-CREATE TABLE IF NOT EXISTS queries (
-    item_id TEXT PRIMARY KEY,
-    worker_id TEXT NOT NULL, strategy TEXT NOT NULL, model_version INTEGER NOT NULL, score REAL NOT NULL,
-    queued_at REAL NOT NULL,
-    tensor BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, image_png BLOB NOT NULL,
-    lease_id TEXT, lease_owner TEXT, leased_at REAL, lease_deadline REAL,
-    text TEXT NOT NULL DEFAULT '', cluster INTEGER
-);
-CREATE TABLE IF NOT EXISTS skips (item_id TEXT PRIMARY KEY, annotator_id TEXT NOT NULL, at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS models (
-    version INTEGER PRIMARY KEY,
-    server_id TEXT NOT NULL, trained_seq INTEGER NOT NULL, num_labels INTEGER NOT NULL,
-    architecture TEXT NOT NULL, metrics TEXT NOT NULL, created_at REAL NOT NULL,
-    size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, blob_available INTEGER NOT NULL
-);
-"""
-
-# Databases made before corrections and text items: labels.item_id was UNIQUE, and text columns were missing.
-MIGRATE_V1 = """
-ALTER TABLE labels RENAME TO labels_v1;
-{labels}
-INSERT INTO labels (seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, worker_id,
-    strategy, model_version, score, tensor, dtype, shape, image_png)
-    SELECT seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, worker_id, strategy,
-    model_version, score, tensor, dtype, shape, image_png FROM labels_v1;
-DROP TABLE labels_v1;
-ALTER TABLE queries ADD COLUMN text TEXT NOT NULL DEFAULT '';
-ALTER TABLE queries ADD COLUMN cluster INTEGER;
-"""
 
 @dataclass
 class StoredState:
@@ -98,23 +52,20 @@ class SqliteStore:
         self.layout = DataDir(data_dir)
         self.data_dir = self.layout.root
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.layout.database
+        conn = self._connect()
+        try:
+            schema.migrate_sqlite(conn, str(self.path))  # first: a database of a newer aal_rpc is left as it is
+        finally:
+            conn.close()
         self.blob_dir = self.layout.models
         self.blob_dir.mkdir(exist_ok=True)
         for tmp in self.layout.partial_uploads():  # partial uploads of a crashed run
             tmp.unlink(missing_ok=True)
-        self.path = self.layout.database
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        conn = self._connect()
-        columns = [row[1] for row in conn.execute("PRAGMA table_info(labels)")]
-        if columns and "supersedes" not in columns:
-            labels = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS labels"):SCHEMA.index(");", SCHEMA.index(
-                "CREATE TABLE IF NOT EXISTS labels")) + 2]
-            conn.executescript("BEGIN;" + MIGRATE_V1.format(labels=labels) + "COMMIT;")
-        conn.executescript(SCHEMA)
-        conn.close()
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
