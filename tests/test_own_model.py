@@ -182,3 +182,19 @@ def test_a_plain_module_inside_another_keeps_its_names(models):
     names = list(outer.state_dict())
     assert names[0] == "inner.1.weight" and not any(".net." in n for n in names)
     outer.load_state_dict(outer.state_dict())
+
+
+def test_a_classifier_carries_its_input_normalization_in_its_weights():
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 8), nn.ReLU())
+    model = Classifier(features, 8, 3, input_mean=[0.5, 0.25], input_std=[0.5, 0.25]).eval()
+    x = torch.rand(5, 2, 4, 4)
+    normalized = (x - torch.tensor([0.5, 0.25]).view(2, 1, 1)) / torch.tensor([0.5, 0.25]).view(2, 1, 1)
+    assert torch.allclose(model.embed(x), features(normalized))
+    assert torch.allclose(model(x), model.head(features(normalized)))
+    state = model.state_dict()
+    assert torch.equal(state["input_mean"], torch.tensor([0.5, 0.25]))  # travels with the weights
+    plain = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(32, 8), nn.ReLU()), 8, 3)
+    assert "input_mean" not in plain.state_dict()  # none given: the weights are as before
+    with pytest.raises(ValueError, match="go together"):
+        Classifier(features, 8, 3, input_mean=[0.5, 0.25])

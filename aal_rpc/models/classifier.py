@@ -8,21 +8,39 @@ from torch import nn
 
 class Classifier(nn.Module):
     """`embed` gives the embeddings strategies cluster on (Cluster-Margin); `input_dtype` is what the input
-    tensor must be (float32 for images and vectors, int64 for hashed text n-grams)."""
+    tensor must be (float32 for images and vectors, int64 for hashed text n-grams).
+
+    `input_mean` and `input_std`, when given, normalize every input before `features` sees it, (x - mean) / std:
+    the normalization a (pretrained) network comes with, kept in its weights as buffers. Per channel for pictures
+    (C values), else anything that broadcasts against one input."""
 
     def __init__(self, features: nn.Module, embedding_dim: int, num_classes: int, *,
-                 input_dtype: torch.dtype = torch.float32):
+                 input_dtype: torch.dtype = torch.float32, input_mean=None, input_std=None):
         super().__init__()
         self.features = features
         self.embedding_dim = embedding_dim
         self.input_dtype = input_dtype
         self.head = nn.Linear(embedding_dim, num_classes)
+        if (input_mean is None) != (input_std is None):
+            raise ValueError("input_mean and input_std go together")
+        as_buffer = lambda v: None if v is None else torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
+        self.register_buffer("input_mean", as_buffer(input_mean))
+        self.register_buffer("input_std", as_buffer(input_std))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_mean is None:
+            return x
+        mean, std = self.input_mean, self.input_std
+        if mean.dim() == 1 and x.dim() > 2:  # one value per channel of (N, C, ...)
+            shape = (-1,) + (1,) * (x.dim() - 2)
+            mean, std = mean.view(shape), std.view(shape)
+        return (x - mean) / std
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        return self.features(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.embed(x))
 
 
 def image_shape(architecture: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
