@@ -41,6 +41,7 @@ class Recipe:
     are two batches, and 20 epochs of them (40 steps) leave a network far from what those labels can teach it.
     `lr` is the peak of the `schedule`, reached after `warmup` (a fraction of the round's steps). `augment`
     turns on `augment_batch`: shifts and small rotations of digit-like images, crops and flips of RGB ones.
+    `mixed_precision` trains in bfloat16 or float16 on a CUDA device (autocast_dtype); off, in float32 there too.
     The values in RECIPE are the ones a trainer should use (TrainerConfig); train's own keyword defaults are
     older and kept for its callers, except the schedule and augmentation, which are the recipe's.
     """
@@ -53,6 +54,7 @@ class Recipe:
     schedule: str = "onecycle"
     warmup: float = 0.3
     augment: bool = True
+    mixed_precision: bool = True
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -71,14 +73,16 @@ WARM_RECIPE = replace(RECIPE, epochs=RECIPE.epochs // 4, min_steps=RECIPE.min_st
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int = 32,
           lr: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu",
           min_steps: int = 0, should_stop: Callable[[], bool] = lambda: False,
-          schedule: str = RECIPE.schedule, warmup: float = RECIPE.warmup, augment: bool = RECIPE.augment) -> float:
+          schedule: str = RECIPE.schedule, warmup: float = RECIPE.warmup, augment: bool = RECIPE.augment,
+          mixed_precision: bool = RECIPE.mixed_precision) -> float:
     """Train in place with Adam; return the mean loss of the last epoch.
 
     `min_steps` repeats epochs until at least that many optimizer steps were taken: a fixed compute budget per
     round, so a round costs about the same on 20 labels as on 2,000 (as training on a large pool does).
     `should_stop` is asked before each step; when it says yes, training ends where it is.
     `schedule` shapes the learning rate over the round's steps with `lr` as its peak (`lr_factor`); `augment`
-    transforms each image batch at random (`augment_batch`; other inputs pass unchanged).
+    transforms each image batch at random (`augment_batch`; other inputs pass unchanged). `mixed_precision`
+    False keeps a CUDA device's steps in float32.
     The whole recipe: `train(model, x, y, **RECIPE.kwargs(), seed=..., device=...)`.
     """
     if schedule not in SCHEDULES:
@@ -90,7 +94,7 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     yt = torch.as_tensor(y, dtype=torch.int64)
     opts = optimizers(model, lr=lr, weight_decay=weight_decay)
     peak = [[group["lr"] for group in opt.param_groups] for opt in opts]
-    precision = autocast_dtype(device)
+    precision = autocast_dtype(device) if mixed_precision else None
     scaler = torch.amp.GradScaler("cuda") if precision == torch.float16 else None
     pin = pins_memory(device)
     last = 0.0

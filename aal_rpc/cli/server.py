@@ -6,6 +6,9 @@ again); a wrong token or TLS setting, or any other refused call, ends it with on
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
 from aal_rpc.cli.common import (Command, check_model, coordinator_option, default_id, first_contact,
@@ -16,9 +19,40 @@ from aal_rpc.errors import InvalidArgument
 from aal_rpc.trainer import Trainer, TrainerConfig
 
 
+RECIPE_KEYS = ("epochs", "min_steps", "batch_size", "lr", "weight_decay", "augment", "mixed_precision")
+
+
+def read_recipe(ctx: click.Context, param, path: Path | None) -> Path | None:
+    """--recipe FILE: a JSON or TOML table of RECIPE_KEYS that stand in for those options' defaults (an option given
+    on the command line still wins)."""
+    if path is None:
+        return None
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib  # Python 3.11+
+
+            recipe = tomllib.loads(path.read_text(encoding="utf-8"))
+        else:
+            recipe = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, ImportError) as exc:  # tomllib.TOMLDecodeError and json's errors are ValueErrors
+        raise click.BadParameter(f"{path}: {exc}") from None
+    if not isinstance(recipe, dict):
+        raise click.BadParameter(f"{path}: expected a table of {', '.join(RECIPE_KEYS)}")
+    recipe = {str(k).replace("-", "_"): v for k, v in recipe.items()}
+    unknown = sorted(set(recipe) - set(RECIPE_KEYS))
+    if unknown:
+        raise click.BadParameter(f"{path}: unknown {', '.join(unknown)}; a recipe sets {', '.join(RECIPE_KEYS)}")
+    ctx.default_map = {**(ctx.default_map or {}), **recipe}
+    return path
+
+
 @click.command(cls=Command)
 @coordinator_option
 @click.option("--server-id", default=None, help="Name in the registry (default: server-HOST-PID).")
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              is_eager=True, expose_value=False, callback=read_recipe, metavar="FILE.json|FILE.toml",
+              help=f"A training recipe: any of {', '.join(k.replace('_', '-') for k in RECIPE_KEYS)} "
+                   "(as keys), in place of those options' defaults; options given here still win.")
 @click.option("--epochs", type=click.IntRange(min=1), default=TrainerConfig.epochs, show_default=True)
 @click.option("--min-steps", type=click.IntRange(min=0), default=TrainerConfig.min_steps,
               show_default=True,
@@ -26,6 +60,11 @@ from aal_rpc.trainer import Trainer, TrainerConfig
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainerConfig.batch_size, show_default=True,
               help="Minibatch size.")
 @click.option("--lr", type=float, default=TrainerConfig.lr, show_default=True, help="The schedule's peak.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainerConfig.weight_decay, show_default=True)
+@click.option("--augment/--no-augment", default=TrainerConfig.augment, show_default=True,
+              help="Random shifts and small rotations of digit-like pictures, crops and flips of RGB ones.")
+@click.option("--mixed-precision/--full-precision", default=TrainerConfig.mixed_precision, show_default=True,
+              help="On a CUDA device, train in bfloat16 (float16 where the GPU lacks it), or in float32.")
 @click.option("--warm-start/--from-scratch", default=TrainerConfig.warm_start, show_default=True,
               help="Continue from this server's previous weights for a quarter of a round's steps (the first round "
                    "from scratch), or train anew each round.")
@@ -49,11 +88,12 @@ from aal_rpc.trainer import Trainer, TrainerConfig
 @threads_option
 @security_options
 @log_level_option
-def main(coordinator, server_id, epochs, min_steps, batch_size, lr, warm_start, paced, min_new_labels, min_growth,
-         min_labels, init_weights, max_rounds, seed, device, threads, security):
+def main(coordinator, server_id, epochs, min_steps, batch_size, lr, weight_decay, augment, mixed_precision, warm_start,
+         paced, min_new_labels, min_growth, min_labels, init_weights, max_rounds, seed, device, threads, security):
     """Run a server (trainer)."""
     set_threads(threads)
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
+                           weight_decay=weight_decay, augment=augment, mixed_precision=mixed_precision,
                            warm_start=warm_start, seed=seed, device=device, init_weights=init_weights,
                            min_new_labels=min_new_labels, min_growth=min_growth, min_labels=min_labels,
                            min_steps=min_steps, paced=paced)

@@ -48,6 +48,9 @@ class TrainerConfig:
     epochs: int = RECIPE.epochs
     batch_size: int = RECIPE.batch_size
     lr: float = RECIPE.lr
+    weight_decay: float = RECIPE.weight_decay
+    augment: bool = RECIPE.augment  # random shifts, rotations, crops and flips of picture batches (augment_batch)
+    mixed_precision: bool = RECIPE.mixed_precision  # bfloat16/float16 steps on CUDA; False: float32 there too
     # warm by default: measured on digits (docs/RECIPE.md section 4), 0.980 against 0.964 from scratch at 400 labels,
     # in a quarter of the training time, so workers score with models 4x fresher
     warm_start: bool = True
@@ -217,7 +220,8 @@ class Trainer:
             epochs, min_steps = 1, budget.steps
         t_train = time.monotonic()
         train(self._model, x, y, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-              seed=cfg.seed + self.rounds, device=cfg.device, min_steps=min_steps, should_stop=self._stop.is_set)
+              seed=cfg.seed + self.rounds, device=cfg.device, min_steps=min_steps, should_stop=self._stop.is_set,
+              weight_decay=cfg.weight_decay, augment=cfg.augment, mixed_precision=cfg.mixed_precision)
         self._step_seconds = (time.monotonic() - t_train) / budget.steps
         self._cut_short = budget.bound == "pace"
         if self._stop.is_set():  # stopped mid-round: these weights are half-trained, publish nothing
