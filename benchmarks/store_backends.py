@@ -14,11 +14,11 @@ import numpy as np
 
 from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.coordinator.embedded import EmbeddedCoordinator
-from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
 from aal_rpc.data import render_png
 from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.types import Candidate, Payload, Provenance, Task
 from benchmarks.common import percentiles, run_threads
+from tests.pg_local import LocalPostgres, postgres_bindir
 
 TASK = Task(dataset="digits", num_classes=10, class_names=tuple(map(str, range(10))), input_shape=(1, 8, 8),
             architecture="mlp")

@@ -13,9 +13,9 @@ import pytest
 
 from aal_rpc.coordinator.app import create_coordinator_server, open_coordinator
 from aal_rpc.coordinator.contract import CoordinatorConfig
-from aal_rpc.coordinator.pg_local import LocalPostgres, postgres_bindir
 from aal_rpc.experiment.processes import ProcessGroup
 from aal_rpc.types import Candidate, Payload, Provenance, Task
+from tests.pg_local import LocalPostgres, postgres_bindir
 
 TASK = Task(dataset="digits", num_classes=10, class_names=tuple(str(i) for i in range(10)), input_shape=(1, 8, 8),
             architecture="mlp")

@@ -1,4 +1,5 @@
-"""A throwaway local PostgreSQL cluster for the tests and benchmarks of the PostgreSQL store.
+"""A throwaway local PostgreSQL cluster for the tests and benchmarks of the PostgreSQL store (test tooling: no shipped
+command uses it, so it lives here, outside the package; benchmarks import it as tests.pg_local from the repo root).
 
 It uses the server binaries of Debian's `postgresql` package (`apt-get install postgresql`): initdb into a
 temporary folder, listening only on a Unix socket there (no TCP port at all), trust authentication for the
