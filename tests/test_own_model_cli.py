@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 
 import pytest
 from safetensors.torch import save_file
@@ -41,11 +42,21 @@ def start_system(procs, tmp_path, name: str, model: str, folder) -> str:
     return address
 
 
-def labels_chosen_by_a_model(address: str, budget: int) -> list:
-    """Label `budget` items (an oracle in this process); the records whose item a model's strategy chose."""
+def labels_chosen_by_a_model(procs, name: str, address: str, budget: int) -> list:
+    """Label `budget` items (an oracle in this process); the records whose item a model's strategy chose. A process
+    of the system that stops meanwhile fails the test at once, with its log."""
     with CoordinatorClient(address, retry_for=30) as client:
-        dataset = load_dataset(client.task().dataset)
-        OracleAnnotators(address, dataset, annotators=2, budget=budget).run()
+        oracle = OracleAnnotators(address, load_dataset(client.task().dataset), annotators=2, budget=budget)
+        labeling = threading.Thread(target=oracle.run, daemon=True)
+        labeling.start()
+        mine = [n for n in procs.procs if n.endswith(f"-{name}")]
+        stopped = lambda: [n for n in mine if procs.procs[n].poll() is not None]  # noqa: E731
+        wait_until(lambda: not labeling.is_alive() or stopped(), timeout=RUN_TIMEOUT)
+        if labeling.is_alive():
+            oracle.stop()
+        assert not stopped(), "\n".join((procs.log_dir / f"{n}.log").read_text()[-2000:] for n in stopped())
+        labeling.join(10)
+        assert not labeling.is_alive(), f"{budget} labels not given within {RUN_TIMEOUT}s"
         assert wait_until(lambda: client.models(), timeout=60)
         return [r for r in client.export(include_payload=False) if r.provenance.model_version >= 1]
 
@@ -56,8 +67,8 @@ def test_a_model_by_import_path_and_by_entry_point_runs_the_whole_loop(tmp_path,
     write_entry_point(folder, "my-plain-model", f"{module}:plain")
     by_path = start_system(procs, tmp_path, "path", f"{module}:plain", folder)
     by_entry_point = start_system(procs, tmp_path, "entry", "my-plain-model", folder)
-    for address in (by_path, by_entry_point):
-        chosen = labels_chosen_by_a_model(address, 30)
+    for name, address in (("path", by_path), ("entry", by_entry_point)):
+        chosen = labels_chosen_by_a_model(procs, name, address, 30)
         # the server trained and published the model, and the worker built it, scored its shard and proposed
         assert chosen and {r.provenance.strategy for r in chosen} == {"entropy"}
     for name in list(procs.procs):
