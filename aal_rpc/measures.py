@@ -1,8 +1,9 @@
 """What the experiments, the coordinator's metrics, the trainers and `aal-admin` measure, as pure functions of the
 system's own records: below all of them, so the core depends on no runner.
 
-Accuracy-vs-labels curves (one point per published model), labels per model, the cold-start share, the 95%
-t-interval that every figure of docs/RESULTS.md carries, and the audit's accuracy estimate (a Wilson interval).
+Accuracy-vs-labels curves (one point per published model), labels per model, the cold-start share (random or
+typical picks), the 95% t-interval that every figure of docs/RESULTS.md carries, and the audit's accuracy estimate
+(a Wilson interval).
 Only numpy: `aal-admin` imports this module.
 """
 
@@ -11,10 +12,12 @@ from __future__ import annotations
 import functools
 import math
 from collections import deque
+from collections.abc import Collection
 
 import numpy as np
 
 from aal_rpc.types import AUDIT_STRATEGY  # noqa: F401 - re-exported for the runners
+from aal_rpc.types import TYPICAL_STRATEGY
 
 CONFIDENCE = 0.95  # the intervals in docs/RESULTS.md: mean ± half-width of the two-sided 95% t-interval
 
@@ -45,10 +48,28 @@ def labels_per_model(labeled: int, models: int) -> float | None:
     return labeled / models if models > 0 else None
 
 
-def cold_start_share(model_versions: list[int]) -> float | None:
-    """The share of labels whose query was chosen before any model existed (provenance model_version 0),
-    i.e. at random; None for no labels."""
-    return float(np.mean(np.asarray(model_versions) == 0)) if len(model_versions) else None
+def cold_start_share(model_versions: list[int], encoder_versions: Collection[int] = ()) -> float | None:
+    """The share of labels whose query was chosen before any model trained on labels existed: at random (provenance
+    model_version 0), or under a pretrained encoder (one of `encoder_versions`, types.is_encoder), whose typical
+    items stand in for random ones (`typical_share`); None for no labels."""
+    if not len(model_versions):
+        return None
+    cold = np.isin(np.asarray(model_versions), [0, *encoder_versions])
+    return float(np.mean(cold))
+
+
+def typical_pick(strategy: str, model_version: int, encoder_versions: Collection[int]) -> bool:
+    """A query picked as a typical item of a pretrained encoder's embedding (TypiClust, the selectors' cold start
+    under an encoder): a cold-start pick, not a random one, and not one a model trained on labels chose."""
+    return strategy == TYPICAL_STRATEGY and model_version in encoder_versions
+
+
+def typical_share(provenances: list[tuple[str, int]], encoder_versions: Collection[int]) -> float | None:
+    """The share of labels whose query was a typical pick (`typical_pick`), of (strategy, model_version) pairs:
+    part of `cold_start_share`; None for no labels."""
+    if not provenances:
+        return None
+    return sum(typical_pick(s, v, encoder_versions) for s, v in provenances) / len(provenances)
 
 
 @functools.lru_cache(maxsize=None)

@@ -68,6 +68,8 @@ def image_type(data: bytes) -> str:
 
 AUDIT_STRATEGY = "audit"  # provenance of items drawn uniformly at random for the accuracy estimate: never trained on
 IMPORTED_STRATEGY = "imported"  # provenance of labels that came with the data
+TYPICAL_STRATEGY = "typiclust"  # strategies.TypiClust: the cold start's typical items when the model is an encoder
+PRETRAIN_STEPS = "pretrain_steps"  # a model's metrics: self-supervised steps it was pretrained for
 
 
 def strategy_shown(strategy: str) -> str:
@@ -151,6 +153,13 @@ class ModelInfo:
     def freshness(self) -> tuple[int, int]:
         """Sort key of "latest": trained on the most labels, newest on a tie."""
         return (self.num_labels, self.version)
+
+
+def is_encoder(info: ModelInfo) -> bool:
+    """A pretrained encoder, published before any label was trained on: its embeddings are meaningful, its class
+    probabilities are not. The selectors pick typical items in its embedding instead of random ones (the cold
+    start), and those picks count as the cold start's, not as a model's choices."""
+    return info.num_labels == 0 and info.metrics.get(PRETRAIN_STEPS, 0) > 0
 
 
 @dataclass(frozen=True)

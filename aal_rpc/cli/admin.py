@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,15 +20,15 @@ import numpy as np
 from aal_rpc.cli.admin_import import import_command
 from aal_rpc.cli.common import COORDINATOR_ENV, Group, coordinator_option, security_options
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.measures import estimated_accuracy, labels_per_model
+from aal_rpc.measures import estimated_accuracy, labels_per_model, typical_pick
 from aal_rpc.predict import CARD_FILE, WEIGHTS_FILE, UnreadableFile, load_model, write_model
-from aal_rpc.types import AUDIT_STRATEGY, IMPORTED_STRATEGY, LabeledRecord, Task
+from aal_rpc.types import AUDIT_STRATEGY, IMPORTED_STRATEGY, LabeledRecord, Task, is_encoder
 
 EXPORT_FIELDS = ("seq", "item_id", "label", "label_name", "annotator_id", "queued_at", "leased_at", "labeled_at",
                  "worker_id", "strategy", "model_version", "score", "supersedes")
 SOURCE_FIELD = "source"  # with --sources: the file an item came from, relative to the dataset
 RANDOM_STRATEGY = "random"  # strategies.RandomStrategy.name (not imported: it would bring torch)
-ORIGINS = ("model", "cold_start", "random_strategy", "audit", "imported")  # label_origins' counts
+ORIGINS = ("model", "cold_start", "typical", "random_strategy", "audit", "imported")  # label_origins' counts
 
 
 class LazyClient:
@@ -79,17 +79,19 @@ def stats(client: CoordinatorClient, as_json: bool, provenance: bool):
     published, and where the labels came from.
 
     Below the figures, in plain words: how many labels the models chose, how many were random and why
-    (cold start, the random strategy, the audit), how many came with the data, and whether annotators are
-    outrunning training. Reads every label's provenance.
+    (cold start, the random strategy, the audit), how many were typical items of a pretrained encoder (the cold
+    start's too), how many came with the data, and whether annotators are outrunning training. Reads every
+    label's provenance.
     """
     d = asdict(client.stats())
     # versions are numbered from 1 and never reused: the latest version counts the models published
     d["labels_per_model"] = labels_per_model(d["labeled"], d["latest_model_version"])
-    origins = label_origins(client.export(include_payload=False, latest_only=True))
+    infos = client.models()
+    encoders = {m.version for m in infos if is_encoder(m)}
+    origins = label_origins(client.export(include_payload=False, latest_only=True), encoders)
     d["label_origins"] = origins
     d["chosen_by_model_share"] = chosen_by_model_share(origins)
-    d["cold_start_labels"] = origins["cold_start"]  # what --provenance used to add
-    infos = client.models()
+    d["cold_start_labels"] = origins["cold_start"] + origins["typical"]  # what --provenance used to add
     d["estimated_accuracy"] = estimated_accuracy(max(infos, key=lambda m: m.version).metrics) if infos else None
     if as_json:
         click.echo(json.dumps(d, sort_keys=True))
@@ -101,16 +103,19 @@ def stats(client: CoordinatorClient, as_json: bool, provenance: bool):
     click.echo(f"{'estimated_accuracy':>22}: {format_estimate(d['estimated_accuracy'], audit_labels=True)}")
     click.echo("")
     click.echo(origins_message(origins, versions=d["latest_model_version"], per_model=d["labels_per_model"],
-                               batch_size=client.task().batch_size))
+                               batch_size=client.task().batch_size,
+                               only_encoders=bool(infos) and len(encoders) == len(infos)))
 
 
-def label_origins(records: Iterable[LabeledRecord]) -> dict:
+def label_origins(records: Iterable[LabeledRecord], encoders: Collection[int] = ()) -> dict:
     """Where labels came from, by their records' provenance: counts of ORIGINS, and `model_strategies`, the
-    model-chosen labels by strategy name.
+    model-chosen labels by strategy name. `encoders`: the versions that are pretrained encoders (types.is_encoder).
 
     Audit and imported labels are counted as such whenever they came (before any model too): their reason
     is the more telling. Of the rest, model version 0 is the cold start (a random choice, no model existed);
-    the random strategy with a model is random by choice; anything else a model chose.
+    typical items of an encoder's embedding (measures.typical_pick) are the cold start too, counted apart as
+    `typical`: no model trained on labels chose them; the random strategy with a model is random by choice;
+    anything else a model chose.
     """
     counts = dict.fromkeys(ORIGINS, 0)
     by_strategy: Counter[str] = Counter()
@@ -122,6 +127,8 @@ def label_origins(records: Iterable[LabeledRecord]) -> dict:
             counts["audit"] += 1
         elif p.model_version == 0:
             counts["cold_start"] += 1
+        elif typical_pick(p.strategy, p.model_version, encoders):
+            counts["typical"] += 1
         elif p.strategy == RANDOM_STRATEGY:
             counts["random_strategy"] += 1
         else:
@@ -136,10 +143,12 @@ def chosen_by_model_share(origins: dict) -> float | None:
     return origins["model"] / total if total else None
 
 
-def origins_message(origins: dict, *, versions: int, per_model: float | None = None, batch_size: int = 0) -> str:
+def origins_message(origins: dict, *, versions: int, per_model: float | None = None, batch_size: int = 0,
+                    only_encoders: bool = False) -> str:
     """In plain words, how the labels were chosen (label_origins): by a model, with which strategies; at random,
-    and why; imported. Then whether any model exists yet, and whether annotators outrun training: more labels
-    per model version (`per_model`) than one batch (`batch_size`, the task's; 0: unknown)."""
+    and why; as typical items of a pretrained encoder; imported. Then whether any model exists yet (trained on
+    labels: not while `only_encoders`), and whether annotators outrun training: more labels per model version
+    (`per_model`) than one batch (`batch_size`, the task's; 0: unknown)."""
     total = sum(origins[k] for k in ORIGINS)
 
     def part(n: int) -> str:
@@ -161,11 +170,19 @@ def origins_message(origins: dict, *, versions: int, per_model: float | None = N
             shown = [r for r, n in zip(reasons, (origins["cold_start"], origins["random_strategy"],
                                                  origins["audit"])) if n]
             text += f" {part(random)} {'was' if random == 1 else 'were'} random: {'; '.join(shown)}."
+        typical = origins["typical"]
+        if typical:
+            text += (f" {part(typical)} {'was a typical item' if typical == 1 else 'were typical items'} of a "
+                     "pretrained encoder's embedding, picked before any model trained on labels existed (cold start, "
+                     "TypiClust).")
         if origins["imported"]:
             text += f" {part(origins['imported'])} {'was' if origins['imported'] == 1 else 'were'} imported with " \
                     "the data."
     if versions == 0:
         text += " No model yet: queries are chosen at random until the first model arrives."
+    elif only_encoders:
+        text += (" No model trained on labels yet: queries are typical items of a pretrained encoder's embedding "
+                 "until the first one arrives.")
     elif batch_size and per_model is not None and per_model > batch_size:
         text += (f" Annotators are outrunning training: about {per_model:.1f} labels arrived per model version, "
                  f"more than one batch ({batch_size}).")

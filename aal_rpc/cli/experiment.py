@@ -66,21 +66,29 @@ def main(ctx, quiet, **options):
     cfg = ExperimentConfig(**options)
     summary = run_experiment(cfg, progress=not quiet)
     brief = {k: summary[k] for k in ("final_accuracy", "retrained_accuracy", "random_accuracy", "labels",
-                                     "model_versions", "labels_per_model", "cold_start_share", "wait_seconds",
-                                     "labels_by_strategy")}
+                                     "model_versions", "labels_per_model", "cold_start_share", "typical_share",
+                                     "wait_seconds", "labels_by_strategy")}
     click.echo(json.dumps(brief, indent=2))
     click.echo(in_words(summary))
     click.echo(f"wrote {cfg.out}/summary.json, accuracy.png (random sampling dashed), wait.png")
 
 
 def in_words(summary: dict) -> str:
-    """What a run's figures mean: the share of labels chosen at random, and active learning against random
-    sampling at the same budget."""
+    """What a run's figures mean: the share of labels chosen before any model trained on labels existed (at random,
+    or typical items of a pretrained encoder's embedding), and active learning against random sampling at the same
+    budget."""
     labels = summary["labels"]
     share = summary["cold_start_share"] or 0.0
-    cold = round(share * labels)
-    lines = [f"{cold} of {labels} labels ({100 * share:.0f}%) were chosen at random, before any model existed; "
-             f"the models chose the other {labels - cold} ({100 * (1 - share):.0f}%)."]
+    typical_share = summary.get("typical_share") or 0.0
+    cold, typical = round(share * labels), round(typical_share * labels)
+    if typical:
+        lines = [f"{cold - typical} of {labels} labels ({100 * (share - typical_share):.0f}%) were chosen at random "
+                 f"and {typical} ({100 * typical_share:.0f}%) as typical items of a pretrained encoder's embedding, "
+                 f"before any model trained on labels existed; the models chose the other {labels - cold} "
+                 f"({100 * (1 - share):.0f}%)."]
+    else:
+        lines = [f"{cold} of {labels} labels ({100 * share:.0f}%) were chosen at random, before any model existed; "
+                 f"the models chose the other {labels - cold} ({100 * (1 - share):.0f}%)."]
     ours, rand = summary.get("retrained_accuracy"), summary.get("random_accuracy")
     if ours is not None and rand is not None:
         diff = 100 * (ours - rand)

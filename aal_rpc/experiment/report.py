@@ -258,7 +258,9 @@ def _regimes_section(res: list[dict], sc: dict, figures_dir: Path, rel) -> list[
              "is measured, not assumed: the *labels per model* column). Columns: *labels per model*, labels "
              "acknowledged per model version published (in sync mode the batch; in async mode how many labels "
              "each model chose, i.e. its staleness in labels); *chosen before any model*, the share of labels "
-             "whose query was picked before the first model existed (provenance model_version 0: at random); "
+             "whose query was picked before the first model trained on labels existed (provenance model_version 0: "
+             "at random; or a pretrained encoder's version: typical items of its embedding, shown apart as "
+             "*typical*); "
              "*to spend the budget*, seconds from the first lease to the last label; *wait*, mean seconds from "
              "submitting a label to holding the next query.", "",
              RETRAINED_NOTE, "",
@@ -273,8 +275,11 @@ def _regimes_section(res: list[dict], sc: dict, figures_dir: Path, rel) -> list[
             lpm, cold, spend = (_ci(r.get(k) for r in m) for k in ("labels_per_model", "cold_start_share",
                                                                     "annotation_seconds"))
             wait = _ci(r["wait_mean"] * 1000 for r in m)
+            typical = _ci(r.get("typical_share") for r in m)
+            typical_cell = f" ({_fmt(typical[0] * 100, typical[1] * 100, 0)} % typical)" if typical[0] > 0 else ""
             lines.append(f"| {regime} | {delay[regime]:g} | {mode} | {_seeds(m)} | {_fmt(*lpm, 1)} | "
-                         f"{_fmt(cold[0] * 100, cold[1] * 100, 0)} % | {_fmt(*spend, 1)} | {_fmt(*wait, 1)} | "
+                         f"{_fmt(cold[0] * 100, cold[1] * 100, 0)} %{typical_cell} | {_fmt(*spend, 1)} | "
+                         f"{_fmt(*wait, 1)} | "
                          f"{_fmt(*_ci(r['final_accuracy'] for r in m))} | "
                          f"{_fmt(*_ci(r.get('retrained_accuracy') for r in m))} |")
         gaps.append((regime, _paired_gap(runs, "retrained_accuracy"), _paired_gap(runs, "final_accuracy")))

@@ -19,10 +19,11 @@ import numpy as np
 from tqdm import tqdm
 
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.measures import cold_start_share, labels_per_model
+from aal_rpc.measures import cold_start_share, labels_per_model, typical_share
 from aal_rpc.experiment.plots import plot_accuracy, plot_waits
 from aal_rpc.experiment.processes import ProcessGroup, command
 from aal_rpc.trainer import TrainerConfig
+from aal_rpc.types import is_encoder
 
 POLL_SECONDS = 0.5
 FINAL_MODEL_TIMEOUT = 300.0  # seconds to wait, after the budget is spent, for a model trained on all of it
@@ -120,6 +121,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
 
     curve = [{"labels": m.num_labels, "accuracy": m.metrics.get("accuracy"), "seconds": m.created_at - t0,
               "version": m.version, "server_id": m.server_id} for m in sorted(models, key=lambda m: m.created_at)]
+    encoders = {m.version for m in models if is_encoder(m)}
     by_strategy: dict[str, int] = {}
     for r in records:
         by_strategy[r.provenance.strategy] = by_strategy.get(r.provenance.strategy, 0) + 1
@@ -138,9 +140,12 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
         "wait_seconds": {k: annotate_summary["wait_seconds"][k] for k in ("mean", "p50", "p99")},
         "model_versions": len(models),
         "labels_by_strategy": by_strategy,
-        # labels per model version published, and the share of labels chosen before any model (at random)
+        # labels per model version published, and the share of labels chosen before any model trained on labels
+        # existed (at random, or typical items of a pretrained encoder's embedding: typical_share, part of it)
         "labels_per_model": labels_per_model(len(records), max((m.version for m in models), default=0)),
-        "cold_start_share": cold_start_share([r.provenance.model_version for r in records]),
+        "cold_start_share": cold_start_share([r.provenance.model_version for r in records], encoders),
+        "typical_share": typical_share([(r.provenance.strategy, r.provenance.model_version) for r in records],
+                                       encoders),
         "annotation_seconds": annotate_summary["seconds"],
         "worker_strategies": strategies,
         "candidates_submitted": stats.candidates_submitted,

@@ -163,6 +163,7 @@ def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = N
                         "labels_by_strategy": summary["labels_by_strategy"],
                         "labels_per_model": summary.get("labels_per_model"),
                         "cold_start_share": summary.get("cold_start_share"),
+                        "typical_share": summary.get("typical_share"),
                         "annotation_seconds": summary.get("annotation_seconds"),
                         "seconds": 0.0 if shared else summary["seconds"]})
         progress(f"[{i}/{len(runs)}] {run.run_id}: accuracy {summary['final_accuracy'] or float('nan'):.4f} "

@@ -3,7 +3,9 @@
 Each step waits (long poll) for a model newer than the one held and downloads the latest, learns which of its
 items are already queued or labeled, and submits the best batch among the rest when S needs more from this shard.
 Scores are computed once per model version and reused until the next one. Before any model exists, the worker
-proposes a seeded random batch (the cold start).
+proposes a seeded random batch (the cold start). While the model held is a pretrained encoder (types.is_encoder: no
+label trained on, its class probabilities meaningless), the cold start takes typical and diverse items of its
+embedding instead (strategies.TypiClust), sized the same; the worker's own strategy waits for a model trained on labels.
 
 Work goes with the labels. A worker downloads the version that is latest when it downloads, and does not score
 with one that was superseded meanwhile. With a model, it submits what annotators will label from its shard
@@ -30,10 +32,11 @@ from aal_rpc.client import CoordinatorClient
 from aal_rpc.data import Dataset, load_task_dataset
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_from_bytes
-from aal_rpc.strategies import get_strategy
+from aal_rpc.strategies import Strategy, get_strategy
+from aal_rpc.strategies.typiclust import TypiClust
 from aal_rpc.strategies.uniform import RandomStrategy
 from aal_rpc.training import predict_proba
-from aal_rpc.types import AUDIT_STRATEGY, Payload
+from aal_rpc.types import AUDIT_STRATEGY, ModelInfo, Payload, is_encoder
 from aal_rpc.selector.pacing import Pacing
 
 log = logging.getLogger(__name__)
@@ -79,10 +82,12 @@ class Selector:
         self._row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
         self.strategy = get_strategy(config.strategy, seed=config.seed, **config.strategy_options)
         self._cold_start = RandomStrategy(seed=config.seed)
+        self._typical = self.strategy if isinstance(self.strategy, TypiClust) else TypiClust(seed=config.seed)
         self._audit_rng = np.random.default_rng([config.seed, config.shard_index, 0xA0D17])
         self._audit_ids: set[str] = set()  # audit items this worker submitted (never proposed again by a strategy)
         self.model = None
         self.version = 0
+        self._encoder = False  # the model held is a pretrained encoder (types.is_encoder)
         self._probs: np.ndarray | None = None
         self._embeddings: np.ndarray | None = None
         self._taken = np.zeros(len(self.indices), dtype=bool)  # labeled or skipped
@@ -121,7 +126,7 @@ class Selector:
         self._more_now = False
         info = self.client.latest_model(after_version=self.version, wait_seconds=wait)
         if info is not None and info.version != self.version and info.blob_available:
-            self.pacing.observe_version(info)
+            self._observe_version(info)
             self._follow_latest()
         queued, demand = self._refresh_shard_state()
         demand -= self._submit_audit(queued, demand)
@@ -134,13 +139,12 @@ class Selector:
         free = ~self._taken
         held = self._fresh.union(self._audit_ids) if self.model is not None else set(queued)
         free[[self._row_of[i] for i in queued if i in held and i in self._row_of]] = False
-        strategy = self.strategy
-        if strategy.needs_model and self.model is None:
-            strategy = self._cold_start
+        strategy = self._strategy_now()
+        if strategy is self._cold_start:
             rows = np.flatnonzero(free)
             probs, emb = np.zeros((len(rows), 0), np.float32), None
         else:
-            probs, emb = self._scores()
+            probs, emb = self._scores(strategy)
             if probs is not None:  # never propose what the model gives non-finite outputs
                 broken = int((free & ~self._usable).sum())
                 free &= self._usable
@@ -229,6 +233,16 @@ class Selector:
             self._said.add((what, self.version))
             log.log(level, "%s: " + message, self.config.worker_id, *args)
 
+    def _strategy_now(self) -> Strategy:
+        """The worker's strategy, but at the cold start: random picks before any model, typical items of the
+        embedding (TypiClust) while the model held is an encoder, whose class probabilities mean nothing. A
+        strategy that needs no model is never replaced."""
+        if not self.strategy.needs_model:
+            return self.strategy
+        if self.model is None:
+            return self._cold_start
+        return self._typical if self._encoder else self.strategy
+
     def _wanted(self, queued: list[str], demand: int) -> int:
         """How many candidates to submit now, at most batch_size and S's room (`demand`, this shard's share).
 
@@ -237,12 +251,13 @@ class Selector:
         cannot tell yet. The cold start, a synchronous round (the coordinator sizes those) and a shard with
         nothing in S take the room. Before any model, the cold start asks for one batch shared among the shards
         (what annotators label while the first model trains), not for S's room: random picks that pile up in S
-        would still be served after the first model arrives."""
+        would still be served after the first model arrives. The same while the model held is an encoder: its
+        typical items are the cold start's, made better."""
         room = min(self.config.batch_size, demand)
         if room <= 0:
             return 0
         self._fresh.intersection_update(queued)
-        if self.model is None and self.strategy.needs_model and self.task.mode != "sync":
+        if self.strategy.needs_model and (self.model is None or self._encoder) and self.task.mode != "sync":
             cold = -(-self.config.batch_size // self.config.num_shards)
             return max(0, min(room, cold - len(queued)))
         batch = self.pacing.batch()
@@ -268,35 +283,46 @@ class Selector:
                 return
             model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
             model.load_state_dict(weights_from_bytes(data))
-            self.set_model(model, info.version)
-            self.pacing.observe_version(info)
-            log.info("%s loaded model v%d", self.config.worker_id, info.version)
+            self.set_model(model, info.version, encoder=is_encoder(info))
+            self._observe_version(info)
+            log.info("%s loaded model v%d%s", self.config.worker_id, info.version,
+                     ", an encoder: the cold start picks typical items of its embedding" if self._encoder else "")
             newer = self.client.latest_model(after_version=self.version, wait_seconds=0.0)
             if newer is None or newer.version == self.version:
                 return
             log.debug("%s: v%d was superseded by v%d while it downloaded; not scored", self.config.worker_id,
                       self.version, newer.version)
 
-    def set_model(self, model: torch.nn.Module, version: int) -> None:
-        """Hold `model` as registry version `version`: the shard is scored anew under it at the next step."""
+    def _observe_version(self, info: ModelInfo) -> None:
+        """The pacing times the versions trained on labels; an encoder, published before any, would stretch the
+        first interval by all the time before the first labels."""
+        if not is_encoder(info):
+            self.pacing.observe_version(info)
+
+    def set_model(self, model: torch.nn.Module, version: int, *, encoder: bool = False) -> None:
+        """Hold `model` as registry version `version` (`encoder`: a pretrained encoder, types.is_encoder): the shard
+        is scored anew under it at the next step."""
         self.model, self.version = model.to(self.config.device).eval(), version
+        self._encoder = encoder
         self._probs = self._embeddings = self._usable = None
         self._fresh = set()
         self._wait = self.config.poll_seconds
 
-    def _scores(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Probabilities (and embeddings, if the strategy wants them) of the whole shard under the held model."""
-        if not self.strategy.needs_model:
+    def _scores(self, strategy: Strategy | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Probabilities (and embeddings, if `strategy` wants them) of the whole shard under the held model. One
+        strategy runs per model version (`_strategy_now`, the default), so they are kept until the next."""
+        strategy = strategy or self._strategy_now()
+        if not strategy.needs_model:
             return None, None
         if self._probs is None:
             probs, emb = predict_proba(self.model, self._x, device=self.config.device,
-                                       with_embeddings=self.strategy.needs_embeddings)
+                                       with_embeddings=strategy.needs_embeddings)
             usable = np.isfinite(probs).all(axis=1)
             if emb is not None:
                 usable &= np.isfinite(emb).all(axis=1)
                 if usable.any():  # clusters of the items that can be proposed
-                    self.strategy.prepare(embeddings=emb[usable], item_ids=self.item_ids[usable],
-                                          model_version=self.version)
+                    strategy.prepare(embeddings=emb[usable], item_ids=self.item_ids[usable],
+                                     model_version=self.version)
             self._probs, self._embeddings, self._usable = probs, emb, usable
         return self._probs, self._embeddings
 

@@ -8,11 +8,12 @@ from aal_rpc.strategies.cluster_margin import ClusterMarginStrategy
 from aal_rpc.strategies.entropy import EntropyStrategy
 from aal_rpc.strategies.least_confidence import LeastConfidenceStrategy
 from aal_rpc.strategies.margin import MarginStrategy
+from aal_rpc.strategies.typiclust import TypiClust
 from aal_rpc.strategies.uniform import RandomStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (RandomStrategy, EntropyStrategy, LeastConfidenceStrategy, MarginStrategy,
-                              ClusterMarginStrategy, BadgeStrategy)
+                              ClusterMarginStrategy, BadgeStrategy, TypiClust)
 }
 
 
