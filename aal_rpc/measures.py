@@ -59,9 +59,10 @@ def cold_start_share(model_versions: list[int], encoder_versions: Collection[int
 
 
 def typical_pick(strategy: str, model_version: int, encoder_versions: Collection[int]) -> bool:
-    """A query picked as a typical item of a pretrained encoder's embedding (TypiClust, the selectors' cold start
-    under an encoder): a cold-start pick, not a random one, and not one a model trained on labels chose."""
-    return strategy == TYPICAL_STRATEGY and model_version in encoder_versions
+    """A query picked as a typical item of an encoder's embedding (TypiClust, the selectors' cold start): of the
+    task's network at initial weights before any model (version 0), or of a pretrained encoder; a cold-start pick,
+    not a random one, and not one a model trained on labels chose."""
+    return strategy == TYPICAL_STRATEGY and (model_version == 0 or model_version in encoder_versions)
 
 
 def typical_share(provenances: list[tuple[str, int]], encoder_versions: Collection[int]) -> float | None:

@@ -185,3 +185,27 @@ def test_a_worker_holding_an_encoder_starts_cold_with_typical_items(grpc_coordin
         assert last["strategy"] == "margin" and last["model_version"] == 2
         stats = admin.label_origins(client.export(include_payload=False), {1})
         assert stats["typical"] == 10 and stats["model"] == 0
+
+
+def test_before_any_model_a_worker_picks_typical_items_of_its_untrained_network_and_random_ones_if_told(
+        grpc_coordinator):
+    address, _ = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        recording = Recording(client)
+        w = Selector(recording, WorkerConfig(worker_id="w0", shard_index=0, num_shards=2, strategy="margin",
+                                             batch_size=20, poll_seconds=0.01), dataset=DIGITS)
+        assert w.step() == 10  # sized like the cold start
+        [sent] = recording.of("submit_candidates")
+        assert sent["strategy"] == "typiclust" and sent["model_version"] == 0
+        _, emb = predict_proba(w.untrained_encoder(), DIGITS.x_pool[w.indices], with_embeddings=True)
+        expected = TypiClust(seed=0).select(np.zeros((len(emb), 0)), 10, embeddings=emb).indices
+        assert [c[0] for c in sent["candidates"]] == w.item_ids[expected].tolist()
+
+        label_all(address, DIGITS, 10)
+        stats = admin.label_origins(client.export(include_payload=False))
+        assert stats["typical"] == 10 and stats["cold_start"] == 0 and stats["model"] == 0
+
+        other = Recording(client)
+        Selector(other, WorkerConfig(worker_id="w1", shard_index=1, num_shards=2, strategy="margin", batch_size=20,
+                                     poll_seconds=0.01, cold_start="random"), dataset=DIGITS).step()
+        assert other.of("submit_candidates")[0]["strategy"] == "random"

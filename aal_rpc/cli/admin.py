@@ -112,9 +112,9 @@ def label_origins(records: Iterable[LabeledRecord], encoders: Collection[int] = 
     model-chosen labels by strategy name. `encoders`: the versions that are pretrained encoders (types.is_encoder).
 
     Audit and imported labels are counted as such whenever they came (before any model too): their reason
-    is the more telling. Of the rest, model version 0 is the cold start (a random choice, no model existed);
-    typical items of an encoder's embedding (measures.typical_pick) are the cold start too, counted apart as
-    `typical`: no model trained on labels chose them; the random strategy with a model is random by choice;
+    is the more telling. Of the rest, typical items of an encoder's embedding (measures.typical_pick) are the
+    cold start, counted as `typical`: no model trained on labels chose them; other picks under model version 0
+    are the cold start's random ones (no model existed); the random strategy with a model is random by choice;
     anything else a model chose.
     """
     counts = dict.fromkeys(ORIGINS, 0)
@@ -125,10 +125,10 @@ def label_origins(records: Iterable[LabeledRecord], encoders: Collection[int] = 
             counts["imported"] += 1
         elif p.strategy == AUDIT_STRATEGY:
             counts["audit"] += 1
-        elif p.model_version == 0:
-            counts["cold_start"] += 1
         elif typical_pick(p.strategy, p.model_version, encoders):
             counts["typical"] += 1
+        elif p.model_version == 0:
+            counts["cold_start"] += 1
         elif p.strategy == RANDOM_STRATEGY:
             counts["random_strategy"] += 1
         else:

@@ -16,6 +16,7 @@ from aal_rpc.cli.common import (Command, check_model, coordinator_option, defaul
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.strategies import STRATEGIES
 from aal_rpc.selector import Selector, WorkerConfig
+from aal_rpc.selector.loop import COLD_STARTS
 
 
 @click.command(cls=Command)
@@ -31,6 +32,9 @@ from aal_rpc.selector import Selector, WorkerConfig
               help="Most candidates submitted per round.")
 @click.option("--poll-seconds", type=click.FloatRange(min=0.05, max=30), default=0.5, show_default=True,
               help="Longest wait for a new model before checking the pool's demand again.")
+@click.option("--cold-start", type=click.Choice(COLD_STARTS), default=WorkerConfig.cold_start, show_default=True,
+              help="Before any model: typical items (TypiClust) of the embedding the task's network gives at "
+                   "initial weights (a pretrained encoder's, once one is published), or random picks.")
 @click.option("--cm-epsilon", type=click.FloatRange(min=0, min_open=True), default=None,
               help="cluster_margin: HAC distance threshold (default: half the median pairwise embedding distance).")
 @click.option("--cm-margin-pool-factor", type=click.FloatRange(min=1), default=10.0, show_default=True,
@@ -43,8 +47,8 @@ from aal_rpc.selector import Selector, WorkerConfig
 @threads_option
 @security_options
 @log_level_option
-def main(coordinator, worker_id, shard_index, num_shards, strategy, strategy_by_shard, batch_size, poll_seconds, cm_epsilon,
-         cm_margin_pool_factor, cm_recluster_after, seed, device, threads, security):
+def main(coordinator, worker_id, shard_index, num_shards, strategy, strategy_by_shard, batch_size, poll_seconds,
+         cold_start, cm_epsilon, cm_margin_pool_factor, cm_recluster_after, seed, device, threads, security):
     """Run a worker (selector) on shard SHARD_INDEX of NUM_SHARDS."""
     set_threads(threads)
     if shard_index >= num_shards:
@@ -53,7 +57,7 @@ def main(coordinator, worker_id, shard_index, num_shards, strategy, strategy_by_
         strategy = strategy_by_shard[shard_index % len(strategy_by_shard)]
     config = WorkerConfig(worker_id=worker_id or default_id("worker"), shard_index=shard_index,
                           num_shards=num_shards, strategy=strategy, batch_size=batch_size, seed=seed,
-                          poll_seconds=poll_seconds, device=device,
+                          poll_seconds=poll_seconds, device=device, cold_start=cold_start,
                           strategy_options={"epsilon": cm_epsilon, "margin_pool_factor": cm_margin_pool_factor,
                                             "recluster_after": cm_recluster_after}
                           if strategy == "cluster_margin" else {})

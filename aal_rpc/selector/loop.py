@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_IDLE_WAIT = 30.0  # longest wait for a new model while nothing can be proposed (the pool is looked at after it)
 CATCH_UP_DOWNLOADS = 3  # downloads in a row while versions keep superseding the one just downloaded; then score
+COLD_STARTS = ("typical", "random")  # WorkerConfig.cold_start
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class WorkerConfig:
     poll_seconds: float = 0.5  # longest wait for a new model before checking the pool's demand again
     device: str = "cpu"
     strategy_options: dict = field(default_factory=dict)  # keyword arguments of the strategy's constructor
+    # before any model: "typical" items (TypiClust) of the embedding the task's network gives at its seeded initial
+    # weights, until a pretrained encoder or a model trained on labels arrives; or "random" picks
+    cold_start: str = "typical"
 
 
 def shard_rows(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -98,6 +102,10 @@ class Selector:
         self.pacing = Pacing(num_shards=config.num_shards)
         self._fresh: set[str] = set()  # items submitted with the held model and still in S
         self._more_now = False  # the last batch was cut at batch_size and S wants more: no wait before the next
+        if config.cold_start not in COLD_STARTS:
+            raise ValueError(f"unknown cold start {config.cold_start!r}; expected one of {COLD_STARTS}")
+        if config.cold_start == "typical" and self.strategy.needs_model:
+            self.set_model(self.untrained_encoder(), 0, encoder=True)
         self._wait = config.poll_seconds  # the next long poll's wait while the pool wants nothing more now
         self._said: set[tuple[str, int]] = set()  # (what, model version) already logged
 
@@ -139,6 +147,7 @@ class Selector:
         free = ~self._taken
         held = self._fresh.union(self._audit_ids) if self.model is not None else set(queued)
         free[[self._row_of[i] for i in queued if i in held and i in self._row_of]] = False
+        free[[self._row_of[i] for i in self._audit_ids if i in self._row_of]] = False  # just submitted ones too
         strategy = self._strategy_now()
         if strategy is self._cold_start:
             rows = np.flatnonzero(free)
@@ -298,6 +307,15 @@ class Selector:
         first interval by all the time before the first labels."""
         if not is_encoder(info):
             self.pacing.observe_version(info)
+
+    def untrained_encoder(self) -> torch.nn.Module:
+        """The task's network at initial weights seeded by the worker's seed, as the cold start's encoder (version
+        0). Measured on digits28 (docs/RESULTS.md), typical items of its embedding beat random picks: a random
+        convolutional network already maps similar pictures near each other, and a random hashed-text network
+        similar texts."""
+        with torch.random.fork_rng():
+            torch.manual_seed(self.config.seed)
+            return build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
 
     def set_model(self, model: torch.nn.Module, version: int, *, encoder: bool = False) -> None:
         """Hold `model` as registry version `version` (`encoder`: a pretrained encoder, types.is_encoder): the shard
