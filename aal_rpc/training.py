@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from aal_rpc.data.text import PADDING
 from aal_rpc.models import input_dtype
 
 INFERENCE_BATCH = 1024
@@ -31,6 +32,21 @@ ONECYCLE_FINAL_DIV = 1e4
 RGB_CROP_PAD = 1 / 8  # RGB images: pad by 1/8 of the side (4 px at 32x32), crop back at a random offset
 DIGIT_SHIFT = 2 / 28  # other images (digit-like): shift by up to 1/14 of the side (2 px at 28x28, 1 at 8x8)
 DIGIT_ROTATION = 10.0  # ... and rotate by up to 10 degrees either way
+# the strong view of an unlabeled image (semi-supervised rounds, FixMatch's): digit-like ones shifted by up to 1/7 of
+# the side (4 px at 28x28) and rotated by up to 30 degrees (digits28 itself is drawn at +-20), RGB ones cropped and
+# flipped as above; then a square of 1/3 of the side blanked (cutout) at a random place
+STRONG_SHIFT = 4 / 28
+STRONG_ROTATION = 30.0
+CUTOUT = 1 / 3
+ALIGN_STEPS = 32  # distribution alignment's running mean of the predictions covers about this many steps
+TOKEN_DROPOUT = 0.3  # the strong view of a text: each n-gram bucket replaced by the padding id with this chance
+
+
+def check_semi_supervised(unlabeled_ratio: int, unlabeled_weight: float) -> None:
+    if unlabeled_ratio < 1:
+        raise ValueError(f"unlabeled_ratio must be at least 1; got {unlabeled_ratio}")
+    if not unlabeled_weight >= 0:
+        raise ValueError(f"unlabeled_weight must be at least 0; got {unlabeled_weight}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,9 @@ class Recipe:
     `lr` is the peak of the `schedule`, reached after `warmup` (a fraction of the round's steps). `augment`
     turns on `augment_batch`: shifts and small rotations of digit-like images, crops and flips of RGB ones.
     `mixed_precision` trains in bfloat16 or float16 on a CUDA device (autocast_dtype); off, in float32 there too.
+    `semi_supervised` lets a round that is given unlabeled items learn from them too (FixMatch, `train`'s
+    `unlabeled`): `unlabeled_ratio` of them a labeled one, a pseudo-label kept where the model is `threshold`
+    sure of it, weighed `unlabeled_weight` against the labeled loss; off by default (docs/RECIPE.md section 7).
     The values in RECIPE are the ones a trainer should use (TrainerConfig); train's own keyword defaults are
     older and kept for its callers, except the schedule and augmentation, which are the recipe's.
     """
@@ -55,10 +74,15 @@ class Recipe:
     warmup: float = 0.3
     augment: bool = True
     mixed_precision: bool = True
+    semi_supervised: bool = False
+    unlabeled_ratio: int = 2
+    unlabeled_weight: float = 1.0
+    threshold: float = 0.95
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        check_semi_supervised(self.unlabeled_ratio, self.unlabeled_weight)
 
     def kwargs(self) -> dict:
         """The keyword arguments of `train` that this recipe sets: `train(model, x, y, **recipe.kwargs())`."""
@@ -74,7 +98,9 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
           lr: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu",
           min_steps: int = 0, should_stop: Callable[[], bool] = lambda: False,
           schedule: str = RECIPE.schedule, warmup: float = RECIPE.warmup, augment: bool = RECIPE.augment,
-          mixed_precision: bool = RECIPE.mixed_precision) -> float:
+          mixed_precision: bool = RECIPE.mixed_precision, unlabeled: np.ndarray | None = None,
+          semi_supervised: bool = RECIPE.semi_supervised, unlabeled_ratio: int = RECIPE.unlabeled_ratio,
+          unlabeled_weight: float = RECIPE.unlabeled_weight, threshold: float = RECIPE.threshold) -> float:
     """Train in place with Adam; return the mean loss of the last epoch.
 
     `min_steps` repeats epochs until at least that many optimizer steps were taken: a fixed compute budget per
@@ -83,15 +109,28 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     `schedule` shapes the learning rate over the round's steps with `lr` as its peak (`lr_factor`); `augment`
     transforms each image batch at random (`augment_batch`; other inputs pass unchanged). `mixed_precision`
     False keeps a CUDA device's steps in float32.
+    `unlabeled` items (rows shaped as x's), when given and `semi_supervised`, join every step as in FixMatch
+    (Sohn et al. 2020; `PseudoLabeler`): `unlabeled_ratio` x `batch_size` of them drawn at random, each labeled
+    with the model's own prediction on a weak view (the recipe's augmentation) where that prediction's probability
+    is at least `threshold`, and those items' strong views (`strong_augment_batch`) trained towards their
+    pseudo-labels, the loss weighed `unlabeled_weight` and averaged over all the drawn items. A step where no item
+    is that sure is a supervised step; the labeled batches and their augmentation stay what they would be without
+    unlabeled items (their draws come from a generator of their own). The loss returned includes that term.
     The whole recipe: `train(model, x, y, **RECIPE.kwargs(), seed=..., device=...)`.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+    check_semi_supervised(unlabeled_ratio, unlabeled_weight)
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator().manual_seed(seed + 1)  # its own stream: augmenting leaves the batch order as it was
     xt = torch.as_tensor(x, dtype=input_dtype(model))
     yt = torch.as_tensor(y, dtype=torch.int64)
+    pseudo = None
+    if semi_supervised and unlabeled is not None and len(unlabeled):
+        pseudo = PseudoLabeler(torch.as_tensor(unlabeled, dtype=input_dtype(model)), yt,
+                               count=unlabeled_ratio * batch_size, threshold=threshold, augment=augment,
+                               seed=seed + 2, device=device)
     opts = optimizers(model, lr=lr, weight_decay=weight_decay)
     peak = [[group["lr"] for group in opt.param_groups] for opt in opts]
     precision = autocast_dtype(device) if mixed_precision else None
@@ -115,13 +154,20 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
             xb, yb = to_device(xt[idx], device, pin), to_device(yt[idx], device, pin)
             if augment:
                 xb = augment_batch(xb, aug_gen)
+            confident = None if pseudo is None else pseudo.draw(model, precision)
             factor = lr_factor(schedule, step, total_steps, warmup)
             for opt, lrs in zip(opts, peak):
                 for group, base in zip(opt.param_groups, lrs):
                     group["lr"] = base * factor
                 opt.zero_grad(set_to_none=True)
             with autocast(device, precision):
-                loss = F.cross_entropy(model(xb), yb)
+                if confident is None:
+                    loss = F.cross_entropy(model(xb), yb)
+                else:  # one forward pass over both, so batchnorm normalizes them together (as FixMatch does)
+                    xs, ys = confident
+                    logits = model(torch.cat([xb, xs]))
+                    loss = F.cross_entropy(logits[:len(xb)], yb) + unlabeled_weight * F.cross_entropy(
+                        logits[len(xb):], ys, reduction="sum") / (unlabeled_ratio * batch_size)
             if scaler is None:
                 loss.backward()
                 for opt in opts:
@@ -137,6 +183,93 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
         last = float(total) / max(n, 1)
     model.eval()
     return last
+
+
+class PseudoLabeler:
+    """FixMatch's unlabeled half of a step (`draw`), with ReMixMatch's distribution alignment.
+
+    `count` rows of `pool` (host memory) are drawn at random, each predicted on a weak view (`augment_batch` where
+    `augment`, else as it is); the strong views (`strong_augment_batch`) of those predicted with a probability of
+    at least `threshold` are returned with those predictions as their labels.
+
+    The prediction runs in eval mode without gradients: batchnorm's statistics and dropout stay out of it, so the
+    labels come from the model as it would be published, and drawing them changes nothing in the model. Before the
+    threshold, each prediction is aligned (Berthelot et al. 2020): multiplied by the labeled classes' shares
+    (`labels`, add-one smoothed) over the running mean of the model's predictions on the pool (over about
+    ALIGN_STEPS steps), and renormalized. Without it a few labels let one class take the pseudo-labels over: the
+    model grows sure of it on the pool, trains on that, and ends predicting it for everything (measured on text,
+    docs/RECIPE.md section 7). Choosing the confident items reads their count back from the device (one wait for
+    the GPU a step); only they take the strong, trained pass.
+    """
+
+    def __init__(self, pool: torch.Tensor, labels: torch.Tensor, *, count: int, threshold: float, augment: bool,
+                 seed: int, device: str | torch.device):
+        self.pool, self.count, self.threshold, self.augment, self.device = pool, count, threshold, augment, device
+        self.generator = torch.Generator().manual_seed(seed)  # draws and views of unlabeled items: a stream apart
+        self.pin = pins_memory(device)
+        self.labels = labels
+        self.prior: torch.Tensor | None = None  # the labeled classes' shares, once the number of classes is known
+        self.running: torch.Tensor | None = None  # the mean prediction on the pool, lately
+
+    def draw(self, model: nn.Module, precision: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The strong views of the confident items of a random draw and their pseudo-labels; None if none is."""
+        xu = to_device(self.pool[torch.randint(len(self.pool), (self.count,), generator=self.generator)],
+                       self.device, self.pin)
+        weak = augment_batch(xu, self.generator) if self.augment else xu
+        model.eval()
+        with torch.no_grad(), autocast(self.device, precision):
+            probs = torch.softmax(model(weak).float(), dim=1)
+        model.train()
+        if self.prior is None:
+            counts = torch.bincount(self.labels, minlength=probs.shape[1])[:probs.shape[1]].float() + 1
+            self.prior = (counts / counts.sum()).to(probs.device)
+            self.running = probs.mean(dim=0)
+        else:
+            self.running.mul_(1 - 1 / ALIGN_STEPS).add_(probs.mean(dim=0), alpha=1 / ALIGN_STEPS)
+        aligned = probs * (self.prior / self.running.clamp_min(1e-6))
+        confidence, pseudo = (aligned / aligned.sum(dim=1, keepdim=True)).max(dim=1)
+        keep = (confidence >= self.threshold).nonzero().squeeze(1)
+        if len(keep) == 0:
+            return None
+        return strong_augment_batch(xu[keep], self.generator), pseudo[keep]
+
+
+def strong_augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The strong view of an unlabeled batch (FixMatch's), on x's device; draws from `generator` on the CPU.
+
+    Digit-like images (other than 3 channels): shifted by up to 1/7 of the side and rotated by up to 30 degrees,
+    RGB ones cropped and flipped as `augment_batch` does, and both then blanked over a random square of 1/3 of
+    the side (cutout). Hashed text (int64 bucket ids, (N, L)): each bucket replaced by the padding id with
+    probability TOKEN_DROPOUT (the weak view of a text is the text itself). Flat vectors have no strong view:
+    for them a semi-supervised round is plain self-training on confident predictions.
+    """
+    if len(x) == 0:
+        return x
+    if not x.is_floating_point():
+        if x.dim() != 2:
+            return x
+        drop = (torch.rand(x.shape, generator=generator) < TOKEN_DROPOUT).to(x.device)
+        return x.masked_fill(drop, PADDING)
+    if x.dim() != 4:
+        return x
+    n, c, h, w = x.shape
+    if c == 3:
+        x = augment_batch(x, generator)
+    else:
+        x = random_affine(x, max(1, round(STRONG_SHIFT * min(h, w))), STRONG_ROTATION, generator)
+    return cutout(x, max(1, round(CUTOUT * min(h, w))), generator)
+
+
+def cutout(x: torch.Tensor, side: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image with its own `side` x `side` square, wholly inside it at a random place, set to 0."""
+    n, _, h, w = x.shape
+    side_y, side_x = min(side, h), min(side, w)
+    oy = torch.randint(0, h - side_y + 1, (n,), generator=generator).to(x.device)
+    ox = torch.randint(0, w - side_x + 1, (n,), generator=generator).to(x.device)
+    rows = torch.arange(h, device=x.device)[None, :] - oy[:, None]  # (N, H): inside where 0 <= r < side
+    cols = torch.arange(w, device=x.device)[None, :] - ox[:, None]
+    inside = ((rows >= 0) & (rows < side_y))[:, :, None] & ((cols >= 0) & (cols < side_x))[:, None, :]
+    return x.masked_fill(inside[:, None], 0)
 
 
 def lr_factor(schedule: str, step: int, total_steps: int, warmup: float) -> float:

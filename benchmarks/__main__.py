@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from benchmarks import (annotators, capacity, cluster_margin_scale, cnn_vs_textbook, growth, held_open,
-                        labelstudio_sync, model_distribution, own_data, scale_sim, store_backends, web_latency,
-                        work_per_label, worker_scoring)
+                        labelstudio_sync, model_distribution, own_data, scale_sim, semi_supervised, store_backends,
+                        web_latency, work_per_label, worker_scoring)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +52,7 @@ BENCHMARKS = {
     "held_open": lambda smoke: held_open.run(smoke=smoke),
     "capacity": lambda smoke: capacity.run(smoke=smoke),
     "own_data": lambda smoke: own_data.run(smoke=smoke),
+    "semi_supervised": lambda smoke: semi_supervised.run(smoke=smoke),
 }
 
 
@@ -139,6 +140,8 @@ def table(results: dict) -> str:
         rows.extend(capacity.rows(r["capacity"]))
     if "own_data" in r:
         rows.extend(own_data.rows(r["own_data"]))
+    if "semi_supervised" in r:
+        rows.extend(semi_supervised.rows(r["semi_supervised"]))
     return "\n".join(rows)
 
 

@@ -113,3 +113,35 @@ def test_programs_exit_with_the_commands_status_and_flushed_output(tmp_path):
         r = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=60)
         assert r.returncode == code, (how, r.stderr)
         assert r.stdout.startswith("out line") and in_err in r.stderr, (how, r.stdout, r.stderr)
+
+
+def test_aal_experiment_passes_semi_supervised_rounds_to_its_servers(monkeypatch, tmp_path):
+    from aal_rpc.experiment import runner
+
+    class Started(Exception):
+        pass
+
+    servers = []
+
+    class NoProcesses:
+        def __init__(self, log_dir):
+            pass
+
+        def start_coordinator(self, name, args):
+            return None, "127.0.0.1:1"
+
+        def start(self, name, cmd, **kwargs):
+            servers.append(cmd)
+            raise Started
+
+        def stop_all(self):
+            pass
+
+    configs = []
+    monkeypatch.setattr(runner, "ProcessGroup", NoProcesses)
+    monkeypatch.setattr(experiment, "run_experiment",
+                        lambda cfg, **kw: configs.append(cfg) or runner.run_experiment(cfg))
+    for flag, expected in (("--semi-supervised", True), ("--supervised-only", False)):
+        r = CliRunner().invoke(experiment.main, [flag, "--out", str(tmp_path)])
+        assert isinstance(r.exception, Started) and configs[-1].semi_supervised is expected
+        assert flag in servers[-1] and "aal_rpc.cli.server" in servers[-1]

@@ -2,6 +2,7 @@
 
 import logging
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -10,11 +11,11 @@ from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.trainer import loop as trainer_module
 from aal_rpc.data import load_dataset
 from aal_rpc.models import build_model
-from aal_rpc.serde import weights_to_bytes
+from aal_rpc.serde import record_to_proto, weights_to_bytes
 from aal_rpc.trainer import Trainer, TrainerConfig
 from aal_rpc.trainer.pacing import MIN_STEPS, STEPS_PER_LABEL, RoundBudget
 from aal_rpc.strategies.base import Selection, Strategy
-from aal_rpc.types import shard_of
+from aal_rpc.types import AUDIT_STRATEGY, LabeledRecord, Payload, Provenance, shard_of
 from aal_rpc.selector import Selector, WorkerConfig
 from aal_rpc.selector import loop as selector_module
 from tests.conftest import TASK, wait_until
@@ -452,3 +453,78 @@ def test_a_round_cut_short_by_the_pace_is_followed_by_a_full_one_once_labels_sto
         # the same 12 labels again, in a round as long as 12 labels call for (the pace no longer cuts it short)
         assert rounds == [(12, 1, MIN_STEPS), (12, 1, STEPS_PER_LABEL * 12)]
         assert [m.num_labels for m in client.models()] == [12, 12]
+
+
+class FakeStream:
+    """L as a finite stream of records; the trainer's follower folds them in and returns."""
+
+    def __init__(self, records):
+        self._msgs = [record_to_proto(r) for r in records]
+
+    def __iter__(self):
+        return iter(self._msgs)
+
+    def cancel(self):
+        pass
+
+
+class OfflineClient:
+    """What a Trainer asks of a coordinator before and during a round, without one."""
+
+    def __init__(self, records):
+        self._records = records
+        self.uploads = []
+
+    def task(self):
+        return TASK
+
+    def follow_labels(self, after_seq):
+        return FakeStream(self._records)
+
+    def upload_model(self, weights, **kwargs):
+        self.uploads.append(kwargs)
+        return SimpleNamespace(version=len(self.uploads))
+
+
+def labeled(rows, *, strategy="random", first_seq=1):
+    return [LabeledRecord(seq=first_seq + i, item_id=str(row), label=int(DIGITS.y_pool[row]), annotator_id="a",
+                          payload=Payload.from_array(DIGITS.x_pool[row]), provenance=Provenance("w", strategy, 0, 0.0),
+                          queued_at=0.0, leased_at=0.0, labeled_at=0.0) for i, row in enumerate(rows)]
+
+
+def test_a_semi_supervised_round_learns_from_the_pool_items_in_neither_L_nor_the_audit(monkeypatch):
+    in_l, audit = [3, 10, 11, 500], [7, 1200]
+    client = OfflineClient(labeled(in_l) + labeled(audit, strategy=AUDIT_STRATEGY, first_seq=5))
+    trainer = Trainer(client, TrainerConfig(server_id="s", epochs=1, min_steps=2, semi_supervised=True),
+                      dataset=DIGITS)
+    trainer._follow()  # folds in the finite stream
+    rest = np.setdiff1d(np.arange(len(DIGITS.x_pool)), in_l + audit)
+    assert np.array_equal(trainer.unlabeled_pool(), DIGITS.x_pool[rest])
+
+    monkeypatch.setattr(trainer_module, "MAX_UNLABELED", 50)  # a large pool: a random sample of it each round
+    sample = trainer.unlabeled_pool()
+    matches = [np.flatnonzero((DIGITS.x_pool == x).all(axis=(1, 2, 3))) for x in sample]
+    rows = {int(r) for m in matches for r in m}
+    assert len(sample) == 50 and rows.isdisjoint(in_l + audit)
+
+    rounds = []
+    train = trainer_module.train
+
+    def recording_train(model, x, y, **kwargs):
+        rounds.append((len(y), kwargs["semi_supervised"], len(kwargs["unlabeled"])))
+        return train(model, x, y, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train", recording_train)
+    x, y = DIGITS.x_pool[in_l], DIGITS.y_pool[in_l].astype(np.int64)
+    trainer.train_round(x, y, 4)
+    assert rounds == [(4, True, 50)] and len(client.uploads) == 1
+
+
+def test_a_supervised_only_round_is_given_no_unlabeled_items(monkeypatch):
+    rounds = []
+    monkeypatch.setattr(trainer_module, "train", lambda model, x, y, **kwargs: rounds.append(kwargs["unlabeled"]))
+    trainer = Trainer(OfflineClient(labeled([1, 2])), TrainerConfig(server_id="s", epochs=1, min_steps=1),
+                      dataset=DIGITS)
+    assert not trainer.config.semi_supervised  # the recipe's default (docs/RECIPE.md section 7)
+    trainer.train_round(DIGITS.x_pool[[1, 2]], DIGITS.y_pool[[1, 2]].astype(np.int64), 2)
+    assert rounds == [None]

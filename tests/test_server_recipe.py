@@ -92,3 +92,16 @@ def test_full_precision_trains_on_a_cpu_as_before():
         train(model, x, y, epochs=2, batch_size=4, mixed_precision=mixed)
         weights.append(model.weight.detach().clone())
     assert torch.equal(*weights)
+
+
+def test_semi_supervised_rounds_are_an_option_and_a_recipe_key(configs, tmp_path):
+    run()
+    assert configs[-1].semi_supervised is RECIPE.semi_supervised is False  # off by default (docs/RECIPE.md section 7)
+    run("--semi-supervised")
+    assert configs[-1].semi_supervised is True
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"semi-supervised": True}))
+    run("--recipe", recipe)
+    assert configs[-1].semi_supervised is True
+    run("--recipe", recipe, "--supervised-only")
+    assert configs[-1].semi_supervised is False

@@ -107,10 +107,9 @@ class Spy(nn.Module):
         return self.fc(x.flatten(1))
 
 
-def test_train_augments_images_but_keeps_each_with_its_own_label(monkeypatch):
-    n = 10
-    x = blocks(n, size=12)
-    y = torch.arange(n) % 3
+@pytest.fixture
+def loss_targets(monkeypatch):
+    """The targets of every cross_entropy train() computes, in order."""
     targets = []
     real = nn.functional.cross_entropy
 
@@ -119,6 +118,14 @@ def test_train_augments_images_but_keeps_each_with_its_own_label(monkeypatch):
         return real(logits, target, *a, **kw)
 
     monkeypatch.setattr(nn.functional, "cross_entropy", spy_loss)
+    return targets
+
+
+def test_train_augments_images_but_keeps_each_with_its_own_label(loss_targets):
+    targets = loss_targets
+    n = 10
+    x = blocks(n, size=12)
+    y = torch.arange(n) % 3
     model = Spy(144, 3)
     train(model, x.numpy(), y.numpy(), epochs=3, batch_size=4)
     assert len(model.seen) == len(targets) == 9
@@ -305,3 +312,135 @@ def test_the_float16_path_scales_the_loss(monkeypatch):
     before = model.fc.weight.clone()
     train(model, x, np.arange(8) % 2, epochs=1, batch_size=4)
     assert built == ["cuda"] and not torch.equal(model.fc.weight, before)
+
+
+# -- semi-supervised rounds (FixMatch) ---------------------------------------------------------------------------
+
+def two_class_spy(weight=8.0):
+    """A Spy over 2 features that is sure of class 0 for [1, 0] and of class 1 for [0, 1] (probability 1 - 1e-7;
+    0.95 with weight 1.5), and unsure (0.5) for [0.5, 0.5]."""
+    model = Spy(2, 2)
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[weight, -weight], [-weight, weight]]))
+        model.fc.bias.zero_()
+    return model
+
+
+def confident_and_unsure_pool():
+    return np.asarray([[1, 0]] * 10 + [[0, 1]] * 10 + [[0.5, 0.5]] * 20, dtype=np.float32)
+
+
+def test_a_semi_supervised_step_trains_only_on_the_items_the_model_is_sure_of(loss_targets):
+    model = two_class_spy()
+    x = np.asarray([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=np.float32)
+    train(model, x, np.asarray([0, 1, 0, 1]), epochs=1, batch_size=4, lr=1e-9, unlabeled=confident_and_unsure_pool(),
+          semi_supervised=True, unlabeled_ratio=4, threshold=0.9)
+    (batch,), (labeled, pseudo) = model.seen, loss_targets
+    assert len(labeled) == 4 and 0 < len(pseudo) <= 16 and len(batch) == 4 + len(pseudo)
+    # flat vectors have no strong view: each extra row is a pool row as it is, labeled with the class it is sure of
+    for row, label in zip(batch[4:].tolist(), pseudo.tolist()):
+        assert row in ([1, 0], [0, 1]) and label == row.index(1)
+
+
+def test_a_threshold_nothing_reaches_trains_as_if_there_were_no_unlabeled_items():
+    ds = load_dataset("digits")
+    states = []
+    for kwargs in ({}, {"unlabeled": ds.x_pool[40:200], "semi_supervised": True, "threshold": 1.01},
+                   {"unlabeled": ds.x_pool[40:200], "semi_supervised": False, "threshold": 0.0},
+                   {"unlabeled": ds.x_pool[40:200], "semi_supervised": True, "threshold": 0.0}):
+        torch.manual_seed(0)
+        model = build_model("cnn", ds.input_shape, ds.num_classes)
+        train(model, ds.x_pool[:40], ds.y_pool[:40], epochs=1, min_steps=4, batch_size=16, seed=3, **kwargs)
+        states.append(model.state_dict())
+    supervised, unreached, switched_off, every_item = states
+    assert all(torch.equal(supervised[k], unreached[k]) for k in supervised)
+    assert all(torch.equal(supervised[k], switched_off[k]) for k in supervised)
+    assert not all(torch.equal(supervised[k], every_item[k]) for k in supervised)  # threshold 0: the term applies
+
+
+def test_the_strong_view_of_a_text_drops_ngrams_to_the_padding_and_keeps_the_rest():
+    rng = np.random.default_rng(0)
+    text, pool = (rng.integers(1, 1000, (n, 12)).astype(np.int64) for n in (6, 30))
+    model = build_model("text", (12,), 2)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()) if m.training else None)
+    train(model, text, np.arange(6) % 2, epochs=1, batch_size=3, unlabeled=pool, semi_supervised=True, threshold=0.0)
+    assert seen and all(b.dtype == torch.int64 and len(b) == 3 + 2 * 3 for b in seen)  # every drawn item kept
+    labeled, dropped = {tuple(r) for r in text.tolist()}, 0
+    for b in seen:
+        assert {tuple(r) for r in b[:3].tolist()} <= labeled
+        for row in b[3:]:
+            kept = row != 0
+            assert any(np.array_equal(row[kept].numpy(), p[kept.numpy()]) for p in pool)  # a pool row, some ids gone
+            dropped += int((~kept).sum())
+    assert 0 < dropped < sum(len(b) - 3 for b in seen) * 12
+
+
+def test_the_strong_view_of_an_image_is_shifted_rotated_and_cut_out():
+    x = blocks(16)
+    strong = training.strong_augment_batch(x, gen(0))
+    assert strong.shape == x.shape and strong.dtype == x.dtype
+    assert torch.equal(strong, training.strong_augment_batch(x, gen(0)))
+    side = round(training.CUTOUT * 28)
+    # each image has a blank square of at least the cutout's side, where the block may have been
+    assert all(any((img[0, r:r + side, c:c + side] == 0).all() for r in range(29 - side) for c in range(29 - side))
+               for img in strong)
+    assert not torch.equal(strong, x)
+    flat = torch.rand(4, 6)
+    assert training.strong_augment_batch(flat, gen(0)) is flat
+
+
+def test_pseudo_labels_keep_one_class_from_taking_over():
+    """Distribution alignment: a model that predicts class 0 for most of the pool, while the labels hold as many of
+    each class, labels fewer of them class 0 once its running mean of predictions says so."""
+    model = two_class_spy(1.5)
+    pool = torch.as_tensor(np.asarray([[1, 0]] * 36 + [[0, 1]] * 4, dtype=np.float32))
+    labels = torch.tensor([0, 1, 0, 1])
+    pseudo = training.PseudoLabeler(pool, labels, count=40, threshold=0.9, augment=False, seed=0, device="cpu")
+    counts = []
+    for _ in range(20):
+        _, y = pseudo.draw(model, None)
+        counts.append((int((y == 0).sum()), int((y == 1).sum())))
+    # the model is 0.95 sure of every row: 36 of 40 drawn would be class 0 without the alignment
+    assert np.mean([zero for zero, _ in counts]) < 18 and all(one > 0 for _, one in counts)
+
+
+def test_semi_supervised_steps_take_the_mixed_precision_path(monkeypatch):
+    """On a GPU both passes of a step run under autocast (the pseudo-labels' and the trained one's) and the
+    float16 path's GradScaler scales the combined loss. Without a GPU here, check the calls train() makes."""
+    casts, scaled = [], []
+
+    class FakeScaler:
+        def __init__(self, device):
+            pass
+
+        def scale(self, loss):
+            scaled.append(float(loss.detach()))
+            return loss
+
+        def step(self, opt):
+            opt.step()
+
+        def update(self):
+            pass
+
+    def recording_autocast(device, dtype):
+        casts.append(dtype)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(torch.amp, "GradScaler", FakeScaler)
+    monkeypatch.setattr(training, "autocast_dtype", lambda device: torch.float16)
+    monkeypatch.setattr(training, "autocast", recording_autocast)
+    model = two_class_spy()
+    x = np.asarray([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=np.float32)
+    train(model, x, np.asarray([0, 1, 0, 1]), epochs=2, batch_size=4, unlabeled=confident_and_unsure_pool(),
+          semi_supervised=True, threshold=0.9)
+    assert casts == [torch.float16] * 4 and len(scaled) == 2  # two steps, two passes each
+    assert all(len(b) > 4 for b in model.seen)  # both steps trained on pseudo-labeled items too
+
+
+def test_semi_supervised_settings_are_checked():
+    with pytest.raises(ValueError, match="unlabeled_ratio"):
+        Recipe(unlabeled_ratio=0)
+    with pytest.raises(ValueError, match="unlabeled_weight"):
+        train(Spy(6, 2), np.zeros((4, 6), np.float32), np.arange(4) % 2, epochs=1, unlabeled_weight=-1.0)

@@ -43,6 +43,8 @@ from aal_rpc.models import resolve_factory
 @click.option("--warm-start/--from-scratch", default=ExperimentConfig.warm_start, show_default=True)
 @click.option("--paced-rounds/--full-rounds", "paced", default=ExperimentConfig.paced, show_default=True,
               help="Servers' rounds as long as the pace of labeling allows, or each the full recipe (aal-server).")
+@click.option("--semi-supervised/--supervised-only", default=ExperimentConfig.semi_supervised, show_default=True,
+              help="Servers' rounds also learn from the pool's unlabeled items (aal-server), or from the labels alone.")
 @click.option("--eval-repeats", type=click.IntRange(min=0), default=3, show_default=True,
               help="After the run, train this many models afresh on the chosen labels and report their mean "
                    "accuracy (retrained_accuracy) beside the final model's: the labels' worth, less one run's luck.")

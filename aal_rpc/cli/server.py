@@ -19,7 +19,8 @@ from aal_rpc.errors import InvalidArgument
 from aal_rpc.trainer import Trainer, TrainerConfig
 
 
-RECIPE_KEYS = ("epochs", "min_steps", "batch_size", "lr", "weight_decay", "augment", "mixed_precision")
+RECIPE_KEYS = ("epochs", "min_steps", "batch_size", "lr", "weight_decay", "augment", "mixed_precision",
+               "semi_supervised")
 
 
 def read_recipe(ctx: click.Context, param, path: Path | None) -> Path | None:
@@ -65,6 +66,9 @@ def read_recipe(ctx: click.Context, param, path: Path | None) -> Path | None:
               help="Random shifts and small rotations of digit-like pictures, crops and flips of RGB ones.")
 @click.option("--mixed-precision/--full-precision", default=TrainerConfig.mixed_precision, show_default=True,
               help="On a CUDA device, train in bfloat16 (float16 where the GPU lacks it), or in float32.")
+@click.option("--semi-supervised/--supervised-only", default=TrainerConfig.semi_supervised, show_default=True,
+              help="Rounds also learn from the dataset's pool items not in L (FixMatch: pseudo-labels the model is "
+                   "sure of, trained on strongly augmented views), or from the labels alone.")
 @click.option("--warm-start/--from-scratch", default=TrainerConfig.warm_start, show_default=True,
               help="Continue from this server's previous weights for a quarter of a round's steps (the first round "
                    "from scratch), or train anew each round.")
@@ -88,12 +92,14 @@ def read_recipe(ctx: click.Context, param, path: Path | None) -> Path | None:
 @threads_option
 @security_options
 @log_level_option
-def main(coordinator, server_id, epochs, min_steps, batch_size, lr, weight_decay, augment, mixed_precision, warm_start,
-         paced, min_new_labels, min_growth, min_labels, init_weights, max_rounds, seed, device, threads, security):
+def main(coordinator, server_id, epochs, min_steps, batch_size, lr, weight_decay, augment, mixed_precision,
+         semi_supervised, warm_start, paced, min_new_labels, min_growth, min_labels, init_weights, max_rounds, seed,
+         device, threads, security):
     """Run a server (trainer)."""
     set_threads(threads)
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
                            weight_decay=weight_decay, augment=augment, mixed_precision=mixed_precision,
+                           semi_supervised=semi_supervised,
                            warm_start=warm_start, seed=seed, device=device, init_weights=init_weights,
                            min_new_labels=min_new_labels, min_growth=min_growth, min_labels=min_labels,
                            min_steps=min_steps, paced=paced)

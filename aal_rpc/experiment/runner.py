@@ -53,6 +53,7 @@ class ExperimentConfig:
     pick: str = "fresh"
     warm_start: bool = TrainerConfig.warm_start
     paced: bool = TrainerConfig.paced  # rounds as long as the pace of labeling allows (trainer/pacing.py)
+    semi_supervised: bool = TrainerConfig.semi_supervised  # rounds also learn from the pool's unlabeled items
     seed: int = 0
     eval_repeats: int = 3  # models trained afresh on the final labels, to score the labels themselves (0: none)
     threads: int = 1  # torch threads per process
@@ -93,7 +94,8 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
                 "--min-steps", cfg.min_steps, "--min-labels", cfg.first_model_labels(),
                 "--seed", cfg.seed * 1000 + i, "--threads", cfg.threads, "--device", cfg.device,
                 "--warm-start" if cfg.warm_start else "--from-scratch",
-                "--paced-rounds" if cfg.paced else "--full-rounds"))
+                "--paced-rounds" if cfg.paced else "--full-rounds",
+                "--semi-supervised" if cfg.semi_supervised else "--supervised-only"))
         for j, strategy in enumerate(strategies):
             procs.start(f"worker-{j}", command(
                 "worker", "--coordinator", address, "--worker-id", f"worker-{j}", "--shard-index", j,

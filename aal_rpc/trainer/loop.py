@@ -35,6 +35,9 @@ from aal_rpc.types import AUDIT_STRATEGY
 log = logging.getLogger(__name__)
 
 MAX_ROUND_WAIT = 5.0  # longest pause before asking again to begin a round (new labels may change the answer)
+# a semi-supervised round learns from at most this many of the pool's unlabeled items, drawn afresh each round: a
+# FixMatch step draws 64 of them (batch 32), so a round of 600 steps sees about 38,000 draws
+MAX_UNLABELED = 20_000
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ class TrainerConfig:
     # rounds follow how fast labels arrive (trainer/pacing.py): short while L is small or labels come fast, the
     # full round above when there is time. False: every round is a full round
     paced: bool = True
+    # rounds also learn from the dataset's pool items that are not in L (FixMatch, training.train's `unlabeled`):
+    # off by default, as in the recipe (docs/RECIPE.md section 7)
+    semi_supervised: bool = RECIPE.semi_supervised
 
 
 def warm_round(epochs: int, min_steps: int) -> tuple[int, int]:
@@ -221,7 +227,8 @@ class Trainer:
         t_train = time.monotonic()
         train(self._model, x, y, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
               seed=cfg.seed + self.rounds, device=cfg.device, min_steps=min_steps, should_stop=self._stop.is_set,
-              weight_decay=cfg.weight_decay, augment=cfg.augment, mixed_precision=cfg.mixed_precision)
+              weight_decay=cfg.weight_decay, augment=cfg.augment, mixed_precision=cfg.mixed_precision,
+              semi_supervised=cfg.semi_supervised, unlabeled=self.unlabeled_pool() if cfg.semi_supervised else None)
         self._step_seconds = (time.monotonic() - t_train) / budget.steps
         self._cut_short = budget.bound == "pace"
         if self._stop.is_set():  # stopped mid-round: these weights are half-trained, publish nothing
@@ -243,6 +250,24 @@ class Trainer:
         log.info("%s published v%d: %d labels, accuracy %.4f (audit %d/%d), %d steps (%s), %.2fs", cfg.server_id,
                  info.version, len(y), metrics.get("accuracy", float("nan")), int(metrics.get(AUDIT_CORRECT, 0)),
                  int(metrics.get(AUDIT_LABELS, 0)), budget.steps, budget.bound, metrics["train_seconds"])
+
+    def unlabeled_pool(self) -> np.ndarray:
+        """The dataset's pool items whose ids are neither in L nor among the audit labels (which a model is judged
+        on, so never learned from, with labels or without): at most MAX_UNLABELED of them, drawn at random each
+        round, in pool order."""
+        taken = np.zeros(len(self.dataset.x_pool), dtype=bool)
+        with self._cv:
+            known = [*self._index, *self._audit_index]
+        for item_id in known:
+            try:
+                taken[self.dataset.index_of(item_id)] = True
+            except KeyError:  # an id this trainer's copy of the pool does not hold: nothing to leave out
+                pass
+        rows = np.flatnonzero(~taken)
+        if len(rows) > MAX_UNLABELED:
+            rng = np.random.default_rng(self.config.seed + self.rounds)
+            rows = np.sort(rng.choice(rows, MAX_UNLABELED, replace=False))
+        return self.dataset.x_pool[rows]
 
     def round_budget(self, n: int, epochs: int, min_steps: int) -> RoundBudget:
         """The steps of a round on n labels (trainer/pacing.py): the full round of `epochs` and `min_steps`, or
