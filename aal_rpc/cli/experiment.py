@@ -13,6 +13,7 @@ from aal_rpc.data import DATASETS
 from aal_rpc.experiment import ExperimentConfig, run_experiment
 from aal_rpc.experiment.suite import SCALES, STUDIES, run_suite
 from aal_rpc.models import resolve_factory
+from aal_rpc.selector.loop import COLD_STARTS
 
 
 @click.group(invoke_without_command=True)
@@ -41,6 +42,9 @@ from aal_rpc.models import resolve_factory
               help="0: 2 x workers x batch size.")
 @click.option("--pick", type=click.Choice(PICK_ORDERS), default="fresh", show_default=True)
 @click.option("--warm-start/--from-scratch", default=ExperimentConfig.warm_start, show_default=True)
+@click.option("--cold-start", type=click.Choice(COLD_STARTS), default=ExperimentConfig.cold_start, show_default=True,
+              help="The workers' picks before any model: typical items of the untrained network's embedding, or "
+                   "random ones (aal-worker).")
 @click.option("--paced-rounds/--full-rounds", "paced", default=ExperimentConfig.paced, show_default=True,
               help="Servers' rounds as long as the pace of labeling allows, or each the full recipe (aal-server).")
 @click.option("--semi-supervised/--supervised-only", default=ExperimentConfig.semi_supervised, show_default=True,

@@ -22,6 +22,7 @@ from aal_rpc.client import CoordinatorClient
 from aal_rpc.measures import cold_start_share, labels_per_model, typical_share
 from aal_rpc.experiment.plots import plot_accuracy, plot_waits
 from aal_rpc.experiment.processes import ProcessGroup, command
+from aal_rpc.selector import WorkerConfig
 from aal_rpc.trainer import TrainerConfig
 from aal_rpc.types import is_encoder
 
@@ -53,6 +54,7 @@ class ExperimentConfig:
     pick: str = "fresh"
     warm_start: bool = TrainerConfig.warm_start
     paced: bool = TrainerConfig.paced  # rounds as long as the pace of labeling allows (trainer/pacing.py)
+    cold_start: str = WorkerConfig.cold_start  # the workers' picks before any model: "typical" or "random"
     semi_supervised: bool = TrainerConfig.semi_supervised  # rounds also learn from the pool's unlabeled items
     seed: int = 0
     eval_repeats: int = 3  # models trained afresh on the final labels, to score the labels themselves (0: none)
@@ -100,6 +102,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
             procs.start(f"worker-{j}", command(
                 "worker", "--coordinator", address, "--worker-id", f"worker-{j}", "--shard-index", j,
                 "--num-shards", cfg.workers, "--strategy", strategy, "--batch-size", cfg.batch_size,
+                "--cold-start", cfg.cold_start,
                 "--seed", cfg.seed * 1000 + j, "--threads", cfg.threads, "--device", cfg.device))
         with CoordinatorClient(address, retry_for=30.0) as client:
             _wait_until_serving(client, cfg.batch_size)
