@@ -39,7 +39,7 @@ def test_full_loop_by_hand(tmp_path, procs):
     assert wait_until(lambda: json.loads(admin(address, "stats", "--json"))["models"] >= 2)
     stats = json.loads(admin(address, "stats", "--json"))
     assert stats["labeled"] == 80 and stats["latest_model_version"] >= 2
-    assert set(stats["labels_by_strategy"]) <= {"random", "entropy", "margin"}
+    assert set(stats["labels_by_strategy"]) <= {"random", "typiclust", "entropy", "margin"}
     assert "version" in admin(address, "models")
     export = tmp_path / "labels.jsonl"
     admin(address, "export", "--format", "jsonl", "--out", str(export))

@@ -23,7 +23,7 @@ def test_small_experiment_writes_summary_and_figures(tmp_path):
     # labels per model version published, and the labels chosen before any model: at least the first batch
     assert summary["labels_per_model"] == 40 / max(p["version"] for p in summary["curve"])
     assert cfg.batch_size / 40 <= summary["cold_start_share"] <= 1 and summary["annotation_seconds"] > 0
-    assert set(summary["labels_by_strategy"]) <= {"random", "entropy", "margin"}
+    assert set(summary["labels_by_strategy"]) <= {"random", "typiclust", "entropy", "margin"}
     assert {"mean", "p50", "p99"} <= set(summary["wait_seconds"])
     assert all({"labels", "accuracy", "seconds"} <= set(p) for p in summary["curve"])
     assert summary["config"]["budget"] == 40 and summary["worker_strategies"] == ["entropy", "margin"]
