@@ -42,6 +42,9 @@ from aal_rpc.selector.loop import COLD_STARTS
               help="0: 2 x workers x batch size.")
 @click.option("--pick", type=click.Choice(PICK_ORDERS), default="fresh", show_default=True)
 @click.option("--warm-start/--from-scratch", default=ExperimentConfig.warm_start, show_default=True)
+@click.option("--pretrain-steps", type=click.IntRange(min=0), default=ExperimentConfig.pretrain_steps,
+              show_default=True, help="The first server pretrains an encoder on the pool this many steps before its "
+                                      "first labeled round (aal-server).")
 @click.option("--cold-start", type=click.Choice(COLD_STARTS), default=ExperimentConfig.cold_start, show_default=True,
               help="The workers' picks before any model: typical items of the untrained network's embedding, or "
                    "random ones (aal-worker).")

@@ -75,6 +75,10 @@ def read_recipe(ctx: click.Context, param, path: Path | None) -> Path | None:
 @click.option("--paced-rounds/--full-rounds", "paced", default=TrainerConfig.paced, show_default=True,
               help="Rounds as long as the pace of labeling allows (short while L is small or labels come fast, so "
                    "the first model exists within seconds), or every round the full --epochs/--min-steps.")
+@click.option("--pretrain-steps", type=click.IntRange(min=0), default=TrainerConfig.pretrain_steps, show_default=True,
+              help="Before the first labeled round, while no model is published: contrastive pretraining on the "
+                   "pool for this many steps, published as an encoder (the selectors' cold start picks typical "
+                   "items of its embedding) that every trainer's models start from. 0: none.")
 @click.option("--min-new-labels", type=click.IntRange(min=1), default=TrainerConfig.min_new_labels,
               show_default=True, help="Train again once this many labels arrived since the last round.")
 @click.option("--min-growth", type=click.FloatRange(min=0), default=TrainerConfig.min_growth, show_default=True,
@@ -93,7 +97,7 @@ def read_recipe(ctx: click.Context, param, path: Path | None) -> Path | None:
 @security_options
 @log_level_option
 def main(coordinator, server_id, epochs, min_steps, batch_size, lr, weight_decay, augment, mixed_precision,
-         semi_supervised, warm_start, paced, min_new_labels, min_growth, min_labels, init_weights, max_rounds, seed,
+         semi_supervised, warm_start, paced, pretrain_steps, min_new_labels, min_growth, min_labels, init_weights, max_rounds, seed,
          device, threads, security):
     """Run a server (trainer)."""
     set_threads(threads)
@@ -102,7 +106,7 @@ def main(coordinator, server_id, epochs, min_steps, batch_size, lr, weight_decay
                            semi_supervised=semi_supervised,
                            warm_start=warm_start, seed=seed, device=device, init_weights=init_weights,
                            min_new_labels=min_new_labels, min_growth=min_growth, min_labels=min_labels,
-                           min_steps=min_steps, paced=paced)
+                           min_steps=min_steps, paced=paced, pretrain_steps=pretrain_steps)
     with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
         first_contact(client)
         check_model(client.task(), client.weights_fingerprint())

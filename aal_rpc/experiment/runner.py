@@ -54,6 +54,7 @@ class ExperimentConfig:
     pick: str = "fresh"
     warm_start: bool = TrainerConfig.warm_start
     paced: bool = TrainerConfig.paced  # rounds as long as the pace of labeling allows (trainer/pacing.py)
+    pretrain_steps: int = TrainerConfig.pretrain_steps  # the first server pretrains an encoder this long (0: none)
     cold_start: str = WorkerConfig.cold_start  # the workers' picks before any model: "typical" or "random"
     semi_supervised: bool = TrainerConfig.semi_supervised  # rounds also learn from the pool's unlabeled items
     seed: int = 0
@@ -97,6 +98,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
                 "--seed", cfg.seed * 1000 + i, "--threads", cfg.threads, "--device", cfg.device,
                 "--warm-start" if cfg.warm_start else "--from-scratch",
                 "--paced-rounds" if cfg.paced else "--full-rounds",
+                "--pretrain-steps", cfg.pretrain_steps if i == 0 else 0,
                 "--semi-supervised" if cfg.semi_supervised else "--supervised-only"))
         for j, strategy in enumerate(strategies):
             procs.start(f"worker-{j}", command(
