@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from benchmarks import (annotators, capacity, cluster_margin_scale, cnn_vs_textbook, growth, held_open,
+from benchmarks import (annotators, capacity, cluster_margin_scale, cnn_vs_textbook, first_minute, growth, held_open,
                         labelstudio_sync, model_distribution, own_data, scale_sim, semi_supervised, store_backends,
                         web_latency, work_per_label, worker_scoring)
 
@@ -53,6 +53,7 @@ BENCHMARKS = {
     "capacity": lambda smoke: capacity.run(smoke=smoke),
     "own_data": lambda smoke: own_data.run(smoke=smoke),
     "semi_supervised": lambda smoke: semi_supervised.run(smoke=smoke),
+    "first_minute": lambda smoke: first_minute.run(smoke=smoke),
 }
 
 
@@ -142,6 +143,8 @@ def table(results: dict) -> str:
         rows.extend(own_data.rows(r["own_data"]))
     if "semi_supervised" in r:
         rows.extend(semi_supervised.rows(r["semi_supervised"]))
+    if "first_minute" in r:
+        rows.extend(first_minute.rows(r["first_minute"]))
     return "\n".join(rows)
 
 
