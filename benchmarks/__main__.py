@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from benchmarks import (annotators, capacity, cluster_margin_scale, cnn_vs_textbook, first_minute, growth, held_open,
-                        labelstudio_sync, model_distribution, own_data, scale_sim, semi_supervised, store_backends,
-                        web_latency, work_per_label, worker_scoring)
+from benchmarks import (annotators, capacity, cluster_margin_scale, cnn_vs_textbook, cold_start, first_minute, growth,
+                        held_open, labelstudio_sync, model_distribution, own_data, scale_sim, semi_supervised,
+                        store_backends, web_latency, work_per_label, worker_scoring)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,6 +54,7 @@ BENCHMARKS = {
     "own_data": lambda smoke: own_data.run(smoke=smoke),
     "semi_supervised": lambda smoke: semi_supervised.run(smoke=smoke),
     "first_minute": lambda smoke: first_minute.run(smoke=smoke),
+    "cold_start": lambda smoke: cold_start.run(smoke=smoke),
 }
 
 
@@ -145,6 +146,8 @@ def table(results: dict) -> str:
         rows.extend(semi_supervised.rows(r["semi_supervised"]))
     if "first_minute" in r:
         rows.extend(first_minute.rows(r["first_minute"]))
+    if "cold_start" in r:
+        rows.extend(cold_start.rows(r["cold_start"]))
     return "\n".join(rows)
 
 

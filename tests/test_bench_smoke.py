@@ -19,7 +19,7 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     b = results["benchmarks"]
     assert set(b) == {"annotators", "model_distribution", "worker_scoring", "cluster_margin", "scale_sim", "growth",
                       "store_backends", "cnn_vs_textbook", "web_latency", "labelstudio_sync", "work_per_label",
-                      "held_open", "capacity", "own_data", "semi_supervised", "first_minute"}
+                      "held_open", "capacity", "own_data", "semi_supervised", "first_minute", "cold_start"}
     assert b["annotators"]["measured"]["labels"] > 0 and b["annotators"]["bare"]["count"] > 0
     assert b["model_distribution"]["download_mb_per_s"] > 0 and b["model_distribution"]["bare_mb_per_s"] > 0
     assert b["worker_scoring"]["ratio"] > 0
@@ -39,6 +39,7 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     assert any(step["wait"]["count"] > 0 for step in b["capacity"]["steps"])
     assert b["work_per_label"]["labels"] > 0
     assert b["first_minute"]["rows"][0]["first_model_seconds"]["n"] == 1
+    assert 0 <= b["cold_start"]["rows"][0]["picks"]["typical, untrained network"]["accuracy"] <= 1
     assert b["own_data"]["labels"] == 40 and b["own_data"]["true_accuracy"] is not None
     assert [(r["data"], len(r["supervised"]), len(r["semi_supervised"])) for r in b["semi_supervised"]["rows"]] == [
         ("digits28", 1, 1), ("text", 1, 1)]
