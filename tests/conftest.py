@@ -3,9 +3,11 @@ real PostgreSQL server (Debian's postgresql) started for the session."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -132,6 +134,25 @@ def serve_annotation(servicer) -> tuple:
         return server, port
 
     return server_loop().run(start())
+
+
+@contextlib.contextmanager
+def annotation_stub(coordinator):
+    """An AnnotationService stub to an AnnotationServicer over `coordinator`, served alone (serve_annotation); the
+    server is stopped at exit."""
+    from aal_rpc.coordinator.servicers import AnnotationServicer
+    from aal_rpc.grpc_utils import server_loop
+    from aal_rpc.proto.v1 import annotation_pb2_grpc
+
+    executor = ThreadPoolExecutor(2)
+    server, port = serve_annotation(AnnotationServicer(coordinator, executor))
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield annotation_pb2_grpc.AnnotationServiceStub(channel)
+    finally:
+        channel.close()
+        server_loop().run(server.stop(0))
+        executor.shutdown(wait=True)
 
 
 def wait_until(predicate, timeout=90.0, interval=0.2) -> bool:

@@ -166,7 +166,7 @@ def test_the_annotator_is_the_one_its_token_names(tmp_path):
         q = ann.LeaseQuery(A.LeaseQueryRequest(), metadata=as_("tok-alice"), timeout=10).query
         ann.SubmitLabel(A.SubmitLabelRequest(lease_id=q.lease_id, item_id=q.item_id, label=2),
                         metadata=as_("tok-alice"), timeout=10)
-        [record] = srv.coordinator.follow_labels(0, follow=False)
+        [record] = srv.coordinator.read_labels(0, 10 ** 6)
         assert record.annotator_id == "alice"
         # a token without an identity keeps the claimed id; only alice or an admin may correct alice's label
         assert code_of(lambda: ann.CorrectLabel(A.CorrectLabelRequest(item_id=q.item_id, label=4, annotator_id="bob"),
@@ -213,7 +213,7 @@ def test_an_old_embedded_database_is_brought_up_to_date(tmp_path):
         s = c.stats()
         assert (s.labeled, s.queued, s.last_seq) == (1, 1, 1)
         assert c.correct_label(item_id="1", label=6, annotator_id="ann") == (2, 1, False)
-        assert [(r.label, r.supersedes) for r in c.follow_labels(0, follow=False)] == [(3, 0), (6, 1)]
+        assert [(r.label, r.supersedes) for r in c.read_labels(0, 10 ** 6)] == [(3, 0), (6, 1)]
     finally:
         c.close()
 

@@ -1,10 +1,12 @@
 """The behavioural suite of the coordinator contract (coordinator/contract.py): every pool rule of rules.py, run on
 the embedded coordinator (SQLite), on the shared-database coordinator (a real PostgreSQL server), and through the
 servicers over real gRPC with the client library. A rule that waits for time to pass moves an injected clock; a
-wake-up test runs with the poll safety net off (poll_seconds=None), so only a signal can end its wait."""
+wake-up test runs with the poll safety net off (poll_seconds=None), so only a signal can end its wait. Waiting is
+the servicers' (the contract's calls never wait), so the wake-up tests run over gRPC, on both stores."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import replace
 
@@ -13,19 +15,27 @@ import pytest
 
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.client.annotation import LeasedQuery
-from aal_rpc.coordinator.app import create_coordinator_server
+from aal_rpc.coordinator.app import serve_coordinator
 from aal_rpc.coordinator.contract import CoordinatorConfig, ImportedLabel, ImportOutcome, ShardState
 from aal_rpc.coordinator.embedded import EmbeddedCoordinator
+from aal_rpc.coordinator.following import FOLLOW_RECHECK_SECONDS, STREAM_PAGE
 from aal_rpc.coordinator.importing import IMPORT_BATCH
+from aal_rpc.coordinator.lease_queue import RECHECK_SECONDS
+from aal_rpc.coordinator.metrics import CoordinatorMetrics
 from aal_rpc.coordinator.sqlite_store import SqliteStore
+from aal_rpc.coordinator.validation import MAX_WAIT_SECONDS
 from aal_rpc.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted,
                             Unavailable)
+from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc
+from aal_rpc.serde import record_from_proto
 from aal_rpc.types import Payload, Query, shard_of
-from tests.conftest import TASK, fill_labels, make_candidate
+from tests.conftest import TASK, fill_labels, make_candidate, wait_until
 from tests.test_registry import publish, weights
 
 NO_POLL = CoordinatorConfig(poll_seconds=None)
 T0 = 1_000_000.0
+# a wake-up test's waits end before the servicers' own rechecks would look again: only a signal can end them
+WAKE_WAIT = min(RECHECK_SECONDS, FOLLOW_RECHECK_SECONDS) - 10
 
 
 class Clock:
@@ -69,6 +79,7 @@ class OverGrpc:
         self.address = f"127.0.0.1:{srv.port}"
         self.channel = grpc.insecure_channel(self.address)
         self.admin = CoordinatorClient(self.address, retry_for=0, channel=self.channel)
+        self.export = admin_pb2_grpc.AdminServiceStub(self.channel).ExportLabels
 
     def close(self):
         self.channel.close()
@@ -118,13 +129,17 @@ class OverGrpc:
         return _domain_errors(self._ann("reader").get_item)(item_id)
 
     def read_labels(self, after_seq, limit, *, include_payload=True, latest_only=False):
-        records = _domain_errors(lambda: list(self.admin.export(include_payload=include_payload,
-                                                                latest_only=latest_only)))()
-        return [r for r in records if r.seq > after_seq][:limit]
-
-    def follow_labels(self, after_seq, *, follow, **kw):
-        assert not follow
-        return iter(self.read_labels(after_seq, 10 ** 9, **kw))
+        """StreamLabels from `after_seq` (ExportLabels for what only it offers): the server starts after the seq and
+        pages through L; the call ends after `limit` records."""
+        if include_payload and not latest_only:
+            call = self.admin.stream_labels(after_seq, follow=False, timeout=60)
+        else:
+            call = self.export(admin_pb2.ExportLabelsRequest(after_seq=after_seq, include_payload=include_payload,
+                                                             latest_only=latest_only), timeout=60)
+        try:
+            return _domain_errors(lambda: [record_from_proto(m) for m in itertools.islice(call, limit)])()
+        finally:
+            call.cancel()
 
     def stats(self):
         return _domain_errors(self.admin.stats)()
@@ -145,62 +160,71 @@ class OverGrpc:
         r = _domain_errors(self.admin.import_labels)([(i.item_id, i.label, i.payload, i.annotator_id) for i in items])
         return ImportOutcome(r.imported, r.skipped, r.first_seq, r.last_seq)
 
-    def wait_for_model(self, after_version, wait_seconds):
-        m = _domain_errors(self.admin.latest_model)(after_version=after_version, wait_seconds=wait_seconds)
-        return m
+    def latest_model(self):
+        return _domain_errors(self.admin.latest_model)()
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
 
 
 def _opener(kind, request, tmp_path):
-    url = request.getfixturevalue("postgres").new_database() if kind == "postgresql" else None
+    url = request.getfixturevalue("postgres").new_database() if kind.endswith("postgresql") else None
     opened = []
 
     def make(config: CoordinatorConfig = NO_POLL, *, clock=None, task=TASK):
-        if kind == "grpc":
-            c = OverGrpc(create_coordinator_server("127.0.0.1:0", tmp_path / "data", task, config))
-        elif kind == "postgresql":
+        """`kind`: "embedded" or "postgresql", called directly, or "grpc" / "grpc-postgresql": that coordinator
+        served as aal-coordinator serves it, called through the client library."""
+        observer = CoordinatorMetrics() if kind.startswith("grpc") else None
+        kw = {"clock": clock} if clock else {}
+        if kind.endswith("postgresql"):
             from aal_rpc.coordinator.postgres_store import PostgresStore
             from aal_rpc.coordinator.postgres import SharedCoordinator
 
-            c = SharedCoordinator(PostgresStore(url, pool_size=8), task, config, **({"clock": clock} if clock else {}))
+            c = SharedCoordinator(PostgresStore(url, pool_size=8), task, config, observer, **kw)
         else:
-            c = EmbeddedCoordinator(SqliteStore(tmp_path / "data"), task, config,
-                                    **({"clock": clock} if clock else {}))
+            c = EmbeddedCoordinator(SqliteStore(tmp_path / "data"), task, config, observer, **kw)
+        if observer is not None:
+            c = OverGrpc(serve_coordinator("127.0.0.1:0", c, observer))
         opened.append(c)
         return c
 
     return make, opened
 
 
-@pytest.fixture(params=["embedded", "postgresql", "grpc"])
-def make(request, tmp_path):
+def _made(kind, request, tmp_path):
     """Coordinators of one kind on one store (a second one reopens it); all closed at teardown."""
-    opener, opened = _opener(request.param, request, tmp_path)
+    opener, opened = _opener(kind, request, tmp_path)
     yield opener
     for c in opened:
         if not c.closing:
             c.close()
+
+
+@pytest.fixture(params=["embedded", "postgresql", "grpc"])
+def make(request, tmp_path):
+    yield from _made(request.param, request, tmp_path)
 
 
 @pytest.fixture(params=["embedded", "postgresql"])
 def make_direct(request, tmp_path):
-    """As `make`, without the network: for what needs an injected clock, a restart or a thread that waits."""
-    opener, opened = _opener(request.param, request, tmp_path)
-    yield opener
-    for c in opened:
-        if not c.closing:
-            c.close()
+    """As `make`, without the network: for an injected clock, a restart or threads that race."""
+    yield from _made(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["grpc", "grpc-postgresql"])
+def make_served(request, tmp_path):
+    """Either store behind the servicers: where a call waits for a change."""
+    yield from _made(request.param, request, tmp_path)
 
 
 @pytest.fixture
 def make_embedded(tmp_path, request):
-    opener, opened = _opener("embedded", request, tmp_path)
-    yield opener
-    for c in opened:
-        if not c.closing:
-            c.close()
+    yield from _made("embedded", request, tmp_path)
+
+
+@pytest.fixture
+def make_served_embedded(tmp_path, request):
+    yield from _made("grpc", request, tmp_path)
 
 
 def submit(c, ids, version=0, score=0.5, strategy="entropy", worker="w0"):
@@ -303,7 +327,7 @@ def run_together(c, threads, errors):
     for t in threads:
         t.join(120)
     assert not errors
-    return list(c.follow_labels(0, follow=False))
+    return c.read_labels(0, 10 ** 6)
 
 
 def test_concurrent_annotators_label_every_item_exactly_once_in_seq_order(make_direct):
@@ -683,7 +707,7 @@ def test_an_import_larger_than_a_batch_is_read_once_and_checked_whole(make_direc
     reads.clear()
     assert c.import_labels(items(3)) == ImportOutcome(n, 0, 1, n)
     assert len(reads) == n  # a one-shot iterator is read once
-    assert [r.item_id for r in c.follow_labels(0, follow=False)] == [str(i) for i in range(n)]
+    assert [r.item_id for r in c.read_labels(0, 10 ** 6)] == [str(i) for i in range(n)]
     c.close()
     c2 = make_direct()  # a restart keeps them, and their count by strategy
     s = c2.stats()
@@ -724,7 +748,23 @@ def test_imports_racing_annotators_and_each_other_label_every_item_once(make_dir
     assert (s.labeled, s.queued, s.leased, s.last_seq) == (len(ids), 0, 0, records[-1].seq)
 
 
-# -- wake-ups, with the poll safety net off ---------------------------------------------------------------------
+# -- reading L through its pages ---------------------------------------------------------------------------------
+
+
+def test_l_is_read_after_any_seq_across_pages(make):
+    """Over gRPC this is StreamLabels' own paging: the server starts after the seq and reads L a page at a time."""
+    c = make()
+    n = STREAM_PAGE * 2 + 3
+    assert c.import_labels([imported(str(i)) for i in range(n)]) == ImportOutcome(n, 0, 1, n)
+    assert [r.seq for r in c.read_labels(0, 10 ** 6)] == list(range(1, n + 1))
+    assert [r.seq for r in c.read_labels(STREAM_PAGE - 1, 3)] == [STREAM_PAGE, STREAM_PAGE + 1, STREAM_PAGE + 2]
+    assert [r.seq for r in c.read_labels(STREAM_PAGE, 10 ** 6)] == list(range(STREAM_PAGE + 1, n + 1))
+    assert c.read_labels(n, 10) == [] and c.read_labels(0, 0) == []
+    with pytest.raises(InvalidArgument):
+        c.read_labels(-1, 10)
+
+
+# -- wake-ups, over gRPC (the servicers wait), with the poll safety net off ---------------------------------------
 
 
 def _in_thread(fn):
@@ -735,13 +775,19 @@ def _in_thread(fn):
     return out, t
 
 
+def _parked(c: OverGrpc, kind: str) -> None:
+    """Something waits on the coordinator's `kind` signal: a call that began has looked, found nothing, and waits."""
+    assert wait_until(lambda: bool(c.srv.coordinator.signals[kind]._futures), timeout=30)
+
+
 @pytest.mark.parametrize("how", ["candidate", "release"])
-def test_a_long_poll_wakes_when_s_gains_an_item(make_direct, how):
-    c = make_direct()
+def test_a_long_poll_wakes_when_s_gains_an_item(make_served, how):
+    c = make_served()
     if how == "release":
         submit(c, ["7"])
         held = c.lease("x")
-    got, t = _in_thread(lambda: c.lease("a", wait_seconds=60))
+    got, t = _in_thread(lambda: c.lease("a", wait_seconds=WAKE_WAIT))
+    _parked(c, "queries")
     if how == "release":
         c.release(lease_id=held.lease_id, item_id="7", annotator_id="x")
     else:
@@ -750,67 +796,61 @@ def test_a_long_poll_wakes_when_s_gains_an_item(make_direct, how):
     assert got and got[0] is not None and got[0].item_id == "7"
 
 
-def test_a_long_poll_wakes_when_a_lease_expires_on_the_embedded_store(make_embedded):
+def test_a_long_poll_wakes_when_a_lease_expires_on_the_embedded_store(make_served_embedded):
     clock = Clock()
-    c = make_embedded(replace(NO_POLL, lease_seconds=30), clock=clock)
+    c = make_served_embedded(replace(NO_POLL, lease_seconds=30), clock=clock)
     submit(c, ["7"])
     c.lease("x")
-    got, t = _in_thread(lambda: c.lease("a", wait_seconds=60))
+    got, t = _in_thread(lambda: c.lease("a", wait_seconds=WAKE_WAIT))
+    _parked(c, "queries")
     clock.advance(30)
     c.stats()  # any call that looks at S ends the lease, and its signal wakes the waiter
     t.join(60)
     assert got and got[0] is not None and got[0].item_id == "7"
 
 
-def test_a_follower_wakes_for_each_new_label(make_direct):
-    c = make_direct()
+def test_a_follower_wakes_for_each_new_label(make_served):
+    c = make_served()
     submit(c, ["1", "2"])
-    stop = threading.Event()
+    stream = c.admin.stream_labels(0, follow=True, timeout=120)
     seen = []
     arrived = threading.Event()
 
     def follow():
-        for r in c.follow_labels(0, follow=True, is_active=lambda: not stop.is_set()):
-            seen.append(r.seq)
-            arrived.set()
+        try:
+            for msg in stream:
+                seen.append(msg.seq)
+                arrived.set()
+        except grpc.RpcError:  # cancelled at the end
+            pass
 
     t = threading.Thread(target=follow, daemon=True)
     t.start()
     for expected in ([1], [1, 2]):
         label(c, c.lease("a"))
-        assert arrived.wait(60)
+        assert arrived.wait(WAKE_WAIT)
         arrived.clear()
         assert seen == expected
     c.import_labels([imported("8")])  # imported labels too
-    assert arrived.wait(60)
+    assert arrived.wait(WAKE_WAIT)
     assert seen == [1, 2, 3]
-    stop.set()
-    c.wake_waiters()
+    stream.cancel()
     t.join(60)
     assert not t.is_alive()
 
 
-def test_wait_for_model_wakes_on_publish(make_direct):
-    c = make_direct()
+def test_a_model_poll_wakes_on_publish(make_served):
+    c = make_served()
     fill_labels(c, 1)
-    assert c.wait_for_model(0, 0) is None  # never blocks with no wait
-    got, t = _in_thread(lambda: c.wait_for_model(0, 60))
+    assert c.latest_model() is None and c.admin.latest_model(wait_seconds=0) is None  # never waits with no wait
+    # at the end of its wait the poll answers the latest anyway: it waits longer than the test waits for it
+    got, t = _in_thread(lambda: c.admin.latest_model(after_version=0, wait_seconds=MAX_WAIT_SECONDS))
+    _parked(c, "models")
     publish(c, weights(), labels=1)
-    t.join(60)
+    t.join(WAKE_WAIT)
     assert got and got[0].version == 1
-    assert c.wait_for_model(1, 0).version == 1  # no newer one: the latest, at once
-
-
-def test_a_long_poll_whose_caller_left_ends_at_wake_waiters(make_direct):
-    c = make_direct()
-    here = threading.Event()
-    got, t = _in_thread(lambda: c.lease("a", wait_seconds=60, is_active=lambda: not here.is_set()))
-    here.set()
-    c.wake_waiters()
-    t.join(60)
-    assert got == [None]
-    submit(c, ["1"])
-    assert c.stats().queued == 1  # the caller that left took nothing
+    assert c.latest_model().version == 1
+    assert c.admin.latest_model(after_version=1, wait_seconds=0).version == 1  # no newer one: the latest, at once
 
 
 # -- PostgreSQL: followers and a seq taken by a transaction still open --------------------------------------------

@@ -2,13 +2,12 @@
 cover: synchronous mode, online backup, refusing another task on a data dir, candidates of the wrong shape, labels
 held back from running ahead of the models."""
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
 from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.errors import InvalidArgument
-from tests.conftest import TASK, make_candidate
+from aal_rpc.proto.v1 import annotation_pb2
+from tests.conftest import TASK, annotation_stub, make_candidate, wait_until
 from tests.test_registry import publish, weights
 
 
@@ -106,7 +105,10 @@ def test_labels_stop_running_ahead_of_the_latest_model(make_embedded_coordinator
         q = c.lease("a")
         c.submit_label(lease_id=q.lease_id, item_id=q.item_id, label=1, annotator_id="a")
     assert c.lease("a") is None and c.stats().queued == 7  # three labels ahead of no model: wait for one
-    waiting = ThreadPoolExecutor(1).submit(c.lease, "a", wait_seconds=20)
-    c.publish_model(data=weights(), server_id="s", trained_seq=3, num_labels=3, architecture=TASK.architecture,
-                    metrics={})
-    assert waiting.result(timeout=20) is not None  # the model covers them: leasing goes on at once
+    with annotation_stub(c) as stub:
+        waiting = stub.LeaseQuery.future(annotation_pb2.LeaseQueryRequest(annotator_id="a", wait_seconds=20),
+                                         timeout=30)
+        assert wait_until(lambda: bool(c.signals.queries._futures), timeout=20)  # it looked, and waits
+        c.publish_model(data=weights(), server_id="s", trained_seq=3, num_labels=3, architecture=TASK.architecture,
+                        metrics={})
+        assert waiting.result(timeout=30).found  # the model covers them: leasing goes on at once

@@ -107,7 +107,7 @@ def target(request, tmp_path_factory):
     with AnnotationClient(address, "victim", lease_seconds=86_400) as v:
         victim = [v.lease(), v.lease()]
     channel = grpc.insecure_channel(address)
-    yield Target(srv, channel, victim, list(srv.coordinator.follow_labels(0, follow=False)))
+    yield Target(srv, channel, victim, srv.coordinator.read_labels(0, 10 ** 6))
     channel.close()
     srv.stop(0)
 
@@ -154,7 +154,7 @@ FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(Healt
 def check_intact(srv):
     """Memory and store agree, and every invariant of L, S and the registry holds."""
     c = srv.coordinator
-    records = list(c.follow_labels(0, follow=False))
+    records = c.read_labels(0, 10 ** 6)
     labeled = {r.item_id for r in records}
     stats = c.stats()
     assert stats.labeled == len(labeled) == sum(r.supersedes == 0 for r in records) >= 3

@@ -15,7 +15,8 @@ from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.coordinator.postgres_store import PostgresStore
 from aal_rpc.coordinator.postgres import SharedCoordinator
 from aal_rpc.experiment.processes import command
-from tests.conftest import TASK, code_of, fill_labels, make_candidate, wait_until
+from aal_rpc.proto.v1 import annotation_pb2
+from tests.conftest import TASK, annotation_stub, code_of, fill_labels, make_candidate, wait_until
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def test_two_replicas_under_concurrent_annotators_record_every_label_once(replic
     for t in threads:
         t.join(120)
     assert not errors
-    records = list(a.follow_labels(0, follow=False))
+    records = a.read_labels(0, 10 ** 6)
     assert len(records) == 300 and len({r.item_id for r in records}) == 300
     assert sorted((r.item_id, r.seq) for r in records) == sorted(acks)
     assert [r.seq for r in records] == sorted(r.seq for r in records)
@@ -80,12 +81,13 @@ def test_round_claims_are_shared_by_the_replicas(replicas):
 
 def test_a_long_poll_on_one_replica_wakes_for_a_candidate_sent_to_another(replicas):
     a, b = replicas
-    got = []
-    waiter = threading.Thread(target=lambda: got.append(a.lease("ann", wait_seconds=20)))
-    waiter.start()
-    b.submit_candidates(worker_id="w", strategy="margin", model_version=0, candidates=[make_candidate("42")])
-    waiter.join(20)
-    assert got and got[0] is not None and got[0].item_id == "42"
+    with annotation_stub(a) as stub:
+        poll = stub.LeaseQuery.future(annotation_pb2.LeaseQueryRequest(annotator_id="ann", wait_seconds=20),
+                                      timeout=30)
+        assert wait_until(lambda: bool(a.signals.queries._futures), timeout=20)  # it looked, and waits
+        b.submit_candidates(worker_id="w", strategy="margin", model_version=0, candidates=[make_candidate("42")])
+        got = poll.result(timeout=30)
+        assert got.found and got.query.item_id == "42"
 
 
 @pytest.mark.e2e

@@ -28,7 +28,7 @@ def check_first_version_data(c) -> None:
         s = c.stats()
         assert (s.labeled, s.queued, s.last_seq) == (1, 1, 1)
         assert c.correct_label(item_id="1", label=6, annotator_id="ann") == (2, 1, False)
-        assert [(r.label, r.supersedes) for r in c.follow_labels(0, follow=False)] == [(3, 0), (6, 1)]
+        assert [(r.label, r.supersedes) for r in c.read_labels(0, 10 ** 6)] == [(3, 0), (6, 1)]
         q = c.lease("ann")
         assert (q.item_id, q.payload.text, q.provenance.cluster) == ("2", "", None)
     finally:

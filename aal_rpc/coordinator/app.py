@@ -122,6 +122,15 @@ def create_coordinator_server(address: str, data_dir: Path | None, task: Task,
     """
     metrics = CoordinatorMetrics()
     coordinator = open_coordinator(store, data_dir, task, config, observer=metrics)
+    return serve_coordinator(address, coordinator, metrics, max_workers=max_workers, tokens=tokens, tls=tls,
+                             health_address=health_address)
+
+
+def serve_coordinator(address: str, coordinator: Coordinator, metrics: CoordinatorMetrics, *,
+                      max_workers: int = DEFAULT_MAX_WORKERS, tokens: Mapping[str, Principal | str] | None = None,
+                      tls: ServerTLS | None = None, health_address: str | None = None) -> CoordinatorServer:
+    """Serve an open coordinator as `create_coordinator_server` does (`metrics` its observer, or one that counts
+    calls only); it is closed if the server does not start."""
     metrics.bind(coordinator)
     executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="store")
     uploads = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="upload")

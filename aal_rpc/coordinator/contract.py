@@ -4,7 +4,8 @@ Two implementations hold to it: `embedded.Coordinator` (the embedded store: pool
 to SQLite) and `postgres.SharedCoordinator` (the PostgreSQL store: every operation a transaction, any number
 of replicas). The servicers are typed against this Protocol and use nothing else, and the behavioural suite
 (tests/test_coordinator_contract.py) runs against both, directly and over gRPC. Errors are aal_rpc.errors
-exceptions; the servicers map them to gRPC statuses. The pool rules both apply are rules.py's.
+exceptions; the servicers map them to gRPC statuses. The pool rules both apply are rules.py's. No method waits
+for a change: the servicers do (lease_queue.py, following.py), on `signals`.
 
 Below it, `Store` declares what both stores give the parts the coordinators share (following L, the registry's
 uploads and blobs). How each store writes differs by design: the embedded one persists decisions taken in
@@ -13,7 +14,7 @@ memory, the PostgreSQL one takes them inside its transactions, by the same rules
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -118,7 +119,8 @@ class Coordinator(Protocol):
     when L's durable records advance (or a write that took a seq failed: a follower waiting at its gap looks
     again), "models" when a version is published. A waiter MUST read `generation()` before it looks, so a
     change between its look and its wait still wakes it. With `config.poll_seconds` None, signals alone MUST
-    wake every waiter whose wait a change of this coordinator (or, on PostgreSQL, of a live replica) ends."""
+    wake every waiter whose wait a change of this coordinator (or, on PostgreSQL, of a live replica) ends.
+    `close` fires every kind."""
 
     inline: frozenset[str]
     """Names of the methods that never wait on I/O or on another process (they may take this process's locks
@@ -134,24 +136,20 @@ class Coordinator(Protocol):
         """True once `close` began; calls still running MAY then fail with any error (they answer UNAVAILABLE)."""
 
     def close(self) -> None:
-        """Wake every waiter and release the store. MUST be safe to call once per coordinator."""
+        """Wake every waiter (fire every signal) and release the store. MUST be safe to call once per
+        coordinator."""
 
     # -- annotators -----------------------------------------------------------------------------------
 
-    def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0,
-              is_active: Callable[[], bool] = lambda: True) -> Query | None:
-        """Lease the next available query in the configured pick order (rules.PICK_ORDERS).
+    def lease(self, annotator_id: str, *, lease_seconds: float = 0.0) -> Query | None:
+        """Lease the next available query in the configured pick order (rules.PICK_ORDERS), or None when there is
+        none for this annotator now. MUST NOT block on any wait: a caller that waits for one waits on
+        `signals.queries` itself (lease_queue.py).
 
         MUST NOT hand one query to two live leases, even across replicas. MUST NOT offer an item to an
         annotator who deferred it until the deferral ends. MUST refuse (ResourceExhausted, rules.check_lease_cap)
         an annotator who holds `config.max_leases_per_annotator` live leases (0: no cap), exactly, even across
-        replicas. MUST wait at most `wait_seconds` for a query, and
-        with `wait_seconds=0` MUST NOT block on any wait (an asynchronous caller waits on `signals.queries`
-        itself). MUST return None as soon as `is_active()` is false at a wake-up (see `wake_waiters`). A lease
-        whose deadline passed MUST make its query available again without any call."""
-
-    def wake_waiters(self) -> None:
-        """Make every waiting `lease` and follower re-check its caller."""
+        replicas. A lease whose deadline passed MUST make its query available again without any call."""
 
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         """Record a label for a held, unexpired lease and return (seq, duplicate) only once it is durable.
@@ -186,12 +184,8 @@ class Coordinator(Protocol):
         """A page of durable records of L after `after_seq`, in seq order, at most `limit`; `latest_only` leaves
         out records a correction superseded. MUST NOT block on a wait. MUST NOT return a record while a record
         with a smaller seq after `after_seq` may still commit: a caller that goes on after the last record it
-        got never skips one. Fewer than `limit` MUST mean no more are durable now (wait on `signals.labels`)."""
-
-    def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True, latest_only: bool = False,
-                      is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
-        """`read_labels` page after page (embedded.follow_records). With `follow`, MUST keep waiting on
-        `signals.labels` for new records while `is_active()`."""
+        got never skips one. Fewer than `limit` MUST mean no more are durable now (wait on `signals.labels`:
+        following.follow_records)."""
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         """(0, "") and a recorded claim, or (seconds to wait, why): coordinator/rounds.py decides."""
@@ -218,9 +212,9 @@ class Coordinator(Protocol):
     def list_models(self, *, after_version: int, limit: int) -> tuple[list[ModelInfo], bool]:
         """Registry entries with a larger version, in version order, at most `limit`; and whether more follow."""
 
-    def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
-        """The latest model (None before any) once it differs from `after_version`, waiting on `signals.models`
-        up to `wait_seconds`; then the latest, changed or not. With 0 it MUST NOT block on any wait."""
+    def latest_model(self) -> ModelInfo | None:
+        """The latest version's entry (rules of "latest": registry.py), None before any. MUST NOT block on a wait
+        (a caller that waits for a newer one waits on `signals.models`)."""
 
     # -- workers (selectors) --------------------------------------------------------------------------
 

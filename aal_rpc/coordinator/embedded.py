@@ -13,19 +13,18 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
 from aal_rpc.coordinator import corrections, rules
 from aal_rpc.coordinator.contract import (SHARD_PAGE, CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView,
                                           Observer, ShardState, Stats, SubmitOutcome)
-from aal_rpc.coordinator.following import follow_records
 from aal_rpc.coordinator.importing import import_in_batches, imported_record
 from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.query_pool import QueryPool
 from aal_rpc.coordinator.registry import ModelRegistry
 from aal_rpc.coordinator.rounds import RoundClaim, decide
-from aal_rpc.coordinator.signals import Signals, long_poll
+from aal_rpc.coordinator.signals import Signals
 from aal_rpc.coordinator.sqlite_store import SqliteStore, StoredState
 from aal_rpc.coordinator.sync_rounds import SyncRounds
 from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_correction, check_id,
@@ -163,16 +162,10 @@ class EmbeddedCoordinator(Publishing):
 
     # -- annotators -----------------------------------------------------------------------------------
 
-    def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0,
-              is_active: Callable[[], bool] = lambda: True) -> Query | None:
-        """Lease the next query, waiting up to `wait_seconds` for one; None if none came or the caller left
-        (`is_active()` false: checked at every wake-up, see `wake_waiters`)."""
-        check_lease_request(annotator_id, wait_seconds, lease_seconds)
+    def lease(self, annotator_id: str, *, lease_seconds: float = 0.0) -> Query | None:
+        """Lease the next query now; None if S has none for this annotator (the servicers wait for one)."""
+        check_lease_request(annotator_id, lease_seconds)
         lease_seconds = lease_seconds or self.config.lease_seconds
-        return long_poll(self.signals.queries, lambda: self._try_lease(annotator_id, lease_seconds), wait_seconds,
-                         keep_going=lambda: not self._closed and is_active())
-
-    def _try_lease(self, annotator_id: str, lease_seconds: float) -> Query | None:
         expired = False
         try:
             with self._lock:
@@ -196,10 +189,6 @@ class EmbeddedCoordinator(Publishing):
         self._reap_wake.set()
         return Query(entry.candidate.item_id, lease.lease_id, annotator_id, lease.deadline,
                      entry.candidate.payload, entry.candidate.provenance)
-
-    def wake_waiters(self) -> None:
-        """Wake every long poll and follower to look again (a caller went away)."""
-        self.signals.fire_all()
 
     # -- synchronous mode -------------------------------------------------------------------------------
 
@@ -412,12 +401,6 @@ class EmbeddedCoordinator(Publishing):
             raise InvalidArgument("after_seq must be non-negative")
         return self.store.labels_after(after_seq, max(0, limit), include_payload=include_payload,
                                        latest_only=latest_only)
-
-    def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True, latest_only: bool = False,
-                      is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
-        """Durable records of L after `after_seq`, in order; with `follow`, keeps waiting for new ones."""
-        return follow_records(self, after_seq, follow=follow, include_payload=include_payload,
-                              latest_only=latest_only, keep_going=lambda: not self._closed and is_active())
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         """May `server_id` begin a training round on `num_labels` labels now? (0, "") and the claim is recorded,

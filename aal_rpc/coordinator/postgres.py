@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.contract import (SHARD_PAGE, CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView,
                                           Observer, ShardState, Stats, SubmitOutcome)
-from aal_rpc.coordinator.following import follow_records
 from aal_rpc.coordinator.importing import import_in_batches, imported_record
 from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.postgres_store import PostgresStore, redacted
 from aal_rpc.coordinator.registry import BlobCache, RegistryBase
-from aal_rpc.coordinator.signals import KINDS, Signals, long_poll
+from aal_rpc.coordinator.signals import KINDS, Signals
 from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_correction, check_id,
                                             check_label, check_lease_request, check_release,
                                             check_renew, check_shard_request)
@@ -107,14 +106,9 @@ class SharedCoordinator(Publishing):
 
     # -- annotators -----------------------------------------------------------------------------------
 
-    def lease(self, annotator_id: str, *, wait_seconds: float = 0.0, lease_seconds: float = 0.0,
-              is_active: Callable[[], bool] = lambda: True) -> Query | None:
-        check_lease_request(annotator_id, wait_seconds, lease_seconds)
+    def lease(self, annotator_id: str, *, lease_seconds: float = 0.0) -> Query | None:
+        check_lease_request(annotator_id, lease_seconds)
         lease_seconds = lease_seconds or self.config.lease_seconds
-        return long_poll(self.signals.queries, lambda: self._try_lease(annotator_id, lease_seconds), wait_seconds,
-                         keep_going=lambda: not self._closed and is_active())
-
-    def _try_lease(self, annotator_id: str, lease_seconds: float) -> Query | None:
         got = self.store.lease_next(annotator_id, self._clock(), lease_seconds, self.config.pick,
                                     self.config.max_leases_per_annotator)
         if got is None:
@@ -122,9 +116,6 @@ class SharedCoordinator(Publishing):
         cand, _, lease = got
         self.observer.leased(annotator_id)
         return Query(cand.item_id, lease.lease_id, annotator_id, lease.deadline, cand.payload, cand.provenance)
-
-    def wake_waiters(self) -> None:
-        self.signals.fire_all()
 
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         check_label(self.task, lease_id, item_id, label, annotator_id)
@@ -193,11 +184,6 @@ class SharedCoordinator(Publishing):
             raise InvalidArgument("after_seq must be non-negative")
         return self.store.read_labels(after_seq, max(0, limit), include_payload=include_payload,
                                       latest_only=latest_only)
-
-    def follow_labels(self, after_seq: int, *, follow: bool, include_payload: bool = True, latest_only: bool = False,
-                      is_active: Callable[[], bool] = lambda: True) -> Iterator[LabeledRecord]:
-        return follow_records(self, after_seq, follow=follow, include_payload=include_payload,
-                              latest_only=latest_only, keep_going=lambda: not self._closed and is_active())
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         check_begin_round(server_id, num_labels, round_seconds, last_seq=self.store.last_seq())

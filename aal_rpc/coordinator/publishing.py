@@ -1,6 +1,6 @@
 """The model registry's side of a coordinator, the same for both: receiving weights (the header checked before a
 byte is read, the weights streamed into the registry, which checks them and gives them a version, then what
-publishing means to the coordinator: `_published`), and reading, listing and waiting for versions."""
+publishing means to the coordinator: `_published`), and reading and listing versions."""
 
 from __future__ import annotations
 
@@ -10,17 +10,15 @@ from typing import BinaryIO
 
 from aal_rpc.chunking import iter_chunks, sha256_hex
 from aal_rpc.coordinator.layout import spool_file
-from aal_rpc.coordinator.registry import wait_newer
-from aal_rpc.coordinator.validation import check_publish, check_wait
+from aal_rpc.coordinator.validation import check_publish
 from aal_rpc.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
 
 class Publishing:
-    """Mixed into a coordinator that has `task`, `config`, `registry`, `signals`, `_closed`, `_last_seq_now()` (L's
-    last seq), `_upload_folder` (where uploads in progress go; None: the system's temporary folder) and
-    `_published`."""
+    """Mixed into a coordinator that has `task`, `config`, `registry`, `_last_seq_now()` (L's last seq),
+    `_upload_folder` (where uploads in progress go; None: the system's temporary folder) and `_published`."""
 
     @property
     def weights_fingerprint(self) -> str:
@@ -59,7 +57,5 @@ class Publishing:
     def list_models(self, *, after_version: int, limit: int) -> tuple[list[ModelInfo], bool]:
         return self.registry.page(after_version=after_version, limit=limit)
 
-    def wait_for_model(self, after_version: int, wait_seconds: float) -> ModelInfo | None:
-        check_wait(wait_seconds)
-        return wait_newer(self.registry, self.signals.models, after_version, wait_seconds,
-                          keep_going=lambda: not self._closed)
+    def latest_model(self) -> ModelInfo | None:
+        return self.registry.latest()

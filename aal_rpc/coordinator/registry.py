@@ -15,25 +15,13 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from aal_rpc.chunking import receive_into
-from aal_rpc.coordinator.signals import Signal, long_poll
+from aal_rpc.coordinator.signals import Signal
 from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.errors import NotFound
 from aal_rpc.serde import WeightSpec, check_weights_file, spec_fingerprint
 from aal_rpc.types import ModelInfo
 
 CACHED_BLOBS = 2  # newest weight blobs held in memory for downloads
-
-
-def wait_newer(registry, changed: Signal, after_version: int, wait_seconds: float,
-               keep_going: Callable[[], bool] = lambda: True) -> ModelInfo | None:
-    """The latest model (None before any) once it differs from `after_version`, waiting on `changed` (the
-    "models" signal) up to `wait_seconds`; after that the latest, changed or not. Both registries wait so."""
-    def newer() -> ModelInfo | None:
-        latest = registry.latest()
-        return latest if latest is not None and latest.version != after_version else None
-
-    got = long_poll(changed, newer, wait_seconds, keep_going)
-    return got if got is not None else registry.latest()
 
 
 class BlobCache:

@@ -2,8 +2,9 @@
 
 The coordinator is synchronous (its stores block on SQLite and PostgreSQL), so each call runs its store work in
 a bounded thread pool and the event loop keeps no thread for a call that waits: a long poll, a follow stream or
-a download to a slow reader awaits the coordinator's change signals (coordinator/signals.py) or its reader, and
-holds only a coroutine. Any number of such calls leave health checks, statistics and leases their latency.
+a download to a slow reader awaits the coordinator's change signals (coordinator/signals.py; lease_queue.py,
+following.py) or its reader, and holds only a coroutine; the coordinator itself never waits. Any number of such
+calls leave health checks, statistics and leases their latency.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import grpc
@@ -23,9 +24,11 @@ from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, crc32_of, iter_chunks
 from aal_rpc.coordinator.contract import Coordinator
 from aal_rpc.coordinator.contract import IMPORT_ANNOTATOR, ImportedLabel, ImportOutcome
+from aal_rpc.coordinator.following import follow_records
 from aal_rpc.coordinator.importing import ImportSpool
+from aal_rpc.coordinator.lease_queue import LeaseQueue, caller_left
 from aal_rpc.coordinator.signals import long_poll_async
-from aal_rpc.coordinator.validation import MAX_WAIT_SECONDS
+from aal_rpc.coordinator.validation import check_wait
 from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                             ResourceExhausted, Unavailable)
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
@@ -41,10 +44,7 @@ ITEM_STATES = {"queued": annotation_pb2.ITEM_STATE_QUEUED, "leased": annotation_
                "labeled": annotation_pb2.ITEM_STATE_LABELED, "skipped": annotation_pb2.ITEM_STATE_SKIPPED}
 DEFAULT_MODELS_PAGE = 100  # registry entries per ListModels answer (each at most ~4 KB: metrics are bounded)
 MAX_MODELS_PAGE = 500
-LABELS_PAGE = 256  # records of L read from the store per step of a StreamLabels / ExportLabels call
-FOLLOW_RECHECK_SECONDS = 30.0  # a follow stream with nothing new looks again this often (signals wake it sooner)
 UPLOAD_THREADS = 4  # threads that write uploads' chunks to their spools and hand finished uploads over
-DISPATCH_MISSES = 4  # lease tries that find nothing before a pass over the waiting long polls ends
 
 _STATUS = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -67,8 +67,7 @@ async def _abort_for(servicer: _Servicer, context: grpc.aio.ServicerContext, exc
 
 def _bounded_wait(requested: float, context: grpc.aio.ServicerContext) -> float:
     """A long poll ends a little before the caller's deadline, so it answers "nothing yet" rather than time out."""
-    if not 0 <= requested <= MAX_WAIT_SECONDS:
-        raise InvalidArgument(f"wait_seconds must lie in [0, {MAX_WAIT_SECONDS}]")
+    check_wait(requested)
     remaining = context.time_remaining()
     if remaining is None:
         return requested
@@ -130,25 +129,15 @@ class _Servicer:
             fut.add_done_callback(undo)
             raise
 
-    async def _records(self, after_seq: int, *, follow: bool, include_payload: bool = True,
-                       latest_only: bool = False):
-        """Records of L after `after_seq` in seq order, a page per store read; with `follow`, waits on the labels
-        signal for more until the caller leaves or the coordinator closes."""
-        labels = self.c.signals.labels
-        cursor = after_seq
-        while True:
-            since = labels.generation()
-            page = await self._run(self.c.read_labels, cursor, LABELS_PAGE, include_payload=include_payload,
-                                   latest_only=latest_only)
-            for record in page:
-                yield record
-            if page:
-                cursor = page[-1].seq
-            if len(page) == LABELS_PAGE:
-                continue
-            if not follow or self.c.closing:
-                return
-            await labels.wait_async(since, FOLLOW_RECHECK_SECONDS)
+    def _records(self, after_seq: int, *, follow: bool, include_payload: bool = True, latest_only: bool = False):
+        """Records of L after `after_seq` (following.follow_records); with `follow`, until the caller leaves or the
+        coordinator closes."""
+        def read(after: int, limit: int):
+            return self._run(self.c.read_labels, after, limit, include_payload=include_payload,
+                             latest_only=latest_only)
+
+        return follow_records(read, self.c.signals.labels, after_seq, follow=follow,
+                              keep_going=lambda: not self.c.closing)
 
 
 def _annotator(claimed: str) -> str:
@@ -162,116 +151,22 @@ def _is_admin() -> bool:
     return caller is not None and caller.role == "admin"
 
 
-@dataclasses.dataclass(eq=False)
-class _Waiter:
-    annotator: str
-    lease_seconds: float
-    answer: asyncio.Future
-
-
-class _LeaseQueue:
-    """Long polls for a query, answered in arrival order.
-
-    When S changes (or the signals' safety net wakes it), one dispatcher makes a pass over the waiters, oldest
-    first, without reordering them: each try that finds an item answers that waiter. A try that finds nothing
-    moves on to the next waiter (an item the older waiter deferred still goes to a younger one), and a pass ends
-    after DISPATCH_MISSES such tries, so an empty S costs a few lease attempts per change, not one per waiting
-    call. The dispatcher runs while anyone waits.
-    """
-
-    def __init__(self, servicer: AnnotationServicer):
-        self._s = servicer
-        self._waiting: collections.deque[_Waiter] = collections.deque()
-        self._dispatcher: asyncio.Task | None = None
-
-    def busy(self) -> bool:
-        """Whether polls are waiting (a newcomer then queues behind them without trying first)."""
-        return bool(self._waiting)
-
-    async def wait(self, annotator: str, lease_seconds: float, wait_seconds: float, *,
-                   look_now: bool = False) -> Query | None:
-        """Queue a poll and wait for its answer; `look_now`: it has not tried S yet, so the dispatcher makes a pass
-        at once (oldest first: an item S holds goes to whoever came first and can take it)."""
-        waiter = _Waiter(annotator, lease_seconds, asyncio.get_running_loop().create_future())
-        self._waiting.append(waiter)
-        if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.ensure_future(self._dispatch())
-        elif look_now:
-            self._s.c.signals.queries.fire()
-        delivered = False
-        try:
-            try:
-                q = await asyncio.wait_for(waiter.answer, wait_seconds)
-            except TimeoutError:
-                return None
-            if q is not None and _caller_left():
-                # the answer came as the caller left; asyncio.wait_for returns it rather than raise (< 3.12)
-                raise asyncio.CancelledError
-            delivered = True
-            return q
-        finally:
-            if waiter in self._waiting:
-                self._waiting.remove(waiter)
-            answer = waiter.answer
-            if not delivered and answer.done() and not answer.cancelled() and answer.exception() is None \
-                    and answer.result() is not None:
-                # taken for a poll that timed out or left at that moment: straight back to S
-                self._s._executor.submit(self._s._give_back_now, annotator, answer.result())
-
-    async def _dispatch(self) -> None:
-        c, signal = self._s.c, self._s.c.signals.queries
-        while self._waiting and not c.closing:
-            since = signal.generation()
-            misses = 0
-            for waiter in list(self._waiting):  # oldest first; a waiter that left meanwhile is skipped
-                if misses >= DISPATCH_MISSES:
-                    break
-                if waiter.answer.done():
-                    continue
-                try:
-                    q = await self._s._try_lease(waiter.annotator, waiter.lease_seconds)
-                except Exception as exc:  # noqa: BLE001 - the store failed (UNAVAILABLE, say): that poll answers it
-                    if waiter in self._waiting:
-                        self._waiting.remove(waiter)
-                    if not waiter.answer.done():
-                        waiter.answer.set_exception(exc)
-                    continue
-                if waiter.answer.done():  # it timed out or left while its try ran: whatever it took goes back
-                    if q is not None:
-                        await self._s._give_back(waiter.annotator, q)
-                    continue
-                if q is None:
-                    misses += 1
-                    continue
-                self._waiting.remove(waiter)
-                waiter.answer.set_result(q)
-            await signal.wait_async(since, FOLLOW_RECHECK_SECONDS)
-        for waiter in self._waiting:  # closing: every poll answers "nothing"
-            if not waiter.answer.done():
-                waiter.answer.set_result(None)
-
-
-def _caller_left() -> bool:
-    """Whether the current call's task has been asked to stop (its caller left) though no CancelledError came."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
-    return bool(cancelling and cancelling())
-
-
 class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceServicer):
     def __init__(self, coordinator: Coordinator, executor: ThreadPoolExecutor):
         super().__init__(coordinator, executor)
-        self._queue = _LeaseQueue(self)
+        self._queue = LeaseQueue(coordinator.signals.queries, try_lease=self._try_lease, give_back=self._give_back,
+                                 closing=lambda: coordinator.closing)
 
     async def _try_lease(self, annotator: str, lease_seconds: float) -> Query | None:
-        take = functools.partial(self.c.lease, annotator, wait_seconds=0, lease_seconds=lease_seconds)
+        take = functools.partial(self.c.lease, annotator, lease_seconds=lease_seconds)
         return await self._take(take, functools.partial(self._give_back_now, annotator))
 
     def _give_back_now(self, annotator: str, q: Query) -> None:
         self.c.release(lease_id=q.lease_id, item_id=q.item_id, annotator_id=annotator)
 
-    async def _give_back(self, annotator: str, q: Query) -> None:
-        await self._run(self._give_back_now, annotator, q)
+    def _give_back(self, annotator: str, q: Query) -> Future:
+        """Hand `q` back to S on a thread, now, whatever happens to the caller."""
+        return self._executor.submit(self._give_back_now, annotator, q)
 
     @unary
     async def LeaseQuery(self, request, context):
@@ -285,8 +180,8 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
             q = await self._queue.wait(annotator, request.lease_seconds, wait, look_now=queued_behind)
         if q is None:
             return annotation_pb2.LeaseQueryResponse(found=False)
-        if _caller_left():  # a caller that has left must not hold the item: it goes straight back to S
-            self._executor.submit(self._give_back_now, annotator, q)
+        if caller_left():  # a caller that has left must not hold the item: it goes straight back to S
+            self._give_back(annotator, q)
             raise asyncio.CancelledError
         # (grpc.aio's context.cancelled() stays False for a call its client cancelled, so a done callback cannot
         # tell a lost answer from a delivered one; an answer lost on the wire after this point is held until
@@ -431,12 +326,12 @@ class SelectionServicer(_Servicer, selection_pb2_grpc.SelectionServiceServicer):
         wait = _bounded_wait(request.wait_seconds, context)
 
         async def newer():
-            m = await self._run(self.c.wait_for_model, after, 0.0)
+            m = await self._run(self.c.latest_model)
             return m if m is not None and m.version != after else None
 
         m = await long_poll_async(self.c.signals.models, newer, wait, keep_going=lambda: not self.c.closing)
         if m is None:  # nothing newer came: the latest there is, if any
-            m = await self._run(self.c.wait_for_model, after, 0.0)
+            m = await self._run(self.c.latest_model)
         if m is None:
             return selection_pb2.GetLatestModelResponse(found=False)
         return selection_pb2.GetLatestModelResponse(found=True, model=serde.model_info_to_proto(m))

@@ -41,9 +41,8 @@ def check_wait(wait_seconds: float) -> None:
         raise InvalidArgument(f"wait_seconds must lie in [0, {MAX_WAIT_SECONDS}]")
 
 
-def check_lease_request(annotator_id: str, wait_seconds: float, lease_seconds: float) -> None:
+def check_lease_request(annotator_id: str, lease_seconds: float) -> None:
     check_id("annotator_id", annotator_id)
-    check_wait(wait_seconds)
     if not 0 <= lease_seconds <= MAX_LEASE_SECONDS:
         raise InvalidArgument(f"lease_seconds must lie in [0, {MAX_LEASE_SECONDS}]")
 
