@@ -22,6 +22,7 @@ log = logging.getLogger("aal.web")
 
 TAB_TIMEOUT_HEARTBEATS = 8  # a page silent for this many heartbeats is taken for gone (browsers throttle the
 #                             timers of hidden tabs to about one a minute, so a quiet tab is not a closed one)
+STATS_TOKEN_ENV = "AAL_WEB_STATS_TOKEN"
 CALL_RETRY_SECONDS = 30.0  # a person's action rides out a coordinator restart this long, then shows an error
 SHUTDOWN_GRACE_SECONDS = 3.0  # long polls in flight are cut after this; their pages simply poll again
 LISTEN_BACKLOG = 2048  # connections waiting to be accepted (uvicorn's own default)
@@ -67,6 +68,10 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
               help=f"An annotator token for people who log in with a name only (env {TOKEN_ENV}). Without it, "
                    "each person logs in with their own annotator token, or with a name when the coordinator "
                    "runs without tokens.")
+@click.option("--stats-token", envvar=STATS_TOKEN_ENV, default=None,
+              help=f"An admin token aal-web reads the coordinator's stats with (GetStats only), to show each page "
+                   f"the team's progress (env {STATS_TOKEN_ENV}). Without it, pages show it only when the "
+                   "coordinator runs without tokens.")
 @click.option("--tls-ca", type=_FILE, default=None, help="CA certificate: reach the coordinator over TLS.")
 @click.option("--coordinator-cert", type=_FILE, default=None,
               help="Client certificate for the coordinator, for mutual TLS.")
@@ -87,8 +92,8 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--max-leases-per-annotator", type=click.IntRange(min=2), default=Limits.leases_per_annotator,
               show_default=True, help="Items one annotator may hold or wait for at once, over all their logins.")
 @log_level_option
-def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_key, token, tls_ca, coordinator_cert,
-         coordinator_key, lease_seconds, heartbeat_seconds, threads, max_logins, max_logins_per_client,
+def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_key, token, stats_token, tls_ca,
+         coordinator_cert, coordinator_key, lease_seconds, heartbeat_seconds, threads, max_logins, max_logins_per_client,
          max_leases_per_login, max_leases_per_annotator):
     """Serve the labeling page: annotators log in, see one item at a time, and press a key per class."""
     if (tls_cert is None) != (tls_key is None):
@@ -112,8 +117,10 @@ def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_
     except ImportError as exc:
         raise click.ClickException(f"aal-web needs the web extra ({exc.name} is missing): "
                                    "pip install 'aal-rpc[web]'") from exc
-    from aal_rpc.security import ClientSecurity
+    from aal_rpc.client import CoordinatorClient
+    from aal_rpc.security import ClientSecurity, with_token
     from aal_rpc.web import LongPolls, coordinator_clients
+    from aal_rpc.web.progress import TeamProgress
     from aal_rpc.web.sessions import Sessions
 
     if tls_cert is None:
@@ -127,11 +134,14 @@ def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_
     connect, channel = coordinator_clients(coordinator, security, lease_seconds=lease_seconds,
                                            retry_for=CALL_RETRY_SECONDS)
     polls = LongPolls(coordinator, security, lease_seconds=lease_seconds)
+    # one try, no waiting: a page's label must not wait on the team's figures
+    stats = CoordinatorClient(coordinator, retry_for=0, wait_for_ready=False,
+                              channel=with_token(channel, stats_token or token))
     limits = Limits(logins=max_logins, logins_per_client=max_logins_per_client,
                     leases_per_login=max_leases_per_login, leases_per_annotator=max_leases_per_annotator)
     sessions = Sessions(connect, heartbeat_seconds=heartbeat_seconds,
                         tab_timeout=max(lease_seconds, TAB_TIMEOUT_HEARTBEATS * heartbeat_seconds), limits=limits,
-                        poll=polls)
+                        poll=polls, team=TeamProgress(stats.stats))
     app = create_app(sessions, threads=threads, hosts=hosts, polls=polls)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -12,6 +12,7 @@ What clients may hold here is bounded (Limits): logins per client address and in
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import logging
 import secrets
@@ -39,6 +40,7 @@ MAX_NAME = 64  # characters of an annotator name
 # ends in NOT_FOUND or FAILED_PRECONDITION and changes nothing.
 PROBE = "aal-web: who is this?"
 
+Team = Callable[[], dict | None]  # the team's progress as pages show it (web/progress.py), None when unknown
 Connect = Callable[[str | None, str], AnnotationClient]  # (token, annotator id) -> that annotator's client
 # (token, annotator id, wait seconds) -> a leased query or None: a long poll that holds no thread while it waits
 Poll = Callable[[str | None, str, float], Awaitable[LeasedQuery | None]]
@@ -204,11 +206,21 @@ class Sessions:
         What clients may hold (Limits).
     poll:
         The long poll for a lease (`lease_async`); None: the login's client, in a worker thread.
+    team:
+        The team's progress for the pages' stats (web/progress.TeamProgress); None: pages show none.
+    today:
+        Today's date where aal-web runs ("YYYY-MM-DD"); tests pass their own. An annotator's labels today are
+        those acknowledged through this aal-web since the day began (or since it started, if later).
     """
 
     def __init__(self, connect: Connect, *, heartbeat_seconds: float, tab_timeout: float,
-                 clock: Callable[[], float] = time.monotonic, limits: Limits = Limits(), poll: Poll | None = None):
+                 clock: Callable[[], float] = time.monotonic, limits: Limits = Limits(), poll: Poll | None = None,
+                 team: Team | None = None, today: Callable[[], str] = lambda: dt.date.today().isoformat()):
         self._connect = connect
+        self._team = team
+        self._today = today
+        self._day = ""
+        self._labels_today: dict[str, int] = {}  # annotator -> labels acknowledged today, over all their logins
         self.heartbeat_seconds = heartbeat_seconds
         self.tab_timeout = tab_timeout
         self.limits = limits
@@ -414,7 +426,8 @@ class Sessions:
         with self._lock:
             if not result.duplicate:
                 session.record(query.lease_id, query.item_id, self._clock())
-            return result, session.stats(self._clock())
+                self._count_today(session.annotator_id)
+        return result, self.stats(session)
 
     def give_back(self, session_id: str, tab_id: str, lease_id: str, how: str) -> None:
         """`how`: "skip" (unlabelable, never offered again), "defer" (don't know: back to the pool, not to this
@@ -448,7 +461,7 @@ class Sessions:
         with self._lock:
             if not result.duplicate:
                 session.corrections += 1
-            return result, session.stats(self._clock())
+        return result, self.stats(session)
 
     def heartbeat(self, session_id: str, tab_id: str) -> tuple[dict[str, float], list[str], dict]:
         """The tab is open: renew its leases. Returns (lease -> new deadline, leases lost, stats); a lease is lost
@@ -472,12 +485,26 @@ class Sessions:
                 if query.lease_id in tab.leases:
                     tab.leases[query.lease_id] = renewed
                     deadlines[query.lease_id] = renewed.deadline_unix
-        with self._lock:
-            return deadlines, lost, session.stats(self._clock())
+        return deadlines, lost, self.stats(session)
 
     def stats(self, session: Session) -> dict:
+        """What a page shows in its header: the session's labels, corrections and pace, the annotator's labels
+        today (over all their logins here), and the team's progress when it is known."""
         with self._lock:
-            return session.stats(self._clock())
+            stats = session.stats(self._clock())
+            stats["today"] = self._labels_today.get(session.annotator_id, 0) if self._day == self._today() else 0
+        team = self._team() if self._team is not None else None
+        if team is not None:
+            stats["team"] = team
+        return stats
+
+    def _count_today(self, annotator: str) -> None:
+        """Under the lock: one more label of `annotator` today; a new day starts every count again."""
+        day = self._today()
+        if day != self._day:
+            self._day = day
+            self._labels_today.clear()
+        self._labels_today[annotator] = self._labels_today.get(annotator, 0) + 1
 
     # -- housekeeping -----------------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ const MAX_BACKOFF_MS = 10000;
 const STAGE_MARGIN = 16; // px kept free around an image
 const TINY = 128; // px: a picture whose longer side is shorter (digits, CIFAR) is enlarged by whole factors
 const SEND_AFTER_MS = 100; // a key's request goes out after the next frame is drawn, or after this long at most
+const SKIP_UNDO_MS = 5000; // a skip waits this long before it is sent (it is permanent), so that U can take it back
+const FIND_FROM = 11; // classes from which the page offers a find box: keys 1–9, 0 reach only the first ten
 
 const $ = (id) => document.getElementById(id);
 
@@ -33,7 +35,13 @@ const state = {
   pendingSince: null, // when a key was pressed whose next item is not on screen yet
   heartbeat: null,
   unsent: new Map(), // lease -> the label or give-back a key set off, until its request goes out
+  later: [], // items taken back from a skip, shown before `next`
+  skips: [], // skips not sent yet, newest last: {item, session, tab, order, timer}; U takes the newest back
+  order: 0, // counts labels and skips, so that U undoes whichever came last
+  marked: null, // the class Enter in the find box labels with
 };
+
+const skipUndoMs = () => window.aalSkipUndoMs ?? SKIP_UNDO_MS; // a test may lengthen the window
 
 // Key press (or click) -> the next item on screen, in ms, measured to the frame that shows it; and key press ->
 // the label on the coordinator's disk. benchmarks/web_latency.py reads both.
@@ -126,6 +134,8 @@ async function openTab() {
   const generation = ++state.generation;
   state.tab = null;
   state.current = state.next = null;
+  state.later = [];
+  dropSkips(); // their leases went with the old registration
   state.correcting = null;
   let r;
   for (let backoff = 500; ; backoff = Math.min(2 * backoff, MAX_BACKOFF_MS)) {
@@ -146,6 +156,7 @@ async function openTab() {
   state.keys = assignKeys(r.class_names);
   showGuidelines(r.guidelines);
   buildButtons();
+  buildFind();
   $("who").textContent = r.annotator;
   showStats(r.stats);
   $("login").hidden = true;
@@ -206,7 +217,9 @@ function buildButtons() {
   let labelKeys = "";
   if (n) labelKeys = byName ? `${keys[0]}–${keys[n - 1]} label` : n === 10 ? "1–9, 0 label" : `1–${n} label`;
   const guide = $("guidelines").hidden ? "" : " · G guidelines";
-  $("keys").textContent = `Keys: ${labelKeys ? labelKeys + " · " : ""}S skip · D don't know · U undo · Esc cancel${guide}`;
+  const find = state.classes.length >= FIND_FROM ? "/ find a class · " : "";
+  $("keys").textContent =
+    `Keys: ${labelKeys ? labelKeys + " · " : ""}${find}Del skip · D don't know · U undo · Esc cancel${guide}`;
 }
 
 // The task's guidelines, as aal-web rendered them from Markdown (raw HTML escaped there: aal_rpc/web/guidelines.py).
@@ -224,12 +237,24 @@ $("guidelines").addEventListener("toggle", () => {
   if (el) fit(el); // the stage widens or narrows with the panel
 });
 
+// The session's labels and pace, the person's labels today (all their pages), and the team's progress when aal-web
+// can read it.
 function showStats(stats) {
   const el = $("stats");
+  const today = stats.today || 0;
   el.dataset.labels = String(stats.labels);
   el.dataset.corrections = String(stats.corrections);
+  el.dataset.today = String(today);
   const changed = stats.corrections ? ` · ${stats.corrections} changed` : "";
-  el.textContent = `${stats.labels} label${stats.labels === 1 ? "" : "s"}${changed} · ${stats.per_minute} / min`;
+  el.textContent = `${stats.labels} label${stats.labels === 1 ? "" : "s"}${changed} · ${today} today · ` +
+    `${stats.per_minute} / min`;
+  const team = $("team");
+  team.hidden = !stats.team;
+  if (stats.team) {
+    team.dataset.labeled = String(stats.team.labeled);
+    team.dataset.waiting = String(stats.team.waiting);
+    team.textContent = `Team: ${stats.team.labeled} labeled · ${stats.team.waiting} waiting`;
+  }
 }
 
 // `about`: the lease of the item the message is about, so that a later success for it clears the message
@@ -239,13 +264,78 @@ function setStatus(message, about) {
 }
 
 let flashTimer = null;
-function flash(message) {
+function flash(message, ms = 2500) {
   $("banner").textContent = message;
   clearTimeout(flashTimer);
   flashTimer = setTimeout(() => {
     if (state.correcting === null) $("banner").textContent = "";
-  }, 2500);
+  }, ms);
 }
+
+// -- finding a class among many -------------------------------------------------------------------------
+// With more classes than keys, a find box: / goes to it, typing narrows the buttons to the classes whose name (or
+// description) holds the text, names that start with it first; arrows move among them, Enter labels with the one
+// marked, Esc leaves. The box keeps the focus after a label, for the next item's class.
+
+function buildFind() {
+  $("find").hidden = state.classes.length < FIND_FROM;
+  $("filter").value = "";
+  narrow();
+}
+
+// The classes matching the box, best first: names starting with the text, then names holding it, then descriptions.
+function matches() {
+  const text = $("filter").value.trim().toLowerCase();
+  const ranked = [];
+  state.classes.forEach((name, i) => {
+    const n = name.toLowerCase();
+    const rank = !text || n.startsWith(text) ? 0 : n.includes(text) ? 1
+      : (state.descriptions[i] || "").toLowerCase().includes(text) ? 2 : -1;
+    if (rank >= 0) ranked.push([rank, i]);
+  });
+  return ranked.sort((a, b) => a[0] - b[0] || a[1] - b[1]).map(([, i]) => i);
+}
+
+function narrow(moveBy = 0) {
+  const found = matches();
+  const filtering = !$("find").hidden && $("filter").value.trim() !== "";
+  let at = found.indexOf(state.marked);
+  at = at < 0 ? 0 : Math.min(found.length - 1, Math.max(0, at + moveBy));
+  state.marked = filtering && found.length ? found[at] : null;
+  const shown = new Set(found);
+  for (const b of $("classes").children) {
+    const i = Number(b.dataset.class);
+    b.hidden = filtering && !shown.has(i);
+    b.classList.toggle("marked", i === state.marked);
+    if (i === state.marked) b.setAttribute("aria-current", "true");
+    else b.removeAttribute("aria-current");
+  }
+}
+
+$("filter").addEventListener("input", () => {
+  state.marked = null;
+  narrow();
+});
+
+$("filter").addEventListener("keydown", (event) => {
+  if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    event.preventDefault();
+    narrow(event.key === "ArrowDown" ? 1 : -1);
+  } else if (event.key === "Enter") {
+    event.preventDefault();
+    if (event.repeat || state.marked === null) return;
+    const i = state.marked;
+    $("filter").value = "";
+    state.marked = null;
+    narrow();
+    choose(i, event.timeStamp);
+  } else if (event.key === "Escape") {
+    $("filter").value = "";
+    state.marked = null;
+    narrow();
+    $("filter").blur();
+  }
+});
 
 // -- items ----------------------------------------------------------------------------------------------
 
@@ -377,9 +467,10 @@ async function send(path, body) {
 }
 
 function advance(since) {
-  if (!state.next) window.aalNotReady++;
-  state.current = state.next;
-  state.next = null;
+  const upcoming = state.later.length ? state.later.pop() : state.next;
+  if (!upcoming) window.aalNotReady++;
+  if (upcoming === state.next) state.next = null;
+  state.current = upcoming || null;
   state.pendingSince = since;
   render();
   afterFrame().then(fill);
@@ -391,7 +482,7 @@ function choose(label, since) {
   if (!item || !state.tab) return;
   const {session, tab} = state;
   advance(since);
-  const entry = {item, label};
+  const entry = {item, label, order: ++state.order};
   entry.ack = send("label", {session, tab, lease: item.lease, label}).then((r) => {
     window.aalAckLatencies.push(performance.now() - since);
     showStats(r.stats);
@@ -413,12 +504,62 @@ function giveBack(how, since) {
   const {session, tab} = state;
   advance(since);
   send(how, {session, tab, lease: item.lease}).catch((err) => {
-    const what = how === "skip" ? "skipped" : "put back";
-    if (!handleExpired(err, tab)) setStatus(`An item could not be ${what}: ${err.message}`, item.lease);
+    if (!handleExpired(err, tab)) setStatus(`An item could not be put back: ${err.message}`, item.lease);
+  });
+}
+
+// Skip: the item goes at once, but the skip (permanent: nobody is offered the item again) is sent only after
+// skipUndoMs(), or when the page closes. Until then U takes it back, and the item, still leased, shows again.
+function skip(since) {
+  const item = state.current;
+  if (state.correcting !== null || !item || !state.tab) return;
+  const {session, tab} = state;
+  advance(since);
+  const pending = {item, session, tab, order: ++state.order};
+  state.unsent.set(item.lease, {path: "skip", session, tab, lease: item.lease}); // a closing page sends it
+  pending.timer = setTimeout(() => sendSkip(pending), skipUndoMs());
+  state.skips.push(pending);
+  flash(`Skipped: nobody will be asked to label it. U takes it back (${Math.round(skipUndoMs() / 1000)} s).`,
+    skipUndoMs());
+}
+
+function sendSkip(pending) {
+  const i = state.skips.indexOf(pending);
+  if (i >= 0) state.skips.splice(i, 1);
+  const {session, tab, item} = pending;
+  if (!state.unsent.delete(item.lease)) return; // the page closed, and its goodbye said it
+  api("skip", {session, tab, lease: item.lease}).catch((err) => {
+    if (!handleExpired(err, tab)) setStatus(`An item could not be skipped: ${err.message}`, item.lease);
+  });
+}
+
+function unskip(pending) {
+  clearTimeout(pending.timer);
+  state.skips.splice(state.skips.indexOf(pending), 1);
+  state.unsent.delete(pending.item.lease);
+  if (state.current) state.later.push(state.current);
+  state.current = pending.item;
+  render();
+  flash("Skip taken back.");
+}
+
+// Forget skips not sent (`leases`: only those; all by default): their leases are gone, or the page's goodbye said them.
+function dropSkips(leases) {
+  state.skips = state.skips.filter((pending) => {
+    if (leases && !leases.has(pending.item.lease)) return true;
+    clearTimeout(pending.timer);
+    state.unsent.delete(pending.item.lease);
+    return false;
   });
 }
 
 function undo() {
+  const skipped = state.skips[state.skips.length - 1];
+  const labeled = state.history[state.history.length - 1];
+  if (state.correcting === null && skipped && (!labeled || skipped.order > labeled.order)) {
+    unskip(skipped);
+    return;
+  }
   if (!state.history.length) {
     flash("Nothing to undo yet.");
     return;
@@ -465,12 +606,14 @@ async function heartbeat() {
   showStats(r.stats);
   const lost = new Set(r.lost); // expired while the computer slept, say: drop them and lease others
   if (state.next && lost.has(state.next.lease)) state.next = null;
+  state.later = state.later.filter((item) => !lost.has(item.lease));
+  dropSkips(lost);
   if (state.current && lost.has(state.current.lease)) {
-    state.current = state.next;
-    state.next = null;
+    state.current = state.later.length ? state.later.pop() : state.next;
+    if (state.current === state.next) state.next = null;
     render();
   }
-  for (const item of [state.current, state.next]) {
+  for (const item of [state.current, state.next, ...state.later]) {
     if (item && r.deadlines[item.lease]) item.deadline = r.deadlines[item.lease];
   }
   if (state.current && state.correcting === null) $("stage").dataset.deadline = String(state.current.deadline);
@@ -487,6 +630,7 @@ function leave() {
     const body = JSON.stringify({session: state.session, tab: state.tab, done});
     navigator.sendBeacon("/api/close", new Blob([body], {type: "text/plain"}));
   }
+  dropSkips(); // said above
   state.tab = null;
   state.generation++;
   clearInterval(state.heartbeat);
@@ -522,8 +666,12 @@ document.addEventListener("keydown", (event) => {
   if (state.keys.has(key)) {
     event.preventDefault();
     choose(state.keys.get(key), event.timeStamp);
-  } else if (key === "s" || key === "S") {
-    giveBack("skip", event.timeStamp);
+  } else if (key === "Delete") {
+    event.preventDefault();
+    skip(event.timeStamp);
+  } else if (key === "/" && !$("find").hidden) {
+    event.preventDefault();
+    $("filter").focus();
   } else if (key === "d" || key === "D") {
     giveBack("defer", event.timeStamp);
   } else if (key === "u" || key === "U" || key === "Backspace") {
@@ -538,7 +686,7 @@ document.addEventListener("keydown", (event) => {
 
 $("skip").addEventListener("click", (event) => {
   event.currentTarget.blur();
-  giveBack("skip", event.timeStamp);
+  skip(event.timeStamp);
 });
 $("defer").addEventListener("click", (event) => {
   event.currentTarget.blur();
