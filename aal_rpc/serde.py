@@ -15,7 +15,7 @@ import numpy as np
 
 from aal_rpc.errors import InvalidArgument
 from aal_rpc.proto.v1 import admin_pb2, common_pb2
-from aal_rpc.types import LabeledRecord, ModelInfo, Payload, Provenance, Stats, Task
+from aal_rpc.types import AnnotatorCounts, LabeledRecord, ModelInfo, Payload, Provenance, Stats, Task
 
 if TYPE_CHECKING:
     import torch
@@ -107,7 +107,8 @@ def stats_to_proto(s: Stats) -> admin_pb2.GetStatsResponse:
 
 def stats_from_proto(msg: admin_pb2.GetStatsResponse) -> Stats:
     values = {f.name: getattr(msg, f.name) for f in fields(Stats)}
-    return Stats(**{**values, "labels_by_strategy": dict(msg.labels_by_strategy)})
+    annotators = {a: AnnotatorCounts(c.labels, c.skips, c.defers) for a, c in msg.annotators.items()}
+    return Stats(**{**values, "labels_by_strategy": dict(msg.labels_by_strategy), "annotators": annotators})
 
 
 def weights_to_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:

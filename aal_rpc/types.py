@@ -163,6 +163,16 @@ def is_encoder(info: ModelInfo) -> bool:
 
 
 @dataclass(frozen=True)
+class AnnotatorCounts:
+    """What one annotator did: items labeled (first labels; a correction adds none), skipped as unlabelable, and
+    deferred ("don't know"; since the embedded coordinator started, ever on the shared store)."""
+
+    labels: int = 0
+    skips: int = 0
+    defers: int = 0
+
+
+@dataclass(frozen=True)
 class Stats:
     """The coordinator's figures (GetStats): pool sizes, the registry, L's last record, candidates offered and
     evicted, labels by strategy. The one record of them: the coordinator fills it, serde carries it over the wire
@@ -180,6 +190,7 @@ class Stats:
     labels_by_strategy: dict[str, int]
     pool_capacity: int
     mode: str
+    annotators: dict[str, AnnotatorCounts] = field(default_factory=dict)  # by annotator id
 
 
 @dataclass(frozen=True)

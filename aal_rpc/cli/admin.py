@@ -20,15 +20,14 @@ import numpy as np
 from aal_rpc.cli.admin_import import import_command
 from aal_rpc.cli.common import COORDINATOR_ENV, Group, coordinator_option, security_options
 from aal_rpc.client import CoordinatorClient
-from aal_rpc.measures import estimated_accuracy, labels_per_model, typical_pick
+from aal_rpc.client.job import job_report
+from aal_rpc.measures import ORIGINS, chosen_by_model_share, estimated_accuracy, origins_of  # noqa: F401 - re-exported
 from aal_rpc.predict import CARD_FILE, WEIGHTS_FILE, UnreadableFile, load_model, write_model
-from aal_rpc.types import AUDIT_STRATEGY, IMPORTED_STRATEGY, LabeledRecord, Task, is_encoder
+from aal_rpc.types import LabeledRecord, Task
 
 EXPORT_FIELDS = ("seq", "item_id", "label", "label_name", "annotator_id", "queued_at", "leased_at", "labeled_at",
                  "worker_id", "strategy", "model_version", "score", "supersedes")
 SOURCE_FIELD = "source"  # with --sources: the file an item came from, relative to the dataset
-RANDOM_STRATEGY = "random"  # strategies.RandomStrategy.name (not imported: it would bring torch)
-ORIGINS = ("model", "cold_start", "typical", "random_strategy", "audit", "imported")  # label_origins' counts
 
 
 class LazyClient:
@@ -76,71 +75,40 @@ main.add_command(import_command, "import")
 @click.pass_obj
 def stats(client: CoordinatorClient, as_json: bool, provenance: bool):
     """Pool sizes, label counts, the latest model version and its estimated accuracy, labels per model version
-    published, and where the labels came from.
+    published, and where the labels came from; with --json also what the lead's page shows (aal_rpc/client/job.py):
+    the pool's size and what remains, the label rate, each annotator's labels, skips, defers and pace, the accuracy
+    curve, the models' staleness and the stopping signal.
 
     Below the figures, in plain words: how many labels the models chose, how many were random and why
     (cold start, the random strategy, the audit), how many were typical items of a pretrained encoder (the cold
     start's too), how many came with the data, and whether annotators are outrunning training. Reads every
     label's provenance.
     """
-    d = asdict(client.stats())
-    # versions are numbered from 1 and never reused: the latest version counts the models published
-    d["labels_per_model"] = labels_per_model(d["labeled"], d["latest_model_version"])
-    infos = client.models()
-    encoders = {m.version for m in infos if is_encoder(m)}
-    origins = label_origins(client.export(include_payload=False, latest_only=True), encoders)
-    d["label_origins"] = origins
-    d["chosen_by_model_share"] = chosen_by_model_share(origins)
-    d["cold_start_labels"] = origins["cold_start"] + origins["typical"]  # what --provenance used to add
-    d["estimated_accuracy"] = estimated_accuracy(max(infos, key=lambda m: m.version).metrics) if infos else None
+    d = job_report(client)
     if as_json:
         click.echo(json.dumps(d, sort_keys=True))
         return
-    shown_apart = ("label_origins", "estimated_accuracy")
+    shown_apart = ("label_origins", "estimated_accuracy", "annotators", "pace_per_minute", "curve", "recent_models",
+                   "stopping")
     for k in sorted(set(d) - set(shown_apart)):
         v = d[k]
         click.echo(f"{k:>22}: {'-' if v is None else round(v, 3) if isinstance(v, float) else v}")
     click.echo(f"{'estimated_accuracy':>22}: {format_estimate(d['estimated_accuracy'], audit_labels=True)}")
+    click.echo(f"{'stopping':>22}: {d['stopping']['reason']}")
+    if d["annotators"]:
+        click.echo("")
+        click.echo(f"{'annotator':<28} {'labels':>7} {'skips':>6} {'defers':>6} {'per min':>7}")
+        for name, a in sorted(d["annotators"].items(), key=lambda kv: -kv[1]["labels"]):
+            click.echo(f"{name:<28.28} {a['labels']:>7} {a['skips']:>6} {a['defers']:>6} "
+                       f"{d['pace_per_minute'][name]:>7.1f}")
     click.echo("")
-    click.echo(origins_message(origins, versions=d["latest_model_version"], per_model=d["labels_per_model"],
-                               batch_size=client.task().batch_size,
-                               only_encoders=bool(infos) and len(encoders) == len(infos)))
+    click.echo(origins_message(d["label_origins"], versions=d["latest_model_version"], per_model=d["labels_per_model"],
+                               batch_size=client.task().batch_size, only_encoders=bool(d["recent_models"]) and not d["curve"]))
 
 
 def label_origins(records: Iterable[LabeledRecord], encoders: Collection[int] = ()) -> dict:
-    """Where labels came from, by their records' provenance: counts of ORIGINS, and `model_strategies`, the
-    model-chosen labels by strategy name. `encoders`: the versions that are pretrained encoders (types.is_encoder).
-
-    Audit and imported labels are counted as such whenever they came (before any model too): their reason
-    is the more telling. Of the rest, typical items of an encoder's embedding (measures.typical_pick) are the
-    cold start, counted as `typical`: no model trained on labels chose them; other picks under model version 0
-    are the cold start's random ones (no model existed); the random strategy with a model is random by choice;
-    anything else a model chose.
-    """
-    counts = dict.fromkeys(ORIGINS, 0)
-    by_strategy: Counter[str] = Counter()
-    for r in records:
-        p = r.provenance
-        if p.strategy == IMPORTED_STRATEGY:
-            counts["imported"] += 1
-        elif p.strategy == AUDIT_STRATEGY:
-            counts["audit"] += 1
-        elif typical_pick(p.strategy, p.model_version, encoders):
-            counts["typical"] += 1
-        elif p.model_version == 0:
-            counts["cold_start"] += 1
-        elif p.strategy == RANDOM_STRATEGY:
-            counts["random_strategy"] += 1
-        else:
-            counts["model"] += 1
-            by_strategy[p.strategy or "unnamed"] += 1
-    return {**counts, "model_strategies": dict(sorted(by_strategy.items()))}
-
-
-def chosen_by_model_share(origins: dict) -> float | None:
-    """The share of labels a model chose (label_origins); None for no labels."""
-    total = sum(origins[k] for k in ORIGINS)
-    return origins["model"] / total if total else None
+    """Where labels came from, by their records' provenance (measures.origins_of)."""
+    return origins_of(Counter((r.provenance.strategy, r.provenance.model_version) for r in records), encoders)
 
 
 def origins_message(origins: dict, *, versions: int, per_model: float | None = None, batch_size: int = 0,

@@ -27,6 +27,7 @@ from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.signals import Signals
 from aal_rpc.coordinator.sqlite_store import SqliteStore, StoredState
 from aal_rpc.coordinator.sync_rounds import SyncRounds
+from aal_rpc.coordinator.tally import AnnotatorTally
 from aal_rpc.coordinator.validation import (check_begin_round, check_candidates, check_correction, check_id,
                                             check_label, check_lease_request, check_release, check_renew,
                                             check_shard_request)
@@ -94,6 +95,7 @@ class EmbeddedCoordinator(Publishing):
         self._labeled: set[str] = set(state.labeled_item_ids)
         self._skipped: set[str] = set(state.skips)
         self._by_strategy: Counter[str] = Counter(state.labels_by_strategy)
+        self._annotators = AnnotatorTally(state.labels_by_annotator, state.skips_by_annotator)
         self._last_seq = state.last_seq
         self._sync: SyncRounds | None = None
         if self.task.mode == "sync":
@@ -250,6 +252,7 @@ class EmbeddedCoordinator(Publishing):
                 self.pool.remove(item_id)
                 self._labeled.add(item_id)
                 self._by_strategy[cand.provenance.strategy or "unknown"] += 1
+                self._annotators.labeled(annotator_id)
                 self.observer.labeled(annotator_id, cand.provenance.strategy)
                 fut = self.store.append_label(record)
                 with self._pending_lock:
@@ -298,9 +301,11 @@ class EmbeddedCoordinator(Publishing):
             if skip:
                 self.pool.remove(item_id)
                 self._skipped.add(item_id)
+                self._annotators.skipped(annotator_id)
                 fut = self.store.skip_item(item_id, annotator_id, now)
             else:
                 if defer:
+                    self._annotators.deferred(annotator_id)
                     self.pool.defer(item_id, annotator_id, now + (defer_seconds or self.config.defer_seconds),
                                     now=now)
                 else:
@@ -359,6 +364,7 @@ class EmbeddedCoordinator(Publishing):
                 if item.item_id in self.pool:  # a lease on it ends: its label is refused as any ended lease's
                     self.pool.remove(item.item_id)
                 self._labeled.add(item.item_id)
+                self._annotators.labeled(records[-1].annotator_id)
                 self.observer.labeled(item.annotator_id, IMPORTED_STRATEGY)
             fut = None
             if records:
@@ -477,7 +483,8 @@ class EmbeddedCoordinator(Publishing):
                 skipped=len(self._skipped), latest_model_version=latest.version if latest else 0,
                 models=len(self.registry), last_seq=self._last_seq,
                 candidates_submitted=self._candidates_submitted, candidates_evicted=self._candidates_evicted,
-                labels_by_strategy=dict(self._by_strategy), pool_capacity=self.pool.capacity, mode=self.task.mode)
+                labels_by_strategy=dict(self._by_strategy), pool_capacity=self.pool.capacity, mode=self.task.mode,
+                annotators=self._annotators.snapshot())
         if expired:
             self.signals.queries.fire()
         return stats

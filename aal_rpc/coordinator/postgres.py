@@ -227,4 +227,4 @@ class SharedCoordinator(Publishing):
                      latest_model_version=c.latest_model_version, models=c.models,
                      last_seq=c.last_seq, candidates_submitted=c.candidates_submitted,
                      candidates_evicted=c.candidates_evicted, labels_by_strategy=c.labels_by_strategy,
-                     pool_capacity=self.config.pool_capacity, mode=self.task.mode)
+                     pool_capacity=self.config.pool_capacity, mode=self.task.mode, annotators=c.annotators)

@@ -45,8 +45,9 @@ from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.rows import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS, QUERY_COLUMNS,
                                       QUERY_INSERT_COLUMNS, label_from_row, label_row, model_from_row, model_row,
                                       query_from_row, query_row)
+from aal_rpc.coordinator.tally import DEFERS_COUNTER, merge
 from aal_rpc.errors import Unavailable
-from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Task, shard_key
+from aal_rpc.types import AnnotatorCounts, Candidate, LabeledRecord, Lease, ModelInfo, Task, shard_key
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ class PoolCounts:
     labels_by_strategy: dict[str, int]
     latest_model_version: int
     models: int
+    annotators: dict[str, AnnotatorCounts]
 
 
 class PostgresStore:
@@ -606,6 +608,8 @@ class PostgresStore:
                 cur.execute("UPDATE queries SET lease_id = NULL, lease_owner = NULL, leased_at = NULL, "
                             "lease_deadline = NULL WHERE item_id = %s", (item_id,))
                 if defer_until:
+                    cur.execute("INSERT INTO counters (name, value) VALUES (%s, 1) ON CONFLICT (name) DO UPDATE "
+                                "SET value = counters.value + 1", (DEFERS_COUNTER + annotator_id,))
                     # ended deferrals are forgotten (any item's: an evicted item's too), and an item keeps the
                     # rules.MAX_DEFERRALS_PER_ITEM ending last, as the embedded pool does
                     cur.execute("DELETE FROM deferrals WHERE until <= %s", (now,))
@@ -642,7 +646,8 @@ class PostgresStore:
                                     capacity=capacity, stalest=stalest)
             self._write_candidates(cur, [(c, now) for c in plan.put], plan.evicted)
             cur.execute("UPDATE counters SET value = value + CASE name WHEN 'candidates_submitted' THEN %s "
-                        "ELSE %s END", (len(candidates), len(plan.evicted)))
+                        "ELSE %s END WHERE name IN ('candidates_submitted', 'candidates_evicted')",
+                        (len(candidates), len(plan.evicted)))
         return plan
 
     def count_at_least(self, version: int) -> int:
@@ -671,11 +676,17 @@ class PostgresStore:
             counters = dict(cur.fetchall())
             cur.execute("SELECT strategy, COUNT(*) FROM labels WHERE supersedes = 0 GROUP BY strategy")
             by_strategy = {s or "unknown": n for s, n in cur.fetchall()}
+            cur.execute("SELECT annotator_id, COUNT(*) FROM labels WHERE supersedes = 0 GROUP BY annotator_id")
+            labels_by_annotator = dict(cur.fetchall())
+            cur.execute("SELECT annotator_id, COUNT(*) FROM skips GROUP BY annotator_id")
+            skips_by_annotator = dict(cur.fetchall())
             cur.execute("SELECT (SELECT version FROM models ORDER BY num_labels DESC, version DESC LIMIT 1), "
                         "(SELECT COUNT(*) FROM models)")
             latest, models = cur.fetchone()
+        defers = {name[len(DEFERS_COUNTER):]: n for name, n in counters.items() if name.startswith(DEFERS_COUNTER)}
         return PoolCounts(labeled, queued, leased, skipped, last_seq, counters["candidates_submitted"],
-                          counters["candidates_evicted"], by_strategy, latest or 0, models)
+                          counters["candidates_evicted"], by_strategy, latest or 0, models,
+                          merge(labels_by_annotator, skips_by_annotator, defers))
 
     def last_seq(self) -> int:
         with self._tx() as cur:

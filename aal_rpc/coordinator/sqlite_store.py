@@ -44,6 +44,8 @@ class StoredState:
     last_seq: int = 0
     queries: list[tuple[Candidate, float, Lease | None]] = field(default_factory=list)
     skips: list[str] = field(default_factory=list)
+    labels_by_annotator: dict[str, int] = field(default_factory=dict)  # first labels (supersedes 0)
+    skips_by_annotator: dict[str, int] = field(default_factory=dict)
     models: list[ModelInfo] = field(default_factory=list)
 
 
@@ -282,6 +284,9 @@ class SqliteStore:
         state.last_seq = c.execute("SELECT COALESCE(MAX(seq), 0) FROM labels").fetchone()[0]
         state.queries = [query_from_row(r) for r in c.execute(f"SELECT {QUERY_COLUMNS} FROM queries")]
         state.skips = [r[0] for r in c.execute("SELECT item_id FROM skips")]
+        state.labels_by_annotator = dict(c.execute(
+            "SELECT annotator_id, COUNT(*) FROM labels WHERE supersedes = 0 GROUP BY annotator_id"))
+        state.skips_by_annotator = dict(c.execute("SELECT annotator_id, COUNT(*) FROM skips GROUP BY annotator_id"))
         state.models = [model_from_row(r) for r in c.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY version")]
         return state
 

@@ -26,7 +26,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("labeled", "queued", "leased", "skipped", "latest_model_version", "models", "last_seq", "candidates_submitted", "candidates_evicted", "labels_by_strategy", "pool_capacity", "mode")
+    __slots__ = ("labeled", "queued", "leased", "skipped", "latest_model_version", "models", "last_seq", "candidates_submitted", "candidates_evicted", "labels_by_strategy", "pool_capacity", "mode", "annotators")
     class LabelsByStrategyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,13 @@ class GetStatsResponse(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class AnnotatorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AnnotatorCounts
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AnnotatorCounts, _Mapping]] = ...) -> None: ...
     LABELED_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     LEASED_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +53,7 @@ class GetStatsResponse(_message.Message):
     LABELS_BY_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     POOL_CAPACITY_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
     labeled: int
     queued: int
     leased: int
@@ -58,7 +66,18 @@ class GetStatsResponse(_message.Message):
     labels_by_strategy: _containers.ScalarMap[str, int]
     pool_capacity: int
     mode: str
-    def __init__(self, labeled: _Optional[int] = ..., queued: _Optional[int] = ..., leased: _Optional[int] = ..., skipped: _Optional[int] = ..., latest_model_version: _Optional[int] = ..., models: _Optional[int] = ..., last_seq: _Optional[int] = ..., candidates_submitted: _Optional[int] = ..., candidates_evicted: _Optional[int] = ..., labels_by_strategy: _Optional[_Mapping[str, int]] = ..., pool_capacity: _Optional[int] = ..., mode: _Optional[str] = ...) -> None: ...
+    annotators: _containers.MessageMap[str, AnnotatorCounts]
+    def __init__(self, labeled: _Optional[int] = ..., queued: _Optional[int] = ..., leased: _Optional[int] = ..., skipped: _Optional[int] = ..., latest_model_version: _Optional[int] = ..., models: _Optional[int] = ..., last_seq: _Optional[int] = ..., candidates_submitted: _Optional[int] = ..., candidates_evicted: _Optional[int] = ..., labels_by_strategy: _Optional[_Mapping[str, int]] = ..., pool_capacity: _Optional[int] = ..., mode: _Optional[str] = ..., annotators: _Optional[_Mapping[str, AnnotatorCounts]] = ...) -> None: ...
+
+class AnnotatorCounts(_message.Message):
+    __slots__ = ("labels", "skips", "defers")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SKIPS_FIELD_NUMBER: _ClassVar[int]
+    DEFERS_FIELD_NUMBER: _ClassVar[int]
+    labels: int
+    skips: int
+    defers: int
+    def __init__(self, labels: _Optional[int] = ..., skips: _Optional[int] = ..., defers: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("after_version", "page_size")
