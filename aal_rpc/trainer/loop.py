@@ -30,6 +30,7 @@ from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS, LabelRate
 from aal_rpc.pretraining import pretrain
 from aal_rpc.serde import load_weights_file, record_from_proto, weight_spec, weights_from_bytes, weights_to_bytes
 from aal_rpc.trainer.pacing import RoundBudget, full_steps, round_steps
+from aal_rpc.trainer.stopset import StopSet
 from aal_rpc.training import RECIPE, WARM_RECIPE, evaluate, predict_proba, train
 from aal_rpc.types import AUDIT_STRATEGY, PRETRAIN_STEPS, is_encoder
 
@@ -119,6 +120,7 @@ class Trainer:
         self._step_seconds: float | None = None  # the last round's seconds per optimizer step
         self._cut_short = False  # the last round was bound by the pace (trainer/pacing.py): polish once labels stop
         self.rounds = 0
+        self._stop_set = StopSet(client, self.task, self.dataset, device=config.device)  # the stopping signal
         # InvalidArgument, before any label is followed, for weights that are not the task's architecture's
         self._init_state = None if config.init_weights is None else load_weights_file(
             config.init_weights, weight_spec(self.task.architecture, self.task.input_shape, self.task.num_classes))
@@ -280,11 +282,13 @@ class Trainer:
             self._model = None
             return
         metrics = self.evaluate(self._model)
+        metrics.update(self._stop_set.measure(self._model))
         metrics["train_seconds"] = time.monotonic() - t0
         metrics["train_steps"] = float(budget.steps)
         info = self.client.upload_model(weights_to_bytes(state), server_id=cfg.server_id,
                                         trained_seq=seq, num_labels=len(y), architecture=self.task.architecture,
                                         metrics=metrics)
+        self._stop_set.published(info.version)
         self._round_seconds = time.monotonic() - t0
         self.rounds += 1
         log.info("%s published v%d: %d labels, accuracy %.4f (audit %d/%d), %d steps (%s), %.2fs", cfg.server_id,
