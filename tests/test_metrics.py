@@ -11,7 +11,7 @@ from aal_rpc.models import build_model
 from aal_rpc.serde import weights_to_bytes
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.types import Payload
-from tests.conftest import TASK
+from tests.conftest import TASK, make_candidate
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -80,3 +80,54 @@ def test_names_clients_choose_cannot_grow_the_metrics_without_bound():
     servers = {s.labels["server"] for m in metrics.rounds.collect() for s in m.samples}
     assert len(workers) == len(servers) == MAX_LABEL_VALUES + 1 and "other" in workers and "other" in servers
     assert len(metrics._last_label) == MAX_WAITING_ANNOTATORS
+
+
+def test_the_lead_figures_are_metrics_too(grpc_coordinator):
+    """What the lead's page shows is exported: the pool's size and what remains, labels by origin, each
+    annotator's labels, skips and defers, held-out accuracy, staleness and the stopping signal."""
+    from aal_rpc.measures import POOL_ITEMS, STOP_SET_AGREEMENT
+
+    address, srv = grpc_coordinator
+    c = srv.coordinator
+    c.submit_candidates(worker_id="w7", strategy="random", model_version=0,
+                        candidates=[make_candidate(str(i)) for i in range(5)])
+
+    def lease_and(how, **kwargs):
+        q = c.lease("ann")
+        how(lease_id=q.lease_id, item_id=q.item_id, annotator_id="ann", **kwargs)
+
+    for _ in range(2):
+        lease_and(c.submit_label, label=1)
+    lease_and(c.release, skip=True)
+    lease_and(c.release, defer=True)
+    weights = weights_to_bytes(build_model("mlp", TASK.input_shape, 10).state_dict())
+    c.publish_model(data=weights, server_id="s1", trained_seq=2, num_labels=2, architecture="mlp",
+                    metrics={"accuracy": 0.75, POOL_ITEMS: 100.0, STOP_SET_AGREEMENT: 0.5}, sha256=sha256_hex(weights))
+    lease_and(c.submit_label, label=2)
+    http, port = serve(srv.metrics, "127.0.0.1", 0)
+    try:
+        m = scrape(port)
+        assert m['aal_labels_by_origin{origin="cold_start"}'] == 3  # read incrementally: a second scrape agrees
+        assert scrape(port)['aal_labels_by_origin{origin="cold_start"}'] == 3
+    finally:
+        http.shutdown()
+    assert m["aal_pool_size"] == 100 and m["aal_remaining_items"] == 100 - 3 - 1
+    assert m['aal_labels_by_origin{origin="model"}'] == 0 and m["aal_chosen_by_model_share"] == 0
+    assert m['aal_annotator_labels_total{annotator="ann"}'] == 3
+    assert m['aal_annotator_skips_total{annotator="ann"}'] == 1
+    assert m['aal_annotator_defers_total{annotator="ann"}'] == 1
+    assert m["aal_held_out_accuracy"] == 0.75 and m["aal_latest_model_labels_behind"] == 1
+    assert m["aal_stopping_suggested"] == 0 and m["aal_stop_set_agreement"] != m["aal_stop_set_agreement"]  # NaN
+
+
+def test_annotators_past_the_bound_are_summed_as_other():
+    from aal_rpc.coordinator.lead_metrics import LeadCollector
+    from aal_rpc.types import AnnotatorCounts, Stats
+
+    stats = Stats(labeled=0, queued=0, leased=0, skipped=0, latest_model_version=0, models=0, last_seq=0,
+                  candidates_submitted=0, candidates_evicted=0, labels_by_strategy={}, pool_capacity=1, mode="async",
+                  annotators={f"a{i:03d}": AnnotatorCounts(i, 1, 0) for i in range(10)})
+    [labels, skips, _] = LeadCollector(None, max_annotators=3)._annotators(stats)
+    assert {s.labels["annotator"]: s.value for s in labels.samples} == {"a009": 9, "a008": 8, "a007": 7,
+                                                                         "other": sum(range(7))}
+    assert {s.labels["annotator"]: s.value for s in skips.samples}["other"] == 7

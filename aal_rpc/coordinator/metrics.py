@@ -17,8 +17,9 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
-from aal_rpc.measures import estimated_accuracy, labels_per_model
+from aal_rpc.coordinator.lead_metrics import LeadCollector
 from aal_rpc.handlers import Memo, around, replace_behavior
+from aal_rpc.measures import estimated_accuracy, labels_per_model
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -101,6 +102,7 @@ class _StateCollector:
 
     def __init__(self, coordinator):
         self._coordinator = coordinator
+        self._lead = LeadCollector(coordinator, max_annotators=MAX_LABEL_VALUES)
 
     def collect(self):
         stats = self._coordinator.stats()
@@ -125,6 +127,7 @@ class _StateCollector:
         yield accuracy
         yield GaugeMetricFamily("aal_audit_labels", "Audit labels the latest model was evaluated on",
                                 value=estimate["labels"] if estimate else 0)
+        yield from self._lead.collect(stats)
 
 
 class _MetricsHTTPServer(socketserver.ThreadingMixIn, WSGIServer):
