@@ -424,6 +424,11 @@ def predict_proba(model: nn.Module, x: np.ndarray, *, device: str = "cpu",
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, *, device: str = "cpu") -> dict[str, float]:
     probs, _ = predict_proba(model, x, device=device)
+    return probability_metrics(probs, y)
+
+
+def probability_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of predicted probabilities (N, C) against labels y; {} without labels."""
     if len(y) == 0:
         return {}
     p = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)

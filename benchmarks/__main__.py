@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from benchmarks import (annotators, capacity, cluster_margin_scale, cnn_vs_textbook, cold_start, first_minute, growth,
-                        held_open, labelstudio_sync, model_distribution, own_data, scale_sim, semi_supervised,
-                        store_backends, web_latency, work_per_label, worker_scoring)
+from benchmarks import (annotators, capacity, cluster_margin_scale, cnn_vs_textbook, cold_start, first_minute,
+                        frozen_backbone, growth, held_open, labelstudio_sync, model_distribution, own_data, scale_sim,
+                        semi_supervised, store_backends, web_latency, work_per_label, worker_scoring)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,6 +55,7 @@ BENCHMARKS = {
     "semi_supervised": lambda smoke: semi_supervised.run(smoke=smoke),
     "first_minute": lambda smoke: first_minute.run(smoke=smoke),
     "cold_start": lambda smoke: cold_start.run(smoke=smoke),
+    "frozen_backbone": lambda smoke: frozen_backbone.run(smoke=smoke),
 }
 
 
@@ -148,6 +149,8 @@ def table(results: dict) -> str:
         rows.extend(first_minute.rows(r["first_minute"]))
     if "cold_start" in r:
         rows.extend(cold_start.rows(r["cold_start"]))
+    if "frozen_backbone" in r:
+        rows.extend(frozen_backbone.rows(r["frozen_backbone"]))
     return "\n".join(rows)
 
 

@@ -19,7 +19,8 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     b = results["benchmarks"]
     assert set(b) == {"annotators", "model_distribution", "worker_scoring", "cluster_margin", "scale_sim", "growth",
                       "store_backends", "cnn_vs_textbook", "web_latency", "labelstudio_sync", "work_per_label",
-                      "held_open", "capacity", "own_data", "semi_supervised", "first_minute", "cold_start"}
+                      "held_open", "capacity", "own_data", "semi_supervised", "first_minute", "cold_start",
+                      "frozen_backbone"}
     assert b["annotators"]["measured"]["labels"] > 0 and b["annotators"]["bare"]["count"] > 0
     assert b["model_distribution"]["download_mb_per_s"] > 0 and b["model_distribution"]["bare_mb_per_s"] > 0
     assert b["worker_scoring"]["ratio"] > 0
@@ -43,4 +44,8 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     assert b["own_data"]["labels"] == 40 and b["own_data"]["true_accuracy"] is not None
     assert [(r["data"], len(r["supervised"]), len(r["semi_supervised"])) for r in b["semi_supervised"]["rows"]] == [
         ("digits28", 1, 1), ("text", 1, 1)]
+    f = b["frozen_backbone"]
+    assert [(r["data"], r["labels"]) for r in f["rows"]] == [("digits28", 20), ("text", 8)]
+    assert all(0 <= r[k]["mean"] <= 1 for r in f["rows"] for k in ("scratch", "same classes", "other classes"))
+    assert all(t["cached_items_per_second"] > 0 and t["full_pass_items_per_second"] > 0 for t in f["timing"])
     assert "| 1 |" in (tmp_path / "results.md").read_text()

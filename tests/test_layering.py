@@ -23,6 +23,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "aal_rpc.strategies": ("aal_rpc.coordinator", "aal_rpc.client", "aal_rpc.trainer", "aal_rpc.selector",
                            "aal_rpc.models", "aal_rpc.data", *UPPER),
     "aal_rpc.training": ("aal_rpc.coordinator", "aal_rpc.client", "aal_rpc.trainer", "aal_rpc.selector", *UPPER),
+    "aal_rpc.frozen": ("aal_rpc.coordinator", "aal_rpc.client", "aal_rpc.trainer", "aal_rpc.selector", *UPPER),
     "aal_rpc.pretraining": ("aal_rpc.coordinator", "aal_rpc.client", "aal_rpc.trainer", "aal_rpc.selector", *UPPER),
     # the coordinator serves; it runs no trainer, selector, tool or runner
     "aal_rpc.coordinator": ("aal_rpc.client", "aal_rpc.trainer", "aal_rpc.selector", *UPPER),

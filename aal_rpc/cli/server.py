@@ -90,6 +90,10 @@ def read_recipe(ctx: click.Context, param, path: Path | None) -> Path | None:
               help="Weights of the task's model (a safetensors file of its state dict) that a new model starts from "
                    "instead of random ones: the first round's, and every round's with --from-scratch. Checked "
                    "against the model's names, shapes and dtypes at start.")
+@click.option("--freeze-backbone/--train-backbone", default=TrainerConfig.freeze_backbone, show_default=True,
+              help="Train the head only, on the embeddings of the backbone a new model starts with (--init-weights', "
+                   "say), each item embedded once: a round trains a linear layer, and workers score with a matrix "
+                   "product. Published weights stay the whole model. Not with --semi-supervised.")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Stop after this many rounds.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
@@ -97,16 +101,19 @@ def read_recipe(ctx: click.Context, param, path: Path | None) -> Path | None:
 @security_options
 @log_level_option
 def main(coordinator, server_id, epochs, min_steps, batch_size, lr, weight_decay, augment, mixed_precision,
-         semi_supervised, warm_start, paced, pretrain_steps, min_new_labels, min_growth, min_labels, init_weights, max_rounds, seed,
-         device, threads, security):
+         semi_supervised, warm_start, paced, pretrain_steps, min_new_labels, min_growth, min_labels, init_weights,
+         freeze_backbone, max_rounds, seed, device, threads, security):
     """Run a server (trainer)."""
     set_threads(threads)
+    if freeze_backbone and semi_supervised:
+        raise click.UsageError("--freeze-backbone trains the head on labeled items only; drop --semi-supervised")
     config = TrainerConfig(server_id=server_id or default_id("server"), epochs=epochs, batch_size=batch_size, lr=lr,
                            weight_decay=weight_decay, augment=augment, mixed_precision=mixed_precision,
                            semi_supervised=semi_supervised,
                            warm_start=warm_start, seed=seed, device=device, init_weights=init_weights,
                            min_new_labels=min_new_labels, min_growth=min_growth, min_labels=min_labels,
-                           min_steps=min_steps, paced=paced, pretrain_steps=pretrain_steps)
+                           min_steps=min_steps, paced=paced, pretrain_steps=pretrain_steps,
+                           freeze_backbone=freeze_backbone)
     with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
         first_contact(client)
         check_model(client.task(), client.weights_fingerprint())

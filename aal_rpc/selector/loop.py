@@ -30,6 +30,7 @@ import torch
 
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.data import Dataset, load_task_dataset
+from aal_rpc.frozen import EmbeddingCache, backbone_fingerprint, embed_rows, has_frozen_backbone, head_probabilities
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_from_bytes
 from aal_rpc.strategies import Strategy, get_strategy
@@ -94,6 +95,10 @@ class Selector:
         self._encoder = False  # the model held is a pretrained encoder (types.is_encoder)
         self._probs: np.ndarray | None = None
         self._embeddings: np.ndarray | None = None
+        # models whose trainer froze their backbone (frozen.has_frozen_backbone): the shard's embeddings are kept by
+        # the backbone's fingerprint, and a later version that shares it is scored with its head alone
+        self._cache = EmbeddingCache()
+        self._backbone: str | None = None
         self._taken = np.zeros(len(self.indices), dtype=bool)  # labeled or skipped
         self._labeled_seq = 0
         self._usable: np.ndarray | None = None  # items the held model gives finite outputs
@@ -292,7 +297,7 @@ class Selector:
                 return
             model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
             model.load_state_dict(weights_from_bytes(data))
-            self.set_model(model, info.version, encoder=is_encoder(info))
+            self.set_model(model, info.version, encoder=is_encoder(info), frozen=has_frozen_backbone(info))
             self._observe_version(info)
             log.info("%s loaded model v%d%s", self.config.worker_id, info.version,
                      ", an encoder: the cold start picks typical items of its embedding" if self._encoder else "")
@@ -317,10 +322,12 @@ class Selector:
             torch.manual_seed(self.config.seed)
             return build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
 
-    def set_model(self, model: torch.nn.Module, version: int, *, encoder: bool = False) -> None:
-        """Hold `model` as registry version `version` (`encoder`: a pretrained encoder, types.is_encoder): the shard
-        is scored anew under it at the next step."""
+    def set_model(self, model: torch.nn.Module, version: int, *, encoder: bool = False, frozen: bool = False) -> None:
+        """Hold `model` as registry version `version` (`encoder`: a pretrained encoder, types.is_encoder; `frozen`:
+        its backbone was frozen, so its embeddings of the shard are kept for later versions): the shard is scored
+        anew under it at the next step."""
         self.model, self.version = model.to(self.config.device).eval(), version
+        self._backbone = backbone_fingerprint(model) if frozen else None
         self._encoder = encoder
         self._probs = self._embeddings = self._usable = None
         self._fresh = set()
@@ -333,8 +340,7 @@ class Selector:
         if not strategy.needs_model:
             return None, None
         if self._probs is None:
-            probs, emb = predict_proba(self.model, self._x, device=self.config.device,
-                                       with_embeddings=strategy.needs_embeddings)
+            probs, emb = self._predict(strategy.needs_embeddings)
             usable = np.isfinite(probs).all(axis=1)
             if emb is not None:
                 usable &= np.isfinite(emb).all(axis=1)
@@ -343,6 +349,15 @@ class Selector:
                                      model_version=self.version)
             self._probs, self._embeddings, self._usable = probs, emb, usable
         return self._probs, self._embeddings
+
+    def _predict(self, with_embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The shard's probabilities (and embeddings) under the held model: a full pass, or where its backbone was
+        frozen, its head on that backbone's embeddings of the shard, computed once per backbone."""
+        if self._backbone is None:
+            return predict_proba(self.model, self._x, device=self.config.device, with_embeddings=with_embeddings)
+        model, device = self.model, self.config.device
+        emb = self._cache.rows(self._backbone, "shard", self._x, lambda x: embed_rows(model, x, device=device))
+        return head_probabilities(model.head, emb), (emb if with_embeddings else None)
 
     def _refresh_shard_state(self) -> tuple[list[str], int]:
         while True:

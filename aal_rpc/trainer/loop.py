@@ -25,13 +25,14 @@ import torch
 
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.data import Dataset, load_task_dataset
+from aal_rpc.frozen import FROZEN_BACKBONE, EmbeddingCache, backbone_fingerprint, embed_rows, head_probabilities
 from aal_rpc.models import build_model
 from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS, LabelRate
 from aal_rpc.pretraining import pretrain
 from aal_rpc.serde import load_weights_file, record_from_proto, weight_spec, weights_from_bytes, weights_to_bytes
 from aal_rpc.trainer.pacing import RoundBudget, full_steps, round_steps
 from aal_rpc.trainer.stopset import StopSet
-from aal_rpc.training import RECIPE, WARM_RECIPE, evaluate, predict_proba, train
+from aal_rpc.training import RECIPE, WARM_RECIPE, predict_proba, probability_metrics, train
 from aal_rpc.types import AUDIT_STRATEGY, PRETRAIN_STEPS, is_encoder
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,13 @@ class TrainerConfig:
     # rounds also learn from the dataset's pool items that are not in L (FixMatch, training.train's `unlabeled`):
     # off by default, as in the recipe (docs/RECIPE.md section 7)
     semi_supervised: bool = RECIPE.semi_supervised
+    # train the head only (a linear layer) on the embeddings of the backbone a new model starts with (init_weights',
+    # a pretrained encoder's, or else the first model's random one), each item embedded once (aal_rpc.frozen)
+    freeze_backbone: bool = False
+
+    def __post_init__(self):
+        if self.freeze_backbone and self.semi_supervised:
+            raise ValueError("a frozen backbone's head trains on labeled embeddings only, without unlabeled items")
 
 
 def warm_round(epochs: int, min_steps: int) -> tuple[int, int]:
@@ -121,6 +129,8 @@ class Trainer:
         self._cut_short = False  # the last round was bound by the pace (trainer/pacing.py): polish once labels stop
         self.rounds = 0
         self._stop_set = StopSet(client, self.task, self.dataset, device=config.device)  # the stopping signal
+        self._cache = EmbeddingCache()  # with a frozen backbone: embeddings of L, the audit and the test set
+        self._backbone: str | None = None  # ... under the fingerprint of the backbone of the model trained
         # InvalidArgument, before any label is followed, for weights that are not the task's architecture's
         self._init_state = None if config.init_weights is None else load_weights_file(
             config.init_weights, weight_spec(self.task.architecture, self.task.input_shape, self.task.num_classes))
@@ -224,6 +234,10 @@ class Trainer:
             self._init_state = self._published_encoder()
         if self._init_state is not None:
             model.load_state_dict(self._init_state)
+        if self.config.freeze_backbone:  # every later new model keeps this backbone (and its cached embeddings)
+            if self._init_state is None:
+                self._init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self._backbone = backbone_fingerprint(model)
         return model
 
     def _published_encoder(self) -> dict[str, torch.Tensor] | None:
@@ -267,7 +281,9 @@ class Trainer:
         if budget.bound != "full":  # a paced round: `budget.steps` steps in all
             epochs, min_steps = 1, budget.steps
         t_train = time.monotonic()
-        train(self._model, x, y, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+        net, inputs = (self._model.head, self._embeddings(self._model, "labeled", x)) if cfg.freeze_backbone else (
+            self._model, x)
+        train(net, inputs, y, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
               seed=cfg.seed + self.rounds, device=cfg.device, min_steps=min_steps, should_stop=self._stop.is_set,
               weight_decay=cfg.weight_decay, augment=cfg.augment, mixed_precision=cfg.mixed_precision,
               semi_supervised=cfg.semi_supervised, unlabeled=self.unlabeled_pool() if cfg.semi_supervised else None)
@@ -285,6 +301,8 @@ class Trainer:
         metrics.update(self._stop_set.measure(self._model))
         metrics["train_seconds"] = time.monotonic() - t0
         metrics["train_steps"] = float(budget.steps)
+        if cfg.freeze_backbone:
+            metrics[FROZEN_BACKBONE] = 1.0
         info = self.client.upload_model(weights_to_bytes(state), server_id=cfg.server_id,
                                         trained_seq=seq, num_labels=len(y), architecture=self.task.architecture,
                                         metrics=metrics)
@@ -330,13 +348,26 @@ class Trainer:
         (measures.AUDIT_CORRECT of measures.AUDIT_LABELS) when audit labels have arrived."""
         metrics: dict[str, float] = {}
         if len(self.dataset.y_test):
-            metrics.update(evaluate(model, self.dataset.x_test, self.dataset.y_test, device=self.config.device))
+            metrics.update(probability_metrics(self._probabilities(model, "test", self.dataset.x_test),
+                                               self.dataset.y_test))
         with self._cv:
             n = len(self._audit_y)
             x = np.stack(self._audit_x[:n]) if n else None
             y = np.asarray(self._audit_y[:n], dtype=np.int64)
         if n:
-            probs, _ = predict_proba(model, x, device=self.config.device)
+            probs = self._probabilities(model, "audit", x)
             metrics[AUDIT_CORRECT] = float((probs.argmax(axis=1) == y).sum())
             metrics[AUDIT_LABELS] = float(n)
         return metrics
+
+    def _probabilities(self, model: torch.nn.Module, name: str, x: np.ndarray) -> np.ndarray:
+        """The model's class probabilities of x: a full pass, or with a frozen backbone its head on the cached
+        embeddings (`name`: an array that only grows, as the test set and the audit's items do)."""
+        if not self.config.freeze_backbone:
+            return predict_proba(model, x, device=self.config.device)[0]
+        return head_probabilities(model.head, self._embeddings(model, name, x))
+
+    def _embeddings(self, model: torch.nn.Module, name: str, x: np.ndarray) -> np.ndarray:
+        """The frozen backbone's embeddings of x, each row embedded once per backbone (frozen.EmbeddingCache)."""
+        device = self.config.device
+        return self._cache.rows(self._backbone, name, x, lambda rows: embed_rows(model, rows, device=device))
