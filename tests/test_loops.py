@@ -485,6 +485,9 @@ class OfflineClient:
         self.uploads.append(kwargs)
         return SimpleNamespace(version=len(self.uploads))
 
+    def models(self):  # no pretrained encoder to start from
+        return []
+
 
 def labeled(rows, *, strategy="random", first_seq=1):
     return [LabeledRecord(seq=first_seq + i, item_id=str(row), label=int(DIGITS.y_pool[row]), annotator_id="a",
