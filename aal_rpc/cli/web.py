@@ -120,6 +120,7 @@ def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_
     from aal_rpc.client import CoordinatorClient
     from aal_rpc.security import ClientSecurity, with_token
     from aal_rpc.web import LongPolls, coordinator_clients
+    from aal_rpc.web.lead import LeadView, lead_routes
     from aal_rpc.web.progress import TeamProgress
     from aal_rpc.web.sessions import Sessions
 
@@ -143,6 +144,9 @@ def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_
                         tab_timeout=max(lease_seconds, TAB_TIMEOUT_HEARTBEATS * heartbeat_seconds), limits=limits,
                         poll=polls, team=TeamProgress(stats.stats))
     app = create_app(sessions, threads=threads, hosts=hosts, polls=polls)
+    # the lead's page: each poll calls with the token typed into it, else aal-web's own (--token)
+    app.router.routes.extend(lead_routes(LeadView(lambda typed: CoordinatorClient(
+        coordinator, retry_for=0, wait_for_ready=False, channel=with_token(channel, typed or token)))))
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
