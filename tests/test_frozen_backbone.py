@@ -4,6 +4,8 @@ alone, and the published weights stay the whole model."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,90 @@ def test_freeze_backbone_is_a_server_option_and_refuses_semi_supervised(monkeypa
     assert result.exit_code == 2 and "drop --semi-supervised" in result.output
     with pytest.raises(ValueError, match="unlabeled"):
         TrainerConfig(server_id="s", freeze_backbone=True, semi_supervised=True)
+
+
+# -- backbones from packages: timm:NAME and hf:PATH (neither package is installed here: their absence is tested as it
+# is, and the wiring with stand-in modules of the same interface on sys.path)
+
+TIMM_STANDIN = '''
+from torch import nn
+
+
+def is_model(name):
+    return name == "tiny"
+
+
+def create_model(name, pretrained, num_classes, in_chans):
+    assert not pretrained and num_classes == 0
+    net = nn.Sequential(nn.Conv2d(in_chans, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net.num_features = 4
+    net.pretrained_cfg = {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.2, 0.2)}
+    return net
+'''
+
+TRANSFORMERS_STANDIN = '''
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+
+class AutoModel:
+    @staticmethod
+    def from_pretrained(path, local_files_only):
+        assert local_files_only
+        net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.AdaptiveAvgPool2d(1))
+        torch.manual_seed(0)  # the directory's weights: the same in every process
+        for p in net.parameters():
+            nn.init.normal_(p)
+
+        class Wrapped(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = net
+
+            def forward(self, pixel_values):
+                return SimpleNamespace(pooler_output=self.net(pixel_values))
+        return Wrapped()
+'''
+
+
+def packages_missing(monkeypatch, *names):
+    for name in names:
+        monkeypatch.setitem(__import__("sys").modules, name, None)  # import fails as for a package not installed
+
+
+@pytest.mark.parametrize("name, phrase", [
+    ("timm:resnet18", "model 'timm:resnet18' needs the package timm, which is not installed (pip install timm"),
+    ("hf:{tmp}/absent", "is no local Hugging Face model directory (no config.json there)"),
+    ("hf:{tmp}/model", "model 'hf:{tmp}/model' needs the package transformers, which is not installed"),
+])
+def test_a_backbone_whose_package_or_directory_is_missing_is_named_in_one_line(name, phrase, tmp_path, monkeypatch):
+    packages_missing(monkeypatch, "timm", "transformers")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    with pytest.raises(ValueError) as caught:
+        build_model(name.format(tmp=tmp_path), (3, 8, 8), 2)
+    assert phrase.format(tmp=tmp_path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_timm_and_hf_backbones_build_classifiers_with_their_normalization(tmp_path, monkeypatch):
+    (tmp_path / "timm.py").write_text(TIMM_STANDIN)
+    (tmp_path / "transformers.py").write_text(TRANSFORMERS_STANDIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = build_model("timm:tiny", (3, 8, 8), 5)
+    assert net.embedding_dim == 4 and torch.equal(net.input_mean, torch.tensor([0.5, 0.4, 0.3]))
+    assert net(torch.rand(2, 3, 8, 8)).shape == (2, 5)
+    with pytest.raises(ValueError, match="timm has no model 'huge'"):
+        build_model("timm:huge", (3, 8, 8), 5)
+
+    directory = tmp_path / "vit"
+    directory.mkdir()
+    (directory / "config.json").write_text("{}")
+    (directory / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.25] * 3}))
+    net = build_model(f"hf:{directory}", (3, 8, 8), 5)
+    assert net.embedding_dim == 6 and torch.equal(net.input_std, torch.full((3,), 0.25))
+    again = build_model(f"hf:{directory}", (3, 8, 8), 5)
+    assert backbone_fingerprint(net) == backbone_fingerprint(again)  # every process holds the directory's backbone
+    with pytest.raises(ValueError, match="needs image input"):
+        build_model(f"hf:{directory}", (256,), 5)

@@ -1,5 +1,7 @@
 """Model factories by name, all plain torch: `mlp`, `cnn`, `resnet18`, `vgg16` (CIFAR-style) and `text` (hashed
-n-grams); torchvision's ImageNet-shaped networks as `tv:resnet18` and `tv:vgg16` (torchvision imported lazily).
+n-grams); torchvision's ImageNet-shaped networks as `tv:resnet18` and `tv:vgg16` (torchvision imported lazily);
+timm's image models as `timm:NAME` and a local Hugging Face vision model as `hf:PATH` (models/hub.py, each package
+imported only when named, weights from local files only).
 
 Every model is a `Classifier`: `features` maps an input batch to its penultimate-layer embedding,
 `head` maps embeddings to class logits. Strategies that need embeddings (Cluster-Margin) call `embed`.
@@ -20,6 +22,7 @@ import torch
 
 from aal_rpc.models.cifar import resnet18, vgg16
 from aal_rpc.models.classifier import Classifier, PlainClassifier
+from aal_rpc.models.hub import hub_factory
 from aal_rpc.models.small import cnn, mlp
 from aal_rpc.models.text import text
 from aal_rpc.models.tv import tv_resnet18, tv_vgg16
@@ -41,11 +44,14 @@ Factory = Callable[[tuple[int, ...], int], torch.nn.Module]
 
 
 def resolve_factory(architecture: str) -> Factory:
-    """The factory a model name means: a built-in name; else `MODULE:FACTORY` (an import path; FACTORY may be
-    dotted, `module:Class.method`); else an entry point of the group `aal_rpc.models`. Raises ValueError, in one
-    line naming the model, for one it cannot find or load."""
+    """The factory a model name means: a built-in name; `timm:NAME` or `hf:PATH` (models/hub.py); else
+    `MODULE:FACTORY` (an import path; FACTORY may be dotted, `module:Class.method`); else an entry point of the group
+    `aal_rpc.models`. Raises ValueError, in one line naming the model, for one it cannot find or load."""
     if architecture in ARCHITECTURES:
         return ARCHITECTURES[architecture]
+    hub = hub_factory(architecture)  # timm:NAME, hf:PATH
+    if hub is not None:
+        return hub
     module_name, colon, attribute = architecture.partition(":")
     if not colon:
         found = metadata.entry_points(group=ENTRY_POINTS, name=architecture)
