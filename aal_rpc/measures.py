@@ -244,7 +244,7 @@ def cohens_kappa(a, b) -> float:
 
 
 STOP_SET_AGREEMENT = "stop_set_agreement"  # a model's metrics: kappa of its stop-set predictions with ...
-STOP_SET_PREVIOUS = "stop_set_previous"  # ... those of this version, the one published last before it
+STOP_SET_PREVIOUS = "stop_set_previous"  # ... those of this version, the latest (most labels) when it was trained
 STOP_SET_SIZE = 500  # unlabeled pool items every trainer predicts on (the same seeded sample for all)
 STOP_KAPPA = 0.99  # Bloodgood & Vijay-Shanker (2009): predictions are stable once consecutive models agree this
 STOP_WINDOW = 3  # well, averaged over the last this many versions
@@ -253,11 +253,12 @@ FLAT_GAIN = 0.01
 
 
 def accuracy_curve(models) -> list[dict]:
-    """One point per model trained on labels, in version order: {version, labels, estimated (estimated_accuracy
-    or None), accuracy (held out, or None), agreement (STOP_SET_AGREEMENT, or None)}. Pretrained encoders
-    (no labels) have no point."""
+    """One point per model trained on labels, from the fewest labels to the most (ModelInfo.freshness: with several
+    trainers a model trained on fewer labels may be published later): {version, labels, estimated
+    (estimated_accuracy or None), accuracy (held out, or None), agreement (STOP_SET_AGREEMENT, or None)}.
+    Pretrained encoders (no labels) have no point."""
     points = []
-    for m in sorted(models, key=lambda m: m.version):
+    for m in sorted(models, key=lambda m: m.freshness()):
         if m.num_labels <= 0:
             continue
         points.append({"version": m.version, "labels": m.num_labels, "estimated": estimated_accuracy(m.metrics),
@@ -281,7 +282,8 @@ def _gain(curve: list[dict], value) -> tuple[float, float, float] | None:
 
 def stopping_signal(models, *, kappa: float = STOP_KAPPA, window: int = STOP_WINDOW) -> dict:
     """Whether to stop labeling: stabilizing predictions (Bloodgood & Vijay-Shanker 2009: the kappa of consecutive
-    models' predictions on a fixed unlabeled stop set, averaged over the last `window` versions, at least `kappa`)
+    models' predictions on a fixed unlabeled stop set, each model's with the latest before it, averaged over the
+    `window` models trained on the most labels, at least `kappa`)
     together with a flat accuracy curve (at most FLAT_GAIN gained over the last FLAT_SPAN of the labels): the
     audit's estimate where the models have one, else held-out accuracy; with neither, the predictions decide.
 

@@ -1,6 +1,6 @@
 """The stop set (Bloodgood & Vijay-Shanker 2009): a fixed sample of the pool's items that every trainer draws alike
-(seeded), and on which each new model's predictions are compared with those of the version published last before
-it. The kappa goes into the model's metrics (measures.STOP_SET_AGREEMENT), where measures.stopping_signal reads
+(seeded), and on which each new model's predictions are compared with those of the latest model published before
+it (types.ModelInfo.freshness: trained on the most labels). The kappa goes into the model's metrics (measures.STOP_SET_AGREEMENT), where measures.stopping_signal reads
 it. The predecessor's predictions are this trainer's own when it published that version, else its weights are
 downloaded once and run on the stop set.
 """
@@ -51,13 +51,14 @@ class StopSet:
 
     def measure(self, model: torch.nn.Module) -> dict[str, float]:
         """The metrics a new model carries: the pool's size (measures.POOL_ITEMS) and, once a model trained on labels
-        is published, the kappa of its stop-set predictions with that version's (STOP_SET_AGREEMENT, with the
+        is published, the kappa of its stop-set predictions with the latest one's (STOP_SET_AGREEMENT, with its
         version as STOP_SET_PREVIOUS)."""
         metrics = {POOL_ITEMS: float(self._pool_items)}
         if not len(self._x):
             return metrics
         self._last = self.predict(model)
-        previous = max((m for m in self._client.models() if m.num_labels > 0), key=lambda m: m.version, default=None)
+        previous = max((m for m in self._client.models() if m.num_labels > 0), key=lambda m: m.freshness(),
+                       default=None)
         if previous is None:
             return metrics
         theirs = self._predictions_of(previous.version)
