@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
 from aal_rpc.types import Task
+from aal_rpc.web.guidelines import class_keys
 
 OBJECT_KINDS = {"Image": "image", "Text": "text", "HyperText": "text"}  # object tags the bridge can fill, by kind
 CHOICES_NAME = "label"  # the name of the <Choices> control in a generated config
@@ -54,15 +55,19 @@ def kind_for(task: Task, requested: str = "auto") -> str:
 def label_config(class_names: tuple[str, ...] | list[str], kind: str,
                  descriptions: tuple[str, ...] | list[str] = ()) -> str:
     """A labeling config for the task: the item (Image or Text) and one required single choice per class, each
-    with its description (if any) as the hint shown on hover."""
+    with its description (if any) as the hint shown on hover and aal-web's key for it as its hotkey (classes named
+    0-9 their own digit, else 1-9, 0 for the first ten; Label Studio gives the rest keys of its own). A picture is
+    drawn without smoothing, so a small one enlarged to the panel stays crisp instead of blurring."""
     if kind not in ("image", "text"):
         raise ValueError(f"kind must be 'image' or 'text', not {kind!r}")
     if len(set(class_names)) != len(class_names) or not class_names:
         raise ValueError("class names must be distinct and not empty")
-    obj = ('<Image name="image" value="$image" zoom="true" zoomControl="true"/>' if kind == "image" else
-           '<Text name="text" value="$text"/>')
+    obj = ('<Image name="image" value="$image" smoothing="false" zoom="true" zoomControl="true"/>'
+           if kind == "image" else '<Text name="text" value="$text"/>')
     hints = {name: f" hint={quoteattr(text)}" for name, text in zip(class_names, descriptions) if text}
-    choices = "\n".join(f"    <Choice value={quoteattr(name)}{hints.get(name, '')}/>" for name in class_names)
+    keys = {name: f' hotkey="{key}"' for name, key in zip(class_names, class_keys(class_names)) if key}
+    choices = "\n".join(f"    <Choice value={quoteattr(name)}{keys.get(name, '')}{hints.get(name, '')}/>"
+                         for name in class_names)
     return (f'<View>\n  {obj}\n  <Choices name="{CHOICES_NAME}" toName="{kind}" choice="single-radio" '
             f'showInline="true" required="true">\n{choices}\n  </Choices>\n</View>\n')
 

@@ -11,7 +11,10 @@ The label of a task is that of its latest annotation that chooses one class:
   again, and a new annotation on it becomes a correction. Deleting a task whose lease the bridge holds gives the
   query back (RETURN).
 
-Every annotation seen is recorded in the state file (keyed on its Label Studio id) with what was done. Decisions are
+Every annotation seen is recorded in the state file (keyed on its Label Studio id) with who made it and what was done.
+L names the bridge as the annotator of every label it submits (the coordinator records a lease's holder, and the
+bridge holds the leases); the Label Studio user behind each record in L is in the state file (BridgeState.labelers)
+and in the bridge's log. Decisions are
 made from Label Studio's current state of a task against the state file, and every call that changes L is
 idempotent (SubmitLabel per lease, CorrectLabel per item and label), so a restart of the bridge, the coordinator or
 Label Studio at any point loses no annotation and duplicates none. Intermediate edits made while the bridge was down
@@ -42,6 +45,25 @@ log = logging.getLogger("aal.labelstudio")
 POLL_MARGIN = dt.timedelta(seconds=30)  # a poll looks this far behind the newest update seen (commits land late)
 # what odd data in a task raises while it is read (the calls to Label Studio and the coordinator raise other errors)
 ODD_DATA = (Unreadable, ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+MAX_EMAIL = 254  # characters of an e-mail address
+MAX_USERS = 10_000  # Label Studio users whose e-mail the bridge keeps in memory
+
+
+def usable_email(email) -> bool:
+    return isinstance(email, str) and 0 < len(email) <= MAX_EMAIL and email.isprintable() and " " not in email
+
+
+def labeler(annotation: dict, email_of=lambda user_id: None) -> str:
+    """The Label Studio user who made an annotation: ls:<email> (from the annotation, else `email_of(user id)`),
+    ls:<user id> when no usable e-mail is known, "" when it names nobody (its API may hold anything there)."""
+    who = annotation.get("completed_by")
+    email = who.get("email") if isinstance(who, dict) else None
+    user_id = valid_id(who.get("id") if isinstance(who, dict) else who)
+    if not usable_email(email) and user_id is not None:
+        email = email_of(user_id)
+    if usable_email(email):
+        return f"ls:{email}"
+    return f"ls:{user_id}" if user_id is not None else ""
 
 
 class Reconciler:
@@ -58,6 +80,14 @@ class Reconciler:
         self.on_cancel = on_cancel
         self.defer_seconds = defer_seconds
         self._watermark: dt.datetime | None = None  # the newest task update seen by a poll or sweep
+        self._emails: dict[int, str | None] = {}  # Label Studio user id -> e-mail (None: not shown to the bridge)
+
+    def _email_of(self, user_id: int) -> str | None:
+        if user_id not in self._emails:
+            if len(self._emails) >= MAX_USERS:
+                self._emails.clear()
+            self._emails[user_id] = self.studio.user_email(user_id)
+        return self._emails[user_id]
 
     # -- reading Label Studio ---------------------------------------------------------------------------------
 
@@ -150,6 +180,7 @@ class Reconciler:
             return [f"its annotations are a {type(annotations).__name__}, not a list"]
         known = self.state.annotations_of(row.lease_id)
         current: dict[int, tuple[int | None, bool, str]] = {}
+        who: dict[int, str] = {}
         changed = []
         odd: set[int] = set()
         problems = []
@@ -160,12 +191,13 @@ class Reconciler:
                 problems.append(str(exc))
                 continue
             current[aid] = (label, cancelled, stamp)
+            who[aid] = labeler(a, self._email_of)
             if why is not None:
                 odd.add(aid)
             k = known.get(aid)
             if k is None or k.deleted or (k.label, k.cancelled, k.ls_updated_at) != (label, cancelled, stamp):
                 self.state.record_annotation(ls_annotation_id=aid, lease_id=row.lease_id, label=label,
-                                             cancelled=cancelled, ls_updated_at=stamp)
+                                             cancelled=cancelled, ls_updated_at=stamp, completed_by=who[aid])
                 changed.append(aid)
                 if why is not None:  # once per version of the annotation: its record is not retried
                     self.state.set_outcome(aid, "unreadable")
@@ -178,7 +210,7 @@ class Reconciler:
         latest = labeled[-1] if labeled else None
         if row.state == TaskState.OPEN:
             if latest is not None:
-                self._submit(row, latest[1], latest[2])
+                self._submit(row, latest[1], latest[2], who[latest[1]])
             elif any(not cancelled for _, cancelled, _ in current.values()):
                 for aid in changed:
                     if not current[aid][1] and aid not in odd:
@@ -189,7 +221,7 @@ class Reconciler:
                 self._cancel(row, [aid for aid in current])
         else:
             if latest is not None and latest[2] != row.label and latest[2] != row.refused_label:
-                self._correct(row, latest[1], latest[2])
+                self._correct(row, latest[1], latest[2], who[latest[1]])
             elif latest is not None and latest[1] in changed:
                 self.state.set_outcome(latest[1], "unchanged", row.seq)
             elif latest is None and (set(changed) - odd or deleted):
@@ -197,7 +229,7 @@ class Reconciler:
                          "append-only: annotate the task again to correct it)", row.ls_task_id, row.item_id, row.label)
         return problems
 
-    def _submit(self, row: TaskRow, annotation_id: int, label: int) -> None:
+    def _submit(self, row: TaskRow, annotation_id: int, label: int, by: str) -> None:
         try:
             result = self.client.submit(query_of(row), label)
         except grpc.RpcError as exc:
@@ -206,12 +238,13 @@ class Reconciler:
             self.state.set_outcome(annotation_id, "lost")
             return self.window.lost(row, annotated=True)
         self.state.set_state(row.lease_id, TaskState.LABELED, label=label, seq=result.seq)
+        self.state.record_in_l(result.seq, annotation_id, by)
         self.state.set_outcome(annotation_id, "submitted", result.seq)
         self.window.room()  # a place in the window is free
-        log.info("item %s labeled %d from annotation %s (task %s): record %d in L", row.item_id, label,
-                 annotation_id, row.ls_task_id, result.seq)
+        log.info("item %s labeled %d from annotation %s by %s (task %s): record %d in L", row.item_id, label,
+                 annotation_id, by or "an unknown user", row.ls_task_id, result.seq)
 
-    def _correct(self, row: TaskRow, annotation_id: int, label: int) -> None:
+    def _correct(self, row: TaskRow, annotation_id: int, label: int, by: str) -> None:
         try:
             result = self.client.correct(row.item_id, label)
         except grpc.RpcError as exc:
@@ -223,9 +256,11 @@ class Reconciler:
             self.state.set_outcome(annotation_id, "refused")
             return
         self.state.set_state(row.lease_id, TaskState.LABELED, label=label, seq=result.seq)
+        if not result.duplicate:
+            self.state.record_in_l(result.seq, annotation_id, by)
         self.state.set_outcome(annotation_id, "unchanged" if result.duplicate else "corrected", result.seq)
-        log.info("item %s corrected from %s to %d by annotation %s: record %d in L", row.item_id, row.label, label,
-                 annotation_id, result.seq)
+        log.info("item %s corrected from %s to %d by annotation %s by %s: record %d in L", row.item_id, row.label,
+                 label, annotation_id, by or "an unknown user", result.seq)
 
     def _cancel(self, row: TaskRow, annotation_ids: list[int]) -> None:
         """Give the query back (defer or skip), then take the task out of the project. Released first: a bridge

@@ -2,7 +2,8 @@
 
 `tasks` holds one row per lease the bridge took: the item, the lease, the Label Studio task that shows it, and where
 it stands (see TaskState). `annotations` holds every Label Studio annotation seen on those tasks, keyed on its id,
-with what the bridge did with it; `unreadable` the tasks it could not read, and why. `meta` holds the project and the
+with who made it (the Label Studio user, `completed_by`) and what the bridge did with it; `records` each record the
+bridge put in L (its seq), with the annotation and the user behind it; `unreadable` the tasks it could not read, and why. `meta` holds the project and the
 webhook (not its secret: that lives in memory, a new one at each start). Label Studio on SQLite hands
 a deleted row's id to the next row, so a task id belongs to a row only while the row is live, and an annotation id to
 the task it was last seen on. Every write commits at once (synchronous=FULL), so what a restarted bridge reads is
@@ -54,9 +55,15 @@ CREATE TABLE IF NOT EXISTS annotations (
     deleted INTEGER NOT NULL DEFAULT 0,
     outcome TEXT NOT NULL DEFAULT '',
     seq INTEGER,
-    seen_at REAL NOT NULL
+    seen_at REAL NOT NULL,
+    completed_by TEXT NOT NULL DEFAULT ''  -- the Label Studio user who made it: ls:<email>, or ls:<user id>
 );
 CREATE INDEX IF NOT EXISTS annotations_by_task ON annotations (lease_id);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,         -- a label or correction the bridge put in L
+    ls_annotation_id INTEGER NOT NULL,
+    completed_by TEXT NOT NULL       -- the Label Studio user who made the annotation ('' when unknown)
+);
 CREATE TABLE IF NOT EXISTS unreadable (
     ls_task_id INTEGER PRIMARY KEY,  -- a task of the bridge's that it could not read (logged once per reason)
     reason TEXT NOT NULL,
@@ -133,6 +140,9 @@ class BridgeState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(annotations)")}
+        if "completed_by" not in columns:  # a state file of a bridge from before it was kept
+            self._db.execute("ALTER TABLE annotations ADD COLUMN completed_by TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
@@ -233,14 +243,15 @@ class BridgeState:
         return row[0] if row else None
 
     def record_annotation(self, *, ls_annotation_id: int, lease_id: str, label: int | None, cancelled: bool,
-                          ls_updated_at: str) -> None:
+                          ls_updated_at: str, completed_by: str = "") -> None:
         """A version of an annotation as Label Studio has it now (its outcome is cleared until acted on)."""
         self._db.execute(
-            "INSERT INTO annotations (ls_annotation_id, lease_id, label, cancelled, ls_updated_at, seen_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ls_annotation_id) DO UPDATE SET lease_id = excluded.lease_id, "
-            "label = excluded.label, cancelled = excluded.cancelled, ls_updated_at = excluded.ls_updated_at, "
-            "deleted = 0, outcome = '', seq = NULL, seen_at = excluded.seen_at",
-            (ls_annotation_id, lease_id, label, int(cancelled), ls_updated_at, time.time()))
+            "INSERT INTO annotations (ls_annotation_id, lease_id, label, cancelled, ls_updated_at, seen_at, "
+            "completed_by) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ls_annotation_id) DO UPDATE SET "
+            "lease_id = excluded.lease_id, label = excluded.label, cancelled = excluded.cancelled, "
+            "ls_updated_at = excluded.ls_updated_at, deleted = 0, outcome = '', seq = NULL, "
+            "seen_at = excluded.seen_at, completed_by = excluded.completed_by",
+            (ls_annotation_id, lease_id, label, int(cancelled), ls_updated_at, time.time(), completed_by))
 
     def set_outcome(self, ls_annotation_id: int, outcome: str, seq: int | None = None) -> None:
         self._db.execute("UPDATE annotations SET outcome = ?, seq = ? WHERE ls_annotation_id = ?",
@@ -248,6 +259,17 @@ class BridgeState:
 
     def mark_deleted(self, ls_annotation_id: int) -> None:
         self._db.execute("UPDATE annotations SET deleted = 1 WHERE ls_annotation_id = ?", (ls_annotation_id,))
+
+    def record_in_l(self, seq: int, ls_annotation_id: int, completed_by: str) -> None:
+        """The bridge put record `seq` in L from this annotation, made by this user."""
+        self._db.execute("INSERT INTO records (seq, ls_annotation_id, completed_by) VALUES (?, ?, ?) ON CONFLICT "
+                         "(seq) DO NOTHING", (seq, ls_annotation_id, completed_by))
+
+    def labelers(self) -> dict[int, str]:
+        """Who made the annotation behind each record the bridge put in L: seq -> ls:<email> (or ls:<user id>; ""
+        when unknown). L names the bridge as every record's annotator (the coordinator records the lease's holder);
+        this is where the Label Studio user is kept."""
+        return dict(self._db.execute("SELECT seq, completed_by FROM records").fetchall())
 
     def outcomes(self) -> dict[str, int]:
         """How many annotations ended how (for logs and tests)."""

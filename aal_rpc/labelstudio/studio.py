@@ -27,7 +27,7 @@ SECRET_HEADER = "X-AAL-Webhook-Secret"  # sent by Label Studio with every webhoo
 ONCE = {"max_retries": 0}
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # how the data manager's filters take a datetime (UTC)
 # what the bridge reads of a task and its annotations (the list applies at every level; the item's data stays behind)
-_TASK_FIELDS = "id,updated_at,draft_exists,annotations,result,was_cancelled"
+_TASK_FIELDS = "id,updated_at,draft_exists,annotations,result,was_cancelled,completed_by"
 
 
 class StudioUnavailable(Exception):
@@ -71,6 +71,16 @@ class Studio:
 
     def whoami(self) -> dict:
         return _plain(self._call(self.client.users.whoami))
+
+    def user_email(self, user_id: int) -> str | None:
+        """A user's e-mail address; None when Label Studio does not show this user to the bridge's."""
+        try:
+            email = _plain(self._call(self.client.users.get, id=user_id)).get("email")
+        except ApiError as exc:
+            if exc.status_code in (403, 404):
+                return None
+            raise
+        return email if isinstance(email, str) else None
 
     # -- projects -------------------------------------------------------------------------------------------
 

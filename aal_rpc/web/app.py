@@ -34,7 +34,7 @@ from aal_rpc.security import TOKEN_CHARS
 from aal_rpc.types import strategy_shown
 from aal_rpc.web import LongPolls
 from aal_rpc.web.guard import LOOPBACK_NAMES, MAX_BODY_BYTES, AllowedHosts, HostGuard
-from aal_rpc.web.guidelines import class_descriptions, guidelines_html
+from aal_rpc.web.guidelines import class_descriptions, class_keys, guidelines_html
 from aal_rpc.web.sessions import LONG_POLL_SECONDS, AtLimit, Expired, NotHeld, NotLabeledHere, Sessions
 from aal_rpc.web.throttle import LoginThrottle, Throttled
 
@@ -224,6 +224,7 @@ def open_tab(call: Call, args: dict) -> dict:
     task = session.task
     return {"tab": tab.tab_id, "annotator": session.annotator_id, "class_names": list(task.class_names),
             "class_descriptions": class_descriptions(task.class_names, task.class_descriptions),
+            "class_keys": class_keys(task.class_names),
             "guidelines": guidelines_html(task.guidelines), "heartbeat_seconds": sessions.heartbeat_seconds,
             "stats": sessions.stats(session)}
 

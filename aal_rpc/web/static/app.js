@@ -153,7 +153,7 @@ async function openTab() {
   state.tab = r.tab;
   state.classes = r.class_names;
   state.descriptions = r.class_descriptions || [];
-  state.keys = assignKeys(r.class_names);
+  state.keys = new Map(r.class_keys.map((key, i) => [key, i]).filter(([key]) => key)); // web/guidelines.py
   showGuidelines(r.guidelines);
   buildButtons();
   buildFind();
@@ -167,17 +167,6 @@ async function openTab() {
   state.heartbeat = setInterval(heartbeat, r.heartbeat_seconds * 1000);
   render();
   fill();
-}
-
-// Keys 1..9, 0 for the first ten classes in order; when the classes are themselves the digits, each its own.
-function assignKeys(names) {
-  const digits = names.length <= 10 && new Set(names).size === names.length && names.every((n) => /^[0-9]$/.test(n));
-  const keys = new Map();
-  names.forEach((name, i) => {
-    const key = digits ? name : i < 9 ? String(i + 1) : i === 9 ? "0" : null;
-    if (key !== null) keys.set(key, i);
-  });
-  return keys;
 }
 
 function buildButtons() {
