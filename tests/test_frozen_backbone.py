@@ -140,6 +140,11 @@ def test_a_frozen_trainer_trains_the_head_and_a_worker_scores_later_versions_wit
             probs, _ = worker._scores()
             assert np.allclose(probs, predict_proba(held, worker._x)[0], atol=1e-5)
         assert passes == [len(worker._x), len(worker._x)]  # model(5)'s backbone, then v1's, which v2 shares
+        worker.version = 0
+        worker._follow_latest()  # as a worker's step downloads it: the model's metrics say its backbone was frozen
+        assert worker.version == v2.version and worker._backbone == backbone_fingerprint(full)
+        worker._scores()
+        assert len(passes) == 2
 
 
 def test_freeze_backbone_is_a_server_option_and_refuses_semi_supervised(monkeypatch):
