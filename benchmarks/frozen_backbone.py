@@ -21,8 +21,11 @@ on its cached embeddings (frozen.head_probabilities).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -49,6 +52,7 @@ FULL = Size(image_labels=(20, 100), text_labels=(8, 40), seeds=(0, 1), min_steps
 SMOKE = Size(image_labels=(20,), text_labels=(8,), seeds=(0,), min_steps=2, epochs=1, pretrain_steps=2,
              score_items=256, max_items=128)
 DATA = (("digits28", "cnn"), ("text", "text"))
+PROCESSES = 3  # trainings from scratch and of the backbones, one thread each (the heads, and every timing, on one)
 BACKBONES = ("same classes", "other classes")
 
 
@@ -58,23 +62,55 @@ def halves(y: np.ndarray, seed: int = 22) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:len(y) // 2]), np.sort(order[len(y) // 2:])
 
 
-def pretrained(data: str, model_name: str, which: str, size: Size) -> dict:
-    """The state dict of `model_name` trained with the recipe on half A: all of it, or its first half of classes."""
-    import torch
-
-    from aal_rpc.models import build_model
+def pretrained(job: tuple) -> dict:
+    """The state dict of the model trained with the recipe on half A, all of it or its first half of classes:
+    (data, model, which, size), on one thread."""
     from aal_rpc.training import RECIPE, train
 
+    data, model_name, which, size = job
     x_pool, y_pool, x_test, y_test = loaded(data, size)
     classes = int(max(y_pool.max(), y_test.max())) + 1
     rows, _ = halves(y_pool)
     if which == "other classes":
         rows = rows[y_pool[rows] < classes // 2]
-    torch.manual_seed(1_000)
-    model = build_model(model_name, x_pool.shape[1:], classes)
-    train(model, x_pool[rows], y_pool[rows], **replace(RECIPE, min_steps=size.pretrain_steps,
-                                                       epochs=size.epochs).kwargs(), seed=1_000)
+    with one_thread():
+        model = fresh(model_name, x_pool.shape[1:], classes, 1_000)
+        train(model, x_pool[rows], y_pool[rows], **replace(RECIPE, min_steps=size.pretrain_steps,
+                                                           epochs=size.epochs).kwargs(), seed=1_000)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def from_scratch(job: tuple) -> tuple[float, float]:
+    """Held-out accuracy and seconds (train, then evaluate) of today's model trained from scratch with the recipe on
+    the labels of half B that `labeled_rows` draws: (data, model, labels, seed, size), on one thread."""
+    from aal_rpc.training import RECIPE, evaluate, train
+
+    data, model_name, n, seed, size = job
+    x_pool, y_pool, x_test, y_test = loaded(data, size)
+    rows = labeled_rows(y_pool, n, seed)
+    with one_thread():
+        t0 = time.perf_counter()
+        model = fresh(model_name, x_pool.shape[1:], int(max(y_pool.max(), y_test.max())) + 1, seed)
+        train(model, x_pool[rows], y_pool[rows], **replace(RECIPE, min_steps=size.min_steps,
+                                                           epochs=size.epochs).kwargs(), seed=seed)
+        return evaluate(model, x_test, y_test)["accuracy"], time.perf_counter() - t0
+
+
+def labeled_rows(y_pool: np.ndarray, n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).choice(halves(y_pool)[1], n, replace=False)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread, as a server started with --threads 1 trains, and as every figure here is timed."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def fresh(model_name: str, input_shape, classes: int, seed: int, state: dict | None = None):
@@ -90,21 +126,34 @@ def fresh(model_name: str, input_shape, classes: int, seed: int, state: dict | N
 
 
 def run(*, smoke: bool = False) -> dict:
+    s = SMOKE if smoke else FULL
+    pre_jobs = [(data, model, which, s) for data, model in DATA for which in BACKBONES]
+    scratch_jobs = [(data, model, n, seed, s) for data, model in DATA
+                    for n in (s.image_labels if data == "digits28" else s.text_labels) for seed in s.seeds]
+    if smoke:  # tiny trainings: not worth interpreters importing torch
+        states, scratch = [pretrained(job) for job in pre_jobs], [from_scratch(job) for job in scratch_jobs]
+    else:
+        with ProcessPoolExecutor(PROCESSES, mp_context=multiprocessing.get_context("spawn")) as ex:
+            pre, scr = ex.map(pretrained, pre_jobs), ex.map(from_scratch, scratch_jobs)
+            states, scratch = list(pre), list(scr)
+    with one_thread():
+        return measure(s, dict(zip([job[:3] for job in pre_jobs], states)),
+                       dict(zip([job[:4] for job in scratch_jobs], scratch)))
+
+
+def measure(s: Size, backbones: dict, scratch: dict) -> dict:
+    """The frozen backbones' heads on the same labels as the models from scratch, and the timings."""
     import torch
 
     from aal_rpc.frozen import EmbeddingCache, backbone_fingerprint, embed_rows, head_probabilities
-    from aal_rpc.training import RECIPE, evaluate, predict_proba, probability_metrics, train
+    from aal_rpc.training import RECIPE, predict_proba, probability_metrics, train
 
-    s = SMOKE if smoke else FULL
     recipe = replace(RECIPE, min_steps=s.min_steps, epochs=s.epochs)
     out_rows, timing = [], []
     for data, model_name in DATA:
         x_pool, y_pool, x_test, y_test = loaded(data, s)
         classes = int(max(y_pool.max(), y_test.max())) + 1
-        _, half_b = halves(y_pool)
-        t0 = time.perf_counter()
-        states = {which: pretrained(data, model_name, which, s) for which in BACKBONES}
-        pretrain_seconds = (time.perf_counter() - t0) / len(BACKBONES)
+        states = {which: backbones[data, model_name, which] for which in BACKBONES}
         test_emb = {which: embed_rows(fresh(model_name, x_pool.shape[1:], classes, 0, st), x_test)
                     for which, st in states.items()}
         pool_emb = {which: embed_rows(fresh(model_name, x_pool.shape[1:], classes, 0, st), x_pool)
@@ -113,12 +162,10 @@ def run(*, smoke: bool = False) -> dict:
         for n in (s.image_labels if data == "digits28" else s.text_labels):
             acc: dict[str, list[float]] = {"scratch": [], **{w: [] for w in BACKBONES}}
             for seed in s.seeds:
-                rows = np.random.default_rng(seed).choice(half_b, n, replace=False)
-                t0 = time.perf_counter()
-                scratch = fresh(model_name, x_pool.shape[1:], classes, seed)
-                train(scratch, x_pool[rows], y_pool[rows], **recipe.kwargs(), seed=seed)
-                acc["scratch"].append(evaluate(scratch, x_test, y_test)["accuracy"])
-                scratch_round.setdefault(n, time.perf_counter() - t0)
+                rows = labeled_rows(y_pool, n, seed)
+                accuracy, seconds = scratch[data, model_name, n, seed]
+                acc["scratch"].append(accuracy)
+                scratch_round.setdefault(n, seconds)
                 for which, state in states.items():
                     head = fresh(model_name, x_pool.shape[1:], classes, seed, state).head
                     train(head, pool_emb[which][rows], y_pool[rows], **recipe.kwargs(), seed=seed)
@@ -133,7 +180,7 @@ def run(*, smoke: bool = False) -> dict:
         # a round on the largest labeled set (the first seed's labels): from scratch (timed above), frozen with a
         # cold cache, and a later frozen round
         n = max(scratch_round)
-        rows = np.random.default_rng(s.seeds[0]).choice(half_b, n, replace=False)
+        rows = labeled_rows(y_pool, n, s.seeds[0])
         x, y = x_pool[rows], y_pool[rows]
         state = states["same classes"]
         frozen = fresh(model_name, x_pool.shape[1:], classes, 0, state)
@@ -166,8 +213,7 @@ def run(*, smoke: bool = False) -> dict:
                        "frozen_cached_round_seconds": warm, "round_speedup": scratch_round[n] / max(warm, 1e-9),
                        "score_items": len(pool), "full_pass_items_per_second": len(pool) / max(full_pass, 1e-9),
                        "cached_items_per_second": len(pool) / max(cached, 1e-9),
-                       "scoring_speedup": full_pass / max(cached, 1e-9),
-                       "backbone_training_seconds": pretrain_seconds})
+                       "scoring_speedup": full_pass / max(cached, 1e-9)})
     return {"rows": out_rows, "timing": timing, "min_steps": s.min_steps, "epochs": s.epochs,
             "pretrain_steps": s.pretrain_steps, "threads": torch.get_num_threads()}
 
