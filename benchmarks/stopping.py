@@ -32,9 +32,10 @@ def published_models(run: Path):
 
 def measure(run: Path) -> dict:
     models = [m for m in published_models(run) if m.num_labels > 0]
+    # in the order they were published: what the lead would have seen as the run went
     fired = next((m for i, m in enumerate(models) if stopping_signal(models[:i + 1])["suggested"]), None)
     best = max(m.metrics["accuracy"] for m in models)
-    plateau = next(m for m in models if m.metrics["accuracy"] >= best - PLATEAU)
+    plateau = min((m for m in models if m.metrics["accuracy"] >= best - PLATEAU), key=lambda m: m.num_labels)
     kappas = [round(m.metrics[STOP_SET_AGREEMENT], 4) for m in models if STOP_SET_AGREEMENT in m.metrics]
     return {
         "run": str(run), "models": len(models), "budget": models[-1].num_labels,
@@ -45,7 +46,7 @@ def measure(run: Path) -> dict:
         "fired_reason": stopping_signal(models[:models.index(fired) + 1])["reason"] if fired else
         stopping_signal(models)["reason"],
         "kappas": kappas,
-        "curve": [(m.num_labels, round(m.metrics["accuracy"], 4)) for m in models],
+        "curve": sorted((m.num_labels, round(m.metrics["accuracy"], 4)) for m in models),
     }
 
 

@@ -6,7 +6,7 @@ const POLL_MS = 5000;
 const SVG = "http://www.w3.org/2000/svg";
 const ORIGIN_WORDS = {
   model: "chosen by a model", cold_start: "at random, before any model (cold start)",
-  typical: "typical items of a pretrained encoder (cold start)", random_strategy: "by the random strategy",
+  typical: "typical items, before any model (cold start)", random_strategy: "by the random strategy",
   audit: "audit: at random, for the accuracy estimate", imported: "imported with the data",
 };
 let token = "";
