@@ -7,8 +7,8 @@ passes them). Both are scored on the held-out split. Reported: each one's mean a
 over the seeds (`measures.mean_ci`), and the paired gain (semi-supervised minus supervised, seed by seed).
 
 Data: `digits28` with `cnn` (1,348 pool items, 449 held out), and a generated text set with the `text` model
-(four topics; each sentence mostly filler words shared by all topics, so a few labels leave most topic words
-unseen: the unlabeled pool is where the rest can be learned).
+(four topics; about 30% of each sentence's words are its topic's, the rest filler words shared by all topics, so a
+few labels leave most topic words unseen: the unlabeled pool is where the rest can be learned).
 """
 
 from __future__ import annotations
