@@ -40,8 +40,15 @@ class LocalPostgres:
         self._names = itertools.count()
 
     def _run(self, tool: str, *args) -> None:
-        done = subprocess.run([str(self.bindir / tool), *map(str, args)], capture_output=True, user=self.user,
-                              cwd=self.root)
+        """Run a server tool in the cluster's folder, as its user. The command is spawned (posix_spawn), never
+        forked: a fork of this multi-threaded process (gRPC, torch and psycopg threads; a test restarts the server
+        from a timer thread) runs their fork handlers in the child, which crashed it now and then (SIGSEGV before
+        the exec). posix_spawn takes neither a folder nor a user, so env -C and runuser set them."""
+        command = [shutil.which("env"), "-C", str(self.root)]
+        if self.user:
+            command += [shutil.which("runuser"), "-u", self.user, "--"]
+        done = subprocess.run([*command, str(self.bindir / tool), *map(str, args)], capture_output=True,
+                              close_fds=False)
         if done.returncode != 0:
             log = self.root / "server.log"
             tail = log.read_text()[-1000:] if log.exists() else ""
