@@ -323,9 +323,10 @@ class EmbeddedCoordinator(Publishing):
             self._check_held_locked(self.pool.by_lease(lease_id), lease_id=lease_id, item_id=item_id,
                                     annotator_id=annotator_id, now=now)
             entry = self.pool.renew(lease_id, now + (lease_seconds or self.config.lease_seconds))
-            fut = self.store.set_lease(item_id, entry.lease)
+            lease = entry.lease  # read under the lock: a release right after it clears the entry's lease
+            fut = self.store.set_lease(item_id, lease)
         self._settle(fut)
-        return entry.lease.deadline
+        return lease.deadline
 
     def correct_label(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool = False
                       ) -> tuple[int, int, bool]:
