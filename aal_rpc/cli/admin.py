@@ -147,9 +147,10 @@ def origins_message(origins: dict, *, versions: int, per_model: float | None = N
             text += f" {part(origins['imported'])} {'was' if origins['imported'] == 1 else 'were'} imported with " \
                     "the data."
     if versions == 0:
-        text += " No model yet: queries are chosen at random until the first model arrives."
+        text += (" No model yet: queries are the cold start's (typical items of the untrained network's embedding, "
+                 "or random picks with aal-worker --cold-start random) until the first model arrives.")
     elif only_encoders:
-        text += (" No model trained on labels yet: queries are typical items of a pretrained encoder's embedding "
+        text += (" No model trained on labels yet: queries are typical items of an encoder's embedding "
                  "until the first one arrives.")
     elif batch_size and per_model is not None and per_model > batch_size:
         text += (f" Annotators are outrunning training: about {per_model:.1f} labels arrived per model version, "

@@ -92,7 +92,7 @@ def in_words(summary: dict) -> str:
     cold, typical = round(share * labels), round(typical_share * labels)
     if typical:
         lines = [f"{cold - typical} of {labels} labels ({100 * (share - typical_share):.0f}%) were chosen at random "
-                 f"and {typical} ({100 * typical_share:.0f}%) as typical items of a pretrained encoder's embedding, "
+                 f"and {typical} ({100 * typical_share:.0f}%) as typical items of an encoder's embedding (TypiClust), "
                  f"before any model trained on labels existed; the models chose the other {labels - cold} "
                  f"({100 * (1 - share):.0f}%)."]
     else:
