@@ -131,6 +131,10 @@ def parse(body: bytes) -> dict:
         raise BadRequest("the body must be JSON, nested at most a few levels") from None
     if not isinstance(args, dict):
         raise BadRequest("the body must be a JSON object")
+    try:  # lone surrogates (raw, or as \ud800 escapes) are not text: no id, name or label holds one
+        json.dumps(args, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("the body's strings must be valid Unicode") from None
     return args
 
 
