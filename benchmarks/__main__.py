@@ -58,6 +58,10 @@ BENCHMARKS = {
     "frozen_backbone": lambda smoke: frozen_backbone.run(smoke=smoke),
 }
 
+ROW_WRITERS = {"work_per_label": work_per_label, "held_open": held_open, "capacity": capacity, "own_data": own_data,
+               "semi_supervised": semi_supervised, "first_minute": first_minute, "cold_start": cold_start,
+               "frozen_backbone": frozen_backbone}
+
 
 def table(results: dict) -> str:
     r = results["benchmarks"]
@@ -135,22 +139,9 @@ def table(results: dict) -> str:
         rows.append(f"| 11b | queries the Label Studio bridge keeps in sync as S changes (window {s['window']}) | "
                     f"{s['sync_queries_per_second']:.0f}/s | Label Studio's bulk import "
                     f"{s['import_tasks_per_second']:.0f} tasks/s | {s['sync_over_import']:.2f} | – | – |")
-    if "work_per_label" in r:
-        rows.extend(work_per_label.rows(r["work_per_label"]))
-    if "held_open" in r:
-        rows.extend(held_open.rows(r["held_open"]))
-    if "capacity" in r:
-        rows.extend(capacity.rows(r["capacity"]))
-    if "own_data" in r:
-        rows.extend(own_data.rows(r["own_data"]))
-    if "semi_supervised" in r:
-        rows.extend(semi_supervised.rows(r["semi_supervised"]))
-    if "first_minute" in r:
-        rows.extend(first_minute.rows(r["first_minute"]))
-    if "cold_start" in r:
-        rows.extend(cold_start.rows(r["cold_start"]))
-    if "frozen_backbone" in r:
-        rows.extend(frozen_backbone.rows(r["frozen_backbone"]))
+    for name, module in ROW_WRITERS.items():  # benchmarks that write their own table rows
+        if name in r:
+            rows.extend(module.rows(r[name]))
     return "\n".join(rows)
 
 
