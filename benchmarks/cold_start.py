@@ -27,6 +27,7 @@ from aal_rpc.pretraining import pretrain
 from aal_rpc.strategies.typiclust import TypiClust
 from aal_rpc.trainer.pacing import STEPS_PER_LABEL
 from aal_rpc.training import RECIPE, evaluate, predict_proba, train
+from benchmarks.common import plus_minus
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,7 @@ def run(*, smoke: bool = False) -> dict:
 
 
 def _pm(d: dict) -> str:
-    half = d["ci95"]
-    return f"{d['accuracy']:.3f}" + (f" ± {half:.3f}" if half == half else "")
+    return plus_minus(d["accuracy"], d["ci95"])
 
 
 def rows(r: dict) -> list[str]:

@@ -116,3 +116,10 @@ def synthetic_npz(path: Path, n: int, dim: int = 16, classes: int = 10, seed: in
     x = (centers[y] + rng.normal(size=(n + 2000, dim))).astype(np.float32)
     np.savez(path, x=x[:n], y=y[:n], x_test=x[n:], y_test=y[n:])
     return f"npz:{path}"
+
+
+def plus_minus(mean: float, half: float, *, digits: int = 3, scale: float = 1.0) -> str:
+    """'mean ± half' as the tables write a figure with its 95% interval; just the mean when the half-width is nan
+    (one seed: measures.mean_ci has no interval then)."""
+    tail = f" ± {half * scale:.{digits}f}" if half == half else ""
+    return f"{mean * scale:.{digits}f}{tail}"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 from aal_rpc.experiment import ExperimentConfig, run_experiment
 from aal_rpc.measures import mean_ci
+from benchmarks.common import plus_minus
 
 SETUPS = {
     "full rounds, random cold start": dict(paced=False, cold_start="random"),
@@ -81,9 +82,7 @@ def run(*, smoke: bool = False) -> dict:
 def _pm(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
     if stat["mean"] is None or stat["n"] == 0:
         return "–"
-    half = stat["ci95"]
-    tail = f" ± {half * scale:.{digits}f}" if half == half else ""  # nan for one seed
-    return f"{stat['mean'] * scale:.{digits}f}{tail}"
+    return plus_minus(stat["mean"], stat["ci95"], digits=digits, scale=scale)
 
 
 def rows(r: dict) -> list[str]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from aal_rpc.measures import mean_ci
 from benchmarks import semi_supervised
+from benchmarks.common import plus_minus
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def measure(s: Size, backbones: dict, scratch: dict) -> dict:
 
 
 def _pm(d: dict) -> str:
-    return f"{d['mean']:.3f}" if d["ci"] != d["ci"] else f"{d['mean']:.3f} ± {d['ci']:.3f}"  # ci is nan for one seed
+    return plus_minus(d["mean"], d["ci"])
 
 
 def rows(r: dict) -> list[str]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from aal_rpc.measures import mean_ci
+from benchmarks.common import plus_minus
 
 PROCESSES = 2  # one single-threaded training per core, as the servers train (--threads 1)
 TEXT_TOPICS = {
@@ -136,17 +137,14 @@ def run(*, smoke: bool = False) -> dict:
             "unlabeled_weight": RECIPE.unlabeled_weight}
 
 
-def _pm(mean: float, half: float) -> str:
-    return f"{mean:.3f}" if half != half else f"{mean:.3f} ± {half:.3f}"  # half is nan for one seed
-
-
 def rows(r: dict) -> list[str]:
     """The lines of the benchmark table."""
     return [f"| 16 | {row['data']} ({row['model']}), {row['labels']} random labels, {row['seeds']} "
             f"seed{'s' if row['seeds'] != 1 else ''}: "
             f"semi-supervised (FixMatch, μ={r['unlabeled_ratio']}, τ={r['threshold']:g}) | "
-            f"{_pm(row['semi_supervised_mean'], row['semi_supervised_ci'])} | supervised only, same labels "
-            f"{_pm(row['supervised_mean'], row['supervised_ci'])} | gain {_pm(row['gain_mean'], row['gain_ci'])} | "
+            f"{plus_minus(row['semi_supervised_mean'], row['semi_supervised_ci'])} | supervised only, same labels "
+            f"{plus_minus(row['supervised_mean'], row['supervised_ci'])} | "
+            f"gain {plus_minus(row['gain_mean'], row['gain_ci'])} | "
             f"– | – |" for row in r["rows"]]
 
 
