@@ -23,7 +23,7 @@ from aal_rpc.client import CoordinatorClient
 from aal_rpc.client.job import job_report
 from aal_rpc.measures import ORIGINS, chosen_by_model_share, estimated_accuracy, origins_of  # noqa: F401 - re-exported
 from aal_rpc.predict import CARD_FILE, WEIGHTS_FILE, UnreadableFile, load_model, write_model
-from aal_rpc.types import LabeledRecord, Task
+from aal_rpc.types import LabeledRecord, Task, is_encoder
 
 EXPORT_FIELDS = ("seq", "item_id", "label", "label_name", "annotator_id", "queued_at", "leased_at", "labeled_at",
                  "worker_id", "strategy", "model_version", "score", "supersedes")
@@ -184,9 +184,10 @@ def models(client: CoordinatorClient, as_json: bool):
     click.echo(f"{'version':>7} {'server':<28} {'labels':>6} {'seq':>6} {'accuracy':>8} {'estimated [95%]':<22} "
                f"{'MB':>7} blob")
     for m in infos:
-        estimate = format_estimate(estimated_accuracy(m.metrics))
+        estimate = "encoder (pretrained)" if is_encoder(m) else format_estimate(estimated_accuracy(m.metrics))
+        accuracy = f"{m.metrics['accuracy']:.4f}" if "accuracy" in m.metrics else "-"
         click.echo(f"{m.version:>7} {m.server_id:<28.28} {m.num_labels:>6} {m.trained_seq:>6} "
-                   f"{m.metrics.get('accuracy', float('nan')):>8.4f} {estimate:<22} "
+                   f"{accuracy:>8} {estimate:<22} "
                    f"{m.size_bytes / 1e6:>7.2f} {'yes' if m.blob_available else 'pruned'}")
 
 
