@@ -117,7 +117,9 @@ def test_audit_labels_keep_their_share_stay_out_of_training_and_estimate_accurac
         # floor(share * labels) + 1 audit items, each labeled at once: the share holds, give or take one
         assert int(0.1 * (labeled - audits)) <= audits <= int(0.1 * labeled) + 2, strategies
 
-        trainer = Trainer(client, TrainerConfig(server_id="s", epochs=3, min_steps=30), dataset=pool)
+        # its round waits for every label: an audit item is served (and labeled) before the rest of its lease
+        trainer = Trainer(client, TrainerConfig(server_id="s", epochs=3, min_steps=30, min_labels=labeled - audits),
+                          dataset=pool)
         trainer.run(max_rounds=1)
         assert len(trainer._ys) == labeled - audits  # audit labels were never trained on
         info = client.models()[-1]

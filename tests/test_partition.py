@@ -158,7 +158,7 @@ def test_worker_server_and_annotators_ride_out_a_partition(tmp_path, procs):
         worker = procs.start("worker", command("worker", "--coordinator", address, "--strategy", "margin",
                                                "--batch-size", "10", "--threads", "1"))
         server = procs.start("server", command("server", "--coordinator", address, "--server-id", "s0",
-                                               "--epochs", "2", "--min-labels", "10", "--min-new-labels", "20",
+                                               "--epochs", "2", "--min-labels", "10", "--min-new-labels", "10",
                                                "--threads", "1"))
         annotate = procs.start("annotate", command(
             "annotate", "--coordinator", address, "--oracle", "--annotators", "2", "--delay", "0.2",

@@ -71,13 +71,24 @@ class RegistryBase:
 
     def receive(self, chunks: Iterable[bytes], *, size_bytes: int, sha256: str, max_bytes: int,
                 info: ModelInfo) -> ModelInfo:
-        """Stream an upload into a temporary blob, check it, and publish it; returns the stored entry. Raises
-        InvalidArgument (registry unchanged) for a truncated, corrupt or mismatched upload."""
+        """Stream an upload into a temporary blob, check it, and publish it (a retried upload: `_same_upload`);
+        returns the stored entry. Raises InvalidArgument (registry unchanged) for a truncated, corrupt or
+        mismatched upload."""
         with self._store.upload_file() as f:
             receive_into(chunks, f, size_bytes=size_bytes, sha256=sha256, max_bytes=max_bytes)
             f.flush()
             check_weights_file(f.name, self._spec)
+            retried = self._same_upload(info, sha256)
+            if retried is not None:
+                return retried
             return self._publish_file(f, dataclasses.replace(info, size_bytes=size_bytes, sha256=sha256))
+
+    def _same_upload(self, info: ModelInfo, sha256: str) -> ModelInfo | None:
+        """The version an upload already became, if it is a retry: the same server's same weights, trained on as many
+        labels through the same seq. A server whose upload's answer was lost (a partition) sends it again; that must not publish
+        the same model twice."""
+        return next((m for m in reversed(self.list()) if (m.server_id, m.sha256, m.trained_seq, m.num_labels) == (
+            info.server_id, sha256, info.trained_seq, info.num_labels)), None)
 
     @property
     def fingerprint(self) -> str:
