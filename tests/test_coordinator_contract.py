@@ -597,6 +597,79 @@ def test_a_correction_supersedes_without_rewriting_l(make):
     assert [r.seq for r in c.read_labels(0, 10, latest_only=True)] == [2]
 
 
+# -- several labels per item (a crowd) -----------------------------------------------------------------------------
+
+
+def test_an_item_gets_its_labels_from_as_many_different_annotators(make):
+    c = make(replace(NO_POLL, labels_per_item=3))
+    submit(c, ["1"])
+    for who, value in (("a", 3), ("b", 3), ("c", 4)):
+        q = c.lease(who)
+        assert q.item_id == "1"
+        assert label(c, q, who=who, value=value)[1] is False
+        assert label(c, q, who=who, value=value)[1] is True  # a retry, after the item went back to S
+        assert c.lease(who) is None  # nobody labels an item twice
+    assert c.lease("d") is None and c.get_item("1").state == "labeled"
+    records = c.read_labels(0, 10)
+    assert [(r.annotator_id, r.label, r.supersedes) for r in records] == [("a", 3, 0), ("b", 3, 0), ("c", 4, 0)]
+    s = c.stats()
+    assert (s.labeled, s.queued, s.last_seq, s.labels_by_strategy["entropy"]) == (1, 0, 3, 3)
+
+
+def test_a_partly_labeled_item_is_served_first_and_never_evicted(make):
+    c = make(replace(NO_POLL, labels_per_item=2, pool_capacity=2))
+    model_v(c, [1])  # one label of filler item 10000, which stays in S for its second
+    submit(c, ["1"], version=0, score=0.9)
+    outcome = submit(c, ["2"], version=1, score=0.9)  # S is full: a fresher candidate evicts "1", not 10000
+    assert (outcome.accepted, outcome.evicted) == (1, 1)
+    assert c.get_item("10000").state == "queued"
+    q = c.lease("b")
+    assert q.item_id == "10000"  # finishing an item comes before the newest model's choice
+    label(c, q, who="b")
+    assert c.get_item("10000").state == "labeled" and c.lease("b").item_id == "2"
+
+
+def test_a_restart_keeps_who_labeled_an_item_waiting_for_more(make_direct):
+    config = replace(NO_POLL, labels_per_item=2)
+    c = make_direct(config)
+    submit(c, ["1"])
+    label(c, c.lease("a"))
+    c.close()
+    c2 = make_direct(config)
+    assert c2.lease("a") is None
+    q = c2.lease("b")
+    assert q.item_id == "1" and label(c2, q, who="b") == (2, False)
+    assert c2.get_item("1").state == "labeled" and c2.stats().labeled == 1
+
+
+def test_with_several_labels_each_annotator_corrects_their_own(make):
+    c = make(replace(NO_POLL, labels_per_item=2))
+    submit(c, ["1"])
+    label(c, c.lease("a"), who="a", value=3)
+    label(c, c.lease("b"), who="b", value=4)
+    assert c.correct_label(item_id="1", label=5, annotator_id="a") == (3, 1, False)
+    assert c.correct_label(item_id="1", label=6, annotator_id="b") == (4, 2, False)
+    with pytest.raises(PermissionDenied):
+        c.correct_label(item_id="1", label=6, annotator_id="mallory")
+    assert [(r.annotator_id, r.label) for r in c.read_labels(0, 10, latest_only=True)] == [("a", 5), ("b", 6)]
+
+
+def test_labels_per_item_out_of_range_or_in_sync_mode_is_refused(tmp_path):
+    from aal_rpc.coordinator.rules import MAX_LABELS_PER_ITEM, check_labels_per_item
+
+    for k in (0, MAX_LABELS_PER_ITEM + 1):
+        with pytest.raises(ValueError, match="labels per item"):
+            check_labels_per_item(k, "async")
+    with pytest.raises(ValueError, match="async"):
+        check_labels_per_item(2, "sync")
+    store = SqliteStore(tmp_path / "data")
+    try:
+        with pytest.raises(ValueError, match="labels per item"):
+            EmbeddedCoordinator(store, TASK, replace(NO_POLL, labels_per_item=0))
+    finally:
+        store.close()
+
+
 def test_round_claims_stagger_servers_and_publishing_ends_a_claim(make):
     c = make()
     fill_labels(c, 12)

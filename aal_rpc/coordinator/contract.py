@@ -49,6 +49,9 @@ class CoordinatorConfig:
     max_labels_per_model: int = 0
     # The most live leases one annotator may hold (0: no cap): rules.check_lease_cap.
     max_leases_per_annotator: int = rules.DEFAULT_MAX_LEASES_PER_ANNOTATOR
+    # Labels each item gets, from as many different annotators (a crowd): rules.wants_another_label. Its consensus is
+    # consensus.py's.
+    labels_per_item: int = 1
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,10 @@ class Coordinator(Protocol):
 
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         """Record a label for a held, unexpired lease and return (seq, duplicate) only once it is durable.
+
+        The item then leaves S, unless it wants another label (rules.wants_another_label, `config.labels_per_item`):
+        then it is available again, to everyone but the annotators who labeled it, served before items with no label,
+        and never evicted. Its labels are each their own record of L.
 
         MUST be idempotent per lease: a retry (the same item, annotator and label) returns the same seq with
         duplicate=True; one with another label or annotator MUST be refused, changing nothing (FailedPrecondition,
@@ -267,8 +274,9 @@ class Store(Protocol):
         """(seq, item_id) of durable records after `after_seq` in seq order, at most `limit`; the same no-skip
         guarantee as `Coordinator.read_labels`."""
 
-    def latest_label(self, item_id: str) -> LabeledRecord | None:
-        """The record holding an item's current label (its last correction, else its first label)."""
+    def latest_label(self, item_id: str, *, by: str | None = None) -> LabeledRecord | None:
+        """The record holding an item's current label (its last correction, else its first label); with `by`, that
+        annotator's record of the item that no correction superseded, if any (corrections.target)."""
 
     def upload_file(self) -> AbstractContextManager[BinaryIO]:
         """A temporary file for an upload to stream into; MUST be removed on exit unless the store took it."""

@@ -2,16 +2,31 @@
 
 L is append-only. A correction is a new record for the same item that names the record it supersedes (its
 `supersedes` seq); trainers and exports take each item's latest record, and the history keeps every one.
-Only the annotator who gave an item's current label, or an admin, may correct it.
+Only the annotator who gave an item's current label, or an admin, may correct it; with several labels per item, an
+annotator corrects their own (`target`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 
 from aal_rpc.errors import NotFound, PermissionDenied
 from aal_rpc.types import LabeledRecord
+
+
+def target(latest: Callable[[str | None], LabeledRecord | None], *, annotator_id: str, is_admin: bool
+           ) -> LabeledRecord | None:
+    """The record a correction supersedes, `latest(by)` giving an item's latest record (of annotator `by`, or of
+    anyone with None). An admin corrects the item's latest record. An annotator corrects their own latest record of
+    it, when they have one (an item has a label of each of its annotators' with labels_per_item > 1); else the
+    item's latest, which `decide` refuses them."""
+    if not is_admin:
+        own = latest(annotator_id)
+        if own is not None:
+            return own
+    return latest(None)
 
 
 def decide(latest: LabeledRecord | None, *, item_id: str, label: int, annotator_id: str, is_admin: bool) -> bool:

@@ -64,6 +64,7 @@ class EmbeddedCoordinator(Publishing):
             raise ValueError("sync mode needs a batch size of at least 1")
         if task.mode not in ("async", "sync"):
             raise ValueError(f"mode must be async or sync, got {task.mode!r}")
+        rules.check_labels_per_item(config.labels_per_item, task.mode)
         state = store.load()
         if state.task is None:
             store.save_task(task).result()
@@ -91,7 +92,7 @@ class EmbeddedCoordinator(Publishing):
         """(Re)build the in-memory pools from what the store holds; the caller holds the lock or is __init__."""
         self.pool = QueryPool(capacity=self.config.pool_capacity, pick=self.config.pick, seed=self.config.seed)
         for cand, queued_at, lease in state.queries:
-            self.pool.restore(cand, queued_at, lease)
+            self.pool.restore(cand, queued_at, lease, tuple(state.labelers.get(cand.item_id, ())))
         self._labeled: set[str] = set(state.labeled_item_ids)
         self._skipped: set[str] = set(state.skips)
         self._by_strategy: Counter[str] = Counter(state.labels_by_strategy)
@@ -230,6 +231,7 @@ class EmbeddedCoordinator(Publishing):
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         """Record a label; returns (seq, duplicate) once it is on disk. Idempotent per lease."""
         check_label(self.task, lease_id, item_id, label, annotator_id)
+        requeue = False
         with self._lock:
             entry = self.pool.by_lease(lease_id)
             done = self._labeled_by_lease(lease_id) if entry is None else None
@@ -249,12 +251,16 @@ class EmbeddedCoordinator(Publishing):
                     seq=seq, item_id=item_id, label=int(label), annotator_id=annotator_id, payload=cand.payload,
                     provenance=cand.provenance, queued_at=entry.queued_at, leased_at=entry.lease.leased_at,
                     labeled_at=now, lease_id=lease_id)
-                self.pool.remove(item_id)
+                requeue = rules.wants_another_label(entry.labels + 1, self.config.labels_per_item)
+                if requeue:
+                    self.pool.labeled_once_more(item_id, annotator_id, now=now)
+                else:
+                    self.pool.remove(item_id)
                 self._labeled.add(item_id)
                 self._by_strategy[cand.provenance.strategy or "unknown"] += 1
                 self._annotators.labeled(annotator_id)
                 self.observer.labeled(annotator_id, cand.provenance.strategy)
-                fut = self.store.append_label(record)
+                fut = self.store.append_label(record, requeue=requeue)
                 with self._pending_lock:
                     self._pending[lease_id] = (rules.Recorded(seq, item_id, int(label), annotator_id), fut)
                 fut.add_done_callback(lambda f, lid=lease_id, s=seq: self._on_label_durable(f, lid, s))
@@ -262,6 +268,8 @@ class EmbeddedCoordinator(Publishing):
                 if self._sync is not None and not self._sync.is_open(len(self._labeled)):
                     # the round is complete: every candidate left was scored by the previous model
                     self._drop_stale_locked(EVERY_VERSION)
+        if requeue:
+            self.signals.queries.fire()
         if fut is not None:
             self._settle(fut)  # the acknowledgement waits for the disk
         return seq, duplicate
@@ -334,7 +342,8 @@ class EmbeddedCoordinator(Publishing):
         supersedes, duplicate) once on disk."""
         check_correction(self.task, item_id, label, annotator_id)
         with self._corrections_lock:
-            latest = self.store.latest_label(item_id)
+            latest = corrections.target(lambda by: self.store.latest_label(item_id, by=by), annotator_id=annotator_id,
+                                        is_admin=is_admin)
             if not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
                                       is_admin=is_admin):
                 return latest.seq, latest.supersedes, True

@@ -66,6 +66,7 @@ class SharedCoordinator(Publishing):
             raise ValueError("--max-labels-per-model needs the embedded store (one coordinator)")
         if task.mode != "async":
             raise ValueError("sync mode runs on one coordinator with the embedded store, not on a shared database")
+        rules.check_labels_per_item(config.labels_per_item, task.mode)
         from aal_rpc.serde import weight_spec
 
         self.observer = observer or Observer()
@@ -120,10 +121,13 @@ class SharedCoordinator(Publishing):
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
         check_label(self.task, lease_id, item_id, label, annotator_id)
         seq, duplicate, strategy = self.store.record_label(lease_id=lease_id, item_id=item_id, label=int(label),
-                                                           annotator_id=annotator_id, now=self._clock())
+                                                           annotator_id=annotator_id, now=self._clock(),
+                                                           labels_per_item=self.config.labels_per_item)
         if not duplicate:
             self.observer.labeled(annotator_id, strategy)
             self.signals.labels.fire()  # at once here; other replicas hear of it by NOTIFY
+            if self.config.labels_per_item > 1:
+                self.signals.queries.fire()  # it may be back in S for another annotator
         return seq, duplicate
 
     def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool = False,

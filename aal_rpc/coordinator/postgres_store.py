@@ -71,13 +71,14 @@ LEASE_LOCK = 0x4161_6C05  # with a hash of the annotator id: one lease at a time
 # submission of this lease that committed before (a retry), looked up after the row lock.
 LABEL_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION aal_record_label(p_lease TEXT, p_item TEXT, p_label INTEGER, p_owner TEXT,
-                                            p_now DOUBLE PRECISION)
+                                            p_now DOUBLE PRECISION, p_per_item INTEGER)
 RETURNS TABLE (held_item TEXT, held_owner TEXT, held_deadline DOUBLE PRECISION, seq BIGINT, strategy TEXT,
                done_item TEXT)
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
     h RECORD;
+    more BOOLEAN;
 BEGIN
     PERFORM pg_advisory_xact_lock_shared({POOL_LOCK});
     SELECT q.item_id, q.lease_owner, q.lease_deadline, pg_current_xact_id() INTO h
@@ -86,6 +87,9 @@ BEGIN
         RETURN QUERY SELECT NULL::text, NULL::text, NULL::float8, l.seq, l.strategy, l.item_id
             FROM labels l WHERE l.lease_id = p_lease;
     ELSIF h.item_id = p_item AND h.lease_owner = p_owner AND h.lease_deadline > p_now THEN
+        -- rules.wants_another_label: short of p_per_item labels after this one, the item stays in S, never again for
+        -- this annotator (a deferral without end, rules.FOREVER)
+        SELECT q.labels + 1 < p_per_item INTO more FROM queries q WHERE q.item_id = p_item;
         -- one statement: its parts share a snapshot, so the insert reads the row it deletes
         RETURN QUERY WITH moved AS (
                 INSERT INTO labels ({{columns}})
@@ -93,10 +97,18 @@ BEGIN
                        q.worker_id, q.strategy, q.model_version, q.score, 0, q.cluster, q.tensor, q.dtype, q.shape,
                        q.image_png, q.text
                 FROM queries q WHERE q.item_id = p_item RETURNING labels.seq, labels.strategy),
-            gone AS (DELETE FROM queries WHERE item_id = p_item),
-            undeferred AS (DELETE FROM deferrals WHERE item_id = p_item)
+            gone AS (DELETE FROM queries WHERE item_id = p_item AND NOT more),
+            undeferred AS (DELETE FROM deferrals WHERE item_id = p_item AND NOT more),
+            kept AS (UPDATE queries SET lease_id = NULL, lease_owner = NULL, leased_at = NULL, lease_deadline = NULL,
+                     labels = labels + 1 WHERE item_id = p_item AND more),
+            barred AS (INSERT INTO deferrals (item_id, annotator_id, until)
+                       SELECT p_item, p_owner, 'Infinity'::float8 WHERE more
+                       ON CONFLICT (item_id, annotator_id) DO UPDATE SET until = EXCLUDED.until)
             SELECT h.item_id, h.lease_owner, h.lease_deadline, moved.seq, moved.strategy, NULL::text
             FROM moved, pg_notify('{{channel}}', 'labels');
+        IF more THEN
+            PERFORM pg_notify('{{channel}}', 'queries');
+        END IF;
     ELSE
         RETURN QUERY SELECT h.item_id, h.lease_owner, h.lease_deadline, NULL::bigint, NULL::text, NULL::text;
     END IF;
@@ -221,6 +233,7 @@ class PostgresStore:
             with self._tx() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # replicas starting together
                 schema.migrate_postgres(cur, redacted(url))  # first: a database of a newer aal_rpc is left as it is
+                cur.execute("DROP FUNCTION IF EXISTS aal_record_label(TEXT, TEXT, INTEGER, TEXT, DOUBLE PRECISION)")
                 cur.execute(LABEL_FUNCTION.format(columns=LABEL_INSERT_COLUMNS, channel=CHANNEL))
                 cur.execute(_lease_function())
         except BaseException:
@@ -343,12 +356,13 @@ class PostgresStore:
         row = cur.fetchone()
         return Task.from_json(row[0]) if row else None
 
-    def latest_label(self, item_id: str, cur=None) -> LabeledRecord | None:
+    def latest_label(self, item_id: str, cur=None, *, by: str | None = None) -> LabeledRecord | None:
         if cur is None:
             with self._tx() as cur:
-                return self.latest_label(item_id, cur)
-        cur.execute(f"SELECT {LABEL_INSERT_COLUMNS} FROM labels WHERE item_id = %s ORDER BY seq DESC LIMIT 1",
-                    (item_id,), binary=True)
+                return self.latest_label(item_id, cur, by=by)
+        cur.execute(f"SELECT {LABEL_INSERT_COLUMNS} FROM labels WHERE item_id = %s "
+                    f"{'' if by is None else 'AND annotator_id = %s ' + LATEST_ONLY} ORDER BY seq DESC LIMIT 1",
+                    (item_id,) if by is None else (item_id, by), binary=True)
         row = cur.fetchone()
         return label_from_row(row, include_payload=True) if row else None
 
@@ -498,17 +512,18 @@ class PostgresStore:
                     "WHERE item_id = %(i)s) OR EXISTS (SELECT 1 FROM skips WHERE item_id = %(i)s)", {"i": item_id})
         return cur.fetchone()[0]
 
-    def record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, now: float
-                     ) -> tuple[int, bool, str]:
-        """Move a leased query into L in one transaction; returns (seq, duplicate, strategy). A retry of a
-        submission already recorded (on any replica) returns its seq with duplicate=True.
+    def record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, now: float,
+                     labels_per_item: int = 1) -> tuple[int, bool, str]:
+        """Move a leased query into L in one transaction (or, while it wants another label, copy it there and keep it
+        in S: rules.wants_another_label); returns (seq, duplicate, strategy). A retry of a submission already
+        recorded (on any replica) returns its seq with duplicate=True.
 
         One statement (aal_record_label, LABEL_FUNCTION), its own transaction: it returns once committed, and the
         commit waited for the disk (synchronous_commit is on for labels). It moves the query only for a lease that
         rules.check_held accepts; otherwise it changed nothing and rules.check_held says why."""
         with self._labels_tx(self._connection) as conn, conn.cursor() as cur:
-            cur.execute("SELECT * FROM aal_record_label(%s, %s, %s, %s, %s)",
-                        (lease_id, item_id, label, annotator_id, now))
+            cur.execute("SELECT * FROM aal_record_label(%s, %s, %s, %s, %s, %s)",
+                        (lease_id, item_id, label, annotator_id, now, labels_per_item))
             row = cur.fetchone()
             if row is not None and row[3] is not None:
                 if row[0] is None:  # no held lease, but a submission of this lease committed before: a retry
@@ -530,7 +545,8 @@ class PostgresStore:
         with self._labels_tx() as cur:
             # one correction of an item at a time: each supersedes the item's latest record
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (item_id,))
-            latest = self.latest_label(item_id, cur)
+            latest = corrections.target(lambda by: self.latest_label(item_id, cur, by=by), annotator_id=annotator_id,
+                                        is_admin=is_admin)
             if not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
                                       is_admin=is_admin):
                 return latest.seq, latest.supersedes, True
@@ -637,7 +653,7 @@ class PostgresStore:
             size = cur.fetchone()[0]
 
             def stalest(n: int, exclude: set[str]) -> list[tuple[int, str]]:
-                cur.execute(f"SELECT model_version, item_id FROM queries WHERE {_AVAILABLE} AND NOT "
+                cur.execute(f"SELECT model_version, item_id FROM queries WHERE {_AVAILABLE} AND labels = 0 AND NOT "
                             f"item_id = ANY(%(exclude)s) ORDER BY {rules.STALEST.sql()} LIMIT %(n)s",
                             {"now": now, "exclude": list(exclude), "n": n})
                 return [(v, i) for v, i in cur.fetchall()]
@@ -665,7 +681,7 @@ class PostgresStore:
 
     def counts(self, now: float) -> PoolCounts:
         with self._tx() as cur:
-            cur.execute("SELECT COUNT(*) FILTER (WHERE supersedes = 0), COALESCE(MAX(seq), 0) FROM labels")
+            cur.execute("SELECT COUNT(DISTINCT item_id) FILTER (WHERE supersedes = 0), COALESCE(MAX(seq), 0) FROM labels")
             labeled, last_seq = cur.fetchone()
             cur.execute(f"SELECT COUNT(*) FILTER (WHERE {_AVAILABLE}), COUNT(*) FILTER (WHERE NOT {_AVAILABLE}) "
                         "FROM queries", {"now": now})

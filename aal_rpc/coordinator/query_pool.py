@@ -29,6 +29,7 @@ class Entry:
     token: int  # changes whenever the entry becomes available again; stale heap entries are skipped
     lease: Lease | None = None
     shard_key: int = 0  # crc32 of the item id: shard j of k holds it when shard_key % k == j
+    labels: int = 0  # labels its item already has (labels_per_item > 1): rules.wants_another_label
 
     @property
     def version(self) -> int:
@@ -131,7 +132,7 @@ class QueryPool:
             self._random_pos[item_id] = len(self._random_items)
             self._random_items.append(item_id)
         else:
-            key = self._order.key(entry.version, entry.score, entry.strategy)
+            key = self._order.key(entry.version, entry.score, entry.strategy, entry.labels)
             heapq.heappush(self._pick_heap, (*key, entry.token, item_id))
             self._compact()
 
@@ -180,13 +181,13 @@ class QueryPool:
         return plan
 
     def _stalest(self, n: int, exclude: set[str]) -> list[tuple[int, str]]:
-        """Up to n available candidates (version, item id) but `exclude`, in rules.STALEST order."""
-        available = (e for i, e in self._entries.items() if e.lease is None and i not in exclude)
+        """Up to n available candidates (version, item id) with no label yet but `exclude`, in rules.STALEST order."""
+        available = (e for i, e in self._entries.items() if e.lease is None and not e.labels and i not in exclude)
         return [(e.version, e.candidate.item_id)
                 for e in heapq.nsmallest(n, available, key=lambda e: rules.STALEST.key(e.version, e.score))]
 
-    def _insert(self, candidate: Candidate, queued_at: float) -> Entry:
-        entry = Entry(candidate, queued_at, token=0, shard_key=shard_key(candidate.item_id))
+    def _insert(self, candidate: Candidate, queued_at: float, labels: int = 0) -> Entry:
+        entry = Entry(candidate, queued_at, token=0, shard_key=shard_key(candidate.item_id), labels=labels)
         self._entries[candidate.item_id] = entry
         self._by_version[entry.version] += 1
         self._make_available(entry)
@@ -208,11 +209,22 @@ class QueryPool:
         """Take an item out of S for good (labeled or skipped)."""
         return self._remove(item_id)
 
-    def restore(self, candidate: Candidate, queued_at: float, lease: Lease | None) -> None:
-        """Put back a candidate read from the store after a restart, with its lease if it had one."""
-        entry = self._insert(candidate, queued_at)
+    def restore(self, candidate: Candidate, queued_at: float, lease: Lease | None,
+                labelers: tuple[str, ...] = ()) -> None:
+        """Put back a candidate read from the store after a restart, with its lease if it had one, and the annotators
+        who gave its item the labels it has (labels_per_item > 1: none of them is offered it again)."""
+        entry = self._insert(candidate, queued_at, labels=len(labelers))
+        for annotator_id in labelers:
+            self._deferred.setdefault(candidate.item_id, {})[annotator_id] = rules.FOREVER
+            self._deferrals += 1
         if lease is not None:
             self._lease(entry, lease)
+
+    def labeled_once_more(self, item_id: str, annotator_id: str, *, now: float) -> Entry:
+        """An item that wants another label (rules.wants_another_label) got one from its lease holder `annotator_id`:
+        its lease ends and it is available again, with one label more, never to that annotator."""
+        self._entries[item_id].labels += 1
+        return self.defer(item_id, annotator_id, rules.FOREVER, now=now)
 
     # -- leases -----------------------------------------------------------------------------------------
 

@@ -20,13 +20,17 @@ from aal_rpc.types import AUDIT_STRATEGY, Candidate
 # -- orders ---------------------------------------------------------------------------------------------------
 
 
-# Terms an order can sort on, each as its value in memory and as its SQL expression over S's columns. "audit" is 1
-# for an audit item (types.AUDIT_STRATEGY): the selectors submit those at the audit share of their shard's labels,
-# and serving them first keeps that share of labels uniform random, whatever the strategy scores.
-TERMS: dict[str, tuple[Callable[[int, float, str], float], str]] = {
-    "audit": (lambda version, score, strategy: float(strategy == AUDIT_STRATEGY), f"(strategy = '{AUDIT_STRATEGY}')"),
-    "model_version": (lambda version, score, strategy: version, "model_version"),
-    "score": (lambda version, score, strategy: score, "score"),
+# Terms an order can sort on, each as its value in memory and as its SQL expression over S's columns (a candidate's
+# model version, score, strategy, and how many labels its item already has). "audit" is 1 for an audit item
+# (types.AUDIT_STRATEGY): the selectors submit those at the audit share of their shard's labels, and serving them
+# first keeps that share of labels uniform random, whatever the strategy scores. "partly_labeled" is 1 for an item
+# that has some of its labels (labels_per_item > 1): finishing it comes before starting another.
+TERMS: dict[str, tuple[Callable[[int, float, str, int], float], str]] = {
+    "audit": (lambda version, score, strategy, labels: float(strategy == AUDIT_STRATEGY),
+              f"(strategy = '{AUDIT_STRATEGY}')"),
+    "partly_labeled": (lambda version, score, strategy, labels: float(labels > 0), "(labels > 0)"),
+    "model_version": (lambda version, score, strategy, labels: version, "model_version"),
+    "score": (lambda version, score, strategy, labels: score, "score"),
 }
 
 
@@ -40,8 +44,8 @@ class Order:
 
     terms: tuple[tuple[str, bool], ...]  # (term, descending)
 
-    def key(self, model_version: int, score: float, strategy: str = "") -> tuple:
-        values = (TERMS[t][0](model_version, score, strategy) for t, _ in self.terms)
+    def key(self, model_version: int, score: float, strategy: str = "", labels: int = 0) -> tuple:
+        values = (TERMS[t][0](model_version, score, strategy, labels) for t, _ in self.terms)
         return tuple(-v if desc else v for v, (_, desc) in zip(values, self.terms))
 
     def sql(self) -> str:
@@ -50,12 +54,16 @@ class Order:
 
 RANDOM = None  # the "random" pick order: a uniform choice among the available candidates (audit items included)
 AUDIT_FIRST = ("audit", True)
+PARTLY_LABELED_FIRST = ("partly_labeled", True)
 PICK_ORDERS: dict[str, Order | None] = {
-    "fresh": Order((AUDIT_FIRST, ("model_version", True), ("score", True))),  # the newest model's choices, best first
-    "score": Order((AUDIT_FIRST, ("score", True))),  # the best score, whichever model gave it
+    # the newest model's choices, best first
+    "fresh": Order((AUDIT_FIRST, PARTLY_LABELED_FIRST, ("model_version", True), ("score", True))),
+    "score": Order((AUDIT_FIRST, PARTLY_LABELED_FIRST, ("score", True))),  # the best score, whichever model gave it
     "random": RANDOM,  # as in the paper
 }
-STALEST = Order((("model_version", False), ("score", False)))  # who makes room first when S is full
+# Who makes room first when S is full, among the available candidates whose item has no label yet: a partly labeled
+# item (labels_per_item > 1) is never evicted, or its first labels would never get company.
+STALEST = Order((("model_version", False), ("score", False)))
 
 
 def pick_order(name: str) -> Order | None:
@@ -143,6 +151,34 @@ def demand(capacity: int, fresh: int) -> int:
 def shard_share(demand_: int, num_shards: int) -> int:
     """Every shard's worker is told the same share, so k workers do not each send the whole demand."""
     return -(-demand_ // num_shards)
+
+
+# -- several labels per item ----------------------------------------------------------------------------------
+
+# The most labels per item a coordinator may ask for (--labels-per-item). Each annotator who labeled an item is
+# barred from it for good by a deferral that never ends, and an item keeps MAX_DEFERRALS_PER_ITEM deferrals, those
+# ending last: the bound leaves room for the "don't know"s of as many people again.
+MAX_LABELS_PER_ITEM = 16
+
+
+def check_labels_per_item(labels_per_item: int, mode: str) -> None:
+    """Raise ValueError unless `labels_per_item` is one the coordinator can keep (1 to MAX_LABELS_PER_ITEM; more than
+    1 in async mode only: a synchronous round counts items, not labels)."""
+    if not 1 <= labels_per_item <= MAX_LABELS_PER_ITEM:
+        raise ValueError(f"labels per item must be 1 to {MAX_LABELS_PER_ITEM}, got {labels_per_item}")
+    if labels_per_item > 1 and mode != "async":
+        raise ValueError("several labels per item need --mode async")
+
+
+def wants_another_label(labels: int, labels_per_item: int) -> bool:
+    """After its `labels`-th label (first labels from different annotators; corrections do not count), does an item
+    go back to S for one more? Then it waits there, never for an annotator who labeled it, served before items with
+    no label (PARTLY_LABELED_FIRST) and never evicted (STALEST), until it has `labels_per_item`."""
+    return labels < labels_per_item
+
+
+# A deferral's end for an annotator who labeled an item: they are never offered it again.
+FOREVER = float("inf")
 
 
 # -- leases ---------------------------------------------------------------------------------------------------

@@ -78,6 +78,11 @@ SQLITE: tuple[Migration, ...] = (
         "CREATE INDEX labels_item ON labels (item_id, seq)",
         "CREATE INDEX labels_superseded ON labels (supersedes) WHERE supersedes > 0",
     )),
+    # several labels per item (--labels-per-item): one first label per item and annotator, not per item
+    Migration("several labels per item", (
+        "DROP INDEX labels_first",
+        "CREATE UNIQUE INDEX labels_first ON labels (item_id, annotator_id) WHERE supersedes = 0",
+    )),
 )
 
 # Databases made before versions were recorded (user_version 0) have the layout of version 1 or of version 2, told
@@ -170,6 +175,14 @@ POSTGRES: tuple[Migration, ...] = (
             item_id TEXT NOT NULL, annotator_id TEXT NOT NULL, until DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (item_id, annotator_id))""",
         "CREATE INDEX IF NOT EXISTS deferrals_until ON deferrals (until)",
+    )),
+    # several labels per item (--labels-per-item): one first label per item and annotator, not per item; a query
+    # counts the labels its item has (rules.PARTLY_LABELED_FIRST, rules.wants_another_label)
+    Migration("several labels per item", (
+        "DROP INDEX IF EXISTS labels_first",
+        "CREATE UNIQUE INDEX IF NOT EXISTS labels_first_per_annotator ON labels (item_id, annotator_id) "
+        "WHERE supersedes = 0",
+        "ALTER TABLE queries ADD COLUMN IF NOT EXISTS labels INTEGER NOT NULL DEFAULT 0",
     )),
 )
 

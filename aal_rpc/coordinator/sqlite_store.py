@@ -43,6 +43,7 @@ class StoredState:
     labels_by_strategy: dict[str, int] = field(default_factory=dict)
     last_seq: int = 0
     queries: list[tuple[Candidate, float, Lease | None]] = field(default_factory=list)
+    labelers: dict[str, list[str]] = field(default_factory=dict)  # item in S -> who gave its labels so far
     skips: list[str] = field(default_factory=list)
     labels_by_annotator: dict[str, int] = field(default_factory=dict)  # first labels (supersedes 0)
     skips_by_annotator: dict[str, int] = field(default_factory=dict)
@@ -196,15 +197,18 @@ class SqliteStore:
         return self.submit(lambda c: c.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('task', ?)", (task.to_json(),)))
 
-    def append_label(self, r: LabeledRecord) -> Future:
-        return self.append_labels([r])
+    def append_label(self, r: LabeledRecord, *, requeue: bool = False) -> Future:
+        return self.append_labels([r], requeue=requeue)
 
-    def append_labels(self, records: list[LabeledRecord]) -> Future:
-        """Append records to L and take their items out of S, in one transaction; resolves to the last seq."""
+    def append_labels(self, records: list[LabeledRecord], *, requeue: bool = False) -> Future:
+        """Append records to L and take their items out of S (with `requeue`, leave them in S with no lease: they
+        want another label), in one transaction; resolves to the last seq."""
         def op(c: sqlite3.Connection) -> int:
             c.executemany(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join('?' * 19)})",
                           [label_row(r) for r in records])
-            c.executemany("DELETE FROM queries WHERE item_id = ?", [(r.item_id,) for r in records])
+            c.executemany("UPDATE queries SET lease_id = NULL, lease_owner = NULL, leased_at = NULL, "
+                          "lease_deadline = NULL WHERE item_id = ?" if requeue else
+                          "DELETE FROM queries WHERE item_id = ?", [(r.item_id,) for r in records])
             return records[-1].seq
 
         return self.submit(op)
@@ -283,6 +287,9 @@ class SqliteStore:
             "SELECT strategy, COUNT(*) FROM labels WHERE supersedes = 0 GROUP BY strategy")}
         state.last_seq = c.execute("SELECT COALESCE(MAX(seq), 0) FROM labels").fetchone()[0]
         state.queries = [query_from_row(r) for r in c.execute(f"SELECT {QUERY_COLUMNS} FROM queries")]
+        for item_id, annotator_id in c.execute("SELECT item_id, annotator_id FROM labels WHERE supersedes = 0 AND "
+                                               "item_id IN (SELECT item_id FROM queries) ORDER BY seq"):
+            state.labelers.setdefault(item_id, []).append(annotator_id)
         state.skips = [r[0] for r in c.execute("SELECT item_id FROM skips")]
         state.labels_by_annotator = dict(c.execute(
             "SELECT annotator_id, COUNT(*) FROM labels WHERE supersedes = 0 GROUP BY annotator_id"))
@@ -303,10 +310,13 @@ class SqliteStore:
             (after_seq, limit)).fetchall()
         return [label_from_row(r, include_payload=include_payload) for r in rows]
 
-    def latest_label(self, item_id: str) -> LabeledRecord | None:
-        """The record that holds an item's current label (its last correction, else its first label)."""
-        row = self._reader().execute(f"SELECT {LABEL_INSERT_COLUMNS} FROM labels WHERE item_id = ? "
-                                     "ORDER BY seq DESC LIMIT 1", (item_id,)).fetchone()
+    def latest_label(self, item_id: str, *, by: str | None = None) -> LabeledRecord | None:
+        """The record that holds an item's current label (its last correction, else its first label); with `by`,
+        the latest record of that annotator's for the item."""
+        row = self._reader().execute(
+            f"SELECT {LABEL_INSERT_COLUMNS} FROM labels WHERE item_id = ? "
+            f"{'' if by is None else 'AND annotator_id = ? ' + LATEST_ONLY}"
+            " ORDER BY seq DESC LIMIT 1", (item_id,) if by is None else (item_id, by)).fetchone()
         return label_from_row(row, include_payload=True) if row else None
 
     def label_by_lease(self, lease_id: str) -> tuple[int, str, int, str] | None:
