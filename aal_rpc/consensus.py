@@ -71,7 +71,7 @@ class AnnotatorQuality:
     quality: estimated probability that they label an item correctly. Dawid–Skene: the trace of their confusion
         matrix weighted by the class prior; gold answers enter the matrix as certain truths and sharpen it. Majority:
         their smoothed agreement, (matches + 1) / (votes + 2), over their votes on items with two voters or more
-        and on gold items.
+        and on gold items (nan: none, nothing to judge them by).
     gold_labels, gold_correct: their votes on gold items, and how many of them are the known answer.
     """
 
@@ -364,8 +364,9 @@ def consensus(votes: Votes, num_classes: int, *, gold: dict[str, int] | None = N
                                minlength=m)
     if method == MAJORITY:
         checked = shared | on_gold
-        quality = (np.bincount(enc.annotator[checked], weights=matches[checked], minlength=m) + 1) / (
-            np.bincount(enc.annotator[checked], minlength=m) + 2)
+        checked_votes = np.bincount(enc.annotator[checked], minlength=m)
+        quality = np.where(checked_votes > 0, (np.bincount(enc.annotator[checked], weights=matches[checked],
+                                                           minlength=m) + 1) / (checked_votes + 2), np.nan)
     per_annotator = np.bincount(enc.annotator, minlength=m)
 
     items = dict(zip(enc.items, map(ItemConsensus, label.tolist(), confidence.tolist(), enc.votes)))

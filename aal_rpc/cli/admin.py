@@ -20,6 +20,7 @@ import numpy as np
 from aal_rpc.cli.admin_import import import_command
 from aal_rpc.cli.common import COORDINATOR_ENV, Group, coordinator_option, security_options
 from aal_rpc.client import CoordinatorClient
+from aal_rpc.client.crowd import CONSENSUS_FIELDS, annotator_rows, consensus_rows, crowd_of
 from aal_rpc.client.job import job_report
 from aal_rpc.measures import ORIGINS, chosen_by_model_share, estimated_accuracy, origins_of  # noqa: F401 - re-exported
 from aal_rpc.predict import CARD_FILE, WEIGHTS_FILE, UnreadableFile, load_model, write_model
@@ -223,17 +224,37 @@ def item_sources(task: Task) -> dict[str, str | None]:
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--history", is_flag=True, help="Every record, corrected ones included (default: each item's "
               "current label once).")
+@click.option("--consensus", "agreed", is_flag=True,
+              help="One row per item, with several labels per item (aal-coordinator --labels-per-item): its consensus "
+                   "`label` (and `label_name`), that label's `confidence`, how many `labels` it has and every "
+                   "annotator's vote (`votes`), by Dawid-Skene's model of each annotator's reliability (majority "
+                   "vote while no two annotators share an item).")
 @click.option("--sources", is_flag=True, help="Add each item's source file (`source`, relative to the dataset; "
               "empty where none). Loads the task's dataset, so it runs only where the data is.")
 @click.pass_obj
-def export(client: CoordinatorClient, fmt: str, out: Path, history: bool, sources: bool):
-    """Write the labeled pool with every record's provenance and its class name (`label_name`); npz adds the
-    item tensors as `x`."""
+def export(client: CoordinatorClient, fmt: str, out: Path, history: bool, agreed: bool, sources: bool):
+    """Write the labeled pool with every record's provenance and its class name (`label_name`), or with
+    --consensus each item's consensus label; npz adds the item tensors as `x`."""
+    if agreed and history:
+        raise click.UsageError("--consensus gives one row per item: it does not go with --history")
     task = client.task()
     by_item = item_sources(task) if sources else None
     records = list(client.export(include_payload=fmt == "npz", latest_only=not history))
-    rows = [_row(r, task.class_names, by_item) for r in records]
-    fields = EXPORT_FIELDS + ((SOURCE_FIELD,) if sources else ())
+    if agreed:
+        rows = consensus_rows(crowd_of(records, task.num_classes), task.class_names)
+        fields: tuple[str, ...] = CONSENSUS_FIELDS
+        first = {}
+        for r in records:
+            first.setdefault(r.item_id, r)
+        payloads = [first[row["item_id"]] for row in rows]
+        if sources:
+            for row in rows:
+                row[SOURCE_FIELD] = by_item.get(row["item_id"])
+    else:
+        rows = [_row(r, task.class_names, by_item) for r in records]
+        fields = EXPORT_FIELDS
+        payloads = records
+    fields += (SOURCE_FIELD,) if sources else ()
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         with open(out, "w") as f:
@@ -243,14 +264,41 @@ def export(client: CoordinatorClient, fmt: str, out: Path, history: bool, source
         with open(out, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
-            w.writerows(rows)
+            w.writerows({**row, "votes": json.dumps(row["votes"])} if agreed else row for row in rows)
     else:
         # strings, never None: an object array would need pickle to load
-        arrays = {k: np.asarray(["" if row[k] is None else row[k] for row in rows]) for k in fields}
-        if records:
-            arrays["x"] = np.stack([r.payload.to_array() for r in records])
+        arrays = {k: np.asarray(["" if row[k] is None else json.dumps(row[k]) if k == "votes" else row[k]
+                                 for row in rows]) for k in fields}
+        if payloads:
+            arrays["x"] = np.stack([r.payload.to_array() for r in payloads])
         np.savez_compressed(out, y=arrays.pop("label").astype(np.int64), **arrays)
-    click.echo(f"exported {len(records)} labels to {out}")
+    click.echo(f"exported {len(rows)} {'items with their consensus' if agreed else 'labels'} to {out}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of rows: annotator, labels, agreement, quality, "
+              "gold_labels, gold_correct, skips, defers (null: not estimated yet).")
+@click.pass_obj
+def annotators(client: CoordinatorClient, as_json: bool):
+    """Each annotator's labels, agreement with the consensus and estimated quality (the probability they label an
+    item right, by Dawid-Skene over every label of L), lowest quality first: with several labels per item
+    (aal-coordinator --labels-per-item), who is careless shows here. Reads every label of L."""
+    task = client.task()
+    agreed = crowd_of(client.export(include_payload=False, latest_only=True), task.num_classes)
+    rows = annotator_rows(agreed, client.stats().annotators)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'annotator':<28} {'labels':>7} {'agreement':>9} {'quality':>8} {'gold':>9} {'skips':>6} {'defers':>6}")
+    for r in rows:
+        gold = f"{r['gold_correct']}/{r['gold_labels']}" if r["gold_labels"] else "-"
+        click.echo(f"{r['annotator']:<28.28} {r['labels']:>7} {_or_dash(r['agreement']):>9} "
+                   f"{_or_dash(r['quality']):>8} {gold:>9} {r['skips']:>6} {r['defers']:>6}")
+    click.echo(f"\n{len(agreed.items)} items; consensus by {agreed.method}")
+
+
+def _or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @main.command()

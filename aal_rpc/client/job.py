@@ -9,6 +9,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict
 
+from aal_rpc.client.crowd import annotator_rows
+from aal_rpc.consensus import Votes, consensus
 from aal_rpc.measures import (accuracy_curve, chosen_by_model_share, estimated_accuracy, labels_per_model,
                               origins_of, pace_per_minute, pool_items, remaining_items,
                               stopping_signal)
@@ -17,15 +19,17 @@ from aal_rpc.types import IMPORTED_STRATEGY, LabeledRecord, ModelInfo, Stats, is
 RECENT_MODELS = 10  # model versions listed with their staleness, newest first
 
 
-def job_figures(stats: Stats, models: list[ModelInfo], records: Iterable[LabeledRecord], now: float) -> dict:
+def job_figures(stats: Stats, models: list[ModelInfo], records: Iterable[LabeledRecord], now: float, *,
+                num_classes: int) -> dict:
     """Everything the lead sees, from GetStats, the registry and L's current records (without payloads), at `now`
-    (unix seconds). Stats' own fields, then:
+    (unix seconds), for a task of `num_classes` classes. Stats' own fields, then:
 
     - labels_per_model, label_origins (measures.origins_of), chosen_by_model_share, cold_start_labels;
     - estimated_accuracy of the newest model (measures.estimated_accuracy), held_out_accuracy where a test set is;
     - pool_items, remaining (measures.remaining_items), label_rate_per_minute (labels of people, not imports);
     - pace_per_minute: each annotator's (measures.pace_per_minute), beside Stats' `annotators` (labels, skips,
-      defers);
+      defers); crowd: each annotator's `agreement` and `quality` (client/crowd.py; None while not estimated) and
+      the consensus `method`;
     - curve: one point per model (measures.accuracy_curve); recent_models: the newest RECENT_MODELS versions with their
       staleness (labels_behind: labels in L it was not trained on; age_seconds);
     - stopping (measures.stopping_signal).
@@ -35,7 +39,9 @@ def job_figures(stats: Stats, models: list[ModelInfo], records: Iterable[Labeled
     encoders = {m.version for m in models if is_encoder(m)}
     provenances: Counter[tuple[str, int]] = Counter()
     times: dict[str, list[float]] = defaultdict(list)
+    votes = Votes()
     for r in records:
+        votes.add(r)
         provenances[r.provenance.strategy, r.provenance.model_version] += 1
         if r.provenance.strategy != IMPORTED_STRATEGY:
             times[r.annotator_id].append(r.labeled_at)
@@ -50,6 +56,9 @@ def job_figures(stats: Stats, models: list[ModelInfo], records: Iterable[Labeled
     d["remaining"] = remaining_items(d["pool_items"], stats.labeled, stats.skipped)
     d["label_rate_per_minute"] = pace_per_minute([t for ts in times.values() for t in ts], now)
     d["pace_per_minute"] = {a: pace_per_minute(times.get(a, ()), now) for a in d["annotators"]}
+    agreed = consensus(votes, num_classes)
+    d["crowd"] = {"method": agreed.method, "annotators": {
+        row["annotator"]: {"agreement": row["agreement"], "quality": row["quality"]} for row in annotator_rows(agreed)}}
     d["curve"] = accuracy_curve(models)
     d["recent_models"] = [{"version": m.version, "server_id": m.server_id, "labels": m.num_labels,
                     "labels_behind": max(0, stats.labeled - m.num_labels), "age_seconds": max(0.0, now - m.created_at),
@@ -66,5 +75,6 @@ def job_report(client, *, now: float | None = None) -> dict:
     stats = client.stats()
     models = client.models()
     records = client.export(include_payload=False, latest_only=True)
-    return job_figures(stats, models, records, time.time() if now is None else now)
+    return job_figures(stats, models, records, time.time() if now is None else now,
+                       num_classes=client.task().num_classes)
 

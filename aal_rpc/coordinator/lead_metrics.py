@@ -10,6 +10,7 @@ from collections import Counter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from aal_rpc.consensus import Votes, consensus
 from aal_rpc.measures import (ORIGINS, chosen_by_model_share, origins_of, pool_items, remaining_items,
                               stopping_signal)
 from aal_rpc.types import Stats, is_encoder
@@ -30,12 +31,14 @@ class LeadCollector:
         self._lock = threading.Lock()  # scrapes may overlap
         self._through = 0  # the last seq of L folded in
         self._provenances: Counter[tuple[str, int]] = Counter()  # (strategy, model_version) -> items
+        self._votes = Votes()  # each annotator's current label of each item: their quality (consensus.py)
 
     def _read_new_labels(self) -> Counter[tuple[str, int]]:
         with self._lock:
             while True:
                 page = self._coordinator.read_labels(self._through, READ_PAGE, include_payload=False)
                 for r in page:
+                    self._votes.add(r)
                     if not r.supersedes:  # an item's first record: corrections keep its provenance
                         self._provenances[r.provenance.strategy, r.provenance.model_version] += 1
                 if page:
@@ -71,6 +74,7 @@ class LeadCollector:
         yield GaugeMetricFamily("aal_chosen_by_model_share", "Share of the labels a model chose",
                                 value=NAN if share is None else share)
         yield from self._annotators(stats)
+        yield from self._quality(stats)
         newest = max(models, key=lambda m: m.version) if models else None
         held_out = newest.metrics.get("accuracy") if newest else None
         yield GaugeMetricFamily("aal_held_out_accuracy", "The newest model's accuracy on the task's test set (NaN "
@@ -85,9 +89,28 @@ class LeadCollector:
         yield GaugeMetricFamily("aal_stopping_suggested", "1 when the stopping signal suggests to stop labeling: "
                                 "stable predictions and a flat accuracy curve", value=float(stop["suggested"]))
 
-    def _annotators(self, stats: Stats):
+    def _shown(self, stats: Stats) -> tuple[list[str], list[str]]:
+        """The annotators named in the per-annotator series (the most labels first), and the rest."""
         names = sorted(stats.annotators, key=lambda a: (-stats.annotators[a].labels, a))
-        shown, rest = names[:self._max_annotators], names[self._max_annotators:]
+        return names[:self._max_annotators], names[self._max_annotators:]
+
+    def _quality(self, stats: Stats):
+        with self._lock:
+            agreed = consensus(self._votes, self._coordinator.task.num_classes)
+        shown, _ = self._shown(stats)
+        families = {what: GaugeMetricFamily(f"aal_annotator_{what}", help_, labels=["annotator"])
+                    for what, help_ in (("quality", "Each annotator's estimated probability of labeling an item right "
+                                                    "(Dawid-Skene over L; NaN until estimated)"),
+                                        ("agreement", "Share of each annotator's labels that agree with the consensus, "
+                                                      "on items others labeled too (NaN until there are such)"))}
+        for name in shown:
+            q = agreed.annotators.get(name)
+            for what, family in families.items():
+                family.add_metric([name], NAN if q is None else getattr(q, what))
+        yield from families.values()
+
+    def _annotators(self, stats: Stats):
+        shown, rest = self._shown(stats)
         families = {what: CounterMetricFamily(f"aal_annotator_{what}", f"Items each annotator {verb} (the "
                                               f"{self._max_annotators} with the most labels; the rest as 'other')",
                                               labels=["annotator"])

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from aal_rpc.client import CoordinatorClient
+from aal_rpc.consensus import Votes, consensus
 from aal_rpc.data import Dataset, load_task_dataset
 from aal_rpc.frozen import FROZEN_BACKBONE, EmbeddingCache, backbone_fingerprint, embed_rows, head_probabilities
 from aal_rpc.models import build_model
@@ -117,6 +118,10 @@ class Trainer:
         self._audit_y: list[int] = []
         self._audit_index: dict[str, int] = {}
         self._through_seq = 0  # the last record of L folded into _xs/_ys
+        # every annotator's current label of every item: with several labels per item (a crowd), an item is trained
+        # on (and audited by) its consensus label (consensus.py), worked out anew before each round
+        self._votes = Votes()
+        self._crowd = False  # some item has labels of several annotators
         self._last_record_at = time.monotonic()  # when the follower last folded in a record
         self._cv = threading.Condition()
         self._stop = threading.Event()
@@ -152,8 +157,10 @@ class Trainer:
                         index[r.item_id] = len(ys)
                         xs.append(r.payload.to_array())
                         ys.append(r.label)
-                    else:  # a correction: the item's latest record holds its label
+                    else:  # a correction (the item's latest record holds its label), or another annotator's label
                         ys[row] = r.label
+                        self._crowd = self._crowd or not r.supersedes
+                    self._votes.add(r)
                     self._through_seq = r.seq
                     self._last_record_at = time.monotonic()
                     self._label_rate.observe(r.seq, self._last_record_at)
@@ -162,6 +169,17 @@ class Trainer:
             if not self._stop.is_set():
                 self._failure = exc
                 self.stop()
+
+    def _agree_locked(self) -> None:
+        """With a crowd, set every item's label (trained on or audited) to its consensus (consensus.py); the caller
+        holds `_cv`."""
+        if not self._crowd:
+            return
+        agreed = consensus(self._votes, self.task.num_classes).items
+        for index, ys in ((self._index, self._ys), (self._audit_index, self._audit_y)):
+            for item_id, row in index.items():
+                if item_id in agreed:
+                    ys[row] = agreed[item_id].label
 
     def stop(self) -> None:
         self._stop.set()
@@ -215,6 +233,7 @@ class Trainer:
                         self._cv.wait_for(self._stop.is_set, timeout=min(wait, MAX_ROUND_WAIT))
                     continue
                 with self._cv:  # the n labels claimed; items only join, and records arrive in seq order
+                    self._agree_locked()
                     x, y = np.stack(self._xs[:n]), np.asarray(self._ys[:n], dtype=np.int64)
                 self.train_round(x, y, seq)
                 trained_through = len(y)

@@ -144,8 +144,10 @@ function show(d) {
   const names = Object.keys(d.annotators).sort((a, b) => d.annotators[b].labels - d.annotators[a].labels);
   for (const name of names) {
     const a = d.annotators[name];
-    row(people, [name, String(a.labels), text(d.pace_per_minute[name], 1), String(a.skips), String(a.defers)],
-        {annotator: name, labels: a.labels, skips: a.skips, defers: a.defers});
+    const q = d.crowd.annotators[name] || {agreement: null, quality: null};
+    row(people, [name, String(a.labels), text(d.pace_per_minute[name], 1), String(a.skips), String(a.defers),
+                 text(q.agreement, 2), text(q.quality, 2)],
+        {annotator: name, labels: a.labels, skips: a.skips, defers: a.defers, quality: q.quality ?? ""});
   }
   const models = $("models").tBodies[0];
   models.replaceChildren();
