@@ -1,6 +1,7 @@
 """Simulated annotators: N concurrent threads that lease, "think" for a random time, and answer from
 the dataset's ground truth. They measure what a person would feel: the wait from submitting a label
-(or first asking) until holding the next query.
+(or first asking) until holding the next query. Each may be careless (an accuracy below 1: a crowd with
+some sloppy members, for --labels-per-item and the consensus to be measured against).
 
 They ride out an outage of any length (their calls retry until the coordinator answers again). A failure that
 concerns one query (its lease expired) is counted and they go on; any other (a token without the annotator
@@ -30,6 +31,46 @@ from aal_rpc.security import ClientSecurity
 log = logging.getLogger(__name__)
 
 LEASE_POLL_SECONDS = 5.0  # one long poll; an annotator keeps asking until a query comes or it is told to stop
+ID_PREFIX = "oracle"  # simulated annotator i is f"{ID_PREFIX}-{i}" unless told otherwise
+
+
+def check_accuracies(accuracies: tuple[float, ...]) -> tuple[float, ...]:
+    """`accuracies` as a tuple of floats, each the probability that one annotator answers the true label; ValueError
+    unless each lies in [0, 1] (nan included)."""
+    accuracies = tuple(float(a) for a in accuracies)
+    bad = [a for a in accuracies if not 0.0 <= a <= 1.0]
+    if bad:
+        raise ValueError(f"an annotator's accuracy is a probability in [0, 1], got {bad[0]}")
+    return accuracies
+
+
+def parse_accuracies(text: str) -> tuple[float, ...]:
+    """Accuracies from a comma-separated list ("0.9,0.9,0.3"; "" for none), checked by `check_accuracies`;
+    ValueError for a value that is no number or lies outside [0, 1]."""
+    values = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise ValueError(f"an annotator's accuracy is a number in [0, 1], got {part!r}") from None
+    return check_accuracies(tuple(values))
+
+
+def accuracy_of(accuracies: tuple[float, ...], index: int) -> float:
+    """The probability that simulated annotator `index` answers the true label: `accuracies[index % len]`, 1 for
+    none."""
+    return accuracies[index % len(accuracies)] if accuracies else 1.0
+
+
+def answer(rng: random.Random, truth: int, num_classes: int, accuracy: float) -> int:
+    """The label a simulated annotator gives an item of class `truth`: the truth with probability `accuracy`, else a
+    class drawn uniformly from the `num_classes - 1` others (a careless annotator's mistakes favour no class, as in
+    the symmetric noise model crowd studies assume). An accuracy of 1 draws nothing from `rng`, so a careful crowd's
+    thinking times are the same as before annotators had accuracies; a task of one class has no wrong answer."""
+    if accuracy >= 1.0 or num_classes < 2 or rng.random() < accuracy:
+        return truth
+    wrong = rng.randrange(num_classes - 1)
+    return wrong + (wrong >= truth)  # skips the truth: every other class equally likely
 
 
 @dataclass
@@ -64,12 +105,20 @@ class OracleAnnotators:
         If given, every acknowledged label is appended there as a JSON line as soon as it is acknowledged.
     retry_for:
         Seconds each call keeps retrying through an outage; None (the default): until the coordinator answers.
+    accuracy:
+        Annotator i (its id `{id_prefix}-{i}`) answers the true label with probability `accuracy[i % len(accuracy)]`,
+        else another class (`answer`), drawn from its own seeded random stream so a run repeats; empty (the default):
+        every annotator always answers the truth. ValueError for a value outside [0, 1], or for more values than
+        annotators (some would never be used).
     """
 
     def __init__(self, target: str, dataset: Dataset, *, annotators: int = 1, delay: float = 0.0,
-                 budget: int | None = None, seed: int = 0, id_prefix: str = "oracle",
+                 budget: int | None = None, seed: int = 0, id_prefix: str = ID_PREFIX,
                  acks_path: Path | None = None, retry_for: float | None = None,
-                 security: ClientSecurity | None = None):
+                 security: ClientSecurity | None = None, accuracy: tuple[float, ...] = ()):
+        self.accuracy = check_accuracies(accuracy)
+        if len(self.accuracy) > annotators:
+            raise ValueError(f"{len(self.accuracy)} accuracies for {annotators} annotators: give at most one each")
         self.target = target
         self.dataset = dataset
         self.annotators = annotators
@@ -130,6 +179,7 @@ class OracleAnnotators:
         if self._stop.is_set():
             return
         rng = random.Random(self.seed * 100_003 + index)
+        accuracy = accuracy_of(self.accuracy, index)
         asked = time.monotonic()
         while self._reserve():
             query = None
@@ -146,7 +196,8 @@ class OracleAnnotators:
             waited = time.monotonic() - asked
             if self.delay > 0:
                 time.sleep(self.delay * rng.uniform(0.5, 1.5))
-            label = int(self.dataset.y_pool[self.dataset.index_of(query.item_id)])
+            truth = int(self.dataset.y_pool[self.dataset.index_of(query.item_id)])
+            label = answer(rng, truth, self.dataset.num_classes, accuracy)
             asked = time.monotonic()  # the next wait runs from pressing "submit" to holding the next query
             try:
                 result = client.submit(query, label)

@@ -14,10 +14,28 @@ import click
 # aal_rpc.cli.common first: it sets gRPC's log level, which grpc reads when it is first imported
 from aal_rpc.cli.common import (Command, coordinator_option, default_id, first_contact, log_level_option,
                                 on_termination, security_options)
-from aal_rpc.annotators.oracle import OracleAnnotators
+from aal_rpc.annotators.oracle import OracleAnnotators, parse_accuracies
 from aal_rpc.annotators.terminal import run_terminal
 from aal_rpc.client import AnnotationClient
 from aal_rpc.data import load_task_dataset
+
+
+class Accuracies(click.ParamType):
+    """A comma-separated list of annotators' accuracies, each in [0, 1] (oracle.parse_accuracies), as a tuple; a
+    value outside it is a usage error. aal-experiment's --annotator-accuracy takes the same list."""
+
+    name = "P[,P...]"
+
+    def convert(self, value, param, ctx) -> tuple[float, ...]:
+        if isinstance(value, tuple):  # a default, or a value already converted
+            return value
+        try:
+            return parse_accuracies(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+ACCURACIES = Accuracies()
 
 
 @click.command(cls=Command)
@@ -28,6 +46,11 @@ from aal_rpc.data import load_task_dataset
 @click.option("--delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Mean labeling time in seconds (each label takes 0.5-1.5x this).")
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Stop after this many labels.")
+@click.option("--accuracy", type=ACCURACIES, default="",
+              help="Careless simulated annotators (with --oracle): comma-separated probabilities that each answers "
+                   "the true label, else a class drawn uniformly from the others. Annotator i gets value i modulo "
+                   "their number, so one value applies to all, and 0.9,0.9,0.9,0.9,0.3,0.3 makes the 5th and 6th "
+                   "of --annotators 6 careless. Default: every answer true.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a final JSON summary (with --oracle).")
 @click.option("--acks-file", type=click.Path(path_type=Path), default=None,
@@ -37,7 +60,7 @@ from aal_rpc.data import load_task_dataset
 @click.option("--annotator-id", default=None, help="Who is labeling (interactive mode).")
 @security_options
 @log_level_option
-def main(coordinator, oracle, annotators, delay, budget, seed, as_json, acks_file, waits_file, annotator_id,
+def main(coordinator, oracle, annotators, delay, budget, accuracy, seed, as_json, acks_file, waits_file, annotator_id,
          security):
     """Label queries from the coordinator's query pool."""
     if not oracle:
@@ -59,8 +82,11 @@ def main(coordinator, oracle, annotators, delay, budget, seed, as_json, acks_fil
         raise click.ClickException(
             f"--oracle answers from the dataset's labels, and {unlabeled} of its {len(dataset.y_pool)} pool items "
             "have none: people label this pool (aal-web, aal-labelstudio, or aal-annotate without --oracle)")
-    run = OracleAnnotators(coordinator, dataset, annotators=annotators, delay=delay, budget=budget, seed=seed,
-                           acks_path=acks_file, security=security)
+    try:
+        run = OracleAnnotators(coordinator, dataset, annotators=annotators, delay=delay, budget=budget, seed=seed,
+                               acks_path=acks_file, security=security, accuracy=accuracy)
+    except ValueError as exc:  # more accuracies than annotators
+        raise click.UsageError(str(exc)) from None
     on_termination(run.stop)
     report = run.run()
     if waits_file:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
+from aal_rpc.cli.annotate import ACCURACIES
 from aal_rpc.cli.common import model_option, strategy_list
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
+from aal_rpc.coordinator.rules import MAX_LABELS_PER_ITEM
 from aal_rpc.data import DATASETS
 from aal_rpc.experiment import ExperimentConfig, run_experiment
 from aal_rpc.experiment.suite import SCALES, STUDIES, run_suite
@@ -32,6 +34,13 @@ from aal_rpc.selector.loop import COLD_STARTS
               help="Candidates a worker submits per round; in sync mode also the labels per round.")
 @click.option("--annotator-delay", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Mean seconds an annotator takes per label.")
+@click.option("--annotator-accuracy", type=ACCURACIES, default="",
+              help="A crowd with careless members: comma-separated probabilities that each simulated annotator "
+                   "answers the true label, else another class (aal-annotate --accuracy: annotator i gets value i "
+                   "modulo their number). Default: every answer true.")
+@click.option("--labels-per-item", type=click.IntRange(min=1, max=MAX_LABELS_PER_ITEM), default=1, show_default=True,
+              help="Labels each item gets, each from a different annotator (aal-coordinator --labels-per-item; "
+                   "async mode, at most --annotators). --budget counts labels, not items.")
 @click.option("--epochs", type=click.IntRange(min=1), default=ExperimentConfig.epochs, show_default=True,
               help="Epochs per training round (default: the servers' recipe).")
 @click.option("--min-steps", type=click.IntRange(min=0), default=ExperimentConfig.min_steps, show_default=True,
@@ -72,14 +81,17 @@ def main(ctx, quiet, **options):
         resolve_factory(options["model"])  # here, in one line, rather than as a coordinator that did not start
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    cfg = ExperimentConfig(**options)
+    try:
+        cfg = ExperimentConfig(**options)
+    except ValueError as exc:  # a crowd the coordinator would refuse, or one that could never finish an item
+        raise click.UsageError(str(exc)) from None
     summary = run_experiment(cfg, progress=not quiet)
     brief = {k: summary[k] for k in ("final_accuracy", "retrained_accuracy", "random_accuracy", "labels",
                                      "model_versions", "labels_per_model", "cold_start_share", "typical_share",
-                                     "wait_seconds", "labels_by_strategy")}
+                                     "wait_seconds", "labels_by_strategy", "crowd")}
     click.echo(json.dumps(brief, indent=2))
     click.echo(in_words(summary))
-    click.echo(f"wrote {cfg.out}/summary.json, accuracy.png (random sampling dashed), wait.png")
+    click.echo(f"wrote {cfg.out}/summary.json, labels.jsonl (L), accuracy.png (random sampling dashed), wait.png")
 
 
 def in_words(summary: dict) -> str:

@@ -1,8 +1,9 @@
 """One experiment: the whole system on this machine as separate processes, run to a label budget.
 
 It starts one coordinator, M servers, K workers (strategies assigned across them) and one aal-annotate
-process with N simulated annotators; follows progress through the admin API; waits for a model trained
-on the whole budget; then writes summary.json, accuracy.png and wait.png.
+process with N simulated annotators (a crowd, careless members and several labels per item included);
+follows progress through the admin API; waits for a model trained on every item labeled; then writes
+summary.json, labels.jsonl (L as the run left it), accuracy.png and wait.png.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import random
 import shutil
 import subprocess
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from aal_rpc.annotators.oracle import ID_PREFIX, accuracy_of, check_accuracies
 from aal_rpc.client import CoordinatorClient
+from aal_rpc.coordinator.rules import check_labels_per_item
 from aal_rpc.measures import cold_start_share, labels_per_model, typical_share
 from aal_rpc.experiment.plots import plot_accuracy, plot_waits
 from aal_rpc.experiment.processes import ProcessGroup, command
@@ -46,6 +50,10 @@ class ExperimentConfig:
     budget: int = 400
     batch_size: int = 20
     annotator_delay: float = 0.5
+    # the crowd: annotator i answers the truth with probability annotator_accuracy[i % len] (none: always), and each
+    # item is labeled by labels_per_item different annotators (the budget counts labels, not items)
+    annotator_accuracy: tuple[float, ...] = ()
+    labels_per_item: int = 1
     # the servers' training round, as aal-server runs it by default (the recipe, aal_rpc.training.RECIPE)
     epochs: int = TrainerConfig.epochs
     min_steps: int = TrainerConfig.min_steps  # optimizer steps per training round at least
@@ -62,6 +70,19 @@ class ExperimentConfig:
     threads: int = 1  # torch threads per process
     device: str = "cpu"  # torch device of the servers and workers
     out: str = "runs/experiment"
+
+    def __post_init__(self):
+        """ValueError for a crowd the run could not have: an accuracy outside [0, 1] or more of them than annotators
+        (oracle.OracleAnnotators), labels per item the coordinator refuses (rules.check_labels_per_item: sync mode
+        counts items), or more labels per item than annotators, which would leave every item waiting for one more
+        annotator who never comes."""
+        self.annotator_accuracy = check_accuracies(self.annotator_accuracy)
+        if len(self.annotator_accuracy) > self.annotators:
+            raise ValueError(f"{len(self.annotator_accuracy)} annotator accuracies for {self.annotators} annotators: "
+                             "give at most one each")
+        check_labels_per_item(self.labels_per_item, self.mode)
+        if self.labels_per_item > self.annotators:
+            raise ValueError(f"{self.labels_per_item} labels per item need as many annotators, not {self.annotators}")
 
     def worker_strategies(self) -> list[str]:
         if self.assign == "random":
@@ -81,7 +102,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
     data_dir = out / "data"
     shutil.rmtree(data_dir, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("acks.jsonl", "waits.json"):
+    for stale in ("acks.jsonl", "waits.json", "labels.jsonl"):
         (out / stale).unlink(missing_ok=True)
     procs = ProcessGroup(out / "logs")
     strategies = cfg.worker_strategies()
@@ -89,7 +110,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
     try:
         _, address = procs.start_coordinator("coordinator", [
             "--data-dir", data_dir, "--dataset", cfg.dataset, "--model", cfg.model, "--mode", cfg.mode,
-            "--batch-size", cfg.batch_size,
+            "--batch-size", cfg.batch_size, "--labels-per-item", cfg.labels_per_item,
             "--pool-capacity", cfg.capacity(), "--pick", cfg.pick, "--seed", cfg.seed])
         for i in range(cfg.servers):
             procs.start(f"server-{i}", command(
@@ -110,19 +131,24 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
             _wait_until_serving(client, cfg.batch_size)
         annotate = procs.start("annotate", command(
             "annotate", "--coordinator", address, "--oracle", "--annotators", cfg.annotators, "--budget", cfg.budget,
-            "--delay", cfg.annotator_delay, "--seed", cfg.seed, "--json", "--waits-file", out / "waits.json",
+            "--delay", cfg.annotator_delay, "--accuracy", ",".join(map(str, cfg.annotator_accuracy)),
+            "--seed", cfg.seed, "--json", "--waits-file", out / "waits.json",
             "--acks-file", out / "acks.jsonl"), capture_stdout=True)
 
         with CoordinatorClient(address, retry_for=30.0) as client:
             _follow_progress(client, annotate, cfg, progress)
             annotate_summary = json.loads(annotate.stdout.read().decode().strip().splitlines()[-1])
             procs.stop("annotate")
-            final = _wait_for_final_model(client, cfg.budget)
+            # a trainer learns each item once (with several labels per item, under one label: their consensus), so a
+            # model on all of L has as many labels as L has items: the budget with one label per item, about a K-th
+            # of it with K
+            final = _wait_for_final_model(client, client.stats().labeled)
             models = client.models()
             stats = client.stats()
             records = list(client.export(include_payload=cfg.eval_repeats > 0, latest_only=True))
     finally:
         procs.stop_all()
+    write_labels(records, out / "labels.jsonl")
     retrained = retrained_accuracies(cfg, records)
     random_curve = random_sampling_curve(cfg, len(records))
 
@@ -155,6 +181,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
                                        encoders),
         "annotation_seconds": annotate_summary["seconds"],
         "worker_strategies": strategies,
+        "crowd": crowd_summary(cfg, records),
         "candidates_submitted": stats.candidates_submitted,
         "seconds": time.time() - t0,
         "config": asdict(cfg),
@@ -164,6 +191,38 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
                   baseline=random_curve)
     plot_waits(waits, out / "wait.png", title=f"annotator wait ({cfg.annotators} annotators)")
     return summary
+
+
+def write_labels(records: list, path: Path) -> None:
+    """L as the run left it, one JSON line per record (no payload): who gave which item which label, and who chose
+    it. With several labels per item, each label is its own line."""
+    with open(path, "w") as f:
+        for r in records:
+            f.write(json.dumps({"seq": r.seq, "item_id": r.item_id, "label": r.label, "annotator_id": r.annotator_id,
+                                "strategy": r.provenance.strategy, "model_version": r.provenance.model_version}) + "\n")
+
+
+def crowd_summary(cfg: ExperimentConfig, records: list) -> dict:
+    """What crowd a run had and how it fared: its labels per item and annotators' accuracies as configured; the items
+    in L and those with all their labels; and per annotator, their labels, the accuracy they were given, and the
+    share of their labels that match the dataset's truth (what the accuracy came to)."""
+    from aal_rpc.data import load_dataset
+
+    ds = load_dataset(cfg.dataset)
+    per_item = Counter(r.item_id for r in records)
+    labels, true = Counter(), Counter()
+    for r in records:
+        labels[r.annotator_id] += 1
+        true[r.annotator_id] += int(r.label == ds.y_pool[ds.index_of(r.item_id)])
+    given = {f"{ID_PREFIX}-{i}": accuracy_of(cfg.annotator_accuracy, i) for i in range(cfg.annotators)}
+    return {
+        "labels_per_item": cfg.labels_per_item,
+        "annotator_accuracy": list(cfg.annotator_accuracy),
+        "items": len(per_item),
+        "items_fully_labeled": sum(n >= cfg.labels_per_item for n in per_item.values()),
+        "annotators": {a: {"labels": labels[a], "accuracy": given.get(a), "true_share": true[a] / labels[a]}
+                       for a in sorted(labels)},
+    }
 
 
 def _train_and_score(cfg: ExperimentConfig, ds, x: np.ndarray, y: np.ndarray, seeds: list[int]) -> list[float]:
@@ -242,13 +301,13 @@ def _follow_progress(client: CoordinatorClient, annotate, cfg: ExperimentConfig,
               mininterval=1.0) as bar:
         while annotate.poll() is None:
             s = client.stats()
-            bar.update(min(cfg.budget, s.labeled) - bar.n)
+            bar.update(min(cfg.budget, s.last_seq) - bar.n)  # labels, not items (several labels per item)
             bar.set_postfix(model=f"v{s.latest_model_version}", queued=s.queued, leased=s.leased)
             try:
                 annotate.wait(POLL_SECONDS)  # returns as soon as the annotators are done
             except subprocess.TimeoutExpired:
                 pass
-        bar.update(min(cfg.budget, client.stats().labeled) - bar.n)
+        bar.update(min(cfg.budget, client.stats().last_seq) - bar.n)
     if annotate.returncode != 0:
         raise RuntimeError(f"aal-annotate exited with {annotate.returncode}; see {cfg.out}/logs/annotate.log")
 
