@@ -147,7 +147,8 @@ class OverGrpc:
     def shard_state(self, *, shard_index, num_shards, labeled_after_seq, model_version):
         r = _domain_errors(self.admin.shard_state)(shard_index=shard_index, num_shards=num_shards,
                                                    labeled_after_seq=labeled_after_seq, model_version=model_version)
-        return ShardState(list(r.queued_item_ids), list(r.labeled_item_ids), r.labeled_through_seq, r.more, r.demand)
+        return ShardState(list(r.queued_item_ids), list(r.labeled_item_ids), r.labeled_through_seq, r.more, r.demand,
+                          r.max_labels_per_item)
 
     def begin_round(self, *, server_id, num_labels, round_seconds):
         return _domain_errors(self.admin.begin_round)(server_id=server_id, num_labels=num_labels,
@@ -652,6 +653,31 @@ def test_with_several_labels_each_annotator_corrects_their_own(make):
     with pytest.raises(PermissionDenied):
         c.correct_label(item_id="1", label=6, annotator_id="mallory")
     assert [(r.annotator_id, r.label) for r in c.read_labels(0, 10, latest_only=True)] == [("a", 5), ("b", 6)]
+
+
+def test_a_relabel_candidate_asks_one_more_label_of_an_item_in_l_under_the_cap(make):
+    from aal_rpc.types import RELABEL_STRATEGY
+
+    c = make(replace(NO_POLL, max_labels_per_item=2))
+    submit(c, ["1", "2", "3", "4"])
+    for who in ("a", "b", "c"):
+        label(c, c.lease(who), who=who)
+    q = c.lease("d")
+    c.release(lease_id=q.lease_id, item_id=q.item_id, annotator_id="d", skip=True)  # nothing left in S
+    labeled = {r.item_id: r.annotator_id for r in c.read_labels(0, 10)}
+    first, second = sorted(labeled)[:2]
+    out = submit(c, [first, second, q.item_id, "9"], strategy=RELABEL_STRATEGY)
+    assert (out.accepted, out.rejected) == (2, 2)  # a skipped item and an item not in L are no re-labels
+    assert submit(c, [first], strategy=RELABEL_STRATEGY).rejected == 1  # already waiting for its label
+    got = c.lease(labeled[first])
+    assert got is None or got.item_id != first  # never to who labeled it
+    if got is not None:
+        c.release(lease_id=got.lease_id, item_id=got.item_id, annotator_id=labeled[first])
+    q = c.lease("e")
+    assert q.provenance.strategy == RELABEL_STRATEGY and label(c, q, who="e")[1] is False
+    assert c.get_item(q.item_id).state == "labeled"
+    assert submit(c, [q.item_id], strategy=RELABEL_STRATEGY).rejected == 1  # at the cap: 2 labels
+    assert c.shard_state(shard_index=0, num_shards=1, labeled_after_seq=0, model_version=0).max_labels == 2
 
 
 def test_labels_per_item_out_of_range_or_in_sync_mode_is_refused(tmp_path):

@@ -175,6 +175,11 @@ def import_pool_labels(coordinator, ds: Dataset) -> None:
               help="Labels each item gets, each from a different annotator (a crowd): an item goes back to S until "
                    "it has them, served before new items. Trainers learn each item's consensus label; "
                    "'aal-admin export --consensus' and 'aal-admin annotators' show it and each annotator's quality.")
+@click.option("--max-labels-per-item", type=click.IntRange(min=0, max=MAX_LABELS_PER_ITEM),
+              default=DEFAULTS.max_labels_per_item, show_default=True,
+              help="Adaptive re-labeling: workers with --strategy activelab may ask for one more label of a labeled "
+                   "item whose consensus is uncertain, while it has fewer than this many (0: never). Those items "
+                   "compete with new ones by their scores.")
 @click.option("--keep-models", type=click.IntRange(min=1), default=DEFAULTS.keep_models, show_default=True,
               help="How many weight blobs to keep.")
 @click.option("--max-workers", type=click.IntRange(min=4), default=DEFAULT_MAX_WORKERS, show_default=True,
@@ -200,7 +205,7 @@ def import_pool_labels(coordinator, ds: Dataset) -> None:
 @click.pass_context
 def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guidelines, input_size, test_dataset,
          audit_share, model, mode, batch_size, pick, pool_capacity, lease_seconds, max_labels_per_model,
-         max_leases_per_annotator, labels_per_item, keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port,
+         max_leases_per_annotator, labels_per_item, max_labels_per_item, keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port,
          health_port):
     """Run the pool coordinator."""
     host, _ = parse_address(listen)
@@ -231,7 +236,8 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
                     "them (serve TLS with --tls-cert/--tls-key)")
     config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
                                keep_models=keep_models, seed=seed, max_labels_per_model=max_labels_per_model,
-                               max_leases_per_annotator=max_leases_per_annotator, labels_per_item=labels_per_item)
+                               max_leases_per_annotator=max_leases_per_annotator, labels_per_item=labels_per_item,
+                               max_labels_per_item=max_labels_per_item)
     tls = ServerTLS(tls_cert, tls_key, tls_ca) if tls_cert else None
     health_address = None if health_port is None else f"{listen.rpartition(':')[0]}:{health_port}"  # host as given
     try:

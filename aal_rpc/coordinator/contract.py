@@ -52,6 +52,9 @@ class CoordinatorConfig:
     # Labels each item gets, from as many different annotators (a crowd): rules.wants_another_label. Its consensus is
     # consensus.py's.
     labels_per_item: int = 1
+    # Adaptive re-labeling: a worker may offer an item of L for one more label (types.RELABEL_STRATEGY) while it has
+    # fewer than this many (0: never). rules.may_relabel, rules.label_cap.
+    max_labels_per_item: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class ShardState:
     labeled_through_seq: int
     more: bool
     demand: int
+    max_labels: int = 1  # rules.label_cap: adaptive re-labeling offers items of L below it
 
 
 @dataclass(frozen=True)

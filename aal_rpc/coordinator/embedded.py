@@ -64,7 +64,7 @@ class EmbeddedCoordinator(Publishing):
             raise ValueError("sync mode needs a batch size of at least 1")
         if task.mode not in ("async", "sync"):
             raise ValueError(f"mode must be async or sync, got {task.mode!r}")
-        rules.check_labels_per_item(config.labels_per_item, task.mode)
+        rules.check_labels_per_item(config.labels_per_item, task.mode, config.max_labels_per_item)
         state = store.load()
         if state.task is None:
             store.save_task(task).result()
@@ -457,7 +457,8 @@ class EmbeddedCoordinator(Publishing):
             now = self._clock()
             expired = self._expire_locked(now)  # an expired lease no longer protects its item from a refresh
             plan = self.pool.offer(candidates, now, taken=lambda i: i in self._labeled or i in self._skipped,
-                                   min_version=self._sync.version if self._sync is not None else 0)
+                                   min_version=self._sync.version if self._sync is not None else 0,
+                                   labelers=self._labelers, max_labels=self._label_cap)
             self._candidates_submitted += len(candidates)
             self.observer.candidates_submitted(worker_id, strategy, len(candidates))
             self._candidates_evicted += len(plan.evicted)
@@ -468,6 +469,16 @@ class EmbeddedCoordinator(Publishing):
         if fut is not None:
             self._settle(fut)
         return SubmitOutcome(plan.accepted, plan.refreshed, plan.rejected, len(plan.evicted))
+
+    @property
+    def _label_cap(self) -> int:
+        return rules.label_cap(self.config.labels_per_item, self.config.max_labels_per_item)
+
+    def _labelers(self, item_id: str) -> tuple[str, ...] | None:
+        """Who labeled an item of L that is not skipped (rules.plan_offer's `labelers`); None for any other."""
+        if item_id not in self._labeled or item_id in self._skipped:
+            return None
+        return tuple(self.store.labelers(item_id))
 
     def shard_state(self, *, shard_index: int, num_shards: int, labeled_after_seq: int,
                     model_version: int) -> ShardState:
@@ -480,7 +491,8 @@ class EmbeddedCoordinator(Publishing):
             queued = self.pool.item_ids_in_shard(shard_index, num_shards)
             labeled.extend(i for i in self._skipped if mine(i))  # skipped items are never proposed again
             demand = self.pool.demand(model_version) if self._sync is None else self._sync_demand_locked(model_version)
-        return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, rules.shard_share(demand, num_shards))
+        return ShardState(queued, labeled, through, len(rows) == SHARD_PAGE, rules.shard_share(demand, num_shards),
+                          self._label_cap)
 
     # -- admin ----------------------------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ class SharedCoordinator(Publishing):
             raise ValueError("--max-labels-per-model needs the embedded store (one coordinator)")
         if task.mode != "async":
             raise ValueError("sync mode runs on one coordinator with the embedded store, not on a shared database")
-        rules.check_labels_per_item(config.labels_per_item, task.mode)
+        rules.check_labels_per_item(config.labels_per_item, task.mode, config.max_labels_per_item)
         from aal_rpc.serde import weight_spec
 
         self.observer = observer or Observer()
@@ -206,7 +206,9 @@ class SharedCoordinator(Publishing):
                           candidates: list[Candidate]) -> SubmitOutcome:
         check_candidates(self.task, worker_id, strategy, model_version, candidates,
                          is_published=self.registry.is_published)
-        plan = self.store.offer(candidates, now=self._clock(), capacity=self.config.pool_capacity)
+        plan = self.store.offer(candidates, now=self._clock(), capacity=self.config.pool_capacity,
+                                max_labels=rules.label_cap(self.config.labels_per_item,
+                                                           self.config.max_labels_per_item))
         self.observer.candidates_submitted(worker_id, strategy, len(candidates))
         if plan.put:
             self.signals.queries.fire()
@@ -221,7 +223,8 @@ class SharedCoordinator(Publishing):
         queued, skipped = self.store.shard_items(shard_index, num_shards)
         demand = rules.demand(self.config.pool_capacity, self.store.count_at_least(model_version))
         return ShardState(queued, labeled + skipped, through, len(rows) == SHARD_PAGE,
-                          rules.shard_share(demand, num_shards))
+                          rules.shard_share(demand, num_shards),
+                          rules.label_cap(self.config.labels_per_item, self.config.max_labels_per_item))
 
     # -- admin ----------------------------------------------------------------------------------------
 

@@ -638,14 +638,22 @@ class PostgresStore:
                                 {"item": item_id, "keep": rules.MAX_DEFERRALS_PER_ITEM})
                 self._notify(cur, "queries")
 
-    def offer(self, candidates: list[Candidate], *, now: float, capacity: int) -> rules.OfferPlan:
-        """Apply rules.plan_offer to a worker's batch in one transaction; returns the plan it applied."""
+    def offer(self, candidates: list[Candidate], *, now: float, capacity: int, max_labels: int = 1
+              ) -> rules.OfferPlan:
+        """Apply rules.plan_offer to a worker's batch in one transaction; returns the plan it applied. An item put
+        back for one more label (`max_labels`: adaptive re-labeling) counts its labels, and its annotators are
+        barred from it for good, as after any of their labels."""
         ids = [c.item_id for c in candidates]
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (POOL_LOCK,))
-            cur.execute("SELECT item_id FROM labels WHERE item_id = ANY(%(ids)s) UNION "
-                        "SELECT item_id FROM skips WHERE item_id = ANY(%(ids)s)", {"ids": ids})
-            taken = {r[0] for r in cur.fetchall()}
+            cur.execute("SELECT item_id FROM skips WHERE item_id = ANY(%(ids)s)", {"ids": ids})
+            skipped = {r[0] for r in cur.fetchall()}
+            cur.execute("SELECT item_id, annotator_id FROM labels WHERE item_id = ANY(%(ids)s) AND supersedes = 0 "
+                        "ORDER BY seq", {"ids": ids})
+            labelers: dict[str, tuple[str, ...]] = {}
+            for item_id, annotator_id in cur.fetchall():
+                labelers[item_id] = (*labelers.get(item_id, ()), annotator_id)
+            taken = skipped | set(labelers)
             cur.execute(f"SELECT item_id, model_version, NOT {_AVAILABLE} FROM queries WHERE item_id = ANY(%(ids)s)",
                         {"ids": ids, "now": now})
             queued = {r[0]: rules.Queued(r[1], r[2]) for r in cur.fetchall()}
@@ -653,14 +661,20 @@ class PostgresStore:
             size = cur.fetchone()[0]
 
             def stalest(n: int, exclude: set[str]) -> list[tuple[int, str]]:
-                cur.execute(f"SELECT model_version, item_id FROM queries WHERE {_AVAILABLE} AND labels = 0 AND NOT "
+                cur.execute(f"SELECT model_version, item_id FROM queries WHERE {_AVAILABLE} AND NOT {rules.OWED_SQL} AND NOT "
                             f"item_id = ANY(%(exclude)s) ORDER BY {rules.STALEST.sql()} LIMIT %(n)s",
                             {"now": now, "exclude": list(exclude), "n": n})
                 return [(v, i) for v, i in cur.fetchall()]
 
             plan = rules.plan_offer(candidates, taken=taken.__contains__, queued=queued, size=size,
-                                    capacity=capacity, stalest=stalest)
+                                    capacity=capacity, stalest=stalest, max_labels=max_labels,
+                                    labelers=lambda i: None if i in skipped else labelers.get(i))
             self._write_candidates(cur, [(c, now) for c in plan.put], plan.evicted)
+            for item_id, who in plan.relabeled.items():
+                cur.execute("UPDATE queries SET labels = %s WHERE item_id = %s", (len(who), item_id))
+                cur.executemany("INSERT INTO deferrals (item_id, annotator_id, until) VALUES (%s, %s, 'Infinity') "
+                                "ON CONFLICT (item_id, annotator_id) DO UPDATE SET until = EXCLUDED.until",
+                                [(item_id, a) for a in who])
             cur.execute("UPDATE counters SET value = value + CASE name WHEN 'candidates_submitted' THEN %s "
                         "ELSE %s END WHERE name IN ('candidates_submitted', 'candidates_evicted')",
                         (len(candidates), len(plan.evicted)))

@@ -166,23 +166,31 @@ class QueryPool:
     # -- candidates -------------------------------------------------------------------------------------
 
     def offer(self, candidates: list[Candidate], now: float, *, taken: Callable[[str], bool] = lambda _: False,
-              min_version: int = 0) -> rules.OfferPlan:
-        """Apply rules.plan_offer to a worker's batch (`taken`: is the item in L or skipped); returns the plan."""
+              min_version: int = 0, labelers: Callable[[str], tuple[str, ...] | None] = lambda _: None,
+              max_labels: int = 1) -> rules.OfferPlan:
+        """Apply rules.plan_offer to a worker's batch (`taken`: is the item in L or skipped; `labelers` and
+        `max_labels`: adaptive re-labeling); returns the plan."""
         queued = {c.item_id: rules.Queued(e.version, e.lease is not None)
                   for c in candidates if (e := self._entries.get(c.item_id)) is not None}
         plan = rules.plan_offer(candidates, taken=taken, queued=queued, size=len(self._entries),
-                                capacity=self.capacity, stalest=self._stalest, min_version=min_version)
+                                capacity=self.capacity, stalest=self._stalest, min_version=min_version,
+                                labelers=labelers, max_labels=max_labels)
         for item_id in plan.evicted:
             self._remove(item_id)
         for c in plan.put:
             if c.item_id in self._entries:
                 self._remove(c.item_id)
-            self._insert(c, now)
+            who = plan.relabeled.get(c.item_id, ())
+            self._insert(c, now, labels=len(who))
+            for annotator_id in who:
+                self.defer(c.item_id, annotator_id, rules.FOREVER, now=now)
         return plan
 
     def _stalest(self, n: int, exclude: set[str]) -> list[tuple[int, str]]:
-        """Up to n available candidates (version, item id) with no label yet but `exclude`, in rules.STALEST order."""
-        available = (e for i, e in self._entries.items() if e.lease is None and not e.labels and i not in exclude)
+        """Up to n available candidates (version, item id) not owed labels (rules.owed) but `exclude`, in
+        rules.STALEST order."""
+        available = (e for i, e in self._entries.items()
+                     if e.lease is None and not rules.owed(e.labels, e.strategy) and i not in exclude)
         return [(e.version, e.candidate.item_id)
                 for e in heapq.nsmallest(n, available, key=lambda e: rules.STALEST.key(e.version, e.score))]
 

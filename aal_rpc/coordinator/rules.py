@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from aal_rpc.errors import FailedPrecondition, NotFound, ResourceExhausted
-from aal_rpc.types import AUDIT_STRATEGY, Candidate
+from aal_rpc.types import AUDIT_STRATEGY, RELABEL_STRATEGY, Candidate
 
 
 # -- orders ---------------------------------------------------------------------------------------------------
@@ -24,11 +24,19 @@ from aal_rpc.types import AUDIT_STRATEGY, Candidate
 # model version, score, strategy, and how many labels its item already has). "audit" is 1 for an audit item
 # (types.AUDIT_STRATEGY): the selectors submit those at the audit share of their shard's labels, and serving them
 # first keeps that share of labels uniform random, whatever the strategy scores. "partly_labeled" is 1 for an item
-# that has some of its labels (labels_per_item > 1): finishing it comes before starting another.
+# that is owed labels (`owed`): finishing it comes before starting another.
+def owed(labels: int, strategy: str) -> bool:
+    """Is an item in S owed labels of its quota (labels_per_item > 1): it has some of them, and it is not there for
+    one more by adaptive re-labeling (RELABEL_STRATEGY), which competes by its score? OWED_SQL is the same test."""
+    return labels > 0 and strategy != RELABEL_STRATEGY
+
+
+OWED_SQL = f"(labels > 0 AND strategy <> '{RELABEL_STRATEGY}')"
+
 TERMS: dict[str, tuple[Callable[[int, float, str, int], float], str]] = {
     "audit": (lambda version, score, strategy, labels: float(strategy == AUDIT_STRATEGY),
               f"(strategy = '{AUDIT_STRATEGY}')"),
-    "partly_labeled": (lambda version, score, strategy, labels: float(labels > 0), "(labels > 0)"),
+    "partly_labeled": (lambda version, score, strategy, labels: float(owed(labels, strategy)), OWED_SQL),
     "model_version": (lambda version, score, strategy, labels: version, "model_version"),
     "score": (lambda version, score, strategy, labels: score, "score"),
 }
@@ -61,8 +69,8 @@ PICK_ORDERS: dict[str, Order | None] = {
     "score": Order((AUDIT_FIRST, PARTLY_LABELED_FIRST, ("score", True))),  # the best score, whichever model gave it
     "random": RANDOM,  # as in the paper
 }
-# Who makes room first when S is full, among the available candidates whose item has no label yet: a partly labeled
-# item (labels_per_item > 1) is never evicted, or its first labels would never get company.
+# Who makes room first when S is full, among the available candidates not `owed` labels: an item owed some
+# (labels_per_item > 1) is never evicted, or its first labels would never get company.
 STALEST = Order((("model_version", False), ("score", False)))
 
 
@@ -93,11 +101,14 @@ class OfferPlan:
     rejected: int = 0
     put: list[Candidate] = field(default_factory=list)
     evicted: list[str] = field(default_factory=list)
+    relabeled: dict[str, tuple[str, ...]] = field(default_factory=dict)  # put items back for one more label: who
+    # labeled them (each barred from it for good, as after any of their labels)
 
 
 def plan_offer(candidates: Iterable[Candidate], *, taken: Callable[[str], bool], queued: dict[str, Queued],
                size: int, capacity: int, stalest: Callable[[int, set[str]], list[tuple[int, str]]],
-               min_version: int = 0) -> OfferPlan:
+               min_version: int = 0, labelers: Callable[[str], tuple[str, ...] | None] = lambda _: None,
+               max_labels: int = 1) -> OfferPlan:
     """Decide what a worker's batch does to S.
 
     A candidate is rejected when its item is in L or skipped (`taken`), when its model is older than
@@ -105,6 +116,11 @@ def plan_offer(candidates: Iterable[Candidate], *, taken: Callable[[str], bool],
     model version; a queued, unleased item from an older version is refreshed (replaced). A new item is accepted
     while S holds fewer than `capacity`; when full, the stalest available candidate (STALEST) makes room, but only
     for a candidate of a strictly newer model version. A batch never evicts its own items.
+
+    A re-labeling candidate (strategy RELABEL_STRATEGY: adaptive re-labeling, a worker's choice to ask for one more
+    label of an item in L) is the exception to `taken`: it is accepted as a new item when its item is in L and not
+    skipped (`labelers` gives who labeled it, None otherwise), has fewer than `max_labels` labels (may_relabel)
+    and is not in S; then it waits for one more label, from anyone who has not labeled it yet.
 
     `queued` maps the batch's item ids that are in S to their state; `size` is how many S holds (leased ones
     included); `stalest(n, batch_ids)` returns up to n available candidates (version, item id) in STALEST order,
@@ -117,7 +133,11 @@ def plan_offer(candidates: Iterable[Candidate], *, taken: Callable[[str], bool],
     for c in batch:
         version = c.provenance.model_version
         existing = queued.get(c.item_id)
-        if version < min_version or taken(c.item_id):
+        relabel = c.provenance.strategy == RELABEL_STRATEGY
+        who = labelers(c.item_id) if relabel and existing is None else None
+        if relabel and (who is None or not may_relabel(len(who), max_labels)):
+            plan.rejected += 1
+        elif version < min_version or (taken(c.item_id) and not relabel):
             plan.rejected += 1
         elif existing is not None:
             if existing.leased or version <= existing.model_version:
@@ -139,6 +159,8 @@ def plan_offer(candidates: Iterable[Candidate], *, taken: Callable[[str], bool],
             size += 1
             plan.accepted += 1
             plan.put.append(c)
+            if who is not None:
+                plan.relabeled[c.item_id] = who
     return plan
 
 
@@ -161,13 +183,22 @@ def shard_share(demand_: int, num_shards: int) -> int:
 MAX_LABELS_PER_ITEM = 16
 
 
-def check_labels_per_item(labels_per_item: int, mode: str) -> None:
-    """Raise ValueError unless `labels_per_item` is one the coordinator can keep (1 to MAX_LABELS_PER_ITEM; more than
-    1 in async mode only: a synchronous round counts items, not labels)."""
+def check_labels_per_item(labels_per_item: int, mode: str, max_labels_per_item: int = 0) -> None:
+    """Raise ValueError unless `labels_per_item`, and `max_labels_per_item` (adaptive re-labeling; 0: none), are
+    ones the coordinator can keep (1 to MAX_LABELS_PER_ITEM; more than one label in async mode only: a synchronous
+    round counts items, not labels)."""
     if not 1 <= labels_per_item <= MAX_LABELS_PER_ITEM:
         raise ValueError(f"labels per item must be 1 to {MAX_LABELS_PER_ITEM}, got {labels_per_item}")
-    if labels_per_item > 1 and mode != "async":
+    if not 0 <= max_labels_per_item <= MAX_LABELS_PER_ITEM:
+        raise ValueError(f"max labels per item must be 0 to {MAX_LABELS_PER_ITEM}, got {max_labels_per_item}")
+    if label_cap(labels_per_item, max_labels_per_item) > 1 and mode != "async":
         raise ValueError("several labels per item need --mode async")
+
+
+def label_cap(labels_per_item: int, max_labels_per_item: int) -> int:
+    """The most labels an item may get: `labels_per_item` for all, and by adaptive re-labeling (may_relabel) up to
+    `max_labels_per_item` (0: no re-labeling)."""
+    return max(labels_per_item, max_labels_per_item)
 
 
 def wants_another_label(labels: int, labels_per_item: int) -> bool:
@@ -175,6 +206,12 @@ def wants_another_label(labels: int, labels_per_item: int) -> bool:
     go back to S for one more? Then it waits there, never for an annotator who labeled it, served before items with
     no label (PARTLY_LABELED_FIRST) and never evicted (STALEST), until it has `labels_per_item`."""
     return labels < labels_per_item
+
+
+def may_relabel(labels: int, max_labels: int) -> bool:
+    """May an item with `labels` first labels (from as many annotators) be offered for one more, by adaptive
+    re-labeling (plan_offer), under the coordinator's `max_labels` (aal-coordinator --max-labels-per-item)?"""
+    return 0 < labels < max_labels
 
 
 # A deferral's end for an annotator who labeled an item: they are never offered it again.

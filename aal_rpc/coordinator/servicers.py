@@ -365,7 +365,7 @@ class SelectionServicer(_Servicer, selection_pb2_grpc.SelectionServiceServicer):
                             labeled_after_seq=request.labeled_after_seq, model_version=request.model_version)
         return selection_pb2.GetShardStateResponse(
             queued_item_ids=s.queued, labeled_item_ids=s.labeled, labeled_through_seq=s.labeled_through_seq,
-            more=s.more, demand=s.demand)
+            more=s.more, demand=s.demand, max_labels_per_item=s.max_labels)
 
 
 class AdminServicer(_Servicer, admin_pb2_grpc.AdminServiceServicer):

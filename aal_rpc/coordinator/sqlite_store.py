@@ -319,6 +319,11 @@ class SqliteStore:
             " ORDER BY seq DESC LIMIT 1", (item_id,) if by is None else (item_id, by)).fetchone()
         return label_from_row(row, include_payload=True) if row else None
 
+    def labelers(self, item_id: str) -> list[str]:
+        """Who gave an item its first labels (several with labels_per_item > 1), in seq order."""
+        return [r[0] for r in self._reader().execute(
+            "SELECT annotator_id FROM labels WHERE item_id = ? AND supersedes = 0 ORDER BY seq", (item_id,))]
+
     def label_by_lease(self, lease_id: str) -> tuple[int, str, int, str] | None:
         """(seq, item_id, label, annotator_id) of the label recorded under a lease, if any (lease_id is indexed: it
         is UNIQUE)."""

@@ -88,15 +88,17 @@ class GetShardStateRequest(_message.Message):
     def __init__(self, shard_index: _Optional[int] = ..., num_shards: _Optional[int] = ..., labeled_after_seq: _Optional[int] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class GetShardStateResponse(_message.Message):
-    __slots__ = ("queued_item_ids", "labeled_item_ids", "labeled_through_seq", "more", "demand")
+    __slots__ = ("queued_item_ids", "labeled_item_ids", "labeled_through_seq", "more", "demand", "max_labels_per_item")
     QUEUED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     LABELED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     LABELED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
     DEMAND_FIELD_NUMBER: _ClassVar[int]
+    MAX_LABELS_PER_ITEM_FIELD_NUMBER: _ClassVar[int]
     queued_item_ids: _containers.RepeatedScalarFieldContainer[str]
     labeled_item_ids: _containers.RepeatedScalarFieldContainer[str]
     labeled_through_seq: int
     more: bool
     demand: int
-    def __init__(self, queued_item_ids: _Optional[_Iterable[str]] = ..., labeled_item_ids: _Optional[_Iterable[str]] = ..., labeled_through_seq: _Optional[int] = ..., more: _Optional[bool] = ..., demand: _Optional[int] = ...) -> None: ...
+    max_labels_per_item: int
+    def __init__(self, queued_item_ids: _Optional[_Iterable[str]] = ..., labeled_item_ids: _Optional[_Iterable[str]] = ..., labeled_through_seq: _Optional[int] = ..., more: _Optional[bool] = ..., demand: _Optional[int] = ..., max_labels_per_item: _Optional[int] = ...) -> None: ...
