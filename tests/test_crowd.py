@@ -106,7 +106,7 @@ def test_a_crowd_labels_each_item_k_times_and_its_consensus_and_quality_come_out
             quality, key=quality.get)[:2] == ["careless-1", "careless-0"], quality
 
         # a trainer learns each item's consensus label, not the last one to arrive
-        trainer = Trainer(c, TrainerConfig(server_id="s", epochs=1, min_steps=5, min_labels=ITEMS), dataset=data)
+        trainer = Trainer(c, TrainerConfig(server_id="s", epochs=1, min_steps=5, min_labels=ITEMS * K), dataset=data)
         trainer.run(max_rounds=1)
         consensus = {r["item_id"]: r["label"] for r in rows}
         assert {i: trainer._ys[row] for i, row in trainer._index.items()} == consensus

@@ -283,7 +283,7 @@ def test_a_worker_does_not_download_a_version_superseded_while_it_waited(grpc_co
 
         def superseded(info):  # v2 lands between the worker's wake-up on v1 and its download
             if info is not None and info.version == 1:
-                publish(client)
+                publish(client, 0.02)
 
         recording = Recording(client, after={"latest_model": superseded})
         w = Selector(recording, WorkerConfig(worker_id="w", strategy="entropy", batch_size=5, poll_seconds=0.01),
@@ -309,7 +309,7 @@ def test_a_worker_does_not_score_with_a_version_superseded_while_it_downloaded(g
 
         def superseded(result):  # v2 is published while v1 downloads
             if result[0].version == 1:
-                publish(client)
+                publish(client, 0.02)
 
         recording = Recording(client, after={"download_model": superseded})
         w = Selector(recording, WorkerConfig(worker_id="w", strategy="entropy", batch_size=5, poll_seconds=0.01),

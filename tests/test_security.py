@@ -69,6 +69,13 @@ def test_roles_are_confined_to_their_service(secured):
         assert a.submit(q, 1).seq == 1
     with client(secured, "adm-token") as adm:
         assert adm.stats().labeled == 1
+    with client(secured, "wrk-token") as wrk:  # a worker reads L's labels, never its payloads (adaptive re-labeling)
+        [record] = list(wrk.stream_labels(0, follow=False, include_payload=False))
+        assert record.label == 1 and not record.HasField("payload")
+        assert code_of(lambda: list(wrk.stream_labels(0, follow=False))) == grpc.StatusCode.PERMISSION_DENIED
+    with client(secured, "ann-token") as ann:
+        assert code_of(lambda: list(ann.stream_labels(0, follow=False, include_payload=False))) == (
+            grpc.StatusCode.PERMISSION_DENIED)
     channel = grpc.insecure_channel(secured)
     health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert health.status == health_pb2.HealthCheckResponse.SERVING  # probes need no token

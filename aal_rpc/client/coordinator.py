@@ -152,15 +152,20 @@ class CoordinatorClient(ChannelClient):
 
     # -- training -------------------------------------------------------------------------------------
 
-    def stream_labels(self, after_seq: int, *, follow: bool, timeout: float | None = None) -> grpc.Call:
+    def stream_labels(self, after_seq: int, *, follow: bool, timeout: float | None = None,
+                      include_payload: bool = True) -> grpc.Call:
         """The raw stream of L's records after `after_seq`, not resumed (follow_labels resumes it)."""
-        return self._training.StreamLabels(training_pb2.StreamLabelsRequest(after_seq=after_seq, follow=follow),
-                                           timeout=timeout, wait_for_ready=self.wait_for_ready)
+        return self._training.StreamLabels(training_pb2.StreamLabelsRequest(
+            after_seq=after_seq, follow=follow, omit_payload=not include_payload),
+            timeout=timeout, wait_for_ready=self.wait_for_ready)
 
-    def follow_labels(self, after_seq: int) -> ResumableStream:
+    def follow_labels(self, after_seq: int, *, include_payload: bool = True) -> ResumableStream:
         """L's records (StreamLabelsResponse messages) after `after_seq`, then each new one as it is committed,
-        without end: resumed after the last record received whenever the stream breaks. `cancel()` ends it."""
-        return ResumableStream(self, lambda after: self.stream_labels(after, follow=True), after_seq=after_seq)
+        without end: resumed after the last record received whenever the stream breaks. `cancel()` ends it.
+        Without payloads, a worker's token may read it too."""
+        return ResumableStream(self, lambda after: self.stream_labels(after, follow=True,
+                                                                      include_payload=include_payload),
+                               after_seq=after_seq)
 
     def upload_model(self, data: bytes, *, server_id: str, trained_seq: int, num_labels: int, architecture: str,
                      metrics: dict[str, float]) -> ModelInfo:

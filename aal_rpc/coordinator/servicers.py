@@ -240,7 +240,11 @@ class TrainingServicer(_Servicer, training_pb2_grpc.TrainingServiceServicer):
 
     @streaming
     async def StreamLabels(self, request, context):
-        async for record in self._records(request.after_seq, follow=request.follow):
+        caller = current_caller()
+        if caller is not None and caller.role == "worker" and not request.omit_payload:
+            raise PermissionDenied("a worker token reads L without payloads: set omit_payload")
+        async for record in self._records(request.after_seq, follow=request.follow,
+                                          include_payload=not request.omit_payload):
             yield serde.record_to_proto(record)
 
     @unary

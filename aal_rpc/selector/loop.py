@@ -34,11 +34,13 @@ from aal_rpc.frozen import EmbeddingCache, backbone_fingerprint, embed_rows, has
 from aal_rpc.models import build_model
 from aal_rpc.serde import weights_from_bytes
 from aal_rpc.strategies import Strategy, get_strategy
+from aal_rpc.strategies.activelab import ActiveLabStrategy, annotator_weights, model_weight, relabel_scores
 from aal_rpc.strategies.typiclust import TypiClust
 from aal_rpc.strategies.uniform import RandomStrategy
 from aal_rpc.training import predict_proba
-from aal_rpc.types import AUDIT_STRATEGY, ModelInfo, Payload, is_encoder
+from aal_rpc.types import AUDIT_STRATEGY, RELABEL_STRATEGY, ModelInfo, Payload, is_encoder
 from aal_rpc.selector.pacing import Pacing
+from aal_rpc.selector.votes import LabelVotes
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +115,14 @@ class Selector:
             self.set_model(self.untrained_encoder(), 0, encoder=True)
         self._wait = config.poll_seconds  # the next long poll's wait while the pool wants nothing more now
         self._said: set[tuple[str, int]] = set()  # (what, model version) already logged
+        # adaptive re-labeling (strategies.activelab): L's labels, and the most an item may get (GetShardState)
+        self._votes = (LabelVotes(client, self.task.num_classes) if isinstance(self.strategy, ActiveLabStrategy)
+                       else None)
+        self._max_labels = 1
 
     def stop(self) -> None:
+        if self._votes is not None:
+            self._votes.stop()
         self._stop.set()
 
     def run(self, *, max_steps: int | None = None) -> None:
@@ -146,6 +154,10 @@ class Selector:
         wanted = self._wanted(queued, demand)
         if wanted <= 0:
             return 0
+        relabeled = self._submit_relabels(queued, wanted)
+        wanted -= relabeled
+        if wanted <= 0:
+            return relabeled
         # what is queued with the held model, or as an audit item, is not proposed again; an older model's queued
         # candidates (the cold start's, say) are scored anew and refreshed, so a pool that S holds whole still
         # gets the model's choices
@@ -233,6 +245,41 @@ class Selector:
         self._audit_ids.update(c[0] for c in candidates)
         log.debug("%s submitted %d audit items (%d labels in the shard)", self.config.worker_id, len(chosen), labeled)
         return len(chosen)
+
+    def _submit_relabels(self, queued: list[str], wanted: int) -> int:
+        """Adaptive re-labeling (strategies.activelab), when the coordinator allows more labels per item: the
+        `wanted` best items of this shard on one scale, new ones (the model's least confidence) and labeled ones
+        below the cap (their labels and the model weighed together), and submit the labeled ones among them for one
+        more label, with strategy RELABEL_STRATEGY. Returns how many were sent; the new ones are left to the step."""
+        strategy = self._strategy_now()
+        if self._votes is None or self._max_labels <= 1 or strategy is not self.strategy:
+            return 0
+        probs, _ = self._scores(strategy)
+        if probs is None:
+            return 0
+        agreed = self._votes.consensus()
+        in_s = set(queued)
+        mine = {i: probs[self._row_of[i]] for i in agreed.items if i in self._row_of and self._usable[self._row_of[i]]}
+        ids = [i for i in mine if i not in in_s and len(agreed.items[i].votes) < self._max_labels]
+        if not ids:
+            return 0
+        num_classes = self.task.num_classes
+        scores = relabel_scores(np.stack([mine[i] for i in ids]), [agreed.items[i].votes for i in ids],
+                                annotator_weights(agreed, mine, num_classes), model_weight(agreed, mine, num_classes))
+        new = strategy.score(probs[~self._taken & self._usable])
+        best = np.argsort(-np.concatenate([scores, new]), kind="stable")[:wanted]
+        picked = best[best < len(ids)]  # the labeled items among the best of both
+        if len(picked) == 0:
+            return 0
+        candidates = [(ids[k], payload, float(scores[k]), None) for k in picked
+                      if (payload := self._payload(self._row_of[ids[k]])) is not None]
+        if not candidates:
+            return 0
+        out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=RELABEL_STRATEGY,
+                                            model_version=self.version, candidates=candidates)
+        log.debug("%s asked one more label of %d items (accepted %d) under v%d", self.config.worker_id,
+                  len(candidates), out.accepted, self.version)
+        return len(candidates)
 
     def _idle(self, what: str, level: int, message: str, *args) -> int:
         """Nothing to propose although the pool wants candidates: say why (once per model version), and wait
@@ -368,6 +415,7 @@ class Selector:
                 if row is not None:
                     self._taken[row] = True
             self._labeled_seq = s.labeled_through_seq
+            self._max_labels = s.max_labels_per_item
             if not s.more:
                 self.pacing.observe_labels(s.labeled_through_seq, self._clock())
                 return list(s.queued_item_ids), s.demand

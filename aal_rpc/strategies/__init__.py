@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aal_rpc.strategies.activelab import ActiveLabStrategy
 from aal_rpc.strategies.badge import BadgeStrategy
 from aal_rpc.strategies.base import Selection, Strategy, UncertaintyStrategy, top_k
 from aal_rpc.strategies.cluster_margin import ClusterMarginStrategy
@@ -13,7 +14,7 @@ from aal_rpc.strategies.uniform import RandomStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (RandomStrategy, EntropyStrategy, LeastConfidenceStrategy, MarginStrategy,
-                              ClusterMarginStrategy, BadgeStrategy, TypiClust)
+                              ClusterMarginStrategy, BadgeStrategy, TypiClust, ActiveLabStrategy)
 }
 
 

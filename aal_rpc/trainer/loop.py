@@ -122,6 +122,9 @@ class Trainer:
         # on (and audited by) its consensus label (consensus.py), worked out anew before each round
         self._votes = Votes()
         self._crowd = False  # some item has labels of several annotators
+        # records folded into _xs/_ys: an item's first label, another annotator's, a correction; rounds wait for
+        # these to grow (with a crowd, a second opinion can change what an item is trained on)
+        self._labels = 0
         self._last_record_at = time.monotonic()  # when the follower last folded in a record
         self._cv = threading.Condition()
         self._stop = threading.Event()
@@ -161,6 +164,8 @@ class Trainer:
                         ys[row] = r.label
                         self._crowd = self._crowd or not r.supersedes
                     self._votes.add(r)
+                    if xs is self._xs:
+                        self._labels += 1
                     self._through_seq = r.seq
                     self._last_record_at = time.monotonic()
                     self._label_rate.observe(r.seq, self._last_record_at)
@@ -206,10 +211,10 @@ class Trainer:
         def ready() -> bool:
             nonlocal said
             settled = time.monotonic() - self._last_record_at >= self.config.settle_seconds
-            if settled and self._cut_short and len(self._ys) == trained_through:
+            if settled and self._cut_short and self._labels == trained_through:
                 return True  # labeling paused or ended after a short round: a full round on the same labels
             growth = 0 if sync or settled else math.ceil(self.config.min_growth * trained_through)
-            n, needed = len(self._ys), max(self.config.min_labels, trained_through + max(min_new, growth))
+            n, needed = self._labels, max(self.config.min_labels, trained_through + max(min_new, growth))
             if n < needed and n != said:
                 said = n
                 log.debug("%s: %d labels; the next round waits for %d", self.config.server_id, n, needed)
@@ -221,7 +226,7 @@ class Trainer:
                     self._cv.wait_for(lambda: self._stop.is_set() or ready(), timeout=1.0)
                     if self._stop.is_set() or not ready():
                         continue
-                    n, seq = len(self._ys), self._through_seq
+                    n, items, seq = self._labels, len(self._ys), self._through_seq
                 # staggered with the other servers: a round that repeats one, or starts on another's heels, waits.
                 # A polish (a full round on the labels this server's short round had) repeats only its own work
                 polish = n == trained_through
@@ -234,9 +239,9 @@ class Trainer:
                     continue
                 with self._cv:  # the n labels claimed; items only join, and records arrive in seq order
                     self._agree_locked()
-                    x, y = np.stack(self._xs[:n]), np.asarray(self._ys[:n], dtype=np.int64)
+                    x, y = np.stack(self._xs[:items]), np.asarray(self._ys[:items], dtype=np.int64)
                 self.train_round(x, y, seq)
-                trained_through = len(y)
+                trained_through = n
         except grpc.RpcError:
             if not self._stop.is_set():
                 raise  # stopped while a call was unanswered (ChannelClient.stop_retrying): nothing is lost

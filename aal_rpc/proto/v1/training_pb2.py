@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from aal_rpc.proto.v1 import common_pb2 as aal__rpc_dot_proto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61\x61l_rpc/proto/v1/training.proto\x12\x06\x61\x61l.v1\x1a\x1d\x61\x61l_rpc/proto/v1/common.proto\"Q\n\x11\x42\x65ginRoundRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\nnum_labels\x18\x02 \x01(\x03\x12\x15\n\rround_seconds\x18\x03 \x01(\x01\":\n\x12\x42\x65ginRoundResponse\x12\x14\n\x0cwait_seconds\x18\x01 \x01(\x01\x12\x0e\n\x06reason\x18\x02 \x01(\t\"8\n\x13StreamLabelsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"\xe8\x01\n\x0cUploadHeader\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x13\n\x0btrained_seq\x18\x02 \x01(\x03\x12\x12\n\nnum_labels\x18\x03 \x01(\x03\x12\x14\n\x0c\x61rchitecture\x18\x04 \x01(\t\x12\x32\n\x07metrics\x18\x05 \x03(\x0b\x32!.aal.v1.UploadHeader.MetricsEntry\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"U\n\x12UploadModelRequest\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x14.aal.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"7\n\x13UploadModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.aal.v1.ModelInfo2\xe6\x01\n\x0fTrainingService\x12\x44\n\x0cStreamLabels\x12\x1b.aal.v1.StreamLabelsRequest\x1a\x15.aal.v1.LabeledRecord0\x01\x12H\n\x0bUploadModel\x12\x1a.aal.v1.UploadModelRequest\x1a\x1b.aal.v1.UploadModelResponse(\x01\x12\x43\n\nBeginRound\x12\x19.aal.v1.BeginRoundRequest\x1a\x1a.aal.v1.BeginRoundResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61\x61l_rpc/proto/v1/training.proto\x12\x06\x61\x61l.v1\x1a\x1d\x61\x61l_rpc/proto/v1/common.proto\"Q\n\x11\x42\x65ginRoundRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\nnum_labels\x18\x02 \x01(\x03\x12\x15\n\rround_seconds\x18\x03 \x01(\x01\":\n\x12\x42\x65ginRoundResponse\x12\x14\n\x0cwait_seconds\x18\x01 \x01(\x01\x12\x0e\n\x06reason\x18\x02 \x01(\t\"N\n\x13StreamLabelsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x14\n\x0comit_payload\x18\x03 \x01(\x08\"\xe8\x01\n\x0cUploadHeader\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x13\n\x0btrained_seq\x18\x02 \x01(\x03\x12\x12\n\nnum_labels\x18\x03 \x01(\x03\x12\x14\n\x0c\x61rchitecture\x18\x04 \x01(\t\x12\x32\n\x07metrics\x18\x05 \x03(\x0b\x32!.aal.v1.UploadHeader.MetricsEntry\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"U\n\x12UploadModelRequest\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x14.aal.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"7\n\x13UploadModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.aal.v1.ModelInfo2\xe6\x01\n\x0fTrainingService\x12\x44\n\x0cStreamLabels\x12\x1b.aal.v1.StreamLabelsRequest\x1a\x15.aal.v1.LabeledRecord0\x01\x12H\n\x0bUploadModel\x12\x1a.aal.v1.UploadModelRequest\x1a\x1b.aal.v1.UploadModelResponse(\x01\x12\x43\n\nBeginRound\x12\x19.aal.v1.BeginRoundRequest\x1a\x1a.aal.v1.BeginRoundResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BEGINROUNDRESPONSE']._serialized_start=157
   _globals['_BEGINROUNDRESPONSE']._serialized_end=215
   _globals['_STREAMLABELSREQUEST']._serialized_start=217
-  _globals['_STREAMLABELSREQUEST']._serialized_end=273
-  _globals['_UPLOADHEADER']._serialized_start=276
-  _globals['_UPLOADHEADER']._serialized_end=508
-  _globals['_UPLOADHEADER_METRICSENTRY']._serialized_start=462
-  _globals['_UPLOADHEADER_METRICSENTRY']._serialized_end=508
-  _globals['_UPLOADMODELREQUEST']._serialized_start=510
-  _globals['_UPLOADMODELREQUEST']._serialized_end=595
-  _globals['_UPLOADMODELRESPONSE']._serialized_start=597
-  _globals['_UPLOADMODELRESPONSE']._serialized_end=652
-  _globals['_TRAININGSERVICE']._serialized_start=655
-  _globals['_TRAININGSERVICE']._serialized_end=885
+  _globals['_STREAMLABELSREQUEST']._serialized_end=295
+  _globals['_UPLOADHEADER']._serialized_start=298
+  _globals['_UPLOADHEADER']._serialized_end=530
+  _globals['_UPLOADHEADER_METRICSENTRY']._serialized_start=484
+  _globals['_UPLOADHEADER_METRICSENTRY']._serialized_end=530
+  _globals['_UPLOADMODELREQUEST']._serialized_start=532
+  _globals['_UPLOADMODELREQUEST']._serialized_end=617
+  _globals['_UPLOADMODELRESPONSE']._serialized_start=619
+  _globals['_UPLOADMODELRESPONSE']._serialized_end=674
+  _globals['_TRAININGSERVICE']._serialized_start=677
+  _globals['_TRAININGSERVICE']._serialized_end=907
 # @@protoc_insertion_point(module_scope)

@@ -26,12 +26,14 @@ class BeginRoundResponse(_message.Message):
     def __init__(self, wait_seconds: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class StreamLabelsRequest(_message.Message):
-    __slots__ = ("after_seq", "follow")
+    __slots__ = ("after_seq", "follow", "omit_payload")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    OMIT_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     after_seq: int
     follow: bool
-    def __init__(self, after_seq: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+    omit_payload: bool
+    def __init__(self, after_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., omit_payload: _Optional[bool] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
     __slots__ = ("server_id", "trained_seq", "num_labels", "architecture", "metrics", "size_bytes", "sha256")

@@ -56,7 +56,9 @@ class TrainingServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def StreamLabels(self, request, context):
-        """Records of L with seq > after_seq, in order; with follow, keeps streaming new labels.
+        """Records of L with seq > after_seq, in order; with follow, keeps streaming new labels. Workers may call it too
+        (a worker token), without payloads: adaptive re-labeling (aal-worker --strategy activelab) weighs each item's
+        labels. A worker token asking for payloads is PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
