@@ -248,8 +248,12 @@ def export(client: CoordinatorClient, fmt: str, out: Path, history: bool, source
         # strings, never None: an object array would need pickle to load
         arrays = {k: np.asarray(["" if row[k] is None else row[k] for row in rows]) for k in fields}
         if records:
-            arrays["x"] = np.stack([r.payload.to_array() for r in records])
-        np.savez_compressed(out, y=arrays.pop("label").astype(np.int64), **arrays)
+            xs = []
+            for r in records:
+                assert r.payload is not None  # exported with include_payload
+                xs.append(r.payload.to_array())
+            arrays["x"] = np.stack(xs)
+        np.savez_compressed(out, allow_pickle=False, y=arrays.pop("label").astype(np.int64), **arrays)
     click.echo(f"exported {len(records)} labels to {out}")
 
 

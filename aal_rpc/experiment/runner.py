@@ -115,6 +115,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
 
         with CoordinatorClient(address, retry_for=30.0) as client:
             _follow_progress(client, annotate, cfg, progress)
+            assert annotate.stdout is not None  # capture_stdout=True
             annotate_summary = json.loads(annotate.stdout.read().decode().strip().splitlines()[-1])
             procs.stop("annotate")
             final = _wait_for_final_model(client, cfg.budget)
