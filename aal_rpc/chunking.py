@@ -8,7 +8,7 @@ import queue
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import IO
 
 from aal_rpc.errors import InvalidArgument, ResourceExhausted
 
@@ -43,7 +43,7 @@ def assemble(chunks: Iterable[bytes], *, size_bytes: int, max_bytes: int, sha256
     return buffer.getvalue()
 
 
-def receive_into(chunks: Iterable[bytes], f: BinaryIO, *, size_bytes: int, sha256: str, max_bytes: int) -> None:
+def receive_into(chunks: Iterable[bytes], f: IO[bytes], *, size_bytes: int, sha256: str, max_bytes: int) -> None:
     """Write chunks to the file `f` as they arrive, with the checks of `assemble`: memory stays at one chunk
     however large the stream (an abandoned upload leaves nothing behind in the process)."""
     _receive(chunks, f.write, size_bytes=size_bytes, max_bytes=max_bytes, check=_sha256_check(sha256))

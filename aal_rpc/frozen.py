@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from aal_rpc.models import Classifier
 from aal_rpc.training import predict_proba
 from aal_rpc.types import ModelInfo
 
@@ -32,13 +33,13 @@ def has_frozen_backbone(info: ModelInfo) -> bool:
     return info.metrics.get(FROZEN_BACKBONE, 0) > 0
 
 
-def head_names(model: nn.Module) -> set[str]:
+def head_names(model: Classifier) -> set[str]:
     """The names in `model.state_dict()` of its head's tensors (a PlainClassifier's head keeps its own names)."""
     head = {id(t) for t in (*model.head.parameters(), *model.head.buffers())}
     return {name for name, t in model.state_dict(keep_vars=True).items() if id(t) in head}
 
 
-def backbone_fingerprint(model: nn.Module) -> str:
+def backbone_fingerprint(model: Classifier) -> str:
     """sha256 over the names, dtypes, shapes and bytes of every weight of `model` but its head's: equal for two
     models that embed every input alike (in eval mode), whatever their heads, in any process."""
     digest = hashlib.sha256()
@@ -52,7 +53,7 @@ def backbone_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def embed_rows(model: nn.Module, x: np.ndarray, *, device: str = "cpu") -> np.ndarray:
+def embed_rows(model: Classifier, x: np.ndarray, *, device: str = "cpu") -> np.ndarray:
     """(N, D) float32 embeddings of x under `model` in eval mode (training.predict_proba's batches and precision)."""
     _, emb = predict_proba(model, x, device=device, with_embeddings=True)
     if emb is None:  # no rows

@@ -290,7 +290,7 @@ def stopping_signal(models, *, kappa: float = STOP_KAPPA, window: int = STOP_WIN
     Returns {suggested, reason (in words), agreement (the mean kappa, or None), gain (accuracy gained over the
     last FLAT_SPAN of the labels, or None), curve ("estimated", "held_out" or None)}."""
     curve = accuracy_curve(models)
-    out = {"suggested": False, "agreement": None, "gain": None, "curve": None}
+    out: dict[str, object] = {"suggested": False, "agreement": None, "gain": None, "curve": None}
     if not curve:
         return {**out, "reason": "keep going: no model trained on labels yet"}
     recent = [p["agreement"] for p in curve[-window:]]

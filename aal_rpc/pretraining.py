@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aal_rpc.data.text import PADDING
-from aal_rpc.models import input_dtype
+from aal_rpc.models import Classifier, input_dtype
 from aal_rpc.training import augment_batch, autocast, autocast_dtype, optimizers, to_device, pins_memory
 
 PRETRAIN_STEPS = 300  # default steps: about half a minute for the cnn on 28x28 on one CPU thread
@@ -67,7 +67,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = TEMPERATURE
     return F.cross_entropy(sim, targets)
 
 
-def pretrain(model: nn.Module, x: np.ndarray, *, steps: int = PRETRAIN_STEPS, batch_size: int = PRETRAIN_BATCH,
+def pretrain(model: Classifier, x: np.ndarray, *, steps: int = PRETRAIN_STEPS, batch_size: int = PRETRAIN_BATCH,
              lr: float = PRETRAIN_LR, seed: int = 0, device: str = "cpu",
              should_stop: Callable[[], bool] = lambda: False) -> tuple[int, float]:
     """Train `model.embed` (its features) contrastively on the unlabeled items `x` for `steps` steps, in place;

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aal_rpc.data.text import PADDING
-from aal_rpc.models import input_dtype
+from aal_rpc.models import Classifier, input_dtype
 
 INFERENCE_BATCH = 1024
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -220,7 +220,7 @@ class PseudoLabeler:
         with torch.no_grad(), autocast(self.device, precision):
             probs = torch.softmax(model(weak).float(), dim=1)
         model.train()
-        if self.prior is None:
+        if self.prior is None or self.running is None:  # the first draw (they are set together)
             counts = torch.bincount(self.labels, minlength=probs.shape[1])[:probs.shape[1]].float() + 1
             self.prior = (counts / counts.sum()).to(probs.device)
             self.running = probs.mean(dim=0)
@@ -397,7 +397,7 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, x: np.ndarray, *, device: str = "cpu",
+def predict_proba(model: Classifier, x: np.ndarray, *, device: str = "cpu",
                   with_embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities (N, C) and, when asked, penultimate-layer embeddings (N, D), as float32 whatever the
     precision the model ran in."""
@@ -422,7 +422,7 @@ def predict_proba(model: nn.Module, x: np.ndarray, *, device: str = "cpu",
     return np.concatenate(probs), (np.concatenate(embs) if with_embeddings else None)
 
 
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, *, device: str = "cpu") -> dict[str, float]:
+def evaluate(model: Classifier, x: np.ndarray, y: np.ndarray, *, device: str = "cpu") -> dict[str, float]:
     probs, _ = predict_proba(model, x, device=device)
     return probability_metrics(probs, y)
 

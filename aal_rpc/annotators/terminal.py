@@ -8,6 +8,7 @@ shown: ids such as "cat_0042.jpg" may give the answer away.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import grpc
 import numpy as np
@@ -40,12 +41,15 @@ def render_terminal(x: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def parse_answer(answer: str, task: Task) -> int | str | None:
+Command = Literal["skip", "release", "quit", "help"]  # what parse_answer makes of a typed command
+
+
+def parse_answer(answer: str, task: Task) -> int | Command | None:
     """A class index from a typed index or class name; "skip", "release", "quit", "help" for commands; None if
     unknown."""
     a = answer.strip()
-    commands = {"s": "skip", "skip": "skip", "r": "release", "release": "release", "q": "quit", "quit": "quit",
-                "?": "help"}
+    commands: dict[str, Command] = {"s": "skip", "skip": "skip", "r": "release", "release": "release", "q": "quit",
+                                    "quit": "quit", "?": "help"}
     if a.lower() in commands:
         return commands[a.lower()]
     if a.isdigit() and int(a) < task.num_classes:

@@ -243,11 +243,11 @@ def export(client: CoordinatorClient, fmt: str, out: Path, history: bool, agreed
     if agreed:
         rows = consensus_rows(crowd_of(records, task.num_classes), task.class_names)
         fields: tuple[str, ...] = CONSENSUS_FIELDS
-        first = {}
+        first: dict[str, LabeledRecord] = {}
         for r in records:
             first.setdefault(r.item_id, r)
         payloads = [first[row["item_id"]] for row in rows]
-        if sources:
+        if by_item is not None:
             for row in rows:
                 row[SOURCE_FIELD] = by_item.get(row["item_id"])
     else:
@@ -270,8 +270,12 @@ def export(client: CoordinatorClient, fmt: str, out: Path, history: bool, agreed
         arrays = {k: np.asarray(["" if row[k] is None else json.dumps(row[k]) if k == "votes" else row[k]
                                  for row in rows]) for k in fields}
         if payloads:
-            arrays["x"] = np.stack([r.payload.to_array() for r in payloads])
-        np.savez_compressed(out, y=arrays.pop("label").astype(np.int64), **arrays)
+            xs = []
+            for r in payloads:
+                assert r.payload is not None  # exported with include_payload
+                xs.append(r.payload.to_array())
+            arrays["x"] = np.stack(xs)
+        np.savez_compressed(out, allow_pickle=False, y=arrays.pop("label").astype(np.int64), **arrays)
     click.echo(f"exported {len(rows)} {'items with their consensus' if agreed else 'labels'} to {out}")
 
 

@@ -269,7 +269,7 @@ def _speaks_tls(sock: socket.socket, host: str) -> bool:
     return True
 
 
-class _OneLineErrors:
+class _OneLineErrors(click.Command):
     """A failed call to the coordinator ends the command with one line (describe_rpc_error) and exit status 1."""
 
     def invoke(self, ctx: click.Context):

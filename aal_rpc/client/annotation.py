@@ -152,7 +152,7 @@ class AnnotationClient(ChannelClient):
         """Drop the query as unlabelable; it is never offered again."""
         self._release(query, annotation_pb2.RELEASE_REASON_SKIP)
 
-    def _release(self, query: LeasedQuery, reason: int) -> None:
+    def _release(self, query: LeasedQuery, reason: annotation_pb2.ReleaseReason) -> None:
         self._call(self._stub.ReleaseQuery, annotation_pb2.ReleaseQueryRequest(
             lease_id=query.lease_id, item_id=query.item_id, annotator_id=self.annotator_id, reason=reason),
             CALL_TIMEOUT)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -63,8 +64,8 @@ class CoordinatorServer:
             await self.health_server.stop(0)
 
 
-def is_database_url(store: str | None) -> bool:
-    return bool(store) and store.startswith(("postgresql://", "postgres://"))
+def is_database_url(store: str | None) -> TypeGuard[str]:
+    return store is not None and store.startswith(("postgresql://", "postgres://"))
 
 
 def open_coordinator(store: str | None, data_dir: Path | None, task: Task, config: CoordinatorConfig,

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.signals import Signals
@@ -201,7 +201,7 @@ class Coordinator(Protocol):
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
         """(0, "") and a recorded claim, or (seconds to wait, why): coordinator/rounds.py decides."""
 
-    def spool(self) -> BinaryIO:
+    def spool(self) -> IO[bytes]:
         """A temporary file for an upload's weights while they arrive, where this coordinator keeps uploads in
         progress; removed when closed. MUST NOT block."""
 
@@ -282,7 +282,7 @@ class Store(Protocol):
         """The record holding an item's current label (its last correction, else its first label); with `by`, that
         annotator's record of the item that no correction superseded, if any (corrections.target)."""
 
-    def upload_file(self) -> AbstractContextManager[BinaryIO]:
+    def upload_file(self) -> AbstractContextManager[IO[bytes]]:
         """A temporary file for an upload to stream into; MUST be removed on exit unless the store took it."""
 
     def read_blob(self, version: int) -> bytes | None:

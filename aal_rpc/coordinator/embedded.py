@@ -9,6 +9,7 @@ servicers translate.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -43,6 +44,8 @@ REAP_IDLE_SECONDS = 1.0  # the reaper's longest sleep: it also reloads the pools
 
 class EmbeddedCoordinator(Publishing):
     """The coordinator on the embedded store (contract.Coordinator): pools in memory, written through to SQLite."""
+
+    registry: ModelRegistry
 
     # in memory, their writes queued without waiting for them (a failed one makes the reaper resync)
     inline = frozenset({"lease", "stats"})
@@ -125,7 +128,10 @@ class EmbeddedCoordinator(Publishing):
 
     def _watch(self, fut: Future) -> None:
         """A write nobody waits for (a lease, an expiry): if it fails, the reaper reloads memory from the store."""
-        fut.add_done_callback(lambda f: f.exception() is not None and self._write_failed.set())
+        def failed(f: Future) -> None:
+            if f.exception() is not None:
+                self._write_failed.set()
+        fut.add_done_callback(failed)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -189,6 +195,7 @@ class EmbeddedCoordinator(Publishing):
                 self.signals.queries.fire()
         if entry is None:
             return None
+        assert lease is not None  # the entry was just leased
         self._reap_wake.set()
         return Query(entry.candidate.item_id, lease.lease_id, annotator_id, lease.deadline,
                      entry.candidate.payload, entry.candidate.provenance)
@@ -202,6 +209,7 @@ class EmbeddedCoordinator(Publishing):
     def _sync_may_lease_locked(self) -> bool:
         """Open the next round when its model and rescored candidates are there; then allow its leases."""
         s, labeled = self._sync, len(self._labeled)
+        assert s is not None  # sync mode only
         if not s.is_open(labeled):
             model = self._sync_model_for_all_labels()
             version = model.version if model is not None and labeled else 0
@@ -215,6 +223,7 @@ class EmbeddedCoordinator(Publishing):
     def _sync_demand_locked(self, model_version: int) -> int:
         """Workers score only for the round to come: with the model trained on all of L, or the round's model."""
         s, labeled = self._sync, len(self._labeled)
+        assert s is not None  # sync mode only
         if s.is_open(labeled):
             wanted = model_version >= s.version
         else:
@@ -244,6 +253,7 @@ class EmbeddedCoordinator(Publishing):
                 now = self._clock()
                 self._check_held_locked(entry, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id,
                                         now=now)
+                assert entry is not None and entry.lease is not None  # else _check_held_locked raised
                 self._last_seq += 1
                 seq = self._last_seq
                 cand = entry.candidate
@@ -263,7 +273,7 @@ class EmbeddedCoordinator(Publishing):
                 fut = self.store.append_label(record, requeue=requeue)
                 with self._pending_lock:
                     self._pending[lease_id] = (rules.Recorded(seq, item_id, int(label), annotator_id), fut)
-                fut.add_done_callback(lambda f, lid=lease_id, s=seq: self._on_label_durable(f, lid, s))
+                fut.add_done_callback(functools.partial(self._on_label_durable, lease_id=lease_id, seq=seq))
                 duplicate = False
                 if self._sync is not None and not self._sync.is_open(len(self._labeled)):
                     # the round is complete: every candidate left was scored by the previous model
@@ -332,6 +342,7 @@ class EmbeddedCoordinator(Publishing):
                                     annotator_id=annotator_id, now=now)
             entry = self.pool.renew(lease_id, now + (lease_seconds or self.config.lease_seconds))
             lease = entry.lease  # read under the lock: a release right after it clears the entry's lease
+            assert lease is not None  # renewed: held
             fut = self.store.set_lease(item_id, lease)
         self._settle(fut)
         return lease.deadline
@@ -344,15 +355,18 @@ class EmbeddedCoordinator(Publishing):
         with self._corrections_lock:
             latest = corrections.target(lambda by: self.store.latest_label(item_id, by=by), annotator_id=annotator_id,
                                         is_admin=is_admin)
-            if not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
-                                      is_admin=is_admin):
+            duplicate = not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
+                                               is_admin=is_admin)
+            assert latest is not None  # decide raised NotFound
+            if duplicate:
                 return latest.seq, latest.supersedes, True
             with self._lock:
                 self._last_seq += 1
                 record = corrections.record(latest, seq=self._last_seq, label=label, annotator_id=annotator_id,
                                             now=self._clock())
                 fut = self.store.append_label(record)
-                fut.add_done_callback(lambda f, s=record.seq: self._on_label_durable(f, record.lease_id, s))
+                fut.add_done_callback(functools.partial(self._on_label_durable, lease_id=record.lease_id,
+                                                        seq=record.seq))
             self._settle(fut)
         return record.seq, record.supersedes, False
 
@@ -380,7 +394,10 @@ class EmbeddedCoordinator(Publishing):
             if records:
                 self._by_strategy[IMPORTED_STRATEGY] += len(records)
                 fut = self.store.append_labels(records)
-                fut.add_done_callback(lambda f: f.exception() is None and self.signals.labels.fire())
+                def committed(f: Future) -> None:
+                    if f.exception() is None:
+                        self.signals.labels.fire()
+                fut.add_done_callback(committed)
                 if round_open and self._sync is not None and not self._sync.is_open(len(self._labeled)):
                     self._drop_stale_locked(EVERY_VERSION)  # the import completed the round, as a label may
         if expired:

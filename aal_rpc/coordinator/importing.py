@@ -9,7 +9,7 @@ import json
 import struct
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import IO
 
 from aal_rpc.coordinator.contract import IMPORT_ANNOTATOR, ImportedLabel, ImportOutcome
 from aal_rpc.coordinator.validation import check_candidates, check_class, check_id
@@ -26,7 +26,7 @@ class ImportSpool:
     checked whole before any of it is written without being held in memory. No pickle: per label, a JSON header
     (id, label, annotator, dtype, shape, text), then the tensor's and the picture's bytes."""
 
-    def __init__(self, f: BinaryIO):
+    def __init__(self, f: IO[bytes]):
         self._f = f
         self._end = 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 UPLOAD_PREFIX, UPLOAD_SUFFIX = "upload-", ".tmp"
 
@@ -44,7 +44,7 @@ def blob_name(version: int) -> str:
     return f"v{version:08d}.safetensors"
 
 
-def spool_file(folder: Path | None) -> BinaryIO:
+def spool_file(folder: Path | None) -> IO[bytes]:
     """A temporary file for an upload in progress, in `folder` (None: the system's temporary folder), named as
     `DataDir.partial_uploads` finds them and removed when closed."""
     return tempfile.NamedTemporaryFile(dir=folder, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)

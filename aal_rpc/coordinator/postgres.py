@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import BinaryIO
+from typing import IO
 
 from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.contract import (SHARD_PAGE, CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView,
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 class SharedRegistry(RegistryBase):
     """The model registry over the shared database: versions from a sequence, blobs in the database."""
 
+    _store: PostgresStore
+
     def __init__(self, store: PostgresStore, *, spec: WeightSpec, keep: int):
         if keep < 1:
             raise ValueError("keep must be at least 1")
@@ -50,7 +52,7 @@ class SharedRegistry(RegistryBase):
     def _lookup(self, version: int) -> ModelInfo | None:
         return self._store.latest_model() if version == 0 else self._store.get_model(version)
 
-    def _publish_file(self, f: BinaryIO, info: ModelInfo) -> ModelInfo:
+    def _publish_file(self, f: IO[bytes], info: ModelInfo) -> ModelInfo:
         f.seek(0)
         data = f.read()
         stored = self._store.publish_model(info, data, keep=self._keep)
@@ -59,7 +61,7 @@ class SharedRegistry(RegistryBase):
 
 
 class SharedCoordinator(Publishing):
-    inline = frozenset()  # every operation is a database transaction
+    inline: frozenset[str] = frozenset()  # every operation is a database transaction
     def __init__(self, store: PostgresStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
                  observer: Observer | None = None, *, clock: Callable[[], float] = time.time):
         if config.max_labels_per_model:

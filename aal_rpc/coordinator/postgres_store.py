@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any, Literal
 
 from aal_rpc.coordinator import corrections, rules, schema
 from aal_rpc.coordinator.rounds import RoundClaim, decide
@@ -337,7 +337,7 @@ class PostgresStore:
         self._notify(cur, "models")
 
     @contextmanager
-    def upload_file(self) -> Iterator[BinaryIO]:
+    def upload_file(self) -> Iterator[IO[bytes]]:
         """A temporary file for an upload to stream into (the blob goes into the database once checked)."""
         with tempfile.NamedTemporaryFile(prefix="aal-upload-", suffix=".tmp") as f:
             yield f
@@ -547,8 +547,10 @@ class PostgresStore:
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (item_id,))
             latest = corrections.target(lambda by: self.latest_label(item_id, cur, by=by), annotator_id=annotator_id,
                                         is_admin=is_admin)
-            if not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
-                                      is_admin=is_admin):
+            duplicate = not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
+                                               is_admin=is_admin)
+            assert latest is not None  # decide raised NotFound
+            if duplicate:
                 return latest.seq, latest.supersedes, True
             record = corrections.record(latest, seq=self._take_seq(cur), label=label, annotator_id=annotator_id,
                                         now=now)
@@ -597,7 +599,8 @@ class PostgresStore:
             cur.execute("UPDATE queries SET lease_deadline = %s WHERE lease_id = %s", (now + lease_seconds, lease_id))
         return now + lease_seconds
 
-    def find_item(self, item_id: str, now: float) -> tuple[Candidate, Lease | None] | LabeledRecord | str | None:
+    def find_item(self, item_id: str, now: float
+                  ) -> tuple[Candidate, Lease | None] | LabeledRecord | Literal["skipped"] | None:
         """Where an item is: (candidate, live lease or None) in S, its current record in L, "skipped", or None."""
         with self._tx() as cur:
             cur.execute(f"SELECT {QUERY_COLUMNS} FROM queries WHERE item_id = %s", (item_id,), binary=True)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import BinaryIO
+from pathlib import Path
+from typing import IO
 
 from aal_rpc.chunking import iter_chunks, sha256_hex
+from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.coordinator.layout import spool_file
+from aal_rpc.coordinator.registry import RegistryBase
 from aal_rpc.coordinator.validation import check_publish
-from aal_rpc.types import ModelInfo
+from aal_rpc.types import ModelInfo, Task
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +23,22 @@ class Publishing:
     """Mixed into a coordinator that has `task`, `config`, `registry`, `_last_seq_now()` (L's last seq),
     `_upload_folder` (where uploads in progress go; None: the system's temporary folder) and `_published`."""
 
+    task: Task
+    config: CoordinatorConfig
+    registry: RegistryBase
+    _upload_folder: Path | None
+
+    def _last_seq_now(self) -> int:
+        raise NotImplementedError
+
+    def _published(self, server_id: str) -> None:
+        raise NotImplementedError
+
     @property
     def weights_fingerprint(self) -> str:
         return self.registry.fingerprint
 
-    def spool(self) -> BinaryIO:
+    def spool(self) -> IO[bytes]:
         return spool_file(self._upload_folder)
 
     def check_upload(self, *, size_bytes: int, server_id: str, trained_seq: int, num_labels: int, architecture: str,

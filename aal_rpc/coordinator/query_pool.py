@@ -251,17 +251,18 @@ class QueryPool:
                     return None
                 item_id = allowed[self._rng.randrange(len(allowed))]
         else:
-            set_aside, item_id = [], None
+            set_aside, found = [], None
             while (top := self._pop_valid(self._pick_heap)) is not None:
                 popped = heapq.heappop(self._pick_heap)
                 if not self._deferred_for(top, annotator_id, now):
-                    item_id = top
+                    found = top
                     break
                 set_aside.append(popped)
             for popped in set_aside:
                 heapq.heappush(self._pick_heap, popped)
-            if item_id is None:
+            if found is None:
                 return None
+            item_id = found
         entry = self._entries[item_id]
         self._lease(entry, Lease(uuid.uuid4().hex, annotator_id, now, now + lease_seconds))
         return entry
@@ -283,7 +284,8 @@ class QueryPool:
 
     def _deadline_live(self, deadline: float, lease_id: str) -> bool:
         item_id = self._leases.get(lease_id)
-        return item_id is not None and self._entries[item_id].lease.deadline == deadline
+        lease = self._entries[item_id].lease if item_id is not None else None
+        return lease is not None and lease.deadline == deadline
 
     def defer(self, item_id: str, annotator_id: str, until: float, *, now: float) -> Entry:
         """End an item's lease; it is available again, but not to `annotator_id` before `until`.
@@ -304,8 +306,8 @@ class QueryPool:
     def _forget_deferrals(self, item_id: str, now: float) -> None:
         """Drop an item's ended deferrals, and beyond rules.MAX_DEFERRALS_PER_ITEM those ending first."""
         deferred = self._deferred[item_id]
-        kept = sorted(((until, who) for who, until in deferred.items() if until > now), reverse=True)
-        kept = dict((who, until) for until, who in kept[:rules.MAX_DEFERRALS_PER_ITEM])
+        running = sorted(((until, who) for who, until in deferred.items() if until > now), reverse=True)
+        kept = dict((who, until) for until, who in running[:rules.MAX_DEFERRALS_PER_ITEM])
         self._deferrals += len(kept) - len(deferred)
         if kept:
             self._deferred[item_id] = kept
@@ -315,6 +317,7 @@ class QueryPool:
     def renew(self, lease_id: str, deadline: float) -> Entry:
         """Move a held lease's deadline."""
         entry = self.by_lease(lease_id)
+        assert entry is not None and entry.lease is not None, f"lease {lease_id} is not held"
         entry.lease = dataclasses.replace(entry.lease, deadline=deadline)
         self._push_deadline(deadline, lease_id)
         return entry
@@ -329,6 +332,7 @@ class QueryPool:
 
     def _end_lease(self, entry: Entry) -> None:
         lease, entry.lease = entry.lease, None
+        assert lease is not None  # callers end only a leased entry's lease
         self._leases.pop(lease.lease_id, None)
         self._held[lease.annotator_id] -= 1
         if not self._held[lease.annotator_id]:
@@ -344,7 +348,8 @@ class QueryPool:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, lease_id = heapq.heappop(self._deadlines)
             item_id = self._leases.get(lease_id)
-            if item_id is not None and self._entries[item_id].lease.deadline <= now:  # else renewed since
+            lease = self._entries[item_id].lease if item_id is not None else None
+            if item_id is not None and lease is not None and lease.deadline <= now:  # else renewed since
                 self.release(item_id)
                 expired.append(item_id)
         return expired

@@ -12,9 +12,10 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import BinaryIO
+from typing import IO
 
 from aal_rpc.chunking import receive_into
+from aal_rpc.coordinator.contract import Store
 from aal_rpc.coordinator.signals import Signal
 from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.errors import NotFound
@@ -59,13 +60,13 @@ class RegistryBase:
     `read_blob` over their `_lookup`."""
 
     _cache: BlobCache
-    _store: SqliteStore
+    _store: Store
     _spec: WeightSpec
 
     def _lookup(self, version: int) -> ModelInfo | None:
         raise NotImplementedError
 
-    def _publish_file(self, f: BinaryIO, info: ModelInfo) -> ModelInfo:
+    def _publish_file(self, f: IO[bytes], info: ModelInfo) -> ModelInfo:
         """Give checked weights in `f` the next version, as `info` says; the store takes the file over."""
         raise NotImplementedError
 
@@ -106,6 +107,9 @@ class RegistryBase:
     def list(self) -> list[ModelInfo]:
         raise NotImplementedError
 
+    def latest(self) -> ModelInfo | None:
+        raise NotImplementedError
+
     def get(self, version: int) -> ModelInfo:
         """A version's entry; version 0 is the latest."""
         m = self._lookup(version)
@@ -119,6 +123,8 @@ class RegistryBase:
 
 
 class ModelRegistry(RegistryBase):
+    _store: SqliteStore
+
     def __init__(self, store: SqliteStore, *, spec: WeightSpec, keep: int, models: list[ModelInfo], changed: Signal,
                  clock: Callable[[], float] = time.time):
         if keep < 1:
@@ -150,7 +156,7 @@ class ModelRegistry(RegistryBase):
         with self._lock:
             return self._latest if version == 0 else self._models.get(version)
 
-    def _publish_file(self, f: BinaryIO, info: ModelInfo) -> ModelInfo:
+    def _publish_file(self, f: IO[bytes], info: ModelInfo) -> ModelInfo:
         with self._lock:
             version = self._next_version
             self._next_version += 1

@@ -31,6 +31,7 @@ def _shape(payload: Payload) -> str:
 def label_row(r: LabeledRecord) -> tuple:
     """A labeled record as the values of LABEL_INSERT_COLUMNS."""
     p, prov = r.payload, r.provenance
+    assert p is not None, "a record is written to L with its payload"
     return (r.seq, r.item_id, r.lease_id, r.label, r.annotator_id, r.queued_at, r.leased_at, r.labeled_at,
             prov.worker_id, prov.strategy, prov.model_version, prov.score, r.supersedes, prov.cluster,
             p.tensor, p.dtype, _shape(p), p.image, p.text)

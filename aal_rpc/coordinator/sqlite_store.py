@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from aal_rpc.coordinator import schema
 from aal_rpc.coordinator.layout import UPLOAD_PREFIX, UPLOAD_SUFFIX, DataDir
@@ -171,11 +171,11 @@ class SqliteStore:
             for _, fut in batch:
                 fut.set_exception(exc)
             return
-        for fut, result, exc in outcomes:
-            if exc is None:
+        for fut, result, error in outcomes:
+            if error is None:
                 fut.set_result(result)
             else:
-                fut.set_exception(exc)
+                fut.set_exception(error)
 
     def close(self) -> None:
         if self._closed:
@@ -222,6 +222,7 @@ class SqliteStore:
         return self.submit(op)
 
     def set_lease(self, item_id: str, lease: Lease | None) -> Future:
+        args: tuple[object, ...]
         if lease is None:
             args = (None, None, None, None, item_id)
         else:
@@ -251,7 +252,7 @@ class SqliteStore:
         return self.layout.blob(version)
 
     @contextmanager
-    def upload_file(self) -> Iterator[BinaryIO]:
+    def upload_file(self) -> Iterator[IO[bytes]]:
         """A temporary file beside the blobs for an upload to stream into; removed on exit unless kept."""
         f = tempfile.NamedTemporaryFile(dir=self.blob_dir, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX, delete=False)
         try:
@@ -260,7 +261,7 @@ class SqliteStore:
         finally:
             Path(f.name).unlink(missing_ok=True)
 
-    def keep_blob(self, version: int, f: BinaryIO) -> None:
+    def keep_blob(self, version: int, f: IO[bytes]) -> None:
         """Make an upload file (from `upload_file`) version `version`'s blob, durably: synced, then renamed."""
         f.flush()
         os.fsync(f.fileno())

@@ -36,7 +36,7 @@ DATASETS = "digits, digits28, npz:PATH, cifar10:DIR, folder:DIR, jsonl:PATH, csv
 
 
 def load_dataset(spec: str, *, classes: Sequence[str] | None = None,
-                 input_size: tuple[int, int] | None = None) -> Dataset:
+                 input_size: tuple[int, ...] | None = None) -> Dataset:
     """The dataset `spec` names. `classes`: the team's class names in their order (a label is a position);
     labels in the data map onto them. `input_size`: (height, width) of pictures read from files (folder,
     Parquet), FOLDER_IMAGE_SIZE square when None. ValueError, one line naming the file, for bad data."""
@@ -59,7 +59,7 @@ def load_dataset(spec: str, *, classes: Sequence[str] | None = None,
     return ds
 
 
-def load_test_set(spec: str, *, classes: Sequence[str], input_size: tuple[int, int] | None,
+def load_test_set(spec: str, *, classes: Sequence[str], input_size: tuple[int, ...] | None,
                   channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every item of `spec` (pool and test split together) as a held-out set for a task with `classes`: each
     must be labeled with one of them. `channels`: the pool's picture channels, where they may differ."""
@@ -94,7 +94,7 @@ def load_task_dataset(task: Task) -> Dataset:
     return replace(ds, x_test=x_test.astype(ds.x_pool.dtype, copy=False), y_test=y_test)
 
 
-def _input_size(input_size: tuple[int, int] | None) -> tuple[int, int]:
+def _input_size(input_size: tuple[int, ...] | None) -> tuple[int, int]:
     if input_size is None:
         return FOLDER_IMAGE_SIZE, FOLDER_IMAGE_SIZE
     size = tuple(input_size)

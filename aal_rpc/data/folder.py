@@ -80,7 +80,7 @@ def folder(root: Path, name: str, classes: Sequence[str] | None, input_size: tup
 def list_pictures(root: Path) -> list[tuple[str, ...]]:
     """The picture files below root as path parts, sorted (every process must build the same pool); hidden
     files and folders (".DS_Store", "._x.jpg", ".git/") skipped."""
-    found = []
+    found: list[tuple[str, ...]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel = Path(dirpath).relative_to(root).parts

@@ -39,6 +39,7 @@ def read_classes(classes: str | None, classes_file: Path | None) -> ClassList:
         where = "--classes"
         names = [c.strip() for c in classes.split(",")]
     else:
+        assert classes_file is not None  # one of the two is given
         where = str(classes_file)
         try:
             text = Path(classes_file).read_text(encoding="utf-8-sig")
@@ -72,14 +73,16 @@ def resolve_labels(source: str, labels: Sequence[object], where: Callable[[int],
     labels indices 0..max. `where(i)` names row i in errors."""
     y = np.full(len(labels), UNLABELED, dtype=np.int64)
     known = [i for i, lab in enumerate(labels) if lab is not None]
+    values: list[int | str] = []  # the labels of `known`
     for i in known:
-        if isinstance(labels[i], bool) or not isinstance(labels[i], (int, str)):
-            raise ValueError(f"{where(i)}: label must be a class name or an integer; got {labels[i]!r}")
+        lab = labels[i]
+        if isinstance(lab, bool) or not isinstance(lab, (int, str)):
+            raise ValueError(f"{where(i)}: label must be a class name or an integer; got {lab!r}")
+        values.append(lab)
     if classes:
         names = tuple(classes)
         index = {n: k for k, n in enumerate(names)}
-        for i in known:
-            lab = labels[i]
+        for i, lab in zip(known, values):
             if isinstance(lab, str) and lab in index:
                 y[i] = index[lab]
             elif isinstance(lab, int) or INTEGER.fullmatch(lab.strip()):
@@ -92,17 +95,18 @@ def resolve_labels(source: str, labels: Sequence[object], where: Callable[[int],
         return names, y
     if not known:
         raise no_classes(source)
-    values = [labels[i] for i in known]
-    if all(isinstance(lab, int) for lab in values):
-        negative = [i for i in known if labels[i] < 0]
+    ints = [lab for lab in values if isinstance(lab, int)]
+    strs = [lab for lab in values if isinstance(lab, str)]
+    if len(ints) == len(values):
+        negative = [i for i, lab in zip(known, ints) if lab < 0]
         if negative:
             raise ValueError(f"{where(negative[0])}: integer labels must be non-negative; found {labels[negative[0]]}")
-        y[known] = values
+        y[known] = ints
         return tuple(str(c) for c in range(int(y.max()) + 1)), y
-    if all(isinstance(lab, str) for lab in values):
-        names = tuple(sorted(set(values)))
+    if len(strs) == len(values):
+        names = tuple(sorted(set(strs)))
         index = {n: k for k, n in enumerate(names)}
-        y[known] = [index[lab] for lab in values]
+        y[known] = [index[lab] for lab in strs]
         return names, y
     raise ValueError(f"{source}: labels must be all class names or all integers, not a mix")
 
@@ -148,7 +152,7 @@ def _ids(where: Sequence[str], ids: Sequence[str | None]) -> list[str] | None:
         if item_id in seen:
             raise ValueError(f"{where[row]}: duplicate id {item_id!r} (first at {where[seen[item_id]]})")
         seen[item_id] = row
-    return list(ids)
+    return list(seen)  # every id, in order (all unique)
 
 
 def with_classes(ds: Dataset, classes: Sequence[str] | None) -> Dataset:

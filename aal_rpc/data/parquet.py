@@ -11,6 +11,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ class ParquetOriginals:
     def __init__(self, path: Path, rows: np.ndarray):
         self.path = path
         self.rows = rows  # pool row -> the file's row
-        self._group: tuple[int, object] = (-1, None)
+        self._group: tuple[int, Any] = (-1, None)  # (row group, its image column: a pyarrow ChunkedArray)
 
     def __call__(self, row: int) -> bytes:
         import pyarrow.parquet as pq

@@ -75,11 +75,11 @@ def read_picture(source: Path | bytes, where: str, input_size: tuple[int, int]) 
             if img.mode in WIDE_MODES:
                 arr = np.asarray(img, dtype=np.float32)
                 wide = img.mode.startswith("I;16") or arr.max(initial=0) > 255
-                img = Image.fromarray(arr / (65535.0 if wide else 255.0))  # float32: mode F
-                out = np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32).clip(0.0, 1.0)
+                scaled = Image.fromarray(arr / (65535.0 if wide else 255.0))  # float32: mode F
+                out = np.asarray(scaled.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32).clip(0.0, 1.0)
                 return out[None]
             img = _on_white(img, "L" if gray else "RGB")
-            out = np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
+            out = np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{where}: not a readable picture ({exc})") from None
     return out[None] if gray else out.transpose(2, 0, 1)
@@ -148,7 +148,8 @@ def display_picture(data: bytes, where: str) -> bytes:
         out = _encode(img)
         if len(out) <= MAX_IMAGE_BYTES or max(img.size) <= 16:
             return out
-        img = img.resize((max(1, img.width * 3 // 4), max(1, img.height * 3 // 4)), Image.BILINEAR)
+        img = img.resize((max(1, img.width * 3 // 4), max(1, img.height * 3 // 4)),
+                         Image.Resampling.BILINEAR)
 
 
 def _displayable(img):

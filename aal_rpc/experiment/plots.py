@@ -41,13 +41,14 @@ def plot_waits(waits: list[float], path: Path, *, title: str) -> None:
     w = np.asarray(waits, dtype=float) * 1000.0
     if len(w):
         bins = np.logspace(np.log10(max(w.min(), 1e-2)), np.log10(max(w.max(), 1e-1)) + 1e-9, 40)
-        ax.hist(np.clip(w, bins[0], None), bins=bins, color="tab:blue", alpha=0.8)
+        ax.hist(np.clip(w, bins[0], None), bins=bins.tolist(), color="tab:blue", alpha=0.8)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         for q, style in ((50, "--"), (99, ":")):
-            ax.axvline(np.percentile(w, q), color="k", ls=style, lw=1, label=f"p{q} {np.percentile(w, q):.2f} ms")
+            ax.axvline(float(np.percentile(w, q)), color="k", ls=style, lw=1,
+                       label=f"p{q} {np.percentile(w, q):.2f} ms")
         ax.legend(fontsize=8)
     ax.set_xlabel("wait from submitting a label to holding the next query (ms)")
     ax.set_ylabel("count")

@@ -14,8 +14,8 @@ STARTUP_TIMEOUT = 60.0  # seconds for the coordinator to print its address (impo
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 
 
-def command(module: str, *args: str) -> list[str]:
-    """The command line of one of our executables, run by this interpreter (no PATH lookup)."""
+def command(module: str, *args: object) -> list[str]:
+    """The command line of one of our executables, run by this interpreter (no PATH lookup); `args` as str()."""
     return [sys.executable, "-m", f"aal_rpc.cli.{module}", *map(str, args)]
 
 
@@ -36,7 +36,7 @@ class ProcessGroup:
         self.procs[name] = proc
         return proc
 
-    def start_coordinator(self, name: str, args: list[str]) -> tuple[subprocess.Popen, str]:
+    def start_coordinator(self, name: str, args: list[object]) -> tuple[subprocess.Popen, str]:
         """Start aal-coordinator on port 0 and return it with the address from its first line."""
         proc = self.start(name, command("coordinator", "--listen", "127.0.0.1:0", *args), capture_stdout=True)
         address = read_address(proc, name, self.log_dir / f"{name}.log")
@@ -85,6 +85,7 @@ def read_line(proc: subprocess.Popen, timeout: float = STARTUP_TIMEOUT) -> str:
     so a hung process ends in EOF rather than a hung read)."""
     watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
+    assert proc.stdout is not None, "read_line needs a process started with stdout=PIPE"
     try:
         return proc.stdout.readline().decode().strip()
     finally:

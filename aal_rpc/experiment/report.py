@@ -61,7 +61,7 @@ def _sync_vs_async(runs: list[dict]) -> tuple[tuple[float, float], tuple[float, 
 def _paired_gap(runs: list[dict], field: str) -> tuple[float, float, int]:
     """Async − sync of `field`, seed by seed (a sync run and an async run of one seed share their first random
     batch and their retraining seeds): mean, 95% t half-width, number of pairs."""
-    by_seed = defaultdict(dict)
+    by_seed: defaultdict[int, dict] = defaultdict(dict)
     for r in runs:
         by_seed[r["seed"]][r["mode"]] = r.get(field)
     return mean_ci(d["async"] - d["sync"] for d in by_seed.values()
@@ -297,10 +297,10 @@ def _regimes_section(res: list[dict], sc: dict, figures_dir: Path, rel) -> list[
     for k, mode in enumerate(("sync", "async")):
         acc = [_ci(r.get("retrained_accuracy") for r in f if r["regime"] == g and r["mode"] == mode)
                for g in regimes]
-        lpm = [_ci(r.get("labels_per_model") for r in f if r["regime"] == g and r["mode"] == mode) for g in regimes]
+        lpms = [_ci(r.get("labels_per_model") for r in f if r["regime"] == g and r["mode"] == mode) for g in regimes]
         axes[0].bar(xs + (k - 0.5) * width, [a[0] for a in acc], width, yerr=[a[1] for a in acc], capsize=3,
                     label=mode)
-        axes[1].bar(xs + (k - 0.5) * width, [x[0] for x in lpm], width, yerr=[x[1] for x in lpm], capsize=3,
+        axes[1].bar(xs + (k - 0.5) * width, [x[0] for x in lpms], width, yerr=[x[1] for x in lpms], capsize=3,
                     label=mode)
     lo = min(r.get("retrained_accuracy") or 1.0 for r in f) - 0.03
     axes[0].set_ylim(max(0.0, lo), 1.0)

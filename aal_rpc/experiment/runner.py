@@ -137,6 +137,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
 
         with CoordinatorClient(address, retry_for=30.0) as client:
             _follow_progress(client, annotate, cfg, progress)
+            assert annotate.stdout is not None  # capture_stdout=True
             annotate_summary = json.loads(annotate.stdout.read().decode().strip().splitlines()[-1])
             procs.stop("annotate")
             # a trainer learns each item once (with several labels per item, under one label: their consensus), so a
@@ -210,7 +211,8 @@ def crowd_summary(cfg: ExperimentConfig, records: list) -> dict:
 
     ds = load_dataset(cfg.dataset)
     per_item = Counter(r.item_id for r in records)
-    labels, true = Counter(), Counter()
+    labels: Counter[str] = Counter()
+    true: Counter[str] = Counter()
     for r in records:
         labels[r.annotator_id] += 1
         true[r.annotator_id] += int(r.label == ds.y_pool[ds.index_of(r.item_id)])

@@ -102,7 +102,7 @@ def parse_label_config(xml: str, class_names: tuple[str, ...] | list[str]) -> In
                                  f"({', '.join(METADATA_FIELDS)}): give the item another field")
         index = {name: i for i, name in enumerate(class_names)}
         # a result holds a choice's alias when it has one, else its value
-        classes = {(c.get("alias") or c.get("value")): index[c.get("value")] for c in choices}
+        classes = {(c.get("alias") or c.get("value") or ""): index[c.get("value") or ""] for c in choices}
         return Interface(OBJECT_KINDS[target.tag], key, control.get("name") or "", target.get("name") or "", classes)
     found = "; ".join(", ".join(map(str, v)) for v in seen) or "no <Choices> at all"
     raise ConfigMismatch(f"the labeling config has no <Choices> whose choices are exactly the task's classes "

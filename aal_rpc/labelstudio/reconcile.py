@@ -112,7 +112,7 @@ class Reconciler:
         """The tasks updated since the last poll (with a margin): annotations whose webhook was missed."""
         if self._watermark is None:
             return self.sweep()
-        newest = self._watermark
+        newest: dt.datetime | None = self._watermark
         after = (self._watermark - POLL_MARGIN).isoformat()
         for task in self.studio.tasks(self.project_id, updated_after=after):
             newest = _later(newest, task.get("updated_at"))
@@ -130,7 +130,7 @@ class Reconciler:
             self.reconcile(task)
         for row in self.state.tasks(TaskState.OPEN, TaskState.LABELED):
             # pages may shift under a listing while tasks are deleted: a task is gone only once asked for by id
-            if row.ls_task_id not in seen and not self.studio.task_exists(row.ls_task_id):
+            if row.task_id not in seen and not self.studio.task_exists(row.task_id):
                 self.window.task_gone(row)
         self._watermark = newest
 
@@ -148,11 +148,11 @@ class Reconciler:
             problems = [f"{type(exc).__name__}: {exc}"]
         if problems:
             reason = "; ".join(problems)[:500]
-            if self.state.mark_unreadable(row.ls_task_id, reason):
+            if self.state.mark_unreadable(row.task_id, reason):
                 log.warning("task %s cannot be read (%s); its readable annotations count, the rest are ignored until "
                             "it changes", row.ls_task_id, " ".join(reason.split()))
         else:
-            self.state.clear_unreadable(row.ls_task_id)
+            self.state.clear_unreadable(row.task_id)
 
     def _read_annotation(self, a) -> tuple[int, int | None, bool, str, str | None]:
         """(id, label, cancelled, updated_at, why its result is unreadable or None) of one annotation of a task;
@@ -273,7 +273,7 @@ class Reconciler:
         except grpc.RpcError as exc:
             if exc.code() not in LEASE_GONE:
                 raise  # the lease is gone already (given back before a restart): nothing to give back
-        self.studio.delete_task(row.ls_task_id)
+        self.studio.delete_task(row.task_id)
         self.state.set_state(row.lease_id, TaskState.RELEASED)
         outcome = "skipped" if self.on_cancel == "skip" else "deferred"
         for aid in annotation_ids:

@@ -97,6 +97,12 @@ class TaskRow:
     seq: int | None
     refused_label: int | None
 
+    @property
+    def task_id(self) -> int:
+        """`ls_task_id` of a row whose task is in Label Studio: OPEN or LABELED (set_task_id), by_task_id's."""
+        assert self.ls_task_id is not None, f"lease {self.lease_id} has no task in Label Studio ({self.state})"
+        return self.ls_task_id
+
 
 @dataclass(frozen=True)
 class AnnotationRow:

@@ -138,7 +138,7 @@ class Studio:
     def delete_tasks(self, project_id: int, task_ids: list[int]) -> None:
         """Delete several tasks in one request (the data manager's action); ids already gone are no error."""
         if task_ids:
-            selected = PrepareParamsRequestRequestSelectedItemsIncluded(all=False, included=list(task_ids))
+            selected = PrepareParamsRequestRequestSelectedItemsIncluded(all_=False, included=list(task_ids))
             self._call(self.client.actions.create, id="delete_tasks", project=project_id, selected_items=selected)
 
     def task_exists(self, task_id: int) -> bool:

@@ -45,7 +45,8 @@ def _ids(values) -> set[int]:
 def hints_of(payload) -> tuple[set[int], set[int]]:
     """(task ids to look at, deleted annotation ids) named by one webhook payload; nothing for anything odd (a
     valid id is a positive int within SQLite's int64)."""
-    tasks, deleted = set(), set()
+    tasks: set[int] = set()
+    deleted: set[int] = set()
     if not isinstance(payload, dict):
         return tasks, deleted
     action = payload.get("action")

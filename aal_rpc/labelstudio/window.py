@@ -244,7 +244,7 @@ class Window:
     def hide_item_ids(self) -> None:
         """Once per state dir: the tasks that a bridge from before references made show their item's id to
         annotators; their data takes the reference instead."""
-        rows = {row.ls_task_id: row for row in self.state.tasks(TaskState.OPEN, TaskState.LABELED)}
+        rows = {row.task_id: row for row in self.state.tasks(TaskState.OPEN, TaskState.LABELED)}
         if rows:
             for task in self.studio.tasks(self.project_id, ids=sorted(rows), include="id,data"):
                 self._hide_item_id(task["id"], _data(task), rows[task["id"]])
@@ -300,11 +300,11 @@ class Window:
         swapped = []
         if pairs:
             # an annotator may have started on a task since the last look: only tasks still untouched are swapped
-            untouched = {t["id"] for t in self.studio.tasks(self.project_id, ids=[row.ls_task_id for _, row in pairs])
+            untouched = {t["id"] for t in self.studio.tasks(self.project_id, ids=[row.task_id for _, row in pairs])
                          if not t.get("annotations") and not t.get("draft_exists")}
             pairs = [(query, row) for query, row in pairs if row.ls_task_id in untouched]
             # out of the project first: a bridge stopped in between sees deleted tasks and gives them back
-            self.studio.delete_tasks(self.project_id, [row.ls_task_id for _, row in pairs])
+            self.studio.delete_tasks(self.project_id, [row.task_id for _, row in pairs])
             for query, row in pairs:
                 self.give_back(row)
                 self.state.set_state(row.lease_id, TaskState.RELEASED)

@@ -89,9 +89,9 @@ def build_model(architecture: str, input_shape: tuple[int, ...], num_classes: in
     """A new model (random weights) of the named architecture for inputs of `input_shape` and `num_classes`
     classes. A factory's plain nn.Module comes wrapped as a PlainClassifier. ValueError, in one line naming the
     model, for a name that resolves to nothing, or a factory of yours that fails or returns no nn.Module."""
-    factory = resolve_factory(architecture)
     if architecture in ARCHITECTURES:
-        return factory(tuple(input_shape), num_classes)
+        return ARCHITECTURES[architecture](tuple(input_shape), num_classes)
+    factory = resolve_factory(architecture)
     try:
         model = factory(tuple(input_shape), num_classes)
     except Exception as exc:  # noqa: BLE001 - the user's factory: its failure, in one line

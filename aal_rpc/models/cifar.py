@@ -9,13 +9,16 @@ below 1x1 are skipped.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from aal_rpc.models.classifier import Classifier, image_shape
 
 RESNET18_BLOCKS = ((64, 1), (128, 2), (256, 2), (512, 2))  # (width, stride of the first block), 2 blocks each
-VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_LAYERS: tuple[int | Literal["M"], ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                                                512, 512, 512, "M")
 EMBEDDING_DIM = 512
 
 

@@ -14,6 +14,9 @@ class Classifier(nn.Module):
     the normalization a (pretrained) network comes with, kept in its weights as buffers. Per channel for pictures
     (C values), else anything that broadcasts against one input."""
 
+    input_mean: torch.Tensor | None  # buffers (register_buffer), both or neither
+    input_std: torch.Tensor | None
+
     def __init__(self, features: nn.Module, embedding_dim: int, num_classes: int, *,
                  input_dtype: torch.dtype = torch.float32, input_mean=None, input_std=None):
         super().__init__()
@@ -28,7 +31,7 @@ class Classifier(nn.Module):
         self.register_buffer("input_std", as_buffer(input_std))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_mean is None:
+        if self.input_mean is None or self.input_std is None:
             return x
         mean, std = self.input_mean, self.input_std
         if mean.dim() == 1 and x.dim() > 2:  # one value per channel of (N, C, ...)
@@ -70,7 +73,7 @@ class PlainClassifier(Classifier):
         self._register_load_state_dict_pre_hook(_add_prefix)
 
     @property
-    def head(self) -> nn.Linear:
+    def head(self) -> nn.Linear:  # type: ignore[override]  # Classifier's registered head, read-only here on purpose
         return self._head[0]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.data import Dataset, load_task_dataset
 from aal_rpc.frozen import EmbeddingCache, backbone_fingerprint, embed_rows, has_frozen_backbone, head_probabilities
-from aal_rpc.models import build_model
+from aal_rpc.models import Classifier, build_model
 from aal_rpc.serde import weights_from_bytes
 from aal_rpc.strategies import Strategy, get_strategy
 from aal_rpc.strategies.activelab import ActiveLabStrategy, annotator_weights, model_weight, relabel_scores
@@ -92,7 +92,7 @@ class Selector:
         self._typical = self.strategy if isinstance(self.strategy, TypiClust) else TypiClust(seed=config.seed)
         self._audit_rng = np.random.default_rng([config.seed, config.shard_index, 0xA0D17])
         self._audit_ids: set[str] = set()  # audit items this worker submitted (never proposed again by a strategy)
-        self.model = None
+        self.model: Classifier | None = None
         self.version = 0
         self._encoder = False  # the model held is a pretrained encoder (types.is_encoder)
         self._probs: np.ndarray | None = None
@@ -166,12 +166,15 @@ class Selector:
         free[[self._row_of[i] for i in queued if i in held and i in self._row_of]] = False
         free[[self._row_of[i] for i in self._audit_ids if i in self._row_of]] = False  # just submitted ones too
         strategy = self._strategy_now()
+        probs: np.ndarray | None
+        emb: np.ndarray | None
         if strategy is self._cold_start:
             rows = np.flatnonzero(free)
             probs, emb = np.zeros((len(rows), 0), np.float32), None
         else:
             probs, emb = self._scores(strategy)
             if probs is not None:  # never propose what the model gives non-finite outputs
+                assert self._usable is not None  # found with the probabilities (_scores)
                 broken = int((free & ~self._usable).sum())
                 free &= self._usable
                 if broken and free.any():
@@ -252,10 +255,10 @@ class Selector:
         below the cap (their labels and the model weighed together), and submit the labeled ones among them for one
         more label, with strategy RELABEL_STRATEGY. Returns how many were sent; the new ones are left to the step."""
         strategy = self._strategy_now()
-        if self._votes is None or self._max_labels <= 1 or strategy is not self.strategy:
+        if self._votes is None or self._max_labels <= 1 or not isinstance(strategy, ActiveLabStrategy):
             return 0
         probs, _ = self._scores(strategy)
-        if probs is None:
+        if probs is None or self._usable is None:
             return 0
         agreed = self._votes.consensus()
         in_s = set(queued)
@@ -360,7 +363,7 @@ class Selector:
         if not is_encoder(info):
             self.pacing.observe_version(info)
 
-    def untrained_encoder(self) -> torch.nn.Module:
+    def untrained_encoder(self) -> Classifier:
         """The task's network at initial weights seeded by the worker's seed, as the cold start's encoder (version
         0). Measured on digits28 (docs/RESULTS.md), typical items of its embedding beat random picks: a random
         convolutional network already maps similar pictures near each other, and a random hashed-text network
@@ -369,7 +372,7 @@ class Selector:
             torch.manual_seed(self.config.seed)
             return build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
 
-    def set_model(self, model: torch.nn.Module, version: int, *, encoder: bool = False, frozen: bool = False) -> None:
+    def set_model(self, model: Classifier, version: int, *, encoder: bool = False, frozen: bool = False) -> None:
         """Hold `model` as registry version `version` (`encoder`: a pretrained encoder, types.is_encoder; `frozen`:
         its backbone was frozen, so its embeddings of the shard are kept for later versions): the shard is scored
         anew under it at the next step."""
@@ -400,9 +403,10 @@ class Selector:
     def _predict(self, with_embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """The shard's probabilities (and embeddings) under the held model: a full pass, or where its backbone was
         frozen, its head on that backbone's embeddings of the shard, computed once per backbone."""
-        if self._backbone is None:
-            return predict_proba(self.model, self._x, device=self.config.device, with_embeddings=with_embeddings)
         model, device = self.model, self.config.device
+        assert model is not None  # a strategy that needs a model runs only while one is held (_strategy_now)
+        if self._backbone is None:
+            return predict_proba(model, self._x, device=device, with_embeddings=with_embeddings)
         emb = self._cache.rows(self._backbone, "shard", self._x, lambda x: embed_rows(model, x, device=device))
         return head_probabilities(model.head, emb), (emb if with_embeddings else None)
 

@@ -51,8 +51,9 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, *, restarts: int = K
     for _ in range(restarts):
         centres = lloyd(x, k, rng)
         cost = squared_distances(x, centres).min(axis=1).sum()
-        if cost < best_cost:
+        if best is None or cost < best_cost:  # the first run's at least, whatever its cost (nan included)
             best, best_cost = centres, cost
+    assert best is not None, "restarts must be at least 1"
     return best
 
 
@@ -159,16 +160,17 @@ class TypiClust(Strategy):
             ranked.append((sizes[c] <= MIN_CLUSTER_SIZE, -sizes[c], rng.random(),
                            self._by_typicality(x, members, tiebreak)))
         ranked.sort(key=lambda r: r[:3])
-        idx, depth = [], 0
-        while len(idx) < k:  # round robin over the clusters in that order: one item each, then the next
+        picks: list[int] = []
+        depth = 0
+        while len(picks) < k:  # round robin over the clusters in that order: one item each, then the next
             more = [r[3][depth] for r in ranked if depth < len(r[3])]
             if not more:  # sampled clusters hold fewer members than picks wanted: the rest at random
-                rest = np.setdiff1d(np.arange(n), idx)
-                idx.extend(rng.permutation(rest)[:k - len(idx)].tolist())
+                rest = np.setdiff1d(np.arange(n), picks)
+                picks.extend(rng.permutation(rest)[:k - len(picks)].tolist())
                 break
-            idx.extend(more[:k - len(idx)])
+            picks.extend(more[:k - len(picks)])
             depth += 1
-        idx = np.asarray(idx, dtype=np.int64)
+        idx = np.asarray(picks, dtype=np.int64)
         return Selection(idx, rank_scores(len(idx), n))
 
     def _by_typicality(self, x: np.ndarray, members: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from aal_rpc.client import CoordinatorClient
 from aal_rpc.consensus import Votes, consensus
 from aal_rpc.data import Dataset, load_task_dataset
 from aal_rpc.frozen import FROZEN_BACKBONE, EmbeddingCache, backbone_fingerprint, embed_rows, head_probabilities
-from aal_rpc.models import build_model
+from aal_rpc.models import Classifier, build_model
 from aal_rpc.measures import AUDIT_CORRECT, AUDIT_LABELS, LabelRate
 from aal_rpc.pretraining import pretrain
 from aal_rpc.serde import load_weights_file, record_from_proto, weight_spec, weights_from_bytes, weights_to_bytes
@@ -130,7 +130,7 @@ class Trainer:
         self._stop = threading.Event()
         self._stream = client.follow_labels(0)  # opened by the follower thread
         self._failure: grpc.RpcError | None = None  # what ended the follower, if not a stop
-        self._model: torch.nn.Module | None = None
+        self._model: Classifier | None = None
         self._round_seconds = 0.0  # the last round's time, train to publish (the coordinator spaces rounds by it)
         self._label_rate = LabelRate()  # how fast L grows, as the follower sees it (rounds are paced by it)
         self._step_seconds: float | None = None  # the last round's seconds per optimizer step
@@ -157,6 +157,7 @@ class Trainer:
                         xs, ys, index = self._xs, self._ys, self._index
                     row = index.get(r.item_id)
                     if row is None:
+                        assert r.payload is not None, "StreamLabels sends each record with its payload"
                         index[r.item_id] = len(ys)
                         xs.append(r.payload.to_array())
                         ys.append(r.label)
@@ -250,7 +251,7 @@ class Trainer:
         if self._failure is not None:
             raise self._failure
 
-    def new_model(self) -> torch.nn.Module:
+    def new_model(self) -> Classifier:
         """A model to train anew: random weights, or `init_weights`' (read and checked when the trainer started),
         or else a pretrained encoder's, this trainer's or one the registry holds."""
         model = build_model(self.task.architecture, self.task.input_shape, self.task.num_classes)
@@ -300,6 +301,7 @@ class Trainer:
         if not warm:
             torch.manual_seed(cfg.seed + self.rounds)
             self._model = self.new_model()
+        assert self._model is not None  # warm: the last round's model; else the one just built
         epochs, min_steps = warm_round(cfg.epochs, cfg.min_steps) if warm else (cfg.epochs, cfg.min_steps)
         budget = self.round_budget(len(y), epochs, min_steps)
         if budget.bound != "full":  # a paced round: `budget.steps` steps in all
@@ -367,7 +369,7 @@ class Trainer:
         return round_steps(n, full=full, label_rate=None if quiet else self._label_rate.rate,
                            step_seconds=self._step_seconds, growth=cfg.min_growth)
 
-    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+    def evaluate(self, model: Classifier) -> dict[str, float]:
         """Held-out metrics (accuracy, loss) when the task has a labeled test set, and the audit's counts
         (measures.AUDIT_CORRECT of measures.AUDIT_LABELS) when audit labels have arrived."""
         metrics: dict[str, float] = {}
@@ -378,20 +380,21 @@ class Trainer:
             n = len(self._audit_y)
             x = np.stack(self._audit_x[:n]) if n else None
             y = np.asarray(self._audit_y[:n], dtype=np.int64)
-        if n:
+        if x is not None:  # n > 0
             probs = self._probabilities(model, "audit", x)
             metrics[AUDIT_CORRECT] = float((probs.argmax(axis=1) == y).sum())
             metrics[AUDIT_LABELS] = float(n)
         return metrics
 
-    def _probabilities(self, model: torch.nn.Module, name: str, x: np.ndarray) -> np.ndarray:
+    def _probabilities(self, model: Classifier, name: str, x: np.ndarray) -> np.ndarray:
         """The model's class probabilities of x: a full pass, or with a frozen backbone its head on the cached
         embeddings (`name`: an array that only grows, as the test set and the audit's items do)."""
         if not self.config.freeze_backbone:
             return predict_proba(model, x, device=self.config.device)[0]
         return head_probabilities(model.head, self._embeddings(model, name, x))
 
-    def _embeddings(self, model: torch.nn.Module, name: str, x: np.ndarray) -> np.ndarray:
+    def _embeddings(self, model: Classifier, name: str, x: np.ndarray) -> np.ndarray:
         """The frozen backbone's embeddings of x, each row embedded once per backbone (frozen.EmbeddingCache)."""
-        device = self.config.device
-        return self._cache.rows(self._backbone, name, x, lambda rows: embed_rows(model, rows, device=device))
+        backbone, device = self._backbone, self.config.device
+        assert backbone is not None  # new_model fingerprints the backbone it freezes
+        return self._cache.rows(backbone, name, x, lambda rows: embed_rows(model, rows, device=device))

@@ -49,7 +49,7 @@ def round_steps(n_labels: int, *, full: int, label_rate: float | None = None, st
     if label_rate and step_seconds:
         seconds = max(1.0, growth * n_labels) / label_rate  # until L has grown enough for the next round
         bounds["pace"] = int(seconds / step_seconds)
-    bound = min(bounds, key=bounds.get)
+    bound = min(bounds, key=bounds.__getitem__)
     if bounds[bound] >= full or full <= MIN_STEPS:
         return RoundBudget(full, "full")
     return RoundBudget(max(MIN_STEPS, bounds[bound]), bound)

@@ -12,12 +12,11 @@ from collections import OrderedDict
 
 import grpc
 import numpy as np
-import torch
 
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.data import Dataset
 from aal_rpc.measures import POOL_ITEMS, STOP_SET_AGREEMENT, STOP_SET_PREVIOUS, STOP_SET_SIZE, cohens_kappa
-from aal_rpc.models import build_model
+from aal_rpc.models import Classifier, build_model
 from aal_rpc.serde import weights_from_bytes
 from aal_rpc.training import predict_proba
 from aal_rpc.types import Task
@@ -45,11 +44,11 @@ class StopSet:
         self._predictions: OrderedDict[int, np.ndarray] = OrderedDict()  # version -> its predictions
         self._last: np.ndarray | None = None  # the predictions of the model measured last, till it is published
 
-    def predict(self, model: torch.nn.Module) -> np.ndarray:
+    def predict(self, model: Classifier) -> np.ndarray:
         probs, _ = predict_proba(model, self._x, device=self._device)
         return probs.argmax(axis=1)
 
-    def measure(self, model: torch.nn.Module) -> dict[str, float]:
+    def measure(self, model: Classifier) -> dict[str, float]:
         """The metrics a new model carries: the pool's size (measures.POOL_ITEMS) and, once a model trained on labels
         is published, the kappa of its stop-set predictions with the latest one's (STOP_SET_AGREEMENT, with its
         version as STOP_SET_PREVIOUS)."""

@@ -45,10 +45,10 @@ class LongPolls:
         self._security = security
         self._lease_seconds = lease_seconds
         self._channel: grpc.aio.Channel | None = None
-        self._stub = None
+        self._stub: annotation_pb2_grpc.AnnotationServiceStub | None = None
 
     async def __call__(self, token: str | None, annotator_id: str, wait_seconds: float) -> LeasedQuery | None:
-        if self._channel is None:
+        if self._stub is None:  # made with the channel
             credentials = self._security.channel_credentials()
             self._channel = (grpc.aio.secure_channel(self._target, credentials, options=CHANNEL_OPTIONS)
                              if credentials else grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from aal_rpc.client import LEASE_GONE, AnnotationClient, LeasedQuery, SubmitResult
-from aal_rpc.types import Task
+from aal_rpc.types import Payload, Provenance, Task
 
 log = logging.getLogger("aal.web")
 
@@ -150,7 +150,7 @@ def _renews_nothing(client: AnnotationClient, claimed: str) -> grpc.RpcError | N
     (the claim passed its checks of who may act as whom), else its refusal."""
     client.annotator_id = claimed
     try:
-        client.renew(LeasedQuery(PROBE, PROBE, 0.0, None, None))
+        client.renew(LeasedQuery(PROBE, PROBE, 0.0, Payload(b"", "", ()), Provenance()))
     except grpc.RpcError as exc:
         return None if exc.code() in LEASE_GONE else exc  # a gone lease: the probe passed the who-checks
     return None
@@ -173,9 +173,11 @@ def resolve_annotator(client: AnnotationClient, token: str | None, name: str) ->
         if identity:
             return identity, identity
         log.warning("the coordinator did not say which annotator a token names; its calls claim none")
+        assert token is not None  # no name: checked_name let the login in for its token
         return "", derived_name(token)
     if refusal.code() != grpc.StatusCode.INVALID_ARGUMENT:  # not "annotator_id is required": a role that may not
         raise refusal
+    assert token is not None  # no name (the refusal was of an empty name): checked_name let the login in for its token
     derived = derived_name(token)  # a token that names nobody
     refusal = _renews_nothing(client, derived)
     if refusal is not None:
@@ -342,7 +344,7 @@ class Sessions:
             tab = session.tabs.pop(tab_id, None) if session else None
             if tab is not None:
                 tab.closed = True
-        if tab is not None:
+        if session is not None and tab is not None:
             self._give_back(session, tab)
 
     # -- queries ----------------------------------------------------------------------------------------
@@ -356,7 +358,7 @@ class Sessions:
             query = session.client.lease(wait_seconds=wait_seconds)
         finally:
             kept = self._keep(session, tab, query)
-        if not kept:  # the page closed while this lease was on its way
+        if not kept and query is not None:  # the page closed while this lease was on its way (kept is False only then)
             self._release_quietly(session, query)
             raise Expired("tab", "this page was closed")
         return query
@@ -372,7 +374,7 @@ class Sessions:
                 query = await self._poll(session.token, session.client.annotator_id, wait_seconds)
         finally:
             kept = self._keep(session, tab, query)
-        if not kept:
+        if not kept and query is not None:
             await asyncio.to_thread(self._release_quietly, session, query)
             raise Expired("tab", "this page was closed")
         return query
