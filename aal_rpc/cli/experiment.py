@@ -41,6 +41,10 @@ from aal_rpc.selector.loop import COLD_STARTS
 @click.option("--labels-per-item", type=click.IntRange(min=1, max=MAX_LABELS_PER_ITEM), default=1, show_default=True,
               help="Labels each item gets, each from a different annotator (aal-coordinator --labels-per-item; "
                    "async mode, at most --annotators). --budget counts labels, not items.")
+@click.option("--max-labels-per-item", type=click.IntRange(min=0, max=MAX_LABELS_PER_ITEM), default=0,
+              show_default=True, help="Adaptive re-labeling up to this many labels per item (aal-coordinator "
+                                      "--max-labels-per-item; 0: none): workers with the activelab strategy ask "
+                                      "for one more label where an item's labels and the model leave it uncertain.")
 @click.option("--epochs", type=click.IntRange(min=1), default=ExperimentConfig.epochs, show_default=True,
               help="Epochs per training round (default: the servers' recipe).")
 @click.option("--min-steps", type=click.IntRange(min=0), default=ExperimentConfig.min_steps, show_default=True,

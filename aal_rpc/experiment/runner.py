@@ -54,6 +54,7 @@ class ExperimentConfig:
     # item is labeled by labels_per_item different annotators (the budget counts labels, not items)
     annotator_accuracy: tuple[float, ...] = ()
     labels_per_item: int = 1
+    max_labels_per_item: int = 0  # adaptive re-labeling up to this many (aal-coordinator --max-labels-per-item)
     # the servers' training round, as aal-server runs it by default (the recipe, aal_rpc.training.RECIPE)
     epochs: int = TrainerConfig.epochs
     min_steps: int = TrainerConfig.min_steps  # optimizer steps per training round at least
@@ -80,7 +81,7 @@ class ExperimentConfig:
         if len(self.annotator_accuracy) > self.annotators:
             raise ValueError(f"{len(self.annotator_accuracy)} annotator accuracies for {self.annotators} annotators: "
                              "give at most one each")
-        check_labels_per_item(self.labels_per_item, self.mode)
+        check_labels_per_item(self.labels_per_item, self.mode, self.max_labels_per_item)
         if self.labels_per_item > self.annotators:
             raise ValueError(f"{self.labels_per_item} labels per item need as many annotators, not {self.annotators}")
 
@@ -111,6 +112,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
         _, address = procs.start_coordinator("coordinator", [
             "--data-dir", data_dir, "--dataset", cfg.dataset, "--model", cfg.model, "--mode", cfg.mode,
             "--batch-size", cfg.batch_size, "--labels-per-item", cfg.labels_per_item,
+            "--max-labels-per-item", cfg.max_labels_per_item,
             "--pool-capacity", cfg.capacity(), "--pick", cfg.pick, "--seed", cfg.seed])
         for i in range(cfg.servers):
             procs.start(f"server-{i}", command(
@@ -279,14 +281,22 @@ def retrained_accuracies(cfg: ExperimentConfig, records: list) -> list[float]:
     """Held-out accuracy of `cfg.eval_repeats` models trained from scratch on the labels the run chose, with
     the servers' recipe and seeds that depend only on `cfg.seed` (so a sync run and an async run of one seed
     are scored by the same trainings): what the chosen labels are worth. The final model's accuracy is one
-    training run, and moves by 2-4 points between initialisations on a few hundred labels."""
+    training run, and moves by 2-4 points between initialisations on a few hundred labels. Each item once, with its
+    consensus label (consensus.py: a crowd's several labels of it, as the servers train on it)."""
     if cfg.eval_repeats == 0 or not records:
         return []
+    from aal_rpc.consensus import Votes, consensus
     from aal_rpc.data import load_dataset
 
     ds = load_dataset(cfg.dataset)
-    x = np.stack([r.payload.to_array() for r in records])  # train() casts to what the model takes
-    y = np.asarray([r.label for r in records], dtype=np.int64)
+    votes = Votes()
+    votes.extend(records)
+    agreed = consensus(votes, ds.num_classes).items
+    first: dict = {}
+    for r in records:
+        first.setdefault(r.item_id, r)
+    x = np.stack([r.payload.to_array() for r in first.values()])  # train() casts to what the model takes
+    y = np.asarray([agreed[i].label for i in first], dtype=np.int64)
     return _train_and_score(cfg, ds, x, y, _eval_seeds(cfg, cfg.eval_repeats))
 
 
