@@ -29,6 +29,10 @@ OFF_DIAGONAL_PSEUDO = 0.1
 DIAGONAL_PSEUDO = 1.0
 PRIOR_PSEUDO = 1.0  # per class, added to the class prior's expected counts: no class gets probability zero
 RESCALE_EVERY = 8  # votes of one item multiplied between rescalings of its likelihood (Dawid–Skene's E-step)
+# A gold item's known answer is a record of L by this annotator (aal-coordinator --gold imports them): `Votes` keeps
+# it as the item's gold answer, not as a vote. The same name as types.GOLD_ANNOTATOR (this module imports nothing
+# of aal_rpc; tests/test_consensus.py holds the two equal).
+GOLD_ANNOTATOR = "gold"
 
 
 class VoteRecord(Protocol):
@@ -113,6 +117,7 @@ class Votes:
         self._by_seq: dict[int, tuple[str, str]] = {}  # seq -> (item, annotator) of every record folded
         self._per_annotator: dict[str, int] = {}  # annotator -> items they hold a current vote on
         self._last_seq: int | None = None
+        self.gold: dict[str, int] = {}  # item -> its known answer (a record by GOLD_ANNOTATOR): consensus' `gold`
 
     def add(self, record: VoteRecord) -> None:
         seq = int(record.seq)
@@ -123,6 +128,9 @@ class Votes:
             raise ValueError(f"record seq {seq} (item {record.item_id!r}) comes after seq {self._last_seq}: "
                              "votes fold in seq order")
         self._last_seq = seq
+        if record.annotator_id == GOLD_ANNOTATOR:
+            self.gold[record.item_id] = int(record.label)
+            return
         item, annotator = key = (record.item_id, record.annotator_id)
         by_seq[seq] = key
         superseded = record.supersedes
@@ -310,8 +318,9 @@ def consensus(votes: Votes, num_classes: int, *, gold: dict[str, int] | None = N
 
     method "dawid-skene" runs EM (at most `iterations` rounds, until no posterior moves by `tol` or more) from the
     majority vote; it falls back to "majority" when there is nothing to estimate reliability from: no item with two
-    voters and no voted gold item. `gold` maps item ids to known answers: those items' consensus is the answer with
-    confidence 1.0, and they anchor the confusion matrices; gold ids nobody voted on are ignored.
+    voters and no voted gold item. `gold` maps item ids to known answers (default: the gold answers among the
+    votes' records, `Votes.gold`): those items' consensus is the answer with confidence 1.0, and they anchor the
+    confusion matrices; a gold item nobody voted on yet is in `items` with its answer and no votes.
 
     Majority ties go to the class voted by the annotator with the most labels among the tied classes' voters, then
     to the lowest class; Dawid–Skene's to the lowest class. Ids are sorted before anything is computed, so the
@@ -324,12 +333,17 @@ def consensus(votes: Votes, num_classes: int, *, gold: dict[str, int] | None = N
         raise ValueError(f"unknown consensus method {method!r}: one of {', '.join(METHODS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, not {num_classes}")
+    gold = votes.gold if gold is None else gold
+    unvoted = {item: ItemConsensus(int(answer), 1.0, {}) for item, answer in gold.items() if not votes.labels_of(item)}
+    for item, c in unvoted.items():
+        if not 0 <= c.label < num_classes:
+            raise ValueError(f"gold answer {c.label} of item {item!r} is outside [0, {num_classes})")
     if not len(votes):
-        return Consensus({}, {}, method)
+        return Consensus(dict(sorted(unvoted.items())), {}, method)
     enc = _encode(votes, num_classes)
     n, k, m = len(enc.items), num_classes, len(enc.annotators)
     position = {item: i for i, item in enumerate(enc.items)}
-    known = sorted((position[item], int(answer), item) for item, answer in (gold or {}).items() if item in position)
+    known = sorted((position[item], int(answer), item) for item, answer in gold.items() if item in position)
     for _, answer, item in known:
         if not 0 <= answer < k:
             raise ValueError(f"gold answer {answer} of item {item!r} is outside [0, {k})")
@@ -369,7 +383,8 @@ def consensus(votes: Votes, num_classes: int, *, gold: dict[str, int] | None = N
                                                            minlength=m) + 1) / (checked_votes + 2), np.nan)
     per_annotator = np.bincount(enc.annotator, minlength=m)
 
-    items = dict(zip(enc.items, map(ItemConsensus, label.tolist(), confidence.tolist(), enc.votes)))
+    items = dict(sorted({**unvoted, **dict(zip(enc.items, map(ItemConsensus, label.tolist(), confidence.tolist(),
+                                                              enc.votes)))}.items()))
     annotators = {a: AnnotatorQuality(labels=int(per_annotator[j]), agreement=float(agreement[j]),
                                       quality=float(quality[j]), gold_labels=int(gold_votes[j]),
                                       gold_correct=int(gold_correct[j]))

@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping
 
 import numpy as np
 
-from aal_rpc.types import AUDIT_STRATEGY, IMPORTED_STRATEGY, TYPICAL_STRATEGY
+from aal_rpc.types import AUDIT_STRATEGY, GOLD_STRATEGY, IMPORTED_STRATEGY, TYPICAL_STRATEGY
 
 CONFIDENCE = 0.95  # the intervals in docs/RESULTS.md: mean ± half-width of the two-sided 95% t-interval
 
@@ -65,7 +65,7 @@ def typical_pick(strategy: str, model_version: int, encoder_versions: Collection
 
 
 RANDOM_STRATEGY = "random"  # strategies.RandomStrategy.name (not imported: it would bring torch)
-ORIGINS = ("model", "cold_start", "typical", "random_strategy", "audit", "imported")  # origins_of's counts
+ORIGINS = ("model", "cold_start", "typical", "random_strategy", "audit", "imported", "gold")  # origins_of's counts
 
 
 def origins_of(provenances: Mapping[tuple[str, int], int], encoders: Collection[int] = ()) -> dict:
@@ -73,7 +73,8 @@ def origins_of(provenances: Mapping[tuple[str, int], int], encoders: Collection[
     counts of ORIGINS, and `model_strategies`, the model-chosen labels by strategy name. `encoders`: the versions
     that are pretrained encoders (types.is_encoder).
 
-    Audit and imported labels are counted as such whenever they came (before any model too): their reason
+    Audit, imported and gold labels (types.GOLD_STRATEGY: gold answers, and annotators' labels of gold items) are
+    counted as such whenever they came (before any model too): their reason
     is the more telling. Of the rest, typical items of an encoder's embedding (typical_pick) are the cold start,
     counted as `typical`: no model trained on labels chose them; other picks under model version 0 are the cold
     start's random ones (no model existed); the random strategy with a model is random by choice; anything else a
@@ -86,6 +87,8 @@ def origins_of(provenances: Mapping[tuple[str, int], int], encoders: Collection[
             counts["imported"] += n
         elif strategy == AUDIT_STRATEGY:
             counts["audit"] += n
+        elif strategy == GOLD_STRATEGY:
+            counts["gold"] += n
         elif typical_pick(strategy, version, encoders):
             counts["typical"] += n
         elif version == 0:

@@ -69,6 +69,11 @@ def image_type(data: bytes) -> str:
 AUDIT_STRATEGY = "audit"  # provenance of items drawn uniformly at random for the accuracy estimate: never trained on
 IMPORTED_STRATEGY = "imported"  # provenance of labels that came with the data
 TYPICAL_STRATEGY = "typiclust"  # strategies.TypiClust: the cold start's typical items when the model is an encoder
+# gold items: labels known in advance (aal-coordinator --gold), imported into L by annotator GOLD_ANNOTATOR with
+# provenance GOLD_STRATEGY, and kept in S for every annotator to label once, at the coordinator's --gold-share of
+# leases; their known answers sharpen each annotator's estimated quality (consensus.py)
+GOLD_STRATEGY = "gold"
+GOLD_ANNOTATOR = "gold"
 # provenance of a labeled item offered for one more label (adaptive re-labeling: strategies.activelab, rules.plan_offer)
 RELABEL_STRATEGY = "relabel"
 PRETRAIN_STEPS = "pretrain_steps"  # a model's metrics: self-supervised steps it was pretrained for

@@ -20,9 +20,9 @@ from aal_rpc.types import Payload, Stats
 from tests.conftest import TASK
 
 
-def origins(model=0, cold_start=0, random_strategy=0, audit=0, imported=0, typical=0, **strategies):
+def origins(model=0, cold_start=0, random_strategy=0, audit=0, imported=0, typical=0, gold=0, **strategies):
     return {"model": model, "cold_start": cold_start, "typical": typical, "random_strategy": random_strategy,
-            "audit": audit, "imported": imported, "model_strategies": strategies}
+            "audit": audit, "imported": imported, "gold": gold, "model_strategies": strategies}
 
 
 def test_origins_message_before_and_after_the_first_model():
@@ -90,7 +90,7 @@ def test_stats_reports_labels_per_model_and_cold_start_labels(grpc_coordinator):
     d = json.loads(stats("--json"))
     assert d["labels_per_model"] == 6.0 and d["cold_start_labels"] == 3 and d["chosen_by_model_share"] == 0.5
     assert d["label_origins"] == {"model": 3, "cold_start": 3, "typical": 0, "random_strategy": 0, "audit": 0,
-                                  "imported": 0, "model_strategies": {"margin": 3}}
+                                  "imported": 0, "gold": 0, "model_strategies": {"margin": 3}}
     text = stats()
     assert "Of 6 labels, 3 (50%) were chosen by a model (margin 3)." in text
     assert "3 (50%) were random: 3 chosen at random before any model existed (cold start)." in text

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from aal_rpc.consensus import Votes, consensus
+from aal_rpc.consensus import ItemConsensus, Votes, consensus
 from aal_rpc.types import AUDIT_STRATEGY, LabeledRecord, Provenance
 
 CAREFUL, CARELESS = 0.9, 0.3
@@ -102,10 +102,10 @@ def test_gold_items_are_counted_exactly_and_keep_the_estimate(seed):
     rng = np.random.default_rng(100 + seed)
     gold_rows = np.flatnonzero(rng.random(len(ids)) < 0.05)
     gold = {ids[i]: int(truth[i]) for i in gold_rows}
-    gold["nobody-voted-on-this"] = 1  # ignored
+    gold["nobody-voted-on-this"] = 1  # an item of its answer alone
     with_gold = consensus(votes, 4, gold=gold)
     without = consensus(votes, 4)
-    assert "nobody-voted-on-this" not in with_gold.items
+    assert with_gold.items["nobody-voted-on-this"] == ItemConsensus(1, 1.0, {})
     assert careless_error(with_gold, votes, truth, ids) <= careless_error(without, votes, truth, ids) + 0.03
     on_gold = np.isin(item, gold_rows)
     for j in range(6):
@@ -251,3 +251,19 @@ def test_a_hundred_thousand_items_fifty_annotators_ten_classes():
     assert np.mean(labels == truth) > 0.9
     quality = np.array([result.annotators[f"a{j}"].quality for j in range(50)])
     assert np.abs(quality - accuracies).max() < 0.05
+
+
+def test_a_gold_answer_in_l_is_the_items_gold_not_a_vote():
+    from aal_rpc.consensus import GOLD_ANNOTATOR
+    from aal_rpc.types import GOLD_ANNOTATOR as TYPES_GOLD_ANNOTATOR
+
+    assert GOLD_ANNOTATOR == TYPES_GOLD_ANNOTATOR
+    votes = Votes()
+    votes.extend([record(1, "g", 2, GOLD_ANNOTATOR), record(2, "g", 2, "careful"), record(3, "g", 0, "careless"),
+                  record(4, "h", 1, GOLD_ANNOTATOR)])
+    assert votes.gold == {"g": 2, "h": 1} and votes.votes_of("g") == {"careful": 2, "careless": 0}
+    agreed = consensus(votes, 3)
+    assert agreed.items["g"].label == 2 and agreed.items["g"].confidence == 1.0
+    assert agreed.items["h"] == ItemConsensus(1, 1.0, {})
+    assert (agreed.annotators["careless"].gold_labels, agreed.annotators["careless"].gold_correct) == (1, 0)
+    assert GOLD_ANNOTATOR not in agreed.annotators

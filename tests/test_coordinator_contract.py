@@ -680,6 +680,37 @@ def test_a_relabel_candidate_asks_one_more_label_of_an_item_in_l_under_the_cap(m
     assert c.shard_state(shard_index=0, num_shards=1, labeled_after_seq=0, model_version=0).max_labels == 2
 
 
+def test_gold_items_are_served_at_the_gold_share_once_to_each_annotator_and_stay(make):
+    from aal_rpc.types import GOLD_ANNOTATOR, GOLD_STRATEGY
+
+    c = make(replace(NO_POLL, gold_share=1.0, pool_capacity=3))
+    c.import_labels([imported("100", 4, who=GOLD_ANNOTATOR)])
+    assert submit(c, ["100"], strategy=GOLD_STRATEGY).accepted == 1
+    assert submit(c, ["101"], strategy=GOLD_STRATEGY).rejected == 1  # no known answer in L: no gold item
+    submit(c, ["1", "2"])
+    for who, value in (("a", 4), ("b", 5)):
+        q = c.lease(who)
+        assert (q.item_id, q.provenance.strategy) == ("100", GOLD_STRATEGY)
+        label(c, q, who=who, value=value)
+        other = c.lease(who)  # no gold left for them: the pick order's best
+        assert other.item_id in ("1", "2")
+        c.release(lease_id=other.lease_id, item_id=other.item_id, annotator_id=who)
+    assert c.get_item("100").state == "queued"  # waiting for the next annotator
+    gold = [(r.annotator_id, r.label, r.provenance.strategy) for r in c.read_labels(0, 10)]
+    assert gold == [(GOLD_ANNOTATOR, 4, GOLD_STRATEGY), ("a", 4, GOLD_STRATEGY), ("b", 5, GOLD_STRATEGY)]
+    assert c.stats().labels_by_strategy[GOLD_STRATEGY] == 3
+
+
+def test_without_a_gold_share_gold_items_are_never_served(make):
+    from aal_rpc.types import GOLD_ANNOTATOR, GOLD_STRATEGY
+
+    c = make(replace(NO_POLL, gold_share=0.0))
+    c.import_labels([imported("100", 4, who=GOLD_ANNOTATOR)])
+    submit(c, ["100"], strategy=GOLD_STRATEGY)
+    submit(c, ["1"])
+    assert c.lease("a").item_id == "1" and c.lease("a") is None
+
+
 def test_labels_per_item_out_of_range_or_in_sync_mode_is_refused(tmp_path):
     from aal_rpc.coordinator.rules import MAX_LABELS_PER_ITEM, check_labels_per_item
 

@@ -147,6 +147,9 @@ def origins_message(origins: dict, *, versions: int, per_model: float | None = N
         if origins["imported"]:
             text += f" {part(origins['imported'])} {'was' if origins['imported'] == 1 else 'were'} imported with " \
                     "the data."
+        if origins.get("gold"):
+            text += f" {part(origins['gold'])} {'was' if origins['gold'] == 1 else 'were'} of gold items (known " \
+                    "answers, and annotators' labels of them)."
     if versions == 0:
         text += (" No model yet: queries are the cold start's (typical items of the untrained network's embedding, "
                  "or random picks with aal-worker --cold-start random) until the first model arrives.")

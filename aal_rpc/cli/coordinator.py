@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from aal_rpc.cli.admin_import import read_labels
 from aal_rpc.cli.common import check_model, log_level_option, model_option, on_termination, run_program
 from aal_rpc.coordinator.app import create_coordinator_server, is_database_url
 from aal_rpc.coordinator.contract import CoordinatorConfig, ImportedLabel
@@ -20,7 +21,7 @@ from aal_rpc.coordinator.sqlite_store import SqliteStore
 from aal_rpc.data import DATASETS, Dataset, load_dataset, load_test_set, read_classes
 from aal_rpc.grpc_utils import DEFAULT_MAX_WORKERS, parse_address
 from aal_rpc.security import ServerTLS, load_tokens
-from aal_rpc.types import Payload, Task
+from aal_rpc.types import GOLD_ANNOTATOR, GOLD_STRATEGY, Candidate, Payload, Provenance, Task
 
 log = logging.getLogger("aal.coordinator")
 
@@ -123,6 +124,30 @@ def import_pool_labels(coordinator, ds: Dataset) -> None:
         log.info("imported %d labels the pool brought (%d already in L)", outcome.imported, outcome.skipped)
 
 
+def serve_gold(coordinator, ds: Dataset, gold: dict[str, int]) -> None:
+    """Put gold items in play: their known answers into L (annotator types.GOLD_ANNOTATOR, provenance GOLD_STRATEGY;
+    once: a restart skips them), and the items into S for every annotator to label once (rules.gold_first serves
+    them at the gold share). An id the pool does not hold refuses the start, naming it."""
+    known = set(ds.item_ids)
+    missing = [item_id for item_id in gold if item_id not in known]
+    if missing:
+        raise click.ClickException(f"--gold names {len(missing)} items the pool does not hold, the first "
+                                   f"{missing[0]!r}; nothing started")
+    texts = ds.texts
+
+    def payload(item_id: str) -> Payload:
+        i = ds.index_of(item_id)
+        return Payload.from_array(ds.x_pool[i], image=ds.picture(i), text=texts[i] if texts is not None else "")
+
+    outcome = coordinator.import_labels([ImportedLabel(i, label, payload(i), GOLD_ANNOTATOR)
+                                         for i, label in gold.items()])
+    offered = coordinator.submit_candidates(worker_id=GOLD_ANNOTATOR, strategy=GOLD_STRATEGY, model_version=0,
+                                            candidates=[Candidate(i, payload(i), Provenance(GOLD_ANNOTATOR,
+                                                                                            GOLD_STRATEGY, 0, 0.0))
+                                                        for i in gold])
+    log.info("%d gold items: %d answers imported, %d put in S", len(gold), outcome.imported, offered.accepted)
+
+
 @click.command()
 @click.option("--listen", default="0.0.0.0:50051", show_default=True, metavar="HOST:PORT",
               help="Address to bind; port 0 picks a free one. The first line printed is 'listening on HOST:PORT'.")
@@ -180,6 +205,13 @@ def import_pool_labels(coordinator, ds: Dataset) -> None:
               help="Adaptive re-labeling: workers with --strategy activelab may ask for one more label of a labeled "
                    "item whose consensus is uncertain, while it has fewer than this many (0: never). Those items "
                    "compete with new ones by their scores.")
+@click.option("--gold", "gold_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Gold items: a jsonl or csv of pool items with known labels (item_id, and label or label_name, as "
+                   "'aal-admin export' writes). Each is served to every annotator once, at --gold-share of leases, "
+                   "and their answers sharpen each annotator's estimated quality ('aal-admin annotators'). The known "
+                   "labels go into L (annotator 'gold') and are trained on.")
+@click.option("--gold-share", type=click.FloatRange(min=0, max=1), default=0.05, show_default=True,
+              help="With --gold: the share of leases that serve a gold item the annotator has not labeled yet.")
 @click.option("--keep-models", type=click.IntRange(min=1), default=DEFAULTS.keep_models, show_default=True,
               help="How many weight blobs to keep.")
 @click.option("--max-workers", type=click.IntRange(min=4), default=DEFAULT_MAX_WORKERS, show_default=True,
@@ -205,7 +237,7 @@ def import_pool_labels(coordinator, ds: Dataset) -> None:
 @click.pass_context
 def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guidelines, input_size, test_dataset,
          audit_share, model, mode, batch_size, pick, pool_capacity, lease_seconds, max_labels_per_model,
-         max_leases_per_annotator, labels_per_item, max_labels_per_item, keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port,
+         max_leases_per_annotator, labels_per_item, max_labels_per_item, gold_file, gold_share, keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port,
          health_port):
     """Run the pool coordinator."""
     host, _ = parse_address(listen)
@@ -237,7 +269,8 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
     config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
                                keep_models=keep_models, seed=seed, max_labels_per_model=max_labels_per_model,
                                max_leases_per_annotator=max_leases_per_annotator, labels_per_item=labels_per_item,
-                               max_labels_per_item=max_labels_per_item)
+                               max_labels_per_item=max_labels_per_item,
+                               gold_share=gold_share if gold_file is not None else 0.0)
     tls = ServerTLS(tls_cert, tls_key, tls_ca) if tls_cert else None
     health_address = None if health_port is None else f"{listen.rpartition(':')[0]}:{health_port}"  # host as given
     try:
@@ -248,6 +281,11 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
         raise click.ClickException(str(exc)) from exc
     try:
         import_pool_labels(srv.coordinator, ds)
+        if gold_file is not None:
+            serve_gold(srv.coordinator, ds, read_labels(gold_file, task.class_names))
+    except click.ClickException:
+        srv.stop(0)
+        raise
     except Exception as exc:  # noqa: BLE001 - the import is refused whole (a picture gone, a store down)
         srv.stop(0)
         raise click.ClickException(f"importing the pool's labels: {exc}") from exc

@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable
 
 from aal_rpc.consensus import Consensus, Votes, consensus
-from aal_rpc.types import AnnotatorCounts, LabeledRecord
+from aal_rpc.types import GOLD_ANNOTATOR, AnnotatorCounts, LabeledRecord
 
 CONSENSUS_FIELDS = ("item_id", "label", "label_name", "confidence", "labels", "votes", "method")
 ANNOTATOR_FIELDS = ("annotator", "labels", "agreement", "quality", "gold_labels", "gold_correct", "skips", "defers")
@@ -42,7 +42,7 @@ def annotator_rows(agreed: Consensus, counts: dict[str, AnnotatorCounts] | None 
     the consensus (on items someone else labeled too), their estimated quality (the probability they label an item
     right), their gold answers, and from GetStats (`counts`) their skips and defers. None: not estimated yet."""
     counts = counts or {}
-    names = sorted(set(agreed.annotators) | set(counts))
+    names = sorted((set(agreed.annotators) | set(counts)) - {GOLD_ANNOTATOR})  # gold answers are no one's labels
     rows = []
     for name in names:
         q = agreed.annotators.get(name)

@@ -55,6 +55,9 @@ class CoordinatorConfig:
     # Adaptive re-labeling: a worker may offer an item of L for one more label (types.RELABEL_STRATEGY) while it has
     # fewer than this many (0: never). rules.may_relabel, rules.label_cap.
     max_labels_per_item: int = 0
+    # Gold items (types.GOLD_STRATEGY, aal-coordinator --gold): the share of leases that serve one, when the annotator
+    # has one left to label (rules.gold_first).
+    gold_share: float = 0.0
 
 
 @dataclass(frozen=True)

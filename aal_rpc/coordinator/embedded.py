@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -34,7 +35,7 @@ from aal_rpc.coordinator.validation import (check_begin_round, check_candidates,
                                             check_shard_request)
 from aal_rpc.errors import InvalidArgument, NotFound, Unavailable
 from aal_rpc.serde import weight_spec
-from aal_rpc.types import IMPORTED_STRATEGY, Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
+from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class EmbeddedCoordinator(Publishing):
         self._lock = threading.Lock()
         self._reap_wake = threading.Event()  # a lease was taken or renewed, or closing: the reaper looks again
         self._closed = False
+        self._draw = random.Random(config.seed)  # which leases are of the gold share (rules.gold_first)
         self._rounds: dict[str, RoundClaim] = {}  # training rounds in progress (a restart forgets them: harmless)
         if task.mode == "sync" and task.batch_size < 1:
             raise ValueError("sync mode needs a batch size of at least 1")
@@ -185,7 +187,8 @@ class EmbeddedCoordinator(Publishing):
                 gate_open = (self._sync_may_lease_locked() if self._sync is not None else
                              rules.may_lease_ahead(len(self._labeled), self._covered_labels(),
                                                    self.config.max_labels_per_model))
-                entry = self.pool.lease(annotator_id, now, lease_seconds) if gate_open else None
+                gold = rules.gold_first(self.config.gold_share, self._draw.random())
+                entry = self.pool.lease(annotator_id, now, lease_seconds, gold=gold) if gate_open else None
                 if entry is not None:
                     lease = entry.lease
                     self.observer.leased(annotator_id)
@@ -261,7 +264,7 @@ class EmbeddedCoordinator(Publishing):
                     seq=seq, item_id=item_id, label=int(label), annotator_id=annotator_id, payload=cand.payload,
                     provenance=cand.provenance, queued_at=entry.queued_at, leased_at=entry.lease.leased_at,
                     labeled_at=now, lease_id=lease_id)
-                requeue = rules.wants_another_label(entry.labels + 1, self.config.labels_per_item)
+                requeue = rules.wants_another_label(entry.labels + 1, self.config.labels_per_item, entry.strategy)
                 if requeue:
                     self.pool.labeled_once_more(item_id, annotator_id, now=now)
                 else:
@@ -389,10 +392,10 @@ class EmbeddedCoordinator(Publishing):
                     self.pool.remove(item.item_id)
                 self._labeled.add(item.item_id)
                 self._annotators.labeled(records[-1].annotator_id)
-                self.observer.labeled(item.annotator_id, IMPORTED_STRATEGY)
+                self.observer.labeled(item.annotator_id, records[-1].provenance.strategy)
+                self._by_strategy[records[-1].provenance.strategy] += 1
             fut = None
             if records:
-                self._by_strategy[IMPORTED_STRATEGY] += len(records)
                 fut = self.store.append_labels(records)
                 def committed(f: Future) -> None:
                     if f.exception() is None:

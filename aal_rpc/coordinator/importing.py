@@ -14,7 +14,8 @@ from typing import IO
 from aal_rpc.coordinator.contract import IMPORT_ANNOTATOR, ImportedLabel, ImportOutcome
 from aal_rpc.coordinator.validation import check_candidates, check_class, check_id
 from aal_rpc.errors import InvalidArgument
-from aal_rpc.types import IMPORTED_STRATEGY, Candidate, LabeledRecord, Payload, Provenance, Task
+from aal_rpc.types import (GOLD_ANNOTATOR, GOLD_STRATEGY, IMPORTED_STRATEGY, Candidate, LabeledRecord, Payload,
+                           Provenance, Task)
 
 IMPORT_BATCH = 500  # imported labels per transaction: big enough to import fast, small enough not to hold up labels
 IMPORT_BATCH_BYTES = 32 * 1024 * 1024  # and their payloads' bytes at most (pictures may be up to 2 MiB each)
@@ -70,9 +71,11 @@ def check_imported(task: Task, item: ImportedLabel, position: int) -> None:
 
 
 def imported_record(item: ImportedLabel, *, seq: int, now: float) -> LabeledRecord:
-    """The record of L an imported label becomes: queued, leased and labeled now, chosen by no worker or model."""
+    """The record of L an imported label becomes: queued, leased and labeled now, chosen by no worker or model. An
+    import by types.GOLD_ANNOTATOR is a gold item's known answer (aal-coordinator --gold): provenance GOLD_STRATEGY."""
+    strategy = GOLD_STRATEGY if item.annotator_id == GOLD_ANNOTATOR else IMPORTED_STRATEGY
     return LabeledRecord(seq=seq, item_id=item.item_id, label=int(item.label), annotator_id=item.annotator_id,
-                         payload=item.payload, provenance=Provenance("", IMPORTED_STRATEGY, 0, 0.0), queued_at=now,
+                         payload=item.payload, provenance=Provenance("", strategy, 0, 0.0), queued_at=now,
                          leased_at=now, labeled_at=now, lease_id=f"import-{uuid.uuid4().hex}")
 
 

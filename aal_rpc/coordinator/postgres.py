@@ -9,6 +9,7 @@ Synchronous mode (rounds gated on a model) needs one coordinator and stays with 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import IO
@@ -26,7 +27,7 @@ from aal_rpc.coordinator.validation import (check_begin_round, check_candidates,
                                             check_renew, check_shard_request)
 from aal_rpc.errors import InvalidArgument, NotFound
 from aal_rpc.serde import WeightSpec
-from aal_rpc.types import IMPORTED_STRATEGY, Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
+from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class SharedCoordinator(Publishing):
             raise ValueError(f"the database holds a different task: {stored} (asked for {task})")
         self._closed = False
         self._clock = clock  # unix seconds: lease deadlines, deferrals and record times (tests move it by hand)
+        self._draw = random.Random(config.seed)  # which leases are of the gold share (rules.gold_first)
         self.signals = Signals(config.poll_seconds)
         store.on_event(self._on_event)
         self.registry = SharedRegistry(
@@ -113,7 +115,8 @@ class SharedCoordinator(Publishing):
         check_lease_request(annotator_id, lease_seconds)
         lease_seconds = lease_seconds or self.config.lease_seconds
         got = self.store.lease_next(annotator_id, self._clock(), lease_seconds, self.config.pick,
-                                    self.config.max_leases_per_annotator)
+                                    self.config.max_leases_per_annotator,
+                                    gold=rules.gold_first(self.config.gold_share, self._draw.random()))
         if got is None:
             return None
         cand, _, lease = got
@@ -163,7 +166,7 @@ class SharedCoordinator(Publishing):
         now = self._clock()
         appended = self.store.import_records([imported_record(item, seq=0, now=now) for item in batch])
         for r in appended:
-            self.observer.labeled(r.annotator_id, IMPORTED_STRATEGY)
+            self.observer.labeled(r.annotator_id, r.provenance.strategy)
         if appended:
             self.signals.labels.fire()  # at once here; other replicas hear of it by NOTIFY
         return [r.seq for r in appended], len(batch) - len(appended)

@@ -47,7 +47,7 @@ from aal_rpc.coordinator.rows import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATES
                                       query_from_row, query_row)
 from aal_rpc.coordinator.tally import DEFERS_COUNTER, merge
 from aal_rpc.errors import Unavailable
-from aal_rpc.types import AnnotatorCounts, Candidate, LabeledRecord, Lease, ModelInfo, Task, shard_key
+from aal_rpc.types import GOLD_STRATEGY, AnnotatorCounts, Candidate, LabeledRecord, Lease, ModelInfo, Task, shard_key
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ BEGIN
     ELSIF h.item_id = p_item AND h.lease_owner = p_owner AND h.lease_deadline > p_now THEN
         -- rules.wants_another_label: short of p_per_item labels after this one, the item stays in S, never again for
         -- this annotator (a deferral without end, rules.FOREVER)
-        SELECT q.labels + 1 < p_per_item INTO more FROM queries q WHERE q.item_id = p_item;
+        SELECT q.labels + 1 < CASE WHEN q.strategy = '{GOLD_STRATEGY}' THEN {rules.MAX_LABELS_PER_ITEM} ELSE p_per_item END
+            INTO more FROM queries q WHERE q.item_id = p_item;
         -- one statement: its parts share a snapshot, so the insert reads the row it deletes
         RETURN QUERY WITH moved AS (
                 INSERT INTO labels ({{columns}})
@@ -138,18 +139,21 @@ def _lease_function() -> str:
     that count, for rules.check_lease_cap to refuse; else the leased query's row (QUERY_COLUMNS) after its count, or
     nothing when no query is free. One branch per pick order (rules.PICK_ORDERS), each a static statement."""
     columns = ", ".join(f"q.{c}" for c in QUERY_COLUMNS.split(", "))
-    branches = "\n    ELS".join(
-        f"""IF p_pick = '{pick}' THEN
-        RETURN QUERY UPDATE queries q SET lease_id = p_lease, lease_owner = p_owner, leased_at = p_now,
+
+    def take(gold: bool, order: str) -> str:
+        return f"""RETURN QUERY UPDATE queries q SET lease_id = p_lease, lease_owner = p_owner, leased_at = p_now,
             lease_deadline = p_deadline
         FROM (SELECT a.item_id FROM queries a WHERE (a.lease_id IS NULL OR a.lease_deadline <= p_now) AND NOT EXISTS
               (SELECT 1 FROM deferrals d WHERE d.item_id = a.item_id AND d.annotator_id = p_owner AND d.until > p_now)
-              ORDER BY {_order_by(pick)} LIMIT 1 FOR UPDATE SKIP LOCKED) next
+              AND a.strategy {'=' if gold else '<>'} '{GOLD_STRATEGY}'
+              ORDER BY {order} LIMIT 1 FOR UPDATE SKIP LOCKED) next
         WHERE q.item_id = next.item_id RETURNING n, {columns};"""
-        for pick in rules.PICK_ORDERS)
+
+    branches = "\n    ELS".join(f"""IF p_pick = '{pick}' THEN
+        {take(False, _order_by(pick))}""" for pick in rules.PICK_ORDERS)
     return f"""
 CREATE OR REPLACE FUNCTION aal_lease_next(p_lease TEXT, p_owner TEXT, p_now DOUBLE PRECISION,
-                                          p_deadline DOUBLE PRECISION, p_cap BIGINT, p_pick TEXT)
+                                          p_deadline DOUBLE PRECISION, p_cap BIGINT, p_pick TEXT, p_gold BOOLEAN)
 RETURNS TABLE (held BIGINT, {_QUERY_TYPES})
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
@@ -163,6 +167,12 @@ BEGIN
         IF n >= p_cap THEN
             held := n;
             RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    IF p_gold THEN  -- rules.gold_first: a gold item this annotator has not labeled, if there is one
+        {take(True, "a.queued_at")}
+        IF FOUND THEN
             RETURN;
         END IF;
     END IF;
@@ -234,6 +244,8 @@ class PostgresStore:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # replicas starting together
                 schema.migrate_postgres(cur, redacted(url))  # first: a database of a newer aal_rpc is left as it is
                 cur.execute("DROP FUNCTION IF EXISTS aal_record_label(TEXT, TEXT, INTEGER, TEXT, DOUBLE PRECISION)")
+                cur.execute("DROP FUNCTION IF EXISTS aal_lease_next(TEXT, TEXT, DOUBLE PRECISION, DOUBLE PRECISION, "
+                            "BIGINT, TEXT)")
                 cur.execute(LABEL_FUNCTION.format(columns=LABEL_INSERT_COLUMNS, channel=CHANNEL))
                 cur.execute(_lease_function())
         except BaseException:
@@ -465,8 +477,8 @@ class PostgresStore:
 
     # -- atomic pool operations for the shared-database coordinator --------------------------------------------
 
-    def lease_next(self, annotator_id: str, now: float, lease_seconds: float, pick: str, cap: int = 0
-                   ) -> tuple[Candidate, float, Lease] | None:
+    def lease_next(self, annotator_id: str, now: float, lease_seconds: float, pick: str, cap: int = 0,
+                   gold: bool = False) -> tuple[Candidate, float, Lease] | None:
         """Lease the next available query in pick order (rules.PICK_ORDERS) that `annotator_id` did not defer;
         None when none is free. Rows other replicas are leasing right now are skipped, not waited for. With `cap`
         (> 0), ResourceExhausted when the annotator already holds that many live leases (rules.check_lease_cap).
@@ -476,8 +488,8 @@ class PostgresStore:
         again and its label is refused (FAILED_PRECONDITION) until leased anew."""
         lease = Lease(uuid.uuid4().hex, annotator_id, now, now + lease_seconds)
         with self._connection() as conn, conn.cursor() as cur:
-            cur.execute("SELECT * FROM aal_lease_next(%s, %s, %s, %s, %s, %s)",
-                        (lease.lease_id, annotator_id, now, lease.deadline, max(0, cap), pick), binary=True)
+            cur.execute("SELECT * FROM aal_lease_next(%s, %s, %s, %s, %s, %s, %s)",
+                        (lease.lease_id, annotator_id, now, lease.deadline, max(0, cap), pick, gold), binary=True)
             row = cur.fetchone()
         if row is None:
             return None
@@ -664,7 +676,7 @@ class PostgresStore:
             size = cur.fetchone()[0]
 
             def stalest(n: int, exclude: set[str]) -> list[tuple[int, str]]:
-                cur.execute(f"SELECT model_version, item_id FROM queries WHERE {_AVAILABLE} AND NOT {rules.OWED_SQL} AND NOT "
+                cur.execute(f"SELECT model_version, item_id FROM queries WHERE {_AVAILABLE} AND {rules.EVICTABLE_SQL} AND NOT "
                             f"item_id = ANY(%(exclude)s) ORDER BY {rules.STALEST.sql()} LIMIT %(n)s",
                             {"now": now, "exclude": list(exclude), "n": n})
                 return [(v, i) for v, i in cur.fetchall()]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aal_rpc.coordinator import rules
-from aal_rpc.types import Candidate, Lease, shard_key
+from aal_rpc.types import GOLD_STRATEGY, Candidate, Lease, shard_key
 
 PICK_ORDERS = tuple(rules.PICK_ORDERS)  # names, for command-line choices
 
@@ -71,6 +71,7 @@ class QueryPool:
         self._deadlines: list[tuple[float, str]] = []  # (deadline, lease_id); renewed or ended leases' go stale
         self._random_items: list[str] = []  # available ids, for O(1) uniform picks
         self._random_pos: dict[str, int] = {}
+        self._gold: dict[str, None] = {}  # gold items in S (an ordered set): served apart, at the gold share
         self._deferred: dict[str, dict[str, float]] = {}  # item_id -> {annotator_id: not offered to them until}
         self._deferrals = 0  # entries in _deferred
         self._deferrals_swept = 0  # entries left by the last sweep of ended ones
@@ -128,6 +129,8 @@ class QueryPool:
         self._next_token += 1
         entry.token = self._next_token
         item_id = entry.candidate.item_id
+        if entry.strategy == GOLD_STRATEGY:
+            return  # leased from self._gold only (rules.gold_first)
         if self._order is rules.RANDOM:
             self._random_pos[item_id] = len(self._random_items)
             self._random_items.append(item_id)
@@ -190,19 +193,22 @@ class QueryPool:
         """Up to n available candidates (version, item id) not owed labels (rules.owed) but `exclude`, in
         rules.STALEST order."""
         available = (e for i, e in self._entries.items()
-                     if e.lease is None and not rules.owed(e.labels, e.strategy) and i not in exclude)
+                     if e.lease is None and rules.evictable(e.labels, e.strategy) and i not in exclude)
         return [(e.version, e.candidate.item_id)
                 for e in heapq.nsmallest(n, available, key=lambda e: rules.STALEST.key(e.version, e.score))]
 
     def _insert(self, candidate: Candidate, queued_at: float, labels: int = 0) -> Entry:
         entry = Entry(candidate, queued_at, token=0, shard_key=shard_key(candidate.item_id), labels=labels)
         self._entries[candidate.item_id] = entry
+        if entry.strategy == GOLD_STRATEGY:
+            self._gold[candidate.item_id] = None
         self._by_version[entry.version] += 1
         self._make_available(entry)
         return entry
 
     def _remove(self, item_id: str) -> Entry:
         self._deferrals -= len(self._deferred.pop(item_id, ()))
+        self._gold.pop(item_id, None)
         entry = self._entries.pop(item_id)
         self._by_version[entry.version] -= 1
         if not self._by_version[entry.version]:
@@ -239,8 +245,16 @@ class QueryPool:
     def _deferred_for(self, item_id: str, annotator_id: str, now: float) -> bool:
         return self._deferred.get(item_id, {}).get(annotator_id, 0.0) > now
 
-    def lease(self, annotator_id: str, now: float, lease_seconds: float) -> Entry | None:
-        """Lease the next available candidate in pick order that `annotator_id` did not defer, or None."""
+    def lease(self, annotator_id: str, now: float, lease_seconds: float, *, gold: bool = False) -> Entry | None:
+        """Lease the next available candidate in pick order that `annotator_id` did not defer, or None; with `gold`
+        (rules.gold_first), a gold item they did not label first, if there is one. Gold items are never picked
+        otherwise."""
+        if gold:
+            for item_id in self._gold:
+                entry = self._entries[item_id]
+                if entry.lease is None and not self._deferred_for(item_id, annotator_id, now):
+                    self._lease(entry, Lease(uuid.uuid4().hex, annotator_id, now, now + lease_seconds))
+                    return entry
         if self._order is rules.RANDOM:
             if not self._random_items:
                 return None

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from aal_rpc.errors import FailedPrecondition, NotFound, ResourceExhausted
-from aal_rpc.types import AUDIT_STRATEGY, RELABEL_STRATEGY, Candidate
+from aal_rpc.types import AUDIT_STRATEGY, GOLD_STRATEGY, RELABEL_STRATEGY, Candidate
 
 
 # -- orders ---------------------------------------------------------------------------------------------------
@@ -27,11 +27,21 @@ from aal_rpc.types import AUDIT_STRATEGY, RELABEL_STRATEGY, Candidate
 # that is owed labels (`owed`): finishing it comes before starting another.
 def owed(labels: int, strategy: str) -> bool:
     """Is an item in S owed labels of its quota (labels_per_item > 1): it has some of them, and it is not there for
-    one more by adaptive re-labeling (RELABEL_STRATEGY), which competes by its score? OWED_SQL is the same test."""
-    return labels > 0 and strategy != RELABEL_STRATEGY
+    one more by adaptive re-labeling (RELABEL_STRATEGY), which competes by its score, nor a gold item (served apart:
+    GOLD_STRATEGY)? OWED_SQL is the same test."""
+    return labels > 0 and strategy not in (RELABEL_STRATEGY, GOLD_STRATEGY)
 
 
-OWED_SQL = f"(labels > 0 AND strategy <> '{RELABEL_STRATEGY}')"
+OWED_SQL = f"(labels > 0 AND strategy NOT IN ('{RELABEL_STRATEGY}', '{GOLD_STRATEGY}'))"
+
+
+def evictable(labels: int, strategy: str) -> bool:
+    """May an available candidate make room for a fresher one (STALEST)? Not when it is owed labels, nor a gold
+    item. EVICTABLE_SQL is the same test."""
+    return not owed(labels, strategy) and strategy != GOLD_STRATEGY
+
+
+EVICTABLE_SQL = f"(NOT {OWED_SQL} AND strategy <> '{GOLD_STRATEGY}')"
 
 TERMS: dict[str, tuple[Callable[[int, float, str, int], float], str]] = {
     "audit": (lambda version, score, strategy, labels: float(strategy == AUDIT_STRATEGY),
@@ -120,7 +130,9 @@ def plan_offer(candidates: Iterable[Candidate], *, taken: Callable[[str], bool],
     A re-labeling candidate (strategy RELABEL_STRATEGY: adaptive re-labeling, a worker's choice to ask for one more
     label of an item in L) is the exception to `taken`: it is accepted as a new item when its item is in L and not
     skipped (`labelers` gives who labeled it, None otherwise), has fewer than `max_labels` labels (may_relabel)
-    and is not in S; then it waits for one more label, from anyone who has not labeled it yet.
+    and is not in S; then it waits for one more label, from anyone who has not labeled it yet. A gold candidate
+    (GOLD_STRATEGY: the coordinator's own, for an item whose gold answer is in L) is accepted the same way, under
+    MAX_LABELS_PER_ITEM.
 
     `queued` maps the batch's item ids that are in S to their state; `size` is how many S holds (leased ones
     included); `stalest(n, batch_ids)` returns up to n available candidates (version, item id) in STALEST order,
@@ -133,9 +145,10 @@ def plan_offer(candidates: Iterable[Candidate], *, taken: Callable[[str], bool],
     for c in batch:
         version = c.provenance.model_version
         existing = queued.get(c.item_id)
-        relabel = c.provenance.strategy == RELABEL_STRATEGY
+        relabel = c.provenance.strategy in (RELABEL_STRATEGY, GOLD_STRATEGY)
+        cap = MAX_LABELS_PER_ITEM if c.provenance.strategy == GOLD_STRATEGY else max_labels
         who = labelers(c.item_id) if relabel and existing is None else None
-        if relabel and (who is None or not may_relabel(len(who), max_labels)):
+        if relabel and (who is None or not may_relabel(len(who), cap)):
             plan.rejected += 1
         elif version < min_version or (taken(c.item_id) and not relabel):
             plan.rejected += 1
@@ -201,11 +214,19 @@ def label_cap(labels_per_item: int, max_labels_per_item: int) -> int:
     return max(labels_per_item, max_labels_per_item)
 
 
-def wants_another_label(labels: int, labels_per_item: int) -> bool:
-    """After its `labels`-th label (first labels from different annotators; corrections do not count), does an item
-    go back to S for one more? Then it waits there, never for an annotator who labeled it, served before items with
-    no label (PARTLY_LABELED_FIRST) and never evicted (STALEST), until it has `labels_per_item`."""
-    return labels < labels_per_item
+def wants_another_label(labels: int, labels_per_item: int, strategy: str = "") -> bool:
+    """After its `labels`-th label (first labels from different annotators, the gold answer included; corrections do
+    not count), does an item go back to S for one more? Then it waits there, never for an annotator who labeled it,
+    served before items with no label (PARTLY_LABELED_FIRST) and never evicted (STALEST), until it has
+    `labels_per_item`. A gold item (`strategy` GOLD_STRATEGY) stays for MAX_LABELS_PER_ITEM."""
+    return labels < (MAX_LABELS_PER_ITEM if strategy == GOLD_STRATEGY else labels_per_item)
+
+
+def gold_first(share: float, draw: float) -> bool:
+    """Is this lease one of the gold share (aal-coordinator --gold-share), `draw` a uniform number in [0, 1)? Then
+    a gold item the annotator has not labeled is served, if there is one; else, and for every other lease, the pick
+    order's best item that is not gold."""
+    return draw < share
 
 
 def may_relabel(labels: int, max_labels: int) -> bool:

@@ -8,6 +8,7 @@ const ORIGIN_WORDS = {
   model: "chosen by a model", cold_start: "at random, before any model (cold start)",
   typical: "typical items, before any model (cold start)", random_strategy: "by the random strategy",
   audit: "audit: at random, for the accuracy estimate", imported: "imported with the data",
+  gold: "gold items: known answers, and labels of them",
 };
 let token = "";
 let timer = null;
