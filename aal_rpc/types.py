@@ -80,9 +80,15 @@ PRETRAIN_STEPS = "pretrain_steps"  # a model's metrics: self-supervised steps it
 
 
 def strategy_shown(strategy: str) -> str:
-    """The strategy a person may be shown for an item: none for an audit item, so that nobody labels the items
-    that measure accuracy differently from the rest."""
-    return "" if strategy == AUDIT_STRATEGY else strategy
+    """The strategy a person may be shown for an item: none for an audit item or a gold item, so that nobody labels
+    the items that measure accuracy differently from the rest."""
+    return "" if strategy in (AUDIT_STRATEGY, GOLD_STRATEGY) else strategy
+
+
+def provenance_sent(p: Provenance) -> Provenance:
+    """An item's provenance as the AnnotationService sends it to annotators: a gold item's is blank, so that no
+    client, a person's tool or a script, can tell a gold item (whose answer is known) from any other."""
+    return Provenance() if p.strategy == GOLD_STRATEGY else p
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotat
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
 from aal_rpc.handlers import Serialized
 from aal_rpc.security import acting_as, current_caller
-from aal_rpc.types import Candidate, ModelInfo, Provenance, Query
+from aal_rpc.types import Candidate, ModelInfo, Provenance, Query, provenance_sent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -188,7 +188,8 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
         # its lease expires)
         return annotation_pb2.LeaseQueryResponse(found=True, query=annotation_pb2.Query(
             item_id=q.item_id, lease_id=q.lease_id, deadline_unix=q.deadline,
-            payload=serde.payload_to_proto(q.payload), provenance=serde.provenance_to_proto(q.provenance)))
+            payload=serde.payload_to_proto(q.payload),
+            provenance=serde.provenance_to_proto(provenance_sent(q.provenance))))
 
     @unary
     async def SubmitLabel(self, request, context):
@@ -227,7 +228,7 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
         resp = annotation_pb2.GetItemResponse(item_id=item.item_id, state=ITEM_STATES[item.state])
         if item.payload is not None:
             resp.payload.CopyFrom(serde.payload_to_proto(item.payload))
-            resp.provenance.CopyFrom(serde.provenance_to_proto(item.provenance))
+            resp.provenance.CopyFrom(serde.provenance_to_proto(provenance_sent(item.provenance)))
         if item.record is not None and (_is_admin() or (asking and item.record.annotator_id == asking)):
             resp.current.CopyFrom(serde.record_to_proto(dataclasses.replace(item.record, payload=None)))
         return resp
