@@ -58,6 +58,36 @@ def test_today_counts_a_persons_labels_over_their_logins_and_the_team_figures_fo
         channel.close()
 
 
+def test_with_several_labels_per_item_each_person_gets_an_item_others_labeled_and_never_their_own_again(tmp_path):
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK,
+                                    CoordinatorConfig(lease_seconds=60, labels_per_item=2))
+    address = f"127.0.0.1:{srv.port}"
+    queue_digits(address, range(2))
+    connect, channel = coordinator_clients(address, ClientSecurity(), lease_seconds=60, retry_for=5)
+    sessions = Sessions(connect, heartbeat_seconds=1, tab_timeout=10)
+    try:
+        people = {name: sessions.login(None, name) for name in ("alice", "bob", "carol")}
+        tabs = {name: sessions.open_tab(s.session_id)[1].tab_id for name, s in people.items()}
+
+        def lease(name):
+            return sessions.lease(people[name].session_id, tabs[name], 0)
+
+        first = lease("alice")
+        sessions.submit(people["alice"].session_id, tabs["alice"], first.lease_id, 1)
+        again = lease("bob")  # the item alice labeled comes first: it is owed its second label
+        sessions.submit(people["bob"].session_id, tabs["bob"], again.lease_id, 1)
+        assert again.item_id == first.item_id
+        other = lease("alice")
+        assert other is not None and other.item_id != first.item_id
+        with CoordinatorClient(address, retry_for=5) as admin:
+            assert [(r.item_id, r.annotator_id) for r in admin.export(include_payload=False)] == [
+                (first.item_id, "alice"), (first.item_id, "bob")]
+    finally:
+        sessions.close()
+        channel.close()
+        srv.stop(grace=0)
+
+
 def test_a_token_that_may_not_read_stats_means_no_team_figures_and_no_error(tmp_path):
     tokens = {"ann": Principal("annotator", "alice"), "adm": Principal("admin")}
     srv = create_coordinator_server("127.0.0.1:0", tmp_path / "data", TASK, tokens=tokens)
