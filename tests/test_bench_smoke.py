@@ -20,7 +20,7 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     assert set(b) == {"annotators", "model_distribution", "worker_scoring", "cluster_margin", "scale_sim", "growth",
                       "store_backends", "cnn_vs_textbook", "web_latency", "labelstudio_sync", "work_per_label",
                       "held_open", "capacity", "own_data", "semi_supervised", "first_minute", "cold_start",
-                      "frozen_backbone"}
+                      "frozen_backbone", "crowd"}
     assert b["annotators"]["measured"]["labels"] > 0 and b["annotators"]["bare"]["count"] > 0
     assert b["model_distribution"]["download_mb_per_s"] > 0 and b["model_distribution"]["bare_mb_per_s"] > 0
     assert b["worker_scoring"]["ratio"] > 0
@@ -48,4 +48,6 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     assert [(r["data"], r["labels"]) for r in f["rows"]] == [("digits28", 20), ("text", 8)]
     assert all(0 <= r[k]["mean"] <= 1 for r in f["rows"] for k in ("scratch", "same classes", "other classes"))
     assert all(t["cached_items_per_second"] > 0 and t["full_pass_items_per_second"] > 0 for t in f["timing"])
+    c = b["crowd"]["rows"][0]
+    assert c["arm"] == "adaptive" and c["items"]["mean"] >= 1 and 0 <= c["consensus_right"]["mean"] <= 1
     assert "| 1 |" in (tmp_path / "results.md").read_text()
