@@ -16,7 +16,7 @@ from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotat
 from aal_rpc.security import load_tokens
 from aal_rpc.serde import payload_to_proto
 from aal_rpc.types import Payload
-from tests.conftest import TASK, code_of, make_candidate
+from tests.conftest import TASK, code_of, make_candidate, wait_until
 
 A = annotation_pb2
 
@@ -284,6 +284,7 @@ def test_a_trainer_that_streamed_a_label_trains_on_its_correction(grpc_coordinat
             if len(rounds) == 1:  # the first round streamed the label: now correct it, and label one more
                 a.correct(first.item_id, 8)
                 a.submit(a.lease(), 5)
+                assert wait_until(lambda: trainer._labels == 3)  # both streamed in before the next round looks
 
         trainer.train_round = train_round
         trainer.run(max_rounds=2)

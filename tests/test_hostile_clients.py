@@ -166,8 +166,8 @@ def test_an_old_version_downloaded_again_is_not_serialized_again(make_embedded_c
     so N slow readers of an old version held 2N copies of the weights."""
     c = make_embedded_coordinator()
     data = weights_to_bytes(build_model(TASK.architecture, TASK.input_shape, TASK.num_classes).state_dict())
-    for _ in range(3):
-        c.publish_model(data=data, server_id="s", trained_seq=0, num_labels=0, architecture=TASK.architecture,
+    for n in range(3):  # three versions (a different server each: one server's same upload is one version)
+        c.publish_model(data=data, server_id=f"s{n}", trained_seq=0, num_labels=0, architecture=TASK.architecture,
                         metrics={})
     made = []
     real = servicers._serialized_download

@@ -196,7 +196,7 @@ def test_label_origins_say_why_each_label_was_chosen():
                [record("random", 2)] * 2 + [record("audit", 0), record("audit", 4)] + [record("imported", 0)] +
                [record("margin", 1)] * 4 + [record("entropy", 3)])
     origins = admin.label_origins(records)
-    assert origins == {"model": 5, "cold_start": 4, "typical": 0, "random_strategy": 2, "audit": 2, "imported": 1,
+    assert origins == {"model": 5, "cold_start": 4, "typical": 0, "random_strategy": 2, "audit": 2, "imported": 1, "gold": 0,
                        "model_strategies": {"entropy": 1, "margin": 4}}
     assert admin.chosen_by_model_share(origins) == 5 / 14
     assert admin.chosen_by_model_share(admin.label_origins([])) is None

@@ -134,7 +134,7 @@ def test_typical_picks_count_as_the_cold_start_apart_from_random_ones_and_from_t
     records = ([record("random", 0)] * 2 + [record("typiclust", 1)] * 3 + [record("audit", 1)] +
                [record("margin", 2)] * 3 + [record("typiclust", 2)])
     origins = admin.label_origins(records, {1})
-    assert origins == {"model": 4, "cold_start": 2, "typical": 3, "random_strategy": 0, "audit": 1, "imported": 0,
+    assert origins == {"model": 4, "cold_start": 2, "typical": 3, "random_strategy": 0, "audit": 1, "imported": 0, "gold": 0,
                        "model_strategies": {"margin": 3, "typiclust": 1}}
     assert admin.chosen_by_model_share(origins) == 4 / 10
     text = admin.origins_message(origins, versions=2)

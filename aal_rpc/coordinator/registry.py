@@ -85,11 +85,12 @@ class RegistryBase:
             return self._publish_file(f, dataclasses.replace(info, size_bytes=size_bytes, sha256=sha256))
 
     def _same_upload(self, info: ModelInfo, sha256: str) -> ModelInfo | None:
-        """The version an upload already became, if it is a retry: the same server's same weights, trained on as many
-        labels through the same seq. A server whose upload's answer was lost (a partition) sends it again; that must not publish
-        the same model twice."""
-        return next((m for m in reversed(self.list()) if (m.server_id, m.sha256, m.trained_seq, m.num_labels) == (
-            info.server_id, sha256, info.trained_seq, info.num_labels)), None)
+        """The version an upload already became, if it is a retry: the same server's same weights and metrics,
+        trained on as many labels through the same seq. A server whose upload's answer was lost (a partition) sends
+        it again; that must not publish the same model twice."""
+        return next((m for m in reversed(self.list()) if (m.server_id, m.sha256, m.trained_seq, m.num_labels,
+                                                          m.metrics) == (info.server_id, sha256, info.trained_seq,
+                                                                         info.num_labels, info.metrics)), None)
 
     @property
     def fingerprint(self) -> str:

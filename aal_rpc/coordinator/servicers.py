@@ -243,7 +243,8 @@ class TrainingServicer(_Servicer, training_pb2_grpc.TrainingServiceServicer):
     async def StreamLabels(self, request, context):
         caller = current_caller()
         if caller is not None and caller.role == "worker" and not request.omit_payload:
-            raise PermissionDenied("a worker token reads L without payloads: set omit_payload")
+            raise PermissionDenied("a worker token may call TrainingService.StreamLabels only without payloads "
+                                   "(omit_payload): the rest of TrainingService needs a server token")
         async for record in self._records(request.after_seq, follow=request.follow,
                                           include_payload=not request.omit_payload):
             yield serde.record_to_proto(record)

@@ -82,7 +82,7 @@ class ExperimentConfig:
             raise ValueError(f"{len(self.annotator_accuracy)} annotator accuracies for {self.annotators} annotators: "
                              "give at most one each")
         check_labels_per_item(self.labels_per_item, self.mode, self.max_labels_per_item)
-        if self.labels_per_item > self.annotators:
+        if self.labels_per_item > 1 and self.labels_per_item > self.annotators:
             raise ValueError(f"{self.labels_per_item} labels per item need as many annotators, not {self.annotators}")
 
     def worker_strategies(self) -> list[str]:
