@@ -83,7 +83,9 @@ def _fanout(address: str, publisher: CoordinatorClient, data: bytes, workers: in
         t.start()
     ready.wait()
     time.sleep(0.5)  # let every downloader enter its long poll
-    publisher.upload_model(data, server_id="bench", trained_seq=0, num_labels=0, architecture="mlp", metrics={})
+    # a new version (other metrics: the same weights, metrics and header again would be a retry of the first)
+    publisher.upload_model(data, server_id="bench", trained_seq=0, num_labels=0, architecture="mlp",
+                           metrics={"fanout": 1.0})
     t0 = time.perf_counter()
     for t in threads:
         t.join(300)

@@ -42,7 +42,8 @@ def run(*, items: int = 200_000, repeats: int = 5, strategy: str = "entropy", sm
                 step_s, infer_s, step_cpu, infer_cpu = [], [], [], []
                 for r in range(repeats):
                     client.upload_model(weights_to_bytes(model.state_dict()), server_id="bench", trained_seq=0,
-                                        num_labels=0, architecture="mlp", metrics={})  # newest wins a tie
+                                        num_labels=0, architecture="mlp",
+                                        metrics={"repeat": float(r)})  # a version each (not a retry); newest wins a tie
                     w = Selector(client, WorkerConfig(worker_id=f"w{r}", strategy=strategy, batch_size=256,
                                                       poll_seconds=0.05), dataset=dataset)
                     x = dataset.x_pool[w.indices]
