@@ -111,14 +111,18 @@ class Selector:
         self._more_now = False  # the last batch was cut at batch_size and S wants more: no wait before the next
         if config.cold_start not in COLD_STARTS:
             raise ValueError(f"unknown cold start {config.cold_start!r}; expected one of {COLD_STARTS}")
-        if config.cold_start == "typical" and self.strategy.needs_model:
-            self.set_model(self.untrained_encoder(), 0, encoder=True)
-        self._wait = config.poll_seconds  # the next long poll's wait while the pool wants nothing more now
-        self._said: set[tuple[str, int]] = set()  # (what, model version) already logged
         # adaptive re-labeling (strategies.activelab): L's labels, and the most an item may get (GetShardState)
         self._votes = (LabelVotes(client, self.task.num_classes) if isinstance(self.strategy, ActiveLabStrategy)
                        else None)
         self._max_labels = 1
+        # each labeled item's class probabilities under the model held when its first label arrived: a model not
+        # trained on that label, so its view is out of sample (a model's view of its own training items agrees with
+        # their labels, careless or not)
+        self._held_out: dict[str, np.ndarray] = {}
+        if config.cold_start == "typical" and self.strategy.needs_model:
+            self.set_model(self.untrained_encoder(), 0, encoder=True)
+        self._wait = config.poll_seconds  # the next long poll's wait while the pool wants nothing more now
+        self._said: set[tuple[str, int]] = set()  # (what, model version) already logged
 
     def stop(self) -> None:
         if self._votes is not None:
@@ -252,8 +256,8 @@ class Selector:
     def _submit_relabels(self, queued: list[str], wanted: int) -> int:
         """Adaptive re-labeling (strategies.activelab), when the coordinator allows more labels per item: the
         `wanted` best items of this shard on one scale, new ones (the model's least confidence) and labeled ones
-        below the cap (their labels and the model weighed together), and submit the labeled ones among them for one
-        more label, with strategy RELABEL_STRATEGY. Returns how many were sent; the new ones are left to the step."""
+        below the cap (their labels and a model not trained on them weighed together: `_held_out`), and submit the
+        labeled ones among them for one more label, with strategy RELABEL_STRATEGY. Returns how many were sent; the new ones are left to the step."""
         strategy = self._strategy_now()
         if self._votes is None or self._max_labels <= 1 or not isinstance(strategy, ActiveLabStrategy):
             return 0
@@ -262,7 +266,8 @@ class Selector:
             return 0
         agreed = self._votes.consensus()
         in_s = set(queued)
-        mine = {i: probs[self._row_of[i]] for i in agreed.items if i in self._row_of and self._usable[self._row_of[i]]}
+        mine = {i: self._held_out.setdefault(i, probs[self._row_of[i]]) for i in agreed.items
+                if i in self._row_of and self._usable[self._row_of[i]]}
         ids = [i for i in mine if i not in in_s and len(agreed.items[i].votes) < self._max_labels]
         if not ids:
             return 0
@@ -376,12 +381,23 @@ class Selector:
         """Hold `model` as registry version `version` (`encoder`: a pretrained encoder, types.is_encoder; `frozen`:
         its backbone was frozen, so its embeddings of the shard are kept for later versions): the shard is scored
         anew under it at the next step."""
+        self._keep_held_out()
         self.model, self.version = model.to(self.config.device).eval(), version
         self._backbone = backbone_fingerprint(model) if frozen else None
         self._encoder = encoder
         self._probs = self._embeddings = self._usable = None
         self._fresh = set()
         self._wait = self.config.poll_seconds
+
+    def _keep_held_out(self) -> None:
+        """Before the held model goes: keep its probabilities of the items labeled while it was held (it was not
+        trained on them) for adaptive re-labeling (`_held_out`)."""
+        if self._votes is None or self._probs is None or self._usable is None or self._encoder:
+            return
+        for item_id in self._votes.consensus().items:
+            row = self._row_of.get(item_id)
+            if row is not None and item_id not in self._held_out and self._usable[row]:
+                self._held_out[item_id] = self._probs[row]
 
     def _scores(self, strategy: Strategy | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Probabilities (and embeddings, if `strategy` wants them) of the whole shard under the held model. One
