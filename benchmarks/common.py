@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 
 from aal_rpc.experiment.processes import read_address
+from aal_rpc.measures import mean_ci
 from aal_rpc.grpc_utils import CHANNEL_OPTIONS, create_server, server_loop
 
 ECHO_SERVICE = "bench.Echo"
@@ -123,3 +124,16 @@ def plus_minus(mean: float, half: float, *, digits: int = 3, scale: float = 1.0)
     (one seed: measures.mean_ci has no interval then)."""
     tail = f" ± {half * scale:.{digits}f}" if half == half else ""
     return f"{mean * scale:.{digits}f}{tail}"
+
+
+def seeds_stat(values: list) -> dict:
+    """A figure over seeds for results.json: {"mean", "ci95", "n"} (measures.mean_ci; None and 0 without any)."""
+    mean, half, n = mean_ci(values) if values else (None, None, 0)
+    return {"mean": mean, "ci95": half, "n": n}
+
+
+def stat_pm(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
+    """A seeds_stat as a table writes it (plus_minus); '–' for one without values."""
+    if stat["mean"] is None or stat["n"] == 0:
+        return "–"
+    return plus_minus(stat["mean"], stat["ci95"], digits=digits, scale=scale)

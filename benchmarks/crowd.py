@@ -36,7 +36,7 @@ from aal_rpc.consensus import Votes, consensus
 from aal_rpc.data import load_dataset
 from aal_rpc.experiment import ExperimentConfig, run_experiment
 from aal_rpc.measures import mean_ci
-from benchmarks.common import plus_minus
+from benchmarks.common import plus_minus, seeds_stat, stat_pm
 
 CROWD = (0.9, 0.9, 0.9, 0.9, 0.3, 0.3)  # annotator i answers the truth with probability CROWD[i]
 CARELESS = 0.5  # an annotator given an accuracy below this is one of the careless
@@ -129,18 +129,11 @@ def run(*, smoke: bool = False) -> dict:
                 row = {"arm": arm, "budget": budget, "seeds": list(s.seeds), "runs": runs}
                 for key in FIGURES:
                     values = [r[key] for r in runs if r[key] is not None and r[key] == r[key]]
-                    mean, half, n = mean_ci(values) if values else (None, None, 0)
-                    row[key] = {"mean": mean, "ci95": half, "n": n}
+                    row[key] = seeds_stat(values)
                 rows.append(row)
     return {"dataset": s.base.dataset, "model": s.base.model, "annotator_accuracy": list(CROWD),
             "annotator_delay": s.base.annotator_delay, "servers": s.base.servers, "workers": s.base.workers,
             "eval_repeats": s.base.eval_repeats, "rows": rows}
-
-
-def _pm(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
-    if stat["mean"] is None or stat["n"] == 0:
-        return "–"
-    return plus_minus(stat["mean"], stat["ci95"], digits=digits, scale=scale)
 
 
 def rows(r: dict) -> list[str]:
@@ -154,9 +147,10 @@ def rows(r: dict) -> list[str]:
         ratio = f"{row['retrained_accuracy']['mean'] / base['retrained_accuracy']['mean']:.3f}" if compare else "–"
         out.append(f"| 20 | {r['dataset']} ({r['model']}), crowd of {len(r['annotator_accuracy'])} (two at 0.3), "
                    f"{row['budget']} labels, {len(row['seeds'])} seed{'s' if len(row['seeds']) != 1 else ''}: "
-                   f"{row['arm']} | retrained {_pm(row['retrained_accuracy'])}, {_pm(row['items'], digits=0)} items, "
-                   f"consensus right {_pm(row['consensus_right'], 100, 0)}% | "
-                   f"{'K=1, retrained ' + _pm(base['retrained_accuracy']) if compare else '–'} | {ratio} | – | "
+                   f"{row['arm']} | retrained {stat_pm(row['retrained_accuracy'])}, "
+                   f"{stat_pm(row['items'], digits=0)} items, "
+                   f"consensus right {stat_pm(row['consensus_right'], 100, 0)}% | "
+                   f"{'K=1, retrained ' + stat_pm(base['retrained_accuracy']) if compare else '–'} | {ratio} | – | "
                    "– |")
     return out
 
@@ -166,11 +160,11 @@ def section(r: dict) -> str:
     lines = ["| budget (labels) | arm | retrained accuracy | final model | items | re-labels | consensus right | "
              "est. quality, careful (0.9) | est. quality, careless (0.3) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
-        lines.append(f"| {row['budget']} | {row['arm']} | {_pm(row['retrained_accuracy'])} | "
-                     f"{_pm(row['final_accuracy'])} | {_pm(row['items'], digits=0)} | "
-                     f"{_pm(row['relabels'], digits=0)} | "
-                     f"{_pm(row['consensus_right'], 100, 1)}% | {_pm(row['careful_quality'], digits=2)} | "
-                     f"{_pm(row['careless_quality'], digits=2)} |")
+        lines.append(f"| {row['budget']} | {row['arm']} | {stat_pm(row['retrained_accuracy'])} | "
+                     f"{stat_pm(row['final_accuracy'])} | {stat_pm(row['items'], digits=0)} | "
+                     f"{stat_pm(row['relabels'], digits=0)} | "
+                     f"{stat_pm(row['consensus_right'], 100, 1)}% | {stat_pm(row['careful_quality'], digits=2)} | "
+                     f"{stat_pm(row['careless_quality'], digits=2)} |")
     lines += ["", "Each arm against K=1, seed by seed (a seed gives every arm the same annotators' luck: about the "
               "same share of right labels):", "",
               "| budget (labels) | arm | retrained: arm − K=1 | final model: arm − K=1 |", "|---|---|---|---|"]

@@ -22,8 +22,7 @@ import tempfile
 from dataclasses import dataclass, replace
 
 from aal_rpc.experiment import ExperimentConfig, run_experiment
-from aal_rpc.measures import mean_ci
-from benchmarks.common import plus_minus
+from benchmarks.common import seeds_stat, stat_pm
 
 SETUPS = {
     "full rounds, random cold start": dict(paced=False, cold_start="random"),
@@ -72,27 +71,20 @@ def run(*, smoke: bool = False) -> dict:
             for key in ("first_model_seconds", "chosen_by_model_share", "typical_share", "retrained_accuracy",
                         "random_accuracy"):
                 values = [r[key] for r in runs if r[key] is not None]
-                mean, half, n = mean_ci(values) if values else (None, None, 0)
-                row[key] = {"mean": mean, "ci95": half, "n": n}
+                row[key] = seeds_stat(values)
             rows.append(row)
     return {"dataset": s.base.dataset, "model": s.base.model, "budget": s.base.budget,
             "annotator_delay": s.base.annotator_delay, "rows": rows}
-
-
-def _pm(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
-    if stat["mean"] is None or stat["n"] == 0:
-        return "–"
-    return plus_minus(stat["mean"], stat["ci95"], digits=digits, scale=scale)
 
 
 def rows(r: dict) -> list[str]:
     """The lines of the benchmark table."""
     return [f"| 17 | {r['dataset']} ({r['model']}) at {r['annotator_delay']:g} s a label to {r['budget']} labels, "
             f"{len(row['seeds'])} seed{'s' if len(row['seeds']) != 1 else ''}: {row['setup']} | "
-            f"first model at {_pm(row['first_model_seconds'], digits=1)} s, "
-            f"{_pm(row['chosen_by_model_share'], 100, 0)}% chosen by a model "
-            f"({_pm(row['typical_share'], 100, 0)}% typical) | retrained {_pm(row['retrained_accuracy'])} | "
-            f"random labels {_pm(row['random_accuracy'])} | – | – |" for row in r["rows"]]
+            f"first model at {stat_pm(row['first_model_seconds'], digits=1)} s, "
+            f"{stat_pm(row['chosen_by_model_share'], 100, 0)}% chosen by a model "
+            f"({stat_pm(row['typical_share'], 100, 0)}% typical) | retrained {stat_pm(row['retrained_accuracy'])} | "
+            f"random labels {stat_pm(row['random_accuracy'])} | – | – |" for row in r["rows"]]
 
 
 if __name__ == "__main__":
