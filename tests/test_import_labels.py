@@ -214,3 +214,21 @@ def test_a_bad_row_ends_the_command_with_one_line_and_imports_nothing(serve, poo
     assert result.exit_code == 1 and message in result.output and "nothing imported" in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert srv.coordinator.stats().labeled == 0
+
+
+def test_a_row_may_name_its_item_by_its_file(tmp_path):
+    """A pool read from files: a label file (an import, or aal-coordinator --gold) names items by `source`, as
+    `aal-admin export --sources` writes it; a file the pool does not hold is refused, naming the line."""
+    import click
+
+    from aal_rpc.cli.admin_import import read_labels
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"source": "cats/a.png", "label_name": "1"}\n{"item_id": "7", "label": 2}\n')
+    assert read_labels(good, TASK.class_names, by_source={"cats/a.png": "img-1"}) == {"img-1": 1, "7": 2}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("source,label\ncats/none.png,1\n")
+    with pytest.raises(click.ClickException, match="line 2: the pool holds no file 'cats/none.png'"):
+        read_labels(bad, TASK.class_names, by_source={"cats/a.png": "img-1"})
+    with pytest.raises(click.ClickException, match="no item_id"):
+        read_labels(bad, TASK.class_names)

@@ -1,6 +1,7 @@
 """aal-admin import FILE: labels a team already has (a partly labeled pool) into the labeled pool L.
 
-FILE is what `aal-admin export` writes, jsonl or csv: per row an item id (`item_id` or `id`) and its label, as a
+FILE is what `aal-admin export` writes, jsonl or csv: per row an item id (`item_id` or `id`; or, for a pool read
+from files, the file's path relative to the dataset, `source`, as `export --sources` writes it) and its label, as a
 class index (`label`) or a class name (`label_name`). Each item's payload is read here from the task's dataset, as
 the selectors read it, and the coordinator records the labels with provenance strategy "imported". The whole file
 is checked first: a row naming an unknown item or class ends the command with one line, and nothing is imported.
@@ -35,13 +36,13 @@ def import_command(client: CoordinatorClient, file: Path, annotator: str):
     Items already labeled are skipped, so importing a file again imports nothing new.
     """
     task = client.task()
-    labels = read_labels(file, task.class_names)
     from aal_rpc.data import load_task_dataset  # looked up when run: of aal-admin's commands only this one loads data
 
     try:
         dataset = load_task_dataset(task)
     except (ValueError, OSError) as exc:
         raise click.ClickException(f"cannot load the task's dataset {task.dataset!r}: {exc}") from None
+    labels = read_labels(file, task.class_names, by_source=ids_by_source(dataset))
     rows: dict[str, int] = {}
     missing: list[str] = []
     for item_id in labels:
@@ -67,9 +68,17 @@ def import_command(client: CoordinatorClient, file: Path, annotator: str):
     click.echo(f"imported {out.imported} labels ({out.skipped} already labeled, skipped)")
 
 
-def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, int]:
+def ids_by_source(dataset) -> dict[str, str]:
+    """A pool's item ids by source file (relative to the dataset), for rows that name a file; {} for a pool read
+    from no files."""
+    return dict(zip(dataset.sources, dataset.item_ids)) if dataset.sources is not None else {}
+
+
+def read_labels(path: Path, class_names: Sequence[str], *, by_source: dict[str, str] | None = None
+                ) -> dict[str, int]:
     """item id -> class index from a jsonl or csv file (format in the module docstring); a later row of an item
-    replaces an earlier one. Raises click.ClickException, naming the line, for a row it cannot use."""
+    replaces an earlier one. A row may name its item by its `source` file instead, looked up in `by_source`.
+    Raises click.ClickException, naming the line, for a row it cannot use."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -80,8 +89,13 @@ def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, int]:
     for line, row in (_jsonl_rows(path, text) if is_jsonl else _csv_rows(text)):
         where = f"{path} line {line}"
         item_id = row.get("item_id", row.get("id"))
+        source = row.get("source")
+        if (item_id is None or item_id == "") and source and by_source is not None:
+            item_id = by_source.get(str(source))
+            if item_id is None:
+                raise click.ClickException(f"{where}: the pool holds no file {source!r}; nothing imported")
         if item_id is None or item_id == "":
-            raise click.ClickException(f"{where}: no item_id (or id); nothing imported")
+            raise click.ClickException(f"{where}: no item_id (or id, or source); nothing imported")
         labels[str(item_id)] = _label(row, class_names, where)
     return labels
 

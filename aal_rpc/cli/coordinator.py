@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from aal_rpc.cli.admin_import import read_labels
+from aal_rpc.cli.admin_import import ids_by_source, read_labels
 from aal_rpc.cli.common import check_model, log_level_option, model_option, on_termination, run_program
 from aal_rpc.coordinator.app import create_coordinator_server, is_database_url
 from aal_rpc.coordinator.contract import CoordinatorConfig, ImportedLabel
@@ -206,10 +206,11 @@ def serve_gold(coordinator, ds: Dataset, gold: dict[str, int]) -> None:
                    "item whose consensus is uncertain, while it has fewer than this many (0: never). Those items "
                    "compete with new ones by their scores.")
 @click.option("--gold", "gold_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Gold items: a jsonl or csv of pool items with known labels (item_id, and label or label_name, as "
-                   "'aal-admin export' writes). Each is served to every annotator once, at --gold-share of leases, "
-                   "and their answers sharpen each annotator's estimated quality ('aal-admin annotators'). The known "
-                   "labels go into L (annotator 'gold') and are trained on.")
+              help="Gold items: a jsonl or csv of pool items with known labels (item_id, or source: a file's path "
+                   "in the dataset; and label or label_name, as 'aal-admin export' writes). Each is served to every "
+                   "annotator once, at --gold-share of leases, and their answers sharpen each annotator's estimated "
+                   "quality ('aal-admin annotators'). The known labels go into L (annotator 'gold') and are trained "
+                   "on.")
 @click.option("--gold-share", type=click.FloatRange(min=0, max=1), default=0.05, show_default=True,
               help="With --gold: the share of leases that serve a gold item the annotator has not labeled yet.")
 @click.option("--keep-models", type=click.IntRange(min=1), default=DEFAULTS.keep_models, show_default=True,
@@ -282,7 +283,7 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
     try:
         import_pool_labels(srv.coordinator, ds)
         if gold_file is not None:
-            serve_gold(srv.coordinator, ds, read_labels(gold_file, task.class_names))
+            serve_gold(srv.coordinator, ds, read_labels(gold_file, task.class_names, by_source=ids_by_source(ds)))
     except click.ClickException:
         srv.stop(0)
         raise
