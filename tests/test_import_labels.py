@@ -129,6 +129,7 @@ class Pool:
         self.item_ids = tuple(f"img-{i}" for i in range(n))
         self.x_pool = np.stack([np.full(TASK.input_shape, i / n, np.float32) for i in range(n)])
         self.texts = tuple(f"text {i}" for i in range(n)) if texts else None
+        self.sources = None  # not read from files
 
     def index_of(self, item_id: str) -> int:
         return {i: row for row, i in enumerate(self.item_ids)}[item_id]  # KeyError, as Dataset's
