@@ -24,13 +24,14 @@ DIGITS = load_dataset("digits")
 
 def test_labels_that_agree_with_a_confident_model_score_low_and_a_lone_careless_label_high():
     confident = np.array([[0.9, 0.05, 0.05]])
-    careful, careless = weight(0.95, 3), weight(0.4, 3)
-    agreeing = relabel_scores(confident, [{"a": 0}], {"a": careful}, weight(0.9, 3))[0]
-    careless_disagreeing = relabel_scores(confident, [{"b": 2}], {"b": careless}, weight(0.9, 3))[0]
-    careful_disagreeing = relabel_scores(confident, [{"a": 2}], {"a": careful}, weight(0.9, 3))[0]
+    careful, careless, model = weight(0.95, 3), weight(0.4, 3), weight(0.9, 3)
+    agreeing = relabel_scores(confident, [{"a": 0}], {"a": careful}, model, [0])[0]
+    careless_disagreeing = relabel_scores(confident, [{"b": 2}], {"b": careless}, model, [2])[0]
+    careful_disagreeing = relabel_scores(confident, [{"a": 2}], {"a": careful}, model, [2])[0]
     settled = relabel_scores(confident, [{"a": 2, "c": 2, "d": 2}], {"a": careful, "c": careful, "d": careful},
-                             weight(0.9, 3))[0]
-    assert agreeing < 0.1 < careless_disagreeing < careful_disagreeing  # a careful dissent is the real doubt
+                             model, [2])[0]
+    # the chance that the label trained on is wrong: a careless label the model doubts most, a careful one less
+    assert agreeing < 0.1 < careful_disagreeing < careless_disagreeing
     assert settled < careful_disagreeing  # three careful labels outweigh the model
     new = ActiveLabStrategy().score(np.array([[0.5, 0.3, 0.2]]))[0]
     assert agreeing < new  # on one scale: an uncertain new item beats a settled labeled one

@@ -273,7 +273,8 @@ class Selector:
             return 0
         num_classes = self.task.num_classes
         scores = relabel_scores(np.stack([mine[i] for i in ids]), [agreed.items[i].votes for i in ids],
-                                annotator_weights(agreed, mine, num_classes), model_weight(agreed, mine, num_classes))
+                                annotator_weights(agreed, mine, num_classes), model_weight(agreed, mine, num_classes),
+                                [agreed.items[i].label for i in ids])
         new = strategy.score(probs[~self._taken & self._usable])
         best = np.argsort(-np.concatenate([scores, new]), kind="stable")[:wanted]
         picked = best[best < len(ids)]  # the labeled items among the best of both

@@ -1,13 +1,14 @@
 """ActiveLab (Goh and Mueller, 2023): with a crowd, whether the next label goes to a new item or to one more label of
 an item already labeled, decided on one scale.
 
-Each item gets the probability distribution of its label that the evidence gives, and its score is how far that
-distribution is from certain: 1 - its largest probability. A new item's evidence is the model alone (so its score
-is least confidence). A labeled item's is CROWDLAB's: the model's prediction and each annotator's label, each
-weighted by how far above chance its source is right (`weight`): the model by its agreement with the consensus
-labels, an annotator by their estimated quality (consensus.py, Dawid-Skene), or, before any two annotators share
-an item, by their agreement with the model. An item whose careful labels agree with a confident model scores near
-0; one whose only label is a careless annotator's, or whose labels disagree, scores high and is labeled again.
+Both scores are the probability that the label an item is (or would be) trained on is wrong. A new item's is the
+model's: 1 - its largest class probability (least confidence). A labeled item's evidence is CROWDLAB's: the model's
+prediction and each annotator's label, each weighted by how far above chance its source is right (`weight`): the
+model by its agreement with the consensus labels, an annotator by their estimated quality (consensus.py,
+Dawid-Skene), or, before any two annotators share an item, by their agreement with the model; its score is 1 - the
+probability that mix gives its consensus label, the one trainers learn. An item whose careful labels agree with a
+confident model scores near 0; one whose only label is a careless annotator's that the model doubts, or whose
+labels disagree, scores high and is labeled again.
 """
 
 from __future__ import annotations
@@ -74,9 +75,10 @@ def model_weight(agreed: Consensus, probs: dict[str, np.ndarray], num_classes: i
 
 
 def relabel_scores(probs: np.ndarray, votes: list[dict[str, int]], annotators: dict[str, float],
-                   model: float) -> np.ndarray:
-    """Scores of labeled items on the new items' scale: 1 - the largest probability of the weighted mix of the
-    model's prediction (row of `probs`, weight `model`) and each vote (annotator -> label; weights `annotators`)."""
+                   model: float, labels: list[int]) -> np.ndarray:
+    """Scores of labeled items on the new items' scale: 1 - the probability of each item's consensus label
+    (`labels`, what trainers learn) under the weighted mix of the model's prediction (row of `probs`, weight
+    `model`) and each vote (annotator -> label; weights `annotators`)."""
     mix = model * np.asarray(probs, dtype=np.float64)
     total = np.full(len(votes), model)
     for row, item_votes in enumerate(votes):
@@ -84,4 +86,4 @@ def relabel_scores(probs: np.ndarray, votes: list[dict[str, int]], annotators: d
             w = annotators.get(annotator, FLOOR)
             mix[row, label] += w
             total[row] += w
-    return 1.0 - (mix / total[:, None]).max(axis=1)
+    return 1.0 - mix[np.arange(len(votes)), labels] / total
