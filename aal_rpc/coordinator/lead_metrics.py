@@ -10,7 +10,7 @@ from collections import Counter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from aal_rpc.consensus import Votes, consensus
+from aal_rpc.consensus import Consensus, Votes, consensus
 from aal_rpc.measures import (ORIGINS, chosen_by_model_share, origins_of, pool_items, remaining_items,
                               stopping_signal)
 from aal_rpc.types import Stats, is_encoder
@@ -32,6 +32,7 @@ class LeadCollector:
         self._through = 0  # the last seq of L folded in
         self._provenances: Counter[tuple[str, int]] = Counter()  # (strategy, model_version) -> items
         self._votes = Votes()  # each annotator's current label of each item: their quality (consensus.py)
+        self._agreed: tuple[int, Consensus] | None = None  # the last consensus and the seq it was worked out at
 
     def _read_new_labels(self) -> Counter[tuple[str, int]]:
         with self._lock:
@@ -95,8 +96,10 @@ class LeadCollector:
         return names[:self._max_annotators], names[self._max_annotators:]
 
     def _quality(self, stats: Stats):
-        with self._lock:
-            agreed = consensus(self._votes, self._coordinator.task.num_classes)
+        with self._lock:  # worked out again only once L has grown since
+            if self._agreed is None or self._agreed[0] != self._through:
+                self._agreed = (self._through, consensus(self._votes, self._coordinator.task.num_classes))
+            agreed = self._agreed[1]
         shown, _ = self._shown(stats)
         families = {what: GaugeMetricFamily(f"aal_annotator_{what}", help_, labels=["annotator"])
                     for what, help_ in (("quality", "Each annotator's estimated probability of labeling an item right "

@@ -122,6 +122,7 @@ class Trainer:
         # on (and audited by) its consensus label (consensus.py), worked out anew before each round
         self._votes = Votes()
         self._crowd = False  # some item has labels of several annotators
+        self._agreed_at = -1  # the seq through which labels were last set to their consensus
         # records folded into _xs/_ys: an item's first label, another annotator's, a correction; rounds wait for
         # these to grow (with a crowd, a second opinion can change what an item is trained on)
         self._labels = 0
@@ -179,8 +180,9 @@ class Trainer:
     def _agree_locked(self) -> None:
         """With a crowd, set every item's label (trained on or audited) to its consensus (consensus.py); the caller
         holds `_cv`."""
-        if not self._crowd:
+        if not self._crowd or self._agreed_at == self._through_seq:  # none, or no record since the last time
             return
+        self._agreed_at = self._through_seq
         agreed = consensus(self._votes, self.task.num_classes).items
         for index, ys in ((self._index, self._ys), (self._audit_index, self._audit_y)):
             for item_id, row in index.items():
