@@ -47,9 +47,14 @@ def percentiles(samples: list[float]) -> dict:
 
 def start_echo_server(chunk: bytes = b"", chunks: int = 0) -> tuple[grpc.aio.Server, int]:
     """A bare gRPC server, same grpcio, server stack and options as the coordinator (asyncio, on the process's
-    server loop): Unary echoes, Stream sends `chunks` copies of `chunk`. Stop it with stop_echo_server."""
+    server loop): Unary echoes, Stream sends `chunks` copies of `chunk`, Bidi answers each message of a stream
+    with itself (a message in, a message out: the AnnotationSession's baseline). Stop it with stop_echo_server."""
     async def unary(request, context):
         return request
+
+    async def bidi(request_iterator, context):
+        async for message in request_iterator:
+            yield message
 
     async def stream(request, context):
         for _ in range(chunks):
@@ -60,6 +65,7 @@ def start_echo_server(chunk: bytes = b"", chunks: int = 0) -> tuple[grpc.aio.Ser
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ECHO_SERVICE, {
             "Unary": grpc.unary_unary_rpc_method_handler(unary),
             "Stream": grpc.unary_stream_rpc_method_handler(stream),
+            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         }),))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
@@ -87,6 +93,50 @@ def run_threads(n: int, body: Callable[[int, threading.Event], None], seconds: f
     stop.set()
     for t in threads:
         t.join(30)
+
+
+class StreamPairs:
+    """One bidirectional stream driven a message at a time from one thread: `pair(msg)` sends a message and
+    returns the next one received."""
+
+    def __init__(self, call_factory):
+        import queue
+
+        self._outbox: queue.Queue = queue.Queue()
+        self._responses = call_factory(iter(self._outbox.get, None))
+
+    def pair(self, msg):
+        self._outbox.put(msg)
+        return next(self._responses)
+
+    def close(self) -> None:
+        self._outbox.put(None)
+        for _ in self._responses:
+            pass
+
+
+def bare_stream_load(port: int, concurrency: int, seconds: float, payload: bytes = b"x" * 64) -> dict:
+    """Round trips (a message in, a message out) and pairs/s over `concurrency` bare bidirectional echo streams,
+    one per thread, as AnnotationClients hold one AnnotationSession each."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+    bidi = channel.stream_stream(f"/{ECHO_SERVICE}/Bidi")
+    lat: list[list[float]] = [[] for _ in range(concurrency)]
+
+    def body(i, stop):
+        s = StreamPairs(bidi)
+        s.pair(payload)  # the stream is up
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            s.pair(payload)
+            lat[i].append(time.perf_counter() - t0)
+        s.close()
+
+    t0 = time.perf_counter()
+    run_threads(concurrency, body, seconds)
+    elapsed = time.perf_counter() - t0
+    channel.close()
+    flat = [x for xs in lat for x in xs]
+    return {**percentiles(flat), "pairs_per_second": len(flat) / elapsed}
 
 
 def bare_unary_load(port: int, concurrency: int, seconds: float, payload: bytes = b"x" * 64) -> dict:

@@ -46,7 +46,8 @@ def test_metrics_endpoint(grpc_coordinator):
     assert m['aal_candidates_total{strategy="margin",worker="w7"}'] == 3
     assert m['aal_training_rounds_total{server="s1"}'] == 1 and m["aal_latest_model_version"] == 1
     assert 0 <= m["aal_latest_model_age_seconds"] < 60
-    assert m['aal_rpc_latency_seconds_count{code="OK",method="SubmitLabel"}'] == 2
+    # the client labels over its AnnotationSession stream: each command is timed apart from the stream
+    assert m['aal_rpc_latency_seconds_count{code="OK",method="AnnotationSession.label"}'] == 2
 
 
 def test_metrics_server_starts_without_name_lookups(monkeypatch):

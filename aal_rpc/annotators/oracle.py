@@ -173,11 +173,17 @@ class OracleAnnotators:
 
     def _annotate(self, channel: grpc.Channel, index: int) -> None:
         annotator_id = f"{self.id_prefix}-{index}"
-        client = AnnotationClient(self.target, annotator_id, channel=channel, retry_for=self.retry_for)
+        # one query ready ahead, as a person's tool holds: the label's acknowledgement brings the next one
+        client = AnnotationClient(self.target, annotator_id, channel=channel, retry_for=self.retry_for, prefetch=1)
         with self._lock:
             self._clients.append(client)
-        if self._stop.is_set():
-            return
+        try:
+            if not self._stop.is_set():
+                self._label(client, index, annotator_id)
+        finally:
+            client.close()  # the query held ready goes back to S
+
+    def _label(self, client: AnnotationClient, index: int, annotator_id: str) -> None:
         rng = random.Random(self.seed * 100_003 + index)
         accuracy = accuracy_of(self.accuracy, index)
         asked = time.monotonic()

@@ -21,13 +21,14 @@ An annotator holds at most the coordinator's --max-leases-per-annotator leases (
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 
 from aal_rpc import serde
 from aal_rpc.client.retry import ChannelClient
+from aal_rpc.client.session import LeasedQuery, SessionStream, leased_query
 from aal_rpc.grpc_utils import LONG_POLL_MARGIN_SECONDS
 from aal_rpc.security import ClientSecurity
 from aal_rpc.proto.v1 import admin_pb2, annotation_pb2, annotation_pb2_grpc
@@ -43,30 +44,6 @@ def lease_gone(exc: grpc.RpcError) -> bool:
     """Whether a failed call says its lease is gone for good (LEASE_GONE)."""
     return exc.code() in LEASE_GONE
 DEFAULT_RETRY_FOR = 60.0  # how long to keep retrying through an outage
-
-
-@dataclass(frozen=True)
-class LeasedQuery:
-    item_id: str
-    lease_id: str
-    deadline_unix: float
-    payload: Payload
-    provenance: Provenance
-
-    @property
-    def image(self) -> bytes:
-        """The picture people look at (PNG, JPEG, GIF or WebP; `payload.image_type` names it), b"" for text."""
-        return self.payload.image
-
-    image_png = image  # the name before pictures could be JPEG, GIF or WebP
-
-    @property
-    def text(self) -> str:
-        """A text item's text ("" for images)."""
-        return self.payload.text
-
-    def array(self) -> np.ndarray:
-        return self.payload.to_array()
 
 
 @dataclass(frozen=True)
@@ -108,15 +85,49 @@ class AnnotationClient(ChannelClient):
         Seconds to keep retrying a call through an outage (UNAVAILABLE, DEADLINE_EXCEEDED); None: no limit.
     security:
         Bearer token and TLS settings (aal_rpc.security.ClientSecurity); None for a plain local channel.
+    stream:
+        Lease, label, release and renew over one AnnotationSession stream (a message in and a message out per
+        label) rather than a unary call each.
+    prefetch:
+        With `stream`: queries held ready beyond those taken, so the next one is at hand when a label is
+        acknowledged (client/session.py); 0 asks for a query only when `lease` is called.
     """
 
     def __init__(self, target: str, annotator_id: str, *, lease_seconds: float = 0.0,
                  retry_for: float | None = DEFAULT_RETRY_FOR, channel: grpc.Channel | None = None,
-                 security: ClientSecurity | None = None):
+                 security: ClientSecurity | None = None, stream: bool = True, prefetch: int = 0):
         super().__init__(target, retry_for=retry_for, channel=channel, security=security)
         self.annotator_id = annotator_id
         self.lease_seconds = lease_seconds
+        self.stream = stream
+        self.prefetch = prefetch
         self._stub = annotation_pb2_grpc.AnnotationServiceStub(self._channel)
+        self._session: SessionStream | None = None
+        self._session_lock = threading.Lock()
+
+    def session(self) -> SessionStream:
+        """This client's stream, opened on first use."""
+        with self._session_lock:
+            if self._session is None:
+                self._session = SessionStream(self._stub, self.annotator_id, lease_seconds=self.lease_seconds,
+                                              prefetch=self.prefetch, retry_for=self.retry_for,
+                                              contact=self.contact, stop=self._stop)
+            return self._session
+
+    def close(self) -> None:
+        """Give back the queries pushed but never taken, end the stream, and close the channel if it is ours."""
+        with self._session_lock:
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
+        super().close()
+
+    def stop_retrying(self) -> None:
+        super().stop_retrying()
+        with self._session_lock:
+            session = self._session
+        if session is not None:
+            session.wake()
 
     def task(self) -> Task:
         return serde.task_from_proto(self._call(self._admin.GetTask, admin_pb2.GetTaskRequest(), CALL_TIMEOUT).task)
@@ -128,17 +139,21 @@ class AnnotationClient(ChannelClient):
     def lease(self, wait_seconds: float = 0.0) -> LeasedQuery | None:
         """Lease the next query, waiting up to `wait_seconds` for one; None when none came. RESOURCE_EXHAUSTED when
         this annotator already holds the coordinator's cap of live leases."""
+        if self.stream:
+            return self.session().next_query(wait_seconds)
         resp = self._call(self._stub.LeaseQuery, annotation_pb2.LeaseQueryRequest(
             annotator_id=self.annotator_id, wait_seconds=wait_seconds, lease_seconds=self.lease_seconds),
             wait_seconds + LONG_POLL_MARGIN_SECONDS)
         if not resp.found:
             return None
-        q = resp.query
-        return LeasedQuery(q.item_id, q.lease_id, q.deadline_unix, serde.payload_from_proto(q.payload),
-                           serde.provenance_from_proto(q.provenance))
+        return leased_query(resp.query)
 
     def submit(self, query: LeasedQuery, label: int) -> SubmitResult:
         """Submit a label; returns once the coordinator has it on disk."""
+        if self.stream:
+            labeled = self.session().command(refill=True, label=annotation_pb2.SessionLabel(
+                lease_id=query.lease_id, item_id=query.item_id, label=int(label))).labeled
+            return SubmitResult(labeled.seq, labeled.duplicate)
         resp = self._call(self._stub.SubmitLabel, annotation_pb2.SubmitLabelRequest(
             lease_id=query.lease_id, item_id=query.item_id, label=int(label), annotator_id=self.annotator_id),
             CALL_TIMEOUT)
@@ -152,20 +167,27 @@ class AnnotationClient(ChannelClient):
         """Drop the query as unlabelable; it is never offered again."""
         self._release(query, annotation_pb2.RELEASE_REASON_SKIP)
 
-    def _release(self, query: LeasedQuery, reason: annotation_pb2.ReleaseReason) -> None:
-        self._call(self._stub.ReleaseQuery, annotation_pb2.ReleaseQueryRequest(
-            lease_id=query.lease_id, item_id=query.item_id, annotator_id=self.annotator_id, reason=reason),
-            CALL_TIMEOUT)
-
     def defer(self, query: LeasedQuery, *, defer_seconds: float = 0.0) -> None:
         """"Don't know": back to the pool for others, not offered to this annotator again for `defer_seconds`
         (0: the coordinator's default)."""
+        self._release(query, annotation_pb2.RELEASE_REASON_DEFER, defer_seconds)
+
+    def _release(self, query: LeasedQuery, reason: annotation_pb2.ReleaseReason, defer_seconds: float = 0.0
+                 ) -> None:
+        if self.stream:
+            self.session().command(refill=True, release=annotation_pb2.SessionRelease(
+                lease_id=query.lease_id, item_id=query.item_id, reason=reason, defer_seconds=defer_seconds))
+            return
         self._call(self._stub.ReleaseQuery, annotation_pb2.ReleaseQueryRequest(
-            lease_id=query.lease_id, item_id=query.item_id, annotator_id=self.annotator_id,
-            reason=annotation_pb2.RELEASE_REASON_DEFER, defer_seconds=defer_seconds), CALL_TIMEOUT)
+            lease_id=query.lease_id, item_id=query.item_id, annotator_id=self.annotator_id, reason=reason,
+            defer_seconds=defer_seconds), CALL_TIMEOUT)
 
     def renew(self, query: LeasedQuery) -> LeasedQuery:
         """Keep a query open: its lease runs `lease_seconds` (or the coordinator's default) from now."""
+        if self.stream:
+            renewed = self.session().command(renew=annotation_pb2.SessionRenew(
+                lease_id=query.lease_id, item_id=query.item_id, lease_seconds=self.lease_seconds)).renewed
+            return dataclasses.replace(query, deadline_unix=renewed.deadline_unix)
         resp = self._call(self._stub.RenewLease, annotation_pb2.RenewLeaseRequest(
             lease_id=query.lease_id, item_id=query.item_id, annotator_id=self.annotator_id,
             lease_seconds=self.lease_seconds), CALL_TIMEOUT)

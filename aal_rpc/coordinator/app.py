@@ -157,7 +157,8 @@ async def _start(address, coordinator, metrics, executor, uploads, tokens, tls, 
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(coordinator, executor), server)
+    annotation_pb2_grpc.add_AnnotationServiceServicer_to_server(
+        AnnotationServicer(coordinator, executor, observe_command=metrics.session_command), server)
     training_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingServicer(coordinator, executor, uploads), server)
     selection_pb2_grpc.add_SelectionServiceServicer_to_server(SelectionServicer(coordinator, executor), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(coordinator, executor), server)

@@ -92,6 +92,10 @@ class CoordinatorMetrics:
     def model_published(self, server_id: str) -> None:
         self.rounds.labels(self._servers(server_id)).inc()
 
+    def session_command(self, kind: str, code: str, seconds: float) -> None:
+        """One AnnotationSession command's latency (label, release, renew), as method "AnnotationSession.KIND"."""
+        self.rpc.labels(f"AnnotationSession.{kind}", code).observe(seconds)
+
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _RpcInterceptor(self)
 

@@ -27,6 +27,7 @@ from aal_rpc.coordinator.contract import IMPORT_ANNOTATOR, ImportedLabel, Import
 from aal_rpc.coordinator.following import follow_records
 from aal_rpc.coordinator.importing import ImportSpool
 from aal_rpc.coordinator.lease_queue import LeaseQueue, caller_left
+from aal_rpc.coordinator.sessions import Session, query_to_proto
 from aal_rpc.coordinator.signals import long_poll_async
 from aal_rpc.coordinator.validation import check_wait
 from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
@@ -56,9 +57,16 @@ _STATUS = {
 }
 
 
+def status_of(exc: Exception, closing: bool = False) -> grpc.StatusCode:
+    """The status a call that failed with `exc` answers (INTERNAL: a bug)."""
+    if isinstance(exc, AalError):
+        return _STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT)
+    return grpc.StatusCode.UNAVAILABLE if closing else grpc.StatusCode.INTERNAL
+
+
 async def _abort_for(servicer: _Servicer, context: grpc.aio.ServicerContext, exc: Exception):
     if isinstance(exc, AalError):
-        await context.abort(_STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+        await context.abort(status_of(exc), str(exc))
     if servicer.c.closing:  # calls still running when the store closes: the client retries elsewhere or later
         await context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator is shutting down")
     log.exception("internal error")
@@ -152,8 +160,11 @@ def _is_admin() -> bool:
 
 
 class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceServicer):
-    def __init__(self, coordinator: Coordinator, executor: ThreadPoolExecutor):
+    def __init__(self, coordinator: Coordinator, executor: ThreadPoolExecutor,
+                 observe_command: Callable[[str, str, float], None] | None = None):
+        """`observe_command(kind, code, seconds)`: told each AnnotationSession command's latency (metrics)."""
         super().__init__(coordinator, executor)
+        self._observe_command = observe_command or (lambda kind, code, seconds: None)
         self._queue = LeaseQueue(coordinator.signals.queries, try_lease=self._try_lease, give_back=self._give_back,
                                  closing=lambda: coordinator.closing)
 
@@ -186,10 +197,7 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
         # (grpc.aio's context.cancelled() stays False for a call its client cancelled, so a done callback cannot
         # tell a lost answer from a delivered one; an answer lost on the wire after this point is held until
         # its lease expires)
-        return annotation_pb2.LeaseQueryResponse(found=True, query=annotation_pb2.Query(
-            item_id=q.item_id, lease_id=q.lease_id, deadline_unix=q.deadline,
-            payload=serde.payload_to_proto(q.payload),
-            provenance=serde.provenance_to_proto(provenance_sent(q.provenance))))
+        return annotation_pb2.LeaseQueryResponse(found=True, query=query_to_proto(q))
 
     @unary
     async def SubmitLabel(self, request, context):
@@ -218,6 +226,14 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
             self.c.correct_label, item_id=request.item_id, label=request.label,
             annotator_id=_annotator(request.annotator_id), is_admin=_is_admin())
         return annotation_pb2.CorrectLabelResponse(seq=seq, supersedes_seq=supersedes, duplicate=duplicate)
+
+    @streaming
+    async def AnnotationSession(self, request_iterator, context):
+        session = Session(self.c, call=self._run, try_lease=self._try_lease, queue=self._queue,
+                          give_back=self._give_back, status_of=status_of, annotator_of=_annotator,
+                          observe=self._observe_command)
+        async for response in session.run(request_iterator):
+            yield response
 
     @unary
     async def GetItem(self, request, context):

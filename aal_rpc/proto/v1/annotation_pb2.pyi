@@ -1,8 +1,9 @@
 from aal_rpc.proto.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -160,3 +161,95 @@ class GetItemResponse(_message.Message):
     provenance: _common_pb2.Provenance
     current: _common_pb2.LabeledRecord
     def __init__(self, item_id: _Optional[str] = ..., state: _Optional[_Union[ItemState, str]] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., current: _Optional[_Union[_common_pb2.LabeledRecord, _Mapping]] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("ref", "want", "open", "label", "release", "renew")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    WANT_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    RENEW_FIELD_NUMBER: _ClassVar[int]
+    ref: int
+    want: int
+    open: SessionOpen
+    label: SessionLabel
+    release: SessionRelease
+    renew: SessionRenew
+    def __init__(self, ref: _Optional[int] = ..., want: _Optional[int] = ..., open: _Optional[_Union[SessionOpen, _Mapping]] = ..., label: _Optional[_Union[SessionLabel, _Mapping]] = ..., release: _Optional[_Union[SessionRelease, _Mapping]] = ..., renew: _Optional[_Union[SessionRenew, _Mapping]] = ...) -> None: ...
+
+class SessionOpen(_message.Message):
+    __slots__ = ("annotator_id", "lease_seconds", "keep_leases")
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_LEASES_FIELD_NUMBER: _ClassVar[int]
+    annotator_id: str
+    lease_seconds: float
+    keep_leases: bool
+    def __init__(self, annotator_id: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., keep_leases: _Optional[bool] = ...) -> None: ...
+
+class SessionLabel(_message.Message):
+    __slots__ = ("lease_id", "item_id", "label")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    item_id: str
+    label: int
+    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., label: _Optional[int] = ...) -> None: ...
+
+class SessionRelease(_message.Message):
+    __slots__ = ("lease_id", "item_id", "reason", "defer_seconds")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DEFER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    item_id: str
+    reason: ReleaseReason
+    defer_seconds: float
+    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., reason: _Optional[_Union[ReleaseReason, str]] = ..., defer_seconds: _Optional[float] = ...) -> None: ...
+
+class SessionRenew(_message.Message):
+    __slots__ = ("lease_id", "item_id", "lease_seconds")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    item_id: str
+    lease_seconds: float
+    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+
+class SessionError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class SessionOpened(_message.Message):
+    __slots__ = ("annotator_id",)
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    annotator_id: str
+    def __init__(self, annotator_id: _Optional[str] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ("ref", "opened", "labeled", "released", "renewed", "error", "queries", "dry")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    OPENED_FIELD_NUMBER: _ClassVar[int]
+    LABELED_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    DRY_FIELD_NUMBER: _ClassVar[int]
+    ref: int
+    opened: SessionOpened
+    labeled: SubmitLabelResponse
+    released: ReleaseQueryResponse
+    renewed: RenewLeaseResponse
+    error: SessionError
+    queries: _containers.RepeatedCompositeFieldContainer[Query]
+    dry: bool
+    def __init__(self, ref: _Optional[int] = ..., opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., labeled: _Optional[_Union[SubmitLabelResponse, _Mapping]] = ..., released: _Optional[_Union[ReleaseQueryResponse, _Mapping]] = ..., renewed: _Optional[_Union[RenewLeaseResponse, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., dry: _Optional[bool] = ...) -> None: ...

@@ -64,6 +64,11 @@ class AnnotationServiceStub:
                 request_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemRequest.SerializeToString,
                 response_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemResponse.FromString,
                 _registered_method=True)
+        self.AnnotationSession = channel.stream_stream(
+                '/aal.v1.AnnotationService/AnnotationSession',
+                request_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.SessionRequest.SerializeToString,
+                response_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.SessionResponse.FromString,
+                _registered_method=True)
 
 
 class AnnotationServiceServicer:
@@ -123,6 +128,14 @@ class AnnotationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnnotationSession(self, request_iterator, context):
+        """One stream per tool: labels, releases and renewals in; queries pushed into the tool's window and each
+        command's answer out (see Sessions above).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnnotationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +168,11 @@ def add_AnnotationServiceServicer_to_server(servicer, server):
                     servicer.GetItem,
                     request_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemRequest.FromString,
                     response_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemResponse.SerializeToString,
+            ),
+            'AnnotationSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.AnnotationSession,
+                    request_deserializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.SessionRequest.FromString,
+                    response_serializer=aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.SessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -319,6 +337,33 @@ class AnnotationService:
             '/aal.v1.AnnotationService/GetItem',
             aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemRequest.SerializeToString,
             aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.GetItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnnotationSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/aal.v1.AnnotationService/AnnotationSession',
+            aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.SessionRequest.SerializeToString,
+            aal__rpc_dot_proto_dot_v1_dot_annotation__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
