@@ -1,9 +1,11 @@
 """Capacity at people's pace: how many annotators, each labeling one item every 2 s, one coordinator serves with
 p99 wait <= 50 ms, while 2 servers train and 2 workers score in their own processes.
 
-The annotators are coroutines in this process, spread over several grpc.aio channels: each leases (long poll),
-"labels" for 2 s on average (uniform 1-3 s, so they do not move in lockstep), submits, and leases again. Wait =
-from starting SubmitLabel to holding the next query. Their number steps up; each step gets a warm-up, then a
+The annotators are coroutines in this process, spread over several grpc.aio channels. Each holds one
+AnnotationSession stream, as AnnotationClient does (one query asked for with each label: the label's
+acknowledgement and the next query come back together), "labels" for 2 s on average (uniform 1-3 s, so they do
+not move in lockstep) and sends the label. Wait = from sending the label to holding the next query.
+`session=False` runs the same people on the unary calls (long-poll LeaseQuery, SubmitLabel) instead. Their number steps up; each step gets a warm-up, then a
 window long enough for a few hundred waits, and the steps stop after the first one that misses the target.
 For each step: wait p50/p99, labels/s, and where the CPU went (coordinator, this load generator, the machine),
 plus the least S held, so that what bounded the first failing step can be read off.
@@ -26,7 +28,7 @@ from aal_rpc.grpc_utils import CHANNEL_OPTIONS
 from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc
 from benchmarks.common import cpu_seconds, percentiles, synthetic_npz
 
-STEPS = (25, 50, 100, 200, 400, 800)
+STEPS = (25, 50, 100, 200, 400, 800, 1200, 1600, 2000, 2400)
 WAIT_TARGET_SECONDS = 0.05
 LABEL_SECONDS = 2.0  # mean time a person takes per item; each item takes uniform(0.5, 1.5) x this
 ANNOTATORS_PER_CHANNEL = 25  # annotators share connections, as many browsers behind one web front end would
@@ -38,7 +40,7 @@ STARTUP_TIMEOUT = 180.0  # seconds for the workers to fill S (torch imports on 2
 
 def run(*, steps: tuple[int, ...] = STEPS, warmup: float = 5.0, seconds: float = 15.0, items: int = 200_000,
         capacity: int = 4096, servers: int = 2, workers: int = 2, min_waits: int = MIN_WAITS, keep_going: bool = False,
-        smoke: bool = False) -> dict:
+        smoke: bool = False, session: bool = True) -> dict:
     """keep_going: run every step, not only up to the first failing one (the whole curve, to read a noisy run)."""
     if smoke:
         steps, warmup, seconds, items, capacity, servers, workers, min_waits = (10, 20), 1.0, 3.0, 20_000, 1024, 0, 1, 0
@@ -60,12 +62,14 @@ def run(*, steps: tuple[int, ...] = STEPS, warmup: float = 5.0, seconds: float =
                     "--batch-size", "1024", "--seed", j, "--threads", "1"))
             others = [p.pid for name, p in procs.procs.items() if name != "coordinator"]
             result = asyncio.run(_measure(address, coord.pid, others, steps=steps, warmup=warmup, seconds=seconds,
-                                          min_waits=min_waits, keep_going=keep_going, fill=min(capacity // 2, 2048)))
+                                          min_waits=min_waits, keep_going=keep_going, fill=min(capacity // 2, 2048),
+                                          session=session))
         finally:
             procs.stop_all()
     failing = next((s for s in result["steps"] if not s["pass"]), None)
     passing = [s for s in result["steps"] if not failing or s["annotators"] < failing["annotators"]]
     return {**result, "servers": servers, "workers": workers, "pool_capacity": capacity, "items": items,
+            "transport": "AnnotationSession" if session else "unary",
             "label_seconds": LABEL_SECONDS, "target": f"p99 wait <= {WAIT_TARGET_SECONDS * 1e3:.0f} ms",
             "capacity": passing[-1]["annotators"] if passing else 0, "first_failing": failing}
 
@@ -73,8 +77,9 @@ def run(*, steps: tuple[int, ...] = STEPS, warmup: float = 5.0, seconds: float =
 class _Load:
     """The annotator coroutines and what they measured: (SubmitLabel start, wait) pairs, errors, empty polls."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, session: bool = True):
         self.address = address
+        self.session = session
         self.channels: list[grpc.aio.Channel] = []
         self.tasks: list[asyncio.Task] = []
         self.waits: list[tuple[float, float]] = []
@@ -88,7 +93,8 @@ class _Load:
             if i % ANNOTATORS_PER_CHANNEL == 0:
                 self.channels.append(grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS))
             stub = annotation_pb2_grpc.AnnotationServiceStub(self.channels[-1])
-            self.tasks.append(asyncio.ensure_future(self._annotator(stub, f"capacity-{i}", random.Random(i))))
+            person = self._session_annotator if self.session else self._annotator
+            self.tasks.append(asyncio.ensure_future(person(stub, f"capacity-{i}", random.Random(i))))
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, unless stopped first; whether to go on."""
@@ -136,6 +142,55 @@ class _Load:
             except grpc.aio.AioRpcError as exc:
                 self._error(exc)
 
+    async def _session_annotator(self, stub, annotator: str, rng: random.Random) -> None:
+        if not await self._sleep(rng.uniform(0, LABEL_SECONDS)):  # arrive spread over one labeling time
+            return
+        call = stub.AnnotationSession()
+        try:
+            await call.write(annotation_pb2.SessionRequest(want=1, open=annotation_pb2.SessionOpen(
+                annotator_id=annotator)))
+            ready: list = []
+            ref = 0
+            while not self.stop.is_set():
+                while not ready:  # the first query, or the one that came back with the last label
+                    r = await call.read()
+                    if r is grpc.aio.EOF:
+                        return
+                    ready += r.queries
+                    if r.HasField("error"):
+                        self._session_error(r.error.code)
+                    if r.dry:
+                        self.empty_polls += 1
+                query = ready.pop(0)
+                if not await self._sleep(LABEL_SECONDS * rng.uniform(0.5, 1.5)):
+                    break
+                ref += 1
+                t0 = time.perf_counter()
+                await call.write(annotation_pb2.SessionRequest(ref=ref, want=1, label=annotation_pb2.SessionLabel(
+                    lease_id=query.lease_id, item_id=query.item_id, label=rng.randrange(10))))
+                acked = False
+                while not (acked and ready):
+                    r = await call.read()
+                    if r is grpc.aio.EOF:
+                        return
+                    ready += r.queries
+                    if r.ref == ref:
+                        acked = True
+                        if r.HasField("error"):
+                            self._session_error(r.error.code)
+                    if r.dry:
+                        self.empty_polls += 1
+                self.waits.append((t0, time.perf_counter() - t0))
+            await call.done_writing()  # held leases go back by the session's rule (keep_leases=false: at once)
+        except grpc.aio.AioRpcError as exc:
+            self._error(exc)
+        finally:
+            call.cancel()
+
+    def _session_error(self, code: int) -> None:
+        name = next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
+        self.errors[name] = self.errors.get(name, 0) + 1
+
     def _error(self, exc: grpc.aio.AioRpcError) -> None:
         self.errors[exc.code().name] = self.errors.get(exc.code().name, 0) + 1
 
@@ -157,10 +212,10 @@ def _machine_busy() -> tuple[float, float]:
 
 
 async def _measure(address: str, coord_pid: int, others: list[int], *, steps, warmup: float, seconds: float,
-                   min_waits: int, keep_going: bool, fill: int) -> dict:
+                   min_waits: int, keep_going: bool, fill: int, session: bool) -> dict:
     admin_channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
     admin = admin_pb2_grpc.AdminServiceStub(admin_channel)
-    load = _Load(address)
+    load = _Load(address, session)
     out = []
     try:
         t0 = time.monotonic()

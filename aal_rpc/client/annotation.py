@@ -106,8 +106,13 @@ class AnnotationClient(ChannelClient):
         self._session_lock = threading.Lock()
 
     def session(self) -> SessionStream:
-        """This client's stream, opened on first use."""
+        """This client's stream, opened on first use, and again when the annotator it claims changed or the last
+        one ended for good (a refused open, an outage longer than `retry_for`)."""
         with self._session_lock:
+            old = self._session
+            if old is not None and (old.ended or old.annotator_id != self.annotator_id):
+                old.close()
+                self._session = None
             if self._session is None:
                 self._session = SessionStream(self._stub, self.annotator_id, lease_seconds=self.lease_seconds,
                                               prefetch=self.prefetch, retry_for=self.retry_for,

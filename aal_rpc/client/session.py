@@ -133,6 +133,16 @@ class SessionStream:
 
     # -- what the tool calls ---------------------------------------------------------------------------------
 
+    @property
+    def annotator_id(self) -> str:
+        """The annotator this stream claims (as opened)."""
+        return self._open.annotator_id
+
+    @property
+    def ended(self) -> bool:
+        """Whether the stream is gone for good (refused, or an outage outlasted `retry_for`)."""
+        return self._failed is not None
+
     def next_query(self, wait_seconds: float) -> LeasedQuery | None:
         """A query from the window, waiting up to `wait_seconds` for one; None when none came. Asks for one when
         nothing is asked for yet. A push the coordinator refused (the lease cap: RESOURCE_EXHAUSTED) is raised."""
