@@ -94,12 +94,13 @@ class Run:
 
 
 def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None,
-         studies: tuple[str, ...] = STUDIES, arms: tuple[str, ...] = ("with",)) -> list[Run]:
+         studies: tuple[str, ...] = STUDIES, arms: tuple[str, ...] = ("with",),
+         eval_repeats: int = ExperimentConfig.eval_repeats) -> list[Run]:
     """Every run of the chosen `studies`, seed by seed (a suite cut short has whole seeds of every study), each in
     every one of `arms` (ARMS) one after the other."""
     base = ExperimentConfig(dataset=dataset or scale.dataset, model=scale.model, workers=scale.workers,
                             annotators=scale.annotators, budget=scale.budget, annotator_delay=scale.annotator_delay,
-                            device=scale.device, threads=1)
+                            device=scale.device, threads=1, eval_repeats=eval_repeats)
     paced = replace(base, servers=1, batch_size=scale.regime_batch, annotators=scale.regime_annotators,
                     budget=scale.regime_budget, strategies=[scale.regime_strategy])
     runs: list[Run] = []
@@ -146,9 +147,9 @@ def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None,
 
 def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = None, report: Path | None = None,
               notes: Path | None = None, studies: tuple[str, ...] = STUDIES, arms: tuple[str, ...] = ("with",),
-              progress=print) -> dict:
+              eval_repeats: int = ExperimentConfig.eval_repeats, progress=print) -> dict:
     scale = SCALES[scale_name]
-    runs = plan(scale, seeds=seeds, out=out, dataset=dataset, studies=studies, arms=arms)
+    runs = plan(scale, seeds=seeds, out=out, dataset=dataset, studies=studies, arms=arms, eval_repeats=eval_repeats)
     results = []
     t0 = time.time()
     by_config: dict[str, dict] = {}  # the same experiment in two studies runs once
