@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from aal_rpc.proto.v1 import common_pb2 as aal__rpc_dot_proto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!aal_rpc/proto/v1/annotation.proto\x12\x06\x61\x61l.v1\x1a\x1d\x61\x61l_rpc/proto/v1/common.proto\"V\n\x11LeaseQueryRequest\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\"\x8b\x01\n\x05Query\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x15\n\rdeadline_unix\x18\x03 \x01(\x01\x12 \n\x07payload\x18\x04 \x01(\x0b\x32\x0f.aal.v1.Payload\x12&\n\nprovenance\x18\x05 \x01(\x0b\x32\x12.aal.v1.Provenance\"A\n\x12LeaseQueryResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x1c\n\x05query\x18\x02 \x01(\x0b\x32\r.aal.v1.Query\"\\\n\x12SubmitLabelRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\x05\x12\x14\n\x0c\x61nnotator_id\x18\x04 \x01(\t\"5\n\x13SubmitLabelResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x8c\x01\n\x13ReleaseQueryRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x03 \x01(\t\x12%\n\x06reason\x18\x04 \x01(\x0e\x32\x15.aal.v1.ReleaseReason\x12\x15\n\rdefer_seconds\x18\x05 \x01(\x01\"\x16\n\x14ReleaseQueryResponse\"c\n\x11RenewLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x03 \x01(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\"+\n\x12RenewLeaseResponse\x12\x15\n\rdeadline_unix\x18\x01 \x01(\x01\"K\n\x13\x43orrectLabelRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\x05\x12\x14\n\x0c\x61nnotator_id\x18\x03 \x01(\t\"N\n\x14\x43orrectLabelResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x16\n\x0esupersedes_seq\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"7\n\x0eGetItemRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x02 \x01(\t\"\xb6\x01\n\x0fGetItemResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12 \n\x05state\x18\x02 \x01(\x0e\x32\x11.aal.v1.ItemState\x12 \n\x07payload\x18\x03 \x01(\x0b\x32\x0f.aal.v1.Payload\x12&\n\nprovenance\x18\x04 \x01(\x0b\x32\x12.aal.v1.Provenance\x12&\n\x07\x63urrent\x18\x05 \x01(\x0b\x32\x15.aal.v1.LabeledRecord*}\n\rReleaseReason\x12\x1e\n\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15RELEASE_REASON_RETURN\x10\x01\x12\x17\n\x13RELEASE_REASON_SKIP\x10\x02\x12\x18\n\x14RELEASE_REASON_DEFER\x10\x03*\x85\x01\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11ITEM_STATE_QUEUED\x10\x01\x12\x15\n\x11ITEM_STATE_LEASED\x10\x02\x12\x16\n\x12ITEM_STATE_LABELED\x10\x03\x12\x16\n\x12ITEM_STATE_SKIPPED\x10\x04\x32\xb7\x03\n\x11\x41nnotationService\x12\x43\n\nLeaseQuery\x12\x19.aal.v1.LeaseQueryRequest\x1a\x1a.aal.v1.LeaseQueryResponse\x12\x46\n\x0bSubmitLabel\x12\x1a.aal.v1.SubmitLabelRequest\x1a\x1b.aal.v1.SubmitLabelResponse\x12I\n\x0cReleaseQuery\x12\x1b.aal.v1.ReleaseQueryRequest\x1a\x1c.aal.v1.ReleaseQueryResponse\x12\x43\n\nRenewLease\x12\x19.aal.v1.RenewLeaseRequest\x1a\x1a.aal.v1.RenewLeaseResponse\x12I\n\x0c\x43orrectLabel\x12\x1b.aal.v1.CorrectLabelRequest\x1a\x1c.aal.v1.CorrectLabelResponse\x12:\n\x07GetItem\x12\x16.aal.v1.GetItemRequest\x1a\x17.aal.v1.GetItemResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!aal_rpc/proto/v1/annotation.proto\x12\x06\x61\x61l.v1\x1a\x1d\x61\x61l_rpc/proto/v1/common.proto\"V\n\x11LeaseQueryRequest\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\"\x8b\x01\n\x05Query\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x15\n\rdeadline_unix\x18\x03 \x01(\x01\x12 \n\x07payload\x18\x04 \x01(\x0b\x32\x0f.aal.v1.Payload\x12&\n\nprovenance\x18\x05 \x01(\x0b\x32\x12.aal.v1.Provenance\"A\n\x12LeaseQueryResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x1c\n\x05query\x18\x02 \x01(\x0b\x32\r.aal.v1.Query\"m\n\x12SubmitLabelRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\x05\x12\x14\n\x0c\x61nnotator_id\x18\x04 \x01(\t\x12\x0f\n\x07labeler\x18\x05 \x01(\t\"5\n\x13SubmitLabelResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x8c\x01\n\x13ReleaseQueryRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x03 \x01(\t\x12%\n\x06reason\x18\x04 \x01(\x0e\x32\x15.aal.v1.ReleaseReason\x12\x15\n\rdefer_seconds\x18\x05 \x01(\x01\"\x16\n\x14ReleaseQueryResponse\"c\n\x11RenewLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x03 \x01(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\"+\n\x12RenewLeaseResponse\x12\x15\n\rdeadline_unix\x18\x01 \x01(\x01\"\\\n\x13\x43orrectLabelRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\x05\x12\x14\n\x0c\x61nnotator_id\x18\x03 \x01(\t\x12\x0f\n\x07labeler\x18\x04 \x01(\t\"N\n\x14\x43orrectLabelResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x16\n\x0esupersedes_seq\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"7\n\x0eGetItemRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x02 \x01(\t\"\xb6\x01\n\x0fGetItemResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12 \n\x05state\x18\x02 \x01(\x0e\x32\x11.aal.v1.ItemState\x12 \n\x07payload\x18\x03 \x01(\x0b\x32\x0f.aal.v1.Payload\x12&\n\nprovenance\x18\x04 \x01(\x0b\x32\x12.aal.v1.Provenance\x12&\n\x07\x63urrent\x18\x05 \x01(\x0b\x32\x15.aal.v1.LabeledRecord*}\n\rReleaseReason\x12\x1e\n\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15RELEASE_REASON_RETURN\x10\x01\x12\x17\n\x13RELEASE_REASON_SKIP\x10\x02\x12\x18\n\x14RELEASE_REASON_DEFER\x10\x03*\x85\x01\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11ITEM_STATE_QUEUED\x10\x01\x12\x15\n\x11ITEM_STATE_LEASED\x10\x02\x12\x16\n\x12ITEM_STATE_LABELED\x10\x03\x12\x16\n\x12ITEM_STATE_SKIPPED\x10\x04\x32\xb7\x03\n\x11\x41nnotationService\x12\x43\n\nLeaseQuery\x12\x19.aal.v1.LeaseQueryRequest\x1a\x1a.aal.v1.LeaseQueryResponse\x12\x46\n\x0bSubmitLabel\x12\x1a.aal.v1.SubmitLabelRequest\x1a\x1b.aal.v1.SubmitLabelResponse\x12I\n\x0cReleaseQuery\x12\x1b.aal.v1.ReleaseQueryRequest\x1a\x1c.aal.v1.ReleaseQueryResponse\x12\x43\n\nRenewLease\x12\x19.aal.v1.RenewLeaseRequest\x1a\x1a.aal.v1.RenewLeaseResponse\x12I\n\x0c\x43orrectLabel\x12\x1b.aal.v1.CorrectLabelRequest\x1a\x1c.aal.v1.CorrectLabelResponse\x12:\n\x07GetItem\x12\x16.aal.v1.GetItemRequest\x1a\x17.aal.v1.GetItemResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aal_rpc.proto.v1.annotation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RELEASEREASON']._serialized_start=1234
-  _globals['_RELEASEREASON']._serialized_end=1359
-  _globals['_ITEMSTATE']._serialized_start=1362
-  _globals['_ITEMSTATE']._serialized_end=1495
+  _globals['_RELEASEREASON']._serialized_start=1268
+  _globals['_RELEASEREASON']._serialized_end=1393
+  _globals['_ITEMSTATE']._serialized_start=1396
+  _globals['_ITEMSTATE']._serialized_end=1529
   _globals['_LEASEQUERYREQUEST']._serialized_start=76
   _globals['_LEASEQUERYREQUEST']._serialized_end=162
   _globals['_QUERY']._serialized_start=165
@@ -43,25 +43,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEASEQUERYRESPONSE']._serialized_start=306
   _globals['_LEASEQUERYRESPONSE']._serialized_end=371
   _globals['_SUBMITLABELREQUEST']._serialized_start=373
-  _globals['_SUBMITLABELREQUEST']._serialized_end=465
-  _globals['_SUBMITLABELRESPONSE']._serialized_start=467
-  _globals['_SUBMITLABELRESPONSE']._serialized_end=520
-  _globals['_RELEASEQUERYREQUEST']._serialized_start=523
-  _globals['_RELEASEQUERYREQUEST']._serialized_end=663
-  _globals['_RELEASEQUERYRESPONSE']._serialized_start=665
-  _globals['_RELEASEQUERYRESPONSE']._serialized_end=687
-  _globals['_RENEWLEASEREQUEST']._serialized_start=689
-  _globals['_RENEWLEASEREQUEST']._serialized_end=788
-  _globals['_RENEWLEASERESPONSE']._serialized_start=790
-  _globals['_RENEWLEASERESPONSE']._serialized_end=833
-  _globals['_CORRECTLABELREQUEST']._serialized_start=835
-  _globals['_CORRECTLABELREQUEST']._serialized_end=910
-  _globals['_CORRECTLABELRESPONSE']._serialized_start=912
-  _globals['_CORRECTLABELRESPONSE']._serialized_end=990
-  _globals['_GETITEMREQUEST']._serialized_start=992
-  _globals['_GETITEMREQUEST']._serialized_end=1047
-  _globals['_GETITEMRESPONSE']._serialized_start=1050
-  _globals['_GETITEMRESPONSE']._serialized_end=1232
-  _globals['_ANNOTATIONSERVICE']._serialized_start=1498
-  _globals['_ANNOTATIONSERVICE']._serialized_end=1937
+  _globals['_SUBMITLABELREQUEST']._serialized_end=482
+  _globals['_SUBMITLABELRESPONSE']._serialized_start=484
+  _globals['_SUBMITLABELRESPONSE']._serialized_end=537
+  _globals['_RELEASEQUERYREQUEST']._serialized_start=540
+  _globals['_RELEASEQUERYREQUEST']._serialized_end=680
+  _globals['_RELEASEQUERYRESPONSE']._serialized_start=682
+  _globals['_RELEASEQUERYRESPONSE']._serialized_end=704
+  _globals['_RENEWLEASEREQUEST']._serialized_start=706
+  _globals['_RENEWLEASEREQUEST']._serialized_end=805
+  _globals['_RENEWLEASERESPONSE']._serialized_start=807
+  _globals['_RENEWLEASERESPONSE']._serialized_end=850
+  _globals['_CORRECTLABELREQUEST']._serialized_start=852
+  _globals['_CORRECTLABELREQUEST']._serialized_end=944
+  _globals['_CORRECTLABELRESPONSE']._serialized_start=946
+  _globals['_CORRECTLABELRESPONSE']._serialized_end=1024
+  _globals['_GETITEMREQUEST']._serialized_start=1026
+  _globals['_GETITEMREQUEST']._serialized_end=1081
+  _globals['_GETITEMRESPONSE']._serialized_start=1084
+  _globals['_GETITEMRESPONSE']._serialized_end=1266
+  _globals['_ANNOTATIONSERVICE']._serialized_start=1532
+  _globals['_ANNOTATIONSERVICE']._serialized_end=1971
 # @@protoc_insertion_point(module_scope)
