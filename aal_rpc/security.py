@@ -18,6 +18,12 @@ An identity a token names belongs to the tokens that name it: a call with a toke
 may not act as it (`acting_as`), so a shared `annotator:TOKEN` cannot label, renew, defer or correct as alice
 when alice has a token of her own. Admin tokens without an identity may act as anyone.
 
+A token may also be allowed to delegate: `annotator+delegate bridge TOKEN` (the three-field form: it must name an
+identity). Such a token may name, in SubmitLabel and CorrectLabel, the person behind a label (`labeler`), and the
+label is recorded as `bridge/<labeler>` (types.delegate_id): a tool that speaks for its own users, such as the Label
+Studio bridge, keeps who labeled what, and can never act as an identity outside its own namespace. Admin tokens may
+name a labeler too (they may act as anyone); any other token naming one gets PERMISSION_DENIED (`naming_labeler`).
+
 A line whose first non-blank character is '#' is a comment; blank lines are skipped. A file that is
 given must hold at least one token, and no token may appear twice.
 """
@@ -38,10 +44,12 @@ import grpc
 
 from aal_rpc.errors import PermissionDenied
 from aal_rpc.handlers import Memo, around, replace_behavior
+from aal_rpc.types import delegate_id
 
 log = logging.getLogger(__name__)
 
 ROLES = ("annotator", "worker", "server", "admin")
+DELEGATE = "+delegate"  # a role's suffix in the tokens file: the token may name the labeler (annotator tokens only)
 TOKENS_ENV = "AAL_TOKENS"
 SERVICE_ROLES = {
     "aal.v1.AnnotationService": frozenset({"annotator", "admin"}),
@@ -68,6 +76,7 @@ class Principal:
 
     role: str
     identity: str | None = None
+    delegates: bool = False  # may name the labeler behind a label, recorded inside `identity`'s namespace
 
 
 def parse_tokens(text: str, source: str = "tokens") -> dict[str, Principal]:
@@ -83,7 +92,7 @@ def parse_tokens(text: str, source: str = "tokens") -> dict[str, Principal]:
         if not fields or fields[0].startswith("#"):
             continue
         head = fields[0].partition(":")[0]
-        where = f"{source} line {number}" + (f" ({head})" if head in ROLES else "")
+        where = f"{source} line {number}" + (f" ({head})" if head.removesuffix(DELEGATE) in ROLES else "")
         if len(fields) == 1 and ":" in fields[0]:
             role, _, token = fields[0].partition(":")
             identity = None
@@ -92,6 +101,12 @@ def parse_tokens(text: str, source: str = "tokens") -> dict[str, Principal]:
         else:
             raise ValueError(f"{where}: expected 'role:token' or 'role identity token' (no spaces in a token, "
                              f"no ':' in an identity)")
+        delegates = role.endswith(DELEGATE)
+        if delegates:
+            role = role.removesuffix(DELEGATE)
+            if role != "annotator" or identity is None:
+                raise ValueError(f"{where}: only an annotator token that names an identity may delegate "
+                                 f"('annotator{DELEGATE} IDENTITY TOKEN')")
         if role not in ROLES:
             raise ValueError(f"{where}: the role must be one of {', '.join(ROLES)}")
         if not token:
@@ -102,7 +117,7 @@ def parse_tokens(text: str, source: str = "tokens") -> dict[str, Principal]:
             raise ValueError(f"{where}: commas no longer separate entries; put one entry per line")
         if token in tokens:
             raise ValueError(f"{where}: the same token is already on line {first_seen[token]}")
-        tokens[token] = Principal(role, identity)
+        tokens[token] = Principal(role, identity, delegates)
         first_seen[token] = number
     return tokens
 
@@ -161,6 +176,27 @@ def acting_as(claimed: str) -> str:
     if claimed in _OWNED.get() and caller.role != "admin":
         raise PermissionDenied(f"{claimed!r} has a token of its own: only that token may act as {claimed!r}")
     return claimed
+
+
+def may_name_labeler() -> bool:
+    """May the RPC being served name the labeler behind a label at all (naming_labeler)?"""
+    caller = _CALLER.get()
+    return caller is None or caller.role == "admin" or caller.delegates
+
+
+def naming_labeler(acting: str, labeler: str) -> None:
+    """May the RPC being served, acting as `acting` (acting_as), record its label as `labeler`'s, that is as
+    delegate_id(acting, labeler)? Always when it names none, and without tokens; else only with a delegating token or
+    an admin's, and not as an identity another token names. PermissionDenied otherwise."""
+    caller = _CALLER.get()
+    if not labeler or caller is None:
+        return
+    if not may_name_labeler():
+        raise PermissionDenied(f"this token may not name a labeler ({labeler!r}): that needs a token allowed to "
+                               f"delegate (a tokens-file line 'annotator{DELEGATE} IDENTITY TOKEN')")
+    recorded = delegate_id(acting, labeler)
+    if recorded in _OWNED.get() and caller.role != "admin":
+        raise PermissionDenied(f"{recorded!r} has a token of its own: only that token may act as {recorded!r}")
 
 
 def allowed_roles(method: str) -> frozenset[str] | None:

@@ -44,12 +44,15 @@ def payload_from_proto(msg: common_pb2.Payload) -> Payload:
 
 def provenance_to_proto(p: Provenance) -> common_pb2.Provenance:
     return common_pb2.Provenance(worker_id=p.worker_id, strategy=p.strategy, model_version=p.model_version,
-                                 score=p.score, cluster=p.cluster)
+                                 score=p.score, cluster=p.cluster, guess=p.guess,
+                                 guess_probability=p.guess_probability if p.guess is not None else 0.0)
 
 
 def provenance_from_proto(msg: common_pb2.Provenance) -> Provenance:
+    guess = msg.guess if msg.HasField("guess") else None
     return Provenance(worker_id=msg.worker_id, strategy=msg.strategy, model_version=msg.model_version,
-                      score=msg.score, cluster=msg.cluster if msg.HasField("cluster") else None)
+                      score=msg.score, cluster=msg.cluster if msg.HasField("cluster") else None, guess=guess,
+                      guess_probability=msg.guess_probability if guess is not None else 0.0)
 
 
 def task_to_proto(t: Task) -> common_pb2.Task:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -87,8 +88,31 @@ def strategy_shown(strategy: str) -> str:
 
 def provenance_sent(p: Provenance) -> Provenance:
     """An item's provenance as the AnnotationService sends it to annotators: a gold item's is blank, so that no
-    client, a person's tool or a script, can tell a gold item (whose answer is known) from any other."""
-    return Provenance() if p.strategy == GOLD_STRATEGY else p
+    client, a person's tool or a script, can tell a gold item (whose answer is known) from any other. An audit item
+    goes without the model's guess: a person shown it would lean towards it, and the audit's estimate of the model's
+    accuracy rests on labels given without it."""
+    if p.strategy == GOLD_STRATEGY:
+        return Provenance()
+    if p.strategy == AUDIT_STRATEGY and p.guess is not None:
+        return dataclasses.replace(p, guess=None, guess_probability=0.0)
+    return p
+
+
+# What separates a delegating token's identity from the labeler it names (SubmitLabel's `labeler`): the label is
+# recorded as `<identity>/<labeler>`, inside the token's own namespace.
+DELEGATE_SEPARATOR = "/"
+
+
+def delegate_id(holder: str, labeler: str) -> str:
+    """The annotator a label is recorded as: `holder` (the lease's holder) itself without a `labeler`, else
+    `holder/labeler`, so a tool speaking for its users (the Label Studio bridge) names each of them, and never anyone
+    outside its own namespace."""
+    return f"{holder}{DELEGATE_SEPARATOR}{labeler}" if labeler else holder
+
+
+def in_namespace(annotator_id: str, holder: str) -> bool:
+    """Is `annotator_id` `holder` or one of the labelers `holder` speaks for (delegate_id)?"""
+    return annotator_id == holder or annotator_id.startswith(holder + DELEGATE_SEPARATOR)
 
 
 @dataclass(frozen=True)
@@ -100,6 +124,10 @@ class Provenance:
     model_version: int = 0
     score: float = 0.0
     cluster: int | None = None  # Cluster-Margin's cluster of the item in its worker's shard
+    # The proposing model's guess: the class it predicts and that class's probability (None: no model's guess, as
+    # for a cold-start pick, model_version 0). A tool may offer it as a pre-annotation.
+    guess: int | None = None
+    guess_probability: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.data.images import render_png
 from aal_rpc.experiment.processes import ProcessGroup, command, read_address, read_line
-from aal_rpc.labelstudio.window import priority, task_json, task_ref
+from aal_rpc.labelstudio.window import item_content, priority, task_json, task_ref
 from aal_rpc.labelstudio.config import (REF_FIELD, ConfigMismatch, kind_for, label_config, label_of,
                                         parse_label_config, result_for)
 from aal_rpc.labelstudio.local import LocalLabelStudio, label_studio_executable
@@ -104,7 +104,10 @@ def test_prediction_score_puts_the_coordinators_first_choice_first():
     x = np.full(TASK.input_shape, 0.5, np.float32)
     task = task_json("7", Payload.from_array(x), Provenance("w", "cluster_margin", 3, 0.25, cluster=4),
                      parse_label_config(label_config(TASK.class_names, "image"), TASK.class_names))
-    assert base64.b64decode(task["data"]["image"].split(",", 1)[1]) == render_png(x)  # rendered when absent
+    shown = Image.open(io.BytesIO(base64.b64decode(task["data"]["image"].split(",", 1)[1])))
+    original = Image.open(io.BytesIO(render_png(x)))  # rendered when absent, then enlarged by a whole factor
+    assert shown.size == (original.width * 64, original.height * 64)
+    assert shown.resize(original.size, Image.Resampling.NEAREST).tobytes() == original.tobytes()
     assert task["data"]["cluster"] == 4 and task["predictions"][0]["cluster"] == 4
     assert task["predictions"][0]["model_version"] == "3" and task["predictions"][0]["result"] == []
 
@@ -173,8 +176,9 @@ class Coordinator:
     def admin(self) -> CoordinatorClient:
         return CoordinatorClient(self.address, retry_for=30)
 
-    def queue(self, ids, *, version=0, scores=None, clusters=None):
-        """Candidates as a Cluster-Margin worker sends them: a PNG each, a score, a cluster."""
+    def queue(self, ids, *, version=0, scores=None, clusters=None, guesses=None):
+        """Candidates as a Cluster-Margin worker sends them: a PNG each, a score, a cluster, the model's guess
+        (class, probability)."""
         cands = []
         for n, item_id in enumerate(ids):
             x = np.full(TASK.input_shape, (int(item_id) % 16) / 16, np.float32)
@@ -182,6 +186,8 @@ class Coordinator:
                                         payload=payload_to_proto(Payload.from_array(x, image=render_png(x))))
             if clusters is not None:
                 c.cluster = clusters[n]
+            if guesses is not None:
+                c.guess, c.guess_probability = guesses[n]
             cands.append(c)
         channel = grpc.insecure_channel(self.address)
         try:
@@ -286,7 +292,7 @@ def test_queries_become_tasks_in_the_coordinators_order(label_studio, coordinato
     for t in tasks:
         item, pred = t["item"], t["predictions"][0]
         x = np.full(TASK.input_shape, int(item) / 16, np.float32)
-        assert t["data"]["image"] == "data:image/png;base64," + base64.b64encode(render_png(x)).decode()
+        assert t["data"]["image"] == item_content(Payload.from_array(x, image=render_png(x)), "image")  # enlarged
         assert t["data"]["cluster"] == [0, 1, 0, 2, 1, 2][int(item)] == pred["cluster"]
         assert t["data"]["strategy"] == "cluster_margin" and pred["model_version"] == "0"
         assert set(t["data"]) == {"image", REF_FIELD, "model_version", "score", "strategy", "cluster"}  # no id
@@ -380,7 +386,8 @@ def test_annotations_become_labels_across_restarts(label_studio, coordinator, br
     records = coordinator.records()
     firsts = [r.item_id for r in records if r.supersedes == 0]
     assert sorted(firsts) == sorted(expected) and len(set(firsts)) == len(firsts)  # one first label per task
-    assert all(r.annotator_id == "labelstudio" for r in records)
+    lead = label_studio.client().users.whoami().email  # the bridge names each label's user (no tokens: it may)
+    assert all(r.annotator_id == f"labelstudio/{lead}" for r in records)
     assert bridge.stop() == 0
 
 
@@ -508,7 +515,8 @@ def test_a_created_project_has_the_guidelines_and_hints_and_tasks_tell_no_item_i
         assert "<script" not in project.expert_instruction and "&lt;script&gt;" in project.expert_instruction
         assert 'hint="a small feline"' in project.label_config and 'hint="the digit 2"' in project.label_config
         tasks = {t["item"]: t for t in tasks_of(ls, bridge)}
-        assert tasks["img-secret-class-cat"]["data"]["image"].startswith("data:image/jpeg;base64,")
+        # a small JPEG is shown enlarged by a whole factor, as PNG (a picture as large as the panel keeps its bytes)
+        assert tasks["img-secret-class-cat"]["data"]["image"].startswith("data:image/png;base64,")
         assert all("secret" not in str(t["data"]) for t in tasks.values())
 
         # tasks as a bridge from before references made them: the item's id in their data

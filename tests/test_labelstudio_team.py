@@ -6,6 +6,8 @@ developer's machine, failed in CI).
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import secrets
@@ -16,12 +18,18 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from aal_rpc.labelstudio.config import label_config, parse_label_config, result_for
+from aal_rpc.labelstudio.config import IMAGE_PANEL, label_config, label_of, parse_label_config, result_for
 from aal_rpc.labelstudio.local import TEMPLATE, free_port, label_studio_executable
 from aal_rpc.labelstudio.reconcile import labeler
 from aal_rpc.labelstudio.state import BridgeState
+from aal_rpc.labelstudio.window import item_content, task_json
+from aal_rpc.models import build_model
+from aal_rpc.serde import weights_to_bytes
+from aal_rpc.types import Payload, Provenance
 from aal_rpc.web.guidelines import class_keys
 from tests.conftest import TASK, wait_until
 from tests.test_labelstudio import (NO_POLLING, WAIT, Coordinator, annotate, bridge_for, coordinator,  # noqa: F401
@@ -51,8 +59,51 @@ def test_a_label_studio_user_is_named_by_email_else_id():
     assert labeler({"completed_by": None}) == "" and labeler({"completed_by": 2**63}) == ""
 
 
+def test_small_pictures_are_enlarged_by_a_whole_factor_into_a_bounded_panel():
+    root = ET.fromstring(label_config(TASK.class_names, "image"))
+    image = root.find("Image")
+    assert (image.get("smoothing"), image.get("maxWidth")) == ("false", f"{IMAGE_PANEL}px")
+    iface = parse_label_config(ET.tostring(root, encoding="unicode"), TASK.class_names)
+    for size, factor in (((28, 20), IMAGE_PANEL // 28), ((300, 200), 1), ((IMAGE_PANEL // 2, 8), 2)):
+        x = np.random.default_rng(0).integers(0, 255, (size[1], size[0]), dtype=np.uint8)
+        original = png_of(x)
+        url = item_content(Payload.from_array(x.astype(np.float32), image=original), "image")
+        shown = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        assert shown.size == (size[0] * factor, size[1] * factor)
+        # each pixel a block of its colour: no blur, no new colours
+        assert shown.convert("L").resize(size, Image.Resampling.NEAREST).tobytes() == x.tobytes()
+        assert np.array_equal(np.asarray(shown.convert("L"))[::factor, ::factor], x)
+        if factor == 1:
+            assert base64.b64decode(url.split(",", 1)[1]) == original  # the file's own bytes
+    assert iface.kind == "image"
+
+
+def png_of(x: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(x).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_a_task_carries_the_models_guess_as_a_prediction_with_its_version():
+    iface = parse_label_config(label_config(TASK.class_names, "image"), TASK.class_names)
+    x = np.full(TASK.input_shape, 0.5, np.float32)
+    guessed = task_json("r", Payload.from_array(x), Provenance("w", "margin", 4, 0.3, guess=7, guess_probability=0.8),
+                        iface)
+    [prediction] = guessed["predictions"]
+    assert prediction["model_version"] == "4"
+    assert prediction["result"] == [{**result_for(7, iface)[0], "score": 0.8}]
+    assert label_of(prediction["result"], iface) == 7  # what the editor pre-fills, read back as the class
+    assert "guess" not in guessed["data"]
+    for blank in (Provenance("w", "random", 0, 0.3), Provenance("w", "audit", 4, 0.3)):  # no model's guess
+        assert task_json("r", Payload.from_array(x), blank, iface)["predictions"][0]["result"] == []
+
+
 def test_two_users_label_and_each_label_is_traced_to_its_user(label_studio, coordinator, bridge_for):  # noqa: F811
-    coordinator.queue(range(4))
+    weights = weights_to_bytes(build_model(TASK.architecture, TASK.input_shape, TASK.num_classes).state_dict())
+    with coordinator.admin() as admin:
+        version = admin.upload_model(weights, server_id="s", trained_seq=0, num_labels=0,
+                                     architecture=TASK.architecture, metrics={}).version
+    coordinator.queue(range(4), version=version, guesses=[(6, 0.9), (2, 0.4), (1, 0.55), (9, 0.7)])
     bridge = bridge_for("--create-project", "two users", "--window", "4", *NO_POLLING).start()
     ls = label_studio.client()
     assert wait_until(lambda: len(tasks_of(ls, bridge)) == 4, WAIT), bridge.log()
@@ -72,8 +123,17 @@ def test_two_users_label_and_each_label_is_traced_to_its_user(label_studio, coor
     assert wait_until(lambda: len(coordinator.records()) == 4, WAIT), bridge.log()
     assert bridge.stop() == 0
 
+    # each task came with the model's guess as its prediction, pre-filled, and the model's version
+    guesses = {"0": 6, "1": 2, "2": 1, "3": 9}
+    for t in (first, second, third):
+        [prediction] = ls.predictions.list(task=t["id"])
+        assert (label_of(prediction.result, iface), prediction.model_version) == (guesses[t["item"]], str(version))
+
     records = coordinator.records()
-    assert {r.annotator_id for r in records} == {"labelstudio"}  # L names the lease's holder, the bridge
+    # L names each Label Studio user, inside the bridge's namespace: consensus and the lead's page see them apart
+    assert {(r.item_id, r.label): r.annotator_id for r in records} == {
+        (first["item"], 3): f"labelstudio/{lead.email}", (first["item"], 8): f"labelstudio/{lead.email}",
+        (second["item"], 5): "labelstudio/bob@example.org", (third["item"], 1): "labelstudio/bob@example.org"}
     state = BridgeState(bridge.state_dir)
     try:
         by_seq = state.labelers()

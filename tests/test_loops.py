@@ -5,6 +5,7 @@ import threading
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from aal_rpc.client import AnnotationClient, CoordinatorClient
@@ -191,6 +192,14 @@ def test_margin_worker_picks_the_smallest_margins(grpc_coordinator):
         rows = [int(np.flatnonzero(w.item_ids == i)[0]) for i in chosen]
         free = ~w._taken
         assert max(margins[rows]) <= np.sort(margins[free])[4] + 1e-9
+        # each carries the model's guess: its most probable class, with that probability; the cold start's none
+        for e in (srv.coordinator.pool.get(i) for i in srv.coordinator.pool.item_ids()):
+            p = e.candidate.provenance
+            if p.worker_id == "m":
+                row = probs[int(np.flatnonzero(w.item_ids == e.candidate.item_id)[0])]
+                assert (p.guess, p.guess_probability) == (int(row.argmax()), pytest.approx(float(row.max())))
+            else:
+                assert p.guess is None
 
 
 def model_with(value: float) -> torch.nn.Module:

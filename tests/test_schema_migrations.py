@@ -30,21 +30,22 @@ def check_first_version_data(c) -> None:
         assert c.correct_label(item_id="1", label=6, annotator_id="ann") == (2, 1, False)
         assert [(r.label, r.supersedes) for r in c.read_labels(0, 10 ** 6)] == [(3, 0), (6, 1)]
         q = c.lease("ann")
-        assert (q.item_id, q.payload.text, q.provenance.cluster) == ("2", "", None)
+        assert (q.item_id, q.payload.text, q.provenance.cluster, q.provenance.guess) == ("2", "", None, None)
     finally:
         c.close()
 
 
 def first_version_rows(mark: str, *, shard_key_column: bool = False) -> list[tuple[str, tuple]]:
     """Statements and values that put the task, one label and one query into a database of schema version 1 (whose
-    tables have no supersedes, text or cluster columns); `mark` is the driver's placeholder. PostgreSQL's queries
+    tables have no supersedes, text, cluster or guess columns); `mark` is the driver's placeholder. PostgreSQL's queries
     have a shard_key column too."""
     x = make_candidate("1").payload
     label = ("INSERT INTO labels (seq, item_id, lease_id, label, annotator_id, queued_at, leased_at, labeled_at, "
              "worker_id, strategy, model_version, score, tensor, dtype, shape, image_png) VALUES "
              f"({', '.join([mark] * 16)})", (1, "1", "l1", 3, "ann", 1.0, 2.0, 3.0, "w", "margin", 0, 0.5, x.tensor,
                                               x.dtype, "[1, 8, 8]", b""))
-    columns, values = QUERY_INSERT_COLUMNS.replace(", text, cluster", ""), query_row(make_candidate("2"), 1.0)[:10]
+    columns = QUERY_INSERT_COLUMNS.replace(", text, cluster, guess, guess_probability", "")
+    values = query_row(make_candidate("2"), 1.0)[:10]
     if shard_key_column:
         columns, values = "shard_key, " + columns, (shard_key("2"), *values)
     query = (f"INSERT INTO queries ({columns}) VALUES ({', '.join([mark] * len(values))})", values)
@@ -83,11 +84,16 @@ def test_a_first_version_sqlite_database_is_migrated_with_its_data(tmp_path, rec
     assert sqlite_version(data) == LATEST_SQLITE
 
 
-def test_a_sqlite_database_made_before_versions_with_the_latest_layout_opens_as_it_is(tmp_path):
+# the last layout a database made before versions were recorded can have (later ones record their version)
+LAST_UNVERSIONED_SQLITE = 3
+
+
+def test_a_sqlite_database_made_before_versions_with_the_last_unversioned_layout_opens(tmp_path):
     data = tmp_path / "data"
-    db = sqlite_database(data, version=LATEST_SQLITE, recorded=False)
-    tables = db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
-    db.close()
+    sqlite_database(data, version=LAST_UNVERSIONED_SQLITE, recorded=False).close()
+    latest = sqlite_database(tmp_path / "latest", version=LATEST_SQLITE)
+    tables = latest.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+    latest.close()
     c = EmbeddedCoordinator(SqliteStore(data), TASK)
     c.close()
     assert sqlite_version(data) == LATEST_SQLITE

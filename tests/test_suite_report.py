@@ -11,7 +11,7 @@ from aal_rpc.cli import experiment, server
 from aal_rpc.measures import (accuracy_at, cold_start_share, curve_average, labels_per_model,
                                          labels_to_reach, mean_ci, t_quantile)
 from aal_rpc.experiment.report import target_accuracy, write_report
-from aal_rpc.experiment.suite import SCALES, STRATEGY_METHODS, plan
+from aal_rpc.experiment.suite import ARMS, SCALES, STRATEGY_METHODS, plan
 
 
 def fake_curve(budget, top):
@@ -168,3 +168,38 @@ def test_suite_runs_each_distinct_experiment_once(tmp_path, monkeypatch):
 def test_suite_refuses_unknown_studies():
     r = CliRunner().invoke(experiment.main, ["suite", "--studies", "f,z"])
     assert r.exit_code != 0 and "unknown studies ['z']" in r.output
+
+
+def test_arms_run_every_study_twice_and_report_what_they_change(tmp_path):
+    """--arms with,without: each experiment runs with items 1-3 (paced rounds, typical cold start, semi-supervised
+    rounds) and without them on the same seeds; the report pairs them and keeps each arm's sections and figures."""
+    sc = SCALES["small"]
+    runs = plan(sc, seeds=3, out=tmp_path, studies=("c", "e"), arms=("with", "without"))
+    assert len(runs) == 2 * len(plan(sc, seeds=3, out=tmp_path, studies=("c", "e")))
+    assert len({r.run_id for r in runs}) == len(runs)
+    for r in runs:
+        assert (r.config.paced, r.config.cold_start, r.config.semi_supervised) == (
+            (True, "typical", True) if r.key["arm"] == "with" else (False, "random", False)), r.run_id
+    results = []
+    for r in runs:
+        res = fake_result(r)
+        if r.key["arm"] == "with":  # a model sooner, more of the labels chosen by it, 0.01 better
+            res.update(retrained_accuracy=res["retrained_accuracy"] + 0.01, cold_start_share=0.1,
+                       curve=[{**p, "seconds": 5.0} for p in res["curve"]])
+        else:
+            res.update(cold_start_share=0.5, curve=[{**p, "seconds": 20.0} for p in res["curve"]])
+        results.append(res)
+    doc = {"scale": "small", "scale_config": {**sc.__dict__, "batch_sizes": list(sc.batch_sizes),
+                                              "cm_batch_sizes": list(sc.cm_batch_sizes),
+                                              "regimes": [list(x) for x in sc.regimes]},
+           "seeds": 3, "studies": ["c", "e"], "arms": {a: ARMS[a] for a in ("with", "without")},
+           "results": results, "seconds": 60.0}
+    md = tmp_path / "RESULTS.md"
+    write_report(doc, out_md=md, figures_dir=tmp_path / "figures")
+    text = md.read_text()
+    assert "## What items 1–3 change" in text and "`semi_supervised=True`" in text
+    # (c): 4 methods x 3 servers x 3 seeds pairs; 90% against 50% chosen by a model, first model 5 s against 20 s
+    assert "| (c) | 36 | 90% / 50% | 5.0 ± 0.0 / 20.0 ± 0.0 | 0.000 ± 0.000 | 0.010 ± 0.000 |" in text
+    assert text.count("## (c) More servers") == 2
+    for arm in ("with", "without"):
+        assert f"figures/{arm}/e_curves.png" in text and (tmp_path / "figures" / arm / "e_curves.png").exists()

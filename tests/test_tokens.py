@@ -145,15 +145,15 @@ def _as(token):
 
 def test_the_servicer_learns_the_callers_role_and_identity(whoami):
     who = whoami.unary_unary("/aal.v1.AnnotationService/Who")
-    assert who(b"", metadata=_as("alice-token"), timeout=10) == b"Principal(role='annotator', identity='alice')"
-    assert who(b"", metadata=_as("shared-token"), timeout=10) == b"Principal(role='annotator', identity=None)"
-    assert who(b"", metadata=_as("adm-token"), timeout=10) == b"Principal(role='admin', identity=None)"
+    alice = b"Principal(role='annotator', identity='alice', delegates=False)"
+    assert who(b"", metadata=_as("alice-token"), timeout=10) == alice
+    assert who(b"", metadata=_as("shared-token"), timeout=10) == \
+        b"Principal(role='annotator', identity=None, delegates=False)"
+    assert who(b"", metadata=_as("adm-token"), timeout=10) == b"Principal(role='admin', identity=None, delegates=False)"
     stream = whoami.unary_stream("/aal.v1.AnnotationService/WhoStream")
-    assert list(stream(b"", metadata=_as("alice-token"), timeout=10))[-1] == \
-        b"Principal(role='annotator', identity='alice')"
+    assert list(stream(b"", metadata=_as("alice-token"), timeout=10))[-1] == alice
     upload = whoami.stream_unary("/aal.v1.AnnotationService/WhoUpload")
-    assert upload(iter([b"", b""]), metadata=_as("alice-token"), timeout=10) == \
-        b"Principal(role='annotator', identity='alice')|Principal(role='annotator', identity='alice')"
+    assert upload(iter([b"", b""]), metadata=_as("alice-token"), timeout=10) == alice + b"|" + alice
     # A call that needs no token has no caller: none lingers from the calls before.
     assert whoami.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10) == b"None"
     assert current_caller() is None

@@ -26,7 +26,9 @@ from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.data.images import digits_arrays, render_png
 from aal_rpc.experiment.processes import command, read_address
+from aal_rpc.models import build_model
 from aal_rpc.security import ClientSecurity, Principal, ServerTLS
+from aal_rpc.serde import weights_to_bytes
 from aal_rpc.types import Payload, Task
 from aal_rpc.web import coordinator_clients
 from aal_rpc.web.sessions import Expired, NotHeld, NotLabeledHere, Sessions
@@ -590,3 +592,74 @@ def test_a_person_reads_guidelines_and_descriptions_and_never_an_item_id(secret_
     with CoordinatorClient(secret_coordinator, retry_for=5) as admin:
         labels = [(r.item_id, r.label) for r in admin.export(include_payload=False)]
     assert labels == [(f"img-{SECRET}-class-cat", 0), (f"img-{SECRET}-class-cat", 1)]
+
+
+# -- the model's guess, behind aal-web --show-model-guess ------------------------------------------------------------
+
+
+def queue_guessed_digits(address, srv, guesses: dict[int, tuple[int, float]]) -> dict[str, str]:
+    """Digits proposed by a published model with its guess for each (class, probability); item id by picture."""
+    weights = weights_to_bytes(build_model(TASK.architecture, TASK.input_shape, TASK.num_classes).state_dict())
+    with CoordinatorClient(address, retry_for=5) as c:
+        version = c.upload_model(weights, server_id="s", trained_seq=0, num_labels=0, architecture=TASK.architecture,
+                                 metrics={}).version
+        candidates = [(item_id, payload, score, None, *guesses[int(item_id)])
+                      for item_id, payload, score in digit_candidates(sorted(guesses))]
+        assert c.submit_candidates(worker_id="w", strategy="margin", model_version=version,
+                                   candidates=candidates).accepted == len(guesses)
+    return {payload.image_data_url(): item_id for item_id, payload, *_ in candidates}
+
+
+def test_the_guess_reaches_the_page_only_when_aal_web_shows_it(grpc_coordinator):
+    from aal_rpc.client.annotation import LeasedQuery
+    from aal_rpc.types import Provenance
+    from aal_rpc.web.app import item_json
+
+    x = np.zeros(TASK.input_shape, np.float32)
+    query = LeasedQuery("i", "L", 0.0, Payload.from_array(x), Provenance("w", "margin", 2, 0.1, guess=4,
+                                                                            guess_probability=0.625))
+    assert not {"guess", "guess_probability"} & set(item_json(query))  # off by default: nothing of it
+    assert item_json(query, show_guess=True)["guess"] == 4
+    assert item_json(query, show_guess=True)["guess_probability"] == 0.625
+    unguessed = LeasedQuery("i", "L", 0.0, Payload.from_array(x), Provenance("w", "random", 0, 0.1))
+    assert "guess" not in item_json(unguessed, show_guess=True)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("shown", [True, False], ids=["--show-model-guess", "default"])
+def test_the_models_guess_is_pre_selected_and_confirmed_with_enter(grpc_coordinator, procs, browsers, shown):
+    address, srv = grpc_coordinator
+    guesses = {0: (0, 0.9), 1: (7, 0.55), 2: (2, 0.8), 3: (3, 0.6)}
+    pictures = queue_guessed_digits(address, srv, guesses)
+    web = start_web(procs, address, "--lease-seconds", "60", "--heartbeat-seconds", "0.5",
+                    *(["--show-model-guess"] if shown else []))
+    page = browsers()
+    page.pictures = pictures
+    page.login(f"http://{web}/", name="alice")
+    page.wait(lambda: page.item(), "the first item")
+
+    def marked():
+        return [b.get_attribute("data-class") for b in page.driver.find_elements(page.by.CSS_SELECTOR,
+                                                                                  "button.class.guess")]
+
+    item = page.item()
+    if not shown:
+        assert marked() == [] and "guess" not in page.el("meta").text
+        assert not page.driver.find_elements(page.by.CSS_SELECTOR, "[data-guess]")
+        page.press("\n")  # Enter labels nothing: the next key still labels this item
+        labels = {page.act(lambda: page.press("5")): 5}
+        assert list(labels) == [item]
+    else:
+        guess, probability = guesses[int(item)]
+        page.wait(lambda: marked() == [str(guess)], "the guess marked")
+        button = page.driver.find_element(page.by.CSS_SELECTOR, f'button.class[data-class="{guess}"]')
+        assert button.get_attribute("aria-pressed") == "true"
+        assert button.get_attribute("data-guess") == f"model's guess {round(100 * probability)}%"
+        assert "model's guess" in page.el("meta").text
+        labels = {page.act(lambda: page.press("\n")): guess}  # Enter confirms the guess
+        other = page.item()
+        assert marked() == [str(guesses[int(other)][0])]  # the next item's own guess
+        labels[page.act(lambda: page.press("5"))] = 5  # or another class, as always
+    page.wait(lambda: page.count("labels") == len(labels), "the labels acknowledged")
+    with CoordinatorClient(address, retry_for=5) as admin:
+        assert latest_labels(admin.export(include_payload=False)) == labels

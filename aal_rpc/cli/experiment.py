@@ -13,7 +13,7 @@ from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.coordinator.rules import MAX_LABELS_PER_ITEM
 from aal_rpc.data import DATASETS
 from aal_rpc.experiment import ExperimentConfig, run_experiment
-from aal_rpc.experiment.suite import SCALES, STUDIES, run_suite
+from aal_rpc.experiment.suite import ARMS, SCALES, STUDIES, run_suite
 from aal_rpc.models import resolve_factory
 from aal_rpc.selector.loop import COLD_STARTS
 
@@ -138,12 +138,25 @@ def in_words(summary: dict) -> str:
               help="Where to write the markdown report (default OUT/RESULTS.md; figures beside it).")
 @click.option("--notes", type=click.Path(path_type=Path), default=None,
               help="A markdown file of reading notes to include in the report.")
-def suite(scale, seeds, studies, dataset, out, report, notes):
+@click.option("--arms", default="with", show_default=True, callback=lambda ctx, param, value: _arms(value),
+              help="Comma-separated: with (paced rounds, typical cold start, semi-supervised rounds), without "
+                   "(full rounds, random cold start, supervised rounds), or both to measure their effect.")
+@click.option("--eval-repeats", type=click.IntRange(min=0), default=ExperimentConfig.eval_repeats, show_default=True,
+              help="Models trained afresh on each run's final labels (the retrained accuracy; 0: none).")
+def suite(scale, seeds, studies, dataset, out, report, notes, arms, eval_repeats):
     """The paper's studies (sync vs async, waits, servers, strategy mix), Cluster-Margin, the annotator-pace
     regimes and labels to a target accuracy, with repeated seeds."""
     run_suite(scale, seeds=seeds, out=out, dataset=dataset, report=report, notes=notes, studies=studies,
-              progress=click.echo)
+              arms=arms, eval_repeats=eval_repeats, progress=click.echo)
     click.echo(f"wrote {out}/suite.json and {report or out / 'RESULTS.md'}")
+
+
+def _arms(value: str) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
+    unknown = [s for s in chosen if s not in ARMS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"unknown arms {unknown}; choose from {','.join(ARMS)}")
+    return chosen
 
 
 def _studies(value: str) -> tuple[str, ...]:

@@ -128,9 +128,14 @@ def main(coordinator, security, label_studio_url, label_studio_token, project, c
         _wait_for_studio(studio, stop)
         project_id = _project(studio, state, task, project, create_project, object_kind)
         interface = _interface(studio, project_id, task)
+        name_labelers = client.may_name_labeler()
+        if not name_labelers:
+            log.warning("the coordinator token may not name labelers: every label is recorded as the bridge's own, "
+                        "and its Label Studio user only in the state file; give the bridge a token allowed to "
+                        "delegate ('annotator+delegate IDENTITY TOKEN' in the coordinator's tokens file)")
         config = BridgeConfig(window=window, lease_seconds=lease_seconds, poll_seconds=poll_seconds,
                               sweep_seconds=sweep_seconds, refresh_seconds=refresh_seconds, on_cancel=on_cancel,
-                              defer_seconds=defer_seconds)
+                              defer_seconds=defer_seconds, name_labelers=name_labelers)
         bridge = Bridge(client, studio, state, project_id, interface, config)
         webhook_id = None
         if no_webhooks:

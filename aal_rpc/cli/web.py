@@ -89,12 +89,16 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
               show_default=True, help="Logins kept at once per client address (each browser tab logs in).")
 @click.option("--max-leases-per-login", type=click.IntRange(min=2), default=Limits.leases_per_login,
               show_default=True, help="Items one login may hold or wait for at once.")
+@click.option("--show-model-guess", is_flag=True, default=False,
+              help="Pre-select the class the model guesses for each item (marked as the model's guess; the person "
+                   "still confirms it with Enter or picks another). Off by default: people shown a guess lean "
+                   "towards it. Never for audit or gold items.")
 @click.option("--max-leases-per-annotator", type=click.IntRange(min=2), default=Limits.leases_per_annotator,
               show_default=True, help="Items one annotator may hold or wait for at once, over all their logins.")
 @log_level_option
 def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_key, token, stats_token, tls_ca,
          coordinator_cert, coordinator_key, lease_seconds, heartbeat_seconds, threads, max_logins, max_logins_per_client,
-         max_leases_per_login, max_leases_per_annotator):
+         max_leases_per_login, max_leases_per_annotator, show_model_guess):
     """Serve the labeling page: annotators log in, see one item at a time, and press a key per class."""
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -143,7 +147,7 @@ def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_
     sessions = Sessions(connect, heartbeat_seconds=heartbeat_seconds,
                         tab_timeout=max(lease_seconds, TAB_TIMEOUT_HEARTBEATS * heartbeat_seconds), limits=limits,
                         poll=polls, team=TeamProgress(stats.stats))
-    app = create_app(sessions, threads=threads, hosts=hosts, polls=polls)
+    app = create_app(sessions, threads=threads, hosts=hosts, polls=polls, show_model_guess=show_model_guess)
     # the lead's page: each poll calls with the token typed into it, else aal-web's own (--token)
     app.router.routes.extend(lead_routes(LeadView(lambda typed: CoordinatorClient(
         coordinator, retry_for=0, wait_for_ready=False, channel=with_token(channel, typed or token)))))

@@ -153,15 +153,22 @@ class AnnotationClient(ChannelClient):
             return None
         return leased_query(resp.query)
 
-    def submit(self, query: LeasedQuery, label: int) -> SubmitResult:
-        """Submit a label; returns once the coordinator has it on disk."""
+    def may_name_labeler(self) -> bool:
+        """Whether this client's token may name the labeler behind a label (`submit`'s `labeler`): a token allowed
+        to delegate (`annotator+delegate IDENTITY TOKEN`), an admin token, or no tokens at all."""
+        return self._call(self._admin.GetTask, admin_pb2.GetTaskRequest(), CALL_TIMEOUT).caller_may_name_labeler
+
+    def submit(self, query: LeasedQuery, label: int, *, labeler: str = "") -> SubmitResult:
+        """Submit a label; returns once the coordinator has it on disk. `labeler`: the person behind it, for a tool
+        that speaks for several (the label is recorded as `<annotator>/<labeler>`; PERMISSION_DENIED unless
+        `may_name_labeler`)."""
         if self.stream:
             labeled = self.session().command(refill=True, label=annotation_pb2.SessionLabel(
-                lease_id=query.lease_id, item_id=query.item_id, label=int(label))).labeled
+                lease_id=query.lease_id, item_id=query.item_id, label=int(label), labeler=labeler)).labeled
             return SubmitResult(labeled.seq, labeled.duplicate)
         resp = self._call(self._stub.SubmitLabel, annotation_pb2.SubmitLabelRequest(
-            lease_id=query.lease_id, item_id=query.item_id, label=int(label), annotator_id=self.annotator_id),
-            CALL_TIMEOUT)
+            lease_id=query.lease_id, item_id=query.item_id, label=int(label), annotator_id=self.annotator_id,
+            labeler=labeler), CALL_TIMEOUT)
         return SubmitResult(resp.seq, resp.duplicate)
 
     def release(self, query: LeasedQuery) -> None:
@@ -198,10 +205,11 @@ class AnnotationClient(ChannelClient):
             lease_seconds=self.lease_seconds), CALL_TIMEOUT)
         return dataclasses.replace(query, deadline_unix=resp.deadline_unix)
 
-    def correct(self, item_id: str, label: int) -> SubmitResult:
-        """Change the label this annotator gave `item_id` (an undo): a new record in L supersedes the old one."""
+    def correct(self, item_id: str, label: int, *, labeler: str = "") -> SubmitResult:
+        """Change the label this annotator gave `item_id` (an undo): a new record in L supersedes the old one. With a
+        `labeler` (as in `submit`), any label recorded in this annotator's namespace may be changed."""
         resp = self._call(self._stub.CorrectLabel, annotation_pb2.CorrectLabelRequest(
-            item_id=item_id, label=int(label), annotator_id=self.annotator_id), CALL_TIMEOUT)
+            item_id=item_id, label=int(label), annotator_id=self.annotator_id, labeler=labeler), CALL_TIMEOUT)
         return SubmitResult(resp.seq, resp.duplicate, resp.supersedes_seq)
 
     def get_item(self, item_id: str) -> Item:

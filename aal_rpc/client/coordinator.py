@@ -217,7 +217,8 @@ class CoordinatorClient(ChannelClient):
 
     def submit_candidates(self, *, worker_id: str, strategy: str, model_version: int,
                           candidates: list[tuple]) -> selection_pb2.SubmitCandidatesResponse:
-        """Submit (item_id, payload, score[, cluster]) tuples, split into calls that stay under the message limit."""
+        """Submit (item_id, payload, score[, cluster[, guess, guess_probability]]) tuples, split into calls that stay
+        under the message limit. `guess`: the class the model predicts (None: no guess), with its probability."""
         total = selection_pb2.SubmitCandidatesResponse()
         batch: list[selection_pb2.Candidate] = []
         size = 0
@@ -232,9 +233,12 @@ class CoordinatorClient(ChannelClient):
             total.rejected += r.rejected
             total.evicted += r.evicted
 
-        for item_id, payload, score, *cluster in candidates:
+        for item_id, payload, score, *extra in candidates:
+            cluster = extra[0] if extra else None
+            guess, probability = (extra[1], extra[2]) if len(extra) > 2 else (None, 0.0)
             msg = selection_pb2.Candidate(item_id=item_id, payload=serde.payload_to_proto(payload), score=score,
-                                          cluster=cluster[0] if cluster else None)
+                                          cluster=cluster, guess=guess,
+                                          guess_probability=probability if guess is not None else 0.0)
             n = msg.ByteSize()
             if batch and size + n > SUBMIT_BATCH_BYTES:
                 flush()

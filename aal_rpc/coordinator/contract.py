@@ -161,14 +161,19 @@ class Coordinator(Protocol):
         an annotator who holds `config.max_leases_per_annotator` live leases (0: no cap), exactly, even across
         replicas. A lease whose deadline passed MUST make its query available again without any call."""
 
-    def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
+    def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str = ""
+                     ) -> tuple[int, bool]:
         """Record a label for a held, unexpired lease and return (seq, duplicate) only once it is durable.
+
+        The record names types.delegate_id(annotator_id, labeler): the holder, or the labeler it names inside its
+        namespace (who may name one is the edge's: security.naming_labeler). The holder is the one barred from the
+        item (rules.FOREVER) and whose lease is checked.
 
         The item then leaves S, unless it wants another label (rules.wants_another_label, `config.labels_per_item`):
         then it is available again, to everyone but the annotators who labeled it, served before items with no label,
         and never evicted. Its labels are each their own record of L.
 
-        MUST be idempotent per lease: a retry (the same item, annotator and label) returns the same seq with
+        MUST be idempotent per lease: a retry (the same item, annotator, labeler and label) returns the same seq with
         duplicate=True; one with another label or annotator MUST be refused, changing nothing (FailedPrecondition,
         rules.check_retry: a label is changed by `correct_label` only). MUST refuse a lease
         that expired, belongs to another annotator or names another item (FailedPrecondition), and an
@@ -183,10 +188,12 @@ class Coordinator(Protocol):
     def renew_lease(self, *, lease_id: str, item_id: str, annotator_id: str, lease_seconds: float = 0.0) -> float:
         """Move a held, unexpired lease's deadline to now + lease_seconds; return it."""
 
-    def correct_label(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool = False
-                      ) -> tuple[int, int, bool]:
+    def correct_label(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool = False,
+                      labeler: str = "") -> tuple[int, int, bool]:
         """Append a correction superseding the item's current record (coordinator/corrections.py); return
-        (seq, superseded seq, duplicate) once durable. L MUST stay append-only."""
+        (seq, superseded seq, duplicate) once durable. L MUST stay append-only. With a `labeler`, the correction is
+        recorded as types.delegate_id(annotator_id, labeler), and any label in annotator_id's namespace may be
+        corrected."""
 
     def get_item(self, item_id: str) -> ItemView:
         """Where an item stands (queued, leased, labeled with its current record, skipped); NotFound else."""

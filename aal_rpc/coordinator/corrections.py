@@ -3,7 +3,8 @@
 L is append-only. A correction is a new record for the same item that names the record it supersedes (its
 `supersedes` seq); trainers and exports take each item's latest record, and the history keeps every one.
 Only the annotator who gave an item's current label, or an admin, may correct it; with several labels per item, an
-annotator corrects their own (`target`).
+annotator corrects their own (`target`). A holder that names the labeler behind a correction (types.delegate_id, the
+Label Studio bridge for its users) may correct any label recorded in its own namespace (types.in_namespace).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import Callable
 
 from aal_rpc.errors import NotFound, PermissionDenied
-from aal_rpc.types import LabeledRecord
+from aal_rpc.types import LabeledRecord, in_namespace
 
 
 def target(latest: Callable[[str | None], LabeledRecord | None], *, annotator_id: str, is_admin: bool
@@ -29,12 +30,15 @@ def target(latest: Callable[[str | None], LabeledRecord | None], *, annotator_id
     return latest(None)
 
 
-def decide(latest: LabeledRecord | None, *, item_id: str, label: int, annotator_id: str, is_admin: bool) -> bool:
+def decide(latest: LabeledRecord | None, *, item_id: str, label: int, annotator_id: str, is_admin: bool,
+           delegator: str = "") -> bool:
     """May `annotator_id` set `item_id`'s label to `label`? True: append a correction; False: the current label
-    already is `label` (a retried correction, or no change), so nothing is appended. Raises otherwise."""
+    already is `label` (a retried correction, or no change), so nothing is appended. Raises otherwise. `delegator`:
+    the holder `annotator_id` was named by (a labeler it speaks for), who may correct any label in its namespace."""
     if latest is None:
         raise NotFound(f"item {item_id} has no label to correct")
-    if latest.annotator_id != annotator_id and not is_admin:
+    mine = latest.annotator_id == annotator_id or (delegator and in_namespace(latest.annotator_id, delegator))
+    if not mine and not is_admin:
         raise PermissionDenied(f"item {item_id} was labeled by another annotator; only they or an admin may "
                                "correct it")
     return latest.label != label

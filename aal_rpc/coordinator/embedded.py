@@ -35,7 +35,7 @@ from aal_rpc.coordinator.validation import (check_begin_round, check_candidates,
                                             check_shard_request)
 from aal_rpc.errors import InvalidArgument, NotFound, Unavailable
 from aal_rpc.serde import weight_spec
-from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
+from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, delegate_id, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -240,18 +240,20 @@ class EmbeddedCoordinator(Publishing):
             self._candidates_evicted += len(stale)
             self._watch(self.store.put_candidates([], stale))
 
-    def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
+    def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str = ""
+                     ) -> tuple[int, bool]:
         """Record a label; returns (seq, duplicate) once it is on disk. Idempotent per lease."""
-        check_label(self.task, lease_id, item_id, label, annotator_id)
+        check_label(self.task, lease_id, item_id, label, annotator_id, labeler)
+        recorded = delegate_id(annotator_id, labeler)
         requeue = False
         with self._lock:
             entry = self.pool.by_lease(lease_id)
             done = self._labeled_by_lease(lease_id) if entry is None else None
             if done is not None:  # a retry of a submission already recorded: acknowledge it once more
-                recorded, fut = done
-                rules.check_retry(recorded, lease_id=lease_id, item_id=item_id, label=int(label),
-                                  annotator_id=annotator_id)
-                seq, duplicate = recorded.seq, True
+                done_before, fut = done
+                rules.check_retry(done_before, lease_id=lease_id, item_id=item_id, label=int(label),
+                                  annotator_id=recorded)
+                seq, duplicate = done_before.seq, True
             else:
                 now = self._clock()
                 self._check_held_locked(entry, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id,
@@ -261,7 +263,7 @@ class EmbeddedCoordinator(Publishing):
                 seq = self._last_seq
                 cand = entry.candidate
                 record = LabeledRecord(
-                    seq=seq, item_id=item_id, label=int(label), annotator_id=annotator_id, payload=cand.payload,
+                    seq=seq, item_id=item_id, label=int(label), annotator_id=recorded, payload=cand.payload,
                     provenance=cand.provenance, queued_at=entry.queued_at, leased_at=entry.lease.leased_at,
                     labeled_at=now, lease_id=lease_id)
                 requeue = rules.wants_another_label(entry.labels + 1, self.config.labels_per_item, entry.strategy)
@@ -271,11 +273,11 @@ class EmbeddedCoordinator(Publishing):
                     self.pool.remove(item_id)
                 self._labeled.add(item_id)
                 self._by_strategy[cand.provenance.strategy or "unknown"] += 1
-                self._annotators.labeled(annotator_id)
-                self.observer.labeled(annotator_id, cand.provenance.strategy)
+                self._annotators.labeled(recorded)
+                self.observer.labeled(recorded, cand.provenance.strategy)
                 fut = self.store.append_label(record, requeue=requeue)
                 with self._pending_lock:
-                    self._pending[lease_id] = (rules.Recorded(seq, item_id, int(label), annotator_id), fut)
+                    self._pending[lease_id] = (rules.Recorded(seq, item_id, int(label), recorded), fut)
                 fut.add_done_callback(functools.partial(self._on_label_durable, lease_id=lease_id, seq=seq))
                 duplicate = False
                 if self._sync is not None and not self._sync.is_open(len(self._labeled)):
@@ -350,16 +352,18 @@ class EmbeddedCoordinator(Publishing):
         self._settle(fut)
         return lease.deadline
 
-    def correct_label(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool = False
-                      ) -> tuple[int, int, bool]:
+    def correct_label(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool = False,
+                      labeler: str = "") -> tuple[int, int, bool]:
         """Append a correction of an item's label (coordinator/corrections.py); returns (seq, the seq it
         supersedes, duplicate) once on disk."""
-        check_correction(self.task, item_id, label, annotator_id)
+        check_correction(self.task, item_id, label, annotator_id, labeler)
+        delegator = annotator_id if labeler else ""
+        annotator_id = delegate_id(annotator_id, labeler)
         with self._corrections_lock:
             latest = corrections.target(lambda by: self.store.latest_label(item_id, by=by), annotator_id=annotator_id,
                                         is_admin=is_admin)
             duplicate = not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
-                                               is_admin=is_admin)
+                                               is_admin=is_admin, delegator=delegator)
             assert latest is not None  # decide raised NotFound
             if duplicate:
                 return latest.seq, latest.supersedes, True

@@ -27,7 +27,7 @@ from aal_rpc.coordinator.validation import (check_begin_round, check_candidates,
                                             check_renew, check_shard_request)
 from aal_rpc.errors import InvalidArgument, NotFound
 from aal_rpc.serde import WeightSpec
-from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, shard_of
+from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Query, Task, delegate_id, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,16 @@ class SharedCoordinator(Publishing):
         self.observer.leased(annotator_id)
         return Query(cand.item_id, lease.lease_id, annotator_id, lease.deadline, cand.payload, cand.provenance)
 
-    def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str) -> tuple[int, bool]:
-        check_label(self.task, lease_id, item_id, label, annotator_id)
+    def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str = ""
+                     ) -> tuple[int, bool]:
+        check_label(self.task, lease_id, item_id, label, annotator_id, labeler)
+        recorded = delegate_id(annotator_id, labeler)
         seq, duplicate, strategy = self.store.record_label(lease_id=lease_id, item_id=item_id, label=int(label),
                                                            annotator_id=annotator_id, now=self._clock(),
-                                                           labels_per_item=self.config.labels_per_item)
+                                                           labels_per_item=self.config.labels_per_item,
+                                                           recorded_as=recorded)
         if not duplicate:
-            self.observer.labeled(annotator_id, strategy)
+            self.observer.labeled(recorded, strategy)
             self.signals.labels.fire()  # at once here; other replicas hear of it by NOTIFY
             if self.config.labels_per_item > 1:
                 self.signals.queries.fire()  # it may be back in S for another annotator
@@ -150,11 +153,12 @@ class SharedCoordinator(Publishing):
         return self.store.renew_lease(lease_id=lease_id, item_id=item_id, annotator_id=annotator_id,
                                       lease_seconds=lease_seconds or self.config.lease_seconds, now=self._clock())
 
-    def correct_label(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool = False
-                      ) -> tuple[int, int, bool]:
-        check_correction(self.task, item_id, label, annotator_id)
+    def correct_label(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool = False,
+                      labeler: str = "") -> tuple[int, int, bool]:
+        check_correction(self.task, item_id, label, annotator_id, labeler)
         seq, supersedes, duplicate = self.store.record_correction(
-            item_id=item_id, label=label, annotator_id=annotator_id, is_admin=is_admin, now=self._clock())
+            item_id=item_id, label=label, annotator_id=delegate_id(annotator_id, labeler), is_admin=is_admin,
+            now=self._clock(), delegator=annotator_id if labeler else "")
         if not duplicate:
             self.signals.labels.fire()
         return seq, supersedes, duplicate

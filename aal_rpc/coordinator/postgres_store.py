@@ -43,7 +43,7 @@ from typing import IO, Any, Literal
 from aal_rpc.coordinator import corrections, rules, schema
 from aal_rpc.coordinator.rounds import RoundClaim, decide
 from aal_rpc.coordinator.rows import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS, QUERY_COLUMNS,
-                                      QUERY_INSERT_COLUMNS, label_from_row, label_row, model_from_row, model_row,
+                                      QUERY_INSERT_COLUMNS, count, label_from_row, label_row, model_from_row, model_row,
                                       query_from_row, query_row)
 from aal_rpc.coordinator.tally import DEFERS_COUNTER, merge
 from aal_rpc.errors import Unavailable
@@ -67,11 +67,12 @@ LEASE_LOCK = 0x4161_6C05  # with a hash of the annotator id: one lease at a time
 # (before the row, as offers take it), the query row locked by its lease id (this gives the transaction its id,
 # asked for again to be sure, before the seq is taken: see `_settled_through`), then the move into L. The move is
 # made only where the held lease passes rules.check_held: the same item, the same annotator, a deadline after now.
+# The record names p_as (types.delegate_id: the holder, or a labeler it speaks for); the holder is barred from the item.
 # The function returns what the rule needs to say why not otherwise (the held lease as locked), and the record of a
 # submission of this lease that committed before (a retry), looked up after the row lock.
 LABEL_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION aal_record_label(p_lease TEXT, p_item TEXT, p_label INTEGER, p_owner TEXT,
-                                            p_now DOUBLE PRECISION, p_per_item INTEGER)
+                                            p_now DOUBLE PRECISION, p_per_item INTEGER, p_as TEXT)
 RETURNS TABLE (held_item TEXT, held_owner TEXT, held_deadline DOUBLE PRECISION, seq BIGINT, strategy TEXT,
                done_item TEXT)
 LANGUAGE plpgsql AS $fn$
@@ -94,9 +95,9 @@ BEGIN
         -- one statement: its parts share a snapshot, so the insert reads the row it deletes
         RETURN QUERY WITH moved AS (
                 INSERT INTO labels ({{columns}})
-                SELECT nextval('label_seq'), q.item_id, q.lease_id, p_label, p_owner, q.queued_at, q.leased_at, p_now,
-                       q.worker_id, q.strategy, q.model_version, q.score, 0, q.cluster, q.tensor, q.dtype, q.shape,
-                       q.image_png, q.text
+                SELECT nextval('label_seq'), q.item_id, q.lease_id, p_label, p_as, q.queued_at, q.leased_at, p_now,
+                       q.worker_id, q.strategy, q.model_version, q.score, 0, q.cluster, q.guess, q.guess_probability,
+                       q.tensor, q.dtype, q.shape, q.image_png, q.text
                 FROM queries q WHERE q.item_id = p_item RETURNING labels.seq, labels.strategy),
             gone AS (DELETE FROM queries WHERE item_id = p_item AND NOT more),
             undeferred AS (DELETE FROM deferrals WHERE item_id = p_item AND NOT more),
@@ -128,7 +129,17 @@ def _order_by(pick: str) -> str:
 _QUERY_TYPES = ("item_id TEXT, worker_id TEXT, strategy TEXT, model_version BIGINT, score DOUBLE PRECISION, "
                 "queued_at DOUBLE PRECISION, tensor BYTEA, dtype TEXT, shape TEXT, image_png BYTEA, lease_id TEXT, "
                 "lease_owner TEXT, leased_at DOUBLE PRECISION, lease_deadline DOUBLE PRECISION, text TEXT, "
-                "cluster BIGINT")  # QUERY_COLUMNS with their types
+                "cluster BIGINT, guess INTEGER, guess_probability DOUBLE PRECISION")  # QUERY_COLUMNS with their types
+
+
+# aal_lease_next of the release before the model's guess returns fewer columns: CREATE OR REPLACE cannot change a
+# function's result, so that one is dropped first (only that one: a replica leasing meanwhile keeps the current one).
+_DROP_OLD_LEASE_RESULT = """DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'aal_lease_next'
+               AND pg_get_function_result(oid) NOT LIKE '%guess_probability%') THEN
+        DROP FUNCTION aal_lease_next(TEXT, TEXT, DOUBLE PRECISION, DOUBLE PRECISION, BIGINT, TEXT, BOOLEAN);
+    END IF;
+END $$"""
 
 
 def _lease_function() -> str:
@@ -243,7 +254,11 @@ class PostgresStore:
             with self._tx() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # replicas starting together
                 schema.migrate_postgres(cur, redacted(url))  # first: a database of a newer aal_rpc is left as it is
+                # the functions of older releases (a changed signature or result is a new function)
                 cur.execute("DROP FUNCTION IF EXISTS aal_record_label(TEXT, TEXT, INTEGER, TEXT, DOUBLE PRECISION)")
+                cur.execute("DROP FUNCTION IF EXISTS aal_record_label(TEXT, TEXT, INTEGER, TEXT, DOUBLE PRECISION, "
+                            "INTEGER)")
+                cur.execute(_DROP_OLD_LEASE_RESULT)
                 cur.execute("DROP FUNCTION IF EXISTS aal_lease_next(TEXT, TEXT, DOUBLE PRECISION, DOUBLE PRECISION, "
                             "BIGINT, TEXT)")
                 cur.execute(LABEL_FUNCTION.format(columns=LABEL_INSERT_COLUMNS, channel=CHANNEL))
@@ -333,7 +348,8 @@ class PostgresStore:
         if rows:
             cur.execute("DELETE FROM queries WHERE item_id = ANY(%s)", ([c.item_id for c, _ in rows],))
             cur.executemany(
-                f"INSERT INTO queries (shard_key, {QUERY_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 13)})",
+                f"INSERT INTO queries (shard_key, {QUERY_INSERT_COLUMNS}) "
+                f"VALUES ({','.join(['%s'] * (1 + count(QUERY_INSERT_COLUMNS)))})",
                 [(shard_key(c.item_id), *query_row(c, queued_at)) for c, queued_at in rows])
             self._notify(cur, "queries")
 
@@ -525,24 +541,25 @@ class PostgresStore:
         return cur.fetchone()[0]
 
     def record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, now: float,
-                     labels_per_item: int = 1) -> tuple[int, bool, str]:
-        """Move a leased query into L in one transaction (or, while it wants another label, copy it there and keep it
-        in S: rules.wants_another_label); returns (seq, duplicate, strategy). A retry of a submission already
-        recorded (on any replica) returns its seq with duplicate=True.
+                     labels_per_item: int = 1, recorded_as: str = "") -> tuple[int, bool, str]:
+        """Move a leased query, held by `annotator_id`, into L as a label of `recorded_as` (default: the holder) in one
+        transaction (or, while it wants another label, copy it there and keep it in S: rules.wants_another_label);
+        returns (seq, duplicate, strategy). A retry of a submission already recorded (on any replica) returns its seq
+        with duplicate=True.
 
         One statement (aal_record_label, LABEL_FUNCTION), its own transaction: it returns once committed, and the
         commit waited for the disk (synchronous_commit is on for labels). It moves the query only for a lease that
         rules.check_held accepts; otherwise it changed nothing and rules.check_held says why."""
         with self._labels_tx(self._connection) as conn, conn.cursor() as cur:
-            cur.execute("SELECT * FROM aal_record_label(%s, %s, %s, %s, %s, %s)",
-                        (lease_id, item_id, label, annotator_id, now, labels_per_item))
+            cur.execute("SELECT * FROM aal_record_label(%s, %s, %s, %s, %s, %s, %s)",
+                        (lease_id, item_id, label, annotator_id, now, labels_per_item, recorded_as or annotator_id))
             row = cur.fetchone()
             if row is not None and row[3] is not None:
                 if row[0] is None:  # no held lease, but a submission of this lease committed before: a retry
                     cur.execute("SELECT seq, item_id, label, annotator_id FROM labels WHERE lease_id = %s",
                                 (lease_id,))
                     rules.check_retry(rules.Recorded(*cur.fetchone()), lease_id=lease_id, item_id=item_id,
-                                      label=label, annotator_id=annotator_id)
+                                      label=label, annotator_id=recorded_as or annotator_id)
                     return row[3], True, row[4]
                 return row[3], False, row[4]
             held = rules.Held(*row[:3]) if row is not None else None
@@ -550,8 +567,8 @@ class PostgresStore:
         raise AssertionError(f"aal_record_label refused lease {lease_id}, which rules.check_held accepts: "
                              "the function and the rule disagree")
 
-    def record_correction(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool, now: float
-                          ) -> tuple[int, int, bool]:
+    def record_correction(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool, now: float,
+                          delegator: str = "") -> tuple[int, int, bool]:
         """Append a correction of an item's current label in one transaction; returns (seq, supersedes,
         duplicate). The rule (who may correct, what is a retry) is corrections.decide."""
         with self._labels_tx() as cur:
@@ -560,13 +577,14 @@ class PostgresStore:
             latest = corrections.target(lambda by: self.latest_label(item_id, cur, by=by), annotator_id=annotator_id,
                                         is_admin=is_admin)
             duplicate = not corrections.decide(latest, item_id=item_id, label=label, annotator_id=annotator_id,
-                                               is_admin=is_admin)
+                                               is_admin=is_admin, delegator=delegator)
             assert latest is not None  # decide raised NotFound
             if duplicate:
                 return latest.seq, latest.supersedes, True
             record = corrections.record(latest, seq=self._take_seq(cur), label=label, annotator_id=annotator_id,
                                         now=now)
-            cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 19)})",
+            cur.execute(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) "
+                        f"VALUES ({','.join(['%s'] * count(LABEL_INSERT_COLUMNS))})",
                         label_row(record))
             self._notify(cur, "labels")
         return record.seq, record.supersedes, False
@@ -595,7 +613,8 @@ class PostgresStore:
             cur.execute("SELECT pg_current_xact_id()")  # before the seqs are taken (see `_settled_through`)
             cur.execute("SELECT nextval('label_seq') FROM generate_series(1, %s)", (len(new),))
             new = [dataclasses.replace(r, seq=seq) for r, seq in zip(new, sorted(row[0] for row in cur.fetchall()))]
-            cur.executemany(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join(['%s'] * 19)})",
+            cur.executemany(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) "
+                            f"VALUES ({','.join(['%s'] * count(LABEL_INSERT_COLUMNS))})",
                             [label_row(r) for r in new])
             new_ids = [r.item_id for r in new]
             cur.execute("DELETE FROM queries WHERE item_id = ANY(%s)", (new_ids,))

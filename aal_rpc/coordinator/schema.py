@@ -83,6 +83,13 @@ SQLITE: tuple[Migration, ...] = (
         "DROP INDEX labels_first",
         "CREATE UNIQUE INDEX labels_first ON labels (item_id, annotator_id) WHERE supersedes = 0",
     )),
+    # the proposing model's guess (types.Provenance.guess), offered to annotators as a pre-annotation
+    Migration("the model's guess in an item's provenance", (
+        "ALTER TABLE labels ADD COLUMN guess INTEGER",
+        "ALTER TABLE labels ADD COLUMN guess_probability REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE queries ADD COLUMN guess INTEGER",
+        "ALTER TABLE queries ADD COLUMN guess_probability REAL NOT NULL DEFAULT 0",
+    )),
 )
 
 # Databases made before versions were recorded (user_version 0) have the layout of version 1 or of version 2, told
@@ -183,6 +190,13 @@ POSTGRES: tuple[Migration, ...] = (
         "CREATE UNIQUE INDEX IF NOT EXISTS labels_first_per_annotator ON labels (item_id, annotator_id) "
         "WHERE supersedes = 0",
         "ALTER TABLE queries ADD COLUMN IF NOT EXISTS labels INTEGER NOT NULL DEFAULT 0",
+    )),
+    # the proposing model's guess (types.Provenance.guess), offered to annotators as a pre-annotation
+    Migration("the model's guess in an item's provenance", (
+        "ALTER TABLE labels ADD COLUMN IF NOT EXISTS guess INTEGER",
+        "ALTER TABLE labels ADD COLUMN IF NOT EXISTS guess_probability DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "ALTER TABLE queries ADD COLUMN IF NOT EXISTS guess INTEGER",
+        "ALTER TABLE queries ADD COLUMN IF NOT EXISTS guess_probability DOUBLE PRECISION NOT NULL DEFAULT 0",
     )),
 )
 

@@ -35,7 +35,7 @@ from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFo
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
 from aal_rpc.handlers import Serialized
-from aal_rpc.security import acting_as, current_caller
+from aal_rpc.security import acting_as, current_caller, may_name_labeler, naming_labeler
 from aal_rpc.types import Candidate, ModelInfo, Provenance, Query, provenance_sent
 
 log = logging.getLogger(__name__)
@@ -201,8 +201,10 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
 
     @unary
     async def SubmitLabel(self, request, context):
+        annotator = _annotator(request.annotator_id)
+        naming_labeler(annotator, request.labeler)
         seq, duplicate = await self._run(self.c.submit_label, lease_id=request.lease_id, item_id=request.item_id,
-                                         label=request.label, annotator_id=_annotator(request.annotator_id))
+                                         label=request.label, annotator_id=annotator, labeler=request.labeler)
         return annotation_pb2.SubmitLabelResponse(seq=seq, duplicate=duplicate)
 
     @unary
@@ -222,9 +224,11 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
 
     @unary
     async def CorrectLabel(self, request, context):
+        annotator = _annotator(request.annotator_id)
+        naming_labeler(annotator, request.labeler)
         seq, supersedes, duplicate = await self._run(
-            self.c.correct_label, item_id=request.item_id, label=request.label,
-            annotator_id=_annotator(request.annotator_id), is_admin=_is_admin())
+            self.c.correct_label, item_id=request.item_id, label=request.label, annotator_id=annotator,
+            is_admin=_is_admin(), labeler=request.labeler)
         return annotation_pb2.CorrectLabelResponse(seq=seq, supersedes_seq=supersedes, duplicate=duplicate)
 
     @streaming
@@ -374,7 +378,8 @@ class SelectionServicer(_Servicer, selection_pb2_grpc.SelectionServiceServicer):
         candidates = [
             Candidate(c.item_id, serde.payload_from_proto(c.payload),
                       Provenance(request.worker_id, request.strategy, request.model_version, c.score,
-                                 c.cluster if c.HasField("cluster") else None))
+                                 c.cluster if c.HasField("cluster") else None,
+                                 c.guess if c.HasField("guess") else None, c.guess_probability))
             for c in request.candidates]
         out = await self._run(self.c.submit_candidates, worker_id=request.worker_id, strategy=request.strategy,
                               model_version=request.model_version, candidates=candidates)
@@ -396,7 +401,8 @@ class AdminServicer(_Servicer, admin_pb2_grpc.AdminServiceServicer):
         caller = current_caller()
         return admin_pb2.GetTaskResponse(task=serde.task_to_proto(self.c.task),
                                          caller_identity=caller.identity if caller is not None else "",
-                                         weights_fingerprint=self.c.weights_fingerprint)
+                                         weights_fingerprint=self.c.weights_fingerprint,
+                                         caller_may_name_labeler=may_name_labeler())
 
     @unary
     async def GetStats(self, request, context):

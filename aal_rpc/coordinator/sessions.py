@@ -31,6 +31,7 @@ from aal_rpc.coordinator.lease_queue import LeaseQueue
 from aal_rpc.coordinator.validation import check_lease_request
 from aal_rpc.errors import AalError, InvalidArgument
 from aal_rpc.proto.v1 import annotation_pb2
+from aal_rpc.security import naming_labeler
 from aal_rpc.types import Query, provenance_sent
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,9 @@ class Session:
         try:
             if kind == "label":
                 m = msg.label
+                naming_labeler(self._annotator, m.labeler)
                 seq, duplicate = await self._call(self.c.submit_label, lease_id=m.lease_id, item_id=m.item_id,
-                                                  label=m.label, annotator_id=self._annotator)
+                                                  label=m.label, annotator_id=self._annotator, labeler=m.labeler)
                 self._held.pop(m.lease_id, None)
                 return annotation_pb2.SessionResponse(labeled=annotation_pb2.SubmitLabelResponse(
                     seq=seq, duplicate=duplicate))

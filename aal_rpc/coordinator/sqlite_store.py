@@ -25,7 +25,7 @@ from typing import IO, Any
 from aal_rpc.coordinator import schema
 from aal_rpc.coordinator.layout import UPLOAD_PREFIX, UPLOAD_SUFFIX, DataDir
 from aal_rpc.coordinator.rows import (LABEL_COLUMNS, LABEL_INSERT_COLUMNS, LATEST_ONLY, MODEL_COLUMNS, QUERY_COLUMNS,
-                                      QUERY_INSERT_COLUMNS, label_from_row, label_row, model_from_row, model_row,
+                                      QUERY_INSERT_COLUMNS, count, label_from_row, label_row, model_from_row, model_row,
                                       query_from_row, query_row)
 from aal_rpc.types import Candidate, LabeledRecord, Lease, ModelInfo, Task
 
@@ -204,7 +204,8 @@ class SqliteStore:
         """Append records to L and take their items out of S (with `requeue`, leave them in S with no lease: they
         want another label), in one transaction; resolves to the last seq."""
         def op(c: sqlite3.Connection) -> int:
-            c.executemany(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) VALUES ({','.join('?' * 19)})",
+            c.executemany(f"INSERT INTO labels ({LABEL_INSERT_COLUMNS}) "
+                          f"VALUES ({','.join('?' * count(LABEL_INSERT_COLUMNS))})",
                           [label_row(r) for r in records])
             c.executemany("UPDATE queries SET lease_id = NULL, lease_owner = NULL, leased_at = NULL, "
                           "lease_deadline = NULL WHERE item_id = ?" if requeue else
@@ -216,7 +217,8 @@ class SqliteStore:
     def put_candidates(self, rows: list[tuple[Candidate, float]], evicted: list[str]) -> Future:
         def op(c: sqlite3.Connection) -> None:
             c.executemany("DELETE FROM queries WHERE item_id = ?", [(i,) for i in evicted])
-            c.executemany(f"INSERT OR REPLACE INTO queries ({QUERY_INSERT_COLUMNS}) VALUES ({','.join('?' * 12)})",
+            c.executemany(f"INSERT OR REPLACE INTO queries ({QUERY_INSERT_COLUMNS}) "
+                          f"VALUES ({','.join('?' * count(QUERY_INSERT_COLUMNS))})",
                           [query_row(cand, queued_at) for cand, queued_at in rows])
 
         return self.submit(op)

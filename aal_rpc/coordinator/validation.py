@@ -15,7 +15,7 @@ import numpy as np
 
 from aal_rpc.coordinator.rounds import MAX_ROUND_SECONDS
 from aal_rpc.errors import InvalidArgument, ResourceExhausted
-from aal_rpc.types import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, Candidate, Payload, Task, image_type
+from aal_rpc.types import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, Candidate, Payload, Task, delegate_id, image_type
 
 MAX_WAIT_SECONDS = 60.0  # longest long poll a client may ask for; it simply asks again
 MAX_LEASE_SECONDS = 24 * 3600.0
@@ -65,10 +65,20 @@ def check_renew(lease_id: str, item_id: str, annotator_id: str, lease_seconds: f
         raise InvalidArgument(f"lease_seconds must lie in [0, {MAX_LEASE_SECONDS}]")
 
 
-def check_correction(task: Task, item_id: str, label: int, annotator_id: str) -> None:
+def check_correction(task: Task, item_id: str, label: int, annotator_id: str, labeler: str = "") -> None:
     check_id("item_id", item_id)
     check_id("annotator_id", annotator_id)
+    check_labeler(annotator_id, labeler)
     check_class(task, label)
+
+
+def check_labeler(annotator_id: str, labeler: str) -> None:
+    """A labeler named by the holder `annotator_id` ("" : none) is an id, and so is the annotator it is recorded as
+    (types.delegate_id)."""
+    if labeler:
+        check_id("labeler", labeler)
+        check_id(f"the annotator id a label is recorded as ({annotator_id!r}, '/', the labeler)",
+                 delegate_id(annotator_id, labeler))
 
 
 def check_class(task: Task, label: int) -> None:
@@ -76,8 +86,9 @@ def check_class(task: Task, label: int) -> None:
         raise InvalidArgument(f"label {label} is outside the class range [0, {task.num_classes})")
 
 
-def check_label(task: Task, lease_id: str, item_id: str, label: int, annotator_id: str) -> None:
+def check_label(task: Task, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str = "") -> None:
     check_lease_ids(lease_id, item_id, annotator_id)
+    check_labeler(annotator_id, labeler)
     check_class(task, label)
 
 
@@ -99,10 +110,25 @@ def check_candidates(task: Task, worker_id: str, strategy: str, model_version: i
     for c in candidates:
         check_id("item_id", c.item_id)
         check_finite(f"item {c.item_id}: score", c.provenance.score)
+        check_guess(task, c)
         if tuple(c.payload.shape) != tuple(task.input_shape):
             raise InvalidArgument(f"item {c.item_id}: payload shape {tuple(c.payload.shape)} is not the "
                                   f"task's input shape {tuple(task.input_shape)}")
         check_payload(f"item {c.item_id}", c.payload)
+
+
+def check_guess(task: Task, c: Candidate) -> None:
+    """The model's guess a candidate carries: a class with its probability, and only from a model (not a cold start)."""
+    p = c.provenance
+    if p.guess is None:
+        return
+    if p.model_version == 0:
+        raise InvalidArgument(f"item {c.item_id}: a guess needs a model; a cold-start candidate (model_version 0) "
+                              "carries none")
+    if not 0 <= p.guess < task.num_classes:
+        raise InvalidArgument(f"item {c.item_id}: guess {p.guess} is outside the class range [0, {task.num_classes})")
+    if not 0.0 <= p.guess_probability <= 1.0:  # NaN too
+        raise InvalidArgument(f"item {c.item_id}: guess_probability must lie in [0, 1]")
 
 
 def check_payload(name: str, payload: Payload) -> None:

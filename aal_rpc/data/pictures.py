@@ -152,6 +152,27 @@ def display_picture(data: bytes, where: str) -> bytes:
                          Image.Resampling.BILINEAR)
 
 
+def enlarged_picture(data: bytes, size: int) -> bytes:
+    """A small picture enlarged by the largest whole factor that keeps its long side at most `size` pixels, each
+    pixel a block of the same colour (nearest neighbour), as PNG: a tool that stretches pictures to its panel then
+    stretches it by little, and it stays crisp. A picture that no whole factor of 2 or more fits, or that cannot be
+    read, is returned as it is (its type and limits were checked when it was submitted)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            factor = size // max(img.size)
+            if factor < 2 or getattr(img, "n_frames", 1) > 1:  # large enough, or an animation
+                return data
+            shown = _displayable(upright(img))
+            shown = shown.resize((shown.width * factor, shown.height * factor), Image.Resampling.NEAREST)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return data
+    out = io.BytesIO()
+    shown.save(out, format="PNG")
+    return out.getvalue() if len(out.getvalue()) <= MAX_IMAGE_BYTES else data
+
+
 def _displayable(img):
     """The picture in a mode PNG or JPEG stores: RGBA or LA where it is transparent, else RGB or L."""
     from PIL import Image

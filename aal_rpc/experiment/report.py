@@ -367,6 +367,55 @@ def _labels_to_target_section(res: list[dict], sc: dict, figures_dir: Path, rel)
     return lines + ["", f"![labels to target]({rel(figures_dir / 'g_labels_to_target.png')})", ""]
 
 
+ARM_TITLES = {"with": "With items 1–3: paced rounds, typical cold start, semi-supervised rounds",
+              "without": "Without them: full rounds, random cold start, supervised rounds"}
+ARM_STUDIES = {"a": ("strategy", "batch"), "c": ("method", "servers"), "d": ("method", "batch"), "e": ("method",),
+               "f": ("regime",), "g": ("method",)}
+
+
+def _first_model_seconds(curve: list[dict]) -> float | None:
+    """Seconds from the run's start to its first model trained on labels."""
+    times = [p["seconds"] for p in curve if p.get("labels") and p.get("seconds") is not None]
+    return min(times) if times else None
+
+
+def _arms_section(res: list[dict], arms: dict) -> list[str]:
+    """What items 1–3 change, study by study: "with" − "without" on the same experiment and seed (paired), the
+    share of labels a model chose, the time to the first model, and the chosen labels' worth."""
+    lines = ["## What items 1–3 change (with − without, paired by experiment and seed)", "",
+             "Each study ran twice on the same seeds: " + "; ".join(
+                 f"*{arm}*: " + ", ".join(f"`{k}={v}`" for k, v in settings.items())
+                 for arm, settings in arms.items()) + ". *Chosen by a model*: the share of labels whose query a "
+             "model trained on labels picked (not random, not typical cold-start picks). *First model*: seconds "
+             "from the run's start to the first model trained on labels. *Curve*: Table 1's mean accuracy over "
+             "the curve. Δ is with − without, mean ± 95% t-interval over the pairs.", "",
+             "| study | pairs | chosen by a model (with / without) | first model, s (with / without) | "
+             "Δ curve | Δ retrained |", "|---|---|---|---|---|---|"]
+    for study in ("a", "c", "d", "e", "f", "g"):
+        runs = [r for r in res if r["study"] == study]
+        if not runs:
+            continue
+        by_key: defaultdict[tuple, dict] = defaultdict(dict)
+        for r in runs:
+            key = tuple(r.get(k) for k in (*ARM_STUDIES[study], "mode", "seed"))
+            by_key[key][r.get("arm", "with")] = r
+        pairs = [d for d in by_key.values() if "with" in d and "without" in d]
+        if not pairs:
+            continue
+        chosen = {arm: _ci(1 - (d[arm].get("cold_start_share") or 0.0) for d in pairs)
+                  for arm in ("with", "without")}
+        first = {arm: _ci(_first_model_seconds(d[arm]["curve"]) for d in pairs) for arm in ("with", "without")}
+        d_curve = _ci(curve_average(d["with"]["curve"], d["with"]["labels"])
+                      - curve_average(d["without"]["curve"], d["without"]["labels"]) for d in pairs)
+        d_ret = _ci(d["with"]["retrained_accuracy"] - d["without"]["retrained_accuracy"] for d in pairs
+                    if d["with"].get("retrained_accuracy") is not None
+                    and d["without"].get("retrained_accuracy") is not None)
+        lines.append(f"| ({study}) | {len(pairs)} | {chosen['with'][0] * 100:.0f}% / {chosen['without'][0] * 100:.0f}% "
+                     f"| {_fmt(*first['with'], 1)} / {_fmt(*first['without'], 1)} | {_fmt(*d_curve)} | "
+                     f"{_fmt(*d_ret)} |")
+    return lines + [""]
+
+
 def write_report(doc: dict, *, out_md: Path, figures_dir: Path, notes: Path | None = None) -> None:
     figures_dir.mkdir(parents=True, exist_ok=True)
     sc = doc["scale_config"]
@@ -390,9 +439,20 @@ def write_report(doc: dict, *, out_md: Path, figures_dir: Path, notes: Path | No
         f"a single seed shows no ±). Seeds by study: {seeds_by_study}.",
         "",
     ]
-    for section in (_regimes_section, _labels_to_target_section, _sync_async_sections, _servers_section,
-                    _cluster_margin_section, _curves_section):
-        lines += section(res, sc, figures_dir, rel)
+    sections = (_regimes_section, _labels_to_target_section, _sync_async_sections, _servers_section,
+                _cluster_margin_section, _curves_section)
+    arms = list(dict.fromkeys(r.get("arm", "with") for r in res))
+    if len(arms) == 1:
+        for section in sections:
+            lines += section(res, sc, figures_dir, rel)
+    else:
+        lines += _arms_section(res, doc.get("arms", {}))
+        for arm in arms:
+            lines += [f"# {ARM_TITLES.get(arm, arm)}", ""]
+            arm_dir = figures_dir / arm
+            arm_dir.mkdir(parents=True, exist_ok=True)
+            for section in sections:
+                lines += section([r for r in res if r.get("arm", "with") == arm], sc, arm_dir, rel)
     if notes is not None and Path(notes).exists():
         lines += ["## Reading", "", Path(notes).read_text().strip(), ""]
     out_md.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ summary.json, labels.jsonl (L as the run left it), accuracy.png and wait.png.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
@@ -259,7 +260,19 @@ def random_sampling_curve(cfg: ExperimentConfig, budget: int, points: int = RAND
     seeds; the full budget with `cfg.eval_repeats` models, the smaller ones with one). [] without eval_repeats."""
     if cfg.eval_repeats == 0 or budget == 0:
         return []
+    return [dict(p) for p in _random_curve(cfg.dataset, cfg.model, cfg.epochs, cfg.min_steps, cfg.threads,
+                                           cfg.device, cfg.seed, cfg.eval_repeats, budget, points)]
+
+
+@functools.lru_cache(maxsize=64)
+def _random_curve(dataset: str, model: str, epochs: int, min_steps: int, threads: int, device: str, seed: int,
+                  eval_repeats: int, budget: int, points: int) -> list[dict]:
+    """random_sampling_curve's work, once per process for what it depends on (a suite's runs of one seed share
+    it)."""
     from aal_rpc.data import load_dataset
+
+    cfg = ExperimentConfig(dataset=dataset, model=model, epochs=epochs, min_steps=min_steps, threads=threads,
+                           device=device, seed=seed, eval_repeats=eval_repeats)
 
     ds = load_dataset(cfg.dataset)
     order = np.random.default_rng(EVAL_SEED + cfg.seed).permutation(len(ds.y_pool))

@@ -34,6 +34,11 @@ AAL_MIX = "entropy,least_confidence,margin"
 UNCERTAINTY = ("entropy", "least_confidence", "margin")
 STUDIES = ("a", "c", "d", "e", "f", "g")  # (b) is drawn from (a)'s runs
 STRATEGY_METHODS = ("random", "entropy", "least_confidence", "margin", "aal", "cluster_margin")  # study (g)
+# Every study runs in each arm, so the effect of what makes a system active from the first minute is measured:
+# "with" is rounds as long as the labels' pace allows, the cold start's typical picks and semi-supervised rounds;
+# "without" is full rounds, random cold-start picks and rounds on the labels alone.
+ARMS = {"with": {"paced": True, "cold_start": "typical", "semi_supervised": True},
+        "without": {"paced": False, "cold_start": "random", "semi_supervised": False}}
 
 
 @dataclass(frozen=True)
@@ -89,11 +94,13 @@ class Run:
 
 
 def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None,
-         studies: tuple[str, ...] = STUDIES) -> list[Run]:
-    """Every run of the chosen `studies`, seed by seed (a suite cut short has whole seeds of every study)."""
+         studies: tuple[str, ...] = STUDIES, arms: tuple[str, ...] = ("with",),
+         eval_repeats: int = ExperimentConfig.eval_repeats) -> list[Run]:
+    """Every run of the chosen `studies`, seed by seed (a suite cut short has whole seeds of every study), each in
+    every one of `arms` (ARMS) one after the other."""
     base = ExperimentConfig(dataset=dataset or scale.dataset, model=scale.model, workers=scale.workers,
                             annotators=scale.annotators, budget=scale.budget, annotator_delay=scale.annotator_delay,
-                            device=scale.device, threads=1)
+                            device=scale.device, threads=1, eval_repeats=eval_repeats)
     paced = replace(base, servers=1, batch_size=scale.regime_batch, annotators=scale.regime_annotators,
                     budget=scale.regime_budget, strategies=[scale.regime_strategy])
     runs: list[Run] = []
@@ -134,13 +141,15 @@ def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None,
                     runs.append(Run("d", {"method": method, "batch": b, "seed": seed}, replace(
                         base, mode="sync", servers=1, strategies=[method], batch_size=b, budget=scale.cm_budget,
                         seed=seed)))
+    runs = [Run(r.study, {**r.key, "arm": arm}, replace(r.config, **ARMS[arm])) for r in runs for arm in arms]
     return [replace(r, config=replace(r.config, out=str(out / "runs" / r.run_id))) for r in runs]
 
 
 def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = None, report: Path | None = None,
-              notes: Path | None = None, studies: tuple[str, ...] = STUDIES, progress=print) -> dict:
+              notes: Path | None = None, studies: tuple[str, ...] = STUDIES, arms: tuple[str, ...] = ("with",),
+              eval_repeats: int = ExperimentConfig.eval_repeats, progress=print) -> dict:
     scale = SCALES[scale_name]
-    runs = plan(scale, seeds=seeds, out=out, dataset=dataset, studies=studies)
+    runs = plan(scale, seeds=seeds, out=out, dataset=dataset, studies=studies, arms=arms, eval_repeats=eval_repeats)
     results = []
     t0 = time.time()
     by_config: dict[str, dict] = {}  # the same experiment in two studies runs once
@@ -171,6 +180,7 @@ def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = N
                  f"mean wait {summary['wait_seconds']['mean'] * 1000:.1f} ms ({time.time() - t0:.0f}s elapsed)")
     # the runs' own durations, so a resumed suite reports what the whole suite costs, not this call
     doc = {"scale": scale_name, "scale_config": asdict(scale), "seeds": seeds, "studies": list(studies),
+           "arms": {arm: ARMS[arm] for arm in arms},
            "training": {k: getattr(ExperimentConfig, k) for k in ("epochs", "min_steps", "warm_start")},
            "results": results, "seconds": sum(r["seconds"] for r in results), "this_call_seconds": time.time() - t0}
     out.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,8 @@ REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)  
 class BridgeConfig:
     """window: queries shown at once; lease_seconds: each lease's length (renewed at a quarter of it);
     poll_seconds / sweep_seconds: the polling fallback; refresh_seconds: how often the window is filled and checked
-    for stale tasks; on_cancel: "defer" or "skip"; defer_seconds: 0 for the coordinator's default."""
+    for stale tasks; on_cancel: "defer" or "skip"; defer_seconds: 0 for the coordinator's default; name_labelers: record
+    each label as its Label Studio user's (reconcile.py)."""
 
     window: int = 50
     lease_seconds: float = 600.0
@@ -47,6 +48,7 @@ class BridgeConfig:
     refresh_seconds: float = 5.0
     on_cancel: str = "defer"
     defer_seconds: float = 0.0
+    name_labelers: bool = False  # name each Label Studio user as the labeler (the coordinator token may delegate)
 
 
 class Bridge:
@@ -58,7 +60,8 @@ class Bridge:
         self.state = state
         self.config = config
         self.window = Window(client, studio, state, project_id, interface, config.window, room=self._fill_soon)
-        self.reconciler = Reconciler(self.window, on_cancel=config.on_cancel, defer_seconds=config.defer_seconds)
+        self.reconciler = Reconciler(self.window, on_cancel=config.on_cancel, defer_seconds=config.defer_seconds,
+                                     name_labelers=config.name_labelers)
         self.wake = threading.Event()
         self._hint_lock = threading.Lock()
         self._hint_tasks: set[int] = set()

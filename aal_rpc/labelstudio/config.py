@@ -21,6 +21,9 @@ CHOICES_NAME = "label"  # the name of the <Choices> control in a generated confi
 # them (the Data Manager's columns): none may give the answer away, so an item is named by an opaque reference.
 REF_FIELD = "aal_ref"
 METADATA_FIELDS = (REF_FIELD, "model_version", "score", "strategy", "cluster")
+# The most pixels wide a generated config shows a picture (Label Studio stretches one to its panel's width, 750 px at
+# most by default): the bridge enlarges smaller pictures by a whole factor to at most this (window.item_content).
+IMAGE_PANEL = 512
 
 
 class ConfigMismatch(ValueError):
@@ -57,13 +60,15 @@ def label_config(class_names: tuple[str, ...] | list[str], kind: str,
     """A labeling config for the task: the item (Image or Text) and one required single choice per class, each
     with its description (if any) as the hint shown on hover and aal-web's key for it as its hotkey (classes named
     0-9 their own digit, else 1-9, 0 for the first ten; Label Studio gives the rest keys of its own). A picture is
-    drawn without smoothing, so a small one enlarged to the panel stays crisp instead of blurring."""
+    drawn without smoothing in a panel IMAGE_PANEL pixels wide at most; the bridge sends a small one enlarged by a
+    whole factor to about that size (window.item_content), so Label Studio scales it by little and it stays crisp:
+    each of its pixels a square block, never a blur."""
     if kind not in ("image", "text"):
         raise ValueError(f"kind must be 'image' or 'text', not {kind!r}")
     if len(set(class_names)) != len(class_names) or not class_names:
         raise ValueError("class names must be distinct and not empty")
-    obj = ('<Image name="image" value="$image" smoothing="false" zoom="true" zoomControl="true"/>'
-           if kind == "image" else '<Text name="text" value="$text"/>')
+    obj = (f'<Image name="image" value="$image" smoothing="false" maxWidth="{IMAGE_PANEL}px" zoom="true" '
+           f'zoomControl="true"/>' if kind == "image" else '<Text name="text" value="$text"/>')
     hints = {name: f" hint={quoteattr(text)}" for name, text in zip(class_names, descriptions) if text}
     keys = {name: f' hotkey="{key}"' for name, key in zip(class_names, class_keys(class_names)) if key}
     choices = "\n".join(f"    <Choice value={quoteattr(name)}{keys.get(name, '')}{hints.get(name, '')}/>"

@@ -12,9 +12,11 @@ The label of a task is that of its latest annotation that chooses one class:
   query back (RETURN).
 
 Every annotation seen is recorded in the state file (keyed on its Label Studio id) with who made it and what was done.
-L names the bridge as the annotator of every label it submits (the coordinator records a lease's holder, and the
-bridge holds the leases); the Label Studio user behind each record in L is in the state file (BridgeState.labelers)
-and in the bridge's log. Decisions are
+The bridge holds the leases, and names the Label Studio user behind each label and correction as its labeler
+(`labeler_name`: their e-mail, else their user id), so L records it as `<bridge>/<user>` and consensus, the
+annotators' figures and the lead's page see each person. That takes a coordinator token allowed to delegate
+(`annotator+delegate IDENTITY TOKEN`, or an admin's); with another token every label is the bridge's own, and the
+user is only in the state file (BridgeState.labelers) and in the bridge's log. Decisions are
 made from Label Studio's current state of a task against the state file, and every call that changes L is
 idempotent (SubmitLabel per lease, CorrectLabel per item and label), so a restart of the bridge, the coordinator or
 Label Studio at any point loses no annotation and duplicates none. Intermediate edits made while the bridge was down
@@ -66,11 +68,18 @@ def labeler(annotation: dict, email_of=lambda user_id: None) -> str:
     return f"ls:{user_id}" if user_id is not None else ""
 
 
+def labeler_name(who: str) -> str:
+    """The labeler the coordinator records for a Label Studio user (`labeler`'s "ls:<email>" or "ls:<user id>"):
+    the e-mail or the user id; "" (the bridge's own label) when the annotation names nobody."""
+    return who.removeprefix("ls:")
+
+
 class Reconciler:
     """Brings L in line with the annotations of the window's tasks. on_cancel: "defer" or "skip"; defer_seconds: 0
-    for the coordinator's default."""
+    for the coordinator's default; name_labelers: name each Label Studio user as the labeler (the token may)."""
 
-    def __init__(self, window: Window, *, on_cancel: str = "defer", defer_seconds: float = 0.0):
+    def __init__(self, window: Window, *, on_cancel: str = "defer", defer_seconds: float = 0.0,
+                 name_labelers: bool = False):
         self.window = window
         self.client = window.client
         self.studio = window.studio
@@ -79,6 +88,7 @@ class Reconciler:
         self.interface = window.interface
         self.on_cancel = on_cancel
         self.defer_seconds = defer_seconds
+        self.name_labelers = name_labelers
         self._watermark: dt.datetime | None = None  # the newest task update seen by a poll or sweep
         self._emails: dict[int, str | None] = {}  # Label Studio user id -> e-mail (None: not shown to the bridge)
 
@@ -231,7 +241,7 @@ class Reconciler:
 
     def _submit(self, row: TaskRow, annotation_id: int, label: int, by: str) -> None:
         try:
-            result = self.client.submit(query_of(row), label)
+            result = self.client.submit(query_of(row), label, labeler=self._labeler(by))
         except grpc.RpcError as exc:
             if exc.code() not in LEASE_GONE:
                 raise
@@ -246,7 +256,7 @@ class Reconciler:
 
     def _correct(self, row: TaskRow, annotation_id: int, label: int, by: str) -> None:
         try:
-            result = self.client.correct(row.item_id, label)
+            result = self.client.correct(row.item_id, label, labeler=self._labeler(by))
         except grpc.RpcError as exc:
             if exc.code() not in (grpc.StatusCode.PERMISSION_DENIED, *LEASE_GONE):
                 raise
@@ -261,6 +271,9 @@ class Reconciler:
         self.state.set_outcome(annotation_id, "unchanged" if result.duplicate else "corrected", result.seq)
         log.info("item %s corrected from %s to %d by annotation %s by %s: record %d in L", row.item_id, row.label,
                  label, annotation_id, by or "an unknown user", result.seq)
+
+    def _labeler(self, by: str) -> str:
+        return labeler_name(by) if self.name_labelers else ""
 
     def _cancel(self, row: TaskRow, annotation_ids: list[int]) -> None:
         """Give the query back (defer or skip), then take the task out of the project. Released first: a bridge

@@ -4,10 +4,11 @@ and given back, their tasks created and deleted.
 The bridge is one annotator of the coordinator. It keeps a window of `size` leased queries as tasks of the project,
 each with the item (its picture as a data: URL of its own media type, or the text), its provenance in the task data
 (model_version, score, strategy, cluster), an opaque reference (aal_ref, never the item's id: annotators see task data,
-and an id may give the answer away) and one prediction with no result whose model_version is the model that chose the
-item, whose cluster is Cluster-Margin's cluster, and whose score is the coordinator's priority turned around
-(1 / (1 + e^score): Label Studio's uncertainty sampling serves the lowest score first, and spreads annotators over
-clusters). It renews the leases it holds well before they lapse. When a lease shows that S holds queries of a newer
+and an id may give the answer away) and one prediction whose result is that model's guess (the class it predicts,
+pre-filled in the editor, with its probability as the region's score; empty without a guess), whose model_version is
+the model that chose the item, whose cluster is Cluster-Margin's cluster, and whose score is the coordinator's
+priority turned around (1 / (1 + e^score): Label Studio's uncertainty sampling serves the lowest score first, and
+spreads annotators over clusters). It renews the leases it holds well before they lapse. When a lease shows that S holds queries of a newer
 model than some of its unannotated tasks, it gives those stale tasks back (RETURN) and shows the fresh queries
 instead, so the project follows the coordinator's order. A task whose lease was lost (expired while the bridge was
 down; the item may since be labeled elsewhere) is removed from the project unless someone annotated it.
@@ -25,7 +26,7 @@ import grpc
 from label_studio_sdk.core.api_error import ApiError
 
 from aal_rpc.client.annotation import LEASE_GONE, AnnotationClient, LeasedQuery
-from aal_rpc.labelstudio.config import REF_FIELD, Interface
+from aal_rpc.labelstudio.config import IMAGE_PANEL, REF_FIELD, Interface, result_for
 from aal_rpc.labelstudio.state import HELD, BridgeState, TaskRow, TaskState
 from aal_rpc.labelstudio.studio import Studio
 from aal_rpc.types import Payload, Provenance, strategy_shown
@@ -48,15 +49,20 @@ def priority(score: float) -> float:
 
 
 def item_content(payload: Payload, kind: str) -> str:
-    """What the project's object shows: the picture as a data: URL, or the text (a short summary of the values of
-    an item that has neither)."""
+    """What the project's object shows: the picture as a data: URL (a small one enlarged by a whole factor to at most
+    config.IMAGE_PANEL pixels, each pixel a block: Label Studio stretches pictures to its panel, and would blur a
+    small one), or the text (a short summary of the values of an item that has neither)."""
     if kind == "image":
-        if payload.image:
-            return payload.image_data_url()
         from aal_rpc.data.images import render_png
+        from aal_rpc.data.pictures import enlarged_picture
 
-        png = render_png(payload.to_array())
-        return "data:image/png;base64," + base64.b64encode(png).decode() if png else ""
+        picture = payload.image or render_png(payload.to_array())
+        if not picture:
+            return ""
+        shown = enlarged_picture(picture, IMAGE_PANEL)
+        if shown is picture and payload.image:
+            return payload.image_data_url()  # its own media type
+        return "data:image/png;base64," + base64.b64encode(shown).decode()
     if payload.text:
         return payload.text
     flat = payload.to_array().reshape(-1)
@@ -75,10 +81,19 @@ def task_json(ref: str, payload: Payload, provenance: Provenance, interface: Int
             "model_version": provenance.model_version, "score": provenance.score,
             "strategy": strategy_shown(provenance.strategy),
             "cluster": provenance.cluster}
-    prediction = {"result": [], "score": priority(provenance.score), "model_version": str(provenance.model_version)}
+    prediction = {"result": guess_result(provenance, interface), "score": priority(provenance.score),
+                  "model_version": str(provenance.model_version)}
     if provenance.cluster is not None:
         prediction["cluster"] = provenance.cluster
     return {"data": data, "predictions": [prediction]}
+
+
+def guess_result(provenance: Provenance, interface: Interface) -> list[dict]:
+    """The prediction's result: the model's guess (Provenance.guess) as the choice Label Studio pre-fills, with the
+    guess's probability as its score; none when the item came without one (a cold start, an audit or gold item)."""
+    if provenance.guess is None or provenance.guess not in interface.classes.values():
+        return []
+    return [dict(region, score=provenance.guess_probability) for region in result_for(provenance.guess, interface)]
 
 
 def query_of(row: TaskRow) -> LeasedQuery:

@@ -49,6 +49,16 @@ CATCH_UP_DOWNLOADS = 3  # downloads in a row while versions keep superseding the
 COLD_STARTS = ("typical", "random")  # WorkerConfig.cold_start
 
 
+def model_guesses(probs: np.ndarray) -> list[tuple[int | None, float]]:
+    """The model's guess for each row of class probabilities: (the most probable class, its probability), or (None,
+    0.0) for every row when there are no probabilities (a cold start's picks carry no guess). Annotation tools may
+    offer it as a pre-annotation (types.Provenance.guess)."""
+    if probs.ndim != 2 or probs.shape[1] == 0:
+        return [(None, 0.0)] * len(probs)
+    best = probs.argmax(axis=1)
+    return [(int(k), float(min(1.0, max(0.0, p)))) for k, p in zip(best, probs[np.arange(len(probs)), best])]
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     worker_id: str
@@ -210,8 +220,12 @@ class Selector:
                               "under model v%d", strategy.name, len(rows), self.version)
         self._wait = self.config.poll_seconds
         clusters = sel.clusters[finite] if sel.clusters is not None else np.full(len(chosen), -1)
-        candidates = [(self.item_ids[r], payload, float(v), int(c) if c >= 0 else None)
-                      for r, v, c in zip(chosen, scores, clusters) if (payload := self._payload(r)) is not None]
+        # a model trained on labels guesses; the cold start's network (version 0) or a pretrained encoder does not
+        guessing = self.version > 0 and not self._encoder
+        guesses = model_guesses(probs[np.asarray(sel.indices)[finite]] if guessing else probs[:len(chosen), :0])
+        candidates = [(self.item_ids[r], payload, float(v), int(c) if c >= 0 else None, *g)
+                      for r, v, c, g in zip(chosen, scores, clusters, guesses)
+                      if (payload := self._payload(r)) is not None]
         if not candidates:
             return 0
         out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=strategy.name,

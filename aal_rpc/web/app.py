@@ -89,21 +89,27 @@ class Call:
     sessions: Sessions
     throttle: LoginThrottle
     client: str
+    show_guess: bool = False  # aal-web --show-model-guess
 
 
-def item_json(query: LeasedQuery) -> dict:
+def item_json(query: LeasedQuery, *, show_guess: bool = False) -> dict:
     """A leased query as the page shows it: its picture as a data: URL (the original file, of its own media type),
     or the text, or a short summary of the values. The item's id stays here: an id may give the answer away
-    ("cat_0042.jpg"), so the page knows an item by its lease."""
+    ("cat_0042.jpg"), so the page knows an item by its lease. With `show_guess` (aal-web --show-model-guess) an item
+    the model guessed has `guess` (the class) and `guess_probability`, which the page pre-selects; without it nothing
+    of the guess leaves aal-web (a person shown it leans towards it)."""
     text = query.text
     image = query.payload.image_data_url()
     if not image and not text:
         flat = query.array().reshape(-1)
         text = f"{flat.size} values: " + " ".join(f"{v:.3g}" for v in flat[:32]) + (" …" if flat.size > 32 else "")
     p = query.provenance
-    return {"lease": query.lease_id, "deadline": query.deadline_unix, "image": image,
-            "text": text, "strategy": strategy_shown(p.strategy), "model_version": p.model_version,
-            "score": p.score}
+    shown = {"lease": query.lease_id, "deadline": query.deadline_unix, "image": image,
+             "text": text, "strategy": strategy_shown(p.strategy), "model_version": p.model_version,
+             "score": p.score}
+    if show_guess and p.guess is not None:
+        shown.update(guess=p.guess, guess_probability=p.guess_probability)
+    return shown
 
 
 def _error(status: int, message: str, headers: dict | None = None, **extra) -> JSONResponse:
@@ -147,7 +153,8 @@ def api(handler):
         client = request.client.host if request.client else ""
         try:
             args = parse(await read_body(request, MAX_BODY_BYTES))
-            call = Call(request.app.state.sessions, request.app.state.throttle, client)
+            call = Call(request.app.state.sessions, request.app.state.throttle, client,
+                        request.app.state.show_model_guess)
             result = await handler(call, args) if is_async else await run_in_threadpool(handler, call, args)
         except Expired as exc:
             return _error(401, str(exc), expired=exc.what)
@@ -239,7 +246,7 @@ async def lease(call: Call, args: dict) -> dict:
     if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= LONG_POLL_SECONDS:
         raise BadRequest(f"wait must lie in [0, {LONG_POLL_SECONDS}]")
     query = await call.sessions.lease_async(_str(args, "session"), _str(args, "tab"), float(wait))
-    return {"item": None if query is None else item_json(query)}
+    return {"item": None if query is None else item_json(query, show_guess=call.show_guess)}
 
 
 def label(call: Call, args: dict) -> dict:
@@ -302,9 +309,11 @@ async def index(request: Request) -> Response:
 
 
 def create_app(sessions: Sessions, *, threads: int, hosts: AllowedHosts = AllowedHosts(LOOPBACK_NAMES),
-               throttle: LoginThrottle | None = None, polls: LongPolls | None = None) -> Starlette:
+               throttle: LoginThrottle | None = None, polls: LongPolls | None = None,
+               show_model_guess: bool = False) -> Starlette:
     """The ASGI application serving `sessions` for `hosts`. `threads`: coordinator calls in flight at once (the
-    long polls hold none). `polls`: the long polls' channel (web.LongPolls), closed on the way out."""
+    long polls hold none). `polls`: the long polls' channel (web.LongPolls), closed on the way out.
+    `show_model_guess`: items carry the model's guess, which the page pre-selects (item_json); off by default."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -337,6 +346,7 @@ def create_app(sessions: Sessions, *, threads: int, hosts: AllowedHosts = Allowe
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sessions = sessions
     app.state.throttle = throttle or LoginThrottle()
+    app.state.show_model_guess = show_model_guess
     app.add_middleware(HostGuard, hosts=hosts)
     app.add_middleware(SecurityHeaders)  # outermost: refusals carry the headers too
     return app

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from aal_rpc.proto.v1 import common_pb2 as aal__rpc_dot_proto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61\x61l_rpc/proto/v1/admin.proto\x12\x06\x61\x61l.v1\x1a\x1d\x61\x61l_rpc/proto/v1/common.proto\"\x10\n\x0eGetTaskRequest\"c\n\x0fGetTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.aal.v1.Task\x12\x17\n\x0f\x63\x61ller_identity\x18\x02 \x01(\t\x12\x1b\n\x13weights_fingerprint\x18\x03 \x01(\t\"\x11\n\x0fGetStatsRequest\"\x82\x04\n\x10GetStatsResponse\x12\x0f\n\x07labeled\x18\x01 \x01(\x03\x12\x0e\n\x06queued\x18\x02 \x01(\x03\x12\x0e\n\x06leased\x18\x03 \x01(\x03\x12\x0f\n\x07skipped\x18\x04 \x01(\x03\x12\x1c\n\x14latest_model_version\x18\x05 \x01(\x03\x12\x0e\n\x06models\x18\x06 \x01(\x03\x12\x10\n\x08last_seq\x18\x07 \x01(\x03\x12\x1c\n\x14\x63\x61ndidates_submitted\x18\x08 \x01(\x03\x12\x1a\n\x12\x63\x61ndidates_evicted\x18\t \x01(\x03\x12J\n\x12labels_by_strategy\x18\n \x03(\x0b\x32..aal.v1.GetStatsResponse.LabelsByStrategyEntry\x12\x15\n\rpool_capacity\x18\x0b \x01(\x03\x12\x0c\n\x04mode\x18\x0c \x01(\t\x12<\n\nannotators\x18\r \x03(\x0b\x32(.aal.v1.GetStatsResponse.AnnotatorsEntry\x1a\x37\n\x15LabelsByStrategyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1aJ\n\x0f\x41nnotatorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.aal.v1.AnnotatorCounts:\x02\x38\x01\"@\n\x0f\x41nnotatorCounts\x12\x0e\n\x06labels\x18\x01 \x01(\x03\x12\r\n\x05skips\x18\x02 \x01(\x03\x12\x0e\n\x06\x64\x65\x66\x65rs\x18\x03 \x01(\x03\"=\n\x11ListModelsRequest\x12\x15\n\rafter_version\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"E\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.aal.v1.ModelInfo\x12\x0c\n\x04more\x18\x02 \x01(\x08\"V\n\x13\x45xportLabelsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\x17\n\x0finclude_payload\x18\x02 \x01(\x08\x12\x13\n\x0blatest_only\x18\x03 \x01(\x08\"m\n\x13ImportLabelsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\x05\x12 \n\x07payload\x18\x03 \x01(\x0b\x32\x0f.aal.v1.Payload\x12\x14\n\x0c\x61nnotator_id\x18\x04 \x01(\t\"^\n\x14ImportLabelsResponse\x12\x10\n\x08imported\x18\x01 \x01(\x03\x12\x0f\n\x07skipped\x18\x02 \x01(\x03\x12\x11\n\tfirst_seq\x18\x03 \x01(\x03\x12\x10\n\x08last_seq\x18\x04 \x01(\x03\x32\xe1\x02\n\x0c\x41\x64minService\x12:\n\x07GetTask\x12\x16.aal.v1.GetTaskRequest\x1a\x17.aal.v1.GetTaskResponse\x12=\n\x08GetStats\x12\x17.aal.v1.GetStatsRequest\x1a\x18.aal.v1.GetStatsResponse\x12\x43\n\nListModels\x12\x19.aal.v1.ListModelsRequest\x1a\x1a.aal.v1.ListModelsResponse\x12\x44\n\x0c\x45xportLabels\x12\x1b.aal.v1.ExportLabelsRequest\x1a\x15.aal.v1.LabeledRecord0\x01\x12K\n\x0cImportLabels\x12\x1b.aal.v1.ImportLabelsRequest\x1a\x1c.aal.v1.ImportLabelsResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61\x61l_rpc/proto/v1/admin.proto\x12\x06\x61\x61l.v1\x1a\x1d\x61\x61l_rpc/proto/v1/common.proto\"\x10\n\x0eGetTaskRequest\"\x84\x01\n\x0fGetTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.aal.v1.Task\x12\x17\n\x0f\x63\x61ller_identity\x18\x02 \x01(\t\x12\x1b\n\x13weights_fingerprint\x18\x03 \x01(\t\x12\x1f\n\x17\x63\x61ller_may_name_labeler\x18\x04 \x01(\x08\"\x11\n\x0fGetStatsRequest\"\x82\x04\n\x10GetStatsResponse\x12\x0f\n\x07labeled\x18\x01 \x01(\x03\x12\x0e\n\x06queued\x18\x02 \x01(\x03\x12\x0e\n\x06leased\x18\x03 \x01(\x03\x12\x0f\n\x07skipped\x18\x04 \x01(\x03\x12\x1c\n\x14latest_model_version\x18\x05 \x01(\x03\x12\x0e\n\x06models\x18\x06 \x01(\x03\x12\x10\n\x08last_seq\x18\x07 \x01(\x03\x12\x1c\n\x14\x63\x61ndidates_submitted\x18\x08 \x01(\x03\x12\x1a\n\x12\x63\x61ndidates_evicted\x18\t \x01(\x03\x12J\n\x12labels_by_strategy\x18\n \x03(\x0b\x32..aal.v1.GetStatsResponse.LabelsByStrategyEntry\x12\x15\n\rpool_capacity\x18\x0b \x01(\x03\x12\x0c\n\x04mode\x18\x0c \x01(\t\x12<\n\nannotators\x18\r \x03(\x0b\x32(.aal.v1.GetStatsResponse.AnnotatorsEntry\x1a\x37\n\x15LabelsByStrategyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1aJ\n\x0f\x41nnotatorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.aal.v1.AnnotatorCounts:\x02\x38\x01\"@\n\x0f\x41nnotatorCounts\x12\x0e\n\x06labels\x18\x01 \x01(\x03\x12\r\n\x05skips\x18\x02 \x01(\x03\x12\x0e\n\x06\x64\x65\x66\x65rs\x18\x03 \x01(\x03\"=\n\x11ListModelsRequest\x12\x15\n\rafter_version\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"E\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.aal.v1.ModelInfo\x12\x0c\n\x04more\x18\x02 \x01(\x08\"V\n\x13\x45xportLabelsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\x17\n\x0finclude_payload\x18\x02 \x01(\x08\x12\x13\n\x0blatest_only\x18\x03 \x01(\x08\"m\n\x13ImportLabelsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\x05\x12 \n\x07payload\x18\x03 \x01(\x0b\x32\x0f.aal.v1.Payload\x12\x14\n\x0c\x61nnotator_id\x18\x04 \x01(\t\"^\n\x14ImportLabelsResponse\x12\x10\n\x08imported\x18\x01 \x01(\x03\x12\x0f\n\x07skipped\x18\x02 \x01(\x03\x12\x11\n\tfirst_seq\x18\x03 \x01(\x03\x12\x10\n\x08last_seq\x18\x04 \x01(\x03\x32\xe1\x02\n\x0c\x41\x64minService\x12:\n\x07GetTask\x12\x16.aal.v1.GetTaskRequest\x1a\x17.aal.v1.GetTaskResponse\x12=\n\x08GetStats\x12\x17.aal.v1.GetStatsRequest\x1a\x18.aal.v1.GetStatsResponse\x12\x43\n\nListModels\x12\x19.aal.v1.ListModelsRequest\x1a\x1a.aal.v1.ListModelsResponse\x12\x44\n\x0c\x45xportLabels\x12\x1b.aal.v1.ExportLabelsRequest\x1a\x15.aal.v1.LabeledRecord0\x01\x12K\n\x0cImportLabels\x12\x1b.aal.v1.ImportLabelsRequest\x1a\x1c.aal.v1.ImportLabelsResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,28 +38,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSRESPONSE_ANNOTATORSENTRY']._serialized_options = b'8\001'
   _globals['_GETTASKREQUEST']._serialized_start=71
   _globals['_GETTASKREQUEST']._serialized_end=87
-  _globals['_GETTASKRESPONSE']._serialized_start=89
-  _globals['_GETTASKRESPONSE']._serialized_end=188
-  _globals['_GETSTATSREQUEST']._serialized_start=190
-  _globals['_GETSTATSREQUEST']._serialized_end=207
-  _globals['_GETSTATSRESPONSE']._serialized_start=210
-  _globals['_GETSTATSRESPONSE']._serialized_end=724
-  _globals['_GETSTATSRESPONSE_LABELSBYSTRATEGYENTRY']._serialized_start=593
-  _globals['_GETSTATSRESPONSE_LABELSBYSTRATEGYENTRY']._serialized_end=648
-  _globals['_GETSTATSRESPONSE_ANNOTATORSENTRY']._serialized_start=650
-  _globals['_GETSTATSRESPONSE_ANNOTATORSENTRY']._serialized_end=724
-  _globals['_ANNOTATORCOUNTS']._serialized_start=726
-  _globals['_ANNOTATORCOUNTS']._serialized_end=790
-  _globals['_LISTMODELSREQUEST']._serialized_start=792
-  _globals['_LISTMODELSREQUEST']._serialized_end=853
-  _globals['_LISTMODELSRESPONSE']._serialized_start=855
-  _globals['_LISTMODELSRESPONSE']._serialized_end=924
-  _globals['_EXPORTLABELSREQUEST']._serialized_start=926
-  _globals['_EXPORTLABELSREQUEST']._serialized_end=1012
-  _globals['_IMPORTLABELSREQUEST']._serialized_start=1014
-  _globals['_IMPORTLABELSREQUEST']._serialized_end=1123
-  _globals['_IMPORTLABELSRESPONSE']._serialized_start=1125
-  _globals['_IMPORTLABELSRESPONSE']._serialized_end=1219
-  _globals['_ADMINSERVICE']._serialized_start=1222
-  _globals['_ADMINSERVICE']._serialized_end=1575
+  _globals['_GETTASKRESPONSE']._serialized_start=90
+  _globals['_GETTASKRESPONSE']._serialized_end=222
+  _globals['_GETSTATSREQUEST']._serialized_start=224
+  _globals['_GETSTATSREQUEST']._serialized_end=241
+  _globals['_GETSTATSRESPONSE']._serialized_start=244
+  _globals['_GETSTATSRESPONSE']._serialized_end=758
+  _globals['_GETSTATSRESPONSE_LABELSBYSTRATEGYENTRY']._serialized_start=627
+  _globals['_GETSTATSRESPONSE_LABELSBYSTRATEGYENTRY']._serialized_end=682
+  _globals['_GETSTATSRESPONSE_ANNOTATORSENTRY']._serialized_start=684
+  _globals['_GETSTATSRESPONSE_ANNOTATORSENTRY']._serialized_end=758
+  _globals['_ANNOTATORCOUNTS']._serialized_start=760
+  _globals['_ANNOTATORCOUNTS']._serialized_end=824
+  _globals['_LISTMODELSREQUEST']._serialized_start=826
+  _globals['_LISTMODELSREQUEST']._serialized_end=887
+  _globals['_LISTMODELSRESPONSE']._serialized_start=889
+  _globals['_LISTMODELSRESPONSE']._serialized_end=958
+  _globals['_EXPORTLABELSREQUEST']._serialized_start=960
+  _globals['_EXPORTLABELSREQUEST']._serialized_end=1046
+  _globals['_IMPORTLABELSREQUEST']._serialized_start=1048
+  _globals['_IMPORTLABELSREQUEST']._serialized_end=1157
+  _globals['_IMPORTLABELSRESPONSE']._serialized_start=1159
+  _globals['_IMPORTLABELSRESPONSE']._serialized_end=1253
+  _globals['_ADMINSERVICE']._serialized_start=1256
+  _globals['_ADMINSERVICE']._serialized_end=1609
 # @@protoc_insertion_point(module_scope)

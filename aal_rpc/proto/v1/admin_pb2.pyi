@@ -12,14 +12,16 @@ class GetTaskRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetTaskResponse(_message.Message):
-    __slots__ = ("task", "caller_identity", "weights_fingerprint")
+    __slots__ = ("task", "caller_identity", "weights_fingerprint", "caller_may_name_labeler")
     TASK_FIELD_NUMBER: _ClassVar[int]
     CALLER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_MAY_NAME_LABELER_FIELD_NUMBER: _ClassVar[int]
     task: _common_pb2.Task
     caller_identity: str
     weights_fingerprint: str
-    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., caller_identity: _Optional[str] = ..., weights_fingerprint: _Optional[str] = ...) -> None: ...
+    caller_may_name_labeler: bool
+    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., caller_identity: _Optional[str] = ..., weights_fingerprint: _Optional[str] = ..., caller_may_name_labeler: _Optional[bool] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ()

@@ -65,16 +65,18 @@ class LeaseQueryResponse(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., query: _Optional[_Union[Query, _Mapping]] = ...) -> None: ...
 
 class SubmitLabelRequest(_message.Message):
-    __slots__ = ("lease_id", "item_id", "label", "annotator_id")
+    __slots__ = ("lease_id", "item_id", "label", "annotator_id", "labeler")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELER_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     item_id: str
     label: int
     annotator_id: str
-    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., label: _Optional[int] = ..., annotator_id: _Optional[str] = ...) -> None: ...
+    labeler: str
+    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., label: _Optional[int] = ..., annotator_id: _Optional[str] = ..., labeler: _Optional[str] = ...) -> None: ...
 
 class SubmitLabelResponse(_message.Message):
     __slots__ = ("seq", "duplicate")
@@ -121,14 +123,16 @@ class RenewLeaseResponse(_message.Message):
     def __init__(self, deadline_unix: _Optional[float] = ...) -> None: ...
 
 class CorrectLabelRequest(_message.Message):
-    __slots__ = ("item_id", "label", "annotator_id")
+    __slots__ = ("item_id", "label", "annotator_id", "labeler")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELER_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     label: int
     annotator_id: str
-    def __init__(self, item_id: _Optional[str] = ..., label: _Optional[int] = ..., annotator_id: _Optional[str] = ...) -> None: ...
+    labeler: str
+    def __init__(self, item_id: _Optional[str] = ..., label: _Optional[int] = ..., annotator_id: _Optional[str] = ..., labeler: _Optional[str] = ...) -> None: ...
 
 class CorrectLabelResponse(_message.Message):
     __slots__ = ("seq", "supersedes_seq", "duplicate")
@@ -189,14 +193,16 @@ class SessionOpen(_message.Message):
     def __init__(self, annotator_id: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., keep_leases: _Optional[bool] = ...) -> None: ...
 
 class SessionLabel(_message.Message):
-    __slots__ = ("lease_id", "item_id", "label")
+    __slots__ = ("lease_id", "item_id", "label", "labeler")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABELER_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     item_id: str
     label: int
-    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., label: _Optional[int] = ...) -> None: ...
+    labeler: str
+    def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., label: _Optional[int] = ..., labeler: _Optional[str] = ...) -> None: ...
 
 class SessionRelease(_message.Message):
     __slots__ = ("lease_id", "item_id", "reason", "defer_seconds")

@@ -27,18 +27,22 @@ class Payload(_message.Message):
     def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Provenance(_message.Message):
-    __slots__ = ("worker_id", "strategy", "model_version", "score", "cluster")
+    __slots__ = ("worker_id", "strategy", "model_version", "score", "cluster", "guess", "guess_probability")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    GUESS_FIELD_NUMBER: _ClassVar[int]
+    GUESS_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     strategy: str
     model_version: int
     score: float
     cluster: int
-    def __init__(self, worker_id: _Optional[str] = ..., strategy: _Optional[str] = ..., model_version: _Optional[int] = ..., score: _Optional[float] = ..., cluster: _Optional[int] = ...) -> None: ...
+    guess: int
+    guess_probability: float
+    def __init__(self, worker_id: _Optional[str] = ..., strategy: _Optional[str] = ..., model_version: _Optional[int] = ..., score: _Optional[float] = ..., cluster: _Optional[int] = ..., guess: _Optional[int] = ..., guess_probability: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("dataset", "num_classes", "class_names", "input_shape", "architecture", "mode", "batch_size", "class_descriptions", "guidelines", "input_size", "test_dataset", "audit_share")

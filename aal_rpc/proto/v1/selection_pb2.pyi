@@ -40,16 +40,20 @@ class DownloadModelResponse(_message.Message):
     def __init__(self, info: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("item_id", "payload", "score", "cluster")
+    __slots__ = ("item_id", "payload", "score", "cluster", "guess", "guess_probability")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    GUESS_FIELD_NUMBER: _ClassVar[int]
+    GUESS_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     payload: _common_pb2.Payload
     score: float
     cluster: int
-    def __init__(self, item_id: _Optional[str] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., score: _Optional[float] = ..., cluster: _Optional[int] = ...) -> None: ...
+    guess: int
+    guess_probability: float
+    def __init__(self, item_id: _Optional[str] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., score: _Optional[float] = ..., cluster: _Optional[int] = ..., guess: _Optional[int] = ..., guess_probability: _Optional[float] = ...) -> None: ...
 
 class SubmitCandidatesRequest(_message.Message):
     __slots__ = ("worker_id", "strategy", "model_version", "candidates")

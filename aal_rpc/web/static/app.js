@@ -364,11 +364,30 @@ function fit(el) {
   el.style.height = `${Math.round(el.naturalHeight * scale)}px`;
 }
 
+// The model's guess (only when aal-web runs with --show-model-guess): its class is pre-selected and marked as the
+// model's; the person confirms it with Enter or picks another class.
+function guessOf(item) {
+  const guess = item ? item.guess : undefined;
+  return Number.isInteger(guess) && guess >= 0 && guess < state.classes.length ? guess : null;
+}
+
+function markGuess(item) {
+  const guess = guessOf(item);
+  for (const b of $("classes").children) {
+    const mine = guess !== null && Number(b.dataset.class) === guess;
+    b.classList.toggle("guess", mine);
+    b.setAttribute("aria-pressed", mine ? "true" : "false");
+    if (mine) b.dataset.guess = `model's guess ${Math.round(100 * item.guess_probability)}%`;
+    else delete b.dataset.guess;
+  }
+}
+
 function render() {
   const stage = $("stage");
   const entry = state.correcting !== null ? state.history[state.correcting] : null;
   const shown = entry ? entry.item : state.current;
   for (const b of $("classes").children) b.classList.toggle("was", !!entry && Number(b.dataset.class) === entry.label);
+  markGuess(entry ? null : shown);
   $("desk").classList.toggle("correcting", !!entry);
   if (entry) {
     const was = state.classes[entry.label];
@@ -391,6 +410,10 @@ function render() {
   stage.dataset.lease = entry ? "" : shown.lease;
   stage.dataset.deadline = entry ? "" : String(shown.deadline);
   $("meta").textContent = shown.strategy ? `proposed by ${shown.strategy}, model v${shown.model_version}` : "";
+  if (!entry && guessOf(shown) !== null) {
+    $("meta").textContent += ` · pre-selected: the model's guess “${state.classes[shown.guess]}” ` +
+      `(${Math.round(100 * shown.guess_probability)}%), Enter confirms it, or press another class`;
+  }
   if (!entry && state.pendingSince !== null) {
     const since = state.pendingSince;
     state.pendingSince = null;
@@ -655,6 +678,9 @@ document.addEventListener("keydown", (event) => {
   if (state.keys.has(key)) {
     event.preventDefault();
     choose(state.keys.get(key), event.timeStamp);
+  } else if (key === "Enter" && state.correcting === null && guessOf(state.current) !== null) {
+    event.preventDefault();
+    choose(state.current.guess, event.timeStamp); // the person confirms the pre-selected guess
   } else if (key === "Delete") {
     event.preventDefault();
     skip(event.timeStamp);
