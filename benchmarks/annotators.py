@@ -47,12 +47,11 @@ def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, sm
                     "worker", "--coordinator", address, "--shard-index", j, "--num-shards", 1 if smoke else 4,
                     "--strategy", "random" if smoke else "entropy", "--batch-size", "1024", "--poll-seconds", "0.1",
                     "--threads", "1"))
-            with CoordinatorClient(address) as admin:
-                deadline = time.monotonic() + 120
-                while admin.stats().queued < min(4096, items // 4) and time.monotonic() < deadline:
-                    time.sleep(0.2)
+            stocked = min(4096, items // 4)
+            _wait_for_stock(address, stocked)
             measured = _measure_cpu(coord.pid, lambda: _annotator_load(address, annotators, seconds, stream=True),
                                     "coordinator_cpu_percent")
+            _wait_for_stock(address, stocked)  # each load starts from the same stock of S
             unary = _measure_cpu(coord.pid, lambda: _annotator_load(address, annotators, seconds, stream=False),
                                  "coordinator_cpu_percent")
         finally:
@@ -72,6 +71,14 @@ def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, sm
                   "wait_p99_ratio": unary["wait"]["p99"] / bare_unary["p99"],
                   "throughput_ratio": unary["cycles_per_second"] / (bare_unary["calls_per_second"] / 2)},
     }
+
+
+def _wait_for_stock(address: str, queued: int, timeout: float = 120.0) -> None:
+    """Until S holds `queued` items (the workers refill it), or `timeout` passes."""
+    with CoordinatorClient(address) as admin:
+        deadline = time.monotonic() + timeout
+        while admin.stats().queued < queued and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def _measure_cpu(server_pid: int, load, server_key: str) -> dict:

@@ -2,7 +2,8 @@
 
 A session is three coroutines over one stream:
 - the reader takes the tool's messages in order and runs each command on the coordinator (the same calls as the
-  unary SubmitLabel, ReleaseQuery and RenewLease), then adds the message's credit (`want`);
+  unary SubmitLabel, ReleaseQuery and RenewLease), then adds the message's credit (`want`); when no credit was
+  outstanding it first looks at S itself, so a label's acknowledgement carries the next query in one message;
 - the filler leases queries while there is credit: once at once, then in the long polls' queue (lease_queue.py)
   with every other waiting annotator, so a session is served in arrival order like a LeaseQuery;
 - the writer sends what the other two put in the outbox, merging an answer and pushes that are ready together
@@ -143,12 +144,29 @@ class Session:
                 if kind is not None:
                     answer = await self._command(kind, msg)
                     answer.ref = msg.ref
-                    self._grant(msg.want)  # after the command: a label frees room under the lease cap first
+                    # after the command (a label frees room under the lease cap first); the next query rides
+                    # with the answer when it is at hand
+                    self._grant(msg.want - await self._lease_into(answer, msg.want))
                     await self._outbox.put(answer)
                 else:
                     self._grant(msg.want)
         finally:
             await self._outbox.put(None)
+
+    async def _lease_into(self, answer: annotation_pb2.SessionResponse, want: int) -> int:
+        """With no credit outstanding and nobody queued ahead, look at S once for the credit a command brings and
+        put what comes into its answer (one message: the acknowledgement and the next query); how many came."""
+        if not want or self._credit or self._queue.busy():
+            return 0
+        try:
+            q = await self._try_lease(self._annotator, self._lease_seconds)
+        except Exception:  # noqa: BLE001 - left to the filler, which says what failed
+            return 0
+        if q is None:
+            return 0
+        self._held[q.lease_id] = q
+        answer.queries.append(query_to_proto(q))
+        return 1
 
     async def _command(self, kind: str, msg: annotation_pb2.SessionRequest) -> annotation_pb2.SessionResponse:
         t0 = time.perf_counter()
