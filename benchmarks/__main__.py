@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from benchmarks import (annotators, capacity, cluster_margin_scale, cnn_vs_textbook, cold_start, crowd, first_minute,
-                        frozen_backbone, growth, held_open, labelstudio_sync, model_distribution, own_data, scale_sim,
-                        semi_supervised, store_backends, web_latency, work_per_label, worker_scoring)
+                        frozen_backbone, growth, held_open, labelstudio_sync, model_distribution, own_data, replicas,
+                        scale_sim, semi_supervised, store_backends, web_latency, work_per_label, worker_scoring)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,11 +57,12 @@ BENCHMARKS = {
     "cold_start": lambda smoke: cold_start.run(smoke=smoke),
     "frozen_backbone": lambda smoke: frozen_backbone.run(smoke=smoke),
     "crowd": lambda smoke: crowd.run(smoke=smoke),
+    "replicas": lambda smoke: replicas.run(smoke=smoke),
 }
 
 ROW_WRITERS = {"work_per_label": work_per_label, "held_open": held_open, "capacity": capacity, "own_data": own_data,
                "semi_supervised": semi_supervised, "first_minute": first_minute, "cold_start": cold_start,
-               "frozen_backbone": frozen_backbone, "crowd": crowd}
+               "frozen_backbone": frozen_backbone, "crowd": crowd, "replicas": replicas}
 
 
 def table(results: dict) -> str:

@@ -26,7 +26,7 @@ import grpc
 from aal_rpc.experiment.processes import ProcessGroup, command
 from aal_rpc.grpc_utils import CHANNEL_OPTIONS
 from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc
-from benchmarks.common import cpu_seconds, percentiles, synthetic_npz
+from benchmarks.common import cpu_seconds, machine_busy, percentiles, synthetic_npz
 
 STEPS = (25, 50, 100, 200, 400, 800, 1200, 1600, 2000, 2400)
 WAIT_TARGET_SECONDS = 0.05
@@ -204,13 +204,6 @@ class _Load:
             await channel.close()
 
 
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return sum(ticks) - idle, sum(ticks)
-
-
 async def _measure(address: str, coord_pid: int, others: list[int], *, steps, warmup: float, seconds: float,
                    min_waits: int, keep_going: bool, fill: int, session: bool) -> dict:
     admin_channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
@@ -239,7 +232,7 @@ async def _measure(address: str, coord_pid: int, others: list[int], *, steps, wa
 
 async def _step(load: _Load, admin, n: int, seconds: float, coord_pid: int, others: list[int]) -> dict:
     errors0, empty0 = sum(load.errors.values()), load.empty_polls
-    busy0, total0 = _machine_busy()
+    busy0, total0 = machine_busy()
     coord0, self0, others0 = cpu_seconds(coord_pid), cpu_seconds(os.getpid()), sum(map(cpu_seconds, others))
     t0 = time.perf_counter()
     least_queued = None
@@ -249,7 +242,7 @@ async def _step(load: _Load, admin, n: int, seconds: float, coord_pid: int, othe
         await asyncio.sleep(min(1.0, max(0.0, seconds - (time.perf_counter() - t0))))
     t1 = time.perf_counter()
     elapsed = t1 - t0
-    busy1, total1 = _machine_busy()
+    busy1, total1 = machine_busy()
     waits = [w for start, w in load.waits if t0 <= start < t1]
     step = {
         "annotators": n, "seconds": elapsed,

@@ -22,7 +22,7 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     assert set(b) == {"annotators", "model_distribution", "worker_scoring", "cluster_margin", "scale_sim", "growth",
                       "store_backends", "cnn_vs_textbook", "web_latency", "labelstudio_sync", "work_per_label",
                       "held_open", "capacity", "own_data", "semi_supervised", "first_minute", "cold_start",
-                      "frozen_backbone", "crowd"}
+                      "frozen_backbone", "crowd", "replicas"}
     assert b["annotators"]["measured"]["labels"] > 0 and b["annotators"]["bare"]["count"] > 0
     assert b["model_distribution"]["download_mb_per_s"] > 0 and b["model_distribution"]["bare_mb_per_s"] > 0
     assert b["worker_scoring"]["ratio"] > 0
@@ -52,4 +52,8 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     assert all(t["cached_items_per_second"] > 0 and t["full_pass_items_per_second"] > 0 for t in f["timing"])
     c = b["crowd"]["rows"][0]
     assert c["arm"] == "adaptive" and c["items"]["mean"] >= 1 and 0 <= c["consensus_right"]["mean"] <= 1
+    rep = b["replicas"]
+    assert "skipped" in rep or (all(rep["replicas"][n]["labels"] > 0 for n in ("1", "2")) and
+                                len(rep["replicas"]["2"]["open_sessions_per_replica"]) == 2 and
+                                rep["bound"]["same_transactions"]["labels"] > 0)
     assert "| 1 |" in (tmp_path / "results.md").read_text()

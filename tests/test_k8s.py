@@ -52,13 +52,37 @@ def test_shared_store_overlay_runs_stateless_coordinator_replicas():
     assert (deleted["$patch"], deleted["kind"], deleted["metadata"]["name"]) == ("delete", "StatefulSet",
                                                                                  "aal-coordinator")
     [coord] = _workloads(SHARED)
-    assert coord["kind"] == "Deployment" and coord["spec"]["replicas"] >= 2
+    assert coord["kind"] == "Deployment" and "replicas" not in coord["spec"]  # the autoscaler owns the count
     service = next(doc for _, doc in documents() if doc["kind"] == "Service" and doc["metadata"]["name"] ==
                    "aal-coordinator")
     assert service["spec"]["selector"].items() <= coord["spec"]["template"]["metadata"]["labels"].items()
     c = coord["spec"]["template"]["spec"]["containers"][0]
     assert "--store=$(AAL_STORE)" in c["args"] and not any(a.startswith("--data-dir") for a in c["args"])
     assert {"secretRef": {"name": "aal-store"}} in c["envFrom"]
+
+
+def test_coordinator_replicas_scale_on_open_sessions_and_cpu():
+    """The autoscaler keeps at least two replicas and scales them on the metric the coordinator exports for open
+    annotation sessions (through the adapter rule shipped beside it) and on CPU, which the pods request."""
+    [hpa] = [doc for _, doc in documents(SHARED) if doc["kind"] == "HorizontalPodAutoscaler"]
+    [coord] = _workloads(SHARED)
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == (coord["kind"], coord["metadata"]["name"])
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    by_type = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert by_type["Resource"]["resource"]["name"] == "cpu"
+    assert "cpu" in coord["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+    sessions = by_type["Pods"]["pods"]["metric"]["name"]
+    adapter = next(doc for _, doc in documents(SHARED) if doc["kind"] == "ConfigMap" and
+                   doc["metadata"]["name"] == "aal-prometheus-adapter-rules")
+    [rule] = [r for r in yaml.safe_load(adapter["data"]["config.yaml"])["rules"] if r["name"]["as"] == sessions]
+    assert 'method="AnnotationSession"' in rule["seriesQuery"] and 'method="AnnotationSession"' in rule["metricsQuery"]
+    series = re.match(r"(\w+)\{", rule["seriesQuery"]).group(1)
+    assert re.fullmatch(rule["name"]["matches"], series)
+    from aal_rpc.coordinator.metrics import CoordinatorMetrics  # the coordinator exports that series
+    assert series in {m.name for m in CoordinatorMetrics().registry.collect()}
+    pod = coord["spec"]["template"]["metadata"]["annotations"]
+    assert pod["prometheus.io/scrape"] == "true"
 
 
 def test_workloads_match_the_design():
