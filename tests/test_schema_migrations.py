@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from aal_rpc.coordinator import schema
+from aal_rpc.coordinator import rules, schema
 from aal_rpc.coordinator.embedded import EmbeddedCoordinator
 from aal_rpc.coordinator.layout import DataDir
 from aal_rpc.coordinator.rows import QUERY_INSERT_COLUMNS, query_row
@@ -200,3 +200,19 @@ def test_a_newer_postgres_database_is_refused_and_left_as_it_is(postgres):
 
     with psycopg.connect(url) as conn:  # its server-side functions were not replaced by this code's either
         assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'aal_%'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("pick", [name for name, order in rules.PICK_ORDERS.items() if order is not None])
+def test_a_postgres_lease_walks_an_index_in_its_pick_order_rather_than_sorting_s(postgres, pick):
+    """The pick order's ORDER BY (audit and partly labeled items first) is served by an index on the same
+    expressions, so a lease reads the head of S, not all of it."""
+    import psycopg
+
+    url = postgres.new_database()
+    shared_coordinator(url).close()  # migrates
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("SET enable_seqscan = off")  # the plan a large S gets, on this empty table
+        plan = "\n".join(row[0] for row in db.execute(
+            "EXPLAIN SELECT item_id FROM queries WHERE (lease_id IS NULL OR lease_deadline <= 0) "
+            f"AND strategy <> 'gold' ORDER BY {rules.PICK_ORDERS[pick].sql()} LIMIT 1"))
+    assert f"queries_pick_{pick}" in plan and "Sort" not in plan, plan

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from aal_rpc.coordinator import rules
+
 
 class SchemaTooNew(RuntimeError):
     """The database was made by a newer aal_rpc than this one (its schema version is past the last migration)."""
@@ -198,6 +200,11 @@ POSTGRES: tuple[Migration, ...] = (
         "ALTER TABLE queries ADD COLUMN IF NOT EXISTS guess INTEGER",
         "ALTER TABLE queries ADD COLUMN IF NOT EXISTS guess_probability DOUBLE PRECISION NOT NULL DEFAULT 0",
     )),
+    # a lease walks S in its pick order instead of sorting all of S: an index on the very expressions of each
+    # order's ORDER BY (rules.PICK_ORDERS), audit and partly labeled items first included
+    Migration("indexes in the pick orders", tuple(
+        f"CREATE INDEX IF NOT EXISTS queries_pick_{name} ON queries ({order.sql()})"
+        for name, order in rules.PICK_ORDERS.items() if order is not None)),
 )
 
 POSTGRES_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
