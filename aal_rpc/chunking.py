@@ -33,12 +33,9 @@ def assemble(chunks: Iterable[bytes], *, size_bytes: int, max_bytes: int, sha256
     helper thread as the chunks arrive.
 
     Returns a writable view of memory allocated once at the announced size (receive_buffer): each chunk is copied
-    into place as it arrives, while the next is on its way, and nothing copies the whole blob again
-    (serde.weights_from_bytes makes its tensors views of it)."""
-    check = _sha256_check(sha256) if sha256 is not None else _crc32_check(crc32)
-    if not 0 < size_bytes <= max_bytes:
-        _receive((), len, size_bytes=size_bytes, max_bytes=max_bytes, check=check)  # refuses it, as for a stream
-    view = memoryview(receive_buffer(size_bytes))
+    into place on the check's thread, while the receiving thread takes the next, and nothing copies the whole blob
+    again (serde.weights_from_bytes makes its tensors views of it)."""
+    view = memoryview(receive_buffer(size_bytes if 0 < size_bytes <= max_bytes else 0))
     end = 0
 
     def put(chunk: bytes) -> None:
@@ -46,8 +43,13 @@ def assemble(chunks: Iterable[bytes], *, size_bytes: int, max_bytes: int, sha256
         view[end:end + len(chunk)] = chunk  # _receive has checked that it fits
         end += len(chunk)
 
-    _receive(chunks, put, size_bytes=size_bytes, max_bytes=max_bytes, check=check)
+    check = _sha256_check(sha256, put) if sha256 is not None else _crc32_check(crc32, put)
+    _receive(chunks, _ignore, size_bytes=size_bytes, max_bytes=max_bytes, check=check)
     return view
+
+
+def _ignore(chunk: bytes) -> None:
+    """A chunk's sink that does nothing (assemble's copy is done on the check's thread)."""
 
 
 def receive_buffer(size: int) -> bytearray | mmap.mmap:
@@ -106,8 +108,10 @@ class _Check:
     """A digest over a sequence of chunks, computed on its own thread while chunks keep arriving (hashlib and
     zlib release the GIL for large buffers), so verifying costs little more than receiving."""
 
-    def __init__(self, name: str, update: Callable[[bytes], None], matches: Callable[[], bool]):
+    def __init__(self, name: str, update: Callable[[bytes], None], matches: Callable[[], bool],
+                 place: Callable[[bytes], None] = _ignore):
         self.name = name
+        self._place = place  # what else is done with each chunk on this thread, before the digest (its copy)
         self._update = update
         self._matches = matches
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -116,6 +120,7 @@ class _Check:
 
     def _run(self) -> None:
         while (chunk := self._queue.get()) is not None:
+            self._place(chunk)
             self._update(chunk)
 
     def put(self, chunk: bytes) -> None:
@@ -127,12 +132,12 @@ class _Check:
         return self._matches()
 
 
-def _sha256_check(expected: str) -> _Check:
+def _sha256_check(expected: str, place: Callable[[bytes], None] = _ignore) -> _Check:
     digest = hashlib.sha256()
-    return _Check("sha256", digest.update, lambda: digest.hexdigest() == expected)
+    return _Check("sha256", digest.update, lambda: digest.hexdigest() == expected, place)
 
 
-def _crc32_check(expected: int | None) -> _Check:
+def _crc32_check(expected: int | None, place: Callable[[bytes], None] = _ignore) -> _Check:
     """zlib's CRC-32: the check of a transfer (downloads). Per 45 MB download it costs the client 24 ms of CPU
     where sha256 costs 48 (with the CPU's SHA extensions, on a loaded 2-core machine; docs/PERFORMANCE.md)."""
     crc = [0]
@@ -140,4 +145,4 @@ def _crc32_check(expected: int | None) -> _Check:
     def update(chunk: bytes) -> None:
         crc[0] = zlib.crc32(chunk, crc[0])
 
-    return _Check("CRC-32", update, lambda: expected is None or crc[0] == expected)
+    return _Check("CRC-32", update, lambda: expected is None or crc[0] == expected, place)
