@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import io
+import mmap
 import queue
 import threading
 import zlib
@@ -13,6 +13,7 @@ from typing import IO
 from aal_rpc.errors import InvalidArgument, ResourceExhausted
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: well under the 4 MiB message limit, large enough to keep streaming cheap
+HUGE_PAGE_BYTES = 2 << 20  # x86-64's transparent huge page; smaller blobs are received into plain memory
 
 
 def iter_chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -26,21 +27,47 @@ def sha256_hex(data: bytes) -> str:
 
 
 def assemble(chunks: Iterable[bytes], *, size_bytes: int, max_bytes: int, sha256: str | None = None,
-             crc32: int | None = None) -> bytes:
+             crc32: int | None = None) -> memoryview:
     """Join chunks, rejecting oversized chunks or totals, a short (truncated) stream, or a digest mismatch: the
-    sha256 when given, else the CRC-32 (a download's transport check, see DownloadModelResponse.crc32)."""
-    check = _sha256_check(sha256) if sha256 is not None else _crc32_check(crc32)
-    if not 0 < size_bytes <= max_bytes:
-        _receive((), len, size_bytes=size_bytes, max_bytes=max_bytes, check=check)  # refuses it, as for a stream
-    # Each chunk is copied into place as it arrives, while the next is on its way; with the buffer sized up front,
-    # getvalue() hands over CPython's internal bytes object rather than copying the whole blob at the end.
-    buffer = io.BytesIO()
-    buffer.truncate(size_bytes)
-    buffer.seek(size_bytes - 1)
-    buffer.write(b"\0")
-    buffer.seek(0)
-    _receive(chunks, buffer.write, size_bytes=size_bytes, max_bytes=max_bytes, check=check)
-    return buffer.getvalue()
+    sha256 when given, else the CRC-32 (a download's transport check, see DownloadModelResponse.crc32), computed on a
+    helper thread as the chunks arrive.
+
+    Returns a writable view of memory allocated once at the announced size (receive_buffer): each chunk is copied
+    into place on the check's thread, while the receiving thread takes the next, and nothing copies the whole blob
+    again (serde.weights_from_bytes makes its tensors views of it)."""
+    view = memoryview(receive_buffer(size_bytes if 0 < size_bytes <= max_bytes else 0))
+    end = 0
+
+    def put(chunk: bytes) -> None:
+        nonlocal end
+        view[end:end + len(chunk)] = chunk  # _receive has checked that it fits
+        end += len(chunk)
+
+    check = _sha256_check(sha256, put) if sha256 is not None else _crc32_check(crc32, put)
+    _receive(chunks, _ignore, size_bytes=size_bytes, max_bytes=max_bytes, check=check)
+    return view
+
+
+def _ignore(chunk: bytes) -> None:
+    """A chunk's sink that does nothing (assemble's copy is done on the check's thread)."""
+
+
+def receive_buffer(size: int) -> bytearray | mmap.mmap:
+    """Zeroed, writable memory for `size` bytes, asking the kernel for huge pages when it is large.
+
+    Fresh memory is faulted in a page at a time as the chunks land: in 4 KiB pages that cost more than the copy
+    itself (40 of the 56 ms that copying 45 MB took here), in 2 MiB pages almost nothing (14 ms). A private
+    anonymous map takes the advice where transparent huge pages are on `madvise`; elsewhere (Windows, or a small
+    blob) it is plain memory."""
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if size < HUGE_PAGE_BYTES or advice is None or not hasattr(mmap, "MAP_PRIVATE"):
+        return bytearray(size)
+    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        memory.madvise(advice)
+    except OSError:  # a kernel without transparent huge pages: 4 KiB pages, as bytearray would have
+        pass
+    return memory
 
 
 def receive_into(chunks: Iterable[bytes], f: IO[bytes], *, size_bytes: int, sha256: str, max_bytes: int) -> None:
@@ -81,8 +108,10 @@ class _Check:
     """A digest over a sequence of chunks, computed on its own thread while chunks keep arriving (hashlib and
     zlib release the GIL for large buffers), so verifying costs little more than receiving."""
 
-    def __init__(self, name: str, update: Callable[[bytes], None], matches: Callable[[], bool]):
+    def __init__(self, name: str, update: Callable[[bytes], None], matches: Callable[[], bool],
+                 place: Callable[[bytes], None] = _ignore):
         self.name = name
+        self._place = place  # what else is done with each chunk on this thread, before the digest (its copy)
         self._update = update
         self._matches = matches
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -91,6 +120,7 @@ class _Check:
 
     def _run(self) -> None:
         while (chunk := self._queue.get()) is not None:
+            self._place(chunk)
             self._update(chunk)
 
     def put(self, chunk: bytes) -> None:
@@ -102,16 +132,17 @@ class _Check:
         return self._matches()
 
 
-def _sha256_check(expected: str) -> _Check:
+def _sha256_check(expected: str, place: Callable[[bytes], None] = _ignore) -> _Check:
     digest = hashlib.sha256()
-    return _Check("sha256", digest.update, lambda: digest.hexdigest() == expected)
+    return _Check("sha256", digest.update, lambda: digest.hexdigest() == expected, place)
 
 
-def _crc32_check(expected: int | None) -> _Check:
-    """zlib's CRC-32, at about 2 GB/s here against sha256's 0.5: the check of a transfer (downloads)."""
+def _crc32_check(expected: int | None, place: Callable[[bytes], None] = _ignore) -> _Check:
+    """zlib's CRC-32: the check of a transfer (downloads). Per 45 MB download it costs the client 24 ms of CPU
+    where sha256 costs 48 (with the CPU's SHA extensions, on a loaded 2-core machine; docs/PERFORMANCE.md)."""
     crc = [0]
 
     def update(chunk: bytes) -> None:
         crc[0] = zlib.crc32(chunk, crc[0])
 
-    return _Check("CRC-32", update, lambda: expected is None or crc[0] == expected)
+    return _Check("CRC-32", update, lambda: expected is None or crc[0] == expected, place)

@@ -57,7 +57,7 @@ class Prediction:
         return {"path": self.path, "class": self.label_name, "probabilities": self.probabilities}
 
 
-def model_card(task: Task, info: ModelInfo, weights: bytes) -> dict:
+def model_card(task: Task, info: ModelInfo, weights: bytes | memoryview) -> dict:
     """What a model folder's card.json says: the task's classes and input, the model's registry entry and its
     accuracy estimated on the audit labels (null where it saw none), and the weights' sha256."""
     return {
@@ -77,7 +77,7 @@ def model_card(task: Task, info: ModelInfo, weights: bytes) -> dict:
     }
 
 
-def write_model(out_dir: str | Path, task: Task, info: ModelInfo, weights: bytes) -> Path:
+def write_model(out_dir: str | Path, task: Task, info: ModelInfo, weights: bytes | memoryview) -> Path:
     """Write `weights` (safetensors bytes, as downloaded) and their card into `out_dir` (created if need be);
     returns the folder."""
     out = Path(out_dir)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import sys
 from dataclasses import asdict, fields
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
 ALLOWED_DTYPES = frozenset({"float32", "float64", "float16", "uint8", "int64", "int32"})
+_ITEMSIZE = {name: np.dtype(name).itemsize for name in ALLOWED_DTYPES}  # looked up per candidate: numpy's is slower
 
 
 def payload_to_proto(p: Payload) -> common_pb2.Payload:
@@ -36,7 +39,7 @@ def payload_from_proto(msg: common_pb2.Payload) -> Payload:
     shape = tuple(int(d) for d in t.shape)
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"payload shape {shape} has a negative dimension")
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+    expected = math.prod(shape) * _ITEMSIZE[t.dtype]  # exact: no int64 product to wrap around
     if expected != len(t.data):
         raise InvalidArgument(f"payload of shape {shape} and dtype {t.dtype} needs {expected} bytes, got {len(t.data)}")
     return Payload(tensor=bytes(t.data), dtype=t.dtype, shape=shape, image=bytes(msg.image), text=msg.text)
@@ -121,12 +124,22 @@ def weights_to_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
     return st_save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()})
 
 
-def weights_from_bytes(data: bytes, expected: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
-    """Parse safetensors bytes (never pickle) and, when given, check names and shapes against `expected`."""
+def weights_from_bytes(data: bytes | bytearray | memoryview,
+                       expected: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
+    """Parse safetensors bytes (never pickle) and, when given, check names and shapes against `expected`.
+
+    A writable buffer (a download, chunking.assemble) is not copied: its tensors are views of it, and keep it
+    alive (load_state_dict then copies them into the model once). Read-only bytes (a file read) go through
+    safetensors' own reader, which copies each tensor out."""
     from safetensors.torch import load as st_load
 
+    view = memoryview(data)
     try:
-        state = st_load(bytes(data))
+        state = _tensor_views(view) if not view.readonly and sys.byteorder == "little" else None
+        if state is None:
+            state = st_load(data if isinstance(data, bytes) else view.tobytes())
+    except InvalidArgument:
+        raise
     except Exception as exc:  # safetensors raises its own error types for malformed headers
         raise InvalidArgument(f"weights are not valid safetensors: {exc}") from exc
     if expected is not None:
@@ -139,6 +152,61 @@ def weights_from_bytes(data: bytes, expected: dict[str, tuple[int, ...]] | None 
             if tuple(state[name].shape) != tuple(shape):
                 raise InvalidArgument(f"weights do not match the task's architecture: {name} has shape "
                                       f"{tuple(state[name].shape)}, expected {tuple(shape)}")
+    return state
+
+
+_MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+_TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                 "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _tensor_views(view: memoryview) -> dict[str, torch.Tensor] | None:
+    """The tensors of safetensors bytes as views of `view`, with safetensors' checks: a header that fits, every
+    tensor's bytes its shape and dtype's size, the tensors' data back to back from the header to the end. None
+    when a tensor has a dtype this reader does not know (safetensors' reader takes those)."""
+    import torch
+
+    def bad(why: str) -> InvalidArgument:
+        return InvalidArgument(f"weights are not valid safetensors: {why}")
+
+    def whole(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    if len(view) < 8:
+        raise bad("shorter than the length of their header")
+    n = int.from_bytes(view[:8], "little")
+    if n > min(_MAX_HEADER_BYTES, len(view) - 8):
+        raise bad(f"a header of {n} bytes does not fit")
+    header = json.loads(view[8:8 + n].tobytes())
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    header.pop("__metadata__", None)
+    entries = []
+    for name, entry in header.items():
+        if not isinstance(entry, dict):
+            raise bad(f"{name} is not described by an object")
+        if entry.get("dtype") not in _TORCH_DTYPES:
+            return None
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if not (isinstance(shape, list) and all(whole(d) for d in shape) and isinstance(offsets, list)
+                and len(offsets) == 2 and all(whole(o) for o in offsets)):
+            raise bad(f"{name} has no valid shape and data offsets")
+        entries.append((offsets[0], offsets[1], name, getattr(torch, _TORCH_DTYPES[entry["dtype"]]), shape))
+    data = view[8 + n:]
+    whole_data = torch.frombuffer(data, dtype=torch.uint8) if len(data) else torch.empty(0, dtype=torch.uint8)
+    state: dict[str, torch.Tensor] = {}
+    end = 0
+    for begin, stop, name, dtype, shape in sorted(entries, key=lambda e: e[:2]):
+        size = math.prod(shape) * dtype.itemsize
+        if begin != end or stop - begin != size:
+            raise bad(f"the data of {name} is not {size} bytes following the tensor before it")
+        end = stop
+        piece = whole_data[begin:stop]
+        if (piece.data_ptr() | begin) % dtype.itemsize:  # a writer that did not align its tensors: a copy, aligned
+            piece = piece.clone()
+        state[name] = piece.view(dtype).reshape(shape)
+    if end != len(data):
+        raise bad(f"{len(data) - end} bytes follow the last tensor")
     return state
 
 

@@ -9,6 +9,7 @@ import base64
 import json
 import zlib
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -31,6 +32,17 @@ class Payload:
         x = np.ascontiguousarray(x)
         return cls(tensor=x.astype(x.dtype.newbyteorder("<"), copy=False).tobytes(),
                    dtype=x.dtype.name, shape=tuple(int(d) for d in x.shape), image=image, text=text)
+
+    @classmethod
+    def from_rows(cls, x: np.ndarray, images: Sequence[bytes], texts: Sequence[str]) -> list[Payload]:
+        """`from_array(x[k], images[k], texts[k])` for every row k of x, converted once for all: per row, numpy's
+        calls (the dtype's name, its byte order) cost more than the row's bytes (0.1 ms each)."""
+        x = np.ascontiguousarray(x)
+        data = x.astype(x.dtype.newbyteorder("<"), copy=False).tobytes()
+        step = x[0].nbytes if len(x) else 0
+        dtype, shape = x.dtype.name, tuple(int(d) for d in x.shape[1:])
+        return [cls(tensor=data[k * step:(k + 1) * step], dtype=dtype, shape=shape, image=image, text=text)
+                for k, (image, text) in enumerate(zip(images, texts, strict=True))]
 
     @property
     def image_type(self) -> str:

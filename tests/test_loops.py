@@ -175,6 +175,34 @@ def test_selection_respects_demand(grpc_coordinator):
         assert client.stats().queued == 64
 
 
+def test_items_travel_whole_and_one_whose_picture_cannot_be_read_is_not_proposed(grpc_coordinator, monkeypatch):
+    """Each candidate carries its own row's tensor and picture (the batch's tensors are converted together); an item
+    whose picture can no longer be read (a file gone since the pool was loaded) is left out for good, the rest go."""
+    from aal_rpc.data import Dataset
+    from aal_rpc.data.pictures import render_png
+
+    real = Dataset.picture
+
+    def picture(self, row):
+        if row % 2 == 0:
+            raise OSError("the file is gone")
+        return real(self, row)
+
+    monkeypatch.setattr(Dataset, "picture", picture)
+    address, srv = grpc_coordinator
+    with CoordinatorClient(address) as client:
+        w = Selector(client, WorkerConfig(worker_id="w", strategy="random", batch_size=20, poll_seconds=0.05),
+                     dataset=DIGITS)
+        assert 0 < w.step() <= 20
+        row_of = {item_id: row for row, item_id in enumerate(DIGITS.item_ids)}
+        queued = [srv.coordinator.pool.get(i).candidate for i in srv.coordinator.pool.item_ids()]
+        assert queued and all(row_of[c.item_id] % 2 == 1 for c in queued)
+        for c in queued:
+            x = DIGITS.x_pool[row_of[c.item_id]]
+            assert np.array_equal(c.payload.to_array(), x) and c.payload.image == render_png(x)
+        assert w._taken.any() and all(w.indices[r] % 2 == 0 for r in np.flatnonzero(w._taken))  # left out for good
+
+
 def test_margin_worker_picks_the_smallest_margins(grpc_coordinator):
     address, srv = grpc_coordinator
     with CoordinatorClient(address) as client:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from safetensors.torch import save
 
 from aal_rpc.chunking import sha256_hex
 from aal_rpc.coordinator.contract import CoordinatorConfig
@@ -74,3 +75,48 @@ def test_weights_round_trip_through_safetensors():
     model = build_model(TASK.architecture, TASK.input_shape, TASK.num_classes)
     model.load_state_dict(state)
     assert weights_to_bytes(model.state_dict()) == data
+
+
+def test_weights_in_a_writable_buffer_are_read_in_place_as_safetensors_reads_them():
+    """A download (chunking.assemble) is a writable buffer: its tensors are views of it, not copies, and they
+    are what safetensors' own reader makes of the same bytes, every dtype a state dict holds included."""
+    state = {"w": torch.randn(3, 4), "steps": torch.tensor(7), "mask": torch.tensor([True, False, True]),
+             "half": torch.randn(5).half(), "brain": torch.randn(2, 2).bfloat16(), "none": torch.zeros(0, 3),
+             "ids": torch.arange(3, dtype=torch.int32), "bytes": torch.arange(5, dtype=torch.uint8)}
+    data = save(state, metadata={"note": "kept out of the tensors"})
+    buffer = bytearray(data)
+    got = weights_from_bytes(memoryview(buffer))
+    assert set(got) == set(state)
+    for name, tensor in state.items():
+        assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor)
+    start = torch.frombuffer(buffer, dtype=torch.uint8).data_ptr()
+    assert start <= got["w"].data_ptr() < start + len(buffer)  # in place
+
+
+@pytest.mark.parametrize("damage", ["header length", "offsets", "gap", "tail", "shape", "not an object"])
+def test_damaged_safetensors_in_a_writable_buffer_are_refused(damage):
+    import json
+    import struct
+
+    data = save({"a": torch.ones(2, 2), "b": torch.zeros(3)})
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    if damage == "header length":
+        data = struct.pack("<Q", len(data)) + data[8:]
+    else:
+        if damage == "offsets":
+            header["a"]["data_offsets"] = [0, 4]
+        elif damage == "gap":
+            header["b"]["data_offsets"] = [20, 32]
+            body += b"\0" * 4
+        elif damage == "tail":
+            body += b"\0" * 8
+        elif damage == "shape":
+            header["a"]["shape"] = [2, -2]
+        elif damage == "not an object":
+            header = [1, 2]
+        text = json.dumps(header).encode()
+        data = struct.pack("<Q", len(text)) + text + body
+    with pytest.raises(InvalidArgument, match="not valid safetensors"):
+        weights_from_bytes(bytearray(data))

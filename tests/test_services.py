@@ -218,12 +218,14 @@ def test_a_download_chunk_is_read_without_parsing_and_checked_by_crc32():
     head = selection_pb2.DownloadModelResponse(crc32=7)
     head.info.version = 3
     assert download_part(head.SerializeToString()) == head
-    data = bytes(range(256)) * 5000
-    chunks = [data[:600_000], data[600_000:]]
-    assert assemble(iter(chunks), size_bytes=len(data), crc32=crc32_of(data), max_bytes=1 << 30) == data
+    data = bytes(range(256)) * 20_000  # 5 MB: received into huge pages where the kernel has them
+    chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+    crc = crc32_of(data)
+    got = assemble(iter(chunks), size_bytes=len(data), crc32=crc, max_bytes=1 << 30)
+    assert got == data and not got.readonly
     flipped = bytearray(chunks[1])
     flipped[5] ^= 1
     with pytest.raises(InvalidArgument, match="CRC-32"):
-        assemble(iter([chunks[0], bytes(flipped)]), size_bytes=len(data), crc32=crc32_of(data), max_bytes=1 << 30)
+        assemble(iter([chunks[0], bytes(flipped), *chunks[2:]]), size_bytes=len(data), crc32=crc, max_bytes=1 << 30)
     with pytest.raises(InvalidArgument, match="truncated"):
-        assemble(iter(chunks[:1]), size_bytes=len(data), crc32=crc32_of(data), max_bytes=1 << 30)
+        assemble(iter(chunks[:1]), size_bytes=len(data), crc32=crc, max_bytes=1 << 30)

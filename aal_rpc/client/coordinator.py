@@ -202,7 +202,10 @@ class CoordinatorClient(ChannelClient):
             after_version=after_version, wait_seconds=wait_seconds), wait_seconds + LONG_POLL_MARGIN_SECONDS)
         return serde.model_info_from_proto(resp.model) if resp.found else None
 
-    def download_model(self, version: int = 0) -> tuple[ModelInfo, bytes]:
+    def download_model(self, version: int = 0) -> tuple[ModelInfo, memoryview]:
+        """A version's entry and weights (0: the latest). The weights are received in place into memory allocated
+        once (chunking.assemble), their CRC-32 checked as they arrive (InvalidArgument on a mismatch);
+        serde.weights_from_bytes reads them without copying."""
         def once():
             stream = self._download(selection_pb2.DownloadModelRequest(version=version), timeout=TRANSFER_TIMEOUT,
                                     wait_for_ready=self.wait_for_ready)

@@ -82,6 +82,14 @@ def shard_rows(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return x[indices]
 
 
+def finite_rows(a: np.ndarray) -> np.ndarray:
+    """Which rows of a 2-d array hold only finite values. Almost always all of them, which one pass over the whole
+    array tells (0.5 ms for 200,000 x 10, where isfinite(a).all(axis=1), a reduction along rows of ten, takes 7);
+    row by row only when some value is not."""
+    finite = np.isfinite(a)
+    return np.ones(len(a), dtype=bool) if finite.all() else finite.all(axis=1)
+
+
 class Selector:
     """One worker's loop. `clock` (monotonic seconds) times L's growth for the pacing; tests inject one."""
 
@@ -224,8 +232,8 @@ class Selector:
         guessing = self.version > 0 and not self._encoder
         guesses = model_guesses(probs[np.asarray(sel.indices)[finite]] if guessing else probs[:len(chosen), :0])
         candidates = [(self.item_ids[r], payload, float(v), int(c) if c >= 0 else None, *g)
-                      for r, v, c, g in zip(chosen, scores, clusters, guesses)
-                      if (payload := self._payload(r)) is not None]
+                      for r, v, c, g, payload in zip(chosen, scores, clusters, guesses, self._payloads(chosen))
+                      if payload is not None]
         if not candidates:
             return 0
         out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=strategy.name,
@@ -257,8 +265,8 @@ class Selector:
         if len(rows) == 0:
             return 0
         chosen = self._audit_rng.choice(rows, size=min(due, len(rows)), replace=False)
-        candidates = [(self.item_ids[r], payload, 0.0, None) for r in chosen
-                      if (payload := self._payload(r)) is not None]
+        candidates = [(self.item_ids[r], payload, 0.0, None) for r, payload in zip(chosen, self._payloads(chosen))
+                      if payload is not None]
         if not candidates:
             return 0
         self.client.submit_candidates(worker_id=self.config.worker_id, strategy=AUDIT_STRATEGY,
@@ -294,8 +302,9 @@ class Selector:
         picked = best[best < len(ids)]  # the labeled items among the best of both
         if len(picked) == 0:
             return 0
-        candidates = [(ids[k], payload, float(scores[k]), None) for k in picked
-                      if (payload := self._payload(self._row_of[ids[k]])) is not None]
+        rows = np.array([self._row_of[ids[k]] for k in picked], dtype=np.int64)
+        candidates = [(ids[k], payload, float(scores[k]), None) for k, payload in zip(picked, self._payloads(rows))
+                      if payload is not None]
         if not candidates:
             return 0
         out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=RELABEL_STRATEGY,
@@ -422,9 +431,9 @@ class Selector:
             return None, None
         if self._probs is None:
             probs, emb = self._predict(strategy.needs_embeddings)
-            usable = np.isfinite(probs).all(axis=1)
+            usable = finite_rows(probs)
             if emb is not None:
-                usable &= np.isfinite(emb).all(axis=1)
+                usable &= finite_rows(emb)
                 if usable.any():  # clusters of the items that can be proposed
                     strategy.prepare(embeddings=emb[usable], item_ids=self.item_ids[usable],
                                      model_version=self.version)
@@ -455,18 +464,22 @@ class Selector:
                 self.pacing.observe_labels(s.labeled_through_seq, self._clock())
                 return list(s.queued_item_ids), s.demand
 
-    def _payload(self, row: int) -> Payload | None:
-        """The item's tensor as the dataset holds it (float32 images at the task's input size, int64 text buckets),
-        and what a person sees: its picture (the original file, data.Dataset.picture), or its text. None, and the
-        item is never proposed again, when its picture can no longer be read (a file removed or damaged since the
-        pool was loaded): one bad file does not stop the worker."""
-        i = self.indices[row]
-        x = self.dataset.x_pool[i]
-        text = self.dataset.texts[i] if self.dataset.texts is not None else ""
-        try:
-            picture = self.dataset.picture(i)
-        except (OSError, ValueError) as exc:
-            log.warning("%s: item %s is not proposed: %s", self.config.worker_id, self.item_ids[row], exc)
-            self._taken[row] = True
-            return None
-        return Payload.from_array(x, image=picture, text=text)
+    def _payloads(self, rows: np.ndarray) -> list[Payload | None]:
+        """Each row's item as it travels: its tensor as the dataset holds it (float32 images at the task's input
+        size, int64 text buckets), and what a person sees: its picture (the original file, data.Dataset.picture),
+        or its text. None, and the item is never proposed again, where its picture can no longer be read (a file
+        removed or damaged since the pool was loaded): one bad file does not stop the worker. The tensors are
+        gathered and converted once for all the rows (Payload.from_rows)."""
+        pool_rows = self.indices[rows]
+        texts = self.dataset.texts
+        pictures: list[bytes | None] = []
+        for row, i in zip(rows, pool_rows):
+            try:
+                pictures.append(self.dataset.picture(i))
+            except (OSError, ValueError) as exc:
+                log.warning("%s: item %s is not proposed: %s", self.config.worker_id, self.item_ids[row], exc)
+                self._taken[row] = True
+                pictures.append(None)
+        payloads = Payload.from_rows(self.dataset.x_pool[pool_rows], [p or b"" for p in pictures],
+                                     [texts[i] for i in pool_rows] if texts is not None else [""] * len(rows))
+        return [payload if picture is not None else None for payload, picture in zip(payloads, pictures)]
