@@ -24,6 +24,8 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
                       "held_open", "capacity", "own_data", "semi_supervised", "first_minute", "cold_start",
                       "frozen_backbone", "crowd", "replicas"}
     assert b["annotators"]["measured"]["labels"] > 0 and b["annotators"]["bare"]["count"] > 0
+    # over the AnnotationSession streams against bare bidirectional streams, and the unary calls beside them
+    assert b["annotators"]["bare"]["pairs_per_second"] > 0 and b["annotators"]["unary"]["measured"]["labels"] > 0
     assert b["model_distribution"]["download_mb_per_s"] > 0 and b["model_distribution"]["bare_mb_per_s"] > 0
     assert b["worker_scoring"]["ratio"] > 0
     assert b["cluster_margin"]["rows"][0]["clusters"] >= 1
@@ -40,6 +42,7 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
         h["held"]["downloads"] + h["held"]["reflection_streams"]
     assert h["unauthenticated_reflection"]["refused"] == h["unauthenticated_reflection"]["attempted"] > 0
     assert any(step["wait"]["count"] > 0 for step in b["capacity"]["steps"])
+    assert b["capacity"]["transport"] == "AnnotationSession"
     assert b["work_per_label"]["labels"] > 0
     assert b["first_minute"]["rows"][0]["first_model_seconds"]["n"] == 1
     assert 0 <= b["cold_start"]["rows"][0]["picks"]["typical, untrained network"]["accuracy"] <= 1
