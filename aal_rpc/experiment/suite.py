@@ -151,7 +151,8 @@ def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None,
 
 def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = None, report: Path | None = None,
               notes: Path | None = None, studies: tuple[str, ...] = STUDIES, arms: tuple[str, ...] = ("with",),
-              eval_repeats: int = ExperimentConfig.eval_repeats, progress=print) -> dict:
+              eval_repeats: int = ExperimentConfig.eval_repeats, run_missing: bool = True, progress=print) -> dict:
+    """Run (or resume) the suite and write its report; `run_missing` False reports the runs already done."""
     scale = SCALES[scale_name]
     runs = plan(scale, seeds=seeds, out=out, dataset=dataset, studies=studies, arms=arms, eval_repeats=eval_repeats)
     results = []
@@ -164,8 +165,10 @@ def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = N
         shared = summary is not None
         if summary is None and summary_path.exists():
             old = json.loads(summary_path.read_text())
-            if old.get("config") == asdict(run.config):
+            if old.get("config") == json.loads(json.dumps(asdict(run.config))):  # as summary.json holds it
                 summary = old
+        if summary is None and not run_missing:
+            continue
         if summary is None:
             summary = run_experiment(run.config, progress=False)
         by_config[same] = summary
