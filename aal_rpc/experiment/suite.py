@@ -26,6 +26,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from aal_rpc.experiment.report import write_report
 from aal_rpc.experiment.runner import ExperimentConfig, run_experiment
@@ -37,7 +38,7 @@ STRATEGY_METHODS = ("random", "entropy", "least_confidence", "margin", "aal", "c
 # Every study runs in each arm, so the effect of what makes a system active from the first minute is measured:
 # "with" is rounds as long as the labels' pace allows, the cold start's typical picks and semi-supervised rounds;
 # "without" is full rounds, random cold-start picks and rounds on the labels alone.
-ARMS = {"with": {"paced": True, "cold_start": "typical", "semi_supervised": True},
+ARMS: dict[str, dict[str, Any]] = {"with": {"paced": True, "cold_start": "typical", "semi_supervised": True},
         "without": {"paced": False, "cold_start": "random", "semi_supervised": False}}
 
 
