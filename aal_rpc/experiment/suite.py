@@ -26,6 +26,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from aal_rpc.experiment.report import write_report
 from aal_rpc.experiment.runner import ExperimentConfig, run_experiment
@@ -37,7 +38,7 @@ STRATEGY_METHODS = ("random", "entropy", "least_confidence", "margin", "aal", "c
 # Every study runs in each arm, so the effect of what makes a system active from the first minute is measured:
 # "with" is rounds as long as the labels' pace allows, the cold start's typical picks and semi-supervised rounds;
 # "without" is full rounds, random cold-start picks and rounds on the labels alone.
-ARMS = {"with": {"paced": True, "cold_start": "typical", "semi_supervised": True},
+ARMS: dict[str, dict[str, Any]] = {"with": {"paced": True, "cold_start": "typical", "semi_supervised": True},
         "without": {"paced": False, "cold_start": "random", "semi_supervised": False}}
 
 
@@ -151,7 +152,8 @@ def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None,
 
 def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = None, report: Path | None = None,
               notes: Path | None = None, studies: tuple[str, ...] = STUDIES, arms: tuple[str, ...] = ("with",),
-              eval_repeats: int = ExperimentConfig.eval_repeats, progress=print) -> dict:
+              eval_repeats: int = ExperimentConfig.eval_repeats, run_missing: bool = True, progress=print) -> dict:
+    """Run (or resume) the suite and write its report; `run_missing` False reports the runs already done."""
     scale = SCALES[scale_name]
     runs = plan(scale, seeds=seeds, out=out, dataset=dataset, studies=studies, arms=arms, eval_repeats=eval_repeats)
     results = []
@@ -164,8 +166,10 @@ def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = N
         shared = summary is not None
         if summary is None and summary_path.exists():
             old = json.loads(summary_path.read_text())
-            if old.get("config") == asdict(run.config):
+            if old.get("config") == json.loads(json.dumps(asdict(run.config))):  # as summary.json holds it
                 summary = old
+        if summary is None and not run_missing:
+            continue
         if summary is None:
             summary = run_experiment(run.config, progress=False)
         by_config[same] = summary
