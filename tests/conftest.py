@@ -190,3 +190,24 @@ def own_postgres():
     server = _start_postgres()
     yield server
     server.stop()
+
+
+def check_acknowledged_labels(annotate, acks, address: str, expected: int) -> None:
+    """`aal-annotate --json --acks-file acks` has ended having acknowledged `expected` labels, each item once, and
+    L at `address` holds exactly those labels, none twice."""
+    import json
+
+    from aal_rpc.client import CoordinatorClient
+
+    annotate.wait(timeout=180)
+    summary = json.loads(annotate.stdout.read().decode().strip().splitlines()[-1])
+    assert summary["acknowledged"] == expected
+    acknowledged = {}
+    for line in acks.read_text().splitlines():
+        r = json.loads(line)
+        assert r["item_id"] not in acknowledged, "an item was acknowledged twice"
+        acknowledged[r["item_id"]] = r["label"]
+    with CoordinatorClient(address) as client:
+        records = list(client.export(include_payload=False))
+    assert len(records) == len({r.item_id for r in records}), "an item was labeled twice"
+    assert {r.item_id: r.label for r in records} == acknowledged

@@ -5,7 +5,6 @@ mid-stream (no acknowledged label lost, none recorded twice)."""
 
 from __future__ import annotations
 
-import json
 import queue
 import signal
 import socket
@@ -14,14 +13,14 @@ import time
 import grpc
 import pytest
 
-from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.client import AnnotationClient
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.coordinator.sessions import MAX_SESSION_WINDOW
 from aal_rpc.experiment.processes import command, read_address
 from aal_rpc.proto.v1 import annotation_pb2 as pb
 from aal_rpc.security import ClientSecurity, Principal
-from tests.conftest import TASK, annotation_stub, make_candidate, wait_until
+from tests.conftest import TASK, annotation_stub, check_acknowledged_labels, make_candidate, wait_until
 
 
 class Tool:
@@ -219,18 +218,7 @@ def test_a_coordinator_killed_mid_stream_loses_no_acknowledged_label_and_records
         coord.wait()
         procs.procs.pop("coordinator")
         coord, _ = start()
-    annotate.wait(timeout=180)
-    summary = json.loads(annotate.stdout.read().decode().strip().splitlines()[-1])
-    assert summary["acknowledged"] == 120
-    acknowledged = {}
-    for line in acks.read_text().splitlines():
-        r = json.loads(line)
-        assert r["item_id"] not in acknowledged, "an item was acknowledged twice"
-        acknowledged[r["item_id"]] = r["label"]
-    with CoordinatorClient(address) as client:
-        records = list(client.export(include_payload=False))
-    assert len(records) == len({r.item_id for r in records}), "an item was labeled twice"
-    assert {r.item_id: r.label for r in records} == acknowledged
+    check_acknowledged_labels(annotate, acks, address, 120)
 
 
 def test_a_token_names_the_session_annotator_and_a_worker_token_is_refused(tmp_path):

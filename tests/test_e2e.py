@@ -12,7 +12,7 @@ import pytest
 
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.experiment.processes import command, read_address
-from tests.conftest import wait_until
+from tests.conftest import check_acknowledged_labels, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -73,19 +73,7 @@ def test_coordinator_sigkill_and_restart_loses_no_acknowledged_label(tmp_path, p
         coord, address2 = _restart(procs, data, port)  # same port: the annotators only know this address
         assert address2 == address
 
-    annotate.wait(timeout=180)
-    summary = json.loads(annotate.stdout.read().decode().strip().splitlines()[-1])
-    assert summary["acknowledged"] == 150
-
-    acknowledged = {}
-    for line in acks.read_text().splitlines():
-        r = json.loads(line)
-        assert r["item_id"] not in acknowledged, "an item was acknowledged twice"
-        acknowledged[r["item_id"]] = r["label"]
-    with CoordinatorClient(address) as client:
-        records = list(client.export(include_payload=False))
-    assert len(records) == len({r.item_id for r in records}), "an item was labeled twice"
-    assert {r.item_id: r.label for r in records} == acknowledged
+    check_acknowledged_labels(annotate, acks, address, 150)
     # the same server and worker processes carried on through both restarts, with no operator action
     with CoordinatorClient(address) as client:
         assert wait_until(lambda: any(m.num_labels == 150 and m.server_id == "survivor" for m in client.models()))
