@@ -144,11 +144,14 @@ def in_words(summary: dict) -> str:
 @click.option("--eval-repeats", type=click.IntRange(min=0), default=ExperimentConfig.eval_repeats, show_default=True,
               help="Models trained afresh on each run's final labels (the retrained accuracy; 0: none).")
 @click.option("--report-only", is_flag=True, help="Write the report from the runs already done; run nothing.")
-def suite(scale, seeds, studies, dataset, out, report, notes, arms, eval_repeats, report_only):
+@click.option("--from-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Run only the seeds from this one on: a second process may take the last seeds.")
+def suite(scale, seeds, studies, dataset, out, report, notes, arms, eval_repeats, report_only, from_seed):
     """The paper's studies (sync vs async, waits, servers, strategy mix), Cluster-Margin, the annotator-pace
     regimes and labels to a target accuracy, with repeated seeds."""
     run_suite(scale, seeds=seeds, out=out, dataset=dataset, report=report, notes=notes, studies=studies,
-              arms=arms, eval_repeats=eval_repeats, run_missing=not report_only, progress=click.echo)
+              arms=arms, eval_repeats=eval_repeats, run_missing=not report_only, from_seed=from_seed,
+              progress=click.echo)
     click.echo(f"wrote {out}/suite.json and {report or out / 'RESULTS.md'}")
 
 

@@ -152,10 +152,14 @@ def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None,
 
 def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = None, report: Path | None = None,
               notes: Path | None = None, studies: tuple[str, ...] = STUDIES, arms: tuple[str, ...] = ("with",),
-              eval_repeats: int = ExperimentConfig.eval_repeats, run_missing: bool = True, progress=print) -> dict:
-    """Run (or resume) the suite and write its report; `run_missing` False reports the runs already done."""
+              eval_repeats: int = ExperimentConfig.eval_repeats, run_missing: bool = True, from_seed: int = 0,
+              progress=print) -> dict:
+    """Run (or resume) the suite and write its report; `run_missing` False reports the runs already done;
+    `from_seed`: only seeds from this one on (two processes can share a suite: one from seed 0, one from a later
+    seed; runs found done are not run again)."""
     scale = SCALES[scale_name]
     runs = plan(scale, seeds=seeds, out=out, dataset=dataset, studies=studies, arms=arms, eval_repeats=eval_repeats)
+    runs = [r for r in runs if r.key["seed"] >= from_seed]  # a second process may take the last seeds
     results = []
     t0 = time.time()
     by_config: dict[str, dict] = {}  # the same experiment in two studies runs once
