@@ -122,27 +122,38 @@ class StreamPairs:
             pass
 
 
+def round_trips(concurrency: int, seconds: float, open_caller) -> tuple[list[float], float]:
+    """Each of `concurrency` threads calls `open_caller()` once for its round-trip function (and the function to
+    end it, or None), then times round trips until `seconds` are up: (every latency, elapsed seconds)."""
+    lat: list[list[float]] = [[] for _ in range(concurrency)]
+
+    def body(i, stop):
+        trip, end = open_caller()
+        trip()  # the connection (or stream) is up
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            trip()
+            lat[i].append(time.perf_counter() - t0)
+        if end is not None:
+            end()
+
+    t0 = time.perf_counter()
+    run_threads(concurrency, body, seconds)
+    return [x for xs in lat for x in xs], time.perf_counter() - t0
+
+
 def bare_stream_load(port: int, concurrency: int, seconds: float, payload: bytes = b"x" * 64) -> dict:
     """Round trips (a message in, a message out) and pairs/s over `concurrency` bare bidirectional echo streams,
     one per thread, as AnnotationClients hold one AnnotationSession each."""
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
     bidi = channel.stream_stream(f"/{ECHO_SERVICE}/Bidi")
-    lat: list[list[float]] = [[] for _ in range(concurrency)]
 
-    def body(i, stop):
+    def open_stream():
         s = StreamPairs(bidi)
-        s.pair(payload)  # the stream is up
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            s.pair(payload)
-            lat[i].append(time.perf_counter() - t0)
-        s.close()
+        return (lambda: s.pair(payload)), s.close
 
-    t0 = time.perf_counter()
-    run_threads(concurrency, body, seconds)
-    elapsed = time.perf_counter() - t0
+    flat, elapsed = round_trips(concurrency, seconds, open_stream)
     channel.close()
-    flat = [x for xs in lat for x in xs]
     return {**percentiles(flat), "pairs_per_second": len(flat) / elapsed}
 
 
@@ -150,19 +161,8 @@ def bare_unary_load(port: int, concurrency: int, seconds: float, payload: bytes 
     """Round-trip latencies and calls/s of bare echo calls at `concurrency`."""
     channel, unary, _ = echo_calls(port)
     unary(payload, timeout=10, wait_for_ready=True)
-    lat: list[list[float]] = [[] for _ in range(concurrency)]
-
-    def body(i, stop):
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            unary(payload, timeout=10)
-            lat[i].append(time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    run_threads(concurrency, body, seconds)
-    elapsed = time.perf_counter() - t0
+    flat, elapsed = round_trips(concurrency, seconds, lambda: ((lambda: unary(payload, timeout=10)), None))
     channel.close()
-    flat = [x for xs in lat for x in xs]
     return {**percentiles(flat), "calls_per_second": len(flat) / elapsed}
 
 
