@@ -409,7 +409,9 @@ function render() {
   stage.dataset.item = shown.lease; // which item is shown (its lease, also while it is being corrected)
   stage.dataset.lease = entry ? "" : shown.lease;
   stage.dataset.deadline = entry ? "" : String(shown.deadline);
-  $("meta").textContent = shown.strategy ? `proposed by ${shown.strategy}, model v${shown.model_version}` : "";
+  // in an annotator's words, not the system's: whether a model chose this item or it came before any model
+  $("meta").textContent = !shown.strategy ? "" : shown.model_version > 0
+    ? `chosen by the model (version ${shown.model_version}) as one it is unsure of` : "chosen to start with, before any model";
   if (!entry && guessOf(shown) !== null) {
     $("meta").textContent += ` · pre-selected: the model's guess “${state.classes[shown.guess]}” ` +
       `(${Math.round(100 * shown.guess_probability)}%), Enter confirms it, or press another class`;
