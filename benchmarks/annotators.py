@@ -1,7 +1,9 @@
 """Targets 1 and 2: annotator wait and durable label throughput under load, against bare gRPC in the same run.
 
 Load: `annotators` concurrent simulated annotators with no labeling delay, while 2 servers train and 4
-workers score (all separate processes). Wait = from starting to submit a label to holding the next query.
+workers score (all separate processes), measured in the loop's steady state: after a warm-up of labeling until
+models trained on labels are published and S is stocked from them (common.warm_up; before the first model S
+holds only the cold start's one batch, and the wait is for that model). Wait = from starting to submit a label to holding the next query.
 Each annotator is an AnnotationClient on its AnnotationSession stream (one query ready ahead: the label's
 acknowledgement and the next query come back in one message), and again on the unary calls (LeaseQuery +
 SubmitLabel) for comparison.
@@ -19,11 +21,11 @@ from pathlib import Path
 
 import grpc
 
-from aal_rpc.client import AnnotationClient, CoordinatorClient
+from aal_rpc.client import AnnotationClient
 from aal_rpc.experiment.processes import ProcessGroup, command
 from aal_rpc.grpc_utils import create_channel
 from benchmarks.common import (bare_stream_load, bare_unary_load, cpu_seconds, percentiles, run_threads, start_echo,
-                               synthetic_npz)
+                               synthetic_npz, warm_up)
 
 
 def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, smoke: bool = False) -> dict:
@@ -47,12 +49,11 @@ def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, sm
                     "worker", "--coordinator", address, "--shard-index", j, "--num-shards", 1 if smoke else 4,
                     "--strategy", "random" if smoke else "entropy", "--batch-size", "1024", "--poll-seconds", "0.1",
                     "--threads", "1"))
-            stocked = min(4096, items // 4)
-            _wait_for_stock(address, stocked)
-            measured = _measure_cpu(coord.pid, lambda: _annotator_load(address, annotators, seconds, stream=True),
+            warm = warm_up(address, lambda s: annotator_load(address, annotators, s, stream=True)["labels"],
+                           queued=annotators, models=0 if smoke else 2)
+            measured = _measure_cpu(coord.pid, lambda: annotator_load(address, annotators, seconds, stream=True),
                                     "coordinator_cpu_percent")
-            _wait_for_stock(address, stocked)  # each load starts from the same stock of S
-            unary = _measure_cpu(coord.pid, lambda: _annotator_load(address, annotators, seconds, stream=False),
+            unary = _measure_cpu(coord.pid, lambda: annotator_load(address, annotators, seconds, stream=False),
                                  "coordinator_cpu_percent")
         finally:
             procs.stop_all()
@@ -60,7 +61,7 @@ def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, sm
     wait_ratio = measured["wait"]["p99"] / bare["p99"]
     return {
         "annotators": annotators, "seconds": seconds,
-        "bare": bare, "measured": measured,
+        "bare": bare, "measured": measured, "warm_up": warm,
         "wait_p99_ratio": wait_ratio, "wait_target": "p99 <= 3x bare stream round trip p99",
         "wait_pass": wait_ratio <= 3.0,
         "throughput_ratio": cycles / bare["pairs_per_second"],
@@ -73,14 +74,6 @@ def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, sm
     }
 
 
-def _wait_for_stock(address: str, queued: int, timeout: float = 120.0) -> None:
-    """Until S holds `queued` items (the workers refill it), or `timeout` passes."""
-    with CoordinatorClient(address) as admin:
-        deadline = time.monotonic() + timeout
-        while admin.stats().queued < queued and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
 def _measure_cpu(server_pid: int, load, server_key: str) -> dict:
     """`load()`'s figures, with the CPU the server process and this one (the load generator) used meanwhile."""
     server0, self0, t0 = cpu_seconds(server_pid), cpu_seconds(os.getpid()), time.perf_counter()
@@ -91,7 +84,9 @@ def _measure_cpu(server_pid: int, load, server_key: str) -> dict:
     return figures
 
 
-def _annotator_load(address: str, annotators: int, seconds: float, *, stream: bool) -> dict:
+def annotator_load(address: str, annotators: int, seconds: float, *, stream: bool) -> dict:
+    """`annotators` threads label as fast as they can for `seconds` (AnnotationClient, on the stream or the unary
+    calls): the waits, labels/s and errors."""
     channel = create_channel(address)
     waits: list[list[float]] = [[] for _ in range(annotators)]
     errors: list[str] = []

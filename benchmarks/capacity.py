@@ -1,6 +1,8 @@
 """Capacity at people's pace: how many annotators, each labeling one item every 2 s, one coordinator serves with
 p99 wait <= 50 ms, while 2 servers train and 2 workers score in their own processes.
 
+First the loop is brought to its steady state (common.warm_up: annotators label as fast as they can until models
+trained on labels exist and S is stocked from them; before the first model S holds only the cold start's batch).
 The annotators are coroutines in this process, spread over several grpc.aio channels. Each holds one
 AnnotationSession stream, as AnnotationClient does (one query asked for with each label: the label's
 acknowledgement and the next query come back together), "labels" for 2 s on average (uniform 1-3 s, so they do
@@ -26,7 +28,8 @@ import grpc
 from aal_rpc.experiment.processes import ProcessGroup, command
 from aal_rpc.grpc_utils import CHANNEL_OPTIONS
 from aal_rpc.proto.v1 import admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc
-from benchmarks.common import cpu_seconds, machine_busy, percentiles, synthetic_npz
+from benchmarks.annotators import annotator_load
+from benchmarks.common import cpu_seconds, machine_busy, percentiles, synthetic_npz, warm_up
 
 STEPS = (25, 50, 100, 200, 400, 800, 1200, 1600, 2000, 2400)
 WAIT_TARGET_SECONDS = 0.05
@@ -35,7 +38,8 @@ ANNOTATORS_PER_CHANNEL = 25  # annotators share connections, as many browsers be
 MIN_WAITS = 300  # a step's window lasts until about this many waits are expected (p99 from a few hundred)
 LONG_POLL_SECONDS = 10.0
 CALL_TIMEOUT = 10.0
-STARTUP_TIMEOUT = 180.0  # seconds for the workers to fill S (torch imports on 2 busy cores)
+STARTUP_TIMEOUT = 180.0  # seconds for the loop's steady state (torch imports, the first models, on 2 busy cores)
+WARM_UP_ANNOTATORS = 32  # label as fast as they can until models trained on labels exist and S is stocked
 
 
 def run(*, steps: tuple[int, ...] = STEPS, warmup: float = 5.0, seconds: float = 15.0, items: int = 200_000,
@@ -62,8 +66,8 @@ def run(*, steps: tuple[int, ...] = STEPS, warmup: float = 5.0, seconds: float =
                     "--batch-size", "1024", "--seed", j, "--threads", "1"))
             others = [p.pid for name, p in procs.procs.items() if name != "coordinator"]
             result = asyncio.run(_measure(address, coord.pid, others, steps=steps, warmup=warmup, seconds=seconds,
-                                          min_waits=min_waits, keep_going=keep_going, fill=min(capacity // 2, 2048),
-                                          session=session))
+                                          min_waits=min_waits, keep_going=keep_going,
+                                          models=2 if servers else 0, session=session))
         finally:
             procs.stop_all()
     failing = next((s for s in result["steps"] if not s["pass"]), None)
@@ -205,19 +209,16 @@ class _Load:
 
 
 async def _measure(address: str, coord_pid: int, others: list[int], *, steps, warmup: float, seconds: float,
-                   min_waits: int, keep_going: bool, fill: int, session: bool) -> dict:
+                   min_waits: int, keep_going: bool, models: int, session: bool) -> dict:
     admin_channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
     admin = admin_pb2_grpc.AdminServiceStub(admin_channel)
     load = _Load(address, session)
     out = []
     try:
-        t0 = time.monotonic()
-        while True:
-            stats = await admin.GetStats(admin_pb2.GetStatsRequest(), timeout=CALL_TIMEOUT, wait_for_ready=True)
-            if stats.queued >= fill or time.monotonic() - t0 > STARTUP_TIMEOUT:
-                break
-            await asyncio.sleep(0.2)
-        filled = {"queued": stats.queued, "seconds": time.monotonic() - t0}
+        await admin.GetStats(admin_pb2.GetStatsRequest(), timeout=STARTUP_TIMEOUT, wait_for_ready=True)
+        warm = await asyncio.to_thread(
+            warm_up, address, lambda s: annotator_load(address, WARM_UP_ANNOTATORS, s, stream=True)["labels"],
+            queued=4 * WARM_UP_ANNOTATORS, models=models, timeout=STARTUP_TIMEOUT)
         for n in steps:
             load.grow(n)
             await asyncio.sleep(warmup)
@@ -227,7 +228,7 @@ async def _measure(address: str, coord_pid: int, others: list[int], *, steps, wa
     finally:
         await load.close()
         await admin_channel.close()
-    return {"filled_before_start": filled, "steps": out}
+    return {"warm_up": warm, "steps": out}
 
 
 async def _step(load: _Load, admin, n: int, seconds: float, coord_pid: int, others: list[int]) -> dict:
@@ -246,8 +247,7 @@ async def _step(load: _Load, admin, n: int, seconds: float, coord_pid: int, othe
     waits = [w for start, w in load.waits if t0 <= start < t1]
     step = {
         "annotators": n, "seconds": elapsed,
-        "wait": percentiles(waits) if waits else {"p50": float("nan"), "p99": float("nan"), "mean": float("nan"),
-                                                  "count": 0},
+        "wait": percentiles(waits),
         "labels_per_second": len(waits) / elapsed,
         "errors": sum(load.errors.values()) - errors0, "empty_polls": load.empty_polls - empty0,
         "least_queued": least_queued,

@@ -47,7 +47,10 @@ def start_echo(procs, name: str = "echo", *args: str) -> int:
 
 
 def percentiles(samples: list[float]) -> dict:
+    """p50, p99, mean and count of `samples` (nan, and count 0, for none)."""
     a = np.asarray(samples, dtype=float)
+    if len(a) == 0:
+        return {"p50": float("nan"), "p99": float("nan"), "mean": float("nan"), "count": 0}
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "mean": float(a.mean()),
             "count": int(len(a))}
 
@@ -164,6 +167,27 @@ def bare_unary_load(port: int, concurrency: int, seconds: float, payload: bytes 
     flat, elapsed = round_trips(concurrency, seconds, lambda: ((lambda: unary(payload, timeout=10)), None))
     channel.close()
     return {**percentiles(flat), "calls_per_second": len(flat) / elapsed}
+
+
+def warm_up(address: str, drive: Callable[[float], int], *, queued: int, models: int = 2,
+            timeout: float = 180.0) -> dict:
+    """Label with `drive(seconds)` (it labels for that long, returning how many) until the loop is in its steady
+    state: `models` models trained on labels published, and S holding at least `queued` queries. Before that, S
+    holds only the cold start's one batch (selector/loop.py: random or typical picks pile up in S no more than what
+    annotators label while the first model trains), so a load measured then measures the wait for the first model,
+    not the annotation path. Returns what it took: seconds, labels, the model version and S's stock at the end."""
+    from aal_rpc.client import CoordinatorClient
+
+    t0, labels = time.monotonic(), 0
+    with CoordinatorClient(address) as admin:
+        while True:
+            stats = admin.stats()
+            steady = stats.latest_model_version >= models and stats.queued >= queued
+            if steady or time.monotonic() - t0 > timeout:
+                break
+            labels += drive(2.0)
+    return {"seconds": time.monotonic() - t0, "labels": labels, "model_version": stats.latest_model_version,
+            "queued": stats.queued, "steady": steady}
 
 
 def synthetic_npz(path: Path, n: int, dim: int = 16, classes: int = 10, seed: int = 0) -> str:

@@ -304,8 +304,15 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
     log.info("stopped")
 
 
+# The event loop serves every annotator; the store's writer and the pool's threads share the GIL with it. Python
+# makes a thread that wants the GIL wait up to this long for a thread running Python to let go (5 ms by default):
+# shorter, the loop gets it back sooner (benchmarks.annotators: about +13% labels/s over two alternated pairs).
+GIL_SWITCH_SECONDS = 0.0005
+
+
 def run() -> None:
     """The aal-coordinator program (see run_program: no slow interpreter teardown after a clean stop)."""
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     run_program(main)
 
 

@@ -14,16 +14,19 @@ memory, the PostgreSQL one takes them inside its transactions, by the same rules
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, Generic, Protocol, TypeVar
 
 from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.signals import Signals
 from aal_rpc.coordinator.validation import DEFAULT_DEFER_SECONDS
 from aal_rpc.types import Candidate, LabeledRecord, ModelInfo, Payload, Provenance, Query, Stats, Task
+
+T = TypeVar("T")
 
 SHARD_PAGE = 50_000  # labeled ids per GetShardState answer
 IMPORT_ANNOTATOR = "import"  # an imported label's annotator_id when none is given
@@ -120,6 +123,34 @@ class Observer:
 
 
 
+class Pending(Generic[T]):
+    """A change made, its write to disk perhaps still under way: its value holds once `written` has committed.
+    `result()` waits for that on this thread; `await wait()` on an event loop, with no thread held meanwhile. If the
+    write failed, both raise what `failed(error)` returns (it may repair memory first, so it runs on a thread)."""
+
+    def __init__(self, value: T, written: Future | None = None,
+                 failed: Callable[[BaseException], Exception] | None = None):
+        self.value = value
+        self._written = written
+        self._failed = failed or (lambda exc: exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+
+    def result(self) -> T:
+        if self._written is not None:
+            try:
+                self._written.result()
+            except Exception as exc:  # noqa: BLE001 - the write failed: the caller gets what that means
+                raise self._failed(exc) from None
+        return self.value
+
+    async def wait(self) -> T:
+        if self._written is not None:
+            try:
+                await asyncio.wrap_future(self._written)
+            except Exception as exc:  # noqa: BLE001 - as in result()
+                raise await asyncio.get_running_loop().run_in_executor(None, self._failed, exc) from None
+        return self.value
+
+
 class Coordinator(Protocol):
     task: Task
     config: CoordinatorConfig
@@ -178,6 +209,13 @@ class Coordinator(Protocol):
         rules.check_retry: a label is changed by `correct_label` only). MUST refuse a lease
         that expired, belongs to another annotator or names another item (FailedPrecondition), and an
         unknown query (NotFound): rules.check_held. A write that fails MUST change nothing (Unavailable)."""
+
+    def record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str = ""
+                     ) -> Pending[tuple[int, bool]]:
+        """`submit_label`, returning before the label is durable: (seq, duplicate) are the Pending's once it is,
+        and the acknowledgement MUST wait for that (`submit_label` is `record_label(...).result()`). Its checks
+        raise here; the write's failure (Unavailable, nothing changed) comes from the Pending. Where it is
+        `inline`, the servicers call it on their event loop and await the Pending there."""
 
     def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool = False, defer: bool = False,
                 defer_seconds: float = 0.0) -> None:

@@ -20,7 +20,7 @@ from concurrent.futures import Future
 
 from aal_rpc.coordinator import corrections, rules
 from aal_rpc.coordinator.contract import (SHARD_PAGE, CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView,
-                                          Observer, ShardState, Stats, SubmitOutcome)
+                                          Observer, Pending, ShardState, Stats, SubmitOutcome)
 from aal_rpc.coordinator.importing import import_in_batches, imported_record
 from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.query_pool import QueryPool
@@ -49,7 +49,8 @@ class EmbeddedCoordinator(Publishing):
     registry: ModelRegistry
 
     # in memory, their writes queued without waiting for them (a failed one makes the reaper resync)
-    inline = frozenset({"lease", "stats"})
+    # (record_label: its write is queued and the servicer awaits the Pending, no thread held while it commits)
+    inline = frozenset({"lease", "stats", "record_label"})
 
     def __init__(self, store: SqliteStore, task: Task, config: CoordinatorConfig = CoordinatorConfig(),
                  observer: Observer | None = None, *, clock: Callable[[], float] = time.time):
@@ -124,9 +125,14 @@ class EmbeddedCoordinator(Publishing):
         try:
             return fut.result()
         except Exception as exc:  # noqa: BLE001 - whatever the store raised, the change did not happen
-            log.error("a write failed to commit (%s: %s)", type(exc).__name__, exc)
-            self._resync()
-            raise Unavailable("the change could not be stored and was not made; retry") from None
+            raise self._write_failed_for_caller(exc) from None
+
+    def _write_failed_for_caller(self, exc: BaseException) -> Exception:
+        """A write a caller waits for failed, so the change did not happen: memory is reloaded from the store, and
+        the caller is told to retry."""
+        log.error("a write failed to commit (%s: %s)", type(exc).__name__, exc)
+        self._resync()
+        return Unavailable("the change could not be stored and was not made; retry")
 
     def _watch(self, fut: Future) -> None:
         """A write nobody waits for (a lease, an expiry): if it fails, the reaper reloads memory from the store."""
@@ -243,6 +249,12 @@ class EmbeddedCoordinator(Publishing):
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str = ""
                      ) -> tuple[int, bool]:
         """Record a label; returns (seq, duplicate) once it is on disk. Idempotent per lease."""
+        return self.record_label(lease_id=lease_id, item_id=item_id, label=label, annotator_id=annotator_id,
+                                 labeler=labeler).result()
+
+    def record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str = ""
+                     ) -> Pending[tuple[int, bool]]:
+        """The label recorded in memory and its write queued (a retry: the first submission's write)."""
         check_label(self.task, lease_id, item_id, label, annotator_id, labeler)
         recorded = delegate_id(annotator_id, labeler)
         requeue = False
@@ -285,9 +297,8 @@ class EmbeddedCoordinator(Publishing):
                     self._drop_stale_locked(EVERY_VERSION)
         if requeue:
             self.signals.queries.fire()
-        if fut is not None:
-            self._settle(fut)  # the acknowledgement waits for the disk
-        return seq, duplicate
+        # the acknowledgement waits for the disk
+        return Pending((seq, duplicate), fut, self._write_failed_for_caller)
 
     def _check_held_locked(self, entry, *, lease_id: str, item_id: str, annotator_id: str, now: float) -> None:
         held = None if entry is None else rules.Held(entry.candidate.item_id, entry.lease.annotator_id,

@@ -16,7 +16,7 @@ from typing import IO
 
 from aal_rpc.coordinator import rules
 from aal_rpc.coordinator.contract import (SHARD_PAGE, CoordinatorConfig, ImportedLabel, ImportOutcome, ItemView,
-                                          Observer, ShardState, Stats, SubmitOutcome)
+                                          Observer, Pending, ShardState, Stats, SubmitOutcome)
 from aal_rpc.coordinator.importing import import_in_batches, imported_record
 from aal_rpc.coordinator.publishing import Publishing
 from aal_rpc.coordinator.postgres_store import PostgresStore, redacted
@@ -137,6 +137,12 @@ class SharedCoordinator(Publishing):
             if self.config.labels_per_item > 1:
                 self.signals.queries.fire()  # it may be back in S for another annotator
         return seq, duplicate
+
+    def record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str = ""
+                     ) -> Pending[tuple[int, bool]]:
+        """`submit_label`: its transaction has committed when this returns."""
+        return Pending(self.submit_label(lease_id=lease_id, item_id=item_id, label=label, annotator_id=annotator_id,
+                                         labeler=labeler))
 
     def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool = False,
                 defer: bool = False, defer_seconds: float = 0.0) -> None:

@@ -23,7 +23,7 @@ import grpc
 from aal_rpc import serde
 from aal_rpc.chunking import CHUNK_BYTES, crc32_of, iter_chunks
 from aal_rpc.coordinator.contract import Coordinator
-from aal_rpc.coordinator.contract import IMPORT_ANNOTATOR, ImportedLabel, ImportOutcome
+from aal_rpc.coordinator.contract import IMPORT_ANNOTATOR, ImportedLabel, ImportOutcome, SubmitOutcome
 from aal_rpc.coordinator.following import follow_records
 from aal_rpc.coordinator.importing import ImportSpool
 from aal_rpc.coordinator.lease_queue import LeaseQueue, caller_left
@@ -203,8 +203,9 @@ class AnnotationServicer(_Servicer, annotation_pb2_grpc.AnnotationServiceService
     async def SubmitLabel(self, request, context):
         annotator = _annotator(request.annotator_id)
         naming_labeler(annotator, request.labeler)
-        seq, duplicate = await self._run(self.c.submit_label, lease_id=request.lease_id, item_id=request.item_id,
-                                         label=request.label, annotator_id=annotator, labeler=request.labeler)
+        pending = await self._run(self.c.record_label, lease_id=request.lease_id, item_id=request.item_id,
+                                  label=request.label, annotator_id=annotator, labeler=request.labeler)
+        seq, duplicate = await pending.wait()
         return annotation_pb2.SubmitLabelResponse(seq=seq, duplicate=duplicate)
 
     @unary
@@ -375,14 +376,7 @@ class SelectionServicer(_Servicer, selection_pb2_grpc.SelectionServiceServicer):
 
     @unary
     async def SubmitCandidates(self, request, context):
-        candidates = [
-            Candidate(c.item_id, serde.payload_from_proto(c.payload),
-                      Provenance(request.worker_id, request.strategy, request.model_version, c.score,
-                                 c.cluster if c.HasField("cluster") else None,
-                                 c.guess if c.HasField("guess") else None, c.guess_probability))
-            for c in request.candidates]
-        out = await self._run(self.c.submit_candidates, worker_id=request.worker_id, strategy=request.strategy,
-                              model_version=request.model_version, candidates=candidates)
+        out = await self._run(_submit_candidates, self.c, request)  # decoding a batch, too, off the event loop
         return selection_pb2.SubmitCandidatesResponse(accepted=out.accepted, refreshed=out.refreshed,
                                                       rejected=out.rejected, evicted=out.evicted)
 
@@ -393,6 +387,17 @@ class SelectionServicer(_Servicer, selection_pb2_grpc.SelectionServiceServicer):
         return selection_pb2.GetShardStateResponse(
             queued_item_ids=s.queued, labeled_item_ids=s.labeled, labeled_through_seq=s.labeled_through_seq,
             more=s.more, demand=s.demand, max_labels_per_item=s.max_labels)
+
+
+def _submit_candidates(c: Coordinator, request: selection_pb2.SubmitCandidatesRequest) -> SubmitOutcome:
+    candidates = [
+        Candidate(x.item_id, serde.payload_from_proto(x.payload),
+                  Provenance(request.worker_id, request.strategy, request.model_version, x.score,
+                             x.cluster if x.HasField("cluster") else None,
+                             x.guess if x.HasField("guess") else None, x.guess_probability))
+        for x in request.candidates]
+    return c.submit_candidates(worker_id=request.worker_id, strategy=request.strategy,
+                               model_version=request.model_version, candidates=candidates)
 
 
 class AdminServicer(_Servicer, admin_pb2_grpc.AdminServiceServicer):

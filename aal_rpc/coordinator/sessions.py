@@ -180,8 +180,9 @@ class Session:
             if kind == "label":
                 m = msg.label
                 naming_labeler(self._annotator, m.labeler)
-                seq, duplicate = await self._call(self.c.submit_label, lease_id=m.lease_id, item_id=m.item_id,
-                                                  label=m.label, annotator_id=self._annotator, labeler=m.labeler)
+                pending = await self._call(self.c.record_label, lease_id=m.lease_id, item_id=m.item_id,
+                                           label=m.label, annotator_id=self._annotator, labeler=m.labeler)
+                seq, duplicate = await pending.wait()
                 self._held.pop(m.lease_id, None)
                 return annotation_pb2.SessionResponse(labeled=annotation_pb2.SubmitLabelResponse(
                     seq=seq, duplicate=duplicate))
