@@ -359,24 +359,26 @@ def test_a_worker_does_not_score_with_a_version_superseded_while_it_downloaded(g
 
 def test_with_a_model_a_worker_submits_what_annotators_label_before_its_next_model(grpc_coordinator):
     """S has room for 64, but at 2 labels/s and a model every 6 s annotators label 12 before the next model: the
-    worker submits 1.5x that, and tops up once half of it is labeled, instead of candidates that only get evicted."""
+    worker submits 1.5x that and what they label while two top-ups reach S, and tops up once half of it is
+    labeled, instead of candidates that only get evicted."""
     address, _ = grpc_coordinator  # capacity 64
     now = [0.0]
     with CoordinatorClient(address) as client:
-        w = Selector(client, WorkerConfig(worker_id="w", strategy="entropy", batch_size=64, poll_seconds=0.01),
+        w = Selector(client, WorkerConfig(worker_id="w", strategy="entropy", batch_size=64, poll_seconds=0.5),
                      dataset=DIGITS, clock=lambda: now[0])
         assert w.step() == 64  # the cold start fills S
         label_all(address, DIGITS, 6)
         now[0] = 3.0  # 2 labels/s
         assert w.step() == 6
+        assert w.pacing.refill == 0.5  # a top-up's lead time: the poll's wait (this clock stands still meanwhile)
         publish(client, train_seconds=6.0)  # the first version: its round time stands in for the interval
-        assert w.step() == 18  # 1.5 x 2 labels/s x 6 s
+        assert w.step() == 20  # (1.5 x 6 s + 2 x 0.5 s) x 2 labels/s
         assert w.version == 1
         assert w.step() == 0  # S holds them: nothing until half are labeled
-        label_all(address, DIGITS, 9)  # S serves the newest model's candidates first
-        now[0] = 7.5  # still 2 labels/s
-        assert w.step() == 9
-        assert client.stats().candidates_submitted == 64 + 6 + 18 + 9
+        label_all(address, DIGITS, 10)  # S serves the newest model's candidates first
+        now[0] = 8.0  # still 2 labels/s
+        assert w.step() == 10
+        assert client.stats().candidates_submitted == 64 + 6 + 20 + 10
 
 
 def test_a_round_waits_until_L_grew_by_min_growth(grpc_coordinator, caplog):

@@ -75,3 +75,17 @@ def test_a_round_ends_by_the_time_labels_call_for_the_next_one():
     assert round_steps(400, full=600, label_rate=0.5, step_seconds=0.05).bound == "full"  # slow labeling: time
     assert round_steps(400, full=600, label_rate=None, step_seconds=0.05).bound == "full"  # labels stopped
     assert round_steps(400, full=600, label_rate=1000.0, step_seconds=0.05).steps == MIN_STEPS
+
+
+def test_the_batch_also_covers_the_labels_taken_while_two_top_ups_reach_s():
+    p = Pacing(num_shards=2)
+    p.observe_labels(0, 0.0)
+    p.observe_labels(40, 4.0)  # 10 labels/s
+    p.observe_version(version(1, 1000.0, train_seconds=2.0))
+    assert p.batch() == math.ceil(MARGIN * 2.0 * 10 / 2)  # no top-up seen yet
+    p.observe_refill(1.0)
+    assert p.refill == 1.0
+    # the half left when a top-up starts (half of 1.5 intervals and 2 lead times) lasts until it lands
+    assert p.batch() == math.ceil((MARGIN * 2.0 + 2 * 1.0) * 10 / 2)
+    p.observe_refill(3.0)  # the newest counts half
+    assert p.refill == 2.0

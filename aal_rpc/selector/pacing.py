@@ -6,6 +6,11 @@ candidates first. A worker that fills S's room at each version therefore submits
 version while annotators label the few they reach before the next one; the rest are evicted unused. So a worker
 sizes a model's batch by the labels it expects before its next model: the label rate (L's sequence numbers over
 time) x the time between versions (the registry's publication times), its 1/k share of that, and a margin.
+
+A worker tops its candidates up once half of that batch is gone, and a top-up takes time to reach S: the wait
+until the worker looks again, scoring, the submission. So the batch also covers twice the labels annotators take
+meanwhile (the refill's lead time): the half left when it starts lasts until it lands. Without it, fast annotators
+empty S between top-ups while models come every second or two.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from aal_rpc.types import ModelInfo
 
 MARGIN = 1.5  # a batch covers 1.5 version intervals: the next model's round, download and scoring may run late
 INTERVAL_WEIGHT = 0.5  # weight of the newest version interval in its moving average (rounds lengthen as L grows)
+REFILL_WEIGHT = 0.5  # weight of the newest top-up's lead time in its moving average
 
 
 class Pacing:
@@ -36,6 +42,7 @@ class Pacing:
         self._labels = LabelRate()  # from L's last sequence number over time
         self._last_version: tuple[int, float] | None = None  # (version, created_at) of the newest version seen
         self.interval: float | None = None  # seconds between versions (moving average)
+        self.refill = 0.0  # seconds a top-up takes to reach S (moving average; 0 until one is seen)
 
     def observe_labels(self, seq: int, now: float) -> None:
         """L's last sequence number is `seq` at `now` (monotonic seconds)."""
@@ -60,10 +67,15 @@ class Pacing:
                 INTERVAL_WEIGHT * gap + (1 - INTERVAL_WEIGHT) * self.interval
         self._last_version = (info.version, info.created_at)
 
+    def observe_refill(self, seconds: float) -> None:
+        """A top-up reached S `seconds` after the worker decided on it (and after its wait to look again)."""
+        self.refill = seconds if not self.refill else REFILL_WEIGHT * seconds + (1 - REFILL_WEIGHT) * self.refill
+
     def batch(self) -> int | None:
         """Candidates this worker should hold in S from its current model: its share of the labels expected before
-        the next model, times the margin; at least 1. None while the rate or the interval is unknown."""
+        the next model, times the margin, and of those annotators label while two top-ups are made; at least 1.
+        None while the rate or the interval is unknown."""
         rate = self.rate
         if rate is None or self.interval is None:
             return None
-        return max(1, math.ceil(self.margin * rate * self.interval / self.num_shards))
+        return max(1, math.ceil((self.margin * self.interval + 2 * self.refill) * rate / self.num_shards))
