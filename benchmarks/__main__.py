@@ -79,7 +79,10 @@ def table(results: dict) -> str:
                     f"+ 4 workers | {m['wait']['p99'] * 1e3:.2f} ms (p50 {m['wait']['p50'] * 1e3:.2f}) | "
                     f"bare stream round trip p99 {b['p99'] * 1e3:.2f} ms (p50 {b['p50'] * 1e3:.2f}) | "
                     f"{a['wait_p99_ratio']:.2f}× | ≤ 3× | {ok(a['wait_pass'])} |")
-        rows.append(f"| 2 | durable label cycles/s on the streams; CPU: coordinator "
+        w = a["warm_up"]
+        rows.append(f"| 2 | durable label cycles/s on the streams, after a warm-up of {w['labels']} labels in "
+                    f"{w['seconds']:.0f} s (model v{w['model_version']}, S {w['queued']}"
+                    f"{'' if w['steady'] else ': **not steady**'}); CPU: coordinator "
                     f"{m['coordinator_cpu_percent']:.0f}%, load generator {m['load_generator_cpu_percent']:.0f}% | "
                     f"{m['cycles_per_second']:.0f} | bare stream {b['pairs_per_second']:.0f} message pairs/s; CPU: "
                     f"echo server {b['server_cpu_percent']:.0f}%, load generator "

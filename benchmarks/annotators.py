@@ -49,10 +49,14 @@ def run(*, annotators: int = 64, seconds: float = 10.0, items: int = 200_000, sm
                     "worker", "--coordinator", address, "--shard-index", j, "--num-shards", 1 if smoke else 4,
                     "--strategy", "random" if smoke else "entropy", "--batch-size", "1024", "--poll-seconds", "0.1",
                     "--threads", "1"))
-            warm = warm_up(address, lambda s: annotator_load(address, annotators, s, stream=True)["labels"],
-                           queued=annotators, models=0 if smoke else 2)
+            def steady():  # each load starts from the steady state (a stock in S, models trained on labels)
+                return warm_up(address, lambda s: annotator_load(address, annotators, s, stream=True)["labels"],
+                               queued=annotators, models=0 if smoke else 2)
+
+            warm = steady()
             measured = _measure_cpu(coord.pid, lambda: annotator_load(address, annotators, seconds, stream=True),
                                     "coordinator_cpu_percent")
+            steady()
             unary = _measure_cpu(coord.pid, lambda: annotator_load(address, annotators, seconds, stream=False),
                                  "coordinator_cpu_percent")
         finally:

@@ -296,7 +296,9 @@ def rows(r: dict) -> list[str]:
                 f"{c['load_generator']:.0f}%, trainers + workers {c['servers_and_workers']:.0f}%, machine "
                 f"{c['machine_busy']:.0f}% (load average {s['load_average'][0]:.1f})")
 
-    setup = (f"{r['servers']} servers + {r['workers']} workers, one item each {r['label_seconds']:.0f} s; "
+    w = r["warm_up"]
+    setup = (f"{r['servers']} servers + {r['workers']} workers, one item each {r['label_seconds']:.0f} s, after a "
+             f"warm-up of {w['labels']} labels{'' if w['steady'] else ' (**not steady**)'}; "
              f"steps {', '.join(str(s['annotators']) for s in r['steps'])}")
     f = r["first_failing"]
     passing = [s for s in r["steps"] if not f or s["annotators"] < f["annotators"]]

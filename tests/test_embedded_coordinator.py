@@ -2,11 +2,14 @@
 cover: synchronous mode, online backup, refusing another task on a data dir, candidates of the wrong shape, labels
 held back from running ahead of the models."""
 
+import threading
+
+import grpc
 import pytest
 
 from aal_rpc.coordinator.contract import CoordinatorConfig
 from aal_rpc.errors import InvalidArgument
-from aal_rpc.proto.v1 import annotation_pb2
+from aal_rpc.proto.v1 import annotation_pb2, annotation_pb2_grpc
 from tests.conftest import TASK, annotation_stub, make_candidate, wait_until
 from tests.test_registry import publish, weights
 
@@ -112,3 +115,30 @@ def test_labels_stop_running_ahead_of_the_latest_model(make_embedded_coordinator
         c.publish_model(data=weights(), server_id="s", trained_seq=3, num_labels=3, architecture=TASK.architecture,
                         metrics={})
         assert waiting.result(timeout=30).found  # the model covers them: leasing goes on at once
+
+
+def test_a_label_whose_caller_leaves_before_its_write_commits_is_kept_and_the_writer_goes_on(grpc_coordinator):
+    """SubmitLabel awaits its write on the event loop (contract.Pending). A caller whose deadline passes while the
+    write waits behind others leaves; the write still commits, the store's writer keeps going, and the caller's
+    retry is acknowledged as the same label."""
+    address, srv = grpc_coordinator
+    c = srv.coordinator
+    c.submit_candidates(worker_id="w", strategy="entropy", model_version=0,
+                        candidates=[make_candidate(str(i)) for i in range(2)])
+    stub = annotation_pb2_grpc.AnnotationServiceStub(grpc.insecure_channel(address))
+    q = stub.LeaseQuery(annotation_pb2.LeaseQueryRequest(annotator_id="ann")).query
+    request = annotation_pb2.SubmitLabelRequest(lease_id=q.lease_id, item_id=q.item_id, label=3, annotator_id="ann")
+    gate = threading.Event()
+    blocked = c.store.submit(lambda conn: gate.wait(30))  # the writer is busy: the label's write waits behind it
+    with pytest.raises(grpc.RpcError) as left:
+        stub.SubmitLabel(request, timeout=0.5)
+    assert left.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    gate.set()
+    blocked.result(timeout=30)
+    again = stub.SubmitLabel(request, timeout=30)
+    assert again.duplicate
+    c.store.flush()  # the writer still commits what comes after
+    assert [(r.item_id, r.label) for r in c.read_labels(0, 10)] == [(q.item_id, 3)]
+    other = stub.LeaseQuery(annotation_pb2.LeaseQueryRequest(annotator_id="ann")).query
+    assert not stub.SubmitLabel(annotation_pb2.SubmitLabelRequest(
+        lease_id=other.lease_id, item_id=other.item_id, label=1, annotator_id="ann"), timeout=30).duplicate

@@ -370,15 +370,15 @@ def test_with_a_model_a_worker_submits_what_annotators_label_before_its_next_mod
         label_all(address, DIGITS, 6)
         now[0] = 3.0  # 2 labels/s
         assert w.step() == 6
-        assert w.pacing.refill == 0.5  # a top-up's lead time: the poll's wait (this clock stands still meanwhile)
         publish(client, train_seconds=6.0)  # the first version: its round time stands in for the interval
-        assert w.step() == 20  # (1.5 x 6 s + 2 x 0.5 s) x 2 labels/s
+        assert w.step() == 18  # 1.5 x 2 labels/s x 6 s
         assert w.version == 1
+        assert w.pacing.refill == 0.5  # that top-up's lead time: the poll's wait (this clock stands still)
         assert w.step() == 0  # S holds them: nothing until half are labeled
         label_all(address, DIGITS, 10)  # S serves the newest model's candidates first
         now[0] = 8.0  # still 2 labels/s
-        assert w.step() == 10
-        assert client.stats().candidates_submitted == 64 + 6 + 20 + 10
+        assert w.step() == 20 - 8  # (1.5 x 6 s + 2 x 0.5 s) x 2 labels/s, less the 8 left
+        assert client.stats().candidates_submitted == 64 + 6 + 18 + 12
 
 
 def test_a_round_waits_until_L_grew_by_min_growth(grpc_coordinator, caplog):

@@ -304,6 +304,7 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
     # what loading made (the task's items, L and S as stored) lives as long as the process: the collector's full
     # passes, which stop the event loop, need not walk it again (under load a full pass took up to 220 ms, 70 with
     # these frozen: docs/PERFORMANCE.md)
+    gc.collect()  # what is garbage already goes first: a frozen object is never collected
     gc.freeze()
     done.wait()
     log.info("stopped")

@@ -126,15 +126,26 @@ class Observer:
 class Pending(Generic[T]):
     """A change made, its write to disk perhaps still under way: its value holds once `written` has committed.
     `result()` waits for that on this thread; `await wait()` on an event loop, with no thread held meanwhile. If the
-    write failed, both raise what `failed(error)` returns (it may repair memory first, so it runs on a thread)."""
+    write failed, both raise what `failed(error)` returns (it may repair memory first, so it runs on a thread).
+    A waiter that is cancelled (its caller left) leaves the write alone. `Pending.later(fn)`: the value is `fn()`'s,
+    which may wait on I/O, so `wait()` runs it on a thread."""
 
     def __init__(self, value: T, written: Future | None = None,
                  failed: Callable[[BaseException], Exception] | None = None):
         self.value = value
         self._written = written
         self._failed = failed or (lambda exc: exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+        self._later: Callable[[], T] | None = None
+
+    @classmethod
+    def later(cls, fn: Callable[[], T]) -> Pending[T]:
+        pending: Pending[T] = cls(None)  # type: ignore[arg-type]  # the value is fn's
+        pending._later = fn
+        return pending
 
     def result(self) -> T:
+        if self._later is not None:
+            return self._later()
         if self._written is not None:
             try:
                 self._written.result()
@@ -143,11 +154,16 @@ class Pending(Generic[T]):
         return self.value
 
     async def wait(self) -> T:
+        loop = asyncio.get_running_loop()
+        if self._later is not None:
+            return await loop.run_in_executor(None, self._later)
         if self._written is not None:
             try:
-                await asyncio.wrap_future(self._written)
+                await asyncio.shield(asyncio.wrap_future(self._written))
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:  # noqa: BLE001 - as in result()
-                raise await asyncio.get_running_loop().run_in_executor(None, self._failed, exc) from None
+                raise await loop.run_in_executor(None, self._failed, exc) from None
         return self.value
 
 
@@ -214,8 +230,9 @@ class Coordinator(Protocol):
                      ) -> Pending[tuple[int, bool]]:
         """`submit_label`, returning before the label is durable: (seq, duplicate) are the Pending's once it is,
         and the acknowledgement MUST wait for that (`submit_label` is `record_label(...).result()`). Its checks
-        raise here; the write's failure (Unavailable, nothing changed) comes from the Pending. Where it is
-        `inline`, the servicers call it on their event loop and await the Pending there."""
+        raise here; the write's failure (Unavailable, nothing changed) may raise here or come from the Pending.
+        Where it is `inline` it MUST NOT wait on I/O itself (what would is the Pending's, `Pending.later`): the
+        servicers call it on their event loop and await the Pending there."""
 
     def release(self, *, lease_id: str, item_id: str, annotator_id: str, skip: bool = False, defer: bool = False,
                 defer_seconds: float = 0.0) -> None:

@@ -249,18 +249,28 @@ class EmbeddedCoordinator(Publishing):
     def submit_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str = ""
                      ) -> tuple[int, bool]:
         """Record a label; returns (seq, duplicate) once it is on disk. Idempotent per lease."""
-        return self.record_label(lease_id=lease_id, item_id=item_id, label=label, annotator_id=annotator_id,
-                                 labeler=labeler).result()
+        return self._record_label(lease_id=lease_id, item_id=item_id, label=label, annotator_id=annotator_id,
+                                  labeler=labeler, may_read_store=True).result()
 
     def record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str = ""
                      ) -> Pending[tuple[int, bool]]:
-        """The label recorded in memory and its write queued (a retry: the first submission's write)."""
+        """The label recorded in memory and its write queued (a retry: the first submission's write). A lease
+        neither in S nor pending is looked up in the store by the Pending, on a thread (a retry of a label already
+        on disk, or a lease that never was)."""
+        return self._record_label(lease_id=lease_id, item_id=item_id, label=label, annotator_id=annotator_id,
+                                  labeler=labeler, may_read_store=False)
+
+    def _record_label(self, *, lease_id: str, item_id: str, label: int, annotator_id: str, labeler: str,
+                      may_read_store: bool) -> Pending[tuple[int, bool]]:
         check_label(self.task, lease_id, item_id, label, annotator_id, labeler)
         recorded = delegate_id(annotator_id, labeler)
         requeue = False
         with self._lock:
             entry = self.pool.by_lease(lease_id)
-            done = self._labeled_by_lease(lease_id) if entry is None else None
+            done = self._labeled_by_lease(lease_id, may_read_store) if entry is None else None
+            if entry is None and done is None and not may_read_store:
+                return Pending.later(functools.partial(self.submit_label, lease_id=lease_id, item_id=item_id,
+                                                       label=label, annotator_id=annotator_id, labeler=labeler))
             if done is not None:  # a retry of a submission already recorded: acknowledge it once more
                 done_before, fut = done
                 rules.check_retry(done_before, lease_id=lease_id, item_id=item_id, label=int(label),
@@ -288,6 +298,7 @@ class EmbeddedCoordinator(Publishing):
                 self._annotators.labeled(recorded)
                 self.observer.labeled(recorded, cand.provenance.strategy)
                 fut = self.store.append_label(record, requeue=requeue)
+                self._watch(fut)  # should its submitter leave before it commits, a failure still resyncs
                 with self._pending_lock:
                     self._pending[lease_id] = (rules.Recorded(seq, item_id, int(label), recorded), fut)
                 fut.add_done_callback(functools.partial(self._on_label_durable, lease_id=lease_id, seq=seq))
@@ -307,10 +318,13 @@ class EmbeddedCoordinator(Publishing):
                          item_known=lambda: (item_id in self.pool or item_id in self._labeled
                                              or item_id in self._skipped))
 
-    def _labeled_by_lease(self, lease_id: str) -> tuple[rules.Recorded, Future | None] | None:
+    def _labeled_by_lease(self, lease_id: str, may_read_store: bool = True
+                          ) -> tuple[rules.Recorded, Future | None] | None:
+        """The label recorded under `lease_id`, with its write if that is still pending; None if there is none, or
+        none pending and the store may not be read."""
         with self._pending_lock:
             pending = self._pending.get(lease_id)
-        if pending is not None:
+        if pending is not None or not may_read_store:
             return pending
         row = self.store.label_by_lease(lease_id)
         return (rules.Recorded(*row), None) if row else None

@@ -96,6 +96,7 @@ class SqliteStore:
     def submit(self, op: Callable[[sqlite3.Connection], Any]) -> Future:
         """Queue a write; the future resolves once the transaction holding it has committed."""
         fut: Future = Future()
+        fut.set_running_or_notify_cancel()  # under way: a waiter that gives up cannot cancel what will commit
         if self._closed:
             fut.set_exception(RuntimeError("store is closed"))
             return fut

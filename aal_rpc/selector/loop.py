@@ -168,7 +168,7 @@ class Selector:
         wait = 0.0 if self._more_now else self._wait
         self._more_now = False
         info = self.client.latest_model(after_version=self.version, wait_seconds=wait)
-        started = self._clock()  # a top-up's lead time: from here (and a poll's wait before) to its submission
+        started = self._clock()  # a top-up's lead time: from here (and the poll's wait before) to its submission
         if info is not None and info.version != self.version and info.blob_available:
             self._observe_version(info)
             self._follow_latest()
@@ -240,7 +240,8 @@ class Selector:
         out = self.client.submit_candidates(worker_id=self.config.worker_id, strategy=strategy.name,
                                             model_version=self.version, candidates=candidates)
         self._fresh.update(c[0] for c in candidates)
-        self.pacing.observe_refill(self.config.poll_seconds + self._clock() - started)
+        if strategy is self.strategy:  # a top-up of a model trained on labels (what the pacing sizes)
+            self.pacing.observe_refill(wait + self._clock() - started)
         # all taken, and the batch was cut at batch_size: S may want more right away
         self._more_now = out.accepted + out.refreshed == len(candidates) == self.config.batch_size
         log.debug("%s submitted %d (accepted %d, rejected %d) from v%d", self.config.worker_id, len(candidates),
