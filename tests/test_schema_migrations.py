@@ -216,3 +216,15 @@ def test_a_postgres_lease_walks_an_index_in_its_pick_order_rather_than_sorting_s
             "EXPLAIN SELECT item_id FROM queries WHERE (lease_id IS NULL OR lease_deadline <= 0) "
             f"AND strategy <> 'gold' ORDER BY {rules.PICK_ORDERS[pick].sql()} LIMIT 1"))
     assert f"queries_pick_{pick}" in plan and "Sort" not in plan, plan
+
+
+def test_a_postgres_lease_under_a_cap_counts_the_annotators_leases_by_index_not_over_all_of_s(postgres):
+    import psycopg
+
+    url = postgres.new_database()
+    shared_coordinator(url).close()  # migrates
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("SET enable_seqscan = off")  # the plan a large S gets, on this empty table
+        plan = "\n".join(row[0] for row in db.execute(
+            "EXPLAIN SELECT count(*) FROM queries c WHERE c.lease_owner = 'a' AND c.lease_deadline > 0"))
+    assert "queries_lease_owner" in plan, plan

@@ -107,7 +107,7 @@ BEGIN
                        SELECT p_item, p_owner, 'Infinity'::float8 WHERE more
                        ON CONFLICT (item_id, annotator_id) DO UPDATE SET until = EXCLUDED.until)
             SELECT h.item_id, h.lease_owner, h.lease_deadline, moved.seq, moved.strategy, NULL::text
-            FROM moved, pg_notify('{{channel}}', 'labels');
+            FROM moved;  -- announced after the commit (PostgresStore._announce): no NOTIFY lock across commits
         IF more THEN
             PERFORM pg_notify('{{channel}}', 'queries');
         END IF;
@@ -273,6 +273,10 @@ class PostgresStore:
         self._closed = threading.Event()
         self._listener = threading.Thread(target=self._listen_loop, name="pg-listen", daemon=True)
         self._listener.start()
+        self._announcing: set[str] = set()  # kinds to NOTIFY once more (`_announce`)
+        self._announce_ready = threading.Condition()
+        self._announcer = threading.Thread(target=self._announce_loop, name="pg-announce", daemon=True)
+        self._announcer.start()
 
     # -- connections, notifications ---------------------------------------------------------------------
 
@@ -304,6 +308,28 @@ class PostgresStore:
     def _notify(self, cur, kind: str) -> None:
         cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, kind))  # delivered when the transaction commits
 
+    def _announce(self, kind: str) -> None:
+        """NOTIFY the replicas of a change already committed, from one thread, many changes in one NOTIFY. A NOTIFY
+        in a label's own transaction takes PostgreSQL's notification queue lock at commit and holds it through the
+        WAL flush, so concurrent labels committed one at a time, waiting on Lock:object (announced after, they share
+        WAL flushes: docs/PERFORMANCE.md, figure 8). A replica that dies between a commit and its NOTIFY
+        leaves the others to their safety net, as one that dies mid-write does (`_labels_tx`)."""
+        with self._announce_ready:
+            self._announcing.add(kind)
+            self._announce_ready.notify()
+
+    def _announce_loop(self) -> None:
+        while not self._closed.is_set():
+            with self._announce_ready:
+                while not self._announcing and not self._closed.is_set():
+                    self._announce_ready.wait()
+                kinds, self._announcing = self._announcing, set()
+            for kind in sorted(kinds):
+                try:
+                    self._execute("SELECT pg_notify(%s, %s)", (CHANNEL, kind))
+                except Exception:  # noqa: BLE001 - the database is gone: the listeners re-read everything ("*")
+                    log.debug("could not announce %s", kind, exc_info=True)
+
     def _dispatch(self, kind: str) -> None:
         for callback in self._listeners:
             callback(kind)
@@ -327,6 +353,9 @@ class PostgresStore:
         if self._closed.is_set():
             return
         self._closed.set()
+        with self._announce_ready:
+            self._announce_ready.notify()
+        self._announcer.join(timeout=3)
         self._listener.join(timeout=3)
         self._pool.close()
 
@@ -550,6 +579,7 @@ class PostgresStore:
         One statement (aal_record_label, LABEL_FUNCTION), its own transaction: it returns once committed, and the
         commit waited for the disk (synchronous_commit is on for labels). It moves the query only for a lease that
         rules.check_held accepts; otherwise it changed nothing and rules.check_held says why."""
+        recorded: tuple[int, bool, str] | None = None
         with self._labels_tx(self._connection) as conn, conn.cursor() as cur:
             cur.execute("SELECT * FROM aal_record_label(%s, %s, %s, %s, %s, %s, %s)",
                         (lease_id, item_id, label, annotator_id, now, labels_per_item, recorded_as or annotator_id))
@@ -561,11 +591,15 @@ class PostgresStore:
                     rules.check_retry(rules.Recorded(*cur.fetchone()), lease_id=lease_id, item_id=item_id,
                                       label=label, annotator_id=recorded_as or annotator_id)
                     return row[3], True, row[4]
-                return row[3], False, row[4]
-            held = rules.Held(*row[:3]) if row is not None else None
-            self._check(cur, held, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, now=now)
-        raise AssertionError(f"aal_record_label refused lease {lease_id}, which rules.check_held accepts: "
-                             "the function and the rule disagree")
+                recorded = row[3], False, row[4]
+            else:
+                held = rules.Held(*row[:3]) if row is not None else None
+                self._check(cur, held, lease_id=lease_id, item_id=item_id, annotator_id=annotator_id, now=now)
+        if recorded is None:
+            raise AssertionError(f"aal_record_label refused lease {lease_id}, which rules.check_held accepts: "
+                                 "the function and the rule disagree")
+        self._announce("labels")
+        return recorded
 
     def record_correction(self, *, item_id: str, label: int, annotator_id: str, is_admin: bool, now: float,
                           delegator: str = "") -> tuple[int, int, bool]:

@@ -205,6 +205,11 @@ POSTGRES: tuple[Migration, ...] = (
     Migration("indexes in the pick orders", tuple(
         f"CREATE INDEX IF NOT EXISTS queries_pick_{name} ON queries ({order.sql()})"
         for name, order in rules.PICK_ORDERS.items() if order is not None)),
+    # the lease cap counts an annotator's live leases (aal_lease_next): over the few leased rows, not all of S (a
+    # scan of 40,000 queries made each lease 9 ms of the database's CPU)
+    Migration("an index of the leased queries by owner", (
+        "CREATE INDEX IF NOT EXISTS queries_lease_owner ON queries (lease_owner, lease_deadline) "
+        "WHERE lease_owner IS NOT NULL",)),
 )
 
 POSTGRES_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
