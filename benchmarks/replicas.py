@@ -122,7 +122,13 @@ class _Stocker:
         commits = self.conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
                                     (self.database,)).fetchone()[0]
         syncs = self.conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()[0]
-        return {"commits": commits, "wal_syncs": syncs, "cpu": {pid: cpu_seconds(pid) for pid in self._postgres()}}
+        cpu = {}
+        for pid in self._postgres():
+            try:
+                cpu[pid] = cpu_seconds(pid)
+            except FileNotFoundError:  # a backend that ended since it was listed
+                pass
+        return {"commits": commits, "wal_syncs": syncs, "cpu": cpu}
 
     def _postgres(self) -> list[int]:
         pids = [self.postmaster]
@@ -269,9 +275,12 @@ async def _annotator(stub, name: str, stop: asyncio.Event, waits: list, errors: 
 
 # One label's two transactions as the coordinator runs them (postgres_store.lease_next, record_label), pgbench's
 # variables passed as parameters (-M prepared); the lease id is unique per client and draw.
+# When S is momentarily empty (pgbench outruns the stocker) the lease finds nothing: the item is '' and the label
+# changes nothing (only labels that reached L count).
 _LABEL_SCRIPT = """\\set r random(1, 1000000000000)
-SELECT item_id AS item FROM aal_lease_next('pgb-' || :client_id || '-' || :r, 'pgb-' || :client_id,
-    extract(epoch FROM clock_timestamp()), extract(epoch FROM clock_timestamp()) + 600, {cap}, '{pick}', false) \\gset
+SELECT coalesce((SELECT item_id FROM aal_lease_next('pgb-' || :client_id || '-' || :r, 'pgb-' || :client_id,
+    extract(epoch FROM clock_timestamp()), extract(epoch FROM clock_timestamp()) + 600, {cap}, '{pick}', false)
+    WHERE item_id IS NOT NULL), '') AS item \\gset
 SELECT seq FROM aal_record_label('pgb-' || :client_id || '-' || :r, :item, 1, 'pgb-' || :client_id,
     extract(epoch FROM clock_timestamp()), 1, 'pgb-' || :client_id);
 """
