@@ -199,7 +199,40 @@ def test_arms_run_every_study_twice_and_report_what_they_change(tmp_path):
     text = md.read_text()
     assert "## What items 1–3 change" in text and "`semi_supervised=True`" in text
     # (c): 4 methods x 3 servers x 3 seeds pairs; 90% against 50% chosen by a model, first model 5 s against 20 s
-    assert "| (c) | 36 | 90% / 50% | 5.0 ± 0.0 / 20.0 ± 0.0 | 0.000 ± 0.000 | 0.010 ± 0.000 |" in text
+    assert "| (c) | with | 36 | 90% / 50% | 5.0 ± 0.0 / 20.0 ± 0.0 | 0.000 ± 0.000 | 0.010 ± 0.000 |" in text
     assert text.count("## (c) More servers") == 2
     for arm in ("with", "without"):
         assert f"figures/{arm}/e_curves.png" in text and (tmp_path / "figures" / arm / "e_curves.png").exists()
+
+
+def test_the_ablation_arms_each_add_one_item_to_without_and_where_keeps_the_runs_asked_for(tmp_path):
+    """--arms without,paced,typical,semi: each of items 1-3 alone on top of "without"; --where method=aal,servers=1
+    keeps only those runs of study (c); the report compares each arm with "without"."""
+    from aal_rpc.experiment.suite import matching
+
+    sc = SCALES["small"]
+    runs = plan(sc, seeds=2, out=tmp_path, studies=("c",), arms=("without", "paced", "typical", "semi"))
+    items = {r.key["arm"]: (r.config.paced, r.config.cold_start, r.config.semi_supervised) for r in runs}
+    assert items == {"without": (False, "random", False), "paced": (True, "random", False),
+                     "typical": (False, "typical", False), "semi": (False, "random", True)}
+    planned = matching(plan(sc, seeds=2, out=tmp_path, studies=("c",), arms=("without", "paced")),
+                       {"method": "aal", "servers": "1"})
+    assert sorted((r.key["arm"], r.key["seed"]) for r in planned) == [
+        ("paced", 0), ("paced", 1), ("without", 0), ("without", 1)]
+    assert all(r.key["method"] == "aal" and r.key["servers"] == 1 for r in planned)
+    results = []
+    for r in planned:
+        res = fake_result(r)
+        if r.key["arm"] == "paced":
+            res.update(retrained_accuracy=res["retrained_accuracy"] - 0.02)
+        results.append(res)
+    doc = {"scale": "small", "scale_config": {**sc.__dict__, "batch_sizes": list(sc.batch_sizes),
+                                              "cm_batch_sizes": list(sc.cm_batch_sizes),
+                                              "regimes": [list(x) for x in sc.regimes]},
+           "seeds": 2, "studies": ["c"], "arms": {a: ARMS[a] for a in ("without", "paced")},
+           "results": results, "seconds": 60.0}
+    md = tmp_path / "RESULTS.md"
+    write_report(doc, out_md=md, figures_dir=tmp_path / "figures")
+    text = md.read_text()
+    assert "| (c) | paced | 2 |" in text and "| -0.020 ± 0.000 |" in text
+    assert "Paced rounds alone (item 1)" in text

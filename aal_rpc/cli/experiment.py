@@ -140,19 +140,31 @@ def in_words(summary: dict) -> str:
               help="A markdown file of reading notes to include in the report.")
 @click.option("--arms", default="with", show_default=True, callback=lambda ctx, param, value: _arms(value),
               help="Comma-separated: with (paced rounds, typical cold start, semi-supervised rounds), without "
-                   "(full rounds, random cold start, supervised rounds), or both to measure their effect.")
+                   "(full rounds, random cold start, supervised rounds), both to measure their effect; paced, "
+                   "typical, semi: one of them alone on top of without (the ablation).")
 @click.option("--eval-repeats", type=click.IntRange(min=0), default=ExperimentConfig.eval_repeats, show_default=True,
               help="Models trained afresh on each run's final labels (the retrained accuracy; 0: none).")
 @click.option("--report-only", is_flag=True, help="Write the report from the runs already done; run nothing.")
 @click.option("--from-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Run only the seeds from this one on: a second process may take the last seeds.")
-def suite(scale, seeds, studies, dataset, out, report, notes, arms, eval_repeats, report_only, from_seed):
+@click.option("--where", default="", callback=lambda ctx, param, value: _where(value),
+              help="Only the runs whose key has these values, e.g. method=aal,servers=1 (a study's keys: its "
+                   "report's columns).")
+def suite(scale, seeds, studies, dataset, out, report, notes, arms, eval_repeats, report_only, from_seed, where):
     """The paper's studies (sync vs async, waits, servers, strategy mix), Cluster-Margin, the annotator-pace
     regimes and labels to a target accuracy, with repeated seeds."""
     run_suite(scale, seeds=seeds, out=out, dataset=dataset, report=report, notes=notes, studies=studies,
               arms=arms, eval_repeats=eval_repeats, run_missing=not report_only, from_seed=from_seed,
-              progress=click.echo)
+              where=where, progress=click.echo)
     click.echo(f"wrote {out}/suite.json and {report or out / 'RESULTS.md'}")
+
+
+def _where(value: str) -> dict[str, str]:
+    pairs = [s.strip() for s in value.split(",") if s.strip()]
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise click.BadParameter(f"expected KEY=VALUE, got {bad}")
+    return dict(p.split("=", 1) for p in pairs)
 
 
 def _arms(value: str) -> tuple[str, ...]:

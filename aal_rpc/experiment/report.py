@@ -368,7 +368,9 @@ def _labels_to_target_section(res: list[dict], sc: dict, figures_dir: Path, rel)
 
 
 ARM_TITLES = {"with": "With items 1–3: paced rounds, typical cold start, semi-supervised rounds",
-              "without": "Without them: full rounds, random cold start, supervised rounds"}
+              "without": "Without them: full rounds, random cold start, supervised rounds",
+              "paced": "Paced rounds alone (item 1)", "typical": "The typical cold start alone (item 2)",
+              "semi": "Semi-supervised rounds alone (item 3)"}
 ARM_STUDIES = {"a": ("strategy", "batch"), "c": ("method", "servers"), "d": ("method", "batch"), "e": ("method",),
                "f": ("regime",), "g": ("method",)}
 
@@ -380,17 +382,17 @@ def _first_model_seconds(curve: list[dict]) -> float | None:
 
 
 def _arms_section(res: list[dict], arms: dict) -> list[str]:
-    """What items 1–3 change, study by study: "with" − "without" on the same experiment and seed (paired), the
+    """What items 1–3 change, study by study: each arm − "without" on the same experiment and seed (paired), the
     share of labels a model chose, the time to the first model, and the chosen labels' worth."""
-    lines = ["## What items 1–3 change (with − without, paired by experiment and seed)", "",
-             "Each study ran twice on the same seeds: " + "; ".join(
+    lines = ["## What items 1–3 change (each arm − without, paired by experiment and seed)", "",
+             "Each study ran in every arm on the same seeds: " + "; ".join(
                  f"*{arm}*: " + ", ".join(f"`{k}={v}`" for k, v in settings.items())
                  for arm, settings in arms.items()) + ". *Chosen by a model*: the share of labels whose query a "
              "model trained on labels picked (not random, not typical cold-start picks). *First model*: seconds "
              "from the run's start to the first model trained on labels. *Curve*: Table 1's mean accuracy over "
-             "the curve. Δ is with − without, mean ± 95% t-interval over the pairs.", "",
-             "| study | pairs | chosen by a model (with / without) | first model, s (with / without) | "
-             "Δ curve | Δ retrained |", "|---|---|---|---|---|---|"]
+             "the curve. Δ is the arm − without, mean ± 95% t-interval over the pairs.", "",
+             "| study | arm | pairs | chosen by a model (arm / without) | first model, s (arm / without) | "
+             "Δ curve | Δ retrained |", "|---|---|---|---|---|---|---|"]
     for study in ("a", "c", "d", "e", "f", "g"):
         runs = [r for r in res if r["study"] == study]
         if not runs:
@@ -399,20 +401,20 @@ def _arms_section(res: list[dict], arms: dict) -> list[str]:
         for r in runs:
             key = tuple(r.get(k) for k in (*ARM_STUDIES[study], "mode", "seed"))
             by_key[key][r.get("arm", "with")] = r
-        pairs = [d for d in by_key.values() if "with" in d and "without" in d]
-        if not pairs:
-            continue
-        chosen = {arm: _ci(1 - (d[arm].get("cold_start_share") or 0.0) for d in pairs)
-                  for arm in ("with", "without")}
-        first = {arm: _ci(_first_model_seconds(d[arm]["curve"]) for d in pairs) for arm in ("with", "without")}
-        d_curve = _ci(curve_average(d["with"]["curve"], d["with"]["labels"])
-                      - curve_average(d["without"]["curve"], d["without"]["labels"]) for d in pairs)
-        d_ret = _ci(d["with"]["retrained_accuracy"] - d["without"]["retrained_accuracy"] for d in pairs
-                    if d["with"].get("retrained_accuracy") is not None
-                    and d["without"].get("retrained_accuracy") is not None)
-        lines.append(f"| ({study}) | {len(pairs)} | {chosen['with'][0] * 100:.0f}% / {chosen['without'][0] * 100:.0f}% "
-                     f"| {_fmt(*first['with'], 1)} / {_fmt(*first['without'], 1)} | {_fmt(*d_curve)} | "
-                     f"{_fmt(*d_ret)} |")
+        for arm in [a for a in arms if a != "without"]:
+            pairs = [d for d in by_key.values() if arm in d and "without" in d]
+            if not pairs:
+                continue
+            chosen = {a: _ci(1 - (d[a].get("cold_start_share") or 0.0) for d in pairs) for a in (arm, "without")}
+            first = {a: _ci(_first_model_seconds(d[a]["curve"]) for d in pairs) for a in (arm, "without")}
+            d_curve = _ci(curve_average(d[arm]["curve"], d[arm]["labels"])
+                          - curve_average(d["without"]["curve"], d["without"]["labels"]) for d in pairs)
+            d_ret = _ci(d[arm]["retrained_accuracy"] - d["without"]["retrained_accuracy"] for d in pairs
+                        if d[arm].get("retrained_accuracy") is not None
+                        and d["without"].get("retrained_accuracy") is not None)
+            lines.append(f"| ({study}) | {arm} | {len(pairs)} | {chosen[arm][0] * 100:.0f}% / "
+                         f"{chosen['without'][0] * 100:.0f}% | {_fmt(*first[arm], 1)} / "
+                         f"{_fmt(*first['without'], 1)} | {_fmt(*d_curve)} | {_fmt(*d_ret)} |")
     return lines + [""]
 
 

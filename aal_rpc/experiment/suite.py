@@ -40,6 +40,9 @@ STRATEGY_METHODS = ("random", "entropy", "least_confidence", "margin", "aal", "c
 # "without" is full rounds, random cold-start picks and rounds on the labels alone.
 ARMS: dict[str, dict[str, Any]] = {"with": {"paced": True, "cold_start": "typical", "semi_supervised": True},
         "without": {"paced": False, "cold_start": "random", "semi_supervised": False}}
+# the ablation: each of items 1-3 alone on top of "without"
+ARMS.update({"paced": {**ARMS["without"], "paced": True}, "typical": {**ARMS["without"], "cold_start": "typical"},
+             "semi": {**ARMS["without"], "semi_supervised": True}})
 
 
 @dataclass(frozen=True)
@@ -150,16 +153,23 @@ def plan(scale: Scale, *, seeds: int, out: Path, dataset: str | None = None,
     return [replace(r, config=replace(r.config, out=str(out / "runs" / r.run_id))) for r in runs]
 
 
+def matching(runs: list[Run], where: dict[str, str]) -> list[Run]:
+    """The runs whose key has every value of `where` (compared as text: {"servers": "1"} matches servers=1)."""
+    return [r for r in runs if all(str(r.key.get(k)) == v for k, v in where.items())]
+
+
 def run_suite(scale_name: str, *, seeds: int, out: Path, dataset: str | None = None, report: Path | None = None,
               notes: Path | None = None, studies: tuple[str, ...] = STUDIES, arms: tuple[str, ...] = ("with",),
               eval_repeats: int = ExperimentConfig.eval_repeats, run_missing: bool = True, from_seed: int = 0,
-              progress=print) -> dict:
+              where: dict[str, str] | None = None, progress=print) -> dict:
     """Run (or resume) the suite and write its report; `run_missing` False reports the runs already done;
     `from_seed`: only seeds from this one on (two processes can share a suite: one from seed 0, one from a later
-    seed; runs found done are not run again)."""
+    seed; runs found done are not run again); `where`: only the runs whose key has these values (as text; e.g.
+    {"method": "aal", "servers": "1"})."""
     scale = SCALES[scale_name]
     runs = plan(scale, seeds=seeds, out=out, dataset=dataset, studies=studies, arms=arms, eval_repeats=eval_repeats)
     runs = [r for r in runs if r.key["seed"] >= from_seed]  # a second process may take the last seeds
+    runs = matching(runs, where or {})
     results = []
     t0 = time.time()
     by_config: dict[str, dict] = {}  # the same experiment in two studies runs once
