@@ -142,3 +142,28 @@ def test_a_label_whose_caller_leaves_before_its_write_commits_is_kept_and_the_wr
     other = stub.LeaseQuery(annotation_pb2.LeaseQueryRequest(annotator_id="ann")).query
     assert not stub.SubmitLabel(annotation_pb2.SubmitLabelRequest(
         lease_id=other.lease_id, item_id=other.item_id, label=1, annotator_id="ann"), timeout=30).duplicate
+
+
+def test_a_batch_offered_chunk_by_chunk_does_to_s_what_it_does_whole(tmp_path, monkeypatch):
+    """submit_candidates lets go of the pools' lock every OFFER_CHUNK candidates; a batch that fills S, overflows it
+    and refreshes items leaves S as one offered whole would, with the same outcome."""
+    from aal_rpc.coordinator import embedded
+    from aal_rpc.coordinator.embedded import EmbeddedCoordinator
+    from aal_rpc.coordinator.sqlite_store import SqliteStore
+
+    def run(chunk: int, where):
+        monkeypatch.setattr(embedded, "OFFER_CHUNK", chunk)
+        c = EmbeddedCoordinator(SqliteStore(where), TASK, CoordinatorConfig(pool_capacity=20))
+        try:
+            publish(c, weights(), labels=1)  # version 1 (a filler item labeled first)
+            outcomes = [submit(c, [str(i) for i in range(15)], version=0),
+                        submit(c, [str(i) for i in range(10, 40)], version=1)]  # refreshes 10-14, evicts v0 items
+            c.lease("a")
+            queued = c.shard_state(shard_index=0, num_shards=1, labeled_after_seq=0, model_version=1).queued
+            return outcomes, sorted((i, c.get_item(i).provenance.model_version) for i in queued)
+        finally:
+            c.close()
+
+    whole = run(10_000, tmp_path / "whole")
+    assert run(4, tmp_path / "chunks") == whole
+    assert whole[0][1].evicted > 0 and whole[0][1].refreshed == 5
