@@ -211,10 +211,12 @@ def test_the_ablation_arms_each_add_one_item_to_without_and_where_keeps_the_runs
     from aal_rpc.experiment.suite import matching
 
     sc = SCALES["small"]
-    runs = plan(sc, seeds=2, out=tmp_path, studies=("c",), arms=("without", "paced", "typical", "semi"))
-    items = {r.key["arm"]: (r.config.paced, r.config.cold_start, r.config.semi_supervised) for r in runs}
-    assert items == {"without": (False, "random", False), "paced": (True, "random", False),
-                     "typical": (False, "typical", False), "semi": (False, "random", True)}
+    runs = plan(sc, seeds=2, out=tmp_path, studies=("c",), arms=("without", "paced", "typical", "pretrained", "semi"))
+    items = {r.key["arm"]: (r.config.paced, r.config.cold_start, r.config.pretrain_steps > 0, r.config.semi_supervised)
+             for r in runs}
+    assert items == {"without": (False, "random", False, False), "paced": (True, "random", False, False),
+                     "typical": (False, "typical", False, False), "pretrained": (False, "typical", True, False),
+                     "semi": (False, "random", False, True)}
     planned = matching(plan(sc, seeds=2, out=tmp_path, studies=("c",), arms=("without", "paced")),
                        {"method": "aal", "servers": "1"})
     assert sorted((r.key["arm"], r.key["seed"]) for r in planned) == [

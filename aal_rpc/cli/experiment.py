@@ -141,7 +141,8 @@ def in_words(summary: dict) -> str:
 @click.option("--arms", default="with", show_default=True, callback=lambda ctx, param, value: _arms(value),
               help="Comma-separated: with (paced rounds, typical cold start, semi-supervised rounds), without "
                    "(full rounds, random cold start, supervised rounds), both to measure their effect; paced, "
-                   "typical, semi: one of them alone on top of without (the ablation).")
+                   "typical, pretrained, semi: one of them alone on top of without (the ablation; typical: of "
+                   "the untrained network's embedding, pretrained: of an encoder pretrained on the pool).")
 @click.option("--eval-repeats", type=click.IntRange(min=0), default=ExperimentConfig.eval_repeats, show_default=True,
               help="Models trained afresh on each run's final labels (the retrained accuracy; 0: none).")
 @click.option("--report-only", is_flag=True, help="Write the report from the runs already done; run nothing.")

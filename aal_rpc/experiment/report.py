@@ -369,7 +369,8 @@ def _labels_to_target_section(res: list[dict], sc: dict, figures_dir: Path, rel)
 
 ARM_TITLES = {"with": "With items 1–3: paced rounds, typical cold start, semi-supervised rounds",
               "without": "Without them: full rounds, random cold start, supervised rounds",
-              "paced": "Paced rounds alone (item 1)", "typical": "The typical cold start alone (item 2)",
+              "paced": "Paced rounds alone (item 1)", "typical": "The typical cold start alone, untrained network",
+              "pretrained": "Pretraining on the pool and the typical cold start of its encoder (item 2)",
               "semi": "Semi-supervised rounds alone (item 3)"}
 ARM_STUDIES = {"a": ("strategy", "batch"), "c": ("method", "servers"), "d": ("method", "batch"), "e": ("method",),
                "f": ("regime",), "g": ("method",)}

@@ -40,8 +40,10 @@ STRATEGY_METHODS = ("random", "entropy", "least_confidence", "margin", "aal", "c
 # "without" is full rounds, random cold-start picks and rounds on the labels alone.
 ARMS: dict[str, dict[str, Any]] = {"with": {"paced": True, "cold_start": "typical", "semi_supervised": True},
         "without": {"paced": False, "cold_start": "random", "semi_supervised": False}}
-# the ablation: each of items 1-3 alone on top of "without"
+# the ablation: each of items 1-3 alone on top of "without"; "typical" picks typical items of the untrained
+# network's embedding, "pretrained" of the encoder the first server pretrains on the pool (item 2 whole)
 ARMS.update({"paced": {**ARMS["without"], "paced": True}, "typical": {**ARMS["without"], "cold_start": "typical"},
+             "pretrained": {**ARMS["without"], "cold_start": "typical", "pretrain_steps": 300},
              "semi": {**ARMS["without"], "semi_supervised": True}})
 
 
