@@ -230,7 +230,9 @@ def test_the_annotation_client_speaks_the_whole_contract(grpc_coordinator):
         a.defer(q)
         assert a.lease() is None and b.lease().item_id == "1"
         env.queue("2", text="hello")
-        first = a.lease()
+        # the credit a's empty look left outstanding is served by a push as "2" arrives; lease(0) answers from
+        # what the stream has received, so it may come back empty while that push is on its way: wait for it
+        first = a.lease(wait_seconds=10)
         done = a.submit(first, 1)
         fix = a.correct(first.item_id, 2)
         assert (fix.supersedes, fix.duplicate) == (done.seq, False)

@@ -145,7 +145,9 @@ class SessionStream:
 
     def next_query(self, wait_seconds: float) -> LeasedQuery | None:
         """A query from the window, waiting up to `wait_seconds` for one; None when none came. Asks for one when
-        nothing is asked for yet. A push the coordinator refused (the lease cap: RESOURCE_EXHAUSTED) is raised."""
+        nothing is asked for yet. A push the coordinator refused (the lease cap: RESOURCE_EXHAUSTED) is raised.
+        With credit already outstanding and S last said empty, `wait_seconds=0` answers None at once: a query that
+        came to S since is pushed, and may still be on its way (a unary LeaseQuery would see it)."""
         retrier = Retrier(retry_for=self._retry_for, contact=self._contact, stop=self._stop)
         deadline = time.monotonic() + wait_seconds
         with self._cond:
