@@ -170,6 +170,18 @@ def test_suite_refuses_unknown_studies():
     assert r.exit_code != 0 and "unknown studies ['z']" in r.output
 
 
+def armed_report(tmp_path, sc, results, *, seeds: int, studies: list[str], arms: tuple[str, ...]) -> str:
+    """The report of `results` run in `arms` (as suite.json holds them), written under tmp_path; its text."""
+    doc = {"scale": "small", "scale_config": {**sc.__dict__, "batch_sizes": list(sc.batch_sizes),
+                                              "cm_batch_sizes": list(sc.cm_batch_sizes),
+                                              "regimes": [list(x) for x in sc.regimes]},
+           "seeds": seeds, "studies": studies, "arms": {a: ARMS[a] for a in arms}, "results": results,
+           "seconds": 60.0}
+    md = tmp_path / "RESULTS.md"
+    write_report(doc, out_md=md, figures_dir=tmp_path / "figures")
+    return md.read_text()
+
+
 def test_arms_run_every_study_twice_and_report_what_they_change(tmp_path):
     """--arms with,without: each experiment runs with items 1-3 (paced rounds, typical cold start, semi-supervised
     rounds) and without them on the same seeds; the report pairs them and keeps each arm's sections and figures."""
@@ -189,14 +201,7 @@ def test_arms_run_every_study_twice_and_report_what_they_change(tmp_path):
         else:
             res.update(cold_start_share=0.5, curve=[{**p, "seconds": 20.0} for p in res["curve"]])
         results.append(res)
-    doc = {"scale": "small", "scale_config": {**sc.__dict__, "batch_sizes": list(sc.batch_sizes),
-                                              "cm_batch_sizes": list(sc.cm_batch_sizes),
-                                              "regimes": [list(x) for x in sc.regimes]},
-           "seeds": 3, "studies": ["c", "e"], "arms": {a: ARMS[a] for a in ("with", "without")},
-           "results": results, "seconds": 60.0}
-    md = tmp_path / "RESULTS.md"
-    write_report(doc, out_md=md, figures_dir=tmp_path / "figures")
-    text = md.read_text()
+    text = armed_report(tmp_path, sc, results, seeds=3, studies=["c", "e"], arms=("with", "without"))
     assert "## What items 1–3 change" in text and "`semi_supervised=True`" in text
     # (c): 4 methods x 3 servers x 3 seeds pairs; 90% against 50% chosen by a model, first model 5 s against 20 s
     assert "| (c) | with | 36 | 90% / 50% | 5.0 ± 0.0 / 20.0 ± 0.0 | 0.000 ± 0.000 | 0.010 ± 0.000 |" in text
@@ -228,13 +233,6 @@ def test_the_ablation_arms_each_add_one_item_to_without_and_where_keeps_the_runs
         if r.key["arm"] == "paced":
             res.update(retrained_accuracy=res["retrained_accuracy"] - 0.02)
         results.append(res)
-    doc = {"scale": "small", "scale_config": {**sc.__dict__, "batch_sizes": list(sc.batch_sizes),
-                                              "cm_batch_sizes": list(sc.cm_batch_sizes),
-                                              "regimes": [list(x) for x in sc.regimes]},
-           "seeds": 2, "studies": ["c"], "arms": {a: ARMS[a] for a in ("without", "paced")},
-           "results": results, "seconds": 60.0}
-    md = tmp_path / "RESULTS.md"
-    write_report(doc, out_md=md, figures_dir=tmp_path / "figures")
-    text = md.read_text()
+    text = armed_report(tmp_path, sc, results, seeds=2, studies=["c"], arms=("without", "paced"))
     assert "| (c) | paced | 2 |" in text and "| -0.020 ± 0.000 |" in text
     assert "Paced rounds alone (item 1)" in text
