@@ -120,13 +120,10 @@ class EmbeddedCoordinator(Publishing):
         log.warning("pools reloaded from the store after a failed write: %d labeled, %d queued",
                     len(self._labeled), len(self.pool))
 
-    def _settle(self, fut: Future):
-        """The result of a write the caller waits for. If it failed, nothing changed: memory is reloaded from the
-        store and the caller is told to retry."""
-        try:
-            return fut.result()
-        except Exception as exc:  # noqa: BLE001 - whatever the store raised, the change did not happen
-            raise self._write_failed_for_caller(exc) from None
+    def _settle(self, fut: Future) -> None:
+        """Wait for a write the caller waits for. If it failed, nothing changed: memory is reloaded from the store
+        and the caller is told to retry (as a label's Pending does)."""
+        Pending(None, fut, self._write_failed_for_caller).result()
 
     def _write_failed_for_caller(self, exc: BaseException) -> Exception:
         """A write a caller waits for failed, so the change did not happen: memory is reloaded from the store, and
@@ -319,8 +316,7 @@ class EmbeddedCoordinator(Publishing):
                          item_known=lambda: (item_id in self.pool or item_id in self._labeled
                                              or item_id in self._skipped))
 
-    def _labeled_by_lease(self, lease_id: str, may_read_store: bool = True
-                          ) -> tuple[rules.Recorded, Future | None] | None:
+    def _labeled_by_lease(self, lease_id: str, may_read_store: bool) -> tuple[rules.Recorded, Future | None] | None:
         """The label recorded under `lease_id`, with its write if that is still pending; None if there is none, or
         none pending and the store may not be read."""
         with self._pending_lock:
