@@ -139,8 +139,8 @@ def test_typical_picks_count_as_the_cold_start_apart_from_random_ones_and_from_t
     assert admin.chosen_by_model_share(origins) == 4 / 10
     text = admin.origins_message(origins, versions=2)
     assert "Of 10 labels, 4 (40%) were chosen by a model (margin 3, typiclust 1)." in text
-    assert ("3 (30%) were typical items of a pretrained encoder's embedding, picked before any model trained on "
-            "labels existed (cold start, TypiClust).") in text
+    assert ("3 (30%) were typical items of an encoder's embedding (one pretrained on the pool, or the untrained "
+            "network's), picked before any model trained on labels existed (cold start, TypiClust).") in text
     assert "2 chosen at random before any model existed (cold start)" in text
     only = admin.origins_message(admin.label_origins(records[2:5], {1}), versions=1, only_encoders=True)
     assert "No model trained on labels yet" in only

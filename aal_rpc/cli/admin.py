@@ -141,9 +141,9 @@ def origins_message(origins: dict, *, versions: int, per_model: float | None = N
             text += f" {part(random)} {'was' if random == 1 else 'were'} random: {'; '.join(shown)}."
         typical = origins["typical"]
         if typical:
-            text += (f" {part(typical)} {'was a typical item' if typical == 1 else 'were typical items'} of a "
-                     "pretrained encoder's embedding, picked before any model trained on labels existed (cold start, "
-                     "TypiClust).")
+            text += (f" {part(typical)} {'was a typical item' if typical == 1 else 'were typical items'} of an "
+                     "encoder's embedding (one pretrained on the pool, or the untrained network's), picked before any "
+                     "model trained on labels existed (cold start, TypiClust).")
         if origins["imported"]:
             text += f" {part(origins['imported'])} {'was' if origins['imported'] == 1 else 'were'} imported with " \
                     "the data."
