@@ -201,9 +201,10 @@ def test_png_payload_is_a_real_image():
 
 
 def _count_steps(model):
-    """Count optimizer steps by counting forward passes in training mode."""
+    """Count optimizer steps by counting forward passes in training mode with gradients (the pass that recomputes
+    batchnorm's statistics at the end takes none)."""
     calls = []
-    model.register_forward_hook(lambda m, i, o: calls.append(m.training))
+    model.register_forward_hook(lambda m, i, o: calls.append(m.training and torch.is_grad_enabled()))
     return calls
 
 

@@ -245,6 +245,31 @@ def test_training_repeats_with_the_same_seed():
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_a_round_ends_with_batchnorm_statistics_of_its_final_weights():
+    """The running statistics are those of the final network on the labeled items, not a moving average of the
+    last steps' batches at weights that kept moving (after a short round at the peak learning rate, those made a
+    network that fit every label predict one class in eval mode)."""
+    ds = load_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model("cnn", ds.input_shape, ds.num_classes)
+    x, y = ds.x_pool[:40], ds.y_pool[:40]
+    train(model, x, y, epochs=1, min_steps=10, lr=3e-2, batch_size=20, augment=False, seed=3)  # 2 equal batches
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    inputs = []
+    hook = bn.register_forward_pre_hook(lambda _, args: inputs.append(args[0]))
+    with torch.no_grad():
+        model(torch.as_tensor(x))
+    hook.remove()
+    torch.testing.assert_close(bn.running_mean, inputs[0].mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not model.training
+
+
+def test_a_model_without_batchnorm_is_trained_as_before(monkeypatch):
+    ds = load_dataset("digits")
+    monkeypatch.setattr(torch.optim.swa_utils, "update_bn", lambda *a, **k: pytest.fail("no batchnorm to update"))
+    train(build_model("mlp", ds.input_shape, ds.num_classes), ds.x_pool[:20], ds.y_pool[:20], epochs=1)
+
+
 # -- the GPU path: chosen only for CUDA -------------------------------------------------------------------------
 
 def test_cpu_takes_no_autocast_and_no_pinned_memory():
