@@ -85,7 +85,8 @@ class LocalLabelStudio:
         log = open(self.root / "server.log", "ab")
         self.proc = subprocess.Popen(
             [str(self.executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port),
-             "--username", EMAIL, "--password", self.password, "--user-token", self.legacy_token,
+             # --password=...: a password may start with "-", which argparse takes for an option when apart
+             "--username", EMAIL, f"--password={self.password}", "--user-token", self.legacy_token,
              "--enable-legacy-api-token"],
             cwd=self.root, env=self.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
