@@ -5,9 +5,10 @@ annotators) at a person's pace (1 s a label on average) to 400 labels, in three 
 
 - `full rounds, random cold start`: every round the full recipe (600 steps), random picks before the first model
   (how the system ran before issue 21);
-- `paced rounds, random cold start`: rounds as long as the pace of labeling allows (trainer/pacing.py);
+- `paced rounds, random cold start`: rounds as long as the pace of labeling allows (trainer/pacing.py): the
+  defaults;
 - `paced rounds, typical cold start`: and TypiClust picks on the untrained network's embedding before the first
-  model (the defaults now).
+  model (`aal-worker --cold-start typical`).
 
 Reported for each: seconds from the run's start to the first model (processes start, one batch is labeled, the
 first round trains), the share of labels a model chose (not random or typical cold-start picks, not the audit),

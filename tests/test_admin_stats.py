@@ -27,8 +27,8 @@ def origins(model=0, cold_start=0, random_strategy=0, audit=0, imported=0, typic
 
 def test_origins_message_before_and_after_the_first_model():
     assert origins_message(origins(), versions=0) == (
-        "No labels yet. No model yet: queries are the cold start's (typical items of the untrained network's "
-        "embedding, or random picks with aal-worker --cold-start random) until the first model arrives.")
+        "No labels yet. No model yet: queries are the cold start's (random picks, or typical items of the "
+        "untrained network's embedding with aal-worker --cold-start typical) until the first model arrives.")
     cold = origins_message(origins(cold_start=7), versions=0)
     assert cold.startswith("Of 7 labels, 0 (0%) were chosen by a model. 7 (100%) were random: 7 chosen at random "
                            "before any model existed (cold start).")

@@ -187,13 +187,13 @@ def test_a_worker_holding_an_encoder_starts_cold_with_typical_items(grpc_coordin
         assert stats["typical"] == 10 and stats["model"] == 0
 
 
-def test_before_any_model_a_worker_picks_typical_items_of_its_untrained_network_and_random_ones_if_told(
+def test_before_any_model_a_worker_picks_random_items_or_typical_ones_of_its_untrained_network_if_told(
         grpc_coordinator):
     address, _ = grpc_coordinator
     with CoordinatorClient(address) as client:
         recording = Recording(client)
         w = Selector(recording, WorkerConfig(worker_id="w0", shard_index=0, num_shards=2, strategy="margin",
-                                             batch_size=20, poll_seconds=0.01), dataset=DIGITS)
+                                             batch_size=20, poll_seconds=0.01, cold_start="typical"), dataset=DIGITS)
         assert w.step() == 10  # sized like the cold start
         [sent] = recording.of("submit_candidates")
         assert sent["strategy"] == "typiclust" and sent["model_version"] == 0
@@ -205,7 +205,7 @@ def test_before_any_model_a_worker_picks_typical_items_of_its_untrained_network_
         stats = admin.label_origins(client.export(include_payload=False))
         assert stats["typical"] == 10 and stats["cold_start"] == 0 and stats["model"] == 0
 
-        other = Recording(client)
+        other = Recording(client)  # the default
         Selector(other, WorkerConfig(worker_id="w1", shard_index=1, num_shards=2, strategy="margin", batch_size=20,
-                                     poll_seconds=0.01, cold_start="random"), dataset=DIGITS).step()
+                                     poll_seconds=0.01), dataset=DIGITS).step()
         assert other.of("submit_candidates")[0]["strategy"] == "random"

@@ -151,8 +151,8 @@ def origins_message(origins: dict, *, versions: int, per_model: float | None = N
             text += f" {part(origins['gold'])} {'was' if origins['gold'] == 1 else 'were'} of gold items (known " \
                     "answers, and annotators' labels of them)."
     if versions == 0:
-        text += (" No model yet: queries are the cold start's (typical items of the untrained network's embedding, "
-                 "or random picks with aal-worker --cold-start random) until the first model arrives.")
+        text += (" No model yet: queries are the cold start's (random picks, or typical items of the untrained "
+                 "network's embedding with aal-worker --cold-start typical) until the first model arrives.")
     elif only_encoders:
         text += (" No model trained on labels yet: queries are typical items of an encoder's embedding "
                  "until the first one arrives.")

@@ -33,8 +33,9 @@ from aal_rpc.selector.loop import COLD_STARTS
 @click.option("--poll-seconds", type=click.FloatRange(min=0.05, max=30), default=0.5, show_default=True,
               help="Longest wait for a new model before checking the pool's demand again.")
 @click.option("--cold-start", type=click.Choice(COLD_STARTS), default=WorkerConfig.cold_start, show_default=True,
-              help="Before any model: typical items (TypiClust) of the embedding the task's network gives at "
-                   "initial weights (a pretrained encoder's, once one is published), or random picks.")
+              help="Before any model: random picks, or typical items (TypiClust) of the embedding the task's "
+                   "network gives at initial weights. Either way, typical items of a pretrained encoder's embedding "
+                   "once one is published (aal-server --pretrain-steps).")
 @click.option("--cm-epsilon", type=click.FloatRange(min=0, min_open=True), default=None,
               help="cluster_margin: HAC distance threshold (default: half the median pairwise embedding distance).")
 @click.option("--cm-margin-pool-factor", type=click.FloatRange(min=1), default=10.0, show_default=True,
