@@ -10,10 +10,15 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
+import crc32c
+
 from aal_rpc.errors import InvalidArgument, ResourceExhausted
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: well under the 4 MiB message limit, large enough to keep streaming cheap
 HUGE_PAGE_BYTES = 2 << 20  # x86-64's transparent huge page; smaller blobs are received into plain memory
+# crc32c computes CRC-32C with the CPU's CRC instructions (12 GB/s here, against zlib's CRC-32 at 2.3) where it
+# has them, or else in software, no faster than zlib: a download is checked by CRC-32C only in hardware
+FAST_CRC32C = bool(crc32c.hardware_based)
 
 
 def iter_chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -27,10 +32,10 @@ def sha256_hex(data: bytes) -> str:
 
 
 def assemble(chunks: Iterable[bytes], *, size_bytes: int, max_bytes: int, sha256: str | None = None,
-             crc32: int | None = None) -> memoryview:
+             crc32: int | None = None, crc32c: int | None = None) -> memoryview:
     """Join chunks, rejecting oversized chunks or totals, a short (truncated) stream, or a digest mismatch: the
-    sha256 when given, else the CRC-32 (a download's transport check, see DownloadModelResponse.crc32), computed on a
-    helper thread as the chunks arrive.
+    sha256 when given, else a download's transport check (DownloadModelResponse): the CRC-32C when it is given and
+    FAST_CRC32C, else the CRC-32. The digest is computed on a helper thread as the chunks arrive.
 
     Returns a writable view of memory allocated once at the announced size (receive_buffer): each chunk is copied
     into place on the check's thread, while the receiving thread takes the next, and nothing copies the whole blob
@@ -43,7 +48,12 @@ def assemble(chunks: Iterable[bytes], *, size_bytes: int, max_bytes: int, sha256
         view[end:end + len(chunk)] = chunk  # _receive has checked that it fits
         end += len(chunk)
 
-    check = _sha256_check(sha256, put) if sha256 is not None else _crc32_check(crc32, put)
+    if sha256 is not None:
+        check = _sha256_check(sha256, put)
+    elif crc32c is not None and FAST_CRC32C:
+        check = _crc32c_check(crc32c, put)
+    else:
+        check = _crc32_check(crc32, put)
     _receive(chunks, _ignore, size_bytes=size_bytes, max_bytes=max_bytes, check=check)
     return view
 
@@ -104,6 +114,10 @@ def crc32_of(data: bytes) -> int:
     return zlib.crc32(data)
 
 
+def crc32c_of(data: bytes) -> int:
+    return crc32c.crc32c(data)
+
+
 class _Check:
     """A digest over a sequence of chunks, computed on its own thread while chunks keep arriving (hashlib and
     zlib release the GIL for large buffers), so verifying costs little more than receiving."""
@@ -146,3 +160,10 @@ def _crc32_check(expected: int | None, place: Callable[[bytes], None] = _ignore)
         crc[0] = zlib.crc32(chunk, crc[0])
 
     return _Check("CRC-32", update, lambda: expected is None or crc[0] == expected, place)
+
+
+def _crc32c_check(expected: int, place: Callable[[bytes], None] = _ignore) -> _Check:
+    """CRC-32C in hardware (crc32c, which releases the GIL for large buffers as zlib does): the same check of a
+    transfer as _crc32_check, for a fifth of its CPU."""
+    crc = crc32c.CRC32CHash()
+    return _Check("CRC-32C", crc.update, lambda: crc.checksum == expected, place)

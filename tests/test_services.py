@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aal_rpc.chunking import CHUNK_BYTES, sha256_hex
+from aal_rpc.chunking import CHUNK_BYTES, crc32_of, crc32c_of, sha256_hex
 from aal_rpc.client import AnnotationClient, CoordinatorClient
 from aal_rpc.models import build_model
 from aal_rpc.proto.v1 import (annotation_pb2, annotation_pb2_grpc, selection_pb2, selection_pb2_grpc, training_pb2,
@@ -118,6 +118,7 @@ def test_upload_download_round_trip_in_chunks(env):
     stub = selection_pb2_grpc.SelectionServiceStub(channel)
     msgs = list(stub.DownloadModel(selection_pb2.DownloadModelRequest(version=0), timeout=10))
     assert msgs[0].WhichOneof("part") == "info"
+    assert (msgs[0].crc32, msgs[0].crc32c) == (crc32_of(data), crc32c_of(data))  # the transfer's two checks
     assert all(len(m.chunk) <= CHUNK_BYTES for m in msgs[1:])
     got_info, got = client.download_model(1)
     assert got == data and got_info.sha256 == sha256_hex(data)
@@ -206,7 +207,7 @@ def test_label_stream_follows_new_labels(env):
 
 
 def test_a_download_chunk_is_read_without_parsing_and_checked_by_crc32():
-    from aal_rpc.chunking import assemble, crc32_of
+    from aal_rpc.chunking import assemble
     from aal_rpc.client.coordinator import download_part
     from aal_rpc.errors import InvalidArgument
     from aal_rpc.proto.v1 import selection_pb2
@@ -229,3 +230,27 @@ def test_a_download_chunk_is_read_without_parsing_and_checked_by_crc32():
         assemble(iter([chunks[0], bytes(flipped), *chunks[2:]]), size_bytes=len(data), crc32=crc, max_bytes=1 << 30)
     with pytest.raises(InvalidArgument, match="truncated"):
         assemble(iter(chunks[:1]), size_bytes=len(data), crc32=crc, max_bytes=1 << 30)
+
+
+def test_a_download_is_checked_by_crc32c_when_the_coordinator_sends_one_and_by_crc32_otherwise(monkeypatch):
+    from aal_rpc import chunking
+    from aal_rpc.chunking import assemble
+    from aal_rpc.errors import InvalidArgument
+
+    assert chunking.FAST_CRC32C  # google-crc32c's C implementation: else downloads fall back to zlib's CRC-32
+    data = bytes(range(256)) * 12_000
+    chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+    flipped = [chunks[0], bytes([chunks[1][0] ^ 1]) + chunks[1][1:], *chunks[2:]]
+    crc, crcc = crc32_of(data), crc32c_of(data)
+    assert crc != crcc
+    assert assemble(iter(chunks), size_bytes=len(data), crc32=crc, crc32c=crcc, max_bytes=1 << 30) == data
+    with pytest.raises(InvalidArgument, match="CRC-32C"):
+        assemble(iter(flipped), size_bytes=len(data), crc32=crc, crc32c=crcc, max_bytes=1 << 30)
+    with pytest.raises(InvalidArgument, match="CRC-32C"):  # the CRC-32C is the one checked
+        assemble(iter(chunks), size_bytes=len(data), crc32=crc, crc32c=crcc ^ 1, max_bytes=1 << 30)
+    # an older coordinator (no CRC-32C), or a client without the C implementation: zlib's CRC-32
+    assert assemble(iter(chunks), size_bytes=len(data), crc32=crc, max_bytes=1 << 30) == data
+    monkeypatch.setattr(chunking, "FAST_CRC32C", False)
+    assert assemble(iter(chunks), size_bytes=len(data), crc32=crc, crc32c=crcc ^ 1, max_bytes=1 << 30) == data
+    with pytest.raises(InvalidArgument, match="CRC-32 "):
+        assemble(iter(flipped), size_bytes=len(data), crc32=crc, crc32c=crcc, max_bytes=1 << 30)

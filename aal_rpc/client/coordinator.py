@@ -204,7 +204,7 @@ class CoordinatorClient(ChannelClient):
 
     def download_model(self, version: int = 0) -> tuple[ModelInfo, memoryview]:
         """A version's entry and weights (0: the latest). The weights are received in place into memory allocated
-        once (chunking.assemble), their CRC-32 checked as they arrive (InvalidArgument on a mismatch);
+        once (chunking.assemble), their CRC-32C (or CRC-32) checked as they arrive (InvalidArgument on a mismatch);
         serde.weights_from_bytes reads them without copying."""
         def once():
             stream = self._download(selection_pb2.DownloadModelRequest(version=version), timeout=TRANSFER_TIMEOUT,
@@ -213,7 +213,8 @@ class CoordinatorClient(ChannelClient):
             if not isinstance(first, selection_pb2.DownloadModelResponse) or first.WhichOneof("part") != "info":
                 raise ValueError("download stream did not start with the model info")
             info = serde.model_info_from_proto(first.info)
-            data = assemble(stream, size_bytes=info.size_bytes, crc32=first.crc32, max_bytes=MAX_DOWNLOAD_BYTES)
+            data = assemble(stream, size_bytes=info.size_bytes, crc32=first.crc32, max_bytes=MAX_DOWNLOAD_BYTES,
+                            crc32c=first.crc32c if first.HasField("crc32c") else None)
             return info, data
 
         return self._retrying(once)

@@ -21,7 +21,7 @@ from typing import TypeVar
 import grpc
 
 from aal_rpc import serde
-from aal_rpc.chunking import CHUNK_BYTES, crc32_of, iter_chunks
+from aal_rpc.chunking import CHUNK_BYTES, crc32_of, crc32c_of, iter_chunks
 from aal_rpc.coordinator.contract import Coordinator
 from aal_rpc.coordinator.contract import IMPORT_ANNOTATOR, ImportedLabel, ImportOutcome, SubmitOutcome
 from aal_rpc.coordinator.following import follow_records
@@ -336,7 +336,8 @@ class _DownloadStreams:
 
 
 def _serialized_download(info: ModelInfo, data: bytes) -> list[Serialized]:
-    head = selection_pb2.DownloadModelResponse(info=serde.model_info_to_proto(info), crc32=crc32_of(data))
+    head = selection_pb2.DownloadModelResponse(info=serde.model_info_to_proto(info), crc32=crc32_of(data),
+                                               crc32c=crc32c_of(data))
     return [Serialized(head.SerializeToString()),
             *(Serialized(selection_pb2.DownloadModelResponse(chunk=chunk).SerializeToString())
               for chunk in iter_chunks(data, CHUNK_BYTES))]

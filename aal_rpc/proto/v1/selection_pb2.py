@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from aal_rpc.proto.v1 import common_pb2 as aal__rpc_dot_proto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n aal_rpc/proto/v1/selection.proto\x12\x06\x61\x61l.v1\x1a\x1d\x61\x61l_rpc/proto/v1/common.proto\"D\n\x15GetLatestModelRequest\x12\x15\n\rafter_version\x18\x01 \x01(\x03\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"I\n\x16GetLatestModelResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12 \n\x05model\x18\x02 \x01(\x0b\x32\x11.aal.v1.ModelInfo\"\'\n\x14\x44ownloadModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\"b\n\x15\x44ownloadModelResponse\x12!\n\x04info\x18\x01 \x01(\x0b\x32\x11.aal.v1.ModelInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\r\n\x05\x63rc32\x18\x03 \x01(\x07\x42\x06\n\x04part\"\xa8\x01\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12 \n\x07payload\x18\x02 \x01(\x0b\x32\x0f.aal.v1.Payload\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x14\n\x07\x63luster\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\x05guess\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x11guess_probability\x18\x06 \x01(\x01\x42\n\n\x08_clusterB\x08\n\x06_guess\"|\n\x17SubmitCandidatesRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12%\n\ncandidates\x18\x04 \x03(\x0b\x32\x11.aal.v1.Candidate\"b\n\x18SubmitCandidatesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x11\n\trefreshed\x18\x02 \x01(\x03\x12\x10\n\x08rejected\x18\x03 \x01(\x03\x12\x0f\n\x07\x65victed\x18\x04 \x01(\x03\"q\n\x14GetShardStateRequest\x12\x13\n\x0bshard_index\x18\x01 \x01(\x05\x12\x12\n\nnum_shards\x18\x02 \x01(\x05\x12\x19\n\x11labeled_after_seq\x18\x03 \x01(\x03\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\"\xa2\x01\n\x15GetShardStateResponse\x12\x17\n\x0fqueued_item_ids\x18\x01 \x03(\t\x12\x18\n\x10labeled_item_ids\x18\x02 \x03(\t\x12\x1b\n\x13labeled_through_seq\x18\x03 \x01(\x03\x12\x0c\n\x04more\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65mand\x18\x05 \x01(\x03\x12\x1b\n\x13max_labels_per_item\x18\x06 \x01(\x05\x32\xd8\x02\n\x10SelectionService\x12O\n\x0eGetLatestModel\x12\x1d.aal.v1.GetLatestModelRequest\x1a\x1e.aal.v1.GetLatestModelResponse\x12N\n\rDownloadModel\x12\x1c.aal.v1.DownloadModelRequest\x1a\x1d.aal.v1.DownloadModelResponse0\x01\x12U\n\x10SubmitCandidates\x12\x1f.aal.v1.SubmitCandidatesRequest\x1a .aal.v1.SubmitCandidatesResponse\x12L\n\rGetShardState\x12\x1c.aal.v1.GetShardStateRequest\x1a\x1d.aal.v1.GetShardStateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n aal_rpc/proto/v1/selection.proto\x12\x06\x61\x61l.v1\x1a\x1d\x61\x61l_rpc/proto/v1/common.proto\"D\n\x15GetLatestModelRequest\x12\x15\n\rafter_version\x18\x01 \x01(\x03\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"I\n\x16GetLatestModelResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12 \n\x05model\x18\x02 \x01(\x0b\x32\x11.aal.v1.ModelInfo\"\'\n\x14\x44ownloadModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\"\x82\x01\n\x15\x44ownloadModelResponse\x12!\n\x04info\x18\x01 \x01(\x0b\x32\x11.aal.v1.ModelInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\r\n\x05\x63rc32\x18\x03 \x01(\x07\x12\x13\n\x06\x63rc32c\x18\x04 \x01(\x07H\x01\x88\x01\x01\x42\x06\n\x04partB\t\n\x07_crc32c\"\xa8\x01\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12 \n\x07payload\x18\x02 \x01(\x0b\x32\x0f.aal.v1.Payload\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x14\n\x07\x63luster\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\x05guess\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x11guess_probability\x18\x06 \x01(\x01\x42\n\n\x08_clusterB\x08\n\x06_guess\"|\n\x17SubmitCandidatesRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12%\n\ncandidates\x18\x04 \x03(\x0b\x32\x11.aal.v1.Candidate\"b\n\x18SubmitCandidatesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x11\n\trefreshed\x18\x02 \x01(\x03\x12\x10\n\x08rejected\x18\x03 \x01(\x03\x12\x0f\n\x07\x65victed\x18\x04 \x01(\x03\"q\n\x14GetShardStateRequest\x12\x13\n\x0bshard_index\x18\x01 \x01(\x05\x12\x12\n\nnum_shards\x18\x02 \x01(\x05\x12\x19\n\x11labeled_after_seq\x18\x03 \x01(\x03\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\"\xa2\x01\n\x15GetShardStateResponse\x12\x17\n\x0fqueued_item_ids\x18\x01 \x03(\t\x12\x18\n\x10labeled_item_ids\x18\x02 \x03(\t\x12\x1b\n\x13labeled_through_seq\x18\x03 \x01(\x03\x12\x0c\n\x04more\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65mand\x18\x05 \x01(\x03\x12\x1b\n\x13max_labels_per_item\x18\x06 \x01(\x05\x32\xd8\x02\n\x10SelectionService\x12O\n\x0eGetLatestModel\x12\x1d.aal.v1.GetLatestModelRequest\x1a\x1e.aal.v1.GetLatestModelResponse\x12N\n\rDownloadModel\x12\x1c.aal.v1.DownloadModelRequest\x1a\x1d.aal.v1.DownloadModelResponse0\x01\x12U\n\x10SubmitCandidates\x12\x1f.aal.v1.SubmitCandidatesRequest\x1a .aal.v1.SubmitCandidatesResponse\x12L\n\rGetShardState\x12\x1c.aal.v1.GetShardStateRequest\x1a\x1d.aal.v1.GetShardStateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,18 +38,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETLATESTMODELRESPONSE']._serialized_end=218
   _globals['_DOWNLOADMODELREQUEST']._serialized_start=220
   _globals['_DOWNLOADMODELREQUEST']._serialized_end=259
-  _globals['_DOWNLOADMODELRESPONSE']._serialized_start=261
-  _globals['_DOWNLOADMODELRESPONSE']._serialized_end=359
-  _globals['_CANDIDATE']._serialized_start=362
-  _globals['_CANDIDATE']._serialized_end=530
-  _globals['_SUBMITCANDIDATESREQUEST']._serialized_start=532
-  _globals['_SUBMITCANDIDATESREQUEST']._serialized_end=656
-  _globals['_SUBMITCANDIDATESRESPONSE']._serialized_start=658
-  _globals['_SUBMITCANDIDATESRESPONSE']._serialized_end=756
-  _globals['_GETSHARDSTATEREQUEST']._serialized_start=758
-  _globals['_GETSHARDSTATEREQUEST']._serialized_end=871
-  _globals['_GETSHARDSTATERESPONSE']._serialized_start=874
-  _globals['_GETSHARDSTATERESPONSE']._serialized_end=1036
-  _globals['_SELECTIONSERVICE']._serialized_start=1039
-  _globals['_SELECTIONSERVICE']._serialized_end=1383
+  _globals['_DOWNLOADMODELRESPONSE']._serialized_start=262
+  _globals['_DOWNLOADMODELRESPONSE']._serialized_end=392
+  _globals['_CANDIDATE']._serialized_start=395
+  _globals['_CANDIDATE']._serialized_end=563
+  _globals['_SUBMITCANDIDATESREQUEST']._serialized_start=565
+  _globals['_SUBMITCANDIDATESREQUEST']._serialized_end=689
+  _globals['_SUBMITCANDIDATESRESPONSE']._serialized_start=691
+  _globals['_SUBMITCANDIDATESRESPONSE']._serialized_end=789
+  _globals['_GETSHARDSTATEREQUEST']._serialized_start=791
+  _globals['_GETSHARDSTATEREQUEST']._serialized_end=904
+  _globals['_GETSHARDSTATERESPONSE']._serialized_start=907
+  _globals['_GETSHARDSTATERESPONSE']._serialized_end=1069
+  _globals['_SELECTIONSERVICE']._serialized_start=1072
+  _globals['_SELECTIONSERVICE']._serialized_end=1416
 # @@protoc_insertion_point(module_scope)

@@ -30,14 +30,16 @@ class DownloadModelRequest(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class DownloadModelResponse(_message.Message):
-    __slots__ = ("info", "chunk", "crc32")
+    __slots__ = ("info", "chunk", "crc32", "crc32c")
     INFO_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     CRC32_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
     info: _common_pb2.ModelInfo
     chunk: bytes
     crc32: int
-    def __init__(self, info: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+    crc32c: int
+    def __init__(self, info: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., crc32: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("item_id", "payload", "score", "cluster", "guess", "guess_probability")
