@@ -121,6 +121,29 @@ def test_a_tool_that_disconnects_gets_its_leases_back_by_the_rule_it_chose(make_
     assert s.labeled == 1 and s.queued + s.leased == 3
 
 
+def test_a_tool_that_leaves_gives_back_the_queries_still_on_their_way_and_keeps_those_it_received(
+        make_coordinator):
+    """keep_leases keeps what the tool received; close(received=n) sends back the queries pushed after the first n,
+    which it never saw, even while they were still on the wire, and the stream's end those pushed after it."""
+    c = make_coordinator(CoordinatorConfig(lease_seconds=60))
+    with annotation_stub(c) as stub:
+        tool = Tool(stub, want=3, keep_leases=True)
+        assert tool.read().dry
+        queue_items(c, 5)
+        tool.until_queries(3)  # pushed and sent; the tool says it saw only the first
+        tool.send(pb.SessionRequest(ref=2, close=pb.SessionClose(received=1)))
+        while (r := tool.read()).ref != 2:
+            pass
+        assert r.closed.given_back == 2
+        s = c.stats()
+        assert (s.leased, s.queued) == (1, 4)  # at once, before the answer
+        tool.send(pb.SessionRequest(want=2))  # a hostile tool asks again after close: pushed, and counted as unseen
+        tool.until_queries(5)
+        tool.end()
+    # when the stream ends, those go back too; the one query received runs to its deadline
+    assert wait_until(lambda: (c.stats().leased, c.stats().queued) == (1, 4), timeout=10)
+
+
 def test_malformed_sessions_end_with_invalid_argument_and_hostile_credit_is_bounded(make_coordinator):
     c = make_coordinator()
     queue_items(c, MAX_SESSION_WINDOW + 10)

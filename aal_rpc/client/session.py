@@ -121,6 +121,7 @@ class SessionStream:
         self._pending: dict[int, tuple[annotation_pb2.SessionRequest, Future]] = {}
         self._refs = itertools.count(1)
         self._credit = 0  # queries asked for and not yet received
+        self._received = 0  # queries received on the current stream (close says how many)
         self._dry = False  # the coordinator said S had nothing since credit was last asked for
         self._push_error: SessionError | None = None
         self._failed: grpc.RpcError | None = None  # the stream is gone for good
@@ -196,13 +197,15 @@ class SessionStream:
 
     def close(self, *, give_back: bool = True) -> None:
         """End the stream. With `give_back`, queries pushed but never taken go back to S first (they were never
-        shown to anyone)."""
+        shown to anyone), those still on their way included (SessionClose)."""
         if give_back:
             with self._cond:
                 untaken, self._buffer = list(self._buffer), collections.deque()
                 futures = [] if self._failed is not None else [
-                    self._send(release=annotation_pb2.SessionRelease(lease_id=q.lease_id, item_id=q.item_id))
-                    for q in untaken]
+                    *(self._send(release=annotation_pb2.SessionRelease(lease_id=q.lease_id, item_id=q.item_id))
+                      for q in untaken),
+                    # and those pushed but still on their way (the coordinator counts what it sent)
+                    self._send(close=annotation_pb2.SessionClose(received=self._received))]
             for fut in futures:  # once, without waiting out an outage: an untaken lease also runs out by itself
                 try:
                     fut.result(timeout=ANSWER_SECONDS)
@@ -253,6 +256,7 @@ class SessionStream:
                 # a new stream: open again, ask again for the credit not served, send again what was not answered
                 outbox: queue.Queue = queue.Queue()
                 outbox.put(annotation_pb2.SessionRequest(ref=0, want=self._credit, open=self._open))
+                self._received = 0
                 for msg, _ in self._pending.values():
                     outbox.put(annotation_pb2.SessionRequest(ref=msg.ref, **{  # its credit is in the open's
                         msg.WhichOneof("command"): getattr(msg, msg.WhichOneof("command"))}))
@@ -282,6 +286,7 @@ class SessionStream:
             for q in r.queries:
                 self._buffer.append(leased_query(q))
                 self._credit = max(0, self._credit - 1)
+            self._received += len(r.queries)
             if r.dry:
                 self._dry = True
             kind = r.WhichOneof("answer")

@@ -12,7 +12,8 @@ A session is three coroutines over one stream:
 The reader handles one message at a time and the outbox is bounded, so a tool that sends without reading stops
 being read (gRPC's flow control holds it): a session's memory does not grow with what a client sends. The leases
 the session holds when the stream ends go back to S at once unless the tool opened it with keep_leases (then
-they run to their deadline, as a unary lease does).
+they run to their deadline, as a unary lease does). A tool that leaves says so first (`close`, with how many
+queries it received): the queries sent after those never reached it, and go back to S whatever keep_leases says.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class Session:
         self._room = asyncio.Event()  # set while there is credit
         self._granted_since_dry = False
         self._held: dict[str, Query] = {}  # lease id -> query pushed and not yet labeled or released
+        self._sent: dict[str, int] = {}  # lease id of a held query -> its position among the queries sent
+        self._sent_count = 0
+        self._received: int | None = None  # set by close: the queries the tool received; the rest go back
         self._outbox: asyncio.Queue[annotation_pb2.SessionResponse | None] = asyncio.Queue(OUTBOX)
 
     async def run(self, requests: AsyncIterator[annotation_pb2.SessionRequest]
@@ -101,15 +105,19 @@ class Session:
         tasks = [reader, asyncio.ensure_future(self._fill())]
         try:
             while (response := await self._outbox.get()) is not None:
-                yield self._merge(response)
+                response = self._merge(response)
+                for q in response.queries:
+                    self._sent[q.lease_id] = self._sent_count
+                    self._sent_count += 1
+                yield response
             await asyncio.wait([reader])  # the tool is done sending, or sent what ends the stream
             if reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
         finally:
             for t in tasks:
                 t.cancel()
-            if not self._keep_leases:
-                for q in self._held.values():
+            for q in self._held.values():
+                if not self._keep_leases or self._on_its_way(q.lease_id):
                     self._give_back(self._annotator, q)
             self._held.clear()
 
@@ -128,6 +136,15 @@ class Session:
                 response.queries.extend(nxt.queries)
                 response.dry = response.dry or nxt.dry
         return response
+
+    def _on_its_way(self, lease_id: str) -> bool:
+        """Whether a held query had not reached the tool when it said it was leaving (close)."""
+        return self._received is not None and self._sent.get(lease_id, self._received) >= self._received
+
+    def _settled(self, lease_id: str) -> None:
+        """A held lease was labeled, released or given back: the session no longer answers for it."""
+        self._held.pop(lease_id, None)
+        self._sent.pop(lease_id, None)
 
     def _grant(self, want: int) -> None:
         if want:
@@ -183,7 +200,7 @@ class Session:
                 pending = await self._call(self.c.record_label, lease_id=m.lease_id, item_id=m.item_id,
                                            label=m.label, annotator_id=self._annotator, labeler=m.labeler)
                 seq, duplicate = await pending.wait()
-                self._held.pop(m.lease_id, None)
+                self._settled(m.lease_id)
                 return annotation_pb2.SessionResponse(labeled=annotation_pb2.SubmitLabelResponse(
                     seq=seq, duplicate=duplicate))
             if kind == "release":
@@ -193,8 +210,11 @@ class Session:
                                  skip=r.reason == annotation_pb2.RELEASE_REASON_SKIP,
                                  defer=r.reason == annotation_pb2.RELEASE_REASON_DEFER,
                                  defer_seconds=r.defer_seconds)
-                self._held.pop(r.lease_id, None)
+                self._settled(r.lease_id)
                 return annotation_pb2.SessionResponse(released=annotation_pb2.ReleaseQueryResponse())
+            if kind == "close":
+                return annotation_pb2.SessionResponse(closed=annotation_pb2.SessionClosed(
+                    given_back=await self._close(msg.close.received)))
             n = msg.renew
             deadline = await self._call(self.c.renew_lease, lease_id=n.lease_id, item_id=n.item_id,
                                         annotator_id=self._annotator,
@@ -202,6 +222,19 @@ class Session:
             return annotation_pb2.SessionResponse(renewed=annotation_pb2.RenewLeaseResponse(deadline_unix=deadline))
         except Exception as exc:  # noqa: BLE001 - a command's failure is its answer; the stream goes on
             return annotation_pb2.SessionResponse(error=self._error(exc))
+
+    async def _close(self, received: int) -> int:
+        """The tool is leaving, having received `received` queries: no more pushes, and the held queries sent
+        after those (or not sent yet) go back to S before the answer; a push already under way when this ran goes
+        back when the stream ends. How many went back."""
+        self._received = received
+        self._credit = 0
+        self._room.clear()
+        back = [q for lease_id, q in self._held.items() if self._on_its_way(lease_id)]
+        for q in back:
+            self._settled(q.lease_id)
+        await asyncio.gather(*(asyncio.wrap_future(self._give_back(self._annotator, q)) for q in back))
+        return len(back)
 
     def _error(self, exc: Exception) -> annotation_pb2.SessionError:
         if not isinstance(exc, AalError) and not self.c.closing:

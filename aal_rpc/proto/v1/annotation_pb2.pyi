@@ -167,20 +167,22 @@ class GetItemResponse(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., state: _Optional[_Union[ItemState, str]] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., current: _Optional[_Union[_common_pb2.LabeledRecord, _Mapping]] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("ref", "want", "open", "label", "release", "renew")
+    __slots__ = ("ref", "want", "open", "label", "release", "renew", "close")
     REF_FIELD_NUMBER: _ClassVar[int]
     WANT_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     RENEW_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
     ref: int
     want: int
     open: SessionOpen
     label: SessionLabel
     release: SessionRelease
     renew: SessionRenew
-    def __init__(self, ref: _Optional[int] = ..., want: _Optional[int] = ..., open: _Optional[_Union[SessionOpen, _Mapping]] = ..., label: _Optional[_Union[SessionLabel, _Mapping]] = ..., release: _Optional[_Union[SessionRelease, _Mapping]] = ..., renew: _Optional[_Union[SessionRenew, _Mapping]] = ...) -> None: ...
+    close: SessionClose
+    def __init__(self, ref: _Optional[int] = ..., want: _Optional[int] = ..., open: _Optional[_Union[SessionOpen, _Mapping]] = ..., label: _Optional[_Union[SessionLabel, _Mapping]] = ..., release: _Optional[_Union[SessionRelease, _Mapping]] = ..., renew: _Optional[_Union[SessionRenew, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ...) -> None: ...
 
 class SessionOpen(_message.Message):
     __slots__ = ("annotator_id", "lease_seconds", "keep_leases")
@@ -226,6 +228,18 @@ class SessionRenew(_message.Message):
     lease_seconds: float
     def __init__(self, lease_id: _Optional[str] = ..., item_id: _Optional[str] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
 
+class SessionClose(_message.Message):
+    __slots__ = ("received",)
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    def __init__(self, received: _Optional[int] = ...) -> None: ...
+
+class SessionClosed(_message.Message):
+    __slots__ = ("given_back",)
+    GIVEN_BACK_FIELD_NUMBER: _ClassVar[int]
+    given_back: int
+    def __init__(self, given_back: _Optional[int] = ...) -> None: ...
+
 class SessionError(_message.Message):
     __slots__ = ("code", "message")
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -241,13 +255,14 @@ class SessionOpened(_message.Message):
     def __init__(self, annotator_id: _Optional[str] = ...) -> None: ...
 
 class SessionResponse(_message.Message):
-    __slots__ = ("ref", "opened", "labeled", "released", "renewed", "error", "queries", "dry")
+    __slots__ = ("ref", "opened", "labeled", "released", "renewed", "error", "closed", "queries", "dry")
     REF_FIELD_NUMBER: _ClassVar[int]
     OPENED_FIELD_NUMBER: _ClassVar[int]
     LABELED_FIELD_NUMBER: _ClassVar[int]
     RELEASED_FIELD_NUMBER: _ClassVar[int]
     RENEWED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     DRY_FIELD_NUMBER: _ClassVar[int]
     ref: int
@@ -256,6 +271,7 @@ class SessionResponse(_message.Message):
     released: ReleaseQueryResponse
     renewed: RenewLeaseResponse
     error: SessionError
+    closed: SessionClosed
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     dry: bool
-    def __init__(self, ref: _Optional[int] = ..., opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., labeled: _Optional[_Union[SubmitLabelResponse, _Mapping]] = ..., released: _Optional[_Union[ReleaseQueryResponse, _Mapping]] = ..., renewed: _Optional[_Union[RenewLeaseResponse, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., dry: _Optional[bool] = ...) -> None: ...
+    def __init__(self, ref: _Optional[int] = ..., opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., labeled: _Optional[_Union[SubmitLabelResponse, _Mapping]] = ..., released: _Optional[_Union[ReleaseQueryResponse, _Mapping]] = ..., renewed: _Optional[_Union[RenewLeaseResponse, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., closed: _Optional[_Union[SessionClosed, _Mapping]] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., dry: _Optional[bool] = ...) -> None: ...
