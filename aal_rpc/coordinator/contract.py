@@ -160,8 +160,6 @@ class Pending(Generic[T]):
         if self._written is not None:
             try:
                 await asyncio.shield(asyncio.wrap_future(self._written))
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # noqa: BLE001 - as in result()
                 raise await loop.run_in_executor(None, self._failed, exc) from None
         return self.value

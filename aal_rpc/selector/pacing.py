@@ -25,6 +25,11 @@ INTERVAL_WEIGHT = 0.5  # weight of the newest version interval in its moving ave
 REFILL_WEIGHT = 0.5  # weight of the newest top-up's lead time in its moving average
 
 
+def moving_average(average: float | None, value: float, weight: float) -> float:
+    """An exponential moving average given its newest value at `weight`: the value itself while there is none."""
+    return value if average is None else weight * value + (1 - weight) * average
+
+
 class Pacing:
     """The label rate and the time between model versions, as a worker observes them, and the batch they imply.
 
@@ -42,7 +47,7 @@ class Pacing:
         self._labels = LabelRate()  # from L's last sequence number over time
         self._last_version: tuple[int, float] | None = None  # (version, created_at) of the newest version seen
         self.interval: float | None = None  # seconds between versions (moving average)
-        self.refill = 0.0  # seconds a top-up takes to reach S (moving average; 0 until one is seen)
+        self.refill: float | None = None  # seconds a top-up takes to reach S (moving average; None until one is seen)
 
     def observe_labels(self, seq: int, now: float) -> None:
         """L's last sequence number is `seq` at `now` (monotonic seconds)."""
@@ -63,13 +68,12 @@ class Pacing:
             if info.version <= version or info.created_at <= created_at:
                 return
             gap = (info.created_at - created_at) / (info.version - version)
-            self.interval = gap if self.interval is None else \
-                INTERVAL_WEIGHT * gap + (1 - INTERVAL_WEIGHT) * self.interval
+            self.interval = moving_average(self.interval, gap, INTERVAL_WEIGHT)
         self._last_version = (info.version, info.created_at)
 
     def observe_refill(self, seconds: float) -> None:
         """A top-up reached S `seconds` after the worker decided on it (and after its wait to look again)."""
-        self.refill = seconds if not self.refill else REFILL_WEIGHT * seconds + (1 - REFILL_WEIGHT) * self.refill
+        self.refill = moving_average(self.refill, seconds, REFILL_WEIGHT)
 
     def batch(self) -> int | None:
         """Candidates this worker should hold in S from its current model: its share of the labels expected before
@@ -78,4 +82,5 @@ class Pacing:
         rate = self.rate
         if rate is None or self.interval is None:
             return None
-        return max(1, math.ceil((self.margin * self.interval + 2 * self.refill) * rate / self.num_shards))
+        refill = self.refill or 0.0
+        return max(1, math.ceil((self.margin * self.interval + 2 * refill) * rate / self.num_shards))
