@@ -4,13 +4,14 @@ change of contact however many calls fail."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 
 import grpc
 import pytest
 
-from aal_rpc.client.retry import Contact, call_with_retry
+from aal_rpc.client.retry import PROBE_TIMEOUT, ChannelClient, Contact, call_with_retry
 
 
 class Failure(grpc.RpcError):
@@ -80,3 +81,28 @@ def test_contact_is_logged_once_when_lost_and_once_when_regained(caplog):
     assert len(lines) == 2, lines
     assert lines[0].startswith("lost contact with the coordinator at coordinator:1 (UNAVAILABLE: Socket closed)")
     assert lines[1].startswith("regained contact with the coordinator at coordinator:1 after")
+
+
+def test_stop_retrying_cancels_the_call_on_its_way():
+    """A daemon stopped while the coordinator is gone: the call it is in ends now with CANCELLED, not at its deadline
+    (DEADLINE_EXCEEDED, then no retry, is what the call would end with if it were left to run)."""
+    with socket.socket() as gone:  # accepts connections and never answers: a coordinator that stopped responding
+        gone.bind(("127.0.0.1", 0))
+        gone.listen()
+        client = ChannelClient(f"127.0.0.1:{gone.getsockname()[1]}", retry_for=None, channel=None, security=None)
+        ended: list[grpc.StatusCode] = []
+
+        def ask():
+            try:
+                client.wait_until_answering()
+            except grpc.RpcError as exc:
+                ended.append(exc.code())
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        while not client._calls:  # the call is on its way
+            time.sleep(0.01)
+        client.stop_retrying()
+        asker.join(PROBE_TIMEOUT * 2)
+        client.close()
+    assert ended == [grpc.StatusCode.CANCELLED]

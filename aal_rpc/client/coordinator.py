@@ -178,8 +178,8 @@ class CoordinatorClient(ChannelClient):
             for chunk in iter_chunks(data, CHUNK_BYTES):
                 yield training_pb2.UploadModelRequest(chunk=chunk)
 
-        resp = self._retrying(lambda: self._training.UploadModel(requests(), timeout=TRANSFER_TIMEOUT,
-                                                                 wait_for_ready=self.wait_for_ready))
+        resp = self._retrying(lambda: self._awaited(self._training.UploadModel.future(
+            requests(), timeout=TRANSFER_TIMEOUT, wait_for_ready=self.wait_for_ready)))
         return serde.model_info_from_proto(resp.model)
 
     def begin_round(self, *, server_id: str, num_labels: int, round_seconds: float) -> tuple[float, str]:
@@ -207,15 +207,16 @@ class CoordinatorClient(ChannelClient):
         once (chunking.assemble), their CRC-32C (or CRC-32) checked as they arrive (InvalidArgument on a mismatch);
         serde.weights_from_bytes reads them without copying."""
         def once():
-            stream = self._download(selection_pb2.DownloadModelRequest(version=version), timeout=TRANSFER_TIMEOUT,
-                                    wait_for_ready=self.wait_for_ready)
-            first = next(stream)
-            if not isinstance(first, selection_pb2.DownloadModelResponse) or first.WhichOneof("part") != "info":
-                raise ValueError("download stream did not start with the model info")
-            info = serde.model_info_from_proto(first.info)
-            data = assemble(stream, size_bytes=info.size_bytes, crc32=first.crc32, max_bytes=MAX_DOWNLOAD_BYTES,
-                            crc32c=first.crc32c if first.HasField("crc32c") else None)
-            return info, data
+            request = selection_pb2.DownloadModelRequest(version=version)
+            with self._on_its_way(self._download(request, timeout=TRANSFER_TIMEOUT,
+                                                 wait_for_ready=self.wait_for_ready)) as stream:
+                first = next(stream)
+                if not isinstance(first, selection_pb2.DownloadModelResponse) or first.WhichOneof("part") != "info":
+                    raise ValueError("download stream did not start with the model info")
+                info = serde.model_info_from_proto(first.info)
+                data = assemble(stream, size_bytes=info.size_bytes, crc32=first.crc32, max_bytes=MAX_DOWNLOAD_BYTES,
+                                crc32c=first.crc32c if first.HasField("crc32c") else None)
+                return info, data
 
         return self._retrying(once)
 

@@ -14,6 +14,7 @@ when contact is lost, one when it is regained, however many calls and threads re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -157,7 +158,9 @@ class ChannelClient:
 
     `retry_for` (seconds, or None for no limit) bounds how long a call keeps retrying through an outage, and may
     be changed at any time. `wait_for_ready` False makes a call fail at once while the coordinator cannot be
-    reached (one-shot commands) instead of waiting for it within its deadline.
+    reached (one-shot commands) instead of waiting for it within its deadline. `stop_retrying` also cancels the
+    calls on their way at that moment: a daemon stopped while the coordinator is gone exits at once, not when
+    the call it was in reaches its deadline.
     """
 
     def __init__(self, target: str, *, retry_for: float | None, channel: grpc.Channel | None,
@@ -168,6 +171,8 @@ class ChannelClient:
         self.wait_for_ready = wait_for_ready
         self.contact = contact_with(target)
         self._stop = threading.Event()
+        self._calls: set[grpc.Future] = set()  # calls on their way, which stop_retrying cancels
+        self._calls_lock = threading.Lock()
         self._channel = channel or create_channel(target, security)
         self._owns_channel = channel is None
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
@@ -184,8 +189,32 @@ class ChannelClient:
             self._channel.close()
 
     def stop_retrying(self) -> None:
-        """From now on a failed call is not retried (a daemon being stopped must not wait out an outage)."""
+        """From now on a failed call is not retried, and the calls on their way end now with CANCELLED (a daemon
+        being stopped must not wait out an outage). Calls begun later are made, without retries."""
         self._stop.set()
+        with self._calls_lock:
+            calls = list(self._calls)
+        for call in calls:
+            call.cancel()
+
+    @contextlib.contextmanager
+    def _on_its_way(self, call):
+        """Track `call` (a grpc call object) while the block runs, so that stop_retrying cancels it; a unary call's
+        future cancelled so is raised as itself (an RpcError with CANCELLED, which is never retried)."""
+        with self._calls_lock:
+            self._calls.add(call)
+        try:
+            yield call
+        except grpc.FutureCancelledError:
+            raise call from None
+        finally:
+            with self._calls_lock:
+                self._calls.discard(call)
+
+    def _awaited(self, call: grpc.Future):
+        """The result of a call begun with `.future(...)`, which stop_retrying cancels."""
+        with self._on_its_way(call):
+            return call.result()
 
     def check(self) -> None:
         """Ask the coordinator one question (GetTask) now, without waiting for it or retrying: the first call of a
@@ -202,7 +231,8 @@ class ChannelClient:
         return call_with_retry(fn, retry_for=self.retry_for, contact=self.contact, stop=self._stop)
 
     def _call(self, method, request, timeout: float):
-        return self._retrying(lambda: method(request, timeout=timeout, wait_for_ready=self.wait_for_ready))
+        return self._retrying(lambda: self._awaited(method.future(request, timeout=timeout,
+                                                                   wait_for_ready=self.wait_for_ready)))
 
 
 class ResumableStream:
