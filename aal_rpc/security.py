@@ -1,8 +1,8 @@
 """Role-scoped bearer tokens, the caller's identity, and TLS.
 
 Four roles, each allowed only its own service: annotators the AnnotationService, workers the
-SelectionService, servers the TrainingService, admins everything; workers may also read L without payloads
-(StreamLabels, METHOD_ROLES). GetTask is open to every role (all processes must agree on the task), and so are reflection and health watches (calls that stay open: a caller
+SelectionService, servers the TrainingService, admins everything; workers may also read L without payloads, and
+servers and workers the registry's entries and models (METHOD_ROLES). GetTask is open to every role (all processes must agree on the task), and so are reflection and health watches (calls that stay open: a caller
 without a token holds nothing); health checks need no token. A missing or unknown
 token gets UNAUTHENTICATED, a known token outside its role PERMISSION_DENIED. Clients send theirs as
 `authorization: Bearer <token>`; inside a call, `current_caller()` names who made it.
@@ -59,8 +59,13 @@ SERVICE_ROLES = {
 }
 ANY_ROLE_METHODS = frozenset({"/aal.v1.AdminService/GetTask"})
 # Methods open to more roles than their service: workers read L's labels, without payloads (TrainingService's
-# StreamLabels checks that), for adaptive re-labeling.
-METHOD_ROLES = {"/aal.v1.TrainingService/StreamLabels": frozenset({"server", "worker", "admin"})}
+# StreamLabels checks that), for adaptive re-labeling; servers read the registry and download its models (a
+# round's stop-set agreement with the latest model, the published pretrained encoder), as workers do.
+METHOD_ROLES = {
+    "/aal.v1.TrainingService/StreamLabels": frozenset({"server", "worker", "admin"}),
+    "/aal.v1.AdminService/ListModels": frozenset({"server", "worker", "admin"}),
+    "/aal.v1.SelectionService/DownloadModel": frozenset({"server", "worker", "admin"}),
+}
 # Calls that stay open (reflection streams, health watches) take a token of any role: a caller without one holds
 # nothing once refused. Health Check answers at once and stays open to probes.
 ANY_ROLE_PREFIXES = ("/grpc.reflection.", "/grpc.health.v1.Health/Watch")

@@ -160,3 +160,25 @@ def test_coordinator_health_port_option(tmp_path, procs, certs):
     assert health_line.startswith("health on 127.0.0.1:")
     assert _health(health_line.removeprefix("health on ")) == health_pb2.HealthCheckResponse.SERVING
     assert procs.stop("coordinator") == 0
+
+
+def test_a_server_token_trains_publishes_and_reads_the_registry(secured):
+    """aal-server with a token of the server role: a round reads the registry (the stop set's agreement with the
+    latest model) and servers download models (a published encoder, another server's latest), as workers do."""
+    from aal_rpc.selector.loop import Selector, WorkerConfig
+    from aal_rpc.trainer.loop import Trainer, TrainerConfig
+    from tests.test_loops import DIGITS
+
+    with client(secured, "wrk-token") as wrk:
+        Selector(wrk, WorkerConfig(worker_id="w", strategy="random", batch_size=12), dataset=DIGITS).step()
+    with AnnotationClient(secured, "alice", security=ClientSecurity(token="ann-token")) as a:
+        for _ in range(12):
+            q = a.lease()
+            a.submit(q, int(DIGITS.y_pool[DIGITS.index_of(q.item_id)]))
+    with client(secured, "srv-token") as srv:
+        Trainer(srv, TrainerConfig(server_id="s", epochs=1, min_labels=12), dataset=DIGITS).run(max_rounds=1)
+        [model] = srv.models()
+        info, weights = srv.download_model(model.version)
+        assert info.version == model.version and len(weights) == model.size_bytes
+    with client(secured, "ann-token") as ann:
+        assert code_of(ann.models) == grpc.StatusCode.PERMISSION_DENIED
