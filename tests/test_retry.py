@@ -106,3 +106,17 @@ def test_stop_retrying_cancels_the_call_on_its_way():
         asker.join(PROBE_TIMEOUT * 2)
         client.close()
     assert ended == [grpc.StatusCode.CANCELLED]
+
+
+def test_after_stop_retrying_a_call_fails_at_once_where_the_coordinator_is_gone():
+    """Calls a stopping daemon begins after stop_retrying are made once and do not wait for a coordinator that
+    cannot be reached: UNAVAILABLE now, not DEADLINE_EXCEEDED at the end of the call's deadline."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    client = ChannelClient(f"127.0.0.1:{port}", retry_for=None, channel=None, security=None)
+    client.stop_retrying()
+    with pytest.raises(grpc.RpcError) as info:
+        client.wait_until_answering()
+    client.close()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -168,7 +168,7 @@ class ChannelClient:
         self.target = target
         self.security = security
         self.retry_for = retry_for
-        self.wait_for_ready = wait_for_ready
+        self._wait_for_ready = wait_for_ready
         self.contact = contact_with(target)
         self._stop = threading.Event()
         self._calls: set[grpc.Future] = set()  # calls on their way, which stop_retrying cancels
@@ -188,9 +188,20 @@ class ChannelClient:
         if self._owns_channel:
             self._channel.close()
 
+    @property
+    def wait_for_ready(self) -> bool:
+        """Whether a call waits (within its deadline) for the coordinator to be reachable: as constructed, until
+        stop_retrying; from then on a call fails at once where the coordinator is gone."""
+        return self._wait_for_ready and not self._stop.is_set()
+
+    @wait_for_ready.setter
+    def wait_for_ready(self, value: bool) -> None:
+        self._wait_for_ready = value
+
     def stop_retrying(self) -> None:
         """From now on a failed call is not retried, and the calls on their way end now with CANCELLED (a daemon
-        being stopped must not wait out an outage). Calls begun later are made, without retries."""
+        being stopped must not wait out an outage). Calls begun later are made once, without waiting for a
+        coordinator that cannot be reached."""
         self._stop.set()
         with self._calls_lock:
             calls = list(self._calls)
