@@ -6,6 +6,7 @@ import http.client
 import json
 import select
 import socket
+import time
 
 import grpc
 import pytest
@@ -122,6 +123,20 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(grpc_coordinator, pr
     stream = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8))  # 32 KiB, and no last chunk
     assert raw_exchange(web, chunked, stream).startswith(b"HTTP/1.1 413")
     assert Http(web).api("login", {"name": "alice"})["annotator"] == "alice"  # and it goes on serving
+
+
+def test_a_client_that_leaves_before_its_body_came_costs_no_error(grpc_coordinator, procs):
+    """A request whose body never fully arrives, its client gone: no traceback in aal-web's log, and it serves on."""
+    web = start_web(procs, grpc_coordinator[0])
+    host, port = web.rsplit(":", 1)
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=WAIT) as sock:
+            sock.sendall(b"POST /api/login HTTP/1.1\r\nHost: " + web.encode() + b"\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: 100\r\n\r\n{")
+            time.sleep(0.2)
+    assert Http(web).api("login", {"name": "alice"})["annotator"] == "alice"
+    log = (procs.log_dir / "web.log").read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log
 
 
 # -- 5: a long poll holds no thread ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import anyio.to_thread
 import grpc
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -156,6 +156,9 @@ def api(handler):
             call = Call(request.app.state.sessions, request.app.state.throttle, client,
                         request.app.state.show_model_guess)
             result = await handler(call, args) if is_async else await run_in_threadpool(handler, call, args)
+        except ClientDisconnect:  # the client left before its request's body came: nobody to answer
+            log.debug("%s from %s: the client left before its request's body came", request.url.path, client or "?")
+            return Response(status_code=400)
         except Expired as exc:
             return _error(401, str(exc), expired=exc.what)
         except (NotHeld, NotLabeledHere) as exc:
