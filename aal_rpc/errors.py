@@ -1,5 +1,7 @@
 """Domain errors. Servicers turn each into its gRPC status; the core never imports grpc."""
 
+MAX_MESSAGE_CHARS = 1000  # of an error's message sent to a client: messages quote what the client sent
+
 
 class AalError(Exception):
     """Base class of errors a caller can act on."""
@@ -27,3 +29,13 @@ class Unavailable(AalError):
 
 class PermissionDenied(AalError):
     """The caller is known but may not do this (e.g. correct another annotator's label)."""
+
+
+def message_of(exc: Exception) -> str:
+    """`exc`'s message as a client is told it: at most MAX_MESSAGE_CHARS characters. Messages quote ids and names
+    from the request, which may be megabytes long: echoed whole, a status detail outgrew gRPC's metadata limit (the
+    client saw RESOURCE_EXHAUSTED instead of the status), and a session's queue of answers held megabytes each."""
+    text = str(exc)
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return f"{text[:MAX_MESSAGE_CHARS]}… ({len(text)} characters in all)"

@@ -234,8 +234,11 @@ def _as_caller(handler: grpc.RpcMethodHandler, caller: Principal, owned: frozens
         try:
             yield
         finally:
-            _OWNED.reset(owned_token)
-            _CALLER.reset(token)
+            # a stream's generator that grpcio left suspended (the client went away while a response waited to be
+            # sent) is closed later by asyncio's finalizer, in a task of its own: nothing of this call to undo there
+            with contextlib.suppress(ValueError):
+                _OWNED.reset(owned_token)
+                _CALLER.reset(token)
 
     return replace_behavior(handler, lambda behavior: around(behavior, as_caller))
 

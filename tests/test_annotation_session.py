@@ -5,6 +5,8 @@ mid-stream (no acknowledged label lost, none recorded twice)."""
 
 from __future__ import annotations
 
+import gc
+import logging
 import queue
 import signal
 import socket
@@ -124,7 +126,7 @@ def test_a_tool_that_disconnects_gets_its_leases_back_by_the_rule_it_chose(make_
 def test_a_tool_that_leaves_gives_back_the_queries_still_on_their_way_and_keeps_those_it_received(
         make_coordinator):
     """keep_leases keeps what the tool received; close(received=n) sends back the queries pushed after the first n,
-    which it never saw, even while they were still on the wire, and the stream's end those pushed after it."""
+    which it never saw, even while they were still on the wire, and nothing is pushed after it."""
     c = make_coordinator(CoordinatorConfig(lease_seconds=60))
     with annotation_stub(c) as stub:
         tool = Tool(stub, want=3, keep_leases=True)
@@ -137,8 +139,11 @@ def test_a_tool_that_leaves_gives_back_the_queries_still_on_their_way_and_keeps_
         assert r.closed.given_back == 2
         s = c.stats()
         assert (s.leased, s.queued) == (1, 4)  # at once, before the answer
-        tool.send(pb.SessionRequest(want=2))  # a hostile tool asks again after close: pushed, and counted as unseen
-        tool.until_queries(5)
+        tool.send(pb.SessionRequest(want=2))  # a hostile tool asks again after close: pushing has stopped for good
+        tool.send(pb.SessionRequest(ref=3, renew=pb.SessionRenew(lease_id="x", item_id="0")))
+        while (r := tool.read()).ref != 3:
+            pass
+        assert len(tool.queries) == 3 and (c.stats().leased, c.stats().queued) == (1, 4)
         tool.end()
     # when the stream ends, those go back too; the one query received runs to its deadline
     assert wait_until(lambda: (c.stats().leased, c.stats().queued) == (1, 4), timeout=10)
@@ -259,3 +264,56 @@ def test_a_token_names_the_session_annotator_and_a_worker_token_is_refused(tmp_p
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         srv.stop(grace=0)
+
+
+def _secured(tmp_path):
+    srv = create_coordinator_server("127.0.0.1:0", tmp_path / "d", TASK, CoordinatorConfig(), tokens={
+        "ann-token": Principal("annotator", "carol")})
+    return srv, f"127.0.0.1:{srv.port}"
+
+
+def test_a_refusal_quotes_a_long_id_in_a_bounded_message(tmp_path):
+    """An id of 20,000 characters that is not the token's: PERMISSION_DENIED with a message of bounded length, on the
+    unary calls and on the stream (echoed whole, the status outgrew gRPC's metadata limit: RESOURCE_EXHAUSTED)."""
+    srv, address = _secured(tmp_path)
+    try:
+        queue_items(srv.coordinator, 2)
+        for stream in (False, True):
+            with AnnotationClient(address, "z" * 20_000, security=ClientSecurity(token="ann-token"), retry_for=1,
+                                  stream=stream) as tool:
+                with pytest.raises(grpc.RpcError) as info:
+                    tool.lease(wait_seconds=1)
+                assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, stream
+                assert "carol" in info.value.details() and len(info.value.details()) < 1_100
+    finally:
+        srv.stop(grace=0)
+
+
+def test_a_tool_that_stops_reading_then_leaves_ends_its_session_without_an_error(tmp_path, caplog):
+    """A tool floods commands without reading the answers until the coordinator's writes wait on it, then cancels:
+    its leases come back and nothing is logged as an error (the stream's generator, left suspended by grpcio, is
+    closed later in a task of its own; its reader must not wait forever on answers nobody will send)."""
+    srv, address = _secured(tmp_path)
+    channel = grpc.insecure_channel(address)
+    try:
+        queue_items(srv.coordinator, 5)
+
+        def flood():
+            yield pb.SessionRequest(ref=1, want=3, open=pb.SessionOpen(keep_leases=False))
+            for ref in range(2, 60_000):
+                yield pb.SessionRequest(ref=ref, renew=pb.SessionRenew(lease_id="a" * 256, item_id="b"))
+
+        from aal_rpc.proto.v1 import annotation_pb2_grpc
+        call = annotation_pb2_grpc.AnnotationServiceStub(channel).AnnotationSession(
+            flood(), metadata=(("authorization", "Bearer ann-token"),))
+        assert wait_until(lambda: srv.coordinator.stats().leased == 3, timeout=10)
+        time.sleep(3)  # the answers back up: grpcio's window, then the session's outbox, then its reader
+        call.cancel()
+        assert wait_until(lambda: srv.coordinator.stats().leased == 0, timeout=10)
+        gc.collect()
+        time.sleep(0.5)  # what the collector finalized runs on the coordinator's loop
+    finally:
+        channel.close()
+        srv.stop(grace=0)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors

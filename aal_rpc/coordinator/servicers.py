@@ -31,7 +31,7 @@ from aal_rpc.coordinator.sessions import Session, query_to_proto
 from aal_rpc.coordinator.signals import long_poll_async
 from aal_rpc.coordinator.validation import check_wait
 from aal_rpc.errors import (AalError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
-                            ResourceExhausted, Unavailable)
+                            ResourceExhausted, Unavailable, message_of)
 from aal_rpc.proto.v1 import (admin_pb2, admin_pb2_grpc, annotation_pb2, annotation_pb2_grpc, selection_pb2,
                               selection_pb2_grpc, training_pb2, training_pb2_grpc)
 from aal_rpc.handlers import Serialized
@@ -66,7 +66,7 @@ def status_of(exc: Exception, closing: bool = False) -> grpc.StatusCode:
 
 async def _abort_for(servicer: _Servicer, context: grpc.aio.ServicerContext, exc: Exception):
     if isinstance(exc, AalError):
-        await context.abort(status_of(exc), str(exc))
+        await context.abort(status_of(exc), message_of(exc))
     if servicer.c.closing:  # calls still running when the store closes: the client retries elsewhere or later
         await context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator is shutting down")
     log.exception("internal error")

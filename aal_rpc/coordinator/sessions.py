@@ -31,7 +31,7 @@ from aal_rpc import serde
 from aal_rpc.coordinator.contract import Coordinator
 from aal_rpc.coordinator.lease_queue import LeaseQueue
 from aal_rpc.coordinator.validation import check_lease_request
-from aal_rpc.errors import AalError, InvalidArgument
+from aal_rpc.errors import AalError, InvalidArgument, message_of
 from aal_rpc.proto.v1 import annotation_pb2
 from aal_rpc.security import naming_labeler
 from aal_rpc.types import Query, provenance_sent
@@ -147,12 +147,13 @@ class Session:
         self._sent.pop(lease_id, None)
 
     def _grant(self, want: int) -> None:
-        if want:
+        if want and self._received is None:  # after close, pushing stops for good
             self._credit = min(MAX_SESSION_WINDOW, self._credit + want)
             self._granted_since_dry = True
             self._room.set()
 
     async def _read(self, requests: AsyncIterator[annotation_pb2.SessionRequest]) -> None:
+        ended = True  # False once cancelled: the stream is over and nobody empties the outbox any more
         try:
             while (msg := await _next(requests)) is not None:
                 kind = msg.WhichOneof("command")
@@ -167,8 +168,12 @@ class Session:
                     await self._outbox.put(answer)
                 else:
                     self._grant(msg.want)
+        except asyncio.CancelledError:
+            ended = False
+            raise
         finally:
-            await self._outbox.put(None)
+            if ended:
+                await self._outbox.put(None)
 
     async def _lease_into(self, answer: annotation_pb2.SessionResponse, want: int) -> int:
         """With no credit outstanding and nobody queued ahead, look at S once for the credit a command brings and
@@ -239,7 +244,8 @@ class Session:
     def _error(self, exc: Exception) -> annotation_pb2.SessionError:
         if not isinstance(exc, AalError) and not self.c.closing:
             log.exception("internal error in a session", exc_info=exc)
-        return annotation_pb2.SessionError(code=self._status_of(exc, self.c.closing).value[0], message=str(exc))
+        return annotation_pb2.SessionError(code=self._status_of(exc, self.c.closing).value[0],
+                                          message=message_of(exc))
 
     async def _fill(self) -> None:
         """Lease while there is credit: look once, then wait in the long polls' queue in arrival order."""
