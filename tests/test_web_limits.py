@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from aal_rpc.cli import web as web_cli
+from aal_rpc.web.guard import HEAD_SECONDS, MAX_PER_CLIENT
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.coordinator.app import create_coordinator_server
 from aal_rpc.coordinator.contract import CoordinatorConfig
@@ -389,3 +390,40 @@ def test_the_address_is_printed_once_aal_web_listens(grpc_coordinator, procs):
     with socket.create_connection((host, int(port)), timeout=WAIT):  # at once, no retry: refused if not listening
         pass
     assert Http(web).send("GET", "/")[0] == 200
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether aal-web closed this connection (reading it ends at once, or it was reset)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_slow_heads_are_cut_and_one_address_holds_a_share_of_the_connections(grpc_coordinator, procs):
+    """Slowloris: connections that never finish a request's head hold their places until HEAD_SECONDS, and one
+    address holds at most MAX_PER_CLIENT of them (past it a connection is closed at once), while another address
+    is served meanwhile."""
+    web = start_web(procs, grpc_coordinator[0])
+    host, port = web.rsplit(":", 1)
+    slow = []
+    try:
+        for _ in range(MAX_PER_CLIENT):
+            sock = socket.create_connection((host, int(port)), timeout=WAIT)
+            sock.sendall(b"GET /api/config HTTP/1.1\r\nHost: " + web.encode() + b"\r\nX-Slow: ")  # never ends
+            slow.append(sock)
+        with socket.create_connection((host, int(port)), timeout=WAIT) as one_more:
+            assert _closed(one_more)
+        # another address is served (loopback takes any 127.0.0.0/8 source)
+        with socket.create_connection((host, int(port)), timeout=WAIT, source_address=("127.0.0.2", 0)) as other:
+            other.sendall(b"GET / HTTP/1.1\r\nHost: " + web.encode() + b"\r\nConnection: close\r\n\r\n")
+            assert other.recv(64).startswith(b"HTTP/1.1 200")
+        for sock in slow:
+            sock.settimeout(HEAD_SECONDS + WAIT)
+        assert all(_closed(sock) for sock in slow)  # cut at HEAD_SECONDS, so the address's places are free again
+    finally:
+        for sock in slow:
+            sock.close()
+    assert Http(web).api("login", {"name": "alice"})["annotator"] == "alice"

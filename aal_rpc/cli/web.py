@@ -14,7 +14,7 @@ import click
 
 from aal_rpc.cli.common import TOKEN_ENV, coordinator_option, log_level_option, run_program
 from aal_rpc.grpc_utils import parse_address
-from aal_rpc.web.guard import MAX_BODY_BYTES, AllowedHosts
+from aal_rpc.web.guard import BODY_SECONDS, HEAD_SECONDS, MAX_BODY_BYTES, MAX_PER_CLIENT, AllowedHosts
 from aal_rpc.web.sessions import LONG_POLL_SECONDS, Limits
 from aal_rpc.web.throttle import LoginThrottle
 
@@ -44,7 +44,12 @@ Limits (each refusal is one log line):
     annotator over all their logins (--max-leases-per-annotator): 429
     past them (a page holds two)
   a lease's long poll: at most {LONG_POLL_SECONDS:g} s, holding no thread
-  connections at once: {MAX_CONNECTIONS} (503 past it)"""
+  connections at once: {MAX_CONNECTIONS} (503 past it); from one client
+    address: {MAX_PER_CLIENT} (closed at once past it, said once; not
+    counted behind a proxy, --forwarded-allow-ips)
+  a request's head: {HEAD_SECONDS:g} s from connecting or from the last
+    answer (the connection is closed, no log line); its body:
+    {BODY_SECONDS:g} s (408)"""
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -118,6 +123,7 @@ def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_
         import uvicorn
 
         from aal_rpc.web.app import create_app
+        from aal_rpc.web.connections import guarded_protocol
     except ImportError as exc:
         raise click.ClickException(f"aal-web needs the web extra ({exc.name} is missing): "
                                    "pip install 'aal-rpc[web]'") from exc
@@ -168,6 +174,9 @@ def main(coordinator, listen, allowed_hosts, forwarded_allow_ips, tls_cert, tls_
     config = uvicorn.Config(app, ssl_certfile=tls_cert and str(tls_cert), ssl_keyfile=tls_key and str(tls_key),
                             log_config=None, access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
                             server_header=False, limit_concurrency=MAX_CONNECTIONS,
+                            # slow heads and bodies are cut, and one address holds a share of the places (unless
+                            # behind a proxy, whose address every connection carries)
+                            http=guarded_protocol(None if forwarded_allow_ips is not None else MAX_PER_CLIENT),
                             proxy_headers=forwarded_allow_ips is not None,
                             forwarded_allow_ips=forwarded_allow_ips)
     try:

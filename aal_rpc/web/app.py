@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 import grpc
 from starlette.applications import Starlette
@@ -33,7 +34,7 @@ from aal_rpc.client import LeasedQuery
 from aal_rpc.security import TOKEN_CHARS
 from aal_rpc.types import strategy_shown
 from aal_rpc.web import LongPolls
-from aal_rpc.web.guard import LOOPBACK_NAMES, MAX_BODY_BYTES, AllowedHosts, HostGuard
+from aal_rpc.web.guard import BODY_SECONDS, LOOPBACK_NAMES, MAX_BODY_BYTES, AllowedHosts, HostGuard
 from aal_rpc.web.guidelines import class_descriptions, class_keys, guidelines_html
 from aal_rpc.web.sessions import LONG_POLL_SECONDS, AtLimit, Expired, NotHeld, NotLabeledHere, Sessions
 from aal_rpc.web.throttle import LoginThrottle, Throttled
@@ -118,15 +119,19 @@ def _error(status: int, message: str, headers: dict | None = None, **extra) -> J
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused (413) past `limit` bytes: at once when its Content-Length says so, else once that much of
-    a stream has come; what lies beyond is never read."""
+    a stream has come; what lies beyond is never read. One that takes longer than BODY_SECONDS to come: 408."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise HttpError(413 if declared.isdigit() else 400, f"a request body is at most {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HttpError(413, f"a request body is at most {limit} bytes")
+    try:
+        with anyio.fail_after(BODY_SECONDS):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise HttpError(413, f"a request body is at most {limit} bytes")
+    except TimeoutError:
+        raise HttpError(408, f"a request body must arrive within {BODY_SECONDS:g} s") from None
     return bytes(body)
 
 

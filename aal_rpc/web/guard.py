@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 log = logging.getLogger("aal.web")
 
 MAX_BODY_BYTES = 16 * 1024  # a request body: every request is a few short fields; a token is the longest
+HEAD_SECONDS = 15.0  # from a connection's opening (or its last answer) to a whole request head (connections.py)
+BODY_SECONDS = 30.0  # from a request's head to the end of its body
+MAX_PER_CLIENT = 512  # connections at once from one address: a team behind one NAT opens one or two a page
 ANY = "*"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("0.0.0.0", "::", "")  # listen addresses of every interface
