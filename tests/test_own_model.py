@@ -5,13 +5,16 @@ penultimate activations are the embedding; what cannot be built, or builds other
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
+import click
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from aal_rpc.cli.common import check_model
 from aal_rpc.errors import InvalidArgument
 from aal_rpc.models import Classifier, PlainClassifier, build_model, expected_shapes
 from aal_rpc.serde import load_weights_file, spec_fingerprint, weight_spec
@@ -51,6 +54,43 @@ def no_linear(input_shape, num_classes):
 
 def broken(input_shape, num_classes):
     raise RuntimeError("no GPU here")
+
+
+def head_first(input_shape, num_classes):
+    """The head registered before the layers its forward runs after: the last registered Linear is not the head."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.out = nn.Linear(HIDDEN, num_classes)
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), HIDDEN))
+
+        def forward(self, x):
+            return self.out(self.body(x).relu())
+    return Net()
+
+
+def too_wide(input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), num_classes + 4))
+
+
+class _FailsInEval(nn.Sequential):
+    def forward(self, x):
+        if not self.training:
+            raise RuntimeError("boom in eval")
+        return super().forward(x)
+
+
+def fails_in_eval(input_shape, num_classes):
+    return _FailsInEval(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), num_classes))
+
+
+class _Nan(nn.Sequential):
+    def forward(self, x):
+        return super().forward(x) * float("nan")
+
+
+def nan_out(input_shape, num_classes):
+    return _Nan(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), num_classes))
 '''
 
 _names = itertools.count()
@@ -198,3 +238,20 @@ def test_a_classifier_carries_its_input_normalization_in_its_weights():
     assert "input_mean" not in plain.state_dict()  # none given: the weights are as before
     with pytest.raises(ValueError, match="go together"):
         Classifier(features, 8, 3, input_mean=[0.5, 0.25])
+
+
+@pytest.mark.parametrize("factory, run, phrase", [
+    ("head_first", False, "its head gives 16 outputs for the task's 3 classes"),
+    ("too_wide", False, "its head gives 7 outputs for the task's 3 classes"),
+    ("fails_in_eval", True, "failed in eval mode: RuntimeError: boom in eval"),
+    ("nan_out", True, "not all finite (NaN or infinite) in train mode"),
+    ("plain", False, "bytes of weights, more than the registry takes (--max-weight-bytes 100)"),
+])
+def test_a_model_that_breaks_the_contract_is_refused_at_start_in_one_line(models, factory, run, phrase):
+    """Before any round: the head gives the task's classes (every process), a forward gives their finite logits in
+    both modes (servers and workers, which run it), and the weights fit the registry (the coordinator)."""
+    task = SimpleNamespace(architecture=f"{models}:{factory}", input_shape=(1, 8, 8), num_classes=3)
+    with pytest.raises(click.ClickException) as info:
+        check_model(task, run=run, max_weight_bytes=100)
+    assert phrase in info.value.message and "\n" not in info.value.message, info.value.message
+    check_model(SimpleNamespace(architecture=f"{models}:plain", input_shape=(1, 8, 8), num_classes=3), run=True)

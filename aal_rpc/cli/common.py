@@ -94,18 +94,27 @@ def model_option(fn):
              f"{ENTRY_POINTS} (README.md, 'Bring your own model').")(fn)
 
 
-def check_model(task, fingerprint: str = "") -> None:
+def check_model(task, fingerprint: str = "", *, run: bool = False, max_weight_bytes: int | None = None) -> None:
     """At start: end the command with one line naming the model and the cause unless this process can build the
-    task's architecture and, given the coordinator's `fingerprint` (GetTask), builds weights of the same names,
+    task's architecture; its head gives the task's classes and, with `run` (the processes that train or score
+    with it), a forward pass gives their logits (models.check_classifier); its weights are at most
+    `max_weight_bytes`; and, given the coordinator's `fingerprint` (GetTask), it builds weights of the same names,
     shapes and dtypes as the coordinator does."""
+    from aal_rpc.models import build_model, check_classifier, shape_model
     from aal_rpc.serde import spec_fingerprint, weight_spec
 
     name = task.architecture
     try:
         spec = weight_spec(name, task.input_shape, task.num_classes)
+        model = (build_model if run else shape_model)(name, task.input_shape, task.num_classes)
+        check_classifier(model, task.input_shape, task.num_classes, run=run)
     except Exception as exc:  # noqa: BLE001 - the user's module (ValueError), torchvision missing (RuntimeError)
         cause = " ".join(str(exc).split()).removeprefix(f"model {name!r}: ")
-        raise click.ClickException(f"cannot build the task's model {name!r}: {cause or type(exc).__name__}") from None
+        raise click.ClickException(f"cannot use the task's model {name!r}: {cause or type(exc).__name__}") from None
+    size = sum(t.element_size() * t.nelement() for t in model.state_dict().values())
+    if max_weight_bytes is not None and size > max_weight_bytes:
+        raise click.ClickException(f"the task's model {name!r} has {size:,} bytes of weights, more than the "
+                                   f"registry takes (--max-weight-bytes {max_weight_bytes:,})")
     mine = spec_fingerprint(spec)
     if fingerprint and mine != fingerprint:
         raise click.ClickException(

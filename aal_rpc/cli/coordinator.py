@@ -214,6 +214,9 @@ def serve_gold(coordinator, ds: Dataset, gold: dict[str, int]) -> None:
                    "on.")
 @click.option("--gold-share", type=click.FloatRange(min=0, max=1), default=0.05, show_default=True,
               help="With --gold: the share of leases that serve a gold item the annotator has not labeled yet.")
+@click.option("--max-weight-bytes", type=click.IntRange(min=1), default=DEFAULTS.max_weight_bytes, show_default=True,
+              help="The largest model's weights the registry takes; a task whose model is larger is refused at "
+                   "start, an upload past it RESOURCE_EXHAUSTED.")
 @click.option("--keep-models", type=click.IntRange(min=1), default=DEFAULTS.keep_models, show_default=True,
               help="How many weight blobs to keep.")
 @click.option("--max-workers", type=click.IntRange(min=4), default=DEFAULT_MAX_WORKERS, show_default=True,
@@ -239,7 +242,8 @@ def serve_gold(coordinator, ds: Dataset, gold: dict[str, int]) -> None:
 @click.pass_context
 def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guidelines, input_size, test_dataset,
          audit_share, model, mode, batch_size, pick, pool_capacity, lease_seconds, max_labels_per_model,
-         max_leases_per_annotator, labels_per_item, max_labels_per_item, gold_file, gold_share, keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port,
+         max_leases_per_annotator, labels_per_item, max_labels_per_item, gold_file, gold_share, max_weight_bytes,
+         keep_models, max_workers, seed, tokens_file, tls_cert, tls_key, tls_ca, metrics_port,
          health_port):
     """Run the pool coordinator."""
     host, _ = parse_address(listen)
@@ -262,14 +266,16 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
                                 guidelines, input_size, test_dataset, audit_share)
     except (RuntimeError, ConnectionError, ValueError, OSError) as exc:  # bad data, psycopg missing, no database
         raise click.ClickException(str(exc)) from exc
-    check_model(task)  # before the store records a task whose model cannot be built
+    # before the store records a task whose model cannot be built, or would be refused at every upload
+    check_model(task, max_weight_bytes=max_weight_bytes)
     if not tokens:
         log.warning("no tokens configured: authentication is off (see --tokens-file)")
     elif tls_cert is None:
         log.warning("tokens travel in the clear without TLS: anyone on the network path can read and replay "
                     "them (serve TLS with --tls-cert/--tls-key)")
     config = CoordinatorConfig(pool_capacity=pool_capacity, pick=pick, lease_seconds=lease_seconds,
-                               keep_models=keep_models, seed=seed, max_labels_per_model=max_labels_per_model,
+                               keep_models=keep_models, max_weight_bytes=max_weight_bytes, seed=seed,
+                               max_labels_per_model=max_labels_per_model,
                                max_leases_per_annotator=max_leases_per_annotator, labels_per_item=labels_per_item,
                                max_labels_per_item=max_labels_per_item,
                                gold_share=gold_share if gold_file is not None else 0.0)

@@ -116,7 +116,7 @@ def main(coordinator, server_id, epochs, min_steps, batch_size, lr, weight_decay
                            freeze_backbone=freeze_backbone)
     with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
         first_contact(client)
-        check_model(client.task(), client.weights_fingerprint())
+        check_model(client.task(), client.weights_fingerprint(), run=True)
         try:
             trainer = Trainer(client, config)
         except InvalidArgument as exc:  # --init-weights that are not the task's model's

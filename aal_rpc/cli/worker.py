@@ -64,7 +64,7 @@ def main(coordinator, worker_id, shard_index, num_shards, strategy, strategy_by_
                           if strategy == "cluster_margin" else {})
     with CoordinatorClient(coordinator, retry_for=None, security=security) as client:
         first_contact(client)
-        check_model(client.task(), client.weights_fingerprint())
+        check_model(client.task(), client.weights_fingerprint(), run=True)
         selector = Selector(client, config)
         on_termination(lambda: (client.stop_retrying(), selector.stop()))
         if hasattr(selector.strategy, "request_recluster"):

@@ -108,6 +108,42 @@ def build_model(architecture: str, input_shape: tuple[int, ...], num_classes: in
         raise ValueError(f"model {architecture!r}: {exc}") from None
 
 
+def check_classifier(model: Classifier, input_shape: tuple[int, ...], num_classes: int, *, run: bool) -> None:
+    """The contract every model keeps, checked before any round: its head (a plain module's last registered
+    nn.Linear) gives `num_classes` logits, and with `run` a forward pass on a batch of two inputs of `input_shape`,
+    in train mode and in eval mode, gives finite logits of shape (2, num_classes). ValueError in one line otherwise.
+    A head of the wrong width was trained and published, then broke the strategies that read the head
+    (Cluster-Margin, BADGE) and the predictions past the class list; a forward that fails ended aal-server's
+    first round with a traceback."""
+    out = model.head.out_features
+    if out != num_classes:
+        raise ValueError(f"its head gives {out} outputs for the task's {num_classes} classes (a plain module's last "
+                         "registered nn.Linear is its head: it must give the logits)")
+    if not run:
+        return
+    x = torch.zeros((2, *input_shape), dtype=input_dtype(model))
+    was_training = model.training
+    try:
+        for mode in ("train", "eval"):
+            model.train(mode == "train")
+            try:
+                with torch.no_grad():
+                    logits = model(x)
+            except Exception as exc:  # noqa: BLE001 - the user's forward: its failure, in one line
+                raise ValueError(f"a forward pass on two inputs of shape {tuple(input_shape)} failed in {mode} mode: "
+                                 f"{_cause(exc)}") from exc
+            shape = tuple(getattr(logits, "shape", ()))
+            if shape != (2, num_classes):
+                raise ValueError(f"a forward pass on two inputs of shape {tuple(input_shape)} gave "
+                                 f"{shape or type(logits).__name__} in {mode} mode, not logits of shape "
+                                 f"(2, {num_classes})")
+            if not torch.isfinite(logits).all():
+                raise ValueError(f"a forward pass on two inputs of shape {tuple(input_shape)} gave logits that are "
+                                 f"not all finite (NaN or infinite) in {mode} mode")
+    finally:
+        model.train(was_training)
+
+
 def _cause(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -133,5 +169,6 @@ def input_dtype(model: torch.nn.Module) -> torch.dtype:
     return getattr(model, "input_dtype", torch.float32)
 
 
-__all__ = ["ARCHITECTURES", "ENTRY_POINTS", "Classifier", "PlainClassifier", "build_model", "expected_shapes",
+__all__ = ["ARCHITECTURES", "ENTRY_POINTS", "Classifier", "PlainClassifier", "build_model", "check_classifier",
+           "expected_shapes",
            "input_dtype", "resolve_factory", "shape_model"]
