@@ -99,7 +99,12 @@ class ExportedModel:
 
     @property
     def reads_text(self) -> bool:
-        return self.card["architecture"] == TEXT_ARCHITECTURE
+        """The built-in text model, or one of yours that reads what it does: TEXT_LENGTH integer bucket ids."""
+        from aal_rpc.data.text import TEXT_LENGTH
+        from aal_rpc.models import input_dtype
+
+        return self.card["architecture"] == TEXT_ARCHITECTURE or (
+            self.input_shape == (TEXT_LENGTH,) and not input_dtype(self.module).is_floating_point)
 
     @property
     def reads_pictures(self) -> bool:

@@ -186,6 +186,41 @@ def test_predict_reads_texts_for_a_text_task_and_refuses_vector_tasks(tmp_path):
     assert r.exit_code == 1 and "vector" in r.stderr and "out of" in r.stderr and "Traceback" not in r.output
 
 
+OWN_TEXT_MODEL = """
+import torch
+from torch import nn
+
+
+class Bag(nn.Module):
+    input_dtype = torch.int64
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(1 << 16, 8, padding_idx=0)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.head(self.bag(x))
+
+
+def bag(input_shape, num_classes):
+    return Bag(num_classes)
+"""
+
+
+def test_predict_reads_texts_for_a_text_model_of_your_own(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "own_text_model.py").write_text(OWN_TEXT_MODEL)
+    name = "own_text_model:bag"
+    text_task = dataclasses.replace(WORDS, dataset="jsonl:x.jsonl", input_shape=(TEXT_LENGTH,), architecture=name)
+    info = ModelInfo(version=1, server_id="s", trained_seq=0, num_labels=0, architecture=name)
+    write_model(tmp_path / "t", text_task, info,
+                weights_to_bytes(build_model(name, text_task.input_shape, 10).state_dict()))
+    (tmp_path / "a.txt").write_text("a review of a film")
+    r = invoke("predict", "--model", tmp_path / "t", tmp_path / "a.txt")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 1, r.output
+
+
 def record(strategy: str, model_version: int) -> LabeledRecord:
     return LabeledRecord(seq=1, item_id="i", label=0, annotator_id="a", payload=None,
                          provenance=Provenance("w", strategy, model_version), queued_at=0, leased_at=0, labeled_at=0)
