@@ -266,4 +266,17 @@ def check_weights_file(path, spec: WeightSpec) -> None:
     except InvalidArgument:
         raise
     except Exception as exc:  # safetensors raises its own error types for malformed headers
-        raise InvalidArgument(f"weights are not valid safetensors: {exc}") from exc
+        raise InvalidArgument(f"weights are not valid safetensors: {exc}{_looks_like_pickle(path)}") from exc
+
+
+def _looks_like_pickle(path) -> str:
+    """A hint for a file torch.save wrote (a zip archive, or a bare pickle), which is never unpickled here."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return ""
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return (" (this looks like a torch.save file: weights are never unpickled here; write them with "
+                "safetensors.torch.save_file(model.state_dict(), PATH))")
+    return ""

@@ -119,3 +119,21 @@ def test_daemons_and_annotators_stop_at_once_on_a_refusal(coordinators, certs):
     one_line(r["server with a worker token"], "PERMISSION_DENIED", "TrainingService")
     one_line(r["worker without TLS"], "speaks TLS", "--tls-ca")
     one_line(r["oracle with an unknown token"], "refused the token", "UNAUTHENTICATED")
+
+
+def test_a_failure_of_the_models_own_code_ends_a_daemon_in_one_line(caplog):
+    """aal-server's rounds and aal-worker's scoring run the model on real data: a forward that fails there (or runs
+    out of memory) ends the command with one line naming it, the traceback at DEBUG only."""
+    import logging
+
+    import click
+    import pytest
+
+    from aal_rpc.cli.common import model_failures
+
+    with caplog.at_level(logging.DEBUG, logger="aal_rpc.cli.common"):
+        with pytest.raises(click.ClickException) as info:
+            with model_failures("a training round"):
+                raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+    assert info.value.message == "a training round failed: RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG] and caplog.records[0].exc_info

@@ -197,6 +197,9 @@ def test_init_weights_are_checked_against_the_architecture(models, tmp_path):
     (tmp_path / "pickle.pt").write_bytes(b"\x80\x04not safetensors")
     with pytest.raises(InvalidArgument, match="not valid safetensors"):
         load_weights_file(tmp_path / "pickle.pt", spec)
+    torch.save(mine, tmp_path / "saved.pt")  # never unpickled: the message says how to write safetensors instead
+    with pytest.raises(InvalidArgument, match="looks like a torch.save file.*save_file"):
+        load_weights_file(tmp_path / "saved.pt", spec)
 
 
 def test_the_trainer_starts_a_new_model_from_init_weights(models, tmp_path, grpc_coordinator):

@@ -123,3 +123,16 @@ def test_a_process_that_cannot_build_the_model_as_the_coordinator_does_stops_at_
     one_line(results["server, weights of another model"], "--init-weights", "do not match the task's architecture")
     one_line(results["coordinator without the module"], repr(model), f"no module named '{module}'")
     assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())  # no task recorded
+
+
+def test_an_experiment_whose_model_fails_its_forward_pass_ends_in_one_line(tmp_path):
+    """Servers and workers refuse a model whose forward pass fails (in eval mode here) at start; aal-experiment then
+    says so in one line instead of waiting for a model that never comes."""
+    folder = tmp_path / "models"
+    module = write_models(folder)
+    r = subprocess.run(command("experiment", "--dataset", "digits", "--model", f"{module}:fails_in_eval",
+                               "--servers", "1", "--workers", "1", "--annotators", "2", "--budget", "20",
+                               "--batch-size", "10", "--threads", "1", "--quiet", "--out", tmp_path / "run"),
+                       capture_output=True, text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL,
+                       env={**os.environ, **env(folder)})
+    one_line(r, "exited", "failed in eval mode: RuntimeError: boom in eval")

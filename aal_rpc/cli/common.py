@@ -7,6 +7,7 @@ exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -24,6 +25,8 @@ import click
 # gRPC's core logs at INFO (a failed TLS handshake, say) to stderr unless told otherwise; a command's error is
 # one line. Read when grpc is first imported, so every command module imports this module before anything else.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+log = logging.getLogger(__name__)
 
 COORDINATOR_ENV = "AAL_COORDINATOR"
 TOKEN_ENV = "AAL_TOKEN"
@@ -120,6 +123,18 @@ def check_model(task, fingerprint: str = "", *, run: bool = False, max_weight_by
         raise click.ClickException(
             f"model {name!r} builds weights of other names, shapes or dtypes here than at the coordinator (fingerprint "
             f"{mine[:12]} here, {fingerprint[:12]} there): run the version of it that the coordinator runs")
+
+
+@contextlib.contextmanager
+def model_failures(doing: str):
+    """A failure of the model's own code while `doing` (its forward or backward on real data, out of memory): the
+    command ends with one line naming it, its traceback logged at DEBUG (--log-level debug shows it)."""
+    try:
+        yield
+    except (RuntimeError, MemoryError, ValueError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        log.debug("%s failed", doing, exc_info=True)
+        text = " ".join(str(exc).split())[:500]
+        raise click.ClickException(f"{doing} failed: {type(exc).__name__}{': ' + text if text else ''}") from None
 
 
 def security_options(fn):

@@ -12,7 +12,7 @@ from aal_rpc.cli.common import model_option, strategy_list
 from aal_rpc.coordinator.query_pool import PICK_ORDERS
 from aal_rpc.coordinator.rules import MAX_LABELS_PER_ITEM
 from aal_rpc.data import DATASETS
-from aal_rpc.experiment import ExperimentConfig, run_experiment
+from aal_rpc.experiment import ExperimentConfig, ExperimentFailed, run_experiment
 from aal_rpc.experiment.suite import ARMS, SCALES, STUDIES, run_suite
 from aal_rpc.models import resolve_factory
 from aal_rpc.selector.loop import COLD_STARTS
@@ -89,7 +89,10 @@ def main(ctx, quiet, **options):
         cfg = ExperimentConfig(**options)
     except ValueError as exc:  # a crowd the coordinator would refuse, or one that could never finish an item
         raise click.UsageError(str(exc)) from None
-    summary = run_experiment(cfg, progress=not quiet)
+    try:
+        summary = run_experiment(cfg, progress=not quiet)
+    except ExperimentFailed as exc:
+        raise click.ClickException(str(exc)) from None
     brief = {k: summary[k] for k in ("final_accuracy", "retrained_accuracy", "random_accuracy", "labels",
                                      "model_versions", "labels_per_model", "cold_start_share", "typical_share",
                                      "wait_seconds", "labels_by_strategy", "crowd")}

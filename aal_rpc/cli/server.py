@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from aal_rpc.cli.common import (Command, check_model, coordinator_option, default_id, first_contact,
-                                log_level_option, on_termination, run_program, security_options, set_threads,
-                                threads_option)
+                                log_level_option, model_failures, on_termination, run_program, security_options,
+                                set_threads, threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.errors import InvalidArgument
 from aal_rpc.trainer import Trainer, TrainerConfig
@@ -122,7 +122,8 @@ def main(coordinator, server_id, epochs, min_steps, batch_size, lr, weight_decay
         except InvalidArgument as exc:  # --init-weights that are not the task's model's
             raise click.ClickException(f"--init-weights {init_weights}: {exc}") from None
         on_termination(lambda: (client.stop_retrying(), trainer.stop()))
-        trainer.run(max_rounds=max_rounds)
+        with model_failures("a training round"):
+            trainer.run(max_rounds=max_rounds)
 
 
 def run() -> None:

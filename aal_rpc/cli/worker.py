@@ -11,8 +11,8 @@ import signal
 import click
 
 from aal_rpc.cli.common import (Command, check_model, coordinator_option, default_id, first_contact,
-                                log_level_option, on_termination, run_program, security_options, set_threads,
-                                strategy_list, threads_option)
+                                log_level_option, model_failures, on_termination, run_program, security_options,
+                                set_threads, strategy_list, threads_option)
 from aal_rpc.client import CoordinatorClient
 from aal_rpc.strategies import STRATEGIES
 from aal_rpc.selector import Selector, WorkerConfig
@@ -69,7 +69,8 @@ def main(coordinator, worker_id, shard_index, num_shards, strategy, strategy_by_
         on_termination(lambda: (client.stop_retrying(), selector.stop()))
         if hasattr(selector.strategy, "request_recluster"):
             signal.signal(signal.SIGHUP, lambda *_: selector.strategy.request_recluster())
-        selector.run()
+        with model_failures("scoring the shard"):
+            selector.run()
 
 
 def run() -> None:

@@ -3,7 +3,7 @@
 The runner (torch, matplotlib) loads on first use.
 """
 
-__all__ = ["ExperimentConfig", "run_experiment"]
+__all__ = ["ExperimentConfig", "ExperimentFailed", "run_experiment"]
 
 
 def __getattr__(name: str):

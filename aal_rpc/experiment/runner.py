@@ -107,6 +107,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
     for stale in ("acks.jsonl", "waits.json", "labels.jsonl"):
         (out / stale).unlink(missing_ok=True)
     procs = ProcessGroup(out / "logs")
+    running = functools.partial(check_running, procs)
     strategies = cfg.worker_strategies()
     t0 = time.time()
     try:
@@ -131,7 +132,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
                 "--cold-start", cfg.cold_start,
                 "--seed", cfg.seed * 1000 + j, "--threads", cfg.threads, "--device", cfg.device))
         with CoordinatorClient(address, retry_for=30.0) as client:
-            _wait_until_serving(client, cfg.batch_size)
+            _wait_until_serving(client, cfg.batch_size, running)
         annotate = procs.start("annotate", command(
             "annotate", "--coordinator", address, "--oracle", "--annotators", cfg.annotators, "--budget", cfg.budget,
             "--delay", cfg.annotator_delay, "--accuracy", ",".join(map(str, cfg.annotator_accuracy)),
@@ -139,14 +140,14 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True) -> dict:
             "--acks-file", out / "acks.jsonl"), capture_stdout=True)
 
         with CoordinatorClient(address, retry_for=30.0) as client:
-            _follow_progress(client, annotate, cfg, progress)
+            _follow_progress(client, annotate, cfg, progress, running)
             assert annotate.stdout is not None  # capture_stdout=True
             annotate_summary = json.loads(annotate.stdout.read().decode().strip().splitlines()[-1])
             procs.stop("annotate")
             # a trainer learns each item once (with several labels per item, under one label: their consensus), so a
             # model on all of L has as many labels as L has items: the budget with one label per item, about a K-th
             # of it with K
-            final = _wait_for_final_model(client, client.stats().labeled)
+            final = _wait_for_final_model(client, client.stats().labeled, running)
             models = client.models()
             stats = client.stats()
             records = list(client.export(include_payload=cfg.eval_repeats > 0, latest_only=True))
@@ -313,18 +314,38 @@ def retrained_accuracies(cfg: ExperimentConfig, records: list) -> list[float]:
     return _train_and_score(cfg, ds, x, y, _eval_seeds(cfg, cfg.eval_repeats))
 
 
-def _wait_until_serving(client: CoordinatorClient, candidates: int) -> None:
+class ExperimentFailed(RuntimeError):
+    """A run that cannot go on (every server, or every worker, exited)."""
+
+
+def check_running(procs: ProcessGroup) -> None:
+    """Raise ExperimentFailed once every server or every worker has exited: nothing would train or select any more,
+    and the run would wait for a model or a query that never comes. The message quotes the first one's last log
+    line (a model that fails its forward pass, say)."""
+    for role in ("server", "worker"):
+        names = [n for n in procs.procs if n.startswith(f"{role}-")]
+        if names and all(procs.procs[n].poll() is not None for n in names):
+            log = procs.log_dir / f"{names[0]}.log"
+            lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+            raise ExperimentFailed(f"every {role} exited; {names[0]} said: {lines[-1] if lines else 'nothing'} "
+                                   f"(logs in {procs.log_dir})")
+
+
+def _wait_until_serving(client: CoordinatorClient, candidates: int, running) -> None:
     """Annotators arrive at a running system: wait until the workers have filled S with a first batch, so
-    process start-up (seconds of imports) is not counted as annotator wait in either mode."""
+    process start-up (seconds of imports) is not counted as annotator wait in either mode. `running()` (as in the
+    two below) raises ExperimentFailed once the run cannot go on."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while client.stats().queued < candidates and time.monotonic() < deadline:
+        running()
         time.sleep(0.2)
 
 
-def _follow_progress(client: CoordinatorClient, annotate, cfg: ExperimentConfig, progress: bool) -> None:
+def _follow_progress(client: CoordinatorClient, annotate, cfg: ExperimentConfig, progress: bool, running) -> None:
     with tqdm(total=cfg.budget, desc="labels", unit="label", disable=not progress, dynamic_ncols=True,
               mininterval=1.0) as bar:
         while annotate.poll() is None:
+            running()
             s = client.stats()
             bar.update(min(cfg.budget, s.last_seq) - bar.n)  # labels, not items (several labels per item)
             bar.set_postfix(model=f"v{s.latest_model_version}", queued=s.queued, leased=s.leased)
@@ -337,11 +358,12 @@ def _follow_progress(client: CoordinatorClient, annotate, cfg: ExperimentConfig,
         raise RuntimeError(f"aal-annotate exited with {annotate.returncode}; see {cfg.out}/logs/annotate.log")
 
 
-def _wait_for_final_model(client: CoordinatorClient, labels: int):
+def _wait_for_final_model(client: CoordinatorClient, labels: int, running):
     """The latest model once one is trained on at least `labels` labels (None if none came in time)."""
     deadline = time.monotonic() + FINAL_MODEL_TIMEOUT
     seen = 0
     while time.monotonic() < deadline:
+        running()
         m = client.latest_model(after_version=seen, wait_seconds=min(5.0, deadline - time.monotonic()))
         if m is not None:
             seen = m.version

@@ -337,9 +337,10 @@ class Trainer:
         self._stop_set.published(info.version)
         self._round_seconds = time.monotonic() - t0
         self.rounds += 1
-        log.info("%s published v%d: %d labels, accuracy %.4f (audit %d/%d), %d steps (%s), %.2fs", cfg.server_id,
-                 info.version, len(y), metrics.get("accuracy", float("nan")), int(metrics.get(AUDIT_CORRECT, 0)),
-                 int(metrics.get(AUDIT_LABELS, 0)), budget.steps, budget.bound, metrics["train_seconds"])
+        held_out = f"accuracy {metrics['accuracy']:.4f}, " if "accuracy" in metrics else ""  # no test set: none
+        log.info("%s published v%d: %d labels, %saudit %d/%d, %d steps (%s), %.2fs", cfg.server_id, info.version,
+                 len(y), held_out, int(metrics.get(AUDIT_CORRECT, 0)), int(metrics.get(AUDIT_LABELS, 0)),
+                 budget.steps, budget.bound, metrics["train_seconds"])
 
     def unlabeled_pool(self) -> np.ndarray:
         """The dataset's pool items whose ids are neither in L nor among the audit labels (which a model is judged
