@@ -1,6 +1,6 @@
 """Domain errors. Servicers turn each into its gRPC status; the core never imports grpc."""
 
-MAX_MESSAGE_CHARS = 1000  # of an error's message sent to a client: messages quote what the client sent
+MAX_MESSAGE_BYTES = 1000  # UTF-8 bytes of an error's message sent to a client: messages quote what it sent
 
 
 class AalError(Exception):
@@ -32,10 +32,12 @@ class PermissionDenied(AalError):
 
 
 def message_of(exc: Exception) -> str:
-    """`exc`'s message as a client is told it: at most MAX_MESSAGE_CHARS characters. Messages quote ids and names
-    from the request, which may be megabytes long: echoed whole, a status detail outgrew gRPC's metadata limit (the
-    client saw RESOURCE_EXHAUSTED instead of the status), and a session's queue of answers held megabytes each."""
+    """`exc`'s message as a client is told it: at most MAX_MESSAGE_BYTES of UTF-8. Messages quote ids and names from
+    the request, which may be megabytes long: echoed whole, a status detail outgrew gRPC's metadata limit (the
+    client saw RESOURCE_EXHAUSTED instead of the status; gRPC sends each byte outside ASCII as three), and a
+    session's queue of answers held megabytes each."""
     text = str(exc)
-    if len(text) <= MAX_MESSAGE_CHARS:
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= MAX_MESSAGE_BYTES:
         return text
-    return f"{text[:MAX_MESSAGE_CHARS]}… ({len(text)} characters in all)"
+    return f"{data[:MAX_MESSAGE_BYTES].decode('utf-8', errors='ignore')}… ({len(text)} characters in all)"

@@ -2,7 +2,7 @@
 
 Four roles, each allowed only its own service: annotators the AnnotationService, workers the
 SelectionService, servers the TrainingService, admins everything; workers may also read L without payloads, and
-servers and workers the registry's entries and models (METHOD_ROLES). GetTask is open to every role (all processes must agree on the task), and so are reflection and health watches (calls that stay open: a caller
+servers list the registry and download its models (METHOD_ROLES). GetTask is open to every role (all processes must agree on the task), and so are reflection and health watches (calls that stay open: a caller
 without a token holds nothing); health checks need no token. A missing or unknown
 token gets UNAUTHENTICATED, a known token outside its role PERMISSION_DENIED. Clients send theirs as
 `authorization: Bearer <token>`; inside a call, `current_caller()` names who made it.
@@ -59,11 +59,11 @@ SERVICE_ROLES = {
 }
 ANY_ROLE_METHODS = frozenset({"/aal.v1.AdminService/GetTask"})
 # Methods open to more roles than their service: workers read L's labels, without payloads (TrainingService's
-# StreamLabels checks that), for adaptive re-labeling; servers read the registry and download its models (a
-# round's stop-set agreement with the latest model, the published pretrained encoder), as workers do.
+# StreamLabels checks that), for adaptive re-labeling; servers list the registry and download its models, as
+# workers download them (a round's stop-set agreement with the latest model, the published pretrained encoder).
 METHOD_ROLES = {
     "/aal.v1.TrainingService/StreamLabels": frozenset({"server", "worker", "admin"}),
-    "/aal.v1.AdminService/ListModels": frozenset({"server", "worker", "admin"}),
+    "/aal.v1.AdminService/ListModels": frozenset({"server", "admin"}),
     "/aal.v1.SelectionService/DownloadModel": frozenset({"server", "worker", "admin"}),
 }
 # Calls that stay open (reflection streams, health watches) take a token of any role: a caller without one holds

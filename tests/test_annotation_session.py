@@ -140,7 +140,7 @@ def test_a_tool_that_leaves_gives_back_the_queries_still_on_their_way_and_keeps_
         s = c.stats()
         assert (s.leased, s.queued) == (1, 4)  # at once, before the answer
         tool.send(pb.SessionRequest(want=2))  # a hostile tool asks again after close: pushing has stopped for good
-        tool.send(pb.SessionRequest(ref=3, renew=pb.SessionRenew(lease_id="x", item_id="0")))
+        tool.send(pb.SessionRequest(ref=3, want=2, renew=pb.SessionRenew(lease_id="x", item_id="0")))
         while (r := tool.read()).ref != 3:
             pass
         assert len(tool.queries) == 3 and (c.stats().leased, c.stats().queued) == (1, 4)
@@ -274,17 +274,18 @@ def _secured(tmp_path):
 
 def test_a_refusal_quotes_a_long_id_in_a_bounded_message(tmp_path):
     """An id of 20,000 characters that is not the token's: PERMISSION_DENIED with a message of bounded length, on the
-    unary calls and on the stream (echoed whole, the status outgrew gRPC's metadata limit: RESOURCE_EXHAUSTED)."""
+    unary calls and on the stream (echoed whole, the status outgrew gRPC's metadata limit: RESOURCE_EXHAUSTED; a
+    character outside ASCII travels as up to 12 bytes of it)."""
     srv, address = _secured(tmp_path)
     try:
         queue_items(srv.coordinator, 2)
-        for stream in (False, True):
-            with AnnotationClient(address, "z" * 20_000, security=ClientSecurity(token="ann-token"), retry_for=1,
+        for stream, claimed in ((False, "z" * 20_000), (True, "z" * 20_000), (True, "\N{GRINNING FACE}" * 20_000)):
+            with AnnotationClient(address, claimed, security=ClientSecurity(token="ann-token"), retry_for=1,
                                   stream=stream) as tool:
                 with pytest.raises(grpc.RpcError) as info:
                     tool.lease(wait_seconds=1)
                 assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, stream
-                assert "carol" in info.value.details() and len(info.value.details()) < 1_100
+                assert "carol" in info.value.details() and len(info.value.details().encode()) < 1_100
     finally:
         srv.stop(grace=0)
 

@@ -100,7 +100,8 @@ def test_stop_retrying_cancels_the_call_on_its_way():
 
         asker = threading.Thread(target=ask)
         asker.start()
-        while not client._calls:  # the call is on its way
+        on_its_way_by = time.monotonic() + PROBE_TIMEOUT
+        while not client._calls and time.monotonic() < on_its_way_by:  # the call is on its way
             time.sleep(0.01)
         client.stop_retrying()
         asker.join(PROBE_TIMEOUT * 2)

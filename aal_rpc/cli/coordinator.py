@@ -12,6 +12,7 @@ import click
 
 from aal_rpc.cli.admin_import import ids_by_source, read_labels
 from aal_rpc.cli.common import check_model, log_level_option, model_option, on_termination, run_program
+from aal_rpc.client.coordinator import MAX_DOWNLOAD_BYTES
 from aal_rpc.coordinator.app import create_coordinator_server, is_database_url
 from aal_rpc.coordinator.contract import CoordinatorConfig, ImportedLabel
 from aal_rpc.coordinator.layout import DataDir
@@ -214,9 +215,10 @@ def serve_gold(coordinator, ds: Dataset, gold: dict[str, int]) -> None:
                    "on.")
 @click.option("--gold-share", type=click.FloatRange(min=0, max=1), default=0.05, show_default=True,
               help="With --gold: the share of leases that serve a gold item the annotator has not labeled yet.")
-@click.option("--max-weight-bytes", type=click.IntRange(min=1), default=DEFAULTS.max_weight_bytes, show_default=True,
-              help="The largest model's weights the registry takes; a task whose model is larger is refused at "
-                   "start, an upload past it RESOURCE_EXHAUSTED.")
+@click.option("--max-weight-bytes", type=click.IntRange(min=1, max=MAX_DOWNLOAD_BYTES),
+              default=DEFAULTS.max_weight_bytes, show_default=True,
+              help="The largest model's weights the registry takes (at most what servers and workers download); a "
+                   "task whose model is larger is refused at start, an upload past it RESOURCE_EXHAUSTED.")
 @click.option("--keep-models", type=click.IntRange(min=1), default=DEFAULTS.keep_models, show_default=True,
               help="How many weight blobs to keep.")
 @click.option("--max-workers", type=click.IntRange(min=4), default=DEFAULT_MAX_WORKERS, show_default=True,

@@ -157,9 +157,12 @@ def in_words(summary: dict) -> str:
 def suite(scale, seeds, studies, dataset, out, report, notes, arms, eval_repeats, report_only, from_seed, where):
     """The paper's studies (sync vs async, waits, servers, strategy mix), Cluster-Margin, the annotator-pace
     regimes and labels to a target accuracy, with repeated seeds."""
-    run_suite(scale, seeds=seeds, out=out, dataset=dataset, report=report, notes=notes, studies=studies,
-              arms=arms, eval_repeats=eval_repeats, run_missing=not report_only, from_seed=from_seed,
-              where=where, progress=click.echo)
+    try:
+        run_suite(scale, seeds=seeds, out=out, dataset=dataset, report=report, notes=notes, studies=studies,
+                  arms=arms, eval_repeats=eval_repeats, run_missing=not report_only, from_seed=from_seed,
+                  where=where, progress=click.echo)
+    except ExperimentFailed as exc:  # the runs done so far are kept: a rerun takes up from there
+        raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}/suite.json and {report or out / 'RESULTS.md'}")
 
 

@@ -178,7 +178,7 @@ class CoordinatorClient(ChannelClient):
             for chunk in iter_chunks(data, CHUNK_BYTES):
                 yield training_pb2.UploadModelRequest(chunk=chunk)
 
-        resp = self._retrying(lambda: self._awaited(self._training.UploadModel.future(
+        resp = self._retrying(lambda: self._awaited(lambda: self._training.UploadModel.future(
             requests(), timeout=TRANSFER_TIMEOUT, wait_for_ready=self.wait_for_ready)))
         return serde.model_info_from_proto(resp.model)
 
@@ -208,8 +208,8 @@ class CoordinatorClient(ChannelClient):
         serde.weights_from_bytes reads them without copying."""
         def once():
             request = selection_pb2.DownloadModelRequest(version=version)
-            with self._on_its_way(self._download(request, timeout=TRANSFER_TIMEOUT,
-                                                 wait_for_ready=self.wait_for_ready)) as stream:
+            with self._on_its_way(lambda: self._download(request, timeout=TRANSFER_TIMEOUT,
+                                                         wait_for_ready=self.wait_for_ready)) as stream:
                 first = next(stream)
                 if not isinstance(first, selection_pb2.DownloadModelResponse) or first.WhichOneof("part") != "info":
                     raise ValueError("download stream did not start with the model info")

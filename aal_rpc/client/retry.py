@@ -171,8 +171,9 @@ class ChannelClient:
         self._wait_for_ready = wait_for_ready
         self.contact = contact_with(target)
         self._stop = threading.Event()
-        self._calls: set[grpc.Future] = set()  # calls on their way, which stop_retrying cancels
-        self._calls_lock = threading.Lock()
+        self._calls: set = set()  # calls on their way, which stop_retrying cancels
+        # reentrant: stop_retrying runs in a signal handler, maybe on the thread that holds it
+        self._calls_lock = threading.RLock()
         self._channel = channel or create_channel(target, security)
         self._owns_channel = channel is None
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
@@ -202,17 +203,19 @@ class ChannelClient:
         """From now on a failed call is not retried, and the calls on their way end now with CANCELLED (a daemon
         being stopped must not wait out an outage). Calls begun later are made once, without waiting for a
         coordinator that cannot be reached."""
-        self._stop.set()
-        with self._calls_lock:
+        with self._calls_lock:  # a call is begun under the lock: before this (and cancelled) or after (not waiting)
+            self._stop.set()
             calls = list(self._calls)
         for call in calls:
             call.cancel()
 
     @contextlib.contextmanager
-    def _on_its_way(self, call):
-        """Track `call` (a grpc call object) while the block runs, so that stop_retrying cancels it; a unary call's
-        future cancelled so is raised as itself (an RpcError with CANCELLED, which is never retried)."""
+    def _on_its_way(self, begin: Callable):
+        """Begin a call (`begin()`, a grpc call object) and track it while the block runs, so that stop_retrying
+        cancels it; a unary call's future cancelled so is raised as itself (an RpcError with CANCELLED, which is
+        never retried)."""
         with self._calls_lock:
+            call = begin()
             self._calls.add(call)
         try:
             yield call
@@ -222,9 +225,9 @@ class ChannelClient:
             with self._calls_lock:
                 self._calls.discard(call)
 
-    def _awaited(self, call: grpc.Future):
-        """The result of a call begun with `.future(...)`, which stop_retrying cancels."""
-        with self._on_its_way(call):
+    def _awaited(self, begin: Callable[[], grpc.Future]):
+        """The result of a call begun by `begin()` with `.future(...)`, which stop_retrying cancels."""
+        with self._on_its_way(begin) as call:
             return call.result()
 
     def check(self) -> None:
@@ -242,8 +245,8 @@ class ChannelClient:
         return call_with_retry(fn, retry_for=self.retry_for, contact=self.contact, stop=self._stop)
 
     def _call(self, method, request, timeout: float):
-        return self._retrying(lambda: self._awaited(method.future(request, timeout=timeout,
-                                                                   wait_for_ready=self.wait_for_ready)))
+        return self._retrying(lambda: self._awaited(lambda: method.future(request, timeout=timeout,
+                                                                           wait_for_ready=self.wait_for_ready)))
 
 
 class ResumableStream:

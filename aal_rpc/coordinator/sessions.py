@@ -146,8 +146,12 @@ class Session:
         self._held.pop(lease_id, None)
         self._sent.pop(lease_id, None)
 
+    def _pushing(self) -> bool:
+        """Whether queries still go to the tool: until it says it is leaving (close), for good then."""
+        return self._received is None
+
     def _grant(self, want: int) -> None:
-        if want and self._received is None:  # after close, pushing stops for good
+        if want and self._pushing():
             self._credit = min(MAX_SESSION_WINDOW, self._credit + want)
             self._granted_since_dry = True
             self._room.set()
@@ -178,7 +182,7 @@ class Session:
     async def _lease_into(self, answer: annotation_pb2.SessionResponse, want: int) -> int:
         """With no credit outstanding and nobody queued ahead, look at S once for the credit a command brings and
         put what comes into its answer (one message: the acknowledgement and the next query); how many came."""
-        if not want or self._credit or self._queue.busy():
+        if not want or self._credit or self._queue.busy() or not self._pushing():
             return 0
         try:
             q = await self._try_lease(self._annotator, self._lease_seconds)

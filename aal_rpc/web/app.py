@@ -119,7 +119,8 @@ def _error(status: int, message: str, headers: dict | None = None, **extra) -> J
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused (413) past `limit` bytes: at once when its Content-Length says so, else once that much of
-    a stream has come; what lies beyond is never read. One that takes longer than BODY_SECONDS to come: 408."""
+    a stream has come; what lies beyond is never read. One that takes longer than BODY_SECONDS to come: 408; one
+    whose client left before it came: 400 (for the log: nobody reads it)."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise HttpError(413 if declared.isdigit() else 400, f"a request body is at most {limit} bytes")
@@ -132,6 +133,8 @@ async def read_body(request: Request, limit: int) -> bytes:
                     raise HttpError(413, f"a request body is at most {limit} bytes")
     except TimeoutError:
         raise HttpError(408, f"a request body must arrive within {BODY_SECONDS:g} s") from None
+    except ClientDisconnect:  # nobody to answer: said in the endpoint's one log line, not as a traceback
+        raise HttpError(400, "the client left before its request's body came") from None
     return bytes(body)
 
 
@@ -161,9 +164,6 @@ def api(handler):
             call = Call(request.app.state.sessions, request.app.state.throttle, client,
                         request.app.state.show_model_guess)
             result = await handler(call, args) if is_async else await run_in_threadpool(handler, call, args)
-        except ClientDisconnect:  # the client left before its request's body came: nobody to answer
-            log.debug("%s from %s: the client left before its request's body came", request.url.path, client or "?")
-            return Response(status_code=400)
         except Expired as exc:
             return _error(401, str(exc), expired=exc.what)
         except (NotHeld, NotLabeledHere) as exc:

@@ -53,8 +53,8 @@ def guarded_protocol(per_client: int | None) -> type[H11Protocol]:
             super().connection_lost(exc)
 
         def on_response_complete(self) -> None:
+            self._await_head()  # before uvicorn begins a pipelined request: that one is not waited for
             super().on_response_complete()
-            self._await_head()
 
         def _await_head(self) -> None:
             """Close the connection unless a new request's head has come within HEAD_SECONDS (each head starts a new
