@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -141,8 +142,11 @@ async def _measure(address: str, pid: int, *, polls: int, follows: int, download
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         for with_token in (True, False):
             for _ in range(reflections):
+                # waiting for the connection: on a loaded machine a connection among a thousand can take a retry,
+                # and a call that failed to connect (UNAVAILABLE) says nothing of how the coordinator answers
                 call = reflection_pb2_grpc.ServerReflectionStub(channel(n)).ServerReflectionInfo(
-                    _forever(request), metadata=_auth("admin" if with_token else None), timeout=120)
+                    _forever(request), metadata=_auth("admin" if with_token else None), timeout=120,
+                    wait_for_ready=True)
                 (held if with_token else refused).append(call)
                 n += 1
         for call in held[follows:follows + downloads]:  # each download sends its header, then stalls on flow control
@@ -162,7 +166,8 @@ async def _measure(address: str, pid: int, *, polls: int, follows: int, download
     return {"held": {"long_polls": polls, "follow_streams": follows, "downloads": downloads,
                      "reflection_streams": reflections, "still_open_when_probed": still_held},
             "unauthenticated_reflection": {"attempted": reflections,
-                                           "refused": sum(c == grpc.StatusCode.UNAUTHENTICATED for c in refused_codes)},
+                                           "refused": sum(c == grpc.StatusCode.UNAUTHENTICATED for c in refused_codes),
+                                           "codes": dict(Counter(c.name for c in refused_codes))},
             "idle": idle, "loaded": loaded, "wake": wake,
             "coordinator_threads": {"idle": idle_threads, "loaded": loaded_threads}}
 

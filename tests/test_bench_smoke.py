@@ -40,7 +40,8 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path):
     h = b["held_open"]
     assert h["held"]["still_open_when_probed"] == h["held"]["long_polls"] + h["held"]["follow_streams"] + \
         h["held"]["downloads"] + h["held"]["reflection_streams"]
-    assert h["unauthenticated_reflection"]["refused"] == h["unauthenticated_reflection"]["attempted"] > 0
+    assert h["unauthenticated_reflection"]["refused"] == h["unauthenticated_reflection"]["attempted"] > 0, \
+        h["unauthenticated_reflection"]
     assert any(step["wait"]["count"] > 0 for step in b["capacity"]["steps"])
     assert b["capacity"]["transport"] == "AnnotationSession"
     assert b["work_per_label"]["labels"] > 0
