@@ -222,7 +222,11 @@ def weight_spec(architecture: str, input_shape: tuple[int, ...], num_classes: in
     """Names, shapes and dtypes of an architecture's state dict: what uploaded weights must match exactly."""
     from aal_rpc.models import shape_model
 
-    model = shape_model(architecture, tuple(input_shape), num_classes)
+    return spec_of(shape_model(architecture, tuple(input_shape), num_classes))
+
+
+def spec_of(model: torch.nn.Module) -> WeightSpec:
+    """Names, shapes and dtypes of a model's state dict (built for real or on the meta device: the same)."""
     return {k: (tuple(v.shape), _SAFETENSORS_DTYPES[str(v.dtype).removeprefix("torch.")])
             for k, v in model.state_dict().items()}
 

@@ -104,12 +104,12 @@ def check_model(task, fingerprint: str = "", *, run: bool = False, max_weight_by
     `max_weight_bytes`; and, given the coordinator's `fingerprint` (GetTask), it builds weights of the same names,
     shapes and dtypes as the coordinator does."""
     from aal_rpc.models import build_model, check_classifier, shape_model
-    from aal_rpc.serde import spec_fingerprint, weight_spec
+    from aal_rpc.serde import spec_fingerprint, spec_of
 
     name = task.architecture
     try:
-        spec = weight_spec(name, task.input_shape, task.num_classes)
         model = (build_model if run else shape_model)(name, task.input_shape, task.num_classes)
+        spec = spec_of(model)
         check_classifier(model, task.input_shape, task.num_classes, run=run)
     except Exception as exc:  # noqa: BLE001 - the user's module (ValueError), torchvision missing (RuntimeError)
         cause = " ".join(str(exc).split()).removeprefix(f"model {name!r}: ")
