@@ -314,8 +314,15 @@ def main(ctx, listen, store, data_dir, dataset, classes, classes_file, guideline
     # these frozen: docs/PERFORMANCE.md)
     gc.collect()  # what is garbage already goes first: a frozen object is never collected
     gc.freeze()
-    done.wait()
+    # in slices: a stop signal that the kernel hands to one of grpcio's threads does not wake a wait without a
+    # timeout, and Python runs signal handlers only on the main thread, between its bytecodes (a coordinator
+    # under load sometimes never saw its SIGTERM)
+    while not done.wait(SIGNAL_CHECK_SECONDS):
+        pass
     log.info("stopped")
+
+
+SIGNAL_CHECK_SECONDS = 0.5  # how long the main thread may sleep before it looks for a stop signal again
 
 
 # The event loop serves every annotator; the store's writer and the pool's threads share the GIL with it. Python
