@@ -170,5 +170,4 @@ def input_dtype(model: torch.nn.Module) -> torch.dtype:
 
 
 __all__ = ["ARCHITECTURES", "ENTRY_POINTS", "Classifier", "PlainClassifier", "build_model", "check_classifier",
-           "expected_shapes",
-           "input_dtype", "resolve_factory", "shape_model"]
+           "expected_shapes", "input_dtype", "resolve_factory", "shape_model"]
